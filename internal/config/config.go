@@ -1,0 +1,275 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/viper"
+)
+
+// Config is the whole gateway configuration. Each field maps onto one key of
+// config.yaml, named in its comment. Start from Default or Load; the zero
+// value does not pass Validate.
+type Config struct {
+	// Listen is the TCP address to accept connections on, host:port.
+	// Key listen, default ":8080".
+	Listen string
+
+	Broker   Broker
+	History  History
+	Presence Presence
+	Client   Client
+	Server   Server
+	Log      Log
+}
+
+// Broker selects the message broker backend.
+type Broker struct {
+	// Type is the backend name, one of brokerTypes.
+	// Key broker.type, default "memory".
+	Type string
+}
+
+// History bounds the per-channel message history used for catch-up.
+type History struct {
+	// Size is how many messages are kept per channel; 0 disables history.
+	// Key history.size, default 1000, >= 0.
+	Size int
+	// TTL is how long a channel's history is kept after its last message.
+	// Key history.ttl, default 10m, > 0.
+	TTL time.Duration
+}
+
+// Presence controls who-is-here tracking and join/leave events.
+type Presence struct {
+	// TTL is how long a presence entry lives unless refreshed; members of a
+	// node that dies disappear after at most this long.
+	// Key presence.ttl, default 60s, >= 1s.
+	TTL time.Duration
+	// JoinLeave turns join/leave events on.
+	// Key presence.join_leave, default true.
+	JoinLeave bool
+	// JoinLeaveLimit suppresses join/leave events on a channel with more
+	// local subscribers than this; 0 means no limit.
+	// Key presence.join_leave_limit, default 1000, >= 0.
+	JoinLeaveLimit int
+}
+
+// Client holds per-connection limits.
+type Client struct {
+	// PingInterval is how often a client must send something; a client
+	// silent for twice this long is disconnected.
+	// Key client.ping_interval, default 25s, > 0.
+	PingInterval time.Duration
+	// MaxMessageSize is the largest message a client may send, in bytes.
+	// Key client.max_message_size, default 65536, >= 256.
+	MaxMessageSize int
+	// MaxSubscriptions is how many channels one connection may be
+	// subscribed to at once.
+	// Key client.max_subscriptions, default 1000, >= 1.
+	MaxSubscriptions int
+	// HandshakeTimeout is how long a new connection has to complete the
+	// WebSocket handshake.
+	// Key client.handshake_timeout, default 10s, > 0.
+	HandshakeTimeout time.Duration
+	// MaxQueueBytes bounds the outbound queue of one connection, in bytes;
+	// a client above it is disconnected as a slow consumer.
+	// Key client.max_queue_bytes, default 1048576, >= 4096.
+	MaxQueueBytes int
+}
+
+// Server selects how connections are read.
+type Server struct {
+	// IO is "epoll" (one readiness loop, Linux only) or "goroutine" (one
+	// reader goroutine per connection).
+	// Key server.io, default "epoll".
+	IO string
+	// Workers is the size of the worker pool; 0 means chosen automatically.
+	// Key server.workers, default 0, >= 0.
+	Workers int
+}
+
+// Log configures the slog logger.
+type Log struct {
+	// Level is one of debug, info, warn, error.
+	// Key log.level, default "info".
+	Level string
+	// Format is text or json.
+	// Key log.format, default "text".
+	Format string
+}
+
+// Default returns the built-in configuration. It is the single home of every
+// default; config.yaml repeats these values and a test keeps the two equal.
+func Default() Config {
+	return Config{
+		Listen: ":8080",
+		Broker: Broker{Type: "memory"},
+		History: History{
+			Size: 1000,
+			TTL:  10 * time.Minute,
+		},
+		Presence: Presence{
+			TTL:            60 * time.Second,
+			JoinLeave:      true,
+			JoinLeaveLimit: 1000,
+		},
+		Client: Client{
+			PingInterval:     25 * time.Second,
+			MaxMessageSize:   65536,
+			MaxSubscriptions: 1000,
+			HandshakeTimeout: 10 * time.Second,
+			MaxQueueBytes:    1 << 20,
+		},
+		Server: Server{
+			IO:      "epoll",
+			Workers: 0,
+		},
+		Log: Log{
+			Level:  "info",
+			Format: "text",
+		},
+	}
+}
+
+// Load reads the configuration from the YAML file at path and from the
+// process environment, on top of Default, and validates it. An empty path
+// means no file: defaults and environment only. A path that names a missing
+// file is an error (errors.Is(err, fs.ErrNotExist)).
+func Load(path string) (Config, error) {
+	return LoadFrom(path, os.Environ())
+}
+
+// LoadFrom is Load with the environment given as "NAME=value" entries, as
+// os.Environ returns them. Entries without the SYNCGATE_ prefix are ignored.
+// On error the returned Config is the zero value.
+func LoadFrom(path string, environ []string) (Config, error) {
+	c := Default()
+	var errs []error
+	if path != "" {
+		fileErrs, err := applyFile(&c, path)
+		if err != nil {
+			return Config{}, err
+		}
+		errs = append(errs, fileErrs...)
+	}
+	errs = append(errs, applyEnv(&c, environ)...)
+	if len(errs) > 0 {
+		return Config{}, errors.Join(errs...)
+	}
+	// Every key was checked as it was set; this catches rules that span
+	// keys, should any be added.
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// Validate reports every field outside its allowed range or set, naming the
+// key and the expected form, e.g.
+//
+//	config: history.size: want a whole number >= 0, got -5
+func (c Config) Validate() error {
+	var errs []error
+	for _, s := range settings {
+		if bad := s.check(&c); bad != nil {
+			errs = append(errs, bad.at(s.key, ""))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// applyFile sets c from the YAML file at path. The error is for a file that
+// cannot be read or parsed; problems with individual keys are returned as
+// the slice.
+func applyFile(c *Config, path string) ([]error, error) {
+	v := viper.New()
+	v.SetConfigFile(path)
+	v.SetConfigType("yaml") // whatever the extension
+	if err := v.ReadInConfig(); err != nil {
+		if _, ok := errors.AsType[*fs.PathError](err); ok {
+			return nil, fmt.Errorf("config: %w", err) // already names the path
+		}
+		return nil, fmt.Errorf("config: %s: %w", path, err)
+	}
+	source := "file " + path
+	var errs []error
+	for _, key := range sortedKeys(v) {
+		raw := v.Get(key)
+		s, ok := lookupKey(key)
+		if !ok {
+			if err := unknownFileKey(key, raw, path); err != nil {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		if bad := s.set(c, raw); bad != nil {
+			errs = append(errs, bad.at(key, source))
+			continue
+		}
+		if bad := s.check(c); bad != nil {
+			errs = append(errs, bad.at(key, source))
+		}
+	}
+	return errs, nil
+}
+
+// unknownFileKey explains a file key that is not a setting. A section given
+// as an empty mapping ("history:" with everything under it commented out)
+// is fine and yields nil.
+func unknownFileKey(key string, raw any, path string) error {
+	var under []string
+	for _, s := range settings {
+		if strings.HasPrefix(s.key, key+".") {
+			under = append(under, s.key)
+		}
+	}
+	if len(under) > 0 {
+		if raw == nil {
+			return nil
+		}
+		return fmt.Errorf("config: %q in %s: want a section with keys %s, got %s",
+			key, path, strings.Join(under, ", "), describe(raw))
+	}
+	return fmt.Errorf("config: unknown key %q in %s%s", key, path, didYouMean(key, allKeys(), "%q"))
+}
+
+// applyEnv sets c from the SYNCGATE_* entries of environ. Names are matched
+// whole against the known keys, never split on "_", since keys such as
+// presence.join_leave contain underscores themselves.
+func applyEnv(c *Config, environ []string) []error {
+	var errs []error
+	seen := make(map[string]bool)
+	for _, kv := range environ {
+		name, value, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, envPrefix) {
+			continue
+		}
+		if seen[name] {
+			continue // the first entry wins, as with os.Getenv
+		}
+		seen[name] = true
+		s, ok := lookupEnv(name)
+		if !ok {
+			errs = append(errs, fmt.Errorf("config: unknown environment variable %s: it names no config key%s",
+				name, didYouMean(name, allEnvNames(), "%s")))
+			continue
+		}
+		if value == "" {
+			continue
+		}
+		source := "env " + name
+		if bad := s.set(c, value); bad != nil {
+			errs = append(errs, bad.at(s.key, source))
+			continue
+		}
+		if bad := s.check(c); bad != nil {
+			errs = append(errs, bad.at(s.key, source))
+		}
+	}
+	return errs
+}

@@ -1,0 +1,566 @@
+package config
+
+import (
+	"bufio"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/viper"
+)
+
+// repoConfig is the config.yaml shipped at the repository root.
+const repoConfig = "../../config.yaml"
+
+// writeFile writes a config file into a fresh temp dir and returns its path.
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// with returns Default() changed by edit.
+func with(edit func(c *Config)) Config {
+	c := Default()
+	edit(&c)
+	return c
+}
+
+func TestDefaultIsValid(t *testing.T) {
+	if err := Default().Validate(); err != nil {
+		t.Fatalf("Default().Validate() = %v", err)
+	}
+}
+
+// TestTableCoversConfig proves the key table and the Config struct map one
+// to one: every leaf field has exactly one key, and key and env names are
+// unique.
+func TestTableCoversConfig(t *testing.T) {
+	var c Config
+	fields := make(map[any]bool) // pointers to leaf fields
+	var walk func(v reflect.Value)
+	walk = func(v reflect.Value) {
+		for i := range v.NumField() {
+			f := v.Field(i)
+			if f.Kind() == reflect.Struct {
+				walk(f)
+				continue
+			}
+			fields[f.Addr().Interface()] = false
+		}
+	}
+	walk(reflect.ValueOf(&c).Elem())
+
+	keys, envs := make(map[string]bool), make(map[string]bool)
+	for _, s := range settings {
+		if keys[s.key] {
+			t.Errorf("key %s listed twice", s.key)
+		}
+		keys[s.key] = true
+		if envs[s.env()] {
+			t.Errorf("env %s maps to two keys", s.env())
+		}
+		envs[s.env()] = true
+		if s.key != strings.ToLower(s.key) {
+			t.Errorf("key %s is not lower case", s.key)
+		}
+		p := s.field(&c)
+		seen, ok := fields[p]
+		switch {
+		case !ok:
+			t.Errorf("key %s points outside Config", s.key)
+		case seen:
+			t.Errorf("key %s shares its field with another key", s.key)
+		}
+		fields[p] = true
+	}
+	if len(fields) != len(settings) {
+		t.Errorf("Config has %d leaf fields, table has %d keys", len(fields), len(settings))
+	}
+}
+
+func TestRepoConfigEqualsDefault(t *testing.T) {
+	got, err := LoadFrom(repoConfig, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != Default() {
+		t.Fatalf("config.yaml differs from Default():\n got %+v\nwant %+v", got, Default())
+	}
+}
+
+// TestRepoConfigListsEveryKey checks config.yaml has every key and no other,
+// each introduced by a comment giving its default and its env var.
+func TestRepoConfigListsEveryKey(t *testing.T) {
+	v := viper.New()
+	v.SetConfigFile(repoConfig)
+	v.SetConfigType("yaml")
+	if err := v.ReadInConfig(); err != nil {
+		t.Fatal(err)
+	}
+	inFile := make(map[string]bool)
+	for _, k := range v.AllKeys() {
+		inFile[k] = true
+	}
+	for _, s := range settings {
+		if !inFile[s.key] {
+			t.Errorf("config.yaml lacks key %s", s.key)
+		}
+		delete(inFile, s.key)
+	}
+	for k := range inFile {
+		t.Errorf("config.yaml has key %s that is not in the table", k)
+	}
+
+	comments := keyComments(t, repoConfig)
+	for _, s := range settings {
+		doc, ok := comments[s.key]
+		if !ok {
+			continue // reported above
+		}
+		if !strings.Contains(doc, "Default ") {
+			t.Errorf("config.yaml: comment on %s does not state its default", s.key)
+		}
+		if !strings.Contains(doc, "Env "+s.env()+".") {
+			t.Errorf("config.yaml: comment on %s does not name %s", s.key, s.env())
+		}
+	}
+}
+
+// keyComments maps each leaf key of a two-level YAML file to the comment
+// lines directly above it.
+func keyComments(t *testing.T, path string) map[string]string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	out := make(map[string]string)
+	var section string
+	var doc []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		trimmed := strings.TrimSpace(line)
+		switch {
+		case trimmed == "":
+			doc = nil
+		case strings.HasPrefix(trimmed, "#"):
+			doc = append(doc, trimmed)
+		default:
+			name, value, _ := strings.Cut(trimmed, ":")
+			indented := line != trimmed
+			switch {
+			case !indented && strings.TrimSpace(value) == "":
+				section = name
+			case indented:
+				out[section+"."+name] = strings.Join(doc, "\n")
+			default:
+				section = ""
+				out[name] = strings.Join(doc, "\n")
+			}
+			doc = nil
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestLoad(t *testing.T) {
+	tests := []struct {
+		name string
+		file string // "" = no file
+		env  []string
+		want Config
+	}{
+		{
+			name: "defaults",
+			want: Default(),
+		},
+		{
+			name: "unrelated env ignored",
+			env:  []string{"PATH=/bin", "HOME=/root", "SYNCGATEX_LISTEN=x", "syncgate_listen=x", "BROKEN"},
+			want: Default(),
+		},
+		{
+			name: "empty env value counts as unset",
+			env:  []string{"SYNCGATE_LISTEN=", "SYNCGATE_HISTORY_TTL="},
+			want: Default(),
+		},
+		{
+			name: "empty file",
+			file: "# nothing\n",
+			want: Default(),
+		},
+		{
+			name: "empty section",
+			file: "history:\n  # size: 5\n",
+			want: Default(),
+		},
+		{
+			name: "file overrides",
+			file: `
+listen: "127.0.0.1:9000"
+broker: {type: memory}
+history:
+  size: 0
+  ttl: 6s
+presence:
+  ttl: 1s
+  join_leave: false
+  join_leave_limit: 0
+client:
+  ping_interval: 1m
+  max_message_size: 256
+  max_subscriptions: 1
+  handshake_timeout: 500ms
+  max_queue_bytes: 4096
+server:
+  io: goroutine
+  workers: 8
+log:
+  level: debug
+  format: json
+`,
+			want: Config{
+				Listen:   "127.0.0.1:9000",
+				Broker:   Broker{Type: "memory"},
+				History:  History{Size: 0, TTL: 6 * time.Second},
+				Presence: Presence{TTL: time.Second, JoinLeave: false, JoinLeaveLimit: 0},
+				Client: Client{
+					PingInterval:     time.Minute,
+					MaxMessageSize:   256,
+					MaxSubscriptions: 1,
+					HandshakeTimeout: 500 * time.Millisecond,
+					MaxQueueBytes:    4096,
+				},
+				Server: Server{IO: "goroutine", Workers: 8},
+				Log:    Log{Level: "debug", Format: "json"},
+			},
+		},
+		{
+			name: "file number forms",
+			file: "history:\n  size: \"42\"\nclient:\n  max_queue_bytes: 2e6\npresence:\n  join_leave: \"false\"\n",
+			want: with(func(c *Config) {
+				c.History.Size = 42
+				c.Client.MaxQueueBytes = 2000000
+				c.Presence.JoinLeave = false
+			}),
+		},
+		{
+			name: "file keys are case-insensitive",
+			file: "History:\n  Size: 7\n",
+			want: with(func(c *Config) { c.History.Size = 7 }),
+		},
+		{
+			name: "env overrides every key",
+			env: []string{
+				"SYNCGATE_LISTEN=:9000",
+				"SYNCGATE_BROKER_TYPE=memory",
+				"SYNCGATE_HISTORY_SIZE=5",
+				"SYNCGATE_HISTORY_TTL=6s",
+				"SYNCGATE_PRESENCE_TTL=2s",
+				"SYNCGATE_PRESENCE_JOIN_LEAVE=false",
+				"SYNCGATE_PRESENCE_JOIN_LEAVE_LIMIT=10",
+				"SYNCGATE_CLIENT_PING_INTERVAL=5s",
+				"SYNCGATE_CLIENT_MAX_MESSAGE_SIZE=1024",
+				"SYNCGATE_CLIENT_MAX_SUBSCRIPTIONS=3",
+				"SYNCGATE_CLIENT_HANDSHAKE_TIMEOUT=1s",
+				"SYNCGATE_CLIENT_MAX_QUEUE_BYTES= 8192 ",
+				"SYNCGATE_SERVER_IO=goroutine",
+				"SYNCGATE_SERVER_WORKERS=4",
+				"SYNCGATE_LOG_LEVEL=warn",
+				"SYNCGATE_LOG_FORMAT=json",
+			},
+			want: Config{
+				Listen:   ":9000",
+				Broker:   Broker{Type: "memory"},
+				History:  History{Size: 5, TTL: 6 * time.Second},
+				Presence: Presence{TTL: 2 * time.Second, JoinLeave: false, JoinLeaveLimit: 10},
+				Client: Client{
+					PingInterval:     5 * time.Second,
+					MaxMessageSize:   1024,
+					MaxSubscriptions: 3,
+					HandshakeTimeout: time.Second,
+					MaxQueueBytes:    8192,
+				},
+				Server: Server{IO: "goroutine", Workers: 4},
+				Log:    Log{Level: "warn", Format: "json"},
+			},
+		},
+		{
+			name: "env beats file",
+			file: "listen: \":7000\"\nhistory:\n  size: 1\n  ttl: 1m\npresence:\n  join_leave: true\n",
+			env:  []string{"SYNCGATE_HISTORY_TTL=6s", "SYNCGATE_PRESENCE_JOIN_LEAVE=0"},
+			want: with(func(c *Config) {
+				c.Listen = ":7000"              // file
+				c.History.Size = 1              // file
+				c.History.TTL = 6 * time.Second // env over file
+				c.Presence.JoinLeave = false
+			}),
+		},
+		{
+			name: "first duplicate env entry wins",
+			env:  []string{"SYNCGATE_SERVER_WORKERS=2", "SYNCGATE_SERVER_WORKERS=3"},
+			want: with(func(c *Config) { c.Server.Workers = 2 }),
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			path := ""
+			if tt.file != "" {
+				path = writeFile(t, tt.file)
+			}
+			got, err := LoadFrom(path, tt.env)
+			if err != nil {
+				t.Fatalf("LoadFrom: %v", err)
+			}
+			if got != tt.want {
+				t.Fatalf("LoadFrom:\n got %+v\nwant %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		file string
+		env  []string
+		want []string // substrings of the error, all required
+	}{
+		{
+			name: "unknown file key",
+			file: "histroy:\n  size: 5\n",
+			want: []string{`config: unknown key "histroy.size" in `, "config.yaml", `did you mean "history.size"?`},
+		},
+		{
+			name: "unknown top-level file key",
+			file: "port: 80\n",
+			want: []string{`unknown key "port"`},
+		},
+		{
+			name: "unknown key inside a section",
+			file: "client:\n  max_message: 5\n",
+			want: []string{`unknown key "client.max_message"`},
+		},
+		{
+			name: "section given a scalar",
+			file: "history: 5\n",
+			want: []string{`"history"`, "want a section with keys history.size, history.ttl, got 5"},
+		},
+		{
+			name: "unknown env var",
+			env:  []string{"SYNCGATE_HISTROY_SIZE=5"},
+			want: []string{"unknown environment variable SYNCGATE_HISTROY_SIZE", "did you mean SYNCGATE_HISTORY_SIZE?"},
+		},
+		{
+			name: "env var split on the wrong underscore",
+			env:  []string{"SYNCGATE_PRESENCE_JOIN=true"},
+			want: []string{"unknown environment variable SYNCGATE_PRESENCE_JOIN:"},
+		},
+		{
+			name: "bad duration from env",
+			env:  []string{"SYNCGATE_HISTORY_TTL=ten"},
+			want: []string{`config: history.ttl (env SYNCGATE_HISTORY_TTL): want a Go duration like "10m" or "6s", got "ten"`},
+		},
+		{
+			name: "bare number as duration in file",
+			file: "client:\n  ping_interval: 25\n",
+			want: []string{"client.ping_interval (file ", `want a Go duration like "10m" or "6s", got 25`},
+		},
+		{
+			name: "duration out of range",
+			file: "presence:\n  ttl: 500ms\n",
+			want: []string{"presence.ttl (file ", "want a Go duration >= 1s, got 500ms"},
+		},
+		{
+			name: "zero duration",
+			env:  []string{"SYNCGATE_CLIENT_HANDSHAKE_TIMEOUT=0s"},
+			want: []string{"client.handshake_timeout (env SYNCGATE_CLIENT_HANDSHAKE_TIMEOUT): want a Go duration > 0, got 0s"},
+		},
+		{
+			name: "bad int from env",
+			env:  []string{"SYNCGATE_CLIENT_MAX_MESSAGE_SIZE=64k"},
+			want: []string{`client.max_message_size (env SYNCGATE_CLIENT_MAX_MESSAGE_SIZE): want a whole number >= 256, got "64k"`},
+		},
+		{
+			name: "fractional int in file",
+			file: "server:\n  workers: 1.5\n",
+			want: []string{"server.workers (file ", "want a whole number >= 0, got 1.5"},
+		},
+		{
+			name: "int out of range",
+			file: "history:\n  size: -5\n",
+			want: []string{"history.size (file ", "want a whole number >= 0, got -5"},
+		},
+		{
+			name: "int below minimum from env",
+			env:  []string{"SYNCGATE_CLIENT_MAX_QUEUE_BYTES=100"},
+			want: []string{"client.max_queue_bytes (env SYNCGATE_CLIENT_MAX_QUEUE_BYTES): want a whole number >= 4096, got 100"},
+		},
+		{
+			name: "bad bool",
+			env:  []string{"SYNCGATE_PRESENCE_JOIN_LEAVE=yes"},
+			want: []string{`presence.join_leave (env SYNCGATE_PRESENCE_JOIN_LEAVE): want true or false, got "yes"`},
+		},
+		{
+			name: "bad enum",
+			file: "broker:\n  type: kafka\n",
+			want: []string{"broker.type (file ", `want one of memory, got "kafka"`},
+		},
+		{
+			name: "enum is case-sensitive",
+			env:  []string{"SYNCGATE_LOG_LEVEL=INFO"},
+			want: []string{`log.level (env SYNCGATE_LOG_LEVEL): want one of debug, info, warn, error, got "INFO"`},
+		},
+		{
+			name: "enum given a number",
+			file: "server:\n  io: 1\n",
+			want: []string{"server.io (file ", "want one of epoll, goroutine, got 1"},
+		},
+		{
+			name: "bad listen address",
+			env:  []string{"SYNCGATE_LISTEN=8080"},
+			want: []string{`listen (env SYNCGATE_LISTEN): want a host:port address like ":8080" or "127.0.0.1:8080", got "8080"`},
+		},
+		{
+			name: "empty leaf in file",
+			file: "listen:\n",
+			want: []string{"listen (file ", "got an empty value"},
+		},
+		{
+			name: "bad file value not hidden by env",
+			file: "history:\n  ttl: ten\n",
+			env:  []string{"SYNCGATE_HISTORY_TTL=6s"},
+			want: []string{"history.ttl (file "},
+		},
+		{
+			name: "every problem reported",
+			file: "history:\n  size: -1\n",
+			env:  []string{"SYNCGATE_LOG_FORMAT=xml", "SYNCGATE_NOPE=1"},
+			want: []string{"history.size (file ", "log.format (env SYNCGATE_LOG_FORMAT)", "SYNCGATE_NOPE"},
+		},
+		{
+			name: "malformed yaml",
+			file: "history: [\n",
+			want: []string{"config: ", "config.yaml"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			path := ""
+			if tt.file != "" {
+				path = writeFile(t, tt.file)
+			}
+			got, err := LoadFrom(path, tt.env)
+			if err == nil {
+				t.Fatalf("LoadFrom succeeded with %+v; want an error", got)
+			}
+			if got != (Config{}) {
+				t.Errorf("LoadFrom returned %+v with its error; want the zero Config", got)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q\n does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "nope.yaml")
+	_, err := Load(path)
+	if !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("Load(%q) = %v; want fs.ErrNotExist", path, err)
+	}
+	if !strings.Contains(err.Error(), path) {
+		t.Errorf("error %q does not name the file", err)
+	}
+}
+
+func TestLoadUsesProcessEnv(t *testing.T) {
+	t.Setenv("SYNCGATE_SERVER_WORKERS", "6")
+	got, err := Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Server.Workers != 6 {
+		t.Fatalf("Server.Workers = %d; want 6 from SYNCGATE_SERVER_WORKERS", got.Server.Workers)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		edit func(c *Config)
+		want string
+	}{
+		{"listen", func(c *Config) { c.Listen = "" }, `config: listen: want a host:port address like ":8080" or "127.0.0.1:8080", got ""`},
+		{"listen port", func(c *Config) { c.Listen = ":70000" }, `config: listen: want a host:port address`},
+		{"broker type", func(c *Config) { c.Broker.Type = "kafka" }, `config: broker.type: want one of memory, got "kafka"`},
+		{"history size", func(c *Config) { c.History.Size = -5 }, "config: history.size: want a whole number >= 0, got -5"},
+		{"history ttl", func(c *Config) { c.History.TTL = 0 }, "config: history.ttl: want a Go duration > 0, got 0s"},
+		{"presence ttl", func(c *Config) { c.Presence.TTL = time.Millisecond }, "config: presence.ttl: want a Go duration >= 1s, got 1ms"},
+		{"join leave limit", func(c *Config) { c.Presence.JoinLeaveLimit = -1 }, "config: presence.join_leave_limit: want a whole number >= 0, got -1"},
+		{"ping interval", func(c *Config) { c.Client.PingInterval = -time.Second }, "config: client.ping_interval: want a Go duration > 0, got -1s"},
+		{"max message size", func(c *Config) { c.Client.MaxMessageSize = 255 }, "config: client.max_message_size: want a whole number >= 256, got 255"},
+		{"max subscriptions", func(c *Config) { c.Client.MaxSubscriptions = 0 }, "config: client.max_subscriptions: want a whole number >= 1, got 0"},
+		{"handshake timeout", func(c *Config) { c.Client.HandshakeTimeout = 0 }, "config: client.handshake_timeout: want a Go duration > 0, got 0s"},
+		{"max queue bytes", func(c *Config) { c.Client.MaxQueueBytes = 4095 }, "config: client.max_queue_bytes: want a whole number >= 4096, got 4095"},
+		{"server io", func(c *Config) { c.Server.IO = "poll" }, `config: server.io: want one of epoll, goroutine, got "poll"`},
+		{"workers", func(c *Config) { c.Server.Workers = -1 }, "config: server.workers: want a whole number >= 0, got -1"},
+		{"log level", func(c *Config) { c.Log.Level = "trace" }, `config: log.level: want one of debug, info, warn, error, got "trace"`},
+		{"log format", func(c *Config) { c.Log.Format = "xml" }, `config: log.format: want one of text, json, got "xml"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := with(tt.edit).Validate()
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Validate() = %v\nwant an error containing %q", err, tt.want)
+			}
+		})
+	}
+
+	t.Run("zero value names every bad key", func(t *testing.T) {
+		err := Config{}.Validate()
+		if err == nil {
+			t.Fatal("Config{}.Validate() = nil")
+		}
+		for _, key := range []string{"listen", "broker.type", "history.ttl", "presence.ttl", "client.max_message_size", "server.io", "log.level"} {
+			if !strings.Contains(err.Error(), "config: "+key+":") {
+				t.Errorf("error does not name %s:\n%v", key, err)
+			}
+		}
+	})
+}
+
+func TestEditDistance(t *testing.T) {
+	for _, tt := range []struct {
+		a, b string
+		want int
+	}{
+		{"", "", 0},
+		{"abc", "", 3},
+		{"histroy", "history", 2},
+		{"kitten", "sitting", 3},
+	} {
+		if got := editDistance(tt.a, tt.b); got != tt.want {
+			t.Errorf("editDistance(%q, %q) = %d; want %d", tt.a, tt.b, got, tt.want)
+		}
+	}
+}

@@ -1,0 +1,328 @@
+package config
+
+import (
+	"fmt"
+	"math"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/viper"
+)
+
+// Allowed values of the enum keys. A new broker backend is one more entry in
+// brokerTypes; error messages are built from these slices.
+var (
+	brokerTypes = []string{"memory"}
+	serverIOs   = []string{"epoll", "goroutine"}
+	logLevels   = []string{"debug", "info", "warn", "error"}
+	logFormats  = []string{"text", "json"}
+)
+
+// envPrefix starts the name of every environment override.
+const envPrefix = "SYNCGATE_"
+
+// settings is the key table: one row per config key, in config.yaml order,
+// saying which Config field it fills, how a raw value is parsed and which
+// values are allowed. Defaults live in Default, not here.
+var settings = []setting{
+	stringKey("listen", addrWant, checkAddr, func(c *Config) *string { return &c.Listen }),
+
+	enumKey("broker.type", brokerTypes, func(c *Config) *string { return &c.Broker.Type }),
+
+	intKey("history.size", 0, func(c *Config) *int { return &c.History.Size }),
+	durationKey("history.ttl", 0, func(c *Config) *time.Duration { return &c.History.TTL }),
+
+	durationKey("presence.ttl", time.Second, func(c *Config) *time.Duration { return &c.Presence.TTL }),
+	boolKey("presence.join_leave", func(c *Config) *bool { return &c.Presence.JoinLeave }),
+	intKey("presence.join_leave_limit", 0, func(c *Config) *int { return &c.Presence.JoinLeaveLimit }),
+
+	durationKey("client.ping_interval", 0, func(c *Config) *time.Duration { return &c.Client.PingInterval }),
+	intKey("client.max_message_size", 256, func(c *Config) *int { return &c.Client.MaxMessageSize }),
+	intKey("client.max_subscriptions", 1, func(c *Config) *int { return &c.Client.MaxSubscriptions }),
+	durationKey("client.handshake_timeout", 0, func(c *Config) *time.Duration { return &c.Client.HandshakeTimeout }),
+	intKey("client.max_queue_bytes", 4096, func(c *Config) *int { return &c.Client.MaxQueueBytes }),
+
+	enumKey("server.io", serverIOs, func(c *Config) *string { return &c.Server.IO }),
+	intKey("server.workers", 0, func(c *Config) *int { return &c.Server.Workers }),
+
+	enumKey("log.level", logLevels, func(c *Config) *string { return &c.Log.Level }),
+	enumKey("log.format", logFormats, func(c *Config) *string { return &c.Log.Format }),
+}
+
+// setting ties one config key to one Config field.
+type setting struct {
+	key string
+	// field returns a pointer to the field in c (used by tests to prove the
+	// table covers every field exactly once).
+	field func(c *Config) any
+	// set parses raw, a YAML value or an environment string, into the
+	// field, or reports the form it wanted.
+	set func(c *Config, raw any) *badValue
+	// check reports a field value outside the allowed range or set.
+	check func(c *Config) *badValue
+}
+
+// env is the environment variable that overrides the key.
+func (s setting) env() string { return envName(s.key) }
+
+func envName(key string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
+// badValue is a value of the wrong form or out of range, before the key and
+// source are known.
+type badValue struct {
+	want string // the expected form: `a whole number >= 0`
+	got  string // the value as the user wrote it, quoted if it was a string
+}
+
+// at names the key and, if not empty, the source ("file config.yaml",
+// "env SYNCGATE_HISTORY_TTL").
+func (b *badValue) at(key, source string) error {
+	if source == "" {
+		return fmt.Errorf("config: %s: want %s, got %s", key, b.want, b.got)
+	}
+	return fmt.Errorf("config: %s (%s): want %s, got %s", key, source, b.want, b.got)
+}
+
+// newSetting builds a row from a parser of raw values and a checker of
+// typed ones; check may be nil when every parsed value is allowed.
+func newSetting[T any](key string, field func(*Config) *T,
+	parse func(raw any) (T, *badValue), check func(T) *badValue) setting {
+	return setting{
+		key:   key,
+		field: func(c *Config) any { return field(c) },
+		set: func(c *Config, raw any) *badValue {
+			v, bad := parse(raw)
+			if bad != nil {
+				return bad
+			}
+			*field(c) = v
+			return nil
+		},
+		check: func(c *Config) *badValue {
+			if check == nil {
+				return nil
+			}
+			return check(*field(c))
+		},
+	}
+}
+
+// intKey is a whole number >= least. YAML numbers and decimal strings (as
+// environment values always are) are accepted.
+func intKey(key string, least int, field func(*Config) *int) setting {
+	want := "a whole number >= " + strconv.Itoa(least)
+	return newSetting(key, field,
+		func(raw any) (int, *badValue) {
+			n, ok := toInt(raw)
+			if !ok {
+				return 0, &badValue{want, describe(raw)}
+			}
+			return n, nil
+		},
+		func(n int) *badValue {
+			if n < least {
+				return &badValue{want, strconv.Itoa(n)}
+			}
+			return nil
+		})
+}
+
+func toInt(raw any) (int, bool) {
+	switch v := raw.(type) {
+	case int:
+		return v, true
+	case int64:
+		return int(v), int64(int(v)) == v
+	case uint64:
+		return int(v), v <= math.MaxInt
+	case float64: // YAML 1e6
+		if v != math.Trunc(v) || v < math.MinInt || v >= math.MaxInt {
+			return 0, false
+		}
+		return int(v), true
+	case string:
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		return n, err == nil
+	}
+	return 0, false
+}
+
+// durationKey is a Go duration string, > 0 and >= least. A bare
+// number is refused: "600" could mean seconds or nanoseconds.
+func durationKey(key string, least time.Duration, field func(*Config) *time.Duration) setting {
+	const form = `a Go duration like "10m" or "6s"`
+	rng := "a Go duration > 0"
+	if least > 0 {
+		rng = "a Go duration >= " + least.String()
+	}
+	return newSetting(key, field,
+		func(raw any) (time.Duration, *badValue) {
+			s, ok := raw.(string)
+			if !ok {
+				return 0, &badValue{form, describe(raw)}
+			}
+			d, err := time.ParseDuration(strings.TrimSpace(s))
+			if err != nil {
+				return 0, &badValue{form, describe(raw)}
+			}
+			return d, nil
+		},
+		func(d time.Duration) *badValue {
+			if d <= 0 || d < least {
+				return &badValue{rng, d.String()}
+			}
+			return nil
+		})
+}
+
+// boolKey is true or false; strconv.ParseBool's spellings (1, 0, TRUE, ...)
+// are accepted too.
+func boolKey(key string, field func(*Config) *bool) setting {
+	const want = "true or false"
+	return newSetting(key, field,
+		func(raw any) (bool, *badValue) {
+			switch v := raw.(type) {
+			case bool:
+				return v, nil
+			case string:
+				if b, err := strconv.ParseBool(strings.TrimSpace(v)); err == nil {
+					return b, nil
+				}
+			}
+			return false, &badValue{want, describe(raw)}
+		},
+		nil)
+}
+
+// enumKey is one of allowed, matched exactly.
+func enumKey(key string, allowed []string, field func(*Config) *string) setting {
+	want := "one of " + strings.Join(allowed, ", ")
+	return stringKey(key, want, func(s string) bool { return slices.Contains(allowed, s) }, field)
+}
+
+// stringKey is a string for which ok returns true; want describes such a
+// string.
+func stringKey(key, want string, ok func(string) bool, field func(*Config) *string) setting {
+	return newSetting(key, field,
+		func(raw any) (string, *badValue) {
+			s, isString := raw.(string)
+			if !isString {
+				return "", &badValue{want, describe(raw)}
+			}
+			return s, nil
+		},
+		func(s string) *badValue {
+			if !ok(s) {
+				return &badValue{want, strconv.Quote(s)}
+			}
+			return nil
+		})
+}
+
+const addrWant = `a host:port address like ":8080" or "127.0.0.1:8080"`
+
+// checkAddr accepts host:port with a numeric port (0 picks a free one) and
+// a possibly empty host.
+func checkAddr(s string) bool {
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return false
+	}
+	n, err := strconv.Atoi(port)
+	return err == nil && n >= 0 && n <= 65535
+}
+
+// describe renders a raw value for a message: strings quoted, YAML null as
+// "an empty value".
+func describe(raw any) string {
+	switch v := raw.(type) {
+	case nil:
+		return "an empty value"
+	case string:
+		return strconv.Quote(v)
+	}
+	return fmt.Sprint(raw)
+}
+
+func lookupKey(key string) (setting, bool) {
+	for _, s := range settings {
+		if s.key == key {
+			return s, true
+		}
+	}
+	return setting{}, false
+}
+
+func lookupEnv(name string) (setting, bool) {
+	for _, s := range settings {
+		if s.env() == name {
+			return s, true
+		}
+	}
+	return setting{}, false
+}
+
+func allKeys() []string {
+	keys := make([]string, len(settings))
+	for i, s := range settings {
+		keys[i] = s.key
+	}
+	return keys
+}
+
+func allEnvNames() []string {
+	names := make([]string, len(settings))
+	for i, s := range settings {
+		names[i] = s.env()
+	}
+	return names
+}
+
+// sortedKeys lists the file's keys (lower-cased by viper, dotted) in a
+// stable order so errors come out the same way every run.
+func sortedKeys(v *viper.Viper) []string {
+	keys := v.AllKeys()
+	slices.Sort(keys)
+	return keys
+}
+
+// didYouMean suggests the nearest candidate to a misspelt name, formatted
+// with verb, or returns "" when none is close.
+func didYouMean(name string, candidates []string, verb string) string {
+	best, bestDist := "", 4 // suggest only within 3 edits
+	for _, c := range candidates {
+		if d := editDistance(name, c); d < bestDist {
+			best, bestDist = c, d
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (did you mean "+verb+"?)", best)
+}
+
+// editDistance is the Levenshtein distance between a and b, in bytes.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
