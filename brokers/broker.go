@@ -1,0 +1,116 @@
+// Package brokers defines the contract between the gateway and a message
+// broker backend. Each backend lives in its own subpackage (memory, redis,
+// nats, jetstream, redisstream) and is checked by the shared conformance suite
+// in brokertest.
+//
+// A backend always implements Broker. History and Presence are optional
+// capabilities, found by type assertion; a backend that lacks one simply does
+// not implement it, and declares so in brokertest.Features.
+package brokers
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Sentinel errors. Backends wrap them with %w and context
+// ("redis: publish doc:1: %w"); callers compare with errors.Is.
+var (
+	// ErrUnavailable: the broker cannot serve the call right now (down,
+	// reconnecting, outbox full). The gateway answers `unavailable`.
+	ErrUnavailable = errors.New("brokers: unavailable")
+	// ErrClosed: the broker was closed or not started.
+	ErrClosed = errors.New("brokers: closed")
+)
+
+// Position is a place in a channel's history. Seq is 1-based and gap-free
+// within one Epoch. Seq 0 means "before the first message". A backend that
+// keeps no history reports an empty Epoch.
+type Position struct {
+	Seq   uint64
+	Epoch string
+}
+
+// Publication is one message on a channel as the broker delivers it.
+// Data is opaque to the broker: the gateway encodes into it what it needs
+// (publisher id and the client's JSON) and gets the same bytes back.
+type Publication struct {
+	Seq   uint64
+	Epoch string
+	Data  []byte
+}
+
+// Member is one client on a channel's presence list.
+type Member struct {
+	User   string
+	Client string
+}
+
+// PresenceEventType tells a join from a leave.
+type PresenceEventType uint8
+
+const (
+	Join PresenceEventType = iota + 1
+	Leave
+)
+
+// Handler receives what the broker delivers to this node. Calls for one
+// channel never overlap and publications arrive in seq order per channel.
+// Methods must not block and must not call back into the broker; byte slices
+// are valid only until the method returns (the gateway copies what it keeps).
+type Handler interface {
+	HandlePublication(ch string, p Publication)
+	HandlePresence(ch string, t PresenceEventType, m Member)
+}
+
+// Broker moves publications between nodes.
+type Broker interface {
+	// Start begins delivery to h. It is called once, before any other method,
+	// and returns once the broker is ready to take calls.
+	Start(ctx context.Context, h Handler) error
+	// Publish gives data the next seq of ch, appends it to the channel's
+	// history (when the backend keeps one) and fans it out to every node
+	// subscribed to ch, in one atomic step per channel. The returned
+	// Position is the one the message got.
+	Publish(ctx context.Context, ch string, data []byte) (Position, error)
+	// Subscribe makes this node receive ch's publications. The gateway calls
+	// it once per channel per node, however many local clients it has.
+	// When Subscribe returns, every publication that gets a seq after this
+	// point is delivered.
+	Subscribe(ctx context.Context, ch string) error
+	// Unsubscribe stops delivery of ch to this node.
+	Unsubscribe(ctx context.Context, ch string) error
+	// Close stops the broker; all its goroutines have exited on return.
+	Close() error
+}
+
+// History is implemented by backends that keep per-channel history.
+type History interface {
+	// Since returns the publications of ch with seq > since, oldest first,
+	// at most limit of them (limit 0: none, only the position), and the
+	// channel's latest Position. A channel with no messages yet has Seq 0
+	// and a valid Epoch. The caller detects truncation by comparing the
+	// first returned seq with since+1 and the count with latest.Seq-since.
+	Since(ctx context.Context, ch string, since uint64, limit int) ([]Publication, Position, error)
+}
+
+// Presence is implemented by backends that keep presence lists shared
+// between nodes. Entries expire after the TTL unless refreshed; an entry that
+// expires produces a Leave event like a removal does.
+type Presence interface {
+	// Join adds m to ch (or refreshes it) and announces Join to every node.
+	Join(ctx context.Context, ch string, m Member, ttl time.Duration) error
+	// Leave removes m from ch and announces Leave to every node.
+	Leave(ctx context.Context, ch string, m Member) error
+	// Refresh extends the TTL of members this node owns. It announces nothing.
+	Refresh(ctx context.Context, ch string, ms []Member, ttl time.Duration) error
+	// Members lists ch's unexpired members.
+	Members(ctx context.Context, ch string) ([]Member, error)
+}
+
+// Pinger is implemented by backends that can tell whether they reach their
+// server; /readyz uses it.
+type Pinger interface {
+	Ping(ctx context.Context) error
+}

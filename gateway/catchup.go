@@ -1,0 +1,165 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+
+	"github.com/syncgate/syncgate/brokers"
+)
+
+var errRecoveryOverflow = errors.New("too many messages arrived while catching up; subscribe again")
+
+// catchUp subscribes sb and sends the `subscribed` reply, gap-free:
+//
+//  1. register sb (buffering) in the hub, which subscribes the node on the
+//     broker; from here on every new publication reaches sb.buf;
+//  2. read the channel's position and, for `since`, the missed history;
+//  3. under sb.mu: queue `subscribed` (with pubs when recovered), then the
+//     buffered publications newer than what history covered, then go live.
+//
+// A publication can show up both in history and in the buffer (published
+// between steps 1 and 2); deduplication by seq delivers it once. Live
+// publications continue from the last seq the client got, with no gap.
+func (srv *Server) catchUp(ctx context.Context, s *scratch, sb *sub, cmd *command) error {
+	if err := srv.hub.add(ctx, sb); err != nil {
+		return err
+	}
+	var (
+		pubs []brokers.Publication
+		pos  brokers.Position
+	)
+	if srv.history != nil {
+		limit := 0
+		if cmd.hasSince && cmd.sinceSeq > 0 {
+			limit = srv.cfg.History.Size
+		}
+		var err error
+		pubs, pos, err = srv.history.Since(ctx, sb.ch, cmd.sinceSeq, limit)
+		if err != nil {
+			return err
+		}
+	}
+	recovered := cmd.hasSince && srv.history != nil && recoverable(cmd.sinceSeq, string(cmd.sinceEpoch), pubs, pos)
+
+	b := append(s.enc[:0], `{"op":"subscribed"`...)
+	b = appendID(b, cmd.id)
+	b = append(b, `,"ch":`...)
+	b = appendString(b, sb.ch)
+	b = append(b, `,"seq":`...)
+	b = appendUint(b, pos.Seq)
+	if pos.Epoch != "" {
+		b = append(b, `,"epoch":`...)
+		b = appendString(b, pos.Epoch)
+	}
+	if cmd.hasSince {
+		if recovered {
+			b = append(b, `,"recovered":true,"pubs":[`...)
+			for i, p := range pubs {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = appendMsg(b, sb.ch, p.Seq, p.Epoch, p.Data)
+			}
+			b = append(b, ']')
+		} else {
+			b = append(b, `,"recovered":false`...)
+		}
+	}
+	b = append(b, '}')
+	s.enc = b[:0]
+	reply := textFrame(b)
+
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	if sb.overflow {
+		return errRecoveryOverflow
+	}
+	sb.c.sendFrame(reply)
+	last := pos.Seq
+	for _, bp := range mergeBuffered(sb.buf, last, pos.Epoch) {
+		sb.c.sendFrame(bp.frame)
+		if bp.seq != 0 {
+			last = bp.seq
+		}
+	}
+	sb.lastSeq = last
+	sb.buf = nil
+	sb.live.Store(true)
+	return nil
+}
+
+// recoverable reports whether pubs are exactly the messages after since in
+// the epoch the client knew: same epoch, nothing truncated, nothing beyond
+// the limit left out.
+func recoverable(since uint64, epoch string, pubs []brokers.Publication, pos brokers.Position) bool {
+	if pos.Epoch == "" || epoch != pos.Epoch || since > pos.Seq {
+		return false
+	}
+	if uint64(len(pubs)) != pos.Seq-since {
+		return false
+	}
+	for i, p := range pubs {
+		if p.Seq != since+1+uint64(i) {
+			return false
+		}
+	}
+	return true
+}
+
+// mergeBuffered returns, in order, the buffered publications a subscriber
+// whose history ends at seq last (in epoch) has not seen. It filters in
+// place. Publications without seq (backends without history) all pass; one
+// from another epoch (history restarted meanwhile) passes and moves the
+// watermark to its epoch's numbering.
+func mergeBuffered(buf []bufferedPub, last uint64, epoch string) []bufferedPub {
+	out := buf[:0]
+	for _, bp := range buf {
+		switch {
+		case bp.seq == 0:
+			out = append(out, bp)
+		case bp.epoch != epoch:
+			epoch, last = bp.epoch, bp.seq
+			out = append(out, bp)
+		case bp.seq > last:
+			last = bp.seq
+			out = append(out, bp)
+		}
+	}
+	return out
+}
+
+func (srv *Server) presenceJoin(ctx context.Context, sb *sub) {
+	if srv.presence == nil {
+		return
+	}
+	m := brokers.Member{User: sb.c.user, Client: sb.c.id}
+	if err := srv.presence.Join(ctx, sb.ch, m, srv.cfg.Presence.TTL); err != nil {
+		srv.log.Warn("presence join failed", "client", sb.c.id, "user", sb.c.user, "channel", sb.ch, "err", err)
+	}
+}
+
+func (srv *Server) presenceLeave(ctx context.Context, sb *sub) {
+	if srv.presence == nil {
+		return
+	}
+	m := brokers.Member{User: sb.c.user, Client: sb.c.id}
+	if err := srv.presence.Leave(ctx, sb.ch, m); err != nil {
+		srv.log.Warn("presence leave failed", "client", sb.c.id, "user", sb.c.user, "channel", sb.ch, "err", err)
+	}
+}
+
+// cleanup runs once after the socket is closed: unsubscribe everything and
+// leave presence, so other subscribers see `leave`.
+func (c *Conn) cleanup() {
+	c.smu.Lock()
+	subs := c.subs
+	c.subs = nil
+	c.smu.Unlock()
+	ctx, cancel := context.WithTimeout(c.srv.ctx, c.srv.brokerTimeout)
+	defer cancel()
+	for _, sb := range subs {
+		c.srv.hub.remove(sb)
+		c.srv.presenceLeave(ctx, sb)
+	}
+	c.srv.unregister(c)
+}

@@ -1,0 +1,209 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"strconv"
+
+	"github.com/syncgate/syncgate/brokers"
+)
+
+// handleCommand runs one client command. It is called by the connection's
+// single reader, so a client's commands run in the order it sent them.
+func (c *Conn) handleCommand(s *scratch, cmd *command) {
+	if cmd.op == opUnknown {
+		c.sendError(cmd.id, codeBadRequest, "unknown op "+strconv.Quote(string(cmd.opName)))
+		return
+	}
+	if !c.connected && cmd.op != opConnect {
+		// Auth is off: the first other command opens an anonymous session.
+		c.connected = true
+		c.user = "anon-" + c.id
+	}
+	switch cmd.op {
+	case opConnect:
+		c.cmdConnect(s, cmd)
+	case opSub:
+		c.cmdSub(s, cmd)
+	case opUnsub:
+		c.cmdUnsub(s, cmd)
+	case opPub:
+		c.cmdPub(s, cmd)
+	case opPresence:
+		c.cmdPresence(s, cmd)
+	case opPing:
+		c.sendJSON(s, appendSimple(s.enc[:0], "pong", cmd.id, "", false))
+	}
+}
+
+const maxUserLen = 255
+
+func (c *Conn) cmdConnect(s *scratch, cmd *command) {
+	if c.connected {
+		c.sendError(cmd.id, codeBadRequest, "already connected: connect must be the first command and is sent once")
+		return
+	}
+	switch {
+	case len(cmd.user) > maxUserLen:
+		c.sendError(cmd.id, codeBadRequest, "user must be at most 255 bytes")
+		return
+	case len(cmd.user) > 0:
+		c.user = string(cmd.user)
+	default:
+		c.user = "anon-" + c.id
+	}
+	c.connected = true
+	b := append(s.enc[:0], `{"op":"connected"`...)
+	b = appendID(b, cmd.id)
+	b = append(b, `,"client":`...)
+	b = appendString(b, c.id)
+	b = append(b, `,"user":`...)
+	b = appendString(b, c.user)
+	b = append(b, `,"ping":`...)
+	b = appendUint(b, uint64(c.srv.cfg.Client.PingInterval.Seconds()))
+	b = append(b, '}')
+	c.sendJSON(s, b)
+}
+
+// channelArg validates the "ch" of a command, answering bad_request itself.
+func (c *Conn) channelArg(cmd *command) (string, bool) {
+	if len(cmd.ch) == 0 && cmd.ch == nil {
+		c.sendError(cmd.id, codeBadRequest, `missing "ch"`)
+		return "", false
+	}
+	if !validChannel(cmd.ch) {
+		c.sendError(cmd.id, codeBadRequest, errChannelName.Error())
+		return "", false
+	}
+	return string(cmd.ch), true
+}
+
+func (c *Conn) cmdSub(s *scratch, cmd *command) {
+	ch, ok := c.channelArg(cmd)
+	if !ok {
+		return
+	}
+	c.smu.Lock()
+	_, dup := c.subs[ch]
+	n := len(c.subs)
+	c.smu.Unlock()
+	if dup {
+		c.sendError(cmd.id, codeBadRequest, "already subscribed to "+ch)
+		return
+	}
+	if n >= c.srv.cfg.Client.MaxSubscriptions {
+		c.sendError(cmd.id, codeBadRequest, "too many subscriptions: client.max_subscriptions is "+itoa(c.srv.cfg.Client.MaxSubscriptions))
+		return
+	}
+	sb := &sub{c: c, ch: ch}
+	c.smu.Lock()
+	if c.subs == nil {
+		c.subs = make(map[string]*sub)
+	}
+	c.subs[ch] = sb
+	c.smu.Unlock()
+
+	ctx, cancel := context.WithTimeout(c.srv.ctx, c.srv.brokerTimeout)
+	defer cancel()
+	if err := c.srv.catchUp(ctx, s, sb, cmd); err != nil {
+		c.srv.hub.remove(sb)
+		c.smu.Lock()
+		delete(c.subs, ch)
+		c.smu.Unlock()
+		c.sendBrokerError(cmd.id, "subscribe", err)
+		return
+	}
+	c.srv.presenceJoin(ctx, sb)
+}
+
+func (c *Conn) cmdUnsub(s *scratch, cmd *command) {
+	ch, ok := c.channelArg(cmd)
+	if !ok {
+		return
+	}
+	c.smu.Lock()
+	sb := c.subs[ch]
+	delete(c.subs, ch)
+	c.smu.Unlock()
+	if sb == nil {
+		c.sendError(cmd.id, codeBadRequest, "not subscribed to "+ch)
+		return
+	}
+	c.srv.hub.remove(sb)
+	// Reply first: no msg for ch follows the unsubscribed reply.
+	c.sendJSON(s, appendSimple(s.enc[:0], "unsubscribed", cmd.id, ch, true))
+	ctx, cancel := context.WithTimeout(c.srv.ctx, c.srv.brokerTimeout)
+	defer cancel()
+	c.srv.presenceLeave(ctx, sb)
+}
+
+func (c *Conn) cmdPub(s *scratch, cmd *command) {
+	ch, ok := c.channelArg(cmd)
+	if !ok {
+		return
+	}
+	if cmd.data == nil {
+		c.sendError(cmd.id, codeBadRequest, `missing "data"`)
+		return
+	}
+	// The broker copies data, so the worker's scratch buffer can hold it.
+	s.enc = appendPubData(s.enc[:0], c.user, cmd.data)
+	ctx, cancel := context.WithTimeout(c.srv.ctx, c.srv.brokerTimeout)
+	pos, err := c.srv.broker.Publish(ctx, ch, s.enc)
+	cancel()
+	if err != nil {
+		c.sendBrokerError(cmd.id, "publish", err)
+		return
+	}
+	c.sendJSON(s, appendAck(s.enc[:0], cmd.id, ch, pos.Seq))
+}
+
+func (c *Conn) cmdPresence(s *scratch, cmd *command) {
+	ch, ok := c.channelArg(cmd)
+	if !ok {
+		return
+	}
+	if c.srv.presence == nil {
+		c.sendError(cmd.id, codeUnavailable, "this broker keeps no presence")
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.srv.ctx, c.srv.brokerTimeout)
+	members, err := c.srv.presence.Members(ctx, ch)
+	cancel()
+	if err != nil {
+		c.sendBrokerError(cmd.id, "presence", err)
+		return
+	}
+	b := append(s.enc[:0], `{"op":"presence"`...)
+	b = appendID(b, cmd.id)
+	b = append(b, `,"ch":`...)
+	b = appendString(b, ch)
+	b = append(b, `,"users":[`...)
+	for i, m := range members {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"user":`...)
+		b = appendString(b, m.User)
+		b = append(b, `,"client":`...)
+		b = appendString(b, m.Client)
+		b = append(b, '}')
+	}
+	b = append(b, "]}"...)
+	s.enc = b
+	c.sendJSON(s, b)
+}
+
+// sendBrokerError maps a broker failure onto the protocol's codes.
+func (c *Conn) sendBrokerError(id uint64, what string, err error) {
+	switch {
+	case errors.Is(err, errRecoveryOverflow):
+		c.sendError(id, codeUnavailable, what+": "+err.Error())
+	case errors.Is(err, brokers.ErrUnavailable), errors.Is(err, brokers.ErrClosed),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		c.sendError(id, codeUnavailable, what+": broker unavailable, try again")
+	default:
+		c.srv.log.Error("broker call failed", "op", what, "client", c.id, "user", c.user, "err", err)
+		c.sendError(id, codeInternal, what+" failed")
+	}
+}

@@ -1,0 +1,376 @@
+package gateway
+
+import (
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gobwas/ws"
+)
+
+// scratch is per-worker state lent to one connection for one read or write.
+type scratch struct {
+	rbuf []byte
+	rn   int
+	rerr error
+
+	bufs [][]byte
+	wn   int
+	werr error
+	sys  sysScratch
+
+	cmd command
+	enc []byte
+}
+
+func newScratch(readSize int) func() *scratch {
+	return func() *scratch {
+		return &scratch{rbuf: make([]byte, readSize), bufs: make([][]byte, 0, 64), enc: make([]byte, 0, 512)}
+	}
+}
+
+// Conn is one client WebSocket connection.
+//
+// Read side: bytes are consumed by exactly one goroutine at a time (a pool
+// worker scheduled by the poller, or the connection's own reader goroutine in
+// goroutine mode), which also runs the client's commands in order.
+// Write side: every write goes through the bounded queue out (see writer.go).
+// An idle connection holds no goroutine (epoll mode) and no buffer: pending
+// and frag are nil unless a frame is split across reads.
+type Conn struct {
+	srv  *Server
+	nc   net.Conn
+	rc   syscall.RawConn // nil in goroutine mode
+	fd   int             // -1 in goroutine mode
+	id   string
+	num  uint64
+	user string
+
+	lastSeen atomic.Int64 // unix seconds of the last byte received
+
+	// Read side, owned by the single active reader.
+	rdSched   atomic.Int32
+	rio       *scratch
+	readFn    func(uintptr) bool
+	connected bool
+	pending   []byte // a partial frame carried to the next read
+	frag      []byte // payload of a fragmented message being assembled
+	fragOp    ws.OpCode
+	inFrag    bool
+	discard   int64 // bytes of an oversize frame still to skip
+	skipMsg   bool  // skipping the continuation frames of an oversize message
+
+	// Subscriptions; guarded by smu (the reader adds, cleanup removes).
+	smu  sync.Mutex
+	subs map[string]*sub
+
+	// Write side, guarded by mu (see writer.go).
+	mu         sync.Mutex
+	out        [][]byte
+	head       int // out[head:] is unwritten
+	off        int // bytes of out[head] already written
+	outBytes   int
+	closing    bool
+	wrSched    atomic.Int32
+	wio        *scratch
+	writeFn    func(uintptr) bool
+	wake       chan struct{} // goroutine mode: wakes the writer
+	closeTimer *time.Timer
+
+	finished atomic.Bool
+	done     chan struct{} // closed by finish
+}
+
+func (s *Server) newConn(nc net.Conn, epoll bool) *Conn {
+	c := &Conn{srv: s, nc: nc, fd: -1, done: make(chan struct{})}
+	c.num, c.id = s.nextClientID()
+	c.lastSeen.Store(s.now())
+	if epoll {
+		if sc, ok := nc.(syscall.Conn); ok {
+			if rc, err := sc.SyscallConn(); err == nil {
+				c.rc = rc
+				c.fd = connFD(rc)
+				c.readFn = c.rawRead
+				c.writeFn = c.rawWritev
+			}
+		}
+	}
+	if c.fd < 0 {
+		c.rc = nil
+		c.wake = make(chan struct{}, 1)
+	}
+	return c
+}
+
+// ---- reading (epoll mode) ----
+
+// scheduleRead is called by the poller when the socket may be readable.
+func (c *Conn) scheduleRead() {
+	if c.rdSched.Add(1) == 1 {
+		c.srv.rpool.submit(task{c, taskRead})
+	}
+}
+
+// maxReadsPerTurn bounds how long one busy connection keeps a worker.
+const maxReadsPerTurn = 16
+
+// readTask reads until EAGAIN and handles what arrived. The rdSched counter
+// makes sure one worker at a time runs it and that an edge arriving while it
+// runs is not lost.
+func (c *Conn) readTask(s *scratch) {
+	for {
+		n := c.rdSched.Load()
+		if more := c.readAvailable(s); more {
+			c.srv.rpool.submit(task{c, taskRead}) // yield to others; rdSched stays > 0
+			return
+		}
+		if c.rdSched.Add(-n) == 0 {
+			return
+		}
+	}
+}
+
+func (c *Conn) readAvailable(s *scratch) (more bool) {
+	c.rio = s
+	defer func() { c.rio = nil }()
+	for range maxReadsPerTurn {
+		if c.finished.Load() {
+			return false
+		}
+		s.rn, s.rerr = 0, nil
+		if err := c.rc.Read(c.readFn); err != nil {
+			c.fail()
+			return false
+		}
+		n, err := s.rn, s.rerr
+		if n > 0 {
+			c.lastSeen.Store(c.srv.now())
+			c.onData(s, s.rbuf[:n])
+			continue
+		}
+		if err != nil && isEAGAIN(err) {
+			return false
+		}
+		// n == 0: orderly shutdown by the peer; or a real error.
+		c.fail()
+		return false
+	}
+	return true
+}
+
+// ---- reading (goroutine mode) ----
+
+func (c *Conn) readLoop(readSize int) {
+	s := newScratch(readSize)()
+	for {
+		n, err := c.nc.Read(s.rbuf)
+		if n > 0 {
+			c.lastSeen.Store(c.srv.now())
+			c.onData(s, s.rbuf[:n])
+		}
+		if err != nil || c.finished.Load() {
+			c.fail()
+			return
+		}
+	}
+}
+
+// ---- frame parsing ----
+
+// onData consumes bytes from the socket. b may be the worker's buffer; what
+// is kept past this call is copied into c.pending.
+func (c *Conn) onData(s *scratch, b []byte) {
+	if len(c.pending) > 0 {
+		c.pending = append(c.pending, b...)
+		b = c.pending
+	}
+	for len(b) > 0 && !c.isClosing() {
+		if c.discard > 0 {
+			n := int64(len(b))
+			if n > c.discard {
+				n = c.discard
+			}
+			c.discard -= n
+			b = b[n:]
+			continue
+		}
+		h, ok, err := parseHeader(b)
+		if err != nil {
+			c.protocolError(ws.StatusProtocolError, "bad frame header")
+			return
+		}
+		if !ok {
+			break
+		}
+		if reason := c.checkHeader(&h); reason != "" {
+			c.protocolError(ws.StatusProtocolError, reason)
+			return
+		}
+		if h.op.IsData() || h.op == ws.OpContinuation {
+			if c.skipMsg || c.tooLarge(&h) {
+				c.skipFrame(&h, s)
+				b = b[h.size:]
+				continue
+			}
+		}
+		if int64(len(b)-h.size) < h.length {
+			break // wait for the rest of the frame
+		}
+		end := h.size + int(h.length)
+		payload := b[h.size:end]
+		ws.Cipher(payload, h.mask, 0)
+		b = b[end:]
+		c.handleFrame(s, &h, payload)
+	}
+	switch {
+	case len(b) == 0:
+		c.pending = nil
+	case len(c.pending) > 0 && &b[0] == &c.pending[len(c.pending)-len(b)]:
+		n := copy(c.pending, b)
+		c.pending = c.pending[:n]
+	default:
+		c.pending = append(c.pending[:0], b...)
+	}
+}
+
+// checkHeader applies RFC 6455's rules; it returns why a frame is invalid.
+func (c *Conn) checkHeader(h *clientHeader) string {
+	switch {
+	case h.rsv != 0:
+		return "reserved bits set (no extension was negotiated)"
+	case !h.masked:
+		return "client frames must be masked"
+	case h.op.IsReserved():
+		return "reserved opcode"
+	case h.op.IsControl() && (!h.fin || h.length > 125):
+		return "control frames must be final and at most 125 bytes"
+	case h.op == ws.OpContinuation && !c.inFrag && !c.skipMsg:
+		return "continuation frame without a message to continue"
+	case h.op.IsData() && (c.inFrag || c.skipMsg):
+		return "new message before the previous fragmented message ended"
+	}
+	return ""
+}
+
+// tooLarge reports (and answers, once per message) a message over the limit.
+func (c *Conn) tooLarge(h *clientHeader) bool {
+	total := h.length
+	if h.op == ws.OpContinuation {
+		total += int64(len(c.frag))
+	}
+	if total <= int64(c.srv.cfg.Client.MaxMessageSize) {
+		return false
+	}
+	c.sendError(0, codeTooLarge, "message exceeds client.max_message_size ("+itoa(c.srv.cfg.Client.MaxMessageSize)+" bytes); it was discarded")
+	c.frag, c.inFrag = nil, false
+	return true
+}
+
+// skipFrame discards an oversize frame's payload as it arrives, so the
+// connection stays usable after a too_large error.
+func (c *Conn) skipFrame(h *clientHeader, s *scratch) {
+	c.discard = h.length
+	c.skipMsg = !h.fin
+}
+
+func (c *Conn) handleFrame(s *scratch, h *clientHeader, payload []byte) {
+	switch h.op {
+	case ws.OpText, ws.OpBinary:
+		if h.fin {
+			c.handleMessage(s, h.op, payload)
+			return
+		}
+		c.frag = append(c.frag[:0], payload...)
+		c.fragOp, c.inFrag = h.op, true
+	case ws.OpContinuation:
+		c.frag = append(c.frag, payload...)
+		if h.fin {
+			msg := c.frag
+			c.frag, c.inFrag = nil, false
+			c.handleMessage(s, c.fragOp, msg)
+		}
+	case ws.OpPing:
+		c.sendFrame(controlFrame(ws.OpPong, payload))
+	case ws.OpPong:
+		// Nothing to do: any byte received already counts as activity.
+	case ws.OpClose:
+		code, reason := ws.StatusNormalClosure, ""
+		switch {
+		case len(payload) == 1:
+			code, reason = ws.StatusProtocolError, "close frame with a 1-byte body"
+		case len(payload) >= 2:
+			code, _ = ws.ParseCloseFrameDataUnsafe(payload)
+			if !validCloseCode(code) || !utf8.Valid(payload[2:]) {
+				code, reason = ws.StatusProtocolError, "invalid close frame"
+			}
+		}
+		c.closeFrameOnly(code, reason)
+	}
+}
+
+func validCloseCode(code ws.StatusCode) bool {
+	switch {
+	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1011:
+		return true
+	case code >= 3000 && code <= 4999:
+		return true
+	}
+	return false
+}
+
+// handleMessage runs every JSON object of one complete message, in order.
+func (c *Conn) handleMessage(s *scratch, op ws.OpCode, msg []byte) {
+	if op == ws.OpBinary {
+		c.sendError(0, codeBadRequest, "binary frames are not supported: send JSON in text frames")
+		return
+	}
+	if !utf8.Valid(msg) {
+		c.closeWith("bad_request", "text frame is not valid UTF-8", false, ws.StatusInvalidFramePayloadData, false)
+		return
+	}
+	i := 0
+	for {
+		i = skipWS(msg, i)
+		if i >= len(msg) || c.isClosing() {
+			return
+		}
+		end, err := skipValue(msg, i, 0)
+		if err == nil {
+			err = decodeCommand(msg[i:end], &s.cmd)
+		}
+		if err != nil {
+			c.sendError(0, codeBadRequest, decodeErrorText(err))
+			// Resynchronise at the next line, so one bad object does not
+			// swallow the good ones batched after it.
+			j := indexByte(msg[i:], '\n')
+			if j < 0 {
+				return
+			}
+			i += j + 1
+			continue
+		}
+		i = end
+		c.handleCommand(s, &s.cmd)
+	}
+}
+
+func decodeErrorText(err error) string {
+	if e, ok := err.(*errDecode); ok {
+		return e.msg
+	}
+	return "invalid JSON"
+}
+
+func indexByte(b []byte, c byte) int {
+	for i, x := range b {
+		if x == c {
+			return i
+		}
+	}
+	return -1
+}
+
+func itoa(n int) string { return string(appendUint(nil, uint64(n))) }

@@ -1,0 +1,322 @@
+package gateway
+
+import (
+	"context"
+	"hash/maphash"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/syncgate/syncgate/brokers"
+)
+
+// The hub maps channels to this node's subscribers. It holds exactly one
+// broker subscription per channel however many local subscribers there are,
+// and keeps it for unsubLinger after the last one leaves, so reconnect churn
+// does not turn into subscribe/unsubscribe storms on the broker.
+//
+// The broker calls HandlePublication for a channel from one goroutine at a
+// time, in seq order; the hub encodes the msg frame once and queues the same
+// bytes on every subscriber.
+
+const hubShards = 64
+
+type hub struct {
+	srv    *Server
+	broker brokers.Broker
+	seed   maphash.Seed
+	linger time.Duration
+	shards [hubShards]hubShard
+}
+
+type hubShard struct {
+	mu    sync.RWMutex
+	chans map[string]*hubChannel
+}
+
+type hubChannel struct {
+	name string
+	subs []*sub
+
+	ready chan struct{} // closed when the broker subscription is settled
+	err   error         // the broker's Subscribe error, set before ready closes
+
+	lingerGen     uint64
+	lingerTimer   *time.Timer
+	unsubscribing chan struct{} // non-nil while the broker unsubscribe runs
+
+	// Owned by the broker's delivery goroutine for this channel.
+	epoch string
+}
+
+// sub is one connection's subscription to one channel.
+//
+// Until live is set, publications are kept in buf: the catch-up merge (see
+// catchup.go) replays history first, then what was buffered, deduplicated by
+// seq, and then flips live. After that, deliver drops any seq <= lastSeq, so
+// a publication seen in history is never delivered twice.
+type sub struct {
+	c  *Conn
+	ch string
+
+	live    atomic.Bool
+	lastSeq uint64 // written under mu before live; then only by delivery
+
+	mu       sync.Mutex
+	buf      []bufferedPub
+	overflow bool
+
+	idx int // position in hubChannel.subs, guarded by the shard lock
+}
+
+type bufferedPub struct {
+	seq   uint64
+	epoch string
+	frame []byte
+}
+
+// maxBuffered bounds the publications kept for one subscriber while its
+// catch-up runs; past it the subscribe fails with unavailable.
+const maxBuffered = 10000
+
+func newHub(srv *Server, b brokers.Broker) *hub {
+	h := &hub{srv: srv, broker: b, seed: maphash.MakeSeed(), linger: time.Second}
+	for i := range h.shards {
+		h.shards[i].chans = make(map[string]*hubChannel)
+	}
+	return h
+}
+
+func (h *hub) shard(ch string) *hubShard {
+	return &h.shards[maphash.String(h.seed, ch)%hubShards]
+}
+
+// add registers s (not yet live) and makes sure this node is subscribed to
+// the channel on the broker. When add returns nil, every publication that
+// the broker orders after this point reaches s.
+func (h *hub) add(ctx context.Context, s *sub) error {
+	sh := h.shard(s.ch)
+	for {
+		sh.mu.Lock()
+		hc := sh.chans[s.ch]
+		if hc != nil && hc.unsubscribing != nil {
+			wait := hc.unsubscribing
+			sh.mu.Unlock()
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		creator := hc == nil
+		if creator {
+			hc = &hubChannel{name: s.ch, ready: make(chan struct{})}
+			sh.chans[s.ch] = hc
+		}
+		if hc.lingerTimer != nil {
+			hc.lingerTimer.Stop()
+			hc.lingerTimer = nil
+			hc.lingerGen++
+		}
+		s.idx = len(hc.subs)
+		hc.subs = append(hc.subs, s)
+		sh.mu.Unlock()
+
+		if creator {
+			err := h.broker.Subscribe(ctx, s.ch)
+			sh.mu.Lock()
+			hc.err = err
+			if err != nil && sh.chans[s.ch] == hc {
+				delete(sh.chans, s.ch)
+			}
+			close(hc.ready)
+			sh.mu.Unlock()
+		} else {
+			select {
+			case <-hc.ready:
+			case <-ctx.Done():
+				h.remove(s)
+				return ctx.Err()
+			}
+		}
+		return hc.err
+	}
+}
+
+// remove unregisters s. After the last subscriber the broker subscription
+// lingers briefly, then is dropped.
+func (h *hub) remove(s *sub) {
+	sh := h.shard(s.ch)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	hc := sh.chans[s.ch]
+	if hc == nil || s.idx >= len(hc.subs) || hc.subs[s.idx] != s {
+		return
+	}
+	last := len(hc.subs) - 1
+	moved := hc.subs[last]
+	hc.subs[s.idx] = moved
+	moved.idx = s.idx
+	hc.subs[last] = nil
+	hc.subs = hc.subs[:last]
+	if len(hc.subs) == 0 && hc.err == nil {
+		hc.subs = nil
+		hc.lingerGen++
+		gen := hc.lingerGen
+		hc.lingerTimer = time.AfterFunc(h.linger, func() { h.expire(hc, gen) })
+	}
+}
+
+func (h *hub) expire(hc *hubChannel, gen uint64) {
+	sh := h.shard(hc.name)
+	sh.mu.Lock()
+	if sh.chans[hc.name] != hc || hc.lingerGen != gen || len(hc.subs) > 0 {
+		sh.mu.Unlock()
+		return
+	}
+	hc.lingerTimer = nil
+	hc.unsubscribing = make(chan struct{})
+	sh.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(h.srv.ctx, h.srv.brokerTimeout)
+	if err := h.broker.Unsubscribe(ctx, hc.name); err != nil {
+		h.srv.log.Debug("broker unsubscribe failed", "channel", hc.name, "err", err)
+	}
+	cancel()
+
+	sh.mu.Lock()
+	if sh.chans[hc.name] == hc {
+		delete(sh.chans, hc.name)
+	}
+	close(hc.unsubscribing)
+	sh.mu.Unlock()
+}
+
+// stopTimers cancels lingering unsubscribes (shutdown: the broker is closed
+// right after, which drops its subscriptions anyway).
+func (h *hub) stopTimers() {
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.Lock()
+		for _, hc := range sh.chans {
+			if hc.lingerTimer != nil {
+				hc.lingerTimer.Stop()
+				hc.lingerTimer = nil
+				hc.lingerGen++
+			}
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// HandlePublication implements brokers.Handler.
+func (h *hub) HandlePublication(ch string, p brokers.Publication) {
+	sh := h.shard(ch)
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	hc := sh.chans[ch]
+	if hc == nil || len(hc.subs) == 0 {
+		return
+	}
+	if p.Epoch != hc.epoch {
+		if hc.epoch != "" {
+			// History was lost and restarted: seqs start over, so the
+			// dedupe watermark does too.
+			for _, s := range hc.subs {
+				if s.live.Load() {
+					s.lastSeq = 0
+				}
+			}
+		}
+		hc.epoch = p.Epoch
+	}
+	fb := newFrameBuilder(64 + len(ch) + len(p.Epoch) + len(p.Data))
+	fb.b = appendMsg(fb.b, ch, p.Seq, p.Epoch, p.Data)
+	frame := fb.finish(ws.OpText)
+	h.srv.metrics.published.Add(1)
+	for _, s := range hc.subs {
+		s.deliver(p.Seq, p.Epoch, frame)
+	}
+}
+
+func (s *sub) deliver(seq uint64, epoch string, frame []byte) {
+	if !s.live.Load() {
+		s.mu.Lock()
+		if !s.live.Load() {
+			if len(s.buf) >= maxBuffered {
+				s.overflow = true
+			} else {
+				s.buf = append(s.buf, bufferedPub{seq, epoch, frame})
+			}
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+	}
+	if seq != 0 {
+		if seq <= s.lastSeq {
+			return
+		}
+		s.lastSeq = seq
+	}
+	s.c.sendFrame(frame)
+}
+
+// HandlePresence implements brokers.Handler.
+func (h *hub) HandlePresence(ch string, t brokers.PresenceEventType, m brokers.Member) {
+	if !h.srv.cfg.Presence.JoinLeave {
+		return
+	}
+	sh := h.shard(ch)
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	hc := sh.chans[ch]
+	if hc == nil || len(hc.subs) == 0 {
+		return
+	}
+	// Big rooms: above the limit, join/leave would cost O(N) frames per
+	// event and O(N^2) per wave of joins; clients ask for `presence`.
+	if lim := h.srv.cfg.Presence.JoinLeaveLimit; lim > 0 && len(hc.subs) > lim {
+		return
+	}
+	var buf [512]byte
+	frame := textFrame(appendPresenceEvent(buf[:0], t == brokers.Join, ch, m.User, m.Client))
+	for _, s := range hc.subs {
+		if s.live.Load() && s.c.id != m.Client {
+			s.c.sendFrame(frame)
+		}
+	}
+}
+
+// members lists this node's live subscribers of every channel, for the
+// presence refresh.
+func (h *hub) members(fn func(ch string, ms []brokers.Member)) {
+	var ms []brokers.Member
+	var names []string
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.RLock()
+		names = names[:0]
+		for name := range sh.chans {
+			names = append(names, name)
+		}
+		sh.mu.RUnlock()
+		for _, name := range names {
+			ms = ms[:0]
+			sh.mu.RLock()
+			if hc := sh.chans[name]; hc != nil {
+				for _, s := range hc.subs {
+					if s.live.Load() {
+						ms = append(ms, brokers.Member{User: s.c.user, Client: s.c.id})
+					}
+				}
+			}
+			sh.mu.RUnlock()
+			if len(ms) > 0 {
+				fn(name, ms)
+			}
+		}
+	}
+}

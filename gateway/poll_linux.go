@@ -1,0 +1,165 @@
+//go:build linux
+
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+const epollSupported = true
+
+// poller is the edge-triggered epoll readiness loop. It owns one goroutine
+// that waits for events and hands each ready connection to a pool; it never
+// reads, writes or blocks on a connection itself.
+type poller struct {
+	epfd   int
+	wakeFD int // eventfd used to stop the loop
+
+	mu    sync.RWMutex
+	conns map[int32]*Conn
+
+	onRead  func(*Conn)
+	onWrite func(*Conn)
+	done    chan struct{}
+}
+
+func newPoller(onRead, onWrite func(*Conn)) (*poller, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: epoll_create1: %w", err)
+	}
+	wfd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("gateway: eventfd: %w", err)
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wfd)}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wfd, &ev); err != nil {
+		unix.Close(epfd)
+		unix.Close(wfd)
+		return nil, fmt.Errorf("gateway: epoll_ctl eventfd: %w", err)
+	}
+	p := &poller{epfd: epfd, wakeFD: wfd, conns: make(map[int32]*Conn), onRead: onRead, onWrite: onWrite, done: make(chan struct{})}
+	go p.loop()
+	return p, nil
+}
+
+func (p *poller) loop() {
+	defer close(p.done)
+	events := make([]unix.EpollEvent, 256)
+	for {
+		n, err := unix.EpollWait(p.epfd, events, -1)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			return
+		}
+		p.mu.RLock()
+		for i := range n {
+			ev := &events[i]
+			if ev.Fd == int32(p.wakeFD) {
+				p.mu.RUnlock()
+				return
+			}
+			c := p.conns[ev.Fd]
+			if c == nil {
+				continue
+			}
+			if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+				p.onRead(c)
+			}
+			if ev.Events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+				p.onWrite(c)
+			}
+		}
+		p.mu.RUnlock()
+	}
+}
+
+// add registers c for edge-triggered read and write readiness. An fd that is
+// already readable produces an event right away.
+func (p *poller) add(c *Conn) error {
+	p.mu.Lock()
+	p.conns[int32(c.fd)] = c
+	p.mu.Unlock()
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(c.fd)}
+	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, c.fd, &ev); err != nil {
+		p.mu.Lock()
+		delete(p.conns, int32(c.fd))
+		p.mu.Unlock()
+		return fmt.Errorf("gateway: epoll_ctl add: %w", err)
+	}
+	return nil
+}
+
+// remove deregisters c. It must run before the connection's fd is closed,
+// so a reused fd number never reaches the old connection.
+func (p *poller) remove(c *Conn) {
+	p.mu.Lock()
+	if p.conns[int32(c.fd)] == c {
+		delete(p.conns, int32(c.fd))
+	}
+	p.mu.Unlock()
+	_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
+}
+
+func (p *poller) close() {
+	var one = [8]byte{1}
+	_, _ = unix.Write(p.wakeFD, one[:])
+	<-p.done
+	unix.Close(p.epfd)
+	unix.Close(p.wakeFD)
+}
+
+// connFD returns the socket descriptor of a TCP or Unix connection, or -1.
+func connFD(rc syscall.RawConn) int {
+	fd := -1
+	_ = rc.Control(func(f uintptr) { fd = int(f) })
+	return fd
+}
+
+// sysScratch is a worker's iovec array for writev.
+type sysScratch struct{ iov []unix.Iovec }
+
+// rawRead is run through syscall.RawConn.Read, which holds a reference on
+// the fd so it cannot be closed and reused while we read.
+func (c *Conn) rawRead(fd uintptr) bool {
+	s := c.rio
+	s.rn, s.rerr = unix.Read(int(fd), s.rbuf)
+	return true // never park: EAGAIN is handled by the caller
+}
+
+// rawWritev writes c.wbufs with one writev call.
+func (c *Conn) rawWritev(fd uintptr) bool {
+	s := c.wio
+	iov := s.sys.iov[:0]
+	for _, b := range s.bufs {
+		if len(b) == 0 {
+			continue
+		}
+		v := unix.Iovec{Base: &b[0]}
+		v.SetLen(len(b))
+		iov = append(iov, v)
+	}
+	s.sys.iov = iov
+	if len(iov) == 0 {
+		s.wn, s.werr = 0, nil
+		return true
+	}
+	r, _, e := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+	if e != 0 {
+		s.wn, s.werr = 0, e
+	} else {
+		s.wn, s.werr = int(r), nil
+	}
+	return true
+}
+
+func isEAGAIN(err error) bool { return errors.Is(err, unix.EAGAIN) }

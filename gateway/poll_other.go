@@ -1,0 +1,31 @@
+//go:build !linux
+
+package gateway
+
+import (
+	"errors"
+	"syscall"
+)
+
+const epollSupported = false
+
+// poller is not available off Linux; the server uses one goroutine per
+// connection instead.
+type poller struct{}
+
+func newPoller(onRead, onWrite func(*Conn)) (*poller, error) {
+	return nil, errors.New("gateway: epoll is only available on Linux")
+}
+
+func (p *poller) add(c *Conn) error { return errors.New("gateway: no poller") }
+func (p *poller) remove(c *Conn)     {}
+func (p *poller) close()             {}
+
+func connFD(rc syscall.RawConn) int { return -1 }
+
+type sysScratch struct{}
+
+func (c *Conn) rawRead(fd uintptr) bool   { return true }
+func (c *Conn) rawWritev(fd uintptr) bool { return true }
+
+func isEAGAIN(err error) bool { return false }

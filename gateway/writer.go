@@ -1,0 +1,278 @@
+package gateway
+
+import (
+	"net"
+	"time"
+
+	"github.com/gobwas/ws"
+)
+
+// The outbound queue.
+//
+// Every frame for a connection is appended to c.out under c.mu; frames are
+// immutable and may be shared by many connections (a msg is encoded once per
+// node and queued on every subscriber). A flush writes everything pending
+// with one writev. The queue is bounded by client.max_queue_bytes: a client
+// that does not read fast enough is disconnected (slow consumer) instead of
+// slowing the publisher or anybody else.
+
+// closeGrace is how long a closing connection may take to flush its last
+// frames (disconnect + close) before the socket is closed regardless.
+const closeGrace = time.Second
+
+// maxIov bounds the frames gathered into one writev (IOV_MAX is 1024).
+const maxIov = 1024
+
+// sendFrame queues a frame. It never blocks.
+func (c *Conn) sendFrame(frame []byte) {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return
+	}
+	if c.outBytes+len(frame) > c.srv.cfg.Client.MaxQueueBytes {
+		c.mu.Unlock()
+		c.srv.metrics.slowConsumers.Add(1)
+		c.closeWith("slow_consumer", "outbound queue full: the client does not read fast enough", true, ws.StatusPolicyViolation, true)
+		return
+	}
+	c.out = append(c.out, frame)
+	c.outBytes += len(frame)
+	c.mu.Unlock()
+	c.scheduleFlush()
+}
+
+// sendJSON copies one encoded JSON object into its own frame and queues it.
+func (c *Conn) sendJSON(s *scratch, obj []byte) {
+	if s != nil {
+		s.enc = obj[:0]
+	}
+	c.sendFrame(textFrame(obj))
+}
+
+func (c *Conn) sendError(id uint64, code, msg string) {
+	var buf [256]byte
+	c.sendFrame(textFrame(appendError(buf[:0], id, code, msg)))
+}
+
+func (c *Conn) isClosing() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closing
+}
+
+// closeWith sends disconnect then a close frame, and closes the connection
+// once they are written (or after closeGrace). dropQueue discards frames not
+// yet written, for a slow consumer whose queue is what overflowed.
+func (c *Conn) closeWith(code, reason string, reconnect bool, status ws.StatusCode, dropQueue bool) {
+	var buf [256]byte
+	disc := textFrame(appendDisconnect(buf[:0], code, reason, reconnect))
+	c.closeFrames(dropQueue, disc, closeFrame(status, reason))
+}
+
+// closeFrameOnly answers a client's close frame: no disconnect message.
+func (c *Conn) closeFrameOnly(status ws.StatusCode, reason string) {
+	c.closeFrames(false, closeFrame(status, reason))
+}
+
+// protocolError closes a connection that broke RFC 6455.
+func (c *Conn) protocolError(status ws.StatusCode, reason string) {
+	c.srv.log.Debug("websocket protocol error", "client", c.id, "reason", reason)
+	c.closeWith("bad_request", "websocket protocol error: "+reason, false, status, false)
+}
+
+func (c *Conn) closeFrames(dropQueue bool, frames ...[]byte) {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return
+	}
+	c.closing = true
+	if dropQueue {
+		c.dropLocked()
+	}
+	for _, f := range frames {
+		c.out = append(c.out, f)
+		c.outBytes += len(f)
+	}
+	c.closeTimer = time.AfterFunc(closeGrace, c.fail)
+	c.mu.Unlock()
+	c.scheduleFlush()
+}
+
+// dropLocked discards unwritten frames, keeping a partly written one so the
+// stream of frames stays well formed.
+func (c *Conn) dropLocked() {
+	keep := c.head
+	if c.off > 0 {
+		keep++
+	}
+	for i := keep; i < len(c.out); i++ {
+		c.outBytes -= len(c.out[i])
+		c.out[i] = nil
+	}
+	c.out = c.out[:keep]
+}
+
+// fail closes the connection now, without writing anything more.
+func (c *Conn) fail() {
+	c.mu.Lock()
+	c.closing = true
+	c.mu.Unlock()
+	c.finish()
+}
+
+// finish releases the connection once: off the poller, socket closed, then
+// hub and presence cleanup in an owned goroutine (it may wait on the broker).
+func (c *Conn) finish() {
+	if !c.finished.CompareAndSwap(false, true) {
+		return
+	}
+	c.mu.Lock()
+	if c.closeTimer != nil {
+		c.closeTimer.Stop()
+	}
+	c.out, c.head, c.off, c.outBytes = nil, 0, 0, 0
+	c.mu.Unlock()
+	if c.fd >= 0 {
+		c.srv.poller.remove(c)
+	}
+	_ = c.nc.Close()
+	close(c.done)
+	c.srv.goOwned(c.cleanup)
+}
+
+// scheduleFlush makes sure a flush runs after this call.
+func (c *Conn) scheduleFlush() {
+	if c.wake != nil {
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+		return
+	}
+	if c.wrSched.Add(1) == 1 {
+		c.srv.wpool.submit(task{c, taskWrite})
+	}
+}
+
+// writeTask is the epoll-mode flush, run by a write pool worker.
+func (c *Conn) writeTask(s *scratch) {
+	for {
+		n := c.wrSched.Load()
+		c.flushNonBlocking(s)
+		if c.wrSched.Add(-n) == 0 {
+			return
+		}
+	}
+}
+
+// gather fills s.bufs with the unwritten frames (the first one from c.off).
+// It reports whether the connection is closing, and whether there was
+// nothing to write.
+func (c *Conn) gather(s *scratch) (closing, empty bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s.bufs = s.bufs[:0]
+	for i := c.head; i < len(c.out) && len(s.bufs) < maxIov; i++ {
+		b := c.out[i]
+		if i == c.head {
+			b = b[c.off:]
+		}
+		s.bufs = append(s.bufs, b)
+	}
+	return c.closing, len(s.bufs) == 0
+}
+
+// consume drops n written bytes from the front of the queue and reports
+// whether the queue is now empty.
+func (c *Conn) consume(n int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.outBytes -= n
+	for n > 0 && c.head < len(c.out) {
+		rest := len(c.out[c.head]) - c.off
+		if n < rest {
+			c.off += n
+			break
+		}
+		n -= rest
+		c.out[c.head] = nil
+		c.head++
+		c.off = 0
+	}
+	if c.head == len(c.out) {
+		if cap(c.out) > 64 {
+			c.out = nil // do not keep a burst's backing array on an idle connection
+		} else {
+			c.out = c.out[:0]
+		}
+		c.head, c.off = 0, 0
+		return true
+	}
+	return false
+}
+
+func (c *Conn) flushNonBlocking(s *scratch) {
+	for {
+		if c.finished.Load() {
+			return
+		}
+		closing, empty := c.gather(s)
+		if empty {
+			if closing {
+				c.finish()
+			}
+			return
+		}
+		c.wio = s
+		s.wn, s.werr = 0, nil
+		err := c.rc.Write(c.writeFn)
+		c.wio = nil
+		n, werr := s.wn, s.werr
+		clear(s.bufs)
+		if err != nil || (werr != nil && !isEAGAIN(werr)) {
+			c.fail()
+			return
+		}
+		drained := c.consume(n)
+		if werr != nil { // EAGAIN: the poller's EPOLLOUT edge reschedules us
+			return
+		}
+		if drained && closing {
+			c.finish()
+			return
+		}
+	}
+}
+
+// writeLoop is the goroutine-mode writer: it owns the blocking writes.
+func (c *Conn) writeLoop() {
+	s := newScratch(0)()
+	for {
+		select {
+		case <-c.wake:
+		case <-c.done:
+			return
+		}
+		for {
+			closing, empty := c.gather(s)
+			if empty {
+				if closing {
+					c.finish()
+					return
+				}
+				break
+			}
+			bufs := net.Buffers(s.bufs)
+			_ = c.nc.SetWriteDeadline(time.Now().Add(c.srv.writeTimeout))
+			n, err := bufs.WriteTo(c.nc)
+			clear(s.bufs)
+			if err != nil {
+				c.fail()
+				return
+			}
+			c.consume(int(n))
+		}
+	}
+}
