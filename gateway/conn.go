@@ -249,7 +249,7 @@ func (c *Conn) checkHeader(h *clientHeader) string {
 		return "control frames must be final and at most 125 bytes"
 	case h.op == ws.OpContinuation && !c.inFrag && !c.skipMsg:
 		return "continuation frame without a message to continue"
-	case h.op.IsData() && (c.inFrag || c.skipMsg):
+	case (h.op == ws.OpText || h.op == ws.OpBinary) && (c.inFrag || c.skipMsg):
 		return "new message before the previous fragmented message ended"
 	}
 	return ""

@@ -1,0 +1,225 @@
+package gateway_test
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/syncgate/syncgate/internal/config"
+)
+
+func since(seq uint64, epoch string) map[string]any {
+	return map[string]any{"seq": seq, "epoch": epoch}
+}
+
+func TestCatchUpExactlyTheMissed(t *testing.T) {
+	forModes(t, func(t *testing.T, mode string) {
+		ts := startServer(t, mode, nil)
+		pub := dial(t, ts)
+		pub.connect("writer")
+		for i := 1; i <= 3; i++ {
+			pub.pub("doc:r", i)
+		}
+		a := dial(t, ts)
+		s := a.sub("doc:r")
+		if s.num("seq") != 3 {
+			t.Fatalf("subscribed = %v", s)
+		}
+		epoch := s.str("epoch")
+		a.close() // drop
+
+		for i := 4; i <= 8; i++ {
+			pub.pub("doc:r", i)
+		}
+		a2 := dial(t, ts)
+		r := a2.mustCall("sub", map[string]any{"ch": "doc:r", "since": since(3, epoch)}, "subscribed")
+		if r["recovered"] != true || r.num("seq") != 8 || r.str("epoch") != epoch {
+			t.Fatalf("subscribed = %v", r)
+		}
+		pubs := r["pubs"].([]any)
+		if len(pubs) != 5 {
+			t.Fatalf("pubs = %v", pubs)
+		}
+		for i, p := range pubs {
+			m := obj(p.(map[string]any))
+			if m.op() != "msg" || m.num("seq") != uint64(4+i) || m.num("data") != uint64(4+i) || m.str("from") != "writer" || m.str("epoch") != epoch {
+				t.Fatalf("pubs[%d] = %v", i, m)
+			}
+		}
+		// Live continues right after, no gap, no duplicate.
+		pub.pub("doc:r", 9)
+		m := a2.nextOp("msg")
+		if m.num("seq") != 9 {
+			t.Fatalf("live after recovery = %v", m)
+		}
+
+		// Nothing missed: recovered with empty pubs.
+		a3 := dial(t, ts)
+		r = a3.mustCall("sub", map[string]any{"ch": "doc:r", "since": since(9, epoch)}, "subscribed")
+		if r["recovered"] != true || len(r["pubs"].([]any)) != 0 {
+			t.Fatalf("subscribed = %v", r)
+		}
+	})
+}
+
+func TestCatchUpNotRecoverable(t *testing.T) {
+	forModes(t, func(t *testing.T, mode string) {
+		ts := startServer(t, mode, func(c *config.Config) { c.History.Size = 10 })
+		pub := dial(t, ts)
+		s := pub.sub("doc:n")
+		epoch := s.str("epoch")
+		for i := 1; i <= 30; i++ {
+			pub.pub("doc:n", i)
+		}
+		cases := []struct {
+			name  string
+			since map[string]any
+		}{
+			{"wrong epoch", since(25, "not-"+epoch)},
+			{"too old", since(5, epoch)},   // 6..20 were trimmed
+			{"future", since(99, epoch)},   // beyond the channel's seq
+			{"empty epoch", since(25, "")}, // client never had one
+		}
+		seq := uint64(30)
+		for _, tc := range cases {
+			c := dial(t, ts)
+			r := c.mustCall("sub", map[string]any{"ch": "doc:n", "since": tc.since}, "subscribed")
+			if r["recovered"] != false || r.num("seq") != seq || r.str("epoch") != epoch {
+				t.Fatalf("%s: subscribed = %v", tc.name, r)
+			}
+			if _, ok := r["pubs"]; ok {
+				t.Fatalf("%s: pubs present when not recovered: %v", tc.name, r)
+			}
+			// Live messages still flow after a failed recovery.
+			pub.pub("doc:n", "live")
+			seq++
+			if m := c.nextOp("msg"); m.str("data") != "live" || m.num("seq") != seq {
+				t.Fatalf("%s: live = %v", tc.name, m)
+			}
+		}
+		// Within the history: recovered.
+		c := dial(t, ts)
+		r := c.mustCall("sub", map[string]any{"ch": "doc:n", "since": since(30, epoch)}, "subscribed") // 4 "live" since
+		if r["recovered"] != true || len(r["pubs"].([]any)) != 4 {
+			t.Fatalf("subscribed = %v", r)
+		}
+	})
+}
+
+// TestCatchUpRace publishes without pause while a client drops and
+// resubscribes with `since` over and over: across all its sessions it must
+// see every seq exactly once, in order.
+func TestCatchUpRace(t *testing.T) {
+	forModes(t, func(t *testing.T, mode string) {
+		ts := startServer(t, mode, nil)
+		const total = 600
+		var published atomic.Int64
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p := dial(t, ts)
+			for i := 1; i <= total; i++ {
+				p.sendRaw(fmt.Sprintf(`{"op":"pub","id":%d,"ch":"doc:race","data":%d}`, i, i))
+				if i%20 == 0 {
+					// Keep the publisher within the history window.
+					p.next(func(o obj) bool { return o.num("id") == uint64(i) })
+				}
+				published.Store(int64(i))
+			}
+		}()
+
+		var last uint64
+		epoch := ""
+		seen := make([]int, total+1)
+		for session := 0; last < total; session++ {
+			c := dial(t, ts)
+			fields := map[string]any{"ch": "doc:race"}
+			if epoch != "" {
+				fields["since"] = since(last, epoch)
+			}
+			r := c.mustCall("sub", fields, "subscribed")
+			if epoch == "" {
+				epoch = r.str("epoch")
+				last = r.num("seq")
+				for s := uint64(1); s <= last; s++ {
+					seen[s]++ // before our first subscribe: not ours to see
+				}
+			} else {
+				if r["recovered"] != true {
+					t.Fatalf("session %d: not recovered: %v", session, r)
+				}
+				for _, p := range r["pubs"].([]any) {
+					seq := uint64(p.(map[string]any)["seq"].(float64))
+					if seq != last+1 {
+						t.Fatalf("session %d: history seq %d after %d", session, seq, last)
+					}
+					last = seq
+					seen[seq]++
+				}
+			}
+			// Take a few live messages, then drop the connection abruptly.
+			for range 1 + session%7 {
+				if last >= total {
+					break
+				}
+				m := c.nextOp("msg")
+				if m.num("seq") != last+1 {
+					t.Fatalf("session %d: live seq %d after %d", session, m.num("seq"), last)
+				}
+				last = m.num("seq")
+				seen[last]++
+			}
+			c.close()
+		}
+		wg.Wait()
+		for s := 1; s <= total; s++ {
+			if seen[s] != 1 {
+				t.Fatalf("seq %d seen %d times", s, seen[s])
+			}
+		}
+	})
+}
+
+// TestSubscribeDuringPublishing checks that a plain subscribe never shows a
+// msg at or below the seq its `subscribed` reply reported, nor a gap after.
+func TestSubscribeDuringPublishing(t *testing.T) {
+	forModes(t, func(t *testing.T, mode string) {
+		ts := startServer(t, mode, nil)
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p := dial(t, ts)
+			for i := 1; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				p.sendRaw(`{"op":"pub","ch":"doc:sp","data":1}`)
+				if i%50 == 0 {
+					time.Sleep(time.Millisecond)
+				}
+			}
+		}()
+		for range 20 {
+			c := dial(t, ts)
+			r := c.sub("doc:sp")
+			want := r.num("seq") + 1
+			for range 5 {
+				m := c.nextOp("msg")
+				if m.num("seq") != want {
+					t.Fatalf("after subscribed seq %d: got msg seq %d, want %d", r.num("seq"), m.num("seq"), want)
+				}
+				want++
+			}
+			c.close()
+		}
+		close(stop)
+		wg.Wait()
+	})
+}
