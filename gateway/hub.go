@@ -255,13 +255,23 @@ func (s *sub) deliver(seq uint64, epoch string, frame []byte) {
 		}
 		s.mu.Unlock()
 	}
-	if seq != 0 {
-		if seq <= s.lastSeq {
-			return
-		}
-		s.lastSeq = seq
+	if s.accept(seq) {
+		s.c.sendFrame(frame)
 	}
-	s.c.sendFrame(frame)
+}
+
+// accept is the live-path dedupe: a seq at or below the last one delivered
+// (seen in history during catch-up, or redelivered) is dropped. Seq 0 means
+// the backend keeps no order numbers; everything passes.
+func (s *sub) accept(seq uint64) bool {
+	if seq == 0 {
+		return true
+	}
+	if seq <= s.lastSeq {
+		return false
+	}
+	s.lastSeq = seq
+	return true
 }
 
 // HandlePresence implements brokers.Handler.

@@ -18,8 +18,8 @@ func newPoller(onRead, onWrite func(*Conn)) (*poller, error) {
 }
 
 func (p *poller) add(c *Conn) error { return errors.New("gateway: no poller") }
-func (p *poller) remove(c *Conn)     {}
-func (p *poller) close()             {}
+func (p *poller) remove(c *Conn)    {}
+func (p *poller) close()            {}
 
 func connFD(rc syscall.RawConn) int { return -1 }
 

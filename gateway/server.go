@@ -306,7 +306,6 @@ func (s *Server) unregister(c *Conn) {
 	sh.mu.Unlock()
 }
 
-
 // eachConn calls f for a snapshot of all connections.
 func (s *Server) eachConn(f func(*Conn)) {
 	var batch []*Conn
@@ -355,7 +354,9 @@ func (s *Server) heartbeatLoop() {
 			s.eachConn(func(c *Conn) {
 				if now-c.lastSeen.Load() > limit {
 					c.closeWith("timeout", "no message from the client for 2x the ping interval", true, ws.StatusGoingAway, false)
+					return
 				}
+				c.shrinkIdle()
 			})
 		}
 	}

@@ -202,15 +202,27 @@ func (c *Conn) consume(n int) bool {
 		c.off = 0
 	}
 	if c.head == len(c.out) {
-		if cap(c.out) > 64 {
-			c.out = nil // do not keep a burst's backing array on an idle connection
-		} else {
-			c.out = c.out[:0]
-		}
+		// Keep the backing array: the next burst appends without
+		// allocating. shrinkIdle gives a large one back later.
+		c.out = c.out[:0]
 		c.head, c.off = 0, 0
 		return true
 	}
 	return false
+}
+
+// idleQueueCap is the queue capacity an idle connection may keep.
+const idleQueueCap = 4
+
+// shrinkIdle releases a burst-sized queue array once the queue is empty, so
+// an idle connection costs no more than a few pointers. The heartbeat sweep
+// calls it.
+func (c *Conn) shrinkIdle() {
+	c.mu.Lock()
+	if len(c.out) == 0 && cap(c.out) > idleQueueCap {
+		c.out = nil
+	}
+	c.mu.Unlock()
 }
 
 func (c *Conn) flushNonBlocking(s *scratch) {

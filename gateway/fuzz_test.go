@@ -1,0 +1,192 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/json"
+	"testing"
+
+	"github.com/gobwas/ws"
+	"github.com/syncgate/syncgate/brokers"
+)
+
+// FuzzDecode checks the hand-written command decoder against encoding/json:
+// whatever it accepts is valid JSON, and the fields it extracts are the ones
+// encoding/json sees.
+func FuzzDecode(f *testing.F) {
+	for _, s := range []string{
+		`{"op":"connect","id":1,"user":"alice","token":"t"}`,
+		`{"op":"sub","id":2,"ch":"doc:1","since":{"seq":5,"epoch":"abc"}}`,
+		`{"op":"pub","ch":"doc:1","data":{"a":[1,2,{"b":null}],"c":"\u00e9\n"}}`,
+		`{"op":"pub","ch":"d\u006fc","data":-1.5e-3}`,
+		`{ "op" : "ping" , "x" : [true,false] }`,
+		`{"op":"ping",}`, `{"op":"ping"} x`, `{"id":1}`, `[]`, `{"op":"\ud800"}`,
+		`{"op":"sub","ch":"a","since":null}`, `{"op":"pub","data":01}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var cmd command
+		err := decodeCommand(b, &cmd)
+		if err != nil {
+			return
+		}
+		if !json.Valid(b) {
+			t.Fatalf("accepted invalid JSON %q", b)
+		}
+		// Reference: encoding/json into a map (exact key match, as the
+		// protocol's keys are case-sensitive).
+		var ref map[string]json.RawMessage
+		if err := json.Unmarshal(b, &ref); err != nil {
+			t.Fatalf("accepted %q, encoding/json says %v", b, err)
+		}
+		str := func(k string) (string, bool) {
+			raw, ok := ref[k]
+			if !ok {
+				return "", false
+			}
+			var v string
+			if err := json.Unmarshal(raw, &v); err != nil {
+				t.Fatalf("%s accepted as string but is %s", k, raw)
+			}
+			return v, true
+		}
+		if op, _ := str("op"); op != string(cmd.opName) {
+			t.Fatalf("op: %q vs %q", cmd.opName, op)
+		}
+		if ch, ok := str("ch"); ok && ch != string(cmd.ch) {
+			t.Fatalf("ch: %q vs %q", cmd.ch, ch)
+		}
+		if u, ok := str("user"); ok && u != string(cmd.user) {
+			t.Fatalf("user: %q vs %q", cmd.user, u)
+		}
+		if raw, ok := ref["id"]; ok && string(raw) != string(appendUint(nil, cmd.id)) {
+			t.Fatalf("id: %d vs %s", cmd.id, raw)
+		}
+		if raw, ok := ref["data"]; ok && !bytes.Equal(compact(cmd.data), compact(raw)) {
+			t.Fatalf("data: %q vs %q", cmd.data, raw)
+		}
+		if raw, ok := ref["since"]; ok && string(raw) != "null" {
+			var sv map[string]json.RawMessage
+			if err := json.Unmarshal(raw, &sv); err != nil {
+				t.Fatal(err)
+			}
+			var seq uint64
+			var epoch string
+			if r, ok := sv["seq"]; ok {
+				_ = json.Unmarshal(r, &seq)
+			}
+			if r, ok := sv["epoch"]; ok {
+				_ = json.Unmarshal(r, &epoch)
+			}
+			if !cmd.hasSince || seq != cmd.sinceSeq || epoch != string(cmd.sinceEpoch) {
+				t.Fatalf("since: %d/%q vs %s", cmd.sinceSeq, cmd.sinceEpoch, raw)
+			}
+		}
+	})
+}
+
+func compact(b []byte) []byte {
+	var out bytes.Buffer
+	_ = json.Compact(&out, b)
+	return out.Bytes()
+}
+
+// FuzzFrameHeader compares our client frame header parser with gobwas/ws.
+func FuzzFrameHeader(f *testing.F) {
+	f.Add([]byte{0x81, 0x85, 1, 2, 3, 4})
+	f.Add([]byte{0x82, 0xfe, 0x01, 0x00, 1, 2, 3, 4})
+	f.Add([]byte{0x01, 0xff, 0, 0, 0, 0, 0, 1, 0, 0, 9, 9, 9, 9})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h, ok, err := parseHeader(b)
+		ref, rerr := ws.ReadHeader(bytes.NewReader(b))
+		if err != nil {
+			if rerr == nil {
+				t.Fatalf("we reject, gobwas accepts %x: %v", b, err)
+			}
+			return
+		}
+		if !ok {
+			if rerr == nil {
+				t.Fatalf("we need more bytes, gobwas parsed %x", b)
+			}
+			return
+		}
+		if rerr != nil {
+			t.Fatalf("we parse, gobwas fails %x: %v", b, rerr)
+		}
+		if h.fin != ref.Fin || h.rsv != ref.Rsv || h.op != ref.OpCode || h.masked != ref.Masked || h.length != ref.Length || h.mask != ref.Mask {
+			t.Fatalf("header %x: ours %+v, gobwas %+v", b, h, ref)
+		}
+	})
+}
+
+// FuzzCatchupMerge drives the subscribe-then-history merge through arbitrary
+// interleavings. Messages 1..n are published; the subscription is registered
+// after message a; history is read after message hist (>= a); the client
+// asks for messages after since; the buffer received messages a+1..buffered
+// before the merge ran and the rest arrive live afterwards, possibly with
+// redeliveries. The client must see exactly since+1..n (or, when the history
+// window did not reach back far enough, recovered=false and then exactly
+// the messages after the reported position).
+func FuzzCatchupMerge(f *testing.F) {
+	f.Add(uint8(10), uint8(3), uint8(5), uint8(2), uint8(7), uint8(100), uint8(1))
+	f.Add(uint8(50), uint8(0), uint8(0), uint8(0), uint8(0), uint8(5), uint8(0))
+	f.Add(uint8(20), uint8(20), uint8(20), uint8(20), uint8(20), uint8(3), uint8(3))
+	f.Fuzz(func(t *testing.T, n, a, hist, since, buffered, window, redeliver uint8) {
+		N := uint64(n)
+		A := uint64(a) % (N + 1)
+		H := A + uint64(hist)%(N-A+1)
+		S := uint64(since) % (H + 1)
+		B := A + uint64(buffered)%(N-A+1)
+		W := uint64(window) + 1 // history size
+
+		// History as the broker returns it: S+1..H, keeping only the last W
+		// messages of the channel, at most W of them.
+		var pubs []brokers.Publication
+		for seq := max(S+1, H-min(H, W)+1); seq <= H && uint64(len(pubs)) < W; seq++ {
+			pubs = append(pubs, brokers.Publication{Seq: seq, Epoch: "e"})
+		}
+		pos := brokers.Position{Seq: H, Epoch: "e"}
+		recovered := recoverable(S, "e", pubs, pos)
+
+		var got []uint64
+		if recovered {
+			for _, p := range pubs {
+				got = append(got, p.Seq)
+			}
+		}
+		var buf []bufferedPub
+		for seq := A + 1; seq <= B; seq++ {
+			buf = append(buf, bufferedPub{seq: seq, epoch: "e"})
+		}
+		last := H
+		for _, bp := range mergeBuffered(buf, last, "e") {
+			got = append(got, bp.seq)
+			last = bp.seq
+		}
+		s := &sub{lastSeq: last}
+		for seq := B + 1; seq <= N; seq++ {
+			if s.accept(seq) {
+				got = append(got, seq)
+			}
+			if redeliver > 0 && seq > 1 && seq%uint64(redeliver) == 0 && s.accept(seq-1) {
+				got = append(got, seq-1) // a late duplicate must be dropped
+			}
+		}
+		from := S
+		if !recovered {
+			from = H
+		}
+		if uint64(len(got)) != N-from {
+			t.Fatalf("recovered=%v: got %v, want %d..%d", recovered, got, from+1, N)
+		}
+		for i, seq := range got {
+			if seq != from+1+uint64(i) {
+				t.Fatalf("recovered=%v: got %v, want %d..%d", recovered, got, from+1, N)
+			}
+		}
+		if recovered != (H-S <= W) {
+			t.Fatalf("recovered=%v with since %d, head %d, window %d", recovered, S, H, W)
+		}
+	})
+}

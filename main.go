@@ -1,0 +1,97 @@
+// Command syncgate runs one syncgate gateway node.
+//
+//	syncgate [--config config.yaml]
+//
+// Every config key can be overridden by an environment variable
+// SYNCGATE_<KEY> (dots become underscores), e.g. SYNCGATE_LISTEN=:9000.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/syncgate/syncgate/brokers"
+	"github.com/syncgate/syncgate/brokers/memory"
+	"github.com/syncgate/syncgate/gateway"
+	"github.com/syncgate/syncgate/internal/config"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "syncgate:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	path := flag.String("config", "config.yaml", "config file (YAML); SYNCGATE_* env vars override it")
+	flag.Parse()
+	if _, err := os.Stat(*path); errors.Is(err, os.ErrNotExist) && !flagSet("config") {
+		*path = "" // no config.yaml in this directory: defaults and env only
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log)
+
+	b, err := newBroker(cfg)
+	if err != nil {
+		return err
+	}
+	srv, err := gateway.New(cfg, b, log)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	log.Info("syncgate listening", "addr", ln.Addr().String(), "broker", cfg.Broker.Type, "io", cfg.Server.IO, "node", srv.NodeID())
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return srv.Shutdown(sctx)
+}
+
+func newBroker(cfg config.Config) (brokers.Broker, error) {
+	switch cfg.Broker.Type {
+	case "memory":
+		return memory.New(memory.Config{HistorySize: cfg.History.Size, HistoryTTL: cfg.History.TTL}), nil
+	}
+	return nil, fmt.Errorf("broker.type %q is not built into this binary", cfg.Broker.Type)
+}
+
+func newLogger(c config.Log) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+func flagSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
