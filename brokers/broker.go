@@ -59,12 +59,25 @@ const (
 // channel never overlap and publications arrive in seq order per channel.
 // Methods must not block and must not call back into the broker; byte slices
 // are valid only until the method returns (the gateway copies what it keeps).
+// No call happens after Close returns.
+//
+// How the gateway treats what it is handed (so a backend knows what it may
+// rely on): per subscriber it drops a publication whose Seq is at or below
+// the last one delivered (redeliveries are harmless); Seq 0 is never
+// deduplicated (a backend without order numbers); a new Epoch resets the
+// watermark. A backend that detects a gap in what it received (reconnect,
+// lost pub/sub message) fills it from its history before handing on later
+// seqs, so the handler sees each channel contiguously.
 type Handler interface {
 	HandlePublication(ch string, p Publication)
 	HandlePresence(ch string, t PresenceEventType, m Member)
 }
 
 // Broker moves publications between nodes.
+//
+// Lifecycle: New (per backend) -> Start -> calls -> Close. Calls before Start
+// or after Close fail with an error wrapping ErrClosed (Start after Close
+// too). Close may be called more than once, and without Start.
 type Broker interface {
 	// Start begins delivery to h. It is called once, before any other method,
 	// and returns once the broker is ready to take calls.
@@ -96,14 +109,21 @@ type History interface {
 }
 
 // Presence is implemented by backends that keep presence lists shared
-// between nodes. Entries expire after the TTL unless refreshed; an entry that
-// expires produces a Leave event like a removal does.
+// between nodes. Members are keyed by Member.Client. Entries expire after the
+// TTL unless refreshed; an entry that expires produces a Leave event like a
+// removal does, on every node (so a crashed node's members leave within the
+// TTL). Events go to every node subscribed to the channel. ttl <= 0 is an
+// error.
 type Presence interface {
-	// Join adds m to ch (or refreshes it) and announces Join to every node.
+	// Join adds m to ch and announces Join to every node; re-joining a
+	// listed member only refreshes it, announcing nothing.
 	Join(ctx context.Context, ch string, m Member, ttl time.Duration) error
-	// Leave removes m from ch and announces Leave to every node.
+	// Leave removes m from ch and announces Leave to every node, only if
+	// m was listed.
 	Leave(ctx context.Context, ch string, m Member) error
-	// Refresh extends the TTL of members this node owns. It announces nothing.
+	// Refresh extends the TTL of members this node owns. It announces
+	// nothing; members that already expired (and were announced as left)
+	// are not brought back.
 	Refresh(ctx context.Context, ch string, ms []Member, ttl time.Duration) error
 	// Members lists ch's unexpired members.
 	Members(ctx context.Context, ch string) ([]Member, error)
