@@ -20,6 +20,8 @@ type Config struct {
 	Listen string
 
 	Broker   Broker
+	Redis    Redis
+	NATS     NATS
 	History  History
 	Presence Presence
 	Client   Client
@@ -32,6 +34,68 @@ type Broker struct {
 	// Type is the backend name, one of brokerTypes.
 	// Key broker.type, default "memory".
 	Type string
+}
+
+// Redis configures the redis and redis-streams brokers.
+type Redis struct {
+	// Addrs are the Redis servers, host:port. Several addresses shard
+	// channels over independent servers; with Cluster they are seed nodes.
+	// Key redis.addrs, default ["127.0.0.1:6379"].
+	Addrs []string
+	// Cluster talks to a Redis Cluster (sharded pub/sub, hash tags).
+	// Key redis.cluster, default false.
+	Cluster bool
+	// SentinelMaster is the master name to ask Sentinel for; when set,
+	// SentinelAddrs are the sentinels and Addrs is not used.
+	// Key redis.sentinel_master, default "".
+	SentinelMaster string
+	// SentinelAddrs are the Sentinel servers, host:port.
+	// Key redis.sentinel_addrs, default [].
+	SentinelAddrs []string
+	// Password authenticates to Redis (and to Sentinel).
+	// Key redis.password, default "".
+	Password string
+	// DB is the database number (not used with Cluster).
+	// Key redis.db, default 0, >= 0.
+	DB int
+	// Prefix starts every key and pub/sub channel syncgate uses.
+	// Key redis.prefix, default "sg".
+	Prefix string
+	// OutboxSize is how many publishes a node holds while Redis is down.
+	// Key redis.outbox_size, default 10000, >= 0.
+	OutboxSize int
+}
+
+// NATS configures the nats and jetstream brokers.
+type NATS struct {
+	// URL is the NATS server(s) to use, e.g. "nats://10.0.0.5:4222";
+	// empty starts an embedded server in this process.
+	// Key nats.url, default "".
+	URL string
+	// Listen is the client address of the embedded server, so other nodes
+	// can point nats.url at it.
+	// Key nats.listen, default "127.0.0.1:4222".
+	Listen string
+	// StoreDir is where the embedded server keeps JetStream data.
+	// Key nats.store_dir, default "data/nats".
+	StoreDir string
+	// ClusterListen is the embedded server's cluster (route) address;
+	// empty means no clustering.
+	// Key nats.cluster_listen, default "".
+	ClusterListen string
+	// Routes are other embedded servers' cluster addresses, host:port.
+	// Key nats.routes, default [].
+	Routes []string
+	// Storage is the JetStream storage of the history stream: file or
+	// memory.
+	// Key nats.storage, default "file".
+	Storage string
+	// Replicas is the history stream's replica count (1, 3 or 5).
+	// Key nats.replicas, default 1, >= 1.
+	Replicas int
+	// OutboxSize is how many publishes a node holds while NATS is down.
+	// Key nats.outbox_size, default 10000, >= 0.
+	OutboxSize int
 }
 
 // History bounds the per-channel message history used for catch-up.
@@ -109,6 +173,20 @@ func Default() Config {
 	return Config{
 		Listen: ":8080",
 		Broker: Broker{Type: "memory"},
+		Redis: Redis{
+			Addrs:         []string{"127.0.0.1:6379"},
+			SentinelAddrs: []string{},
+			Prefix:        "sg",
+			OutboxSize:    10000,
+		},
+		NATS: NATS{
+			Listen:     "127.0.0.1:4222",
+			StoreDir:   "data/nats",
+			Routes:     []string{},
+			Storage:    "file",
+			Replicas:   1,
+			OutboxSize: 10000,
+		},
 		History: History{
 			Size: 1000,
 			TTL:  10 * time.Minute,

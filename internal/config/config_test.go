@@ -92,7 +92,7 @@ func TestRepoConfigEqualsDefault(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got != Default() {
+	if !reflect.DeepEqual(got, Default()) {
 		t.Fatalf("config.yaml differs from Default():\n got %+v\nwant %+v", got, Default())
 	}
 }
@@ -236,6 +236,8 @@ log:
 			want: Config{
 				Listen:   "127.0.0.1:9000",
 				Broker:   Broker{Type: "memory"},
+				Redis:    Default().Redis,
+				NATS:     Default().NATS,
 				History:  History{Size: 0, TTL: 6 * time.Second},
 				Presence: Presence{TTL: time.Second, JoinLeave: false, JoinLeaveLimit: 0},
 				Client: Client{
@@ -268,6 +270,22 @@ log:
 			env: []string{
 				"SYNCGATE_LISTEN=:9000",
 				"SYNCGATE_BROKER_TYPE=memory",
+				"SYNCGATE_REDIS_ADDRS=10.0.0.1:6379, 10.0.0.2:6380",
+				"SYNCGATE_REDIS_CLUSTER=true",
+				"SYNCGATE_REDIS_SENTINEL_MASTER=mymaster",
+				"SYNCGATE_REDIS_SENTINEL_ADDRS=10.0.0.3:26379",
+				"SYNCGATE_REDIS_PASSWORD=pw",
+				"SYNCGATE_REDIS_DB=2",
+				"SYNCGATE_REDIS_PREFIX=x",
+				"SYNCGATE_REDIS_OUTBOX_SIZE=7",
+				"SYNCGATE_NATS_URL=nats://10.0.0.4:4222",
+				"SYNCGATE_NATS_LISTEN=127.0.0.1:4333",
+				"SYNCGATE_NATS_STORE_DIR=/tmp/n",
+				"SYNCGATE_NATS_CLUSTER_LISTEN=127.0.0.1:6222",
+				"SYNCGATE_NATS_ROUTES=127.0.0.1:6223,127.0.0.1:6224",
+				"SYNCGATE_NATS_STORAGE=memory",
+				"SYNCGATE_NATS_REPLICAS=3",
+				"SYNCGATE_NATS_OUTBOX_SIZE=9",
 				"SYNCGATE_HISTORY_SIZE=5",
 				"SYNCGATE_HISTORY_TTL=6s",
 				"SYNCGATE_PRESENCE_TTL=2s",
@@ -284,8 +302,12 @@ log:
 				"SYNCGATE_LOG_FORMAT=json",
 			},
 			want: Config{
-				Listen:   ":9000",
-				Broker:   Broker{Type: "memory"},
+				Listen: ":9000",
+				Broker: Broker{Type: "memory"},
+				Redis: Redis{Addrs: []string{"10.0.0.1:6379", "10.0.0.2:6380"}, Cluster: true, SentinelMaster: "mymaster",
+					SentinelAddrs: []string{"10.0.0.3:26379"}, Password: "pw", DB: 2, Prefix: "x", OutboxSize: 7},
+				NATS: NATS{URL: "nats://10.0.0.4:4222", Listen: "127.0.0.1:4333", StoreDir: "/tmp/n", ClusterListen: "127.0.0.1:6222",
+					Routes: []string{"127.0.0.1:6223", "127.0.0.1:6224"}, Storage: "memory", Replicas: 3, OutboxSize: 9},
 				History:  History{Size: 5, TTL: 6 * time.Second},
 				Presence: Presence{TTL: 2 * time.Second, JoinLeave: false, JoinLeaveLimit: 10},
 				Client: Client{
@@ -327,7 +349,7 @@ log:
 			if err != nil {
 				t.Fatalf("LoadFrom: %v", err)
 			}
-			if got != tt.want {
+			if !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("LoadFrom:\n got %+v\nwant %+v", got, tt.want)
 			}
 		})
@@ -470,7 +492,7 @@ func TestLoadErrors(t *testing.T) {
 			if err == nil {
 				t.Fatalf("LoadFrom succeeded with %+v; want an error", got)
 			}
-			if got != (Config{}) {
+			if !reflect.DeepEqual(got, Config{}) {
 				t.Errorf("LoadFrom returned %+v with its error; want the zero Config", got)
 			}
 			for _, w := range tt.want {

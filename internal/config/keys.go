@@ -17,6 +17,7 @@ import (
 var (
 	brokerTypes = []string{"memory"}
 	serverIOs   = []string{"epoll", "goroutine"}
+	natsStorage = []string{"file", "memory"}
 	logLevels   = []string{"debug", "info", "warn", "error"}
 	logFormats  = []string{"text", "json"}
 )
@@ -31,6 +32,24 @@ var settings = []setting{
 	stringKey("listen", addrWant, checkAddr, func(c *Config) *string { return &c.Listen }),
 
 	enumKey("broker.type", brokerTypes, func(c *Config) *string { return &c.Broker.Type }),
+
+	listKey("redis.addrs", addrWant, checkAddr, func(c *Config) *[]string { return &c.Redis.Addrs }),
+	boolKey("redis.cluster", func(c *Config) *bool { return &c.Redis.Cluster }),
+	stringKey("redis.sentinel_master", "a Sentinel master name", anyString, func(c *Config) *string { return &c.Redis.SentinelMaster }),
+	listKey("redis.sentinel_addrs", addrWant, checkAddr, func(c *Config) *[]string { return &c.Redis.SentinelAddrs }),
+	stringKey("redis.password", "a password", anyString, func(c *Config) *string { return &c.Redis.Password }),
+	intKey("redis.db", 0, func(c *Config) *int { return &c.Redis.DB }),
+	stringKey("redis.prefix", "a key prefix", anyString, func(c *Config) *string { return &c.Redis.Prefix }),
+	intKey("redis.outbox_size", 0, func(c *Config) *int { return &c.Redis.OutboxSize }),
+
+	stringKey("nats.url", `a NATS URL like "nats://host:4222" (several comma-separated), or empty for the embedded server`, anyString, func(c *Config) *string { return &c.NATS.URL }),
+	stringKey("nats.listen", addrWant, checkAddr, func(c *Config) *string { return &c.NATS.Listen }),
+	stringKey("nats.store_dir", "a directory path", nonEmpty, func(c *Config) *string { return &c.NATS.StoreDir }),
+	stringKey("nats.cluster_listen", addrWant+" or empty", emptyOr(checkAddr), func(c *Config) *string { return &c.NATS.ClusterListen }),
+	listKey("nats.routes", addrWant, checkAddr, func(c *Config) *[]string { return &c.NATS.Routes }),
+	enumKey("nats.storage", natsStorage, func(c *Config) *string { return &c.NATS.Storage }),
+	intKey("nats.replicas", 1, func(c *Config) *int { return &c.NATS.Replicas }),
+	intKey("nats.outbox_size", 0, func(c *Config) *int { return &c.NATS.OutboxSize }),
 
 	intKey("history.size", 0, func(c *Config) *int { return &c.History.Size }),
 	durationKey("history.ttl", 0, func(c *Config) *time.Duration { return &c.History.TTL }),
@@ -219,6 +238,57 @@ func stringKey(key, want string, ok func(string) bool, field func(*Config) *stri
 		func(s string) *badValue {
 			if !ok(s) {
 				return &badValue{want, strconv.Quote(s)}
+			}
+			return nil
+		})
+}
+
+func anyString(string) bool { return true }
+
+func nonEmpty(s string) bool { return s != "" }
+
+func emptyOr(ok func(string) bool) func(string) bool {
+	return func(s string) bool { return s == "" || ok(s) }
+}
+
+// listKey is a list of strings each accepted by ok: a YAML list, or one
+// comma-separated string (as environment values are: "a:1,b:2"). An empty
+// string is an empty list.
+func listKey(key, itemWant string, ok func(string) bool, field func(*Config) *[]string) setting {
+	want := "a list of " + itemWant + " (in env: comma-separated)"
+	return newSetting(key, field,
+		func(raw any) ([]string, *badValue) {
+			switch v := raw.(type) {
+			case nil:
+				return []string{}, nil
+			case string:
+				out := []string{}
+				for _, item := range strings.Split(v, ",") {
+					if item = strings.TrimSpace(item); item != "" {
+						out = append(out, item)
+					}
+				}
+				return out, nil
+			case []any:
+				out := make([]string, 0, len(v))
+				for _, item := range v {
+					s, isString := item.(string)
+					if !isString {
+						return nil, &badValue{want, describe(item)}
+					}
+					out = append(out, s)
+				}
+				return out, nil
+			case []string:
+				return append([]string{}, v...), nil
+			}
+			return nil, &badValue{want, describe(raw)}
+		},
+		func(items []string) *badValue {
+			for _, s := range items {
+				if !ok(s) {
+					return &badValue{want, strconv.Quote(s)}
+				}
 			}
 			return nil
 		})
