@@ -1,0 +1,27 @@
+# syncgate: `make run` starts a node, `make test` runs the whole suite.
+GO ?= go
+
+.PHONY: run test deps unit fuzz bench vet
+
+run:
+	$(GO) run .
+
+deps:
+	./scripts/deps.sh
+
+# The full suite: installs missing test dependencies, then vet + race tests.
+test: deps vet
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+vet:
+	$(GO) vet ./...
+
+# Short fuzzing of every decoder (the seed corpora also run in `make test`).
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 30s ./gateway/
+	$(GO) test -run '^$$' -fuzz '^FuzzFrameHeader$$' -fuzztime 30s ./gateway/
+	$(GO) test -run '^$$' -fuzz '^FuzzCatchupMerge$$' -fuzztime 30s ./gateway/
+
+# Micro-benchmarks of the hot path.
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 2000x ./gateway/ ./brokers/...
