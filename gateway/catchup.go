@@ -154,6 +154,7 @@ func (c *Conn) cleanup() {
 	c.smu.Lock()
 	subs := c.subs
 	c.subs = nil
+	c.cleaned = true
 	c.smu.Unlock()
 	ctx, cancel := context.WithTimeout(c.srv.ctx, c.srv.brokerTimeout)
 	defer cancel()

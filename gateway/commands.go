@@ -97,6 +97,10 @@ func (c *Conn) cmdSub(s *scratch, cmd *command) {
 	}
 	sb := &sub{c: c, ch: ch}
 	c.smu.Lock()
+	if c.cleaned {
+		c.smu.Unlock()
+		return // the connection is gone
+	}
 	if c.subs == nil {
 		c.subs = make(map[string]*sub)
 	}
@@ -114,6 +118,13 @@ func (c *Conn) cmdSub(s *scratch, cmd *command) {
 		return
 	}
 	c.srv.presenceJoin(ctx, sb)
+	// The connection may have closed while we talked to the broker; its
+	// cleanup has taken sb out already, but it may have run before the
+	// join above. Leave again so no presence entry outlives the client.
+	if c.finished.Load() {
+		c.srv.hub.remove(sb)
+		c.srv.presenceLeave(ctx, sb)
+	}
 }
 
 func (c *Conn) cmdUnsub(s *scratch, cmd *command) {

@@ -64,8 +64,9 @@ type Conn struct {
 	skipMsg   bool  // skipping the continuation frames of an oversize message
 
 	// Subscriptions; guarded by smu (the reader adds, cleanup removes).
-	smu  sync.Mutex
-	subs map[string]*sub
+	smu     sync.Mutex
+	subs    map[string]*sub
+	cleaned bool // cleanup ran; no new subscriptions
 
 	// Write side, guarded by mu (see writer.go).
 	mu         sync.Mutex
