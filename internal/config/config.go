@@ -25,7 +25,9 @@ type Config struct {
 	History  History
 	Presence Presence
 	Client   Client
+	Auth     Auth
 	Server   Server
+	Debug    Debug
 	Log      Log
 }
 
@@ -144,6 +146,67 @@ type Client struct {
 	// a client above it is disconnected as a slow consumer.
 	// Key client.max_queue_bytes, default 1048576, >= 4096.
 	MaxQueueBytes int
+	// MaxConnectionsPerUser caps one user's connections on this node;
+	// 0 = no cap.
+	// Key client.max_connections_per_user, default 100, >= 0.
+	MaxConnectionsPerUser int
+	// PublishRate is the publishes per second one connection may make
+	// (token bucket); 0 = no cap.
+	// Key client.publish_rate, default 100, >= 0.
+	PublishRate int
+	// PublishBurst is the token bucket's size.
+	// Key client.publish_burst, default 200, >= 1.
+	PublishBurst int
+}
+
+// Auth configures JWT authentication. Auth is on when any of HMACSecret,
+// PublicKeyFile or JWKSURL is set.
+type Auth struct {
+	// HMACSecret verifies HS256 tokens.
+	// Key auth.hmac_secret, default "".
+	HMACSecret string
+	// PublicKeyFile is a PEM RSA or ECDSA public key verifying RS256/ES256
+	// tokens.
+	// Key auth.public_key_file, default "".
+	PublicKeyFile string
+	// JWKSURL is a JSON Web Key Set URL (RS256/ES256 keys by kid),
+	// refreshed every 5 minutes and on an unknown kid.
+	// Key auth.jwks_url, default "".
+	JWKSURL string
+	// Issuer, when set, must equal the token's iss.
+	// Key auth.issuer, default "".
+	Issuer string
+	// Audience, when set, must be in the token's aud.
+	// Key auth.audience, default "".
+	Audience string
+	// ChannelsClaim names the claim {"sub": [patterns], "pub": [patterns]}
+	// listing the channels the user may subscribe and publish to.
+	// Key auth.channels_claim, default "channels".
+	ChannelsClaim string
+	// PublicNamespaces may be subscribed (not published) by every
+	// authenticated user: "lobby" opens every "lobby:..." channel.
+	// Key auth.public_namespaces, default [].
+	PublicNamespaces []string
+}
+
+// On reports whether authentication is configured.
+func (a Auth) On() bool { return a.HMACSecret != "" || a.PublicKeyFile != "" || a.JWKSURL != "" }
+
+// Debug holds operator tooling.
+type Debug struct {
+	// PprofListen serves net/http/pprof on this address; empty = off.
+	// Key debug.pprof_listen, default "".
+	PprofListen string
+}
+
+// TLS serves wss:// directly.
+type TLS struct {
+	// CertFile is the PEM certificate chain; with KeyFile it turns TLS on.
+	// Key server.tls.cert_file, default "".
+	CertFile string
+	// KeyFile is the PEM private key.
+	// Key server.tls.key_file, default "".
+	KeyFile string
 }
 
 // Server selects how connections are read.
@@ -155,6 +218,23 @@ type Server struct {
 	// Workers is the size of the worker pool; 0 means chosen automatically.
 	// Key server.workers, default 0, >= 0.
 	Workers int
+	// AllowedOrigins lists the browser origins allowed to connect
+	// ("https://app.example.com", "https://*.example.com"); empty allows
+	// every origin. Requests without an Origin header (non-browsers) pass.
+	// Key server.allowed_origins, default [].
+	AllowedOrigins []string
+	// MaxConnections caps the WebSocket connections of this node; 0 = no cap.
+	// Key server.max_connections, default 100000, >= 0.
+	MaxConnections int
+	// AcceptRate caps new connections per second (burst: one second's
+	// worth), so a reconnect storm cannot take a node down; 0 = no cap.
+	// Key server.accept_rate, default 1000, >= 0.
+	AcceptRate int
+	// DrainWindow spreads the disconnects of a shutdown over this long.
+	// Key server.drain_window, default 30s, > 0.
+	DrainWindow time.Duration
+	// TLS serves wss:// directly.
+	TLS TLS
 }
 
 // Log configures the slog logger.
@@ -202,10 +282,22 @@ func Default() Config {
 			MaxSubscriptions: 1000,
 			HandshakeTimeout: 10 * time.Second,
 			MaxQueueBytes:    1 << 20,
+
+			MaxConnectionsPerUser: 100,
+			PublishRate:           100,
+			PublishBurst:          200,
+		},
+		Auth: Auth{
+			ChannelsClaim:    "channels",
+			PublicNamespaces: []string{},
 		},
 		Server: Server{
-			IO:      "epoll",
-			Workers: 0,
+			IO:             "epoll",
+			Workers:        0,
+			AllowedOrigins: []string{},
+			MaxConnections: 100000,
+			AcceptRate:     1000,
+			DrainWindow:    30 * time.Second,
 		},
 		Log: Log{
 			Level:  "info",
@@ -257,6 +349,9 @@ func (c Config) Validate() error {
 		if bad := s.check(&c); bad != nil {
 			errs = append(errs, bad.at(s.key, ""))
 		}
+	}
+	if (c.Server.TLS.CertFile == "") != (c.Server.TLS.KeyFile == "") {
+		errs = append(errs, errors.New("config: server.tls.cert_file and server.tls.key_file: want both set (TLS on) or both empty"))
 	}
 	return errors.Join(errs...)
 }

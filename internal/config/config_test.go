@@ -145,7 +145,11 @@ func keyComments(t *testing.T, path string) map[string]string {
 	}
 	defer f.Close()
 	out := make(map[string]string)
-	var section string
+	type level struct {
+		indent int
+		name   string
+	}
+	var stack []level // open sections, outermost first
 	var doc []string
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
@@ -157,16 +161,19 @@ func keyComments(t *testing.T, path string) map[string]string {
 		case strings.HasPrefix(trimmed, "#"):
 			doc = append(doc, trimmed)
 		default:
+			indent := len(line) - len(strings.TrimLeft(line, " "))
+			for len(stack) > 0 && stack[len(stack)-1].indent >= indent {
+				stack = stack[:len(stack)-1]
+			}
 			name, value, _ := strings.Cut(trimmed, ":")
-			indented := line != trimmed
-			switch {
-			case !indented && strings.TrimSpace(value) == "":
-				section = name
-			case indented:
-				out[section+"."+name] = strings.Join(doc, "\n")
-			default:
-				section = ""
-				out[name] = strings.Join(doc, "\n")
+			if strings.TrimSpace(value) == "" {
+				stack = append(stack, level{indent, name})
+			} else {
+				var parts []string
+				for _, l := range stack {
+					parts = append(parts, l.name)
+				}
+				out[strings.Join(append(parts, name), ".")] = strings.Join(doc, "\n")
 			}
 			doc = nil
 		}
@@ -233,23 +240,19 @@ log:
   level: debug
   format: json
 `,
-			want: Config{
-				Listen:   "127.0.0.1:9000",
-				Broker:   Broker{Type: "memory"},
-				Redis:    Default().Redis,
-				NATS:     Default().NATS,
-				History:  History{Size: 0, TTL: 6 * time.Second},
-				Presence: Presence{TTL: time.Second, JoinLeave: false, JoinLeaveLimit: 0},
-				Client: Client{
-					PingInterval:     time.Minute,
-					MaxMessageSize:   256,
-					MaxSubscriptions: 1,
-					HandshakeTimeout: 500 * time.Millisecond,
-					MaxQueueBytes:    4096,
-				},
-				Server: Server{IO: "goroutine", Workers: 8},
-				Log:    Log{Level: "debug", Format: "json"},
-			},
+			want: with(func(c *Config) {
+				c.Listen = "127.0.0.1:9000"
+				c.History = History{Size: 0, TTL: 6 * time.Second}
+				c.Presence = Presence{TTL: time.Second, JoinLeave: false, JoinLeaveLimit: 0}
+				c.Client.PingInterval = time.Minute
+				c.Client.MaxMessageSize = 256
+				c.Client.MaxSubscriptions = 1
+				c.Client.HandshakeTimeout = 500 * time.Millisecond
+				c.Client.MaxQueueBytes = 4096
+				c.Server.IO = "goroutine"
+				c.Server.Workers = 8
+				c.Log = Log{Level: "debug", Format: "json"}
+			}),
 		},
 		{
 			name: "file number forms",
@@ -296,12 +299,31 @@ log:
 				"SYNCGATE_CLIENT_MAX_SUBSCRIPTIONS=3",
 				"SYNCGATE_CLIENT_HANDSHAKE_TIMEOUT=1s",
 				"SYNCGATE_CLIENT_MAX_QUEUE_BYTES= 8192 ",
+				"SYNCGATE_CLIENT_MAX_CONNECTIONS_PER_USER=3",
+				"SYNCGATE_CLIENT_PUBLISH_RATE=7",
+				"SYNCGATE_CLIENT_PUBLISH_BURST=9",
+				"SYNCGATE_AUTH_HMAC_SECRET=" + strings.Repeat("k", 32),
+				"SYNCGATE_AUTH_PUBLIC_KEY_FILE=/k.pem",
+				"SYNCGATE_AUTH_JWKS_URL=https://id.example.com/jwks",
+				"SYNCGATE_AUTH_ISSUER=iss",
+				"SYNCGATE_AUTH_AUDIENCE=aud",
+				"SYNCGATE_AUTH_CHANNELS_CLAIM=perms",
+				"SYNCGATE_AUTH_PUBLIC_NAMESPACES=lobby,news",
+				"SYNCGATE_SERVER_ALLOWED_ORIGINS=https://a.example.com,https://*.example.com",
+				"SYNCGATE_SERVER_MAX_CONNECTIONS=11",
+				"SYNCGATE_SERVER_ACCEPT_RATE=12",
+				"SYNCGATE_SERVER_DRAIN_WINDOW=3s",
+				"SYNCGATE_SERVER_TLS_CERT_FILE=/c.pem",
+				"SYNCGATE_SERVER_TLS_KEY_FILE=/k.pem",
+				"SYNCGATE_DEBUG_PPROF_LISTEN=127.0.0.1:6060",
 				"SYNCGATE_SERVER_IO=goroutine",
 				"SYNCGATE_SERVER_WORKERS=4",
 				"SYNCGATE_LOG_LEVEL=warn",
 				"SYNCGATE_LOG_FORMAT=json",
 			},
 			want: Config{
+				Auth:   Auth{HMACSecret: strings.Repeat("k", 32), PublicKeyFile: "/k.pem", JWKSURL: "https://id.example.com/jwks", Issuer: "iss", Audience: "aud", ChannelsClaim: "perms", PublicNamespaces: []string{"lobby", "news"}},
+				Debug:  Debug{PprofListen: "127.0.0.1:6060"},
 				Listen: ":9000",
 				Broker: Broker{Type: "memory"},
 				Redis: Redis{Addrs: []string{"10.0.0.1:6379", "10.0.0.2:6380"}, Cluster: true, SentinelMaster: "mymaster",
@@ -316,9 +338,14 @@ log:
 					MaxSubscriptions: 3,
 					HandshakeTimeout: time.Second,
 					MaxQueueBytes:    8192,
+
+					MaxConnectionsPerUser: 3,
+					PublishRate:           7,
+					PublishBurst:          9,
 				},
-				Server: Server{IO: "goroutine", Workers: 4},
-				Log:    Log{Level: "warn", Format: "json"},
+				Server: Server{IO: "goroutine", Workers: 4, AllowedOrigins: []string{"https://a.example.com", "https://*.example.com"},
+					MaxConnections: 11, AcceptRate: 12, DrainWindow: 3 * time.Second, TLS: TLS{CertFile: "/c.pem", KeyFile: "/k.pem"}},
+				Log: Log{Level: "warn", Format: "json"},
 			},
 		},
 		{

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -63,9 +64,28 @@ var settings = []setting{
 	intKey("client.max_subscriptions", 1, func(c *Config) *int { return &c.Client.MaxSubscriptions }),
 	durationKey("client.handshake_timeout", 0, func(c *Config) *time.Duration { return &c.Client.HandshakeTimeout }),
 	intKey("client.max_queue_bytes", 4096, func(c *Config) *int { return &c.Client.MaxQueueBytes }),
+	intKey("client.max_connections_per_user", 0, func(c *Config) *int { return &c.Client.MaxConnectionsPerUser }),
+	intKey("client.publish_rate", 0, func(c *Config) *int { return &c.Client.PublishRate }),
+	intKey("client.publish_burst", 1, func(c *Config) *int { return &c.Client.PublishBurst }),
+
+	stringKey("auth.hmac_secret", "a shared secret (at least 32 bytes) or empty", emptyOr(minLen(32)), func(c *Config) *string { return &c.Auth.HMACSecret }),
+	stringKey("auth.public_key_file", "a PEM public key file path or empty", anyString, func(c *Config) *string { return &c.Auth.PublicKeyFile }),
+	stringKey("auth.jwks_url", `an http(s) URL or empty`, emptyOr(isHTTPURL), func(c *Config) *string { return &c.Auth.JWKSURL }),
+	stringKey("auth.issuer", "a token issuer or empty", anyString, func(c *Config) *string { return &c.Auth.Issuer }),
+	stringKey("auth.audience", "a token audience or empty", anyString, func(c *Config) *string { return &c.Auth.Audience }),
+	stringKey("auth.channels_claim", "a claim name", nonEmpty, func(c *Config) *string { return &c.Auth.ChannelsClaim }),
+	listKey("auth.public_namespaces", "namespace names (the part of a channel before ':')", isNamespace, func(c *Config) *[]string { return &c.Auth.PublicNamespaces }),
 
 	enumKey("server.io", serverIOs, func(c *Config) *string { return &c.Server.IO }),
 	intKey("server.workers", 0, func(c *Config) *int { return &c.Server.Workers }),
+	listKey("server.allowed_origins", `origins like "https://app.example.com" or "https://*.example.com"`, isOrigin, func(c *Config) *[]string { return &c.Server.AllowedOrigins }),
+	intKey("server.max_connections", 0, func(c *Config) *int { return &c.Server.MaxConnections }),
+	intKey("server.accept_rate", 0, func(c *Config) *int { return &c.Server.AcceptRate }),
+	durationKey("server.drain_window", 0, func(c *Config) *time.Duration { return &c.Server.DrainWindow }),
+	stringKey("server.tls.cert_file", "a PEM certificate file path or empty", anyString, func(c *Config) *string { return &c.Server.TLS.CertFile }),
+	stringKey("server.tls.key_file", "a PEM key file path or empty", anyString, func(c *Config) *string { return &c.Server.TLS.KeyFile }),
+
+	stringKey("debug.pprof_listen", addrWant+" or empty", emptyOr(checkAddr), func(c *Config) *string { return &c.Debug.PprofListen }),
 
 	enumKey("log.level", logLevels, func(c *Config) *string { return &c.Log.Level }),
 	enumKey("log.format", logFormats, func(c *Config) *string { return &c.Log.Format }),
@@ -244,6 +264,30 @@ func stringKey(key, want string, ok func(string) bool, field func(*Config) *stri
 }
 
 func anyString(string) bool { return true }
+
+func minLen(n int) func(string) bool { return func(s string) bool { return len(s) >= n } }
+
+func isHTTPURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
+}
+
+func isOrigin(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && (u.Path == "" || u.Path == "/")
+}
+
+func isNamespace(s string) bool {
+	if s == "" || len(s) > 254 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("_-.=@", c)) {
+			return false
+		}
+	}
+	return true
+}
 
 func nonEmpty(s string) bool { return s != "" }
 
