@@ -1,0 +1,40 @@
+package nats_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/syncgate/syncgate/brokers"
+	"github.com/syncgate/syncgate/brokers/brokertest"
+	"github.com/syncgate/syncgate/brokers/nats"
+	"github.com/syncgate/syncgate/internal/natstest"
+)
+
+func TestConformance(t *testing.T) {
+	srv := natstest.RunServer(t)
+	newBroker := func(t *testing.T) brokers.Broker { return nats.New(nats.Config{URL: srv.URL()}) }
+	warmUp(t, srv.URL())
+	brokertest.Suite{
+		Features: brokertest.Features{Presence: true, Pinger: true},
+		New:      newBroker,
+		NewPair: func(t *testing.T) (brokers.Broker, brokers.Broker) {
+			return newBroker(t), newBroker(t)
+		},
+		// The server's per-message TTLs are whole seconds.
+		PresenceTTL: time.Second,
+	}.Run(t)
+}
+
+// warmUp starts and closes one broker so the presence stream (and the
+// server goroutines that serve it) exist before the suite's leak checks
+// take their snapshots.
+func warmUp(t *testing.T, url string) {
+	t.Helper()
+	b := nats.New(nats.Config{URL: url})
+	if err := b.Start(t.Context(), brokertest.NewRecorder()); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

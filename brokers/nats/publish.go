@@ -1,0 +1,92 @@
+package nats
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+
+	"github.com/syncgate/syncgate/brokers"
+	"github.com/syncgate/syncgate/internal/natsbase"
+)
+
+// Publish implements brokers.Broker. Core NATS gives no order number: the
+// Position is always zero. While the server is unreachable, or earlier
+// publishes wait in the outbox, the publication is delivered to this node's
+// subscribers at once and queued; the flusher sends it when the connection
+// is back (see doc.go).
+func (b *Broker) Publish(ctx context.Context, ch string, data []byte) (brokers.Position, error) {
+	if err := b.check(ctx); err != nil {
+		return brokers.Position{}, fmt.Errorf("nats: publish %s: %w", ch, err)
+	}
+	if b.nc.IsConnected() && b.outbox.Len() == 0 {
+		err := b.nc.Publish(b.pubPre+natsbase.Token(ch), data)
+		if err == nil {
+			return brokers.Position{}, nil
+		}
+		if !natsbase.IsConnErr(err) {
+			return brokers.Position{}, fmt.Errorf("nats: publish %s: %w", ch, err)
+		}
+	}
+	return brokers.Position{}, b.enqueue(ch, data)
+}
+
+// enqueue accepts a publication into the outbox and delivers it locally.
+func (b *Broker) enqueue(ch string, data []byte) error {
+	b.outbox.Lock()
+	defer b.outbox.Unlock()
+	if !b.outbox.PushLocked(outboxEntry{ch: ch, data: append([]byte(nil), data...)}) {
+		return fmt.Errorf("nats: publish %s: %w: server unreachable and outbox full", ch, brokers.ErrUnavailable)
+	}
+	b.deliverMu.RLock()
+	defer b.deliverMu.RUnlock()
+	if b.state.Load() != stateRunning {
+		return nil
+	}
+	b.chansMu.Lock()
+	c := b.chans[ch]
+	b.chansMu.Unlock()
+	if c != nil {
+		c.mu.Lock()
+		if c.active {
+			b.handler.HandlePublication(c.name, brokers.Publication{Data: data})
+		}
+		c.mu.Unlock()
+	}
+	select {
+	case b.kick <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// flusher sends the outbox whenever the connection is up, oldest first.
+func (b *Broker) flusher() {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-b.ctx.Done():
+			return
+		case <-b.kick:
+		case <-tick.C:
+		}
+		for b.nc.IsConnected() {
+			e, ok := b.outbox.Peek()
+			if !ok {
+				break
+			}
+			m := natsgo.NewMsg(b.pubPre + natsbase.Token(e.ch))
+			m.Header.Set(hdrLocal, b.nodeID)
+			m.Data = e.data
+			if err := b.nc.PublishMsg(m); err != nil {
+				break
+			}
+			b.outbox.Pop()
+		}
+	}
+}
+
+// OutboxLen is the number of publishes waiting for the server (a metric).
+func (b *Broker) OutboxLen() int { return b.outbox.Len() }

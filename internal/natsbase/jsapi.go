@@ -1,0 +1,219 @@
+package natsbase
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// The JetStream API calls the brokers make without the jetstream package's
+// helpers: they need leader reads (STREAM.MSG.GET) even on streams that
+// allow direct gets, and batched direct gets.
+
+// Errors of the JetStream helpers.
+var (
+	// ErrNotFound: no message matched.
+	ErrNotFound = errors.New("natsbase: no message")
+	// ErrConflict: Nats-Expected-Last-Subject-Sequence did not match.
+	ErrConflict = errors.New("natsbase: wrong last sequence")
+)
+
+// StoredMsg is one message read back from a stream.
+type StoredMsg struct {
+	Subject string
+	Seq     uint64 // stream sequence
+	Header  nats.Header
+	Data    []byte
+	Time    time.Time
+}
+
+// APIError is an error answer of the JetStream API.
+type APIError struct {
+	Code        int    `json:"code"`
+	ErrCode     int    `json:"err_code"`
+	Description string `json:"description"`
+}
+
+func (e *APIError) Error() string {
+	return fmt.Sprintf("jetstream: %s (code %d, error %d)", e.Description, e.Code, e.ErrCode)
+}
+
+// JetStream API error codes the brokers react to.
+const (
+	errCodeWrongLastSeq         = 10071
+	errCodeWrongLastSeqConstant = 10164
+	errCodeStreamNotFound       = 10059
+	errCodeNoMessage            = 10037
+)
+
+// IsStreamNotFound reports an API error saying the stream does not exist.
+func IsStreamNotFound(err error) bool {
+	var ae *APIError
+	return errors.As(err, &ae) && ae.ErrCode == errCodeStreamNotFound
+}
+
+type msgGetRequest struct {
+	Seq     uint64 `json:"seq,omitempty"`
+	LastFor string `json:"last_by_subj,omitempty"`
+	NextFor string `json:"next_by_subj,omitempty"`
+	Batch   int    `json:"batch,omitempty"`
+	UpToSeq uint64 `json:"up_to_seq,omitempty"`
+}
+
+type msgGetResponse struct {
+	Error   *APIError `json:"error,omitempty"`
+	Message *struct {
+		Subject string    `json:"subject"`
+		Seq     uint64    `json:"seq"`
+		Header  []byte    `json:"hdrs,omitempty"`
+		Data    []byte    `json:"data,omitempty"`
+		Time    time.Time `json:"time"`
+	} `json:"message,omitempty"`
+}
+
+// GetLast reads the last message of subject from the stream leader. A
+// subject with no message gives ErrNotFound.
+func GetLast(ctx context.Context, nc *nats.Conn, stream, subject string) (*StoredMsg, error) {
+	return leaderGet(ctx, nc, stream, msgGetRequest{LastFor: subject})
+}
+
+// GetNext reads, from the stream leader, the first message of subject with
+// a stream sequence >= seq; ErrNotFound when there is none.
+func GetNext(ctx context.Context, nc *nats.Conn, stream, subject string, seq uint64) (*StoredMsg, error) {
+	return leaderGet(ctx, nc, stream, msgGetRequest{Seq: max(seq, 1), NextFor: subject})
+}
+
+func leaderGet(ctx context.Context, nc *nats.Conn, stream string, req msgGetRequest) (*StoredMsg, error) {
+	body, _ := json.Marshal(req)
+	reply, err := nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+stream, body)
+	if err != nil {
+		return nil, err
+	}
+	var resp msgGetResponse
+	if err := json.Unmarshal(reply.Data, &resp); err != nil {
+		return nil, fmt.Errorf("jetstream: bad message get answer: %w", err)
+	}
+	if resp.Error != nil {
+		if resp.Error.Code == 404 || resp.Error.ErrCode == errCodeNoMessage {
+			return nil, ErrNotFound
+		}
+		return nil, resp.Error
+	}
+	if resp.Message == nil {
+		return nil, ErrNotFound
+	}
+	m := &StoredMsg{Subject: resp.Message.Subject, Seq: resp.Message.Seq, Data: resp.Message.Data, Time: resp.Message.Time}
+	if len(resp.Message.Header) > 0 {
+		h, err := nats.DecodeHeadersMsg(resp.Message.Header)
+		if err != nil {
+			return nil, fmt.Errorf("jetstream: bad stored headers: %w", err)
+		}
+		m.Header = h
+	}
+	return m, nil
+}
+
+// DirectBatch reads up to batch messages of subject (wildcards allowed) with
+// stream sequences >= seq (and <= upTo when upTo > 0), oldest first, with a
+// direct get, which any replica may answer. A replica may lag behind the
+// leader: callers that need the newest messages check what they got.
+func DirectBatch(ctx context.Context, nc *nats.Conn, stream, subject string, seq uint64, batch int, upTo uint64) ([]*StoredMsg, error) {
+	if batch <= 0 {
+		return nil, nil
+	}
+	body, _ := json.Marshal(msgGetRequest{Seq: max(seq, 1), NextFor: subject, Batch: batch, UpToSeq: upTo})
+	inbox := nc.NewRespInbox()
+	ch := make(chan *nats.Msg, batch+1)
+	sub, err := nc.ChanSubscribe(inbox, ch)
+	if err != nil {
+		return nil, err
+	}
+	defer sub.Unsubscribe()
+	if err := nc.PublishRequest("$JS.API.DIRECT.GET."+stream, inbox, body); err != nil {
+		return nil, err
+	}
+	var out []*StoredMsg
+	for {
+		var m *nats.Msg
+		select {
+		case m = <-ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if status := m.Header.Get("Status"); status != "" {
+			switch status {
+			case "204": // end of batch
+				return out, nil
+			case "404":
+				return out, nil
+			case "503":
+				return nil, nats.ErrNoResponders
+			}
+			return nil, fmt.Errorf("jetstream: direct get: status %s %s", status, m.Header.Get("Description"))
+		}
+		sm, err := storedFromDirect(m)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sm)
+		if len(out) == batch {
+			// The end-of-batch marker follows; the deferred Unsubscribe
+			// drops it.
+			return out, nil
+		}
+	}
+}
+
+// storedFromDirect reads a direct get answer.
+func storedFromDirect(m *nats.Msg) (*StoredMsg, error) {
+	seq, err := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: direct get answer without sequence")
+	}
+	sm := &StoredMsg{Subject: m.Header.Get("Nats-Subject"), Seq: seq, Header: m.Header, Data: m.Data}
+	if ts := m.Header.Get("Nats-Time-Stamp"); ts != "" {
+		sm.Time, _ = time.Parse(time.RFC3339Nano, ts)
+	}
+	return sm, nil
+}
+
+type pubAck struct {
+	Error     *APIError `json:"error,omitempty"`
+	Stream    string    `json:"stream"`
+	Seq       uint64    `json:"seq"`
+	Duplicate bool      `json:"duplicate,omitempty"`
+}
+
+// Publish sends m to JetStream and waits for its ack, returning the stream
+// sequence it got. A failed Nats-Expected-Last-Subject-Sequence check gives
+// an error wrapping ErrConflict; no responders gives nats.ErrNoResponders.
+func Publish(ctx context.Context, nc *nats.Conn, m *nats.Msg) (uint64, error) {
+	reply, err := nc.RequestMsgWithContext(ctx, m)
+	if err != nil {
+		return 0, err
+	}
+	return ParseAck(reply.Data)
+}
+
+// ParseAck reads a publish ack.
+func ParseAck(data []byte) (uint64, error) {
+	var ack pubAck
+	if err := json.Unmarshal(data, &ack); err != nil {
+		return 0, fmt.Errorf("jetstream: bad publish ack: %w", err)
+	}
+	if ack.Error != nil {
+		if ack.Error.ErrCode == errCodeWrongLastSeq || ack.Error.ErrCode == errCodeWrongLastSeqConstant {
+			return 0, fmt.Errorf("%w: %w", ErrConflict, ack.Error)
+		}
+		return 0, ack.Error
+	}
+	if ack.Seq == 0 {
+		return 0, errors.New("jetstream: publish ack without sequence")
+	}
+	return ack.Seq, nil
+}

@@ -1,0 +1,83 @@
+package natsbase
+
+import "sync"
+
+// Outbox is a bounded FIFO of publishes accepted while the server could not
+// take them. It only stores; the broker decides what an entry means and
+// when it is flushed. Safe for concurrent use.
+type Outbox[T any] struct {
+	mu    sync.Mutex
+	items []T
+	head  int
+	limit int
+}
+
+// NewOutbox returns an outbox holding at most limit entries (0: none).
+func NewOutbox[T any](limit int) *Outbox[T] {
+	return &Outbox[T]{limit: max(limit, 0)}
+}
+
+// Lock and Unlock guard a sequence of calls that must not interleave with
+// other publishers (the *Locked methods).
+func (o *Outbox[T]) Lock()   { o.mu.Lock() }
+func (o *Outbox[T]) Unlock() { o.mu.Unlock() }
+
+// LenLocked is the number of entries.
+func (o *Outbox[T]) LenLocked() int { return len(o.items) - o.head }
+
+// Len is the number of entries.
+func (o *Outbox[T]) Len() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.LenLocked()
+}
+
+// PushLocked appends v; false when the outbox is full.
+func (o *Outbox[T]) PushLocked(v T) bool {
+	if o.LenLocked() >= o.limit {
+		return false
+	}
+	if o.head > 0 && o.head >= len(o.items)/2 {
+		n := copy(o.items, o.items[o.head:])
+		clear(o.items[n:])
+		o.items = o.items[:n]
+		o.head = 0
+	}
+	o.items = append(o.items, v)
+	return true
+}
+
+// Peek returns the oldest entry without removing it.
+func (o *Outbox[T]) Peek() (T, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var zero T
+	if o.LenLocked() == 0 {
+		return zero, false
+	}
+	return o.items[o.head], true
+}
+
+// Replace swaps the oldest entry for v (the flusher records progress).
+func (o *Outbox[T]) Replace(v T) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.LenLocked() > 0 {
+		o.items[o.head] = v
+	}
+}
+
+// Pop removes the oldest entry.
+func (o *Outbox[T]) Pop() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.LenLocked() == 0 {
+		return
+	}
+	var zero T
+	o.items[o.head] = zero
+	o.head++
+	if o.head == len(o.items) {
+		o.items, o.head = o.items[:0], 0
+	}
+}

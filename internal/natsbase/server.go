@@ -1,0 +1,145 @@
+package natsbase
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// ServerConfig configures an embedded nats-server. The zero value does not
+// work: Listen and StoreDir are required (the config package supplies
+// "127.0.0.1:4222" and "data/nats").
+type ServerConfig struct {
+	// Listen is the client address, host:port. Port 0 picks a free port
+	// (ask the server for it with ClientURL).
+	Listen string
+	// StoreDir is where JetStream keeps its data.
+	StoreDir string
+	// ClusterListen is the route address, host:port; empty runs a single
+	// server. Port 0 picks a free port.
+	ClusterListen string
+	// Routes are the route addresses of the other servers of the cluster,
+	// host:port. Listing this server's own address is harmless.
+	Routes []string
+	// ClusterName names the cluster; all its servers must agree. Default
+	// "syncgate".
+	ClusterName string
+	// ServerName must be unique in a cluster and stable across restarts
+	// (JetStream identifies its replicas by it). Default: derived from
+	// ClusterListen (or Listen), which is both when ports are fixed.
+	ServerName string
+	// Log receives the server's log lines; nil discards them.
+	Log *slog.Logger
+}
+
+// serverReadyTimeout bounds how long StartServer waits for the listeners.
+const serverReadyTimeout = 10 * time.Second
+
+// StartServer starts an in-process nats-server with JetStream on and waits
+// until it accepts connections. The caller owns it: Shutdown, then
+// WaitForShutdown.
+func StartServer(cfg ServerConfig) (*server.Server, error) {
+	opts, err := ServerOptions(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("nats: embedded server: %w", err)
+	}
+	if cfg.Log != nil {
+		s.SetLoggerV2(slogLogger{cfg.Log}, false, false, false)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(serverReadyTimeout) {
+		s.Shutdown()
+		s.WaitForShutdown()
+		return nil, fmt.Errorf("nats: embedded server on %s not ready after %v", cfg.Listen, serverReadyTimeout)
+	}
+	return s, nil
+}
+
+// ServerOptions turns cfg into nats-server options (JetStream on, signals
+// and the server's own logging off).
+func ServerOptions(cfg ServerConfig) (*server.Options, error) {
+	if cfg.StoreDir == "" {
+		return nil, errors.New("nats: embedded server: empty store dir")
+	}
+	host, port, err := splitAddr(cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("nats: embedded server: listen %q: %w", cfg.Listen, err)
+	}
+	opts := &server.Options{
+		Host:      host,
+		Port:      port,
+		NoSigs:    true,
+		NoLog:     cfg.Log == nil,
+		JetStream: true,
+		StoreDir:  cfg.StoreDir,
+	}
+	name := cfg.ServerName
+	if cfg.ClusterListen != "" {
+		chost, cport, err := splitAddr(cfg.ClusterListen)
+		if err != nil {
+			return nil, fmt.Errorf("nats: embedded server: cluster listen %q: %w", cfg.ClusterListen, err)
+		}
+		opts.Cluster.Host = chost
+		opts.Cluster.Port = cport
+		opts.Cluster.Name = cfg.ClusterName
+		if opts.Cluster.Name == "" {
+			opts.Cluster.Name = "syncgate"
+		}
+		for _, r := range cfg.Routes {
+			if _, _, err := net.SplitHostPort(r); err != nil {
+				return nil, fmt.Errorf("nats: embedded server: route %q: %w", r, err)
+			}
+			opts.Routes = append(opts.Routes, &url.URL{Scheme: "nats-route", Host: r})
+		}
+		if name == "" {
+			name = "syncgate-" + cfg.ClusterListen
+		}
+	}
+	if name == "" {
+		name = "syncgate-" + cfg.Listen
+	}
+	opts.ServerName = strings.NewReplacer(":", "-", "[", "", "]", "").Replace(name)
+	return opts, nil
+}
+
+// splitAddr splits host:port; port 0 becomes server.RANDOM_PORT (nats-server
+// reads 0 as "the default port").
+func splitAddr(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("bad port %q", p)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	if host == "" {
+		host = "0.0.0.0"
+	}
+	return host, port, nil
+}
+
+// slogLogger adapts slog to the server's Logger. Fatal lines are logged as
+// errors: the process is not ours to exit.
+type slogLogger struct{ l *slog.Logger }
+
+func (s slogLogger) Noticef(format string, v ...any) { s.l.Info(fmt.Sprintf(format, v...)) }
+func (s slogLogger) Warnf(format string, v ...any)   { s.l.Warn(fmt.Sprintf(format, v...)) }
+func (s slogLogger) Fatalf(format string, v ...any)  { s.l.Error(fmt.Sprintf(format, v...)) }
+func (s slogLogger) Errorf(format string, v ...any)  { s.l.Error(fmt.Sprintf(format, v...)) }
+func (s slogLogger) Debugf(format string, v ...any)  { s.l.Debug(fmt.Sprintf(format, v...)) }
+func (s slogLogger) Tracef(string, ...any)           {}

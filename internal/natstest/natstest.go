@@ -1,0 +1,193 @@
+// Package natstest starts real in-process nats-servers for tests and
+// benchmarks: one server, or a cluster of servers with routes, JetStream on,
+// bound to 127.0.0.1 on free ports, data in a test temp dir. Servers can be
+// shut down and restarted on the same ports and store directory, to test
+// what survives.
+//
+// Every server is shut down when the test ends. Helpers call t.Fatal, so
+// call them from the test goroutine.
+package natstest
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// Server is one in-process nats-server that can be stopped and restarted.
+type Server struct {
+	mu   sync.Mutex
+	srv  *server.Server
+	opts *server.Options // ports fixed after the first start
+}
+
+// Option edits the server options before the first start.
+type Option func(*server.Options)
+
+// WithoutJetStream turns JetStream off.
+func WithoutJetStream() Option { return func(o *server.Options) { o.JetStream = false } }
+
+// baseOptions: loopback, free port, JetStream in a fresh temp dir.
+func baseOptions(t testing.TB) *server.Options {
+	return &server.Options{
+		Host:                  "127.0.0.1",
+		Port:                  server.RANDOM_PORT,
+		NoLog:                 true,
+		NoSigs:                true,
+		JetStream:             true,
+		StoreDir:              t.TempDir(),
+		DisableShortFirstPing: true,
+		// Small, so that many test servers fit on a small machine.
+		JetStreamMaxMemory: 256 << 20,
+		JetStreamMaxStore:  1 << 30,
+	}
+}
+
+// RunServer starts a server and shuts it down when the test ends.
+func RunServer(t testing.TB, opts ...Option) *Server {
+	t.Helper()
+	o := baseOptions(t)
+	for _, f := range opts {
+		f(o)
+	}
+	s := &Server{opts: o}
+	s.start(t)
+	t.Cleanup(s.Shutdown)
+	return s
+}
+
+func (s *Server) start(t testing.TB) {
+	t.Helper()
+	srv, err := server.NewServer(s.opts.Clone())
+	if err != nil {
+		t.Fatalf("natstest: new server: %v", err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		srv.Shutdown()
+		t.Fatalf("natstest: server %s not ready", s.opts.ServerName)
+	}
+	// Pin the ports so a restart comes back where clients look.
+	if s.opts.Port == server.RANDOM_PORT {
+		s.opts.Port = srv.Addr().(*net.TCPAddr).Port
+	}
+	s.mu.Lock()
+	s.srv = srv
+	s.mu.Unlock()
+}
+
+// Server returns the running server, nil while shut down.
+func (s *Server) Server() *server.Server {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.srv
+}
+
+// URL is the client URL (stable across restarts).
+func (s *Server) URL() string {
+	return fmt.Sprintf("nats://%s:%d", s.opts.Host, s.opts.Port)
+}
+
+// StoreDir is the JetStream directory.
+func (s *Server) StoreDir() string { return s.opts.StoreDir }
+
+// Shutdown stops the server and waits for it. A second call is a no-op.
+func (s *Server) Shutdown() {
+	s.mu.Lock()
+	srv := s.srv
+	s.srv = nil
+	s.mu.Unlock()
+	if srv != nil {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+	}
+}
+
+// Restart starts the server again on the same ports and store directory
+// (shutting it down first if it runs).
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	s.Shutdown()
+	s.start(t)
+}
+
+// Cluster is n servers routed to each other, with JetStream clustered.
+type Cluster struct {
+	Servers []*Server
+}
+
+// RunCluster starts n servers in one cluster and waits until JetStream has
+// a meta leader. All are shut down when the test ends.
+func RunCluster(t testing.TB, n int) *Cluster {
+	t.Helper()
+	if n < 1 {
+		t.Fatalf("natstest: cluster of %d", n)
+	}
+	c := &Cluster{}
+	var routes []*url.URL
+	for i := range n {
+		o := baseOptions(t)
+		o.ServerName = fmt.Sprintf("S%d", i+1)
+		o.Cluster.Name = "syncgate-test"
+		o.Cluster.Host = "127.0.0.1"
+		o.Cluster.Port = server.RANDOM_PORT
+		o.Cluster.PoolSize = -1
+		o.Routes = routes
+		s := &Server{opts: o}
+		s.start(t)
+		t.Cleanup(s.Shutdown)
+		s.opts.Cluster.Port = s.Server().ClusterAddr().Port
+		routes = append(routes, &url.URL{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", s.opts.Cluster.Port)})
+		c.Servers = append(c.Servers, s)
+	}
+	// Every server routes to every other on restart.
+	for _, s := range c.Servers {
+		s.opts.Routes = routes
+	}
+	c.WaitJetStream(t, 20*time.Second)
+	return c
+}
+
+// URL lists every server's client URL, comma-separated.
+func (c *Cluster) URL() string {
+	urls := make([]string, len(c.Servers))
+	for i, s := range c.Servers {
+		urls[i] = s.URL()
+	}
+	return strings.Join(urls, ",")
+}
+
+// WaitJetStream waits until the running servers agree on a JetStream meta
+// leader.
+func (c *Cluster) WaitJetStream(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		leader, current := false, true
+		for _, s := range c.Servers {
+			srv := s.Server()
+			if srv == nil {
+				continue
+			}
+			if srv.JetStreamIsLeader() {
+				leader = true
+			}
+			if !srv.JetStreamIsCurrent() {
+				current = false
+			}
+		}
+		if leader && current {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("natstest: no JetStream meta leader after %v", timeout)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
