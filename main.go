@@ -18,8 +18,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/syncgate/syncgate/brokers"
 	"github.com/syncgate/syncgate/brokers/memory"
+	natsbroker "github.com/syncgate/syncgate/brokers/nats"
 	"github.com/syncgate/syncgate/gateway"
 	"github.com/syncgate/syncgate/internal/config"
 )
@@ -76,8 +79,45 @@ func newBroker(cfg config.Config) (brokers.Broker, error) {
 	switch cfg.Broker.Type {
 	case "memory":
 		return memory.New(memory.Config{HistorySize: cfg.History.Size, HistoryTTL: cfg.History.TTL}), nil
+	case "nats":
+		return natsbroker.New(natsbroker.Config{
+			URL:              cfg.NATS.URL,
+			Embedded:         embeddedNATS(cfg),
+			OutboxSize:       outboxSize(cfg.NATS.OutboxSize),
+			PresenceStorage:  natsStorage(cfg.NATS.Storage),
+			PresenceReplicas: cfg.NATS.Replicas,
+			Log:              newLogger(cfg.Log),
+		}), nil
 	}
 	return nil, fmt.Errorf("broker.type %q is not built into this binary", cfg.Broker.Type)
+}
+
+// embeddedNATS configures the in-process NATS server started when
+// nats.url is empty.
+func embeddedNATS(cfg config.Config) natsbroker.EmbeddedConfig {
+	return natsbroker.EmbeddedConfig{
+		Listen:        cfg.NATS.Listen,
+		StoreDir:      cfg.NATS.StoreDir,
+		ClusterListen: cfg.NATS.ClusterListen,
+		Routes:        cfg.NATS.Routes,
+		Log:           newLogger(cfg.Log).With("component", "nats-server"),
+	}
+}
+
+// outboxSize maps nats.outbox_size (0: no outbox) onto the brokers' field
+// (0: default, negative: none).
+func outboxSize(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
+}
+
+func natsStorage(s string) jetstream.StorageType {
+	if s == "memory" {
+		return jetstream.MemoryStorage
+	}
+	return jetstream.FileStorage
 }
 
 func newLogger(c config.Log) *slog.Logger {

@@ -468,7 +468,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name: "bad enum",
 			file: "broker:\n  type: kafka\n",
-			want: []string{"broker.type (file ", `want one of memory, got "kafka"`},
+			want: []string{"broker.type (file ", "want one of " + strings.Join(brokerTypes, ", ") + `, got "kafka"`},
 		},
 		{
 			name: "enum is case-sensitive",
@@ -561,7 +561,7 @@ func TestValidate(t *testing.T) {
 	}{
 		{"listen", func(c *Config) { c.Listen = "" }, `config: listen: want a host:port address like ":8080" or "127.0.0.1:8080", got ""`},
 		{"listen port", func(c *Config) { c.Listen = ":70000" }, `config: listen: want a host:port address`},
-		{"broker type", func(c *Config) { c.Broker.Type = "kafka" }, `config: broker.type: want one of memory, got "kafka"`},
+		{"broker type", func(c *Config) { c.Broker.Type = "kafka" }, "config: broker.type: want one of " + strings.Join(brokerTypes, ", ") + `, got "kafka"`},
 		{"history size", func(c *Config) { c.History.Size = -5 }, "config: history.size: want a whole number >= 0, got -5"},
 		{"history ttl", func(c *Config) { c.History.TTL = 0 }, "config: history.ttl: want a Go duration > 0, got 0s"},
 		{"presence ttl", func(c *Config) { c.Presence.TTL = time.Millisecond }, "config: presence.ttl: want a Go duration >= 1s, got 1ms"},
