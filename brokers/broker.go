@@ -134,3 +134,9 @@ type Presence interface {
 type Pinger interface {
 	Ping(ctx context.Context) error
 }
+
+// Outboxer is implemented by backends that hold accepted publishes while
+// their server is unreachable; the gateway exports the length as a metric.
+type Outboxer interface {
+	OutboxLen() int
+}

@@ -40,6 +40,13 @@ func (srv *Server) catchUp(ctx context.Context, s *scratch, sb *sub, cmd *comman
 		}
 	}
 	recovered := cmd.hasSince && srv.history != nil && recoverable(cmd.sinceSeq, string(cmd.sinceEpoch), pubs, pos)
+	if cmd.hasSince {
+		if recovered {
+			srv.metrics.catchup.WithLabelValues("recovered").Inc()
+		} else {
+			srv.metrics.catchup.WithLabelValues("not_recovered").Inc()
+		}
+	}
 
 	b := append(s.enc[:0], `{"op":"subscribed"`...)
 	b = appendID(b, cmd.id)
@@ -161,6 +168,9 @@ func (c *Conn) cleanup() {
 	for _, sb := range subs {
 		c.srv.hub.remove(sb)
 		c.srv.presenceLeave(ctx, sb)
+	}
+	if c.userSlot {
+		c.srv.giveUserSlot(c.user)
 	}
 	c.srv.unregister(c)
 }

@@ -4,6 +4,11 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gobwas/ws"
+	"golang.org/x/time/rate"
 
 	"github.com/syncgate/syncgate/brokers"
 )
@@ -11,18 +16,27 @@ import (
 // handleCommand runs one client command. It is called by the connection's
 // single reader, so a client's commands run in the order it sent them.
 func (c *Conn) handleCommand(s *scratch, cmd *command) {
+	c.srv.metrics.commands[cmd.op].Inc()
 	if cmd.op == opUnknown {
 		c.sendError(cmd.id, codeBadRequest, "unknown op "+strconv.Quote(string(cmd.opName)))
 		return
 	}
 	if !c.connected && cmd.op != opConnect {
+		if c.srv.auth != nil {
+			c.srv.reject(rejAuth)
+			c.sendError(cmd.id, codeUnauthorized, "connect with a token first")
+			return
+		}
 		// Auth is off: the first other command opens an anonymous session.
-		c.connected = true
-		c.user = "anon-" + c.id
+		if !c.admit(cmd.id, "anon-"+c.id, nil) {
+			return
+		}
 	}
 	switch cmd.op {
 	case opConnect:
 		c.cmdConnect(s, cmd)
+	case opRefresh:
+		c.cmdRefresh(s, cmd)
 	case opSub:
 		c.cmdSub(s, cmd)
 	case opUnsub:
@@ -43,16 +57,33 @@ func (c *Conn) cmdConnect(s *scratch, cmd *command) {
 		c.sendError(cmd.id, codeBadRequest, "already connected: connect must be the first command and is sent once")
 		return
 	}
+	var id *identity
+	user := "anon-" + c.id
 	switch {
+	case c.srv.auth != nil:
+		token := string(cmd.token)
+		if token == "" {
+			token = c.urlToken
+		}
+		var err error
+		ctx, cancel := context.WithTimeout(c.srv.ctx, c.srv.brokerTimeout)
+		id, err = c.srv.auth.verify(ctx, token)
+		cancel()
+		if err != nil {
+			c.srv.reject(rejAuth)
+			c.sendError(cmd.id, codeUnauthorized, err.Error())
+			return
+		}
+		user = id.user
 	case len(cmd.user) > maxUserLen:
 		c.sendError(cmd.id, codeBadRequest, "user must be at most 255 bytes")
 		return
 	case len(cmd.user) > 0:
-		c.user = string(cmd.user)
-	default:
-		c.user = "anon-" + c.id
+		user = string(cmd.user)
 	}
-	c.connected = true
+	if !c.admit(cmd.id, user, id) {
+		return
+	}
 	b := append(s.enc[:0], `{"op":"connected"`...)
 	b = appendID(b, cmd.id)
 	b = append(b, `,"client":`...)
@@ -61,8 +92,95 @@ func (c *Conn) cmdConnect(s *scratch, cmd *command) {
 	b = appendString(b, c.user)
 	b = append(b, `,"ping":`...)
 	b = appendUint(b, uint64(c.srv.cfg.Client.PingInterval.Seconds()))
+	if id != nil && !id.expires.IsZero() {
+		b = append(b, `,"exp":`...)
+		b = appendUint(b, uint64(id.expires.Unix()))
+	}
 	b = append(b, '}')
 	c.sendJSON(s, b)
+}
+
+// admit makes the connection a session of user, within the per-user
+// connection limit. It answers and closes the connection itself on refusal.
+func (c *Conn) admit(id uint64, user string, ident *identity) bool {
+	if !c.srv.takeUserSlot(user) {
+		c.srv.reject(rejUserConnections)
+		msg := "too many connections for this user: client.max_connections_per_user is " + itoa(c.srv.cfg.Client.MaxConnectionsPerUser)
+		c.sendError(id, codeForbidden, msg)
+		c.closeWith("too_many_connections", msg, false, ws.StatusPolicyViolation, false)
+		return false
+	}
+	c.userSlot = true
+	c.user = user
+	c.ident = ident
+	c.urlToken = ""
+	if ident != nil && !ident.expires.IsZero() {
+		c.expires.Store(ident.expires.Unix())
+	}
+	c.connected = true
+	c.authed.Store(true)
+	return true
+}
+
+// cmdRefresh renews an authenticated connection's token before it expires
+// (extension op): {"op":"refresh","id":N,"token":"<jwt>"} ->
+// {"op":"refreshed","id":N,"exp":<unix seconds>}. The new token must name
+// the same user; its channel permissions replace the old ones for later
+// commands.
+func (c *Conn) cmdRefresh(s *scratch, cmd *command) {
+	if c.srv.auth == nil {
+		c.sendError(cmd.id, codeBadRequest, "refresh needs auth to be on")
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.srv.ctx, c.srv.brokerTimeout)
+	id, err := c.srv.auth.verify(ctx, string(cmd.token))
+	cancel()
+	if err != nil {
+		c.srv.reject(rejAuth)
+		c.sendError(cmd.id, codeUnauthorized, err.Error())
+		return
+	}
+	if id.user != c.user {
+		c.srv.reject(rejAuth)
+		c.sendError(cmd.id, codeUnauthorized, "the new token is for another user")
+		return
+	}
+	c.ident = id
+	c.expires.Store(id.expires.Unix())
+	b := append(s.enc[:0], `{"op":"refreshed"`...)
+	b = appendID(b, cmd.id)
+	b = append(b, `,"exp":`...)
+	b = appendUint(b, uint64(id.expires.Unix()))
+	c.sendJSON(s, append(b, '}'))
+}
+
+// canSubscribe says whether the user may subscribe to ch (and see its
+// presence): always with auth off; with auth on, by the token's sub
+// patterns or a public namespace.
+func (c *Conn) canSubscribe(ch string) bool {
+	if c.srv.auth == nil {
+		return true
+	}
+	if c.ident != nil && matchAny(c.ident.sub, ch) {
+		return true
+	}
+	if ns, _, ok := strings.Cut(ch, ":"); ok {
+		for _, p := range c.srv.cfg.Auth.PublicNamespaces {
+			if p == ns {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (c *Conn) canPublish(ch string) bool {
+	return c.srv.auth == nil || (c.ident != nil && matchAny(c.ident.pub, ch))
+}
+
+func (c *Conn) forbidden(id uint64, what, ch string) {
+	c.srv.reject(rejForbidden)
+	c.sendError(id, codeForbidden, "not allowed to "+what+" "+ch)
 }
 
 // channelArg validates the "ch" of a command, answering bad_request itself.
@@ -91,7 +209,12 @@ func (c *Conn) cmdSub(s *scratch, cmd *command) {
 		c.sendError(cmd.id, codeBadRequest, "already subscribed to "+ch)
 		return
 	}
+	if !c.canSubscribe(ch) {
+		c.forbidden(cmd.id, "subscribe to", ch)
+		return
+	}
 	if n >= c.srv.cfg.Client.MaxSubscriptions {
+		c.srv.reject(rejSubscriptions)
 		c.sendError(cmd.id, codeBadRequest, "too many subscriptions: client.max_subscriptions is "+itoa(c.srv.cfg.Client.MaxSubscriptions))
 		return
 	}
@@ -157,21 +280,42 @@ func (c *Conn) cmdPub(s *scratch, cmd *command) {
 		c.sendError(cmd.id, codeBadRequest, `missing "data"`)
 		return
 	}
+	if !c.canPublish(ch) {
+		c.forbidden(cmd.id, "publish to", ch)
+		return
+	}
+	if r := c.srv.cfg.Client.PublishRate; r > 0 {
+		if c.pubBucket == nil {
+			c.pubBucket = rate.NewLimiter(rate.Limit(r), c.srv.cfg.Client.PublishBurst)
+		}
+		if !c.pubBucket.Allow() {
+			c.srv.reject(rejPublishRate)
+			c.sendError(cmd.id, codeRateLimited, "publish rate over client.publish_rate ("+itoa(r)+"/s); slow down")
+			return
+		}
+	}
 	// The broker copies data, so the worker's scratch buffer can hold it.
 	s.enc = appendPubData(s.enc[:0], c.user, cmd.data)
 	ctx, cancel := context.WithTimeout(c.srv.ctx, c.srv.brokerTimeout)
+	start := time.Now()
 	pos, err := c.srv.broker.Publish(ctx, ch, s.enc)
 	cancel()
 	if err != nil {
 		c.sendBrokerError(cmd.id, "publish", err)
 		return
 	}
+	c.srv.metrics.publishDur.Observe(time.Since(start).Seconds())
+	c.srv.metrics.published.Inc()
 	c.sendJSON(s, appendAck(s.enc[:0], cmd.id, ch, pos.Seq))
 }
 
 func (c *Conn) cmdPresence(s *scratch, cmd *command) {
 	ch, ok := c.channelArg(cmd)
 	if !ok {
+		return
+	}
+	if !c.canSubscribe(ch) {
+		c.forbidden(cmd.id, "see the presence of", ch)
 		return
 	}
 	if c.srv.presence == nil {

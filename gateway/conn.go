@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/gobwas/ws"
+	"golang.org/x/time/rate"
 )
 
 // scratch is per-worker state lent to one connection for one read or write.
@@ -50,6 +51,15 @@ type Conn struct {
 	user string
 
 	lastSeen atomic.Int64 // unix seconds of the last byte received
+	opened   int64        // unix seconds the connection was attached
+
+	// Auth state. urlToken is the ?token= of the upgrade, dropped once used.
+	urlToken  string
+	ident     *identity    // nil when auth is off; replaced by refresh (reader only)
+	authed    atomic.Bool  // connect succeeded
+	expires   atomic.Int64 // unix seconds the token expires; 0 = never
+	userSlot  bool         // counted in Server.users (cleanup gives it back)
+	pubBucket *rate.Limiter
 
 	// Read side, owned by the single active reader.
 	rdSched   atomic.Int32
@@ -89,6 +99,7 @@ func (s *Server) newConn(nc net.Conn, epoll bool) *Conn {
 	c := &Conn{srv: s, nc: nc, fd: -1, done: make(chan struct{})}
 	c.num, c.id = s.nextClientID()
 	c.lastSeen.Store(s.now())
+	c.opened = s.now()
 	if epoll {
 		if sc, ok := nc.(syscall.Conn); ok {
 			if rc, err := sc.SyscallConn(); err == nil {

@@ -43,6 +43,8 @@ func startServer(t testing.TB, mode string, edit func(*config.Config)) *testServ
 	cfg := config.Default()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Server.IO = mode
+	cfg.Client.PublishRate = 0 // tests publish in bursts; the limit has its own test
+	cfg.Server.DrainWindow = 50 * time.Millisecond
 	if edit != nil {
 		edit(&cfg)
 	}

@@ -23,6 +23,7 @@ import (
 const hubShards = 64
 
 type hub struct {
+	nchans atomic.Int64 // channels with a broker subscription (metric)
 	srv    *Server
 	broker brokers.Broker
 	seed   maphash.Seed
@@ -114,6 +115,7 @@ func (h *hub) add(ctx context.Context, s *sub) error {
 		if creator {
 			hc = &hubChannel{name: s.ch, ready: make(chan struct{})}
 			sh.chans[s.ch] = hc
+			h.nchans.Add(1)
 		}
 		if hc.lingerTimer != nil {
 			hc.lingerTimer.Stop()
@@ -130,6 +132,7 @@ func (h *hub) add(ctx context.Context, s *sub) error {
 			hc.err = err
 			if err != nil && sh.chans[s.ch] == hc {
 				delete(sh.chans, s.ch)
+				h.nchans.Add(-1)
 			}
 			close(hc.ready)
 			sh.mu.Unlock()
@@ -140,6 +143,9 @@ func (h *hub) add(ctx context.Context, s *sub) error {
 				h.remove(s)
 				return ctx.Err()
 			}
+		}
+		if hc.err == nil {
+			h.srv.metrics.subscriptions.Inc()
 		}
 		return hc.err
 	}
@@ -155,6 +161,7 @@ func (h *hub) remove(s *sub) {
 	if hc == nil || s.idx >= len(hc.subs) || hc.subs[s.idx] != s {
 		return
 	}
+	h.srv.metrics.subscriptions.Dec()
 	last := len(hc.subs) - 1
 	moved := hc.subs[last]
 	hc.subs[s.idx] = moved
@@ -189,6 +196,7 @@ func (h *hub) expire(hc *hubChannel, gen uint64) {
 	sh.mu.Lock()
 	if sh.chans[hc.name] == hc {
 		delete(sh.chans, hc.name)
+		h.nchans.Add(-1)
 	}
 	close(hc.unsubscribing)
 	sh.mu.Unlock()
@@ -235,7 +243,8 @@ func (h *hub) HandlePublication(ch string, p brokers.Publication) {
 	fb := newFrameBuilder(64 + len(ch) + len(p.Epoch) + len(p.Data))
 	fb.b = appendMsg(fb.b, ch, p.Seq, p.Epoch, p.Data)
 	frame := fb.finish(ws.OpText)
-	h.srv.metrics.published.Add(1)
+	h.srv.metrics.fanouts.Inc()
+	h.srv.metrics.deliveries.Add(float64(len(hc.subs)))
 	for _, s := range hc.subs {
 		s.deliver(p.Seq, p.Epoch, frame)
 	}

@@ -18,6 +18,7 @@ const (
 	opPub
 	opPresence
 	opPing
+	opRefresh // extension: renew the token of an authenticated connection
 )
 
 var opNames = map[string]op{
@@ -27,6 +28,7 @@ var opNames = map[string]op{
 	"pub":      opPub,
 	"presence": opPresence,
 	"ping":     opPing,
+	"refresh":  opRefresh,
 }
 
 // Error codes of PROTOCOL.md.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,14 +12,20 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
+	"net/url"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/time/rate"
+
 	"github.com/syncgate/syncgate/brokers"
 	"github.com/syncgate/syncgate/internal/config"
 )
@@ -53,7 +60,17 @@ type Server struct {
 
 	conns   [16]connShard
 	nconns  atomic.Int64
-	metrics metrics
+	metrics *metrics
+
+	auth      *authenticator // nil when auth is off
+	acceptLim *rate.Limiter  // nil when server.accept_rate is 0
+	tlsConfig *tls.Config    // nil without server.tls
+	origins   []string       // server.allowed_origins, lower-cased
+
+	usersMu sync.Mutex
+	users   map[string]int // connections per user
+
+	pprof *http.Server
 
 	http   *http.Server
 	httpLn *chanListener
@@ -71,12 +88,6 @@ type Server struct {
 type connShard struct {
 	mu    sync.Mutex
 	conns map[*Conn]struct{}
-}
-
-// metrics are plain counters until the Prometheus exporter lands.
-type metrics struct {
-	published     atomic.Int64
-	slowConsumers atomic.Int64
 }
 
 // New builds a server on b and starts b. The server owns b from now on:
@@ -101,11 +112,35 @@ func New(cfg config.Config, b brokers.Broker, log *slog.Logger) (*Server, error)
 	}
 	s.history, _ = b.(brokers.History)
 	s.presence, _ = b.(brokers.Presence)
+	s.users = make(map[string]int)
+	for _, o := range cfg.Server.AllowedOrigins {
+		s.origins = append(s.origins, strings.ToLower(strings.TrimSuffix(o, "/")))
+	}
+	if cfg.Server.AcceptRate > 0 {
+		s.acceptLim = rate.NewLimiter(rate.Limit(cfg.Server.AcceptRate), cfg.Server.AcceptRate)
+	}
+	var err error
+	if s.auth, err = newAuthenticator(cfg.Auth, log); err != nil {
+		cancel()
+		return nil, err
+	}
+	if s.auth == nil {
+		log.Warn("authentication is OFF: any client may connect as any user and use any channel; set auth.hmac_secret, auth.public_key_file or auth.jwks_url before exposing this node")
+	}
+	if cfg.Server.TLS.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.Server.TLS.CertFile, cfg.Server.TLS.KeyFile)
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("gateway: server.tls: %w", err)
+		}
+		s.tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}
+	}
 	s.clock.Store(time.Now().Unix())
 	for i := range s.conns {
 		s.conns[i].conns = make(map[*Conn]struct{})
 	}
 	s.hub = newHub(s, b)
+	s.metrics = newMetrics(s)
 
 	s.epoll = cfg.Server.IO == "epoll" && epollSupported
 	if cfg.Server.IO == "epoll" && !epollSupported {
@@ -140,8 +175,18 @@ func New(cfg config.Config, b brokers.Broker, log *slog.Logger) (*Server, error)
 	mux.HandleFunc("GET /healthz", s.handleHealthz)
 	mux.HandleFunc("GET /readyz", s.handleReadyz)
 	mux.HandleFunc("GET /ws", s.handleWSUpgradeHTTP)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: cfg.Client.HandshakeTimeout, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
-	s.bg.Add(4)
+	if cfg.Debug.PprofListen != "" {
+		if err := s.startPprof(cfg.Debug.PprofListen); err != nil {
+			s.stopIO()
+			cancel()
+			_ = b.Close()
+			return nil, err
+		}
+	}
+	s.bg.Add(5)
+	go func() { defer s.bg.Done(); s.brokerLoop() }()
 	go func() { defer s.bg.Done(); _ = s.http.Serve(s.httpLn) }()
 	go func() { defer s.bg.Done(); s.clockLoop() }()
 	go func() { defer s.bg.Done(); s.heartbeatLoop() }()
@@ -190,6 +235,9 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.mu.Unlock()
 		return ErrServerClosed
 	}
+	if s.tlsConfig != nil {
+		ln = tls.NewListener(ln, s.tlsConfig)
+	}
 	s.listeners = append(s.listeners, ln)
 	s.mu.Unlock()
 	var delay time.Duration
@@ -213,6 +261,11 @@ func (s *Server) Serve(ln net.Listener) error {
 			return err
 		}
 		delay = 0
+		if s.acceptLim != nil && !s.acceptLim.Allow() {
+			s.reject(rejAcceptRate)
+			s.goOwned(func() { refuseHTTP(nc, http.StatusServiceUnavailable, "too many new connections; retry shortly") })
+			continue
+		}
 		s.goOwned(func() { s.handshake(nc) })
 	}
 }
@@ -226,6 +279,10 @@ func (s *Server) handshake(nc net.Conn) {
 	_ = nc.SetDeadline(time.Now().Add(s.cfg.Client.HandshakeTimeout))
 	head, rest, err := readHead(nc)
 	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			s.reject(rejHandshake) // slowloris: a head that never completes
+		}
 		_ = nc.Close()
 		return
 	}
@@ -236,19 +293,94 @@ func (s *Server) handshake(nc net.Conn) {
 		}
 		return
 	}
-	up := ws.Upgrader{}
+	if max := s.cfg.Server.MaxConnections; max > 0 && s.nconns.Load() >= int64(max) {
+		s.reject(rejMaxConnections)
+		refuseHTTP(nc, http.StatusServiceUnavailable, "node is full (server.max_connections); try another node")
+		return
+	}
+	var token string
+	up := ws.Upgrader{
+		OnRequest: func(uri []byte) error {
+			if _, q, ok := bytes.Cut(uri, []byte("?")); ok {
+				if v, err := url.ParseQuery(string(q)); err == nil {
+					token = v.Get("token")
+				}
+			}
+			return nil
+		},
+		OnHeader: func(key, value []byte) error {
+			if len(s.origins) > 0 && strings.EqualFold(string(key), "Origin") && !s.originAllowed(string(value)) {
+				s.reject(rejOrigin)
+				return ws.RejectConnectionError(ws.RejectionStatus(http.StatusForbidden), ws.RejectionReason("origin not allowed"))
+			}
+			return nil
+		},
+	}
 	if _, err := up.Upgrade(&replayRW{r: bytes.NewReader(head), w: nc}); err != nil {
 		s.log.Debug("websocket upgrade failed", "remote", nc.RemoteAddr().String(), "err", err)
 		_ = nc.Close()
 		return
 	}
 	_ = nc.SetDeadline(time.Time{})
-	s.attach(nc, rest)
+	s.attach(nc, rest, token)
+}
+
+// refuseHTTP answers a connection we will not serve with a short HTTP error
+// (Retry-After for 503) and closes it.
+func refuseHTTP(nc net.Conn, code int, msg string) {
+	_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
+	resp := fmt.Sprintf("HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n", code, http.StatusText(code), len(msg)+1)
+	if code == http.StatusServiceUnavailable {
+		resp += "Retry-After: 1\r\n"
+	}
+	_, _ = io.WriteString(nc, resp+"\r\n"+msg+"\n")
+	_ = nc.Close()
+}
+
+// originAllowed matches an Origin header against server.allowed_origins;
+// "https://*.example.com" matches any subdomain.
+func (s *Server) originAllowed(origin string) bool {
+	origin = strings.ToLower(origin)
+	for _, o := range s.origins {
+		if o == origin {
+			return true
+		}
+		if pre, post, ok := strings.Cut(o, "*"); ok && len(origin) > len(pre)+len(post) &&
+			strings.HasPrefix(origin, pre) && strings.HasSuffix(origin, post) && !strings.Contains(origin[len(pre):len(origin)-len(post)], "/") {
+			return true
+		}
+	}
+	return false
+}
+
+// takeUserSlot counts a connection of user against
+// client.max_connections_per_user.
+func (s *Server) takeUserSlot(user string) bool {
+	s.usersMu.Lock()
+	defer s.usersMu.Unlock()
+	if max := s.cfg.Client.MaxConnectionsPerUser; max > 0 && s.users[user] >= max {
+		return false
+	}
+	s.users[user]++
+	return true
+}
+
+func (s *Server) giveUserSlot(user string) {
+	s.usersMu.Lock()
+	defer s.usersMu.Unlock()
+	if s.users[user] <= 1 {
+		delete(s.users, user)
+	} else {
+		s.users[user]--
+	}
 }
 
 // handleWSUpgradeHTTP upgrades a /ws request that arrived on a connection
 // the HTTP server already owns (a keep-alive connection reused for /ws).
 func (s *Server) handleWSUpgradeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !s.admitHTTP(w, r) {
+		return
+	}
 	nc, rw, _, err := ws.UpgradeHTTP(r, w)
 	if err != nil {
 		return
@@ -258,12 +390,28 @@ func (s *Server) handleWSUpgradeHTTP(w http.ResponseWriter, r *http.Request) {
 		p, _ := rw.Reader.Peek(n)
 		rest = bytes.Clone(p)
 	}
-	s.attach(unwrapPrefix(nc), rest)
+	s.attach(unwrapPrefix(nc), rest, r.URL.Query().Get("token"))
+}
+
+// admitHTTP applies the handshake checks to a /ws request on the HTTP path.
+func (s *Server) admitHTTP(w http.ResponseWriter, r *http.Request) bool {
+	if max := s.cfg.Server.MaxConnections; max > 0 && s.nconns.Load() >= int64(max) {
+		s.reject(rejMaxConnections)
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "node is full (server.max_connections); try another node", http.StatusServiceUnavailable)
+		return false
+	}
+	if o := r.Header.Get("Origin"); len(s.origins) > 0 && o != "" && !s.originAllowed(o) {
+		s.reject(rejOrigin)
+		http.Error(w, "origin not allowed", http.StatusForbidden)
+		return false
+	}
+	return true
 }
 
 // attach turns an upgraded socket into a Conn and starts serving it. rest
 // holds bytes the client sent right after its handshake (already read).
-func (s *Server) attach(nc net.Conn, rest []byte) {
+func (s *Server) attach(nc net.Conn, rest []byte, token string) {
 	s.mu.Lock()
 	closed := s.closed
 	s.mu.Unlock()
@@ -273,6 +421,7 @@ func (s *Server) attach(nc net.Conn, rest []byte) {
 		return
 	}
 	c := s.newConn(nc, s.epoll)
+	c.urlToken = token
 	s.register(c)
 	if len(rest) > 0 {
 		c.onData(newScratch(0)(), rest)
@@ -351,13 +500,22 @@ func (s *Server) heartbeatLoop() {
 			return
 		case <-t.C:
 			now := time.Now().Unix()
+			connectBy := int64(s.cfg.Client.HandshakeTimeout.Seconds()) + 1
+			var queued int64
 			s.eachConn(func(c *Conn) {
-				if now-c.lastSeen.Load() > limit {
+				switch {
+				case now-c.lastSeen.Load() > limit:
 					c.closeWith("timeout", "no message from the client for 2x the ping interval", true, ws.StatusGoingAway, false)
-					return
+				case s.auth != nil && !c.authed.Load() && now-c.opened > connectBy:
+					s.reject(rejAuth)
+					c.closeWith("unauthorized", "no successful connect within client.handshake_timeout", false, ws.StatusPolicyViolation, false)
+				case c.expires.Load() != 0 && now >= c.expires.Load():
+					c.closeWith("token_expired", "the token expired; reconnect with a fresh token (or send refresh before exp)", true, ws.StatusPolicyViolation, false)
+				default:
+					queued += c.shrinkIdle()
 				}
-				c.shrinkIdle()
 			})
+			s.metrics.queueBytes.Store(queued)
 		}
 	}
 }
@@ -432,9 +590,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, ln := range lns {
 		_ = ln.Close()
 	}
-	s.eachConn(func(c *Conn) {
-		c.closeWith("shutdown", "server shutting down", true, ws.StatusGoingAway, false)
-	})
+	s.drain(ctx)
 	// Connections close once their last frames are written (at most
 	// closeGrace); cleanup then unregisters them.
 	tick := time.NewTicker(10 * time.Millisecond)
@@ -452,6 +608,9 @@ wait:
 	}
 	s.httpLn.Close()
 	_ = s.http.Close()
+	if s.pprof != nil {
+		_ = s.pprof.Close()
+	}
 	s.owned.Wait()
 	s.hub.stopTimers()
 	s.cancel()
@@ -461,6 +620,64 @@ wait:
 		err = cerr
 	}
 	return err
+}
+
+// drain tells every client to reconnect elsewhere, spread evenly over
+// server.drain_window (cut short to leave a second before ctx's deadline),
+// like NATS lame-duck mode: the other nodes see a ramp, not a storm.
+func (s *Server) drain(ctx context.Context) {
+	var all []*Conn
+	s.eachConn(func(c *Conn) { all = append(all, c) })
+	window := s.cfg.Server.DrainWindow
+	if dl, ok := ctx.Deadline(); ok {
+		window = min(window, time.Until(dl)-closeGrace-time.Second)
+	}
+	const step = 50 * time.Millisecond
+	steps := int(window / step)
+	if steps < 1 || len(all) == 0 {
+		steps = 1
+	}
+	s.log.Info("draining", "connections", len(all), "window", window)
+	t := time.NewTicker(step)
+	defer t.Stop()
+	for i := range steps {
+		lo, hi := i*len(all)/steps, (i+1)*len(all)/steps
+		for _, c := range all[lo:hi] {
+			c.closeWith("shutdown", "server shutting down; reconnect to another node", true, ws.StatusGoingAway, false)
+		}
+		if hi == len(all) {
+			break
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			for _, c := range all[hi:] {
+				c.closeWith("shutdown", "server shutting down; reconnect to another node", true, ws.StatusGoingAway, false)
+			}
+			return
+		}
+	}
+	// Connections that arrived through a handshake already in flight.
+	s.eachConn(func(c *Conn) {
+		c.closeWith("shutdown", "server shutting down; reconnect to another node", true, ws.StatusGoingAway, false)
+	})
+}
+
+func (s *Server) startPprof(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("gateway: debug.pprof_listen %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	s.pprof = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	s.owned.Add(1)
+	go func() { defer s.owned.Done(); _ = s.pprof.Serve(ln) }()
+	return nil
 }
 
 func (s *Server) stopIO() {

@@ -32,7 +32,7 @@ func (c *Conn) sendFrame(frame []byte) {
 	}
 	if c.outBytes+len(frame) > c.srv.cfg.Client.MaxQueueBytes {
 		c.mu.Unlock()
-		c.srv.metrics.slowConsumers.Add(1)
+		c.srv.metrics.slowConsumers.Inc()
 		c.closeWith("slow_consumer", "outbound queue full: the client does not read fast enough", true, ws.StatusPolicyViolation, true)
 		return
 	}
@@ -67,7 +67,9 @@ func (c *Conn) isClosing() bool {
 func (c *Conn) closeWith(code, reason string, reconnect bool, status ws.StatusCode, dropQueue bool) {
 	var buf [256]byte
 	disc := textFrame(appendDisconnect(buf[:0], code, reason, reconnect))
-	c.closeFrames(dropQueue, disc, closeFrame(status, reason))
+	if c.closeFrames(dropQueue, disc, closeFrame(status, reason)) {
+		c.srv.metrics.disconnects.WithLabelValues(code).Inc()
+	}
 }
 
 // closeFrameOnly answers a client's close frame: no disconnect message.
@@ -81,11 +83,11 @@ func (c *Conn) protocolError(status ws.StatusCode, reason string) {
 	c.closeWith("bad_request", "websocket protocol error: "+reason, false, status, false)
 }
 
-func (c *Conn) closeFrames(dropQueue bool, frames ...[]byte) {
+func (c *Conn) closeFrames(dropQueue bool, frames ...[]byte) bool {
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
-		return
+		return false
 	}
 	c.closing = true
 	if dropQueue {
@@ -98,6 +100,7 @@ func (c *Conn) closeFrames(dropQueue bool, frames ...[]byte) {
 	c.closeTimer = time.AfterFunc(closeGrace, c.fail)
 	c.mu.Unlock()
 	c.scheduleFlush()
+	return true
 }
 
 // dropLocked discards unwritten frames, keeping a partly written one so the
@@ -217,12 +220,14 @@ const idleQueueCap = 4
 // shrinkIdle releases a burst-sized queue array once the queue is empty, so
 // an idle connection costs no more than a few pointers. The heartbeat sweep
 // calls it.
-func (c *Conn) shrinkIdle() {
+// It returns the bytes queued, for the queue-depth metric.
+func (c *Conn) shrinkIdle() int64 {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if len(c.out) == 0 && cap(c.out) > idleQueueCap {
 		c.out = nil
 	}
-	c.mu.Unlock()
+	return int64(c.outBytes)
 }
 
 func (c *Conn) flushNonBlocking(s *scratch) {
@@ -247,6 +252,7 @@ func (c *Conn) flushNonBlocking(s *scratch) {
 			c.fail()
 			return
 		}
+		c.srv.metrics.bytesOut.Add(float64(n))
 		drained := c.consume(n)
 		if werr != nil { // EAGAIN: the poller's EPOLLOUT edge reschedules us
 			return
@@ -280,6 +286,7 @@ func (c *Conn) writeLoop() {
 			_ = c.nc.SetWriteDeadline(time.Now().Add(c.srv.writeTimeout))
 			n, err := bufs.WriteTo(c.nc)
 			clear(s.bufs)
+			c.srv.metrics.bytesOut.Add(float64(n))
 			if err != nil {
 				c.fail()
 				return

@@ -1,0 +1,125 @@
+package gateway
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/syncgate/syncgate/brokers"
+)
+
+// metrics are the node's Prometheus metrics, on a registry of its own (no
+// global state), served at /metrics. Hot-path counters are plain
+// prometheus counters (one atomic add); per-delivery counts are added once
+// per fan-out, not once per subscriber.
+type metrics struct {
+	reg *prometheus.Registry
+
+	subscriptions prometheus.Gauge
+	commands      map[op]prometheus.Counter
+	published     prometheus.Counter // client publishes accepted by the broker
+	fanouts       prometheus.Counter // publications received from the broker
+	deliveries    prometheus.Counter // frames queued to subscribers
+	bytesOut      prometheus.Counter
+	publishDur    prometheus.Histogram
+	slowConsumers prometheus.Counter
+	rejections    *prometheus.CounterVec
+	disconnects   *prometheus.CounterVec
+	catchup       *prometheus.CounterVec
+
+	queueBytes atomic.Int64 // sum of queued bytes, summed by the heartbeat sweep
+	brokerUp   atomic.Bool  // last Ping result, refreshed every second
+}
+
+// Rejection kinds (label "kind" of syncgate_limit_rejections_total).
+const (
+	rejAcceptRate      = "accept_rate"
+	rejMaxConnections  = "max_connections"
+	rejUserConnections = "user_connections"
+	rejPublishRate     = "publish_rate"
+	rejSubscriptions   = "subscriptions"
+	rejMessageSize     = "message_size"
+	rejOrigin          = "origin"
+	rejHandshake       = "handshake_timeout"
+	rejAuth            = "unauthorized"
+	rejForbidden       = "forbidden"
+)
+
+func newMetrics(s *Server) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	f := func(c prometheus.Collector) { m.reg.MustRegister(c) }
+	f(collectors.NewGoCollector())
+	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "syncgate_connections", Help: "Open WebSocket connections."},
+		func() float64 { return float64(s.nconns.Load()) }))
+	m.subscriptions = prometheus.NewGauge(prometheus.GaugeOpts{Name: "syncgate_subscriptions", Help: "Client subscriptions on this node."})
+	f(m.subscriptions)
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "syncgate_channels", Help: "Channels this node is subscribed to on the broker."},
+		func() float64 { return float64(s.hub.nchans.Load()) }))
+	cmds := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "syncgate_commands_total", Help: "Client commands received, by op."}, []string{"op"})
+	f(cmds)
+	m.commands = make(map[op]prometheus.Counter)
+	for name, o := range opNames {
+		m.commands[o] = cmds.WithLabelValues(name)
+	}
+	m.commands[opUnknown] = cmds.WithLabelValues("unknown")
+	m.published = prometheus.NewCounter(prometheus.CounterOpts{Name: "syncgate_messages_in_total", Help: "Client publishes accepted by the broker."})
+	m.fanouts = prometheus.NewCounter(prometheus.CounterOpts{Name: "syncgate_broker_messages_total", Help: "Publications received from the broker for local subscribers."})
+	m.deliveries = prometheus.NewCounter(prometheus.CounterOpts{Name: "syncgate_messages_out_total", Help: "msg frames queued to local subscribers (one per subscriber per message)."})
+	m.bytesOut = prometheus.NewCounter(prometheus.CounterOpts{Name: "syncgate_bytes_out_total", Help: "Bytes written to client sockets."})
+	m.publishDur = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "syncgate_publish_duration_seconds", Help: "Time for the broker to accept a client publish.",
+		Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16)})
+	m.slowConsumers = prometheus.NewCounter(prometheus.CounterOpts{Name: "syncgate_slow_consumer_disconnects_total", Help: "Clients disconnected because their outbound queue was full."})
+	m.rejections = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "syncgate_limit_rejections_total", Help: "Requests refused by a limit or a check, by kind."}, []string{"kind"})
+	m.disconnects = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "syncgate_disconnects_total", Help: "Connections closed by the server, by disconnect code."}, []string{"code"})
+	m.catchup = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "syncgate_catchup_total", Help: "Subscribes with since, by result (recovered, not_recovered, failed)."}, []string{"result"})
+	for _, c := range []prometheus.Collector{m.published, m.fanouts, m.deliveries, m.bytesOut, m.publishDur, m.slowConsumers, m.rejections, m.disconnects, m.catchup} {
+		f(c)
+	}
+	for _, k := range []string{rejAcceptRate, rejMaxConnections, rejUserConnections, rejPublishRate, rejSubscriptions, rejMessageSize, rejOrigin, rejHandshake, rejAuth, rejForbidden} {
+		m.rejections.WithLabelValues(k) // export zeros, so alerts can use rate()
+	}
+	for _, r := range []string{"recovered", "not_recovered", "failed"} {
+		m.catchup.WithLabelValues(r)
+	}
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "syncgate_queue_bytes", Help: "Bytes waiting in client outbound queues (sampled every second)."},
+		func() float64 { return float64(m.queueBytes.Load()) }))
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "syncgate_broker_up", Help: "1 when the broker answered its last ping (every second)."},
+		func() float64 {
+			if m.brokerUp.Load() {
+				return 1
+			}
+			return 0
+		}))
+	if o, ok := s.broker.(brokers.Outboxer); ok {
+		f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "syncgate_outbox_messages", Help: "Publishes waiting for the broker to come back."},
+			func() float64 { return float64(o.OutboxLen()) }))
+	}
+	return m
+}
+
+// brokerLoop keeps syncgate_broker_up current.
+func (s *Server) brokerLoop() {
+	p, ok := s.broker.(brokers.Pinger)
+	if !ok {
+		s.metrics.brokerUp.Store(true)
+		return
+	}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		ctx, cancel := context.WithTimeout(s.ctx, time.Second)
+		s.metrics.brokerUp.Store(p.Ping(ctx) == nil)
+		cancel()
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Server) reject(kind string) { s.metrics.rejections.WithLabelValues(kind).Inc() }
