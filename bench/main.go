@@ -1,0 +1,349 @@
+//go:build linux
+
+// Command bench is syncgate's load generator. It builds the gateway once,
+// runs it as a separate process on a random loopback port, drives it from
+// child load processes (this binary re-executed as "bench loadgen") and
+// reports what the gateway process cost: memory, goroutines, CPU, delivery
+// and latency.
+//
+//	go run ./bench conns  [-n 15000] [-channels n/10] [-io epoll|goroutine] [-compare]
+//	go run ./bench fanout [-subs 10000] [-channels 1] [-rate 5] [-duration 20s]
+//	go run ./bench rooms  (fanout preset: -subs 10000 -channels 100 -rate 5)
+//
+// A table goes to stdout, progress to stderr, and the raw results to
+// bench/results/<scenario>-<timestamp>.json.
+//
+// Files: main.go parses the command line and runs the scenarios; proc.go
+// starts, stops and measures processes; loadgen.go is the load process;
+// conns.go and fanout.go are the scenarios; report.go prints the table and
+// writes the JSON.
+//
+// Everything is bounded: connection counts, rates and durations have upper
+// limits, every phase has a timeout, all traffic stays on 127.0.0.0/8, and
+// only processes started here are stopped, by PID.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Limits that keep every run bounded. One gateway process can hold about
+// 19,900 connections under the machine's 20,000 open-file cap.
+const (
+	maxConns        = 19500
+	maxChannels     = maxConns
+	maxDuration     = 10 * time.Minute
+	maxTotalRate    = 100000 // published messages per second, all channels
+	maxLoadgenProcs = 16
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == loadgenArg {
+		os.Exit(loadgenMain(os.Stdin, os.Stdout))
+	}
+	os.Exit(cliMain(os.Args[1:]))
+}
+
+func cliMain(args []string) int {
+	o, err := parseArgs(args)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		fmt.Fprintln(os.Stderr, "usage: go run ./bench conns|fanout|rooms [flags]   (-h for flags)")
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if _, err := run(ctx, o, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 1
+	}
+	return 0
+}
+
+// options are the parsed command line.
+type options struct {
+	Scenario string   // conns, fanout or rooms
+	Args     []string // as given, for the report
+	IO       string   // epoll or goroutine
+	Compare  bool     // run both io modes
+
+	N            int // conns: connections
+	Subs         int // fanout: subscribers
+	Channels     int
+	Rate         float64 // fanout: messages per second per channel
+	Duration     time.Duration
+	Payload      int // fanout: padding bytes added to each message
+	PingInterval time.Duration
+	Settle       time.Duration
+	Window       time.Duration // conns: idle CPU window
+
+	Procs       int // loadgen processes; 0 = automatic
+	PerProc     int // most connections per loadgen process
+	Concurrency int // dials in flight per loadgen process
+	Env         []string
+	Gateway     string // a prebuilt gateway binary; "" = build one
+	Out         string // results directory; "" = bench/results in the repo
+}
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+func parseArgs(args []string) (options, error) {
+	var o options
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		return o, errors.New("missing scenario")
+	}
+	o.Scenario, o.Args = args[0], args
+	switch o.Scenario {
+	case "conns", "fanout", "rooms":
+	default:
+		return o, fmt.Errorf("unknown scenario %q (want conns, fanout or rooms)", o.Scenario)
+	}
+	fs := flag.NewFlagSet(o.Scenario, flag.ContinueOnError)
+	fs.StringVar(&o.IO, "io", "epoll", "gateway read mode, passed as SYNCGATE_SERVER_IO: epoll or goroutine")
+	fs.BoolVar(&o.Compare, "compare", false, "run the scenario with -io epoll, then goroutine, and print both")
+	fs.IntVar(&o.N, "n", 15000, "conns: idle connections")
+	defSubs, defChannels, defRate := 10000, 1, 5.0
+	if o.Scenario == "rooms" {
+		defChannels = 100
+	}
+	fs.IntVar(&o.Subs, "subs", defSubs, "fanout: subscriber connections, spread evenly over the channels")
+	fs.IntVar(&o.Channels, "channels", defChannels, "channels (conns: default n/10)")
+	fs.Float64Var(&o.Rate, "rate", defRate, "fanout: messages per second published on each channel")
+	fs.DurationVar(&o.Duration, "duration", 20*time.Second, "fanout: publishing time")
+	fs.IntVar(&o.Payload, "payload", 0, "fanout: extra bytes of padding in each message")
+	fs.DurationVar(&o.PingInterval, "ping", 25*time.Second, "client ping interval (SYNCGATE_CLIENT_PING_INTERVAL); each connection pings this often")
+	fs.DurationVar(&o.Settle, "settle", 0, "wait after connecting before measuring (default: conns 5s, fanout 2s)")
+	fs.DurationVar(&o.Window, "window", 10*time.Second, "conns: idle window over which gateway CPU is measured; RSS is read again at its end")
+	fs.IntVar(&o.Procs, "procs", 0, "loadgen processes holding connections (0 = max(2, ceil(conns/per-proc)))")
+	fs.IntVar(&o.PerProc, "per-proc", 15000, "most connections per loadgen process (open files are capped at 20,000)")
+	fs.IntVar(&o.Concurrency, "dial-concurrency", 32, "connection setups in flight per loadgen process")
+	fs.Var((*multiFlag)(&o.Env), "env", "extra gateway environment, SYNCGATE_KEY=value (repeatable)")
+	fs.StringVar(&o.Gateway, "gateway", "", "use this gateway binary instead of building one")
+	fs.StringVar(&o.Out, "out", "", "directory for the JSON results (default bench/results in the repo)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if o.Scenario == "conns" && !set["channels"] {
+		o.Channels = max(1, o.N/10)
+	}
+	if !set["settle"] {
+		o.Settle = 2 * time.Second
+		if o.Scenario == "conns" {
+			o.Settle = 5 * time.Second
+		}
+	}
+	return o, o.validate()
+}
+
+func (o *options) validate() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if o.IO != "epoll" && o.IO != "goroutine" {
+		bad("-io: want epoll or goroutine, got %q", o.IO)
+	}
+	conns := o.connections()
+	if conns < 1 || conns > maxConns {
+		bad("connections: want 1 to %d (one gateway process holds at most ~19,900), got %d", maxConns, conns)
+	}
+	if o.Channels < 1 || o.Channels > min(maxChannels, max(conns, 1)) {
+		bad("-channels: want 1 to the number of connections (%d), got %d", conns, o.Channels)
+	}
+	if o.Scenario != "conns" {
+		if o.Rate <= 0 || o.Rate*float64(o.Channels) > maxTotalRate {
+			bad("-rate: want > 0 and rate x channels <= %d msg/s, got %g x %d", maxTotalRate, o.Rate, o.Channels)
+		}
+		if o.Duration < time.Second || o.Duration > maxDuration {
+			bad("-duration: want 1s to %s, got %s", maxDuration, o.Duration)
+		}
+		if o.Payload < 0 || o.Payload > 32<<10 {
+			bad("-payload: want 0 to 32768 bytes, got %d", o.Payload)
+		}
+		if o.Subs+o.Channels > maxConns {
+			bad("-subs + publishers: want at most %d connections, got %d", maxConns, o.Subs+o.Channels)
+		}
+	}
+	if o.PingInterval < time.Second || o.PingInterval > 10*time.Minute {
+		bad("-ping: want 1s to 10m, got %s", o.PingInterval)
+	}
+	if o.Settle < 0 || o.Settle > maxDuration || o.Window < time.Second || o.Window > maxDuration {
+		bad("-settle / -window: want up to %s (window at least 1s)", maxDuration)
+	}
+	if o.PerProc < 1 || o.PerProc > 15000 {
+		bad("-per-proc: want 1 to 15000, got %d", o.PerProc)
+	}
+	if o.Procs < 0 || o.Procs > maxLoadgenProcs {
+		bad("-procs: want 0 to %d, got %d", maxLoadgenProcs, o.Procs)
+	}
+	if o.Concurrency < 1 || o.Concurrency > 512 {
+		bad("-dial-concurrency: want 1 to 512, got %d", o.Concurrency)
+	}
+	for _, e := range o.Env {
+		if !strings.HasPrefix(e, "SYNCGATE_") || !strings.Contains(e, "=") {
+			bad("-env: want SYNCGATE_KEY=value, got %q", e)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// connections is how many client connections the scenario holds open.
+func (o *options) connections() int {
+	if o.Scenario == "conns" {
+		return o.N
+	}
+	return o.Subs
+}
+
+// loadgenProcs is how many loadgen processes share the connections.
+func (o *options) loadgenProcs() int {
+	n := o.connections()
+	p := o.Procs
+	if p == 0 {
+		p = max(2, (n+o.PerProc-1)/o.PerProc)
+	}
+	if need := (n + o.PerProc - 1) / o.PerProc; p < need {
+		p = need
+	}
+	return max(1, min(p, n, maxLoadgenProcs))
+}
+
+// run builds (or takes) the gateway, runs the scenario once per io mode,
+// prints the table to out, progress to logw, and writes the JSON results.
+func run(ctx context.Context, o options, out, logw io.Writer) (*resultsFile, error) {
+	started := time.Now()
+	root, err := findRepoRoot()
+	if err != nil {
+		return nil, err
+	}
+	p := newProgress(logw)
+	rf := &resultsFile{
+		Scenario: o.Scenario,
+		Command:  commandLine(o.Args),
+		Args:     o.Args,
+		Started:  started.UTC(),
+		Machine:  machine(),
+		Options:  o.summary(),
+	}
+	printHeader(out, rf)
+
+	tmp, err := os.MkdirTemp("", "syncgate-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+
+	bin := o.Gateway
+	rf.GatewaySource = "prebuilt binary " + filepath.Base(bin)
+	if bin == "" {
+		rf.GatewaySource = sourceVersion(ctx, root)
+		p.printf("building the gateway (go build in %s)", root)
+		t := time.Now()
+		if bin, err = buildGateway(ctx, root, tmp); err != nil {
+			return nil, err
+		}
+		p.printf("built %s in %.1fs", rf.GatewaySource, time.Since(t).Seconds())
+	}
+
+	modes := []string{o.IO}
+	if o.Compare {
+		modes = []string{"epoll", "goroutine"}
+	}
+	var errs []error
+	for _, mode := range modes {
+		if ctx.Err() != nil {
+			break
+		}
+		p.printf("=== %s, io=%s ===", o.Scenario, mode)
+		r := runResult{Scenario: o.Scenario, IO: mode}
+		var err error
+		switch o.Scenario {
+		case "conns":
+			r.Conns, r.Gateway, err = runConns(ctx, o, mode, bin, tmp, p)
+		default:
+			r.Fanout, r.Gateway, err = runFanout(ctx, o, mode, bin, tmp, p)
+		}
+		if err != nil {
+			r.Error = err.Error()
+			errs = append(errs, fmt.Errorf("io=%s: %w", mode, err))
+			p.printf("io=%s failed: %v", mode, err)
+		}
+		rf.Runs = append(rf.Runs, r)
+	}
+	rf.Finished = time.Now().UTC()
+	printTable(out, rf)
+
+	dir := o.Out
+	if dir == "" {
+		dir = filepath.Join(root, "bench", "results")
+	}
+	path, werr := writeResults(dir, rf)
+	if werr != nil {
+		errs = append(errs, werr)
+	} else {
+		fmt.Fprintf(out, "\nraw results: %s\n", path)
+	}
+	if ctx.Err() != nil {
+		errs = append(errs, fmt.Errorf("interrupted: %w", ctx.Err()))
+	}
+	return rf, errors.Join(errs...)
+}
+
+// summary is the options as they go into the JSON results.
+func (o *options) summary() map[string]any {
+	m := map[string]any{
+		"io": o.IO, "compare": o.Compare, "channels": o.Channels,
+		"ping_interval_s": o.PingInterval.Seconds(), "settle_s": o.Settle.Seconds(),
+		"loadgen_procs": o.loadgenProcs(), "per_proc": o.PerProc, "dial_concurrency": o.Concurrency,
+		"env": o.Env,
+	}
+	if o.Scenario == "conns" {
+		m["n"], m["window_s"] = o.N, o.Window.Seconds()
+	} else {
+		m["subs"], m["rate"], m["duration_s"], m["payload"] = o.Subs, o.Rate, o.Duration.Seconds(), o.Payload
+	}
+	return m
+}
+
+// progress prints one timestamped line per phase.
+type progress struct {
+	w     io.Writer
+	start time.Time
+}
+
+func newProgress(w io.Writer) *progress { return &progress{w: w, start: time.Now()} }
+
+func (p *progress) printf(format string, a ...any) {
+	fmt.Fprintf(p.w, "[%6.1fs] %s\n", time.Since(p.start).Seconds(), fmt.Sprintf(format, a...))
+}
+
+// sleepCtx waits for d or until ctx is done.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

@@ -1,0 +1,300 @@
+//go:build linux
+
+// report.go prints the header (command line, machine) and the results
+// table, one column per run, and writes the raw results as JSON to
+// <dir>/<scenario>-<timestamp>.json.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"golang.org/x/sys/unix"
+)
+
+// resultsFile is the JSON written for one bench invocation.
+type resultsFile struct {
+	Scenario string      `json:"scenario"`
+	Command  string      `json:"command"`
+	Args     []string    `json:"args"`
+	Started  time.Time   `json:"started"`
+	Finished time.Time   `json:"finished"`
+	Machine  machineInfo `json:"machine"`
+	// GatewaySource is the commit the gateway was built from, "+dirty"
+	// when the working tree had uncommitted changes outside bench/.
+	GatewaySource string         `json:"gateway_source"`
+	Options       map[string]any `json:"options"`
+	Runs          []runResult    `json:"runs"`
+}
+
+// runResult is one scenario run against one gateway process.
+type runResult struct {
+	Scenario string        `json:"scenario"`
+	IO       string        `json:"io"`
+	Error    string        `json:"error,omitempty"`
+	Conns    *connsResult  `json:"conns,omitempty"`
+	Fanout   *fanoutResult `json:"fanout,omitempty"`
+	Gateway  gatewayInfo   `json:"gateway"`
+}
+
+type machineInfo struct {
+	NumCPU     int    `json:"nproc"`
+	GOMAXPROCS int    `json:"gomaxprocs"`
+	Kernel     string `json:"kernel"`
+	GoVersion  string `json:"go_version"`
+	MemTotal   string `json:"mem_total,omitempty"`
+	NoFile     uint64 `json:"nofile_limit"`
+}
+
+func machine() machineInfo {
+	m := machineInfo{NumCPU: runtime.NumCPU(), GOMAXPROCS: runtime.GOMAXPROCS(0), GoVersion: runtime.Version()}
+	var u unix.Utsname
+	if unix.Uname(&u) == nil {
+		m.Kernel = strings.Join([]string{unix.ByteSliceToString(u.Sysname[:]), unix.ByteSliceToString(u.Release[:]), unix.ByteSliceToString(u.Machine[:])}, " ")
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for line := range strings.Lines(string(b)) {
+			if v, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+				m.MemTotal = strings.TrimSpace(v)
+			}
+		}
+	}
+	var rl unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &rl) == nil {
+		m.NoFile = rl.Cur
+	}
+	return m
+}
+
+// commandLine is how bench was invoked, as the user would type it.
+func commandLine(args []string) string {
+	exe := filepath.Base(os.Args[0])
+	if exe == "bench" && strings.Contains(os.Args[0], "go-build") {
+		exe = "go run ./bench" // built by go run into a temporary directory
+	}
+	return strings.TrimSpace(exe + " " + strings.Join(args, " "))
+}
+
+// sourceVersion describes the gateway source in root: commit, and whether
+// files outside bench/ had uncommitted changes.
+func sourceVersion(ctx context.Context, root string) string {
+	git := func(args ...string) string {
+		cmd := exec.CommandContext(ctx, "git", args...)
+		cmd.Dir = root
+		out, err := cmd.Output()
+		if err != nil {
+			return ""
+		}
+		return strings.TrimSpace(string(out))
+	}
+	commit := git("rev-parse", "--short", "HEAD")
+	if commit == "" {
+		return "working tree (not a git checkout)"
+	}
+	if git("status", "--porcelain", "--", ".", ":(exclude)bench") != "" {
+		commit += "+dirty"
+	}
+	return commit
+}
+
+func printHeader(w io.Writer, rf *resultsFile) {
+	m := rf.Machine
+	fmt.Fprintf(w, "command: %s\n", rf.Command)
+	fmt.Fprintf(w, "machine: nproc=%d GOMAXPROCS=%d kernel=%s %s mem=%s nofile=%d\n",
+		m.NumCPU, m.GOMAXPROCS, m.Kernel, m.GoVersion, m.MemTotal, m.NoFile)
+	fmt.Fprintf(w, "started: %s\n", rf.Started.Format(time.RFC3339))
+}
+
+// row is one line of the table: a label and how to show it for a run.
+type row struct {
+	label string
+	show  func(r *runResult) string
+}
+
+func printTable(w io.Writer, rf *resultsFile) {
+	fmt.Fprintf(w, "\ngateway: %s\n\n", rf.GatewaySource)
+	var rows []row
+	if rf.Scenario == "conns" {
+		rows = connsRows()
+	} else {
+		rows = fanoutRows()
+	}
+	// Labels left-aligned, one right-aligned column per run.
+	cells := [][]string{{rf.Scenario}}
+	for _, r := range rf.Runs {
+		cells[0] = append(cells[0], "io="+r.IO)
+	}
+	rows = append(rows, row{"after clients closed: conns, goroutines", func(r *runResult) string {
+		g := r.Gateway
+		if g.ConnsAfterClose < 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%d, %d (%.1fs)", g.ConnsAfterClose, g.GoroutinesAfterClose, g.CloseWaitS)
+	}})
+	for _, rw := range rows {
+		line := []string{rw.label}
+		for i := range rf.Runs {
+			line = append(line, rw.show(&rf.Runs[i]))
+		}
+		cells = append(cells, line)
+	}
+	widths := make([]int, len(cells[0]))
+	for _, line := range cells {
+		for i, c := range line {
+			widths[i] = max(widths[i], utf8.RuneCountInString(c))
+		}
+	}
+	for n, line := range cells {
+		fmt.Fprintf(w, "%-*s", widths[0], line[0])
+		for i, c := range line[1:] {
+			fmt.Fprintf(w, " | %*s", widths[i+1], c)
+		}
+		fmt.Fprintln(w)
+		if n == 0 {
+			sep := strings.Repeat("-", widths[0])
+			for _, wd := range widths[1:] {
+				sep += "-+-" + strings.Repeat("-", wd)
+			}
+			fmt.Fprintln(w, sep)
+		}
+	}
+	for _, r := range rf.Runs {
+		if r.Error != "" {
+			fmt.Fprintf(w, "\nio=%s: PROBLEM:\n%s\n", r.IO, indent(r.Error))
+		}
+		if s := strings.TrimSpace(r.Gateway.Stderr); s != "" && !strings.Contains(r.Error, s) {
+			fmt.Fprintf(w, "\nio=%s: gateway stderr:\n%s\n", r.IO, indent(s))
+		}
+		if r.Gateway.Exit != "" && !strings.Contains(r.Gateway.Exit, "SIGTERM: exit status 0") {
+			fmt.Fprintf(w, "\nio=%s: gateway %s\n", r.IO, r.Gateway.Exit)
+		}
+	}
+}
+
+func connsRows() []row {
+	c := func(f func(c *connsResult) string) func(*runResult) string {
+		return func(r *runResult) string {
+			if r.Conns == nil {
+				return "-"
+			}
+			return f(r.Conns)
+		}
+	}
+	return []row{
+		{"connections subscribed", c(func(c *connsResult) string { return fmt.Sprintf("%d/%d", c.Dial.OK, c.Conns) })},
+		{"channels", c(func(c *connsResult) string { return fmt.Sprint(c.Channels) })},
+		{"loadgen procs x source addrs", c(func(c *connsResult) string { return fmt.Sprintf("%d x %d", c.LoadgenProcs, c.SourceAddrs) })},
+		{"dial rate (conn/s)", c(func(c *connsResult) string { return fmt.Sprintf("%.0f in %.1fs", c.Dial.Rate, c.Dial.Seconds) })},
+		{"upgrades refused (503, retried)", c(func(c *connsResult) string { return fmt.Sprint(c.Dial.Refused) })},
+		{"RSS baseline", c(func(c *connsResult) string { return mib(c.RSSBaselineKiB) })},
+		{"RSS all subscribed", c(func(c *connsResult) string { return mib(c.RSSConnectedKiB) })},
+		{"RSS after settle", c(func(c *connsResult) string { return mib(c.RSSSettledKiB) })},
+		{"RSS after window", c(func(c *connsResult) string { return mib(c.RSSLaterKiB) })},
+		{"RSS peak (VmHWM)", c(func(c *connsResult) string { return mib(c.HWMKiB) })},
+		{"KiB/conn after settle", c(func(c *connsResult) string { return fmt.Sprintf("%.2f", c.KiBPerConnSettle) })},
+		{"KiB/conn after window", c(func(c *connsResult) string { return fmt.Sprintf("%.2f", c.KiBPerConnLater) })},
+		{"goroutines baseline -> loaded", c(func(c *connsResult) string {
+			return fmt.Sprintf("%d -> %d", c.GoroutinesBaseline, c.GoroutinesLoaded)
+		})},
+		{"threads baseline -> loaded", c(func(c *connsResult) string { return fmt.Sprintf("%d -> %d", c.ThreadsBaseline, c.ThreadsLoaded) })},
+		{"idle window", c(func(c *connsResult) string { return fmt.Sprintf("%.1fs", c.WindowSeconds) })},
+		{"gateway CPU in window", c(func(c *connsResult) string { return fmt.Sprintf("%.2fs (%.1f%% core)", c.CPUSeconds, c.CPUPercent) })},
+		{"pings in window", c(func(c *connsResult) string { return fmt.Sprintf("%d (%.0f/s)", c.PingsInWindow, c.PingsPerSec) })},
+		{"window CPU / pings (all idle work)", c(func(c *connsResult) string {
+			if c.PingsInWindow == 0 {
+				return "-"
+			}
+			return fmt.Sprintf("%.1f µs", c.CPUSeconds*1e6/float64(c.PingsInWindow))
+		})},
+		{"connections open / lost", c(func(c *connsResult) string { return fmt.Sprintf("%d / %d", c.Open, c.Lost) })},
+		{"loadgen goroutines (all procs)", c(func(c *connsResult) string { return fmt.Sprint(c.LoadgenGoroutines) })},
+	}
+}
+
+func fanoutRows() []row {
+	f := func(fn func(f *fanoutResult) string) func(*runResult) string {
+		return func(r *runResult) string {
+			if r.Fanout == nil {
+				return "-"
+			}
+			return fn(r.Fanout)
+		}
+	}
+	lat := func(l latencyStats) string {
+		return fmt.Sprintf("%.2f / %.2f / %.2f / %.2f / %.2f", l.P50, l.P90, l.P99, l.P999, l.Max)
+	}
+	return []row{
+		{"subscribers x channels", f(func(f *fanoutResult) string { return fmt.Sprintf("%d x %d", f.Subs, f.Channels) })},
+		{"subscribed / publishers", f(func(f *fanoutResult) string { return fmt.Sprintf("%d / %d", f.Dial.OK, f.PubDial.OK) })},
+		{"rate per channel, duration", f(func(f *fanoutResult) string { return fmt.Sprintf("%g/s, %gs", f.Rate, f.DurationS) })},
+		{"loadgen procs x source addrs", f(func(f *fanoutResult) string { return fmt.Sprintf("%d+1 x %d", f.LoadgenProcs, f.SourceAddrs) })},
+		{"dial rate (conn/s)", f(func(f *fanoutResult) string { return fmt.Sprintf("%.0f in %.1fs", f.Dial.Rate, f.Dial.Seconds) })},
+		{"upgrades refused (503, retried)", f(func(f *fanoutResult) string { return fmt.Sprint(f.Dial.Refused + f.PubDial.Refused) })},
+		{"quiet before publishing", f(func(f *fanoutResult) string { return fmt.Sprintf("%v after %.1fs", f.Quiet, f.QuietWaitS) })},
+		{"messages published / scheduled", f(func(f *fanoutResult) string { return fmt.Sprintf("%d / %d", f.Published, f.Scheduled) })},
+		{"publisher acks", f(func(f *fanoutResult) string { return fmt.Sprint(f.PubAcks) })},
+		{"max publish lag (ms)", f(func(f *fanoutResult) string { return fmt.Sprintf("%.2f", f.MaxPubLagMs) })},
+		{"deliveries expected", f(func(f *fanoutResult) string { return fmt.Sprint(f.Expected) })},
+		{"deliveries received", f(func(f *fanoutResult) string { return fmt.Sprint(f.Received) })},
+		{"lost (subs affected)", f(func(f *fanoutResult) string { return fmt.Sprintf("%d (%d)", f.Lost, f.SubsWithLoss) })},
+		{"duplicates / out of order / gaps", f(func(f *fanoutResult) string {
+			return fmt.Sprintf("%d / %d / %d", f.Duplicates, f.OutOfOrder, f.SeqGaps)
+		})},
+		{"deliveries/s", f(func(f *fanoutResult) string { return fmt.Sprintf("%.0f", f.DeliveriesPerSec) })},
+		{"gateway CPU (window)", f(func(f *fanoutResult) string {
+			return fmt.Sprintf("%.2fs / %.1fs (%.0f%% core)", f.GatewayCPUS, f.CPUWindowS, 100*f.GatewayCPUS/max(f.CPUWindowS, 1e-9))
+		})},
+		{"gateway CPU per delivery", f(func(f *fanoutResult) string { return fmt.Sprintf("%.2f µs", f.CPUMicrosPerDlv) })},
+		{"loadgen CPU (same window)", f(func(f *fanoutResult) string { return fmt.Sprintf("%.2fs", f.LoadgenCPUS) })},
+		{"latency ms p50/p90/p99/p99.9/max", f(func(f *fanoutResult) string { return lat(f.Latency) })},
+		{"to last sub ms p50/p99/max", f(func(f *fanoutResult) string {
+			return fmt.Sprintf("%.2f / %.2f / %.2f", f.ToLast.P50, f.ToLast.P99, f.ToLast.Max)
+		})},
+		{"messages not reaching all subs", f(func(f *fanoutResult) string { return fmt.Sprint(f.ToLastMissing) })},
+		{"RSS baseline -> loaded -> after", f(func(f *fanoutResult) string {
+			return fmt.Sprintf("%s -> %s -> %s", mib(f.RSSBaselineKiB), mib(f.RSSLoadedKiB), mib(f.RSSAfterKiB))
+		})},
+		{"gateway goroutines (loaded)", f(func(f *fanoutResult) string { return fmt.Sprint(f.GoroutinesLoaded) })},
+		{"subscriber conns lost", f(func(f *fanoutResult) string { return fmt.Sprint(f.ConnsLost) })},
+		{"other ops received", f(func(f *fanoutResult) string { return opsString(f.Ops) })},
+	}
+}
+
+func opsString(m map[string]int64) string {
+	if len(m) == 0 {
+		return "-"
+	}
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, fmt.Sprintf("%s=%d", k, m[k]))
+	}
+	return strings.Join(parts, " ")
+}
+
+// writeResults writes rf as JSON into dir.
+func writeResults(dir string, rf *resultsFile) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	name := fmt.Sprintf("%s-%s.json", rf.Scenario, rf.Started.Format("20060102-150405"))
+	path := filepath.Join(dir, name)
+	b, err := json.MarshalIndent(rf, "", "  ")
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return "", err
+	}
+	return path, nil
+}
