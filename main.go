@@ -70,7 +70,9 @@ func run() error {
 	case <-ctx.Done():
 	}
 	log.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// The drain spreads disconnects over server.drain_window; leave room to
+	// flush, leave presence and close the broker after it.
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.Server.DrainWindow+10*time.Second)
 	defer cancel()
 	return srv.Shutdown(sctx)
 }
