@@ -1,0 +1,238 @@
+package gateway_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/syncgate/syncgate/gateway"
+	"github.com/syncgate/syncgate/internal/config"
+)
+
+var testSecret = strings.Repeat("s", 32)
+
+type claims map[string]any
+
+func hsToken(t testing.TB, c claims) string {
+	t.Helper()
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims(c)).SignedString([]byte(testSecret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func userClaims(user string, sub, pub []string, ttl time.Duration) claims {
+	return claims{"sub": user, "exp": time.Now().Add(ttl).Unix(), "channels": map[string]any{"sub": sub, "pub": pub}}
+}
+
+func withHMAC(c *config.Config) {
+	c.Auth.HMACSecret = testSecret
+	c.Auth.PublicNamespaces = []string{"lobby"}
+}
+
+func TestAuthTokens(t *testing.T) {
+	forModes(t, func(t *testing.T, mode string) {
+		ts := startServer(t, mode, withHMAC)
+		good := userClaims("alice", []string{"doc:*"}, []string{"doc:1"}, time.Hour)
+
+		c := dial(t, ts)
+		// Nothing before connect.
+		if r := c.call("sub", map[string]any{"ch": "doc:1"}); r.str("code") != "unauthorized" {
+			t.Fatalf("sub before connect = %v", r)
+		}
+		for _, tc := range []struct {
+			name, token, msg string
+		}{
+			{"missing", "", "token is required"},
+			{"garbage", "not.a.jwt", "malformed"},
+			{"expired", hsToken(t, userClaims("alice", nil, nil, -time.Minute)), "expired"},
+			{"no exp", hsToken(t, claims{"sub": "alice"}), "no exp"},
+			{"no sub", hsToken(t, claims{"exp": time.Now().Add(time.Hour).Unix()}), "no sub"},
+			{"wrong secret", func() string {
+				s, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims(good)).SignedString([]byte(strings.Repeat("x", 32)))
+				return s
+			}(), "signature"},
+			{"alg none", func() string {
+				s, _ := jwt.NewWithClaims(jwt.SigningMethodNone, jwt.MapClaims(good)).SignedString(jwt.UnsafeAllowNoneSignatureType)
+				return s
+			}(), ""},
+			{"HS512 not allowed", func() string {
+				s, _ := jwt.NewWithClaims(jwt.SigningMethodHS512, jwt.MapClaims(good)).SignedString([]byte(testSecret))
+				return s
+			}(), ""},
+		} {
+			r := c.call("connect", map[string]any{"token": tc.token})
+			if r.op() != "error" || r.str("code") != "unauthorized" || !strings.Contains(r.str("message"), tc.msg) {
+				t.Fatalf("%s: connect = %v", tc.name, r)
+			}
+		}
+		// A valid token after failures: the connection is usable.
+		r := c.mustCall("connect", map[string]any{"token": hsToken(t, good), "user": "mallory"}, "connected")
+		if r.str("user") != "alice" || r.num("exp") == 0 {
+			t.Fatalf("connected = %v", r)
+		}
+
+		// Permissions.
+		c.sub("doc:7")       // doc:* may subscribe
+		c.sub("lobby:main")  // public namespace
+		c.pub("doc:1", "ok") // may publish doc:1
+		for _, tc := range []struct{ op, ch string }{
+			{"sub", "secret:1"}, {"pub", "doc:7"}, {"pub", "lobby:main"}, {"presence", "secret:1"},
+		} {
+			r := c.call(tc.op, map[string]any{"ch": tc.ch, "data": 1})
+			if r.str("code") != "forbidden" {
+				t.Fatalf("%s %s = %v", tc.op, tc.ch, r)
+			}
+		}
+		c.mustCall("presence", map[string]any{"ch": "doc:7"}, "presence")
+
+		// Token on the URL.
+		u := dialURL(t, ts.url()+"?token="+hsToken(t, userClaims("bob", []string{"doc:1"}, nil, time.Hour)))
+		if r := u.connect("ignored"); r.str("user") != "bob" {
+			t.Fatalf("connected = %v", r)
+		}
+
+		// refresh: same user extends; another user is refused.
+		later := userClaims("alice", []string{"doc:*"}, nil, 2*time.Hour)
+		rr := c.mustCall("refresh", map[string]any{"token": hsToken(t, later)}, "refreshed")
+		if rr.num("exp") != uint64(later["exp"].(int64)) {
+			t.Fatalf("refreshed = %v", rr)
+		}
+		if r := c.call("refresh", map[string]any{"token": hsToken(t, userClaims("eve", nil, nil, time.Hour))}); r.str("code") != "unauthorized" {
+			t.Fatalf("refresh as another user = %v", r)
+		}
+		// The refreshed token has no pub rights: publishing is now forbidden.
+		if r := c.call("pub", map[string]any{"ch": "doc:1", "data": 1}); r.str("code") != "forbidden" {
+			t.Fatalf("pub after refresh = %v", r)
+		}
+	})
+}
+
+func TestAuthTokenExpiryDisconnects(t *testing.T) {
+	ts := startServer(t, "epoll", withHMAC)
+	c := dial(t, ts)
+	c.mustCall("connect", map[string]any{"token": hsToken(t, userClaims("alice", nil, nil, 1500*time.Millisecond))}, "connected")
+	d := c.nextOp("disconnect")
+	if d.str("code") != "token_expired" || d["reconnect"] != true {
+		t.Fatalf("disconnect = %v", d)
+	}
+	c.waitClosed()
+}
+
+func TestAuthConnectDeadline(t *testing.T) {
+	ts := startServer(t, "epoll", func(c *config.Config) {
+		withHMAC(c)
+		c.Client.HandshakeTimeout = time.Second
+	})
+	c := dial(t, ts)
+	d := c.nextOp("disconnect")
+	if d.str("code") != "unauthorized" || d["reconnect"] != false {
+		t.Fatalf("disconnect = %v", d)
+	}
+}
+
+// TestAuthPublicKeys checks RS256 and ES256 from key files, JWKS with key
+// rotation, and that an RS public key cannot be used as an HMAC secret.
+func TestAuthPublicKeys(t *testing.T) {
+	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	dir := t.TempDir()
+	writePub := func(name string, pub any) string {
+		der, err := x509.MarshalPKIXPublicKey(pub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600)
+		return p
+	}
+	rsaFile, ecFile := writePub("rsa.pem", &rsaKey.PublicKey), writePub("ec.pem", &ecKey.PublicKey)
+	good := userClaims("carol", []string{"doc:*"}, nil, time.Hour)
+	sign := func(m jwt.SigningMethod, key any, kid string) string {
+		tok := jwt.NewWithClaims(m, jwt.MapClaims(good))
+		if kid != "" {
+			tok.Header["kid"] = kid
+		}
+		s, err := tok.SignedString(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	try := func(ts *testServer, token string) obj {
+		c := dial(t, ts)
+		return c.call("connect", map[string]any{"token": token})
+	}
+
+	t.Run("rsa file", func(t *testing.T) {
+		ts := startServer(t, "epoll", func(c *config.Config) { c.Auth.PublicKeyFile = rsaFile })
+		if r := try(ts, sign(jwt.SigningMethodRS256, rsaKey, "")); r.op() != "connected" {
+			t.Fatalf("RS256 = %v", r)
+		}
+		pemBytes, _ := os.ReadFile(rsaFile)
+		if r := try(ts, sign(jwt.SigningMethodHS256, pemBytes, "")); r.str("code") != "unauthorized" {
+			t.Fatalf("HS256 signed with the RSA public key = %v", r)
+		}
+		if r := try(ts, sign(jwt.SigningMethodES256, ecKey, "")); r.str("code") != "unauthorized" {
+			t.Fatalf("ES256 on an RSA-only node = %v", r)
+		}
+	})
+	t.Run("ec file", func(t *testing.T) {
+		ts := startServer(t, "epoll", func(c *config.Config) { c.Auth.PublicKeyFile = ecFile })
+		if r := try(ts, sign(jwt.SigningMethodES256, ecKey, "")); r.op() != "connected" {
+			t.Fatalf("ES256 = %v", r)
+		}
+	})
+	t.Run("jwks", func(t *testing.T) {
+		b64 := base64.RawURLEncoding
+		keys := []map[string]string{{
+			"kty": "RSA", "kid": "r1", "use": "sig",
+			"n": b64.EncodeToString(rsaKey.N.Bytes()), "e": b64.EncodeToString(big.NewInt(int64(rsaKey.E)).Bytes()),
+		}}
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			json.NewEncoder(w).Encode(map[string]any{"keys": keys})
+		}))
+		defer srv.Close()
+		ts := startServer(t, "epoll", func(c *config.Config) { c.Auth.JWKSURL = srv.URL })
+		if r := try(ts, sign(jwt.SigningMethodRS256, rsaKey, "r1")); r.op() != "connected" {
+			t.Fatalf("RS256 via JWKS = %v", r)
+		}
+		if r := try(ts, sign(jwt.SigningMethodRS256, rsaKey, "nope")); r.str("code") != "unauthorized" {
+			t.Fatalf("unknown kid = %v", r)
+		}
+	})
+}
+
+// FuzzVerifyToken feeds arbitrary tokens to the verifier: it must never
+// panic, and must accept only tokens the jwt library itself verifies with
+// our secret.
+func FuzzVerifyToken(f *testing.F) {
+	f.Add(hsToken(f, userClaims("alice", []string{"doc:*"}, nil, time.Hour)))
+	f.Add("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.")
+	f.Add("a.b.c")
+	f.Fuzz(func(t *testing.T, token string) {
+		ok := gateway.VerifyTokenForTest(testSecret, token)
+		ref, err := jwt.Parse(token, func(*jwt.Token) (any, error) { return []byte(testSecret), nil },
+			jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired())
+		refOK := err == nil && ref.Valid
+		if ok && !refOK {
+			t.Fatalf("accepted a token the library rejects: %q", token)
+		}
+	})
+}
