@@ -176,6 +176,7 @@ func New(cfg config.Config, b brokers.Broker, log *slog.Logger) (*Server, error)
 	mux.HandleFunc("GET /readyz", s.handleReadyz)
 	mux.HandleFunc("GET /ws", s.handleWSUpgradeHTTP)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	s.routes(mux)
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: cfg.Client.HandshakeTimeout, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	if cfg.Debug.PprofListen != "" {
 		if err := s.startPprof(cfg.Debug.PprofListen); err != nil {
