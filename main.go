@@ -18,9 +18,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/syncgate/syncgate/brokers"
+	jsbroker "github.com/syncgate/syncgate/brokers/jetstream"
 	"github.com/syncgate/syncgate/brokers/memory"
 	natsbroker "github.com/syncgate/syncgate/brokers/nats"
 	"github.com/syncgate/syncgate/gateway"
@@ -90,6 +89,21 @@ func newBroker(cfg config.Config) (brokers.Broker, error) {
 			PresenceReplicas: cfg.NATS.Replicas,
 			Log:              newLogger(cfg.Log),
 		}), nil
+	case "jetstream":
+		size := cfg.History.Size
+		if size == 0 {
+			size = -1 // history.size 0: keep no history (the last message still carries the seq)
+		}
+		return jsbroker.New(jsbroker.Config{
+			URL:         cfg.NATS.URL,
+			Embedded:    embeddedNATS(cfg),
+			Storage:     natsStorage(cfg.NATS.Storage),
+			Replicas:    cfg.NATS.Replicas,
+			HistorySize: size,
+			HistoryTTL:  cfg.History.TTL,
+			OutboxSize:  outboxSize(cfg.NATS.OutboxSize),
+			Log:         newLogger(cfg.Log),
+		}), nil
 	}
 	return nil, fmt.Errorf("broker.type %q is not built into this binary", cfg.Broker.Type)
 }
@@ -115,11 +129,11 @@ func outboxSize(n int) int {
 	return n
 }
 
-func natsStorage(s string) jetstream.StorageType {
+func natsStorage(s string) jsbroker.StorageType {
 	if s == "memory" {
-		return jetstream.MemoryStorage
+		return jsbroker.MemoryStorage
 	}
-	return jetstream.FileStorage
+	return jsbroker.FileStorage
 }
 
 func newLogger(c config.Log) *slog.Logger {

@@ -1,0 +1,341 @@
+package jetstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/syncgate/syncgate/brokers"
+	"github.com/syncgate/syncgate/internal/natsbase"
+)
+
+// How publications reach a node: the stream republishes every message it
+// stores, after storing it, on <prefix>.r.<channel>, with its stream seq
+// (Nats-Sequence) and the stream seq of the subject's previous message
+// (Nats-Last-Sequence). A node subscribed to a channel holds one core
+// subscription there (no JetStream consumer). It remembers the stream seq
+// of the last message it accounted for; a message whose previous seq is not
+// that one reveals a gap (a message lost in transit, dropped by a full
+// queue, or published while the node was disconnected), which the node
+// fills from the stream before handing on the message. So the Handler sees
+// each channel's stored messages in stream order, which is seq order, each
+// once.
+
+// channel is one subscribed channel's delivery state, guarded by mu. Every
+// Handler call for the channel is made with mu held.
+type channel struct {
+	mu     sync.Mutex
+	name   string
+	hist   string // history subject
+	active bool   // false once unsubscribed: nothing more is delivered
+	ready  bool   // the starting position is known
+	subs   []*nats.Subscription
+
+	pending []*nats.Msg // arrived before ready
+
+	// The last stored message accounted for: its stream seq, channel seq
+	// (0 for an epoch marker) and epoch.
+	lastStream uint64
+	seq        uint64
+	epoch      string
+
+	filter natsbase.EventFilter
+}
+
+// Subscribe implements brokers.Broker. It subscribes to the channel's live
+// subject and presence events, waits until the server has the
+// subscriptions, then reads the channel's last stored message from the
+// stream leader: every message stored after that one is delivered. It
+// fails with brokers.ErrUnavailable while the server is unreachable (the
+// starting position cannot be known).
+func (b *Broker) Subscribe(ctx context.Context, ch string) error {
+	if err := b.check(ctx); err != nil {
+		return fmt.Errorf("jetstream: subscribe %s: %w", ch, err)
+	}
+	if b.offline() {
+		return fmt.Errorf("jetstream: subscribe %s: %w: server unreachable", ch, brokers.ErrUnavailable)
+	}
+	b.chansMu.Lock()
+	if c := b.chans[ch]; c != nil {
+		b.chansMu.Unlock()
+		return nil
+	}
+	tok := natsbase.Token(ch)
+	c := &channel{name: strings.Clone(ch), hist: b.histPre + tok}
+	c.mu.Lock()
+	b.chans[c.name] = c
+	b.chansMu.Unlock()
+	err := b.subscribeLocked(c, tok)
+	c.mu.Unlock()
+	if err == nil {
+		err = b.startPosition(ctx, c)
+	}
+	if err != nil {
+		b.drop(c)
+		return natsbase.Wrap("jetstream", "subscribe", ch, err)
+	}
+	return nil
+}
+
+func (b *Broker) subscribeLocked(c *channel, tok string) error {
+	q := b.shards.Queue(c.name)
+	sub, err := b.nc.ChanSubscribe(b.livePre+tok, q)
+	if err != nil {
+		return err
+	}
+	c.subs = append(c.subs, sub)
+	sub, err = b.nc.ChanSubscribe(b.pres.EventSubject(c.name), q)
+	if err != nil {
+		return err
+	}
+	c.subs = append(c.subs, sub)
+	c.active = true
+	return nil
+}
+
+// startPosition makes c ready: a flush (the server has the subscriptions),
+// then the leader's last message of the channel.
+func (b *Broker) startPosition(ctx context.Context, c *channel) error {
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	if err := b.nc.FlushWithContext(ctx); err != nil {
+		return err
+	}
+	last, err := natsbase.GetLast(ctx, b.nc.Conn, b.cfg.Stream, c.hist)
+	if err != nil && !errors.Is(err, natsbase.ErrNotFound) {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if last != nil {
+		c.lastStream = last.Seq
+		c.seq, c.epoch = seqOf(last.Header)
+	}
+	c.ready = true
+	pending := c.pending
+	c.pending = nil
+	for _, m := range pending {
+		b.dispatchLocked(c, m)
+	}
+	return nil
+}
+
+// drop forgets c and ends its subscriptions; nothing is delivered for it
+// once drop returns.
+func (b *Broker) drop(c *channel) {
+	b.chansMu.Lock()
+	if b.chans[c.name] == c {
+		delete(b.chans, c.name)
+	}
+	b.chansMu.Unlock()
+	c.mu.Lock()
+	c.active = false
+	c.pending = nil
+	for _, s := range c.subs {
+		_ = s.Unsubscribe()
+	}
+	c.subs = nil
+	c.mu.Unlock()
+}
+
+// Unsubscribe implements brokers.Broker.
+func (b *Broker) Unsubscribe(ctx context.Context, ch string) error {
+	if err := b.check(ctx); err != nil {
+		return fmt.Errorf("jetstream: unsubscribe %s: %w", ch, err)
+	}
+	b.chansMu.Lock()
+	c := b.chans[ch]
+	b.chansMu.Unlock()
+	if c != nil {
+		b.drop(c)
+	}
+	return nil
+}
+
+// lookup returns the subscribed channel named by a subject token.
+func (b *Broker) lookup(tok string) *channel {
+	name, ok := natsbase.ParseToken(tok)
+	if !ok {
+		return nil
+	}
+	b.chansMu.Lock()
+	c := b.chans[name]
+	b.chansMu.Unlock()
+	return c
+}
+
+// maxPending bounds the messages kept for a channel whose start position
+// is being read; past it they are dropped (and refilled as a gap).
+const maxPending = 10000
+
+// handle runs on the channel's delivery goroutine.
+func (b *Broker) handle(m *nats.Msg) {
+	var tok string
+	if rest, ok := strings.CutPrefix(m.Subject, b.livePre); ok {
+		tok = rest
+	} else {
+		// <prefix>.pe.<channel>.<client>.<user>
+		s := m.Subject
+		for range 2 {
+			i := strings.LastIndexByte(s, '.')
+			if i < 0 {
+				return
+			}
+			s = s[:i]
+		}
+		tok = s[strings.LastIndexByte(s, '.')+1:]
+	}
+	c := b.lookup(tok)
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.active {
+		return
+	}
+	if !c.ready {
+		if len(c.pending) < maxPending {
+			c.pending = append(c.pending, m)
+		}
+		return
+	}
+	b.dispatchLocked(c, m)
+}
+
+// dispatchLocked hands on one message of c (c.mu held, c ready).
+func (b *Broker) dispatchLocked(c *channel, m *nats.Msg) {
+	if strings.HasPrefix(m.Subject, b.livePre) {
+		b.onLive(c, m)
+		return
+	}
+	typ, mem, ok := b.pres.Event(m)
+	if ok && c.filter.Pass(typ, mem, time.Now()) {
+		b.handler.HandlePresence(c.name, typ, mem)
+	}
+}
+
+// onLive handles a republished message of c.
+func (b *Broker) onLive(c *channel, m *nats.Msg) {
+	sseq, err := strconv.ParseUint(m.Header.Get(hdrSSeq), 10, 64)
+	if err != nil || sseq == 0 {
+		return
+	}
+	if sseq <= c.lastStream {
+		return // accounted for already (a fill, or stored before Subscribe)
+	}
+	prev, _ := strconv.ParseUint(m.Header.Get(hdrPrev), 10, 64)
+	seq, epoch := seqOf(m.Header)
+	if prev != c.lastStream {
+		b.fillLocked(c, sseq-1, seq, epoch)
+		if sseq <= c.lastStream {
+			return
+		}
+	}
+	b.acceptLocked(c, sseq, seq, epoch, m.Data)
+}
+
+// acceptLocked accounts for one stored message and hands it on (an epoch
+// marker, seq 0, only moves the position).
+func (b *Broker) acceptLocked(c *channel, sseq, seq uint64, epoch string, data []byte) {
+	c.lastStream = sseq
+	if seq == 0 {
+		c.seq, c.epoch = 0, epoch
+		return
+	}
+	if epoch == c.epoch && seq <= c.seq {
+		return
+	}
+	c.seq, c.epoch = seq, epoch
+	b.handler.HandlePublication(c.name, brokers.Publication{Seq: seq, Epoch: epoch, Data: data})
+}
+
+// fillLocked reads c's stored messages after c.lastStream up to stream seq
+// upTo and accepts them. nextSeq/nextEpoch describe the message that
+// revealed the gap (0/"" when none): a fill that stops short of it in the
+// same epoch was answered by a replica still behind, and is retried. What
+// cannot be read (the stream no longer holds it, or the server is
+// unreachable) is skipped: the Handler sees the jump in seqs.
+func (b *Broker) fillLocked(c *channel, upTo, nextSeq uint64, nextEpoch string) {
+	batch := max(b.cfg.HistorySize, 1) + 1
+	for try := range 4 {
+		if try > 0 {
+			time.Sleep(time.Duration(try) * 20 * time.Millisecond)
+		}
+		ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+		msgs, err := natsbase.DirectBatch(ctx, b.nc.Conn, b.cfg.Stream, c.hist, c.lastStream+1, batch, upTo)
+		cancel()
+		if err != nil {
+			b.log.Warn("jetstream: filling a gap", "channel", c.name, "err", err)
+			return
+		}
+		for _, sm := range msgs {
+			if sm.Seq <= c.lastStream || sm.Seq > upTo {
+				continue
+			}
+			seq, epoch := seqOf(sm.Header)
+			b.acceptLocked(c, sm.Seq, seq, epoch, sm.Data)
+		}
+		if nextSeq == 0 || nextEpoch != c.epoch || c.seq+1 >= nextSeq {
+			return
+		}
+	}
+}
+
+// sweep checks every subscribed channel against the stream after a
+// reconnect and fills what was stored meanwhile. It reports success.
+func (b *Broker) sweep() bool {
+	b.chansMu.Lock()
+	chans := make([]*channel, 0, len(b.chans))
+	for _, c := range b.chans {
+		chans = append(chans, c)
+	}
+	b.chansMu.Unlock()
+	ok := true
+	for _, c := range chans {
+		if b.ctx.Err() != nil {
+			return false
+		}
+		c.mu.Lock()
+		if c.active && c.ready {
+			ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+			last, err := natsbase.GetLast(ctx, b.nc.Conn, b.cfg.Stream, c.hist)
+			cancel()
+			switch {
+			case errors.Is(err, natsbase.ErrNotFound):
+			case err != nil:
+				ok = false
+			case last.Seq > c.lastStream:
+				seq, epoch := seqOf(last.Header)
+				b.fillLocked(c, last.Seq, seq+1, epoch)
+			}
+		}
+		c.mu.Unlock()
+	}
+	return ok
+}
+
+// resetPositions forgets stream positions (the stream was created anew and
+// its seqs start over).
+func (b *Broker) resetPositions() {
+	b.chansMu.Lock()
+	chans := make([]*channel, 0, len(b.chans))
+	for _, c := range b.chans {
+		chans = append(chans, c)
+	}
+	b.chansMu.Unlock()
+	for _, c := range chans {
+		c.mu.Lock()
+		c.lastStream = 0
+		c.mu.Unlock()
+	}
+	b.pubMu.Lock()
+	clear(b.pubs)
+	b.pubMu.Unlock()
+}

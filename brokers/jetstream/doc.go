@@ -1,0 +1,73 @@
+// Package jetstream is the NATS JetStream broker backend: every channel's
+// publications are a log in one stream, so channels have contiguous seqs,
+// epochs and history for catch-up, across any number of nodes.
+//
+// # The stream
+//
+// One stream (Config.Stream, default SG_HISTORY) holds every channel on
+// subject <prefix>.h.<token> (the token encodes the channel name
+// injectively, see the natsbase package), with MaxMsgsPerSubject =
+// HistorySize and MaxAge = HistoryTTL, file storage by default. Each
+// message carries its channel seq and epoch in headers (Sg-Seq, Sg-Epoch).
+//
+// # Seq and epoch
+//
+// Publish is a conditional write (Nats-Expected-Last-Subject-Sequence = the
+// stream seq of the channel's last message, read once and then remembered):
+// the stream leader stores a message only if nothing was stored on the
+// channel since, so the messages of a channel in stream order carry seqs
+// n, n+1, n+2... even with publishers on many nodes, and a node that loses
+// a race rereads the last message and retries. The epoch is copied from
+// message to message; a channel with no stored message (never used, or
+// silent for HistoryTTL so that every message aged out, or its stream lost
+// with its server's memory) begins a new random epoch at seq 1. Since, on
+// an empty channel, stores an epoch marker (seq 0) so that the epoch it
+// returns is the one the first publication keeps.
+//
+// # Delivery
+//
+// The stream republishes each stored message on <prefix>.r.<token> with its
+// stream seq and the subject's previous stream seq. A node subscribed to a
+// channel holds one core NATS subscription there (no consumer per channel
+// or per client) and hands messages on in stream order; a message whose
+// previous seq is not the last one the node accounted for reveals a gap,
+// which the node fills from the stream with a direct get before going on.
+// After a reconnect every subscribed channel is checked against the stream
+// and what was stored meanwhile is delivered. Subscribe reads the channel's
+// last message from the stream leader after the server has the
+// subscription, so every message stored later is delivered.
+//
+// # Outages
+//
+// While the server or the stream is unreachable, Publish delivers the
+// publication to this node's subscribers at once, with an outage position
+// (seq 1, 2... in an outage epoch of its own that no history serves), queues
+// it in a bounded outbox (Config.OutboxSize; past it Publish fails with
+// brokers.ErrUnavailable) and returns that position. When the server is back
+// the outbox is stored in order, each publication exactly once (an
+// interrupted conditional write is resolved by reading what follows its
+// expected seq, and its id tells whether it is the one stored), and
+// delivered again under its real position. Clients see the epoch change
+// twice (into the outage epoch and back) and resync: they never take an
+// outage position for a place in the history. Subscribe and Since fail with
+// brokers.ErrUnavailable during an outage.
+//
+// # Presence
+//
+// Presence lives in a second stream, one entry per member with a
+// per-message TTL; see natsbase.Presence.
+//
+// # Lifecycle
+//
+// New -> Start -> calls -> Close. Start connects (after starting the
+// embedded server when Config.URL is empty), creates or updates the streams
+// and starts Config.Shards delivery goroutines and one flusher (outbox,
+// recovery after reconnects). Close stops them, closes the connection and
+// shuts the embedded server down; no Handler call runs after Close returns.
+//
+// # Goroutine safety and buffers
+//
+// All methods are safe for concurrent use. Handler calls for one channel
+// are made one at a time, under the channel's lock. The Data handed to the
+// Handler is valid only during the call; Since returns data the caller owns.
+package jetstream

@@ -1,0 +1,54 @@
+package jetstream_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/syncgate/syncgate/brokers"
+	"github.com/syncgate/syncgate/brokers/brokertest"
+	"github.com/syncgate/syncgate/brokers/jetstream"
+	"github.com/syncgate/syncgate/internal/natstest"
+)
+
+const suiteHistory = 100
+
+func TestConformance(t *testing.T) {
+	for _, storage := range []struct {
+		name string
+		typ  jetstream.StorageType
+	}{{"File", jetstream.FileStorage}, {"Memory", jetstream.MemoryStorage}} {
+		t.Run(storage.name, func(t *testing.T) {
+			srv := natstest.RunServer(t)
+			cfg := jetstream.Config{URL: srv.URL(), Storage: storage.typ, HistorySize: suiteHistory}
+			newBroker := func(t *testing.T) brokers.Broker { return jetstream.New(cfg) }
+			warmUp(t, cfg)
+			brokertest.Suite{
+				Features: brokertest.Features{
+					History: true, HistorySize: suiteHistory, Epoch: true, Presence: true, Pinger: true,
+				},
+				New: newBroker,
+				NewPair: func(t *testing.T) (brokers.Broker, brokers.Broker) {
+					return newBroker(t), newBroker(t)
+				},
+				// The server's per-message TTLs are whole seconds.
+				PresenceTTL: time.Second,
+				// Channels are delivered by several goroutines, not in one order.
+				Settle: 20 * time.Millisecond,
+			}.Run(t)
+		})
+	}
+}
+
+// warmUp starts and closes one broker so the streams (and the server
+// goroutines that serve them) exist before the suite's leak checks take
+// their snapshots.
+func warmUp(t *testing.T, cfg jetstream.Config) {
+	t.Helper()
+	b := jetstream.New(cfg)
+	if err := b.Start(t.Context(), brokertest.NewRecorder()); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

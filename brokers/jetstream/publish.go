@@ -1,0 +1,392 @@
+package jetstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/syncgate/syncgate/brokers"
+	"github.com/syncgate/syncgate/internal/natsbase"
+)
+
+// How a channel's seq stays contiguous with publishers on many nodes:
+//
+// Each stored publication carries its channel seq (Sg-Seq) and epoch
+// (Sg-Epoch) in headers. To publish, a node takes the channel's last stored
+// message (stream seq S, channel seq n, epoch E) and sends seq n+1, epoch E
+// with Nats-Expected-Last-Subject-Sequence: S. The stream leader stores it
+// only if the subject's last message is still S, atomically with storing
+// it; otherwise the node rereads the last message and tries again. So the
+// messages of one subject, in stream order, carry seqs n, n+1, n+2...: the
+// stream's per-subject order is the channel's order, and no two messages
+// get one seq. A subject with no message (never used, or all its messages
+// aged out) starts a new epoch at seq 1, which is the only way an epoch
+// begins. Each node remembers the last (S, n, E) it wrote per channel, so
+// a node publishing alone pays one round trip per message.
+
+// pubState is what this node knows of a channel's last stored message.
+type pubState struct {
+	mu    sync.Mutex
+	known bool
+	sseq  uint64 // stream seq
+	seq   uint64 // channel seq (0: an epoch marker)
+	epoch string
+	used  time.Time
+}
+
+// attempt is one conditional write whose outcome may be unknown (the
+// connection dropped before the ack).
+type attempt struct {
+	expect uint64 // Nats-Expected-Last-Subject-Sequence
+	seq    uint64
+	epoch  string
+	id     string
+}
+
+// outboxEntry is a publish accepted during an outage.
+type outboxEntry struct {
+	ch   string
+	data []byte
+	id   string
+	amb  *attempt // the last attempt, if it may have been stored
+}
+
+// maxConflicts bounds the rereads of one publish that keeps losing races
+// to other nodes; each lost race means another publish was stored.
+const maxConflicts = 100
+
+// drainWait is how long a publish waits for the outbox to empty after the
+// connection came back, before it joins the outbox itself.
+const drainWait = time.Second
+
+var errNoProgress = errors.New("too many conflicting publishes in a row")
+
+// Publish implements brokers.Broker. See doc.go for outages.
+func (b *Broker) Publish(ctx context.Context, ch string, data []byte) (brokers.Position, error) {
+	if err := b.check(ctx); err != nil {
+		return brokers.Position{}, fmt.Errorf("jetstream: publish %s: %w", ch, err)
+	}
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	id := b.newID()
+	if !b.offline() && b.outbox.Len() > 0 {
+		b.waitDrained(ctx)
+	}
+	if b.offline() || b.outbox.Len() > 0 {
+		return b.enqueue(ch, data, id, nil)
+	}
+	pos, amb, err := b.publish(ctx, ch, data, id, nil)
+	if err == nil {
+		return pos, nil
+	}
+	if amb != nil || natsbase.IsConnErr(err) {
+		b.jsDown.Store(true)
+		b.poke()
+		return b.enqueue(ch, data, id, amb)
+	}
+	return brokers.Position{}, fmt.Errorf("jetstream: publish %s: %w", ch, err)
+}
+
+func (b *Broker) newID() string {
+	return b.nodeID + "-" + strconv.FormatUint(b.idSeq.Add(1), 36)
+}
+
+// waitDrained waits (briefly) for the flusher to empty the outbox.
+func (b *Broker) waitDrained(ctx context.Context) {
+	deadline := time.Now().Add(drainWait)
+	for wait := time.Millisecond; b.outbox.Len() > 0 && time.Now().Before(deadline) && ctx.Err() == nil; wait = min(2*wait, 20*time.Millisecond) {
+		time.Sleep(wait)
+	}
+}
+
+// pubState returns ch's state, creating it.
+func (b *Broker) pubState(ch string) *pubState {
+	b.pubMu.Lock()
+	defer b.pubMu.Unlock()
+	st := b.pubs[ch]
+	if st == nil {
+		st = &pubState{}
+		b.pubs[ch] = st
+	}
+	return st
+}
+
+// publish stores data as ch's next publication. It returns the attempt
+// when its outcome is unknown (with the error): prev, when not nil, is
+// such an attempt of the same publication, resolved first.
+func (b *Broker) publish(ctx context.Context, ch string, data []byte, id string, prev *attempt) (brokers.Position, *attempt, error) {
+	st := b.pubState(ch)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.used = time.Now()
+	subj := b.histPre + natsbase.Token(ch)
+	if prev != nil {
+		// A conflict on the resend means a message now follows the
+		// expected seq, so the next resolve is conclusive.
+		for range 3 {
+			pos, stored, retry, err := b.resolve(ctx, subj, prev)
+			if err != nil {
+				return brokers.Position{}, prev, err
+			}
+			if stored {
+				st.known = false
+				return pos, nil, nil
+			}
+			if !retry {
+				break // another publication follows: this one can never be stored
+			}
+			// Nothing after the expected seq: not stored (yet). Send it
+			// again as it was; at most one of the two can be stored.
+			pos, a, err := b.send(ctx, st, subj, data, *prev)
+			if !errors.Is(err, natsbase.ErrConflict) {
+				return pos, a, err
+			}
+		}
+	}
+	for range maxConflicts {
+		if !st.known {
+			if err := b.reload(ctx, st, subj); err != nil {
+				return brokers.Position{}, nil, err
+			}
+		}
+		a := attempt{expect: st.sseq, seq: st.seq + 1, epoch: st.epoch, id: id}
+		if a.epoch == "" {
+			a.seq, a.epoch = 1, newEpoch()
+		}
+		pos, amb, err := b.send(ctx, st, subj, data, a)
+		if errors.Is(err, natsbase.ErrConflict) {
+			continue
+		}
+		return pos, amb, err
+	}
+	return brokers.Position{}, nil, errNoProgress
+}
+
+// send makes one conditional write and updates st. The attempt comes back
+// when the write may or may not have been stored.
+func (b *Broker) send(ctx context.Context, st *pubState, subj string, data []byte, a attempt) (brokers.Position, *attempt, error) {
+	m := &nats.Msg{Subject: subj, Data: data, Header: nats.Header{
+		hdrSeq:    []string{strconv.FormatUint(a.seq, 10)},
+		hdrEpoch:  []string{a.epoch},
+		hdrID:     []string{a.id},
+		hdrExpect: []string{strconv.FormatUint(a.expect, 10)},
+	}}
+	sseq, err := natsbase.Publish(ctx, b.nc.Conn, m)
+	switch {
+	case err == nil:
+		st.known, st.sseq, st.seq, st.epoch = true, sseq, a.seq, a.epoch
+		return brokers.Position{Seq: a.seq, Epoch: a.epoch}, nil, nil
+	case errors.Is(err, natsbase.ErrConflict):
+		st.known = false
+		return brokers.Position{}, nil, err
+	case notSent(err):
+		return brokers.Position{}, nil, err
+	case natsbase.IsConnErr(err) || errors.Is(err, context.Canceled):
+		st.known = false
+		return brokers.Position{}, &a, err
+	}
+	return brokers.Position{}, nil, err
+}
+
+// notSent reports errors that prove the request reached no stream.
+func notSent(err error) bool {
+	return errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, nats.ErrReconnectBufExceeded) ||
+		errors.Is(err, nats.ErrConnectionReconnecting) ||
+		errors.Is(err, nats.ErrConnectionClosed) ||
+		errors.Is(err, nats.ErrMaxPayload)
+}
+
+// reload reads the channel's last stored message from the stream leader.
+func (b *Broker) reload(ctx context.Context, st *pubState, subj string) error {
+	last, err := natsbase.GetLast(ctx, b.nc.Conn, b.cfg.Stream, subj)
+	switch {
+	case errors.Is(err, natsbase.ErrNotFound):
+		st.known, st.sseq, st.seq, st.epoch = true, 0, 0, ""
+		return nil
+	case err != nil:
+		return err
+	}
+	st.known, st.sseq = true, last.Seq
+	st.seq, st.epoch = seqOf(last.Header)
+	return nil
+}
+
+// resolve finds out whether an attempt was stored. Only the first message
+// of the subject after a.expect can be it (the write was conditional on
+// a.expect being the last). retry: nothing is there, so it was not stored
+// (yet): send the same attempt again.
+func (b *Broker) resolve(ctx context.Context, subj string, a *attempt) (pos brokers.Position, stored, retry bool, err error) {
+	next, err := natsbase.GetNext(ctx, b.nc.Conn, b.cfg.Stream, subj, a.expect+1)
+	switch {
+	case errors.Is(err, natsbase.ErrNotFound):
+		return pos, false, true, nil
+	case err != nil:
+		return pos, false, false, err
+	}
+	if next.Header.Get(hdrID) != a.id {
+		return pos, false, false, nil
+	}
+	seq, epoch := seqOf(next.Header)
+	return brokers.Position{Seq: seq, Epoch: epoch}, true, false, nil
+}
+
+// seqOf reads the channel seq and epoch of a stored message.
+func seqOf(h nats.Header) (uint64, string) {
+	seq, _ := strconv.ParseUint(h.Get(hdrSeq), 10, 64)
+	return seq, h.Get(hdrEpoch)
+}
+
+// enqueue accepts a publication into the outbox, hands it to this node's
+// subscribers at once, and returns its outage position: a seq in an outage
+// epoch of the channel that no history serves. When the outbox drains the
+// publication is stored with its real position and delivered again under
+// it; the epoch change tells clients to resync (see doc.go).
+func (b *Broker) enqueue(ch string, data []byte, id string, amb *attempt) (brokers.Position, error) {
+	b.outbox.Lock()
+	defer b.outbox.Unlock()
+	if !b.outbox.PushLocked(outboxEntry{ch: ch, data: append([]byte(nil), data...), id: id, amb: amb}) {
+		return brokers.Position{}, fmt.Errorf("jetstream: publish %s: %w: server unreachable and outbox full", ch, brokers.ErrUnavailable)
+	}
+	lp := b.local[ch]
+	if lp == nil {
+		lp = &brokers.Position{Epoch: newEpoch()}
+		b.local[ch] = lp
+	}
+	lp.Seq++
+	pos := *lp
+	b.deliverLocal(ch, pos, data)
+	b.poke()
+	return pos, nil
+}
+
+// deliverLocal hands an outage publication to the Handler if this node
+// serves ch.
+func (b *Broker) deliverLocal(ch string, pos brokers.Position, data []byte) {
+	b.deliverMu.RLock()
+	defer b.deliverMu.RUnlock()
+	if b.state.Load() != stateRunning {
+		return
+	}
+	b.chansMu.Lock()
+	c := b.chans[ch]
+	b.chansMu.Unlock()
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	if c.active && c.ready {
+		b.handler.HandlePublication(c.name, brokers.Publication{Seq: pos.Seq, Epoch: pos.Epoch, Data: data})
+	}
+	c.mu.Unlock()
+}
+
+// flusher sends the outbox when the server is back, recovers after a
+// reconnect (streams, gaps) and forgets idle publish states.
+func (b *Broker) flusher() {
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	sweep := false
+	lastEvict := time.Now()
+	for {
+		select {
+		case <-b.ctx.Done():
+			return
+		case <-b.kick:
+		case <-tick.C:
+		}
+		if !b.nc.IsConnected() {
+			continue
+		}
+		if n := b.nc.Stats().Reconnects; n != b.reconnects {
+			if err := b.recoverStreams(); err != nil {
+				b.log.Warn("jetstream: recovering after reconnect", "err", err)
+				continue
+			}
+			b.reconnects = n
+			sweep = true
+		}
+		if !b.flushOutbox() {
+			continue
+		}
+		if sweep {
+			sweep = !b.sweep()
+		}
+		if time.Since(lastEvict) > time.Minute {
+			b.evictPubStates()
+			lastEvict = time.Now()
+		}
+	}
+}
+
+// recoverStreams makes sure the streams exist (a memory stream is gone
+// after its server restarted) and, when the history stream was created
+// anew, resets what the node knows of stream positions.
+func (b *Broker) recoverStreams() error {
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	changed, err := b.ensureHistory(ctx)
+	if err != nil {
+		return err
+	}
+	if err := b.pres.Ensure(ctx, b.js); err != nil {
+		return err
+	}
+	if changed {
+		b.log.Warn("jetstream: the history stream was created anew; its history is lost")
+		b.resetPositions()
+	}
+	return nil
+}
+
+// flushOutbox stores the outbox's publications, oldest first. It reports
+// whether the outbox is empty.
+func (b *Broker) flushOutbox() bool {
+	for {
+		e, ok := b.outbox.Peek()
+		if !ok {
+			break
+		}
+		ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+		_, amb, err := b.publish(ctx, e.ch, e.data, e.id, e.amb)
+		cancel()
+		if err != nil {
+			if amb != nil {
+				e.amb = amb
+				b.outbox.Replace(e)
+			}
+			if amb != nil || natsbase.IsConnErr(err) || b.ctx.Err() != nil {
+				return false
+			}
+			b.log.Error("jetstream: dropping an outbox publication the server refuses", "channel", e.ch, "err", err)
+		}
+		b.outbox.Pop()
+	}
+	b.outbox.Lock()
+	empty := b.outbox.LenLocked() == 0
+	if empty {
+		clear(b.local)
+		b.jsDown.Store(false)
+	}
+	b.outbox.Unlock()
+	return empty
+}
+
+// evictPubStates forgets publish states unused for a minute.
+func (b *Broker) evictPubStates() {
+	b.pubMu.Lock()
+	defer b.pubMu.Unlock()
+	for ch, st := range b.pubs {
+		if st.mu.TryLock() {
+			if time.Since(st.used) > time.Minute {
+				delete(b.pubs, ch)
+			}
+			st.mu.Unlock()
+		}
+	}
+}
