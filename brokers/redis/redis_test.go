@@ -1,0 +1,78 @@
+package redis_test
+
+import (
+	"context"
+	"io"
+	"log"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
+
+	"github.com/syncgate/syncgate/brokers"
+	"github.com/syncgate/syncgate/brokers/brokertest"
+	"github.com/syncgate/syncgate/brokers/redis"
+	"github.com/syncgate/syncgate/internal/redistest"
+)
+
+func TestMain(m *testing.M) {
+	// go-redis logs dial failures on its own global logger; the fault
+	// tests cause plenty.
+	goredis.SetLogger(quietLogger{log.New(io.Discard, "", 0)})
+	goleak.VerifyTestMain(m)
+	os.Exit(0)
+}
+
+type quietLogger struct{ *log.Logger }
+
+func (l quietLogger) Printf(_ context.Context, format string, v ...any) {
+	l.Logger.Printf(format, v...)
+}
+
+const suiteHistorySize = 100
+
+var suiteFeatures = brokertest.Features{
+	History:     true,
+	HistorySize: suiteHistorySize,
+	Epoch:       true,
+	Presence:    true,
+	Pinger:      true,
+}
+
+// testConfig is a Config with short timeouts for tests.
+func testConfig(addrs ...string) redis.Config {
+	return redis.Config{
+		Addrs:         addrs,
+		HistorySize:   suiteHistorySize,
+		DialTimeout:   500 * time.Millisecond,
+		ReadTimeout:   time.Second,
+		ProbeInterval: 200 * time.Millisecond,
+		ProbeTimeout:  500 * time.Millisecond,
+		ReconnectMin:  20 * time.Millisecond,
+		ReconnectMax:  200 * time.Millisecond,
+		Logger:        testLogger(),
+	}
+}
+
+func TestConformance(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	cfg := testConfig(srv.Addr())
+	brokertest.Suite{
+		Features: suiteFeatures,
+		New:      func(t *testing.T) brokers.Broker { return redis.New(cfg) },
+		NewPair: func(t *testing.T) (a, b brokers.Broker) {
+			return redis.New(cfg), redis.New(cfg)
+		},
+	}.Run(t)
+}
+
+// testLogger logs to stderr with -v (REDIS_TEST_LOG=1), else discards.
+func testLogger() *slog.Logger {
+	if os.Getenv("REDIS_TEST_LOG") == "" {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}

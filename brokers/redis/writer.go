@@ -1,0 +1,348 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"sync"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/syncgate/syncgate/brokers"
+)
+
+// pubReq is one publication on its way to Redis.
+type pubReq struct {
+	ch      string
+	data    []byte // a copy, owned by the request
+	counter uint64 // this node's publish counter: ordered per shard, deduplicates retries
+	done    chan pubResult
+	// answered: the caller has its answer (a node-local position); the
+	// request only waits in the outbox. The writer releases it when done.
+	answered bool
+}
+
+// pubResult answers a Publish. owned tells the caller it may release the
+// request (the writer is done with it).
+type pubResult struct {
+	pos   brokers.Position
+	err   error
+	owned bool
+}
+
+var reqPool = sync.Pool{New: func() any { return &pubReq{done: make(chan pubResult, 1)} }}
+
+func newPubReq(ch string, data []byte) *pubReq {
+	r := reqPool.Get().(*pubReq)
+	r.ch = ch
+	r.data = append(r.data[:0], data...)
+	r.answered = false
+	return r
+}
+
+func (r *pubReq) release() {
+	if cap(r.data) > 64<<10 {
+		r.data = nil
+	}
+	r.ch = ""
+	select {
+	case <-r.done: // an answer nobody read (the caller gave up)
+	default:
+	}
+	reqPool.Put(r)
+}
+
+// complete finishes r: answers the caller, or, when it was answered
+// already, releases r.
+func (r *pubReq) complete(pos brokers.Position, err error) {
+	if r.answered {
+		r.release()
+		return
+	}
+	r.done <- pubResult{pos: pos, err: err, owned: true}
+}
+
+// maxBatch bounds the publications of one pipeline.
+const maxBatch = 512
+
+// writer sends this shard's publications. It is the only goroutine that
+// takes from pending and touches the outbox, so the order in which
+// publications reach Redis (and get their seqs), the order of the outbox,
+// and the order of local deliveries are one order.
+//
+// One pipeline is in flight at a time per shard: under load, publications
+// from many goroutines accumulate in pending while it runs and go out
+// together in the next (auto-batching). The single ordered connection is
+// also what makes the per-node counter in the publish script exact.
+func (sh *shard) writer() {
+	w := &writerState{}
+	for {
+		select {
+		case <-sh.writerWake:
+		case <-sh.b.ctx.Done():
+			return
+		}
+		for sh.writeStep(w) {
+			if sh.stopping() {
+				return
+			}
+		}
+	}
+}
+
+// writerState is the writer's scratch space.
+type writerState struct {
+	batch []*pubReq
+	cmds  []*goredis.Cmd
+	keys  []string
+}
+
+// writeStep does one unit of work and reports whether there may be more.
+func (sh *shard) writeStep(w *writerState) bool {
+	sh.mu.Lock()
+	switch sh.state.Load() {
+	case shardDown:
+		// Answer everything waiting with a local position, in order:
+		// first what was queued while recovering, then new requests.
+		for _, r := range sh.outbox {
+			if !r.answered {
+				sh.answerLocally(r)
+			}
+		}
+		for _, r := range sh.pending {
+			sh.divertLocked(r, false)
+		}
+		clear(sh.pending)
+		sh.pending = sh.pending[:0]
+		sh.mu.Unlock()
+		return false
+
+	case shardRecovering:
+		for _, r := range sh.pending {
+			sh.enqueueLocked(r, false)
+		}
+		clear(sh.pending)
+		sh.pending = sh.pending[:0]
+		if len(sh.outbox) == 0 {
+			sh.state.Store(shardUp)
+			sh.mu.Unlock()
+			sh.b.cfg.Logger.Info("redis shard up", "shard", sh.name)
+			return true
+		}
+		w.batch = append(w.batch[:0], sh.outbox[:min(len(sh.outbox), maxBatch)]...)
+		sh.mu.Unlock()
+		n, err := sh.send(w)
+		sh.mu.Lock()
+		clear(sh.outbox[:n])
+		sh.outbox = sh.outbox[n:]
+		sh.b.outboxLen.Add(-int64(n))
+		if len(sh.outbox) == 0 {
+			sh.outbox = nil // let the backing array go
+		}
+		sh.mu.Unlock()
+		clear(w.batch)
+		if err != nil {
+			sh.fail(err)
+		}
+		return true
+
+	default: // shardUp
+		if len(sh.pending) == 0 {
+			sh.mu.Unlock()
+			return false
+		}
+		n := min(len(sh.pending), maxBatch)
+		w.batch = append(w.batch[:0], sh.pending[:n]...)
+		rest := copy(sh.pending, sh.pending[n:])
+		clear(sh.pending[rest:])
+		sh.pending = sh.pending[:rest]
+		sh.mu.Unlock()
+		done, err := sh.send(w)
+		if err != nil {
+			// The rest of the batch may or may not have been applied:
+			// keep it first in the outbox; the counter check in the
+			// script makes the replay exactly-once.
+			sh.fail(err)
+			sh.mu.Lock()
+			for _, r := range w.batch[done:] {
+				sh.divertLocked(r, true)
+			}
+			sh.mu.Unlock()
+		}
+		clear(w.batch)
+		return true
+	}
+}
+
+// divertLocked handles r while the shard is down: into the outbox with a
+// local answer. forced (r may have reached Redis already) ignores the
+// outbox bound. sh.mu is held.
+func (sh *shard) divertLocked(r *pubReq, forced bool) {
+	if !sh.enqueueLocked(r, forced) {
+		return
+	}
+	sh.answerLocally(r)
+}
+
+// enqueueLocked appends r to the outbox, or fails it with
+// brokers.ErrUnavailable when the outbox is full (or disabled). sh.mu is
+// held.
+func (sh *shard) enqueueLocked(r *pubReq, forced bool) bool {
+	size := sh.b.cfg.OutboxSize
+	if size < 0 || (!forced && sh.b.outboxLen.Load() >= int64(size)) {
+		r.complete(brokers.Position{}, errOutboxFull)
+		return false
+	}
+	if !r.answered {
+		r.ch = strings.Clone(r.ch) // outlives the caller's string
+	}
+	sh.outbox = append(sh.outbox, r)
+	sh.b.outboxLen.Add(1)
+	return true
+}
+
+var errOutboxFull = errors.Join(brokers.ErrUnavailable, errors.New("redis down and outbox full"))
+
+// answerLocally gives r the next node-local position of its channel,
+// delivers it to this node's subscribers, and answers the caller. sh.mu is
+// held; r is in the outbox.
+func (sh *shard) answerLocally(r *pubReq) {
+	pos := sh.local[r.ch]
+	if pos == nil {
+		pos = &brokers.Position{Epoch: sh.b.localEpoch()}
+		sh.local[r.ch] = pos
+	}
+	pos.Seq++
+	if cs := sh.lookup(r.ch); cs != nil {
+		cs.mu.Lock()
+		if !cs.removed {
+			sh.b.handler.HandlePublication(cs.name, brokers.Publication{Seq: pos.Seq, Epoch: pos.Epoch, Data: r.data})
+		}
+		cs.mu.Unlock()
+	}
+	r.answered = true
+	r.done <- pubResult{pos: *pos}
+}
+
+// LocalEpochPrefix starts every node-local epoch: the epoch of
+// publications delivered on this node only, while Redis was unreachable.
+const LocalEpochPrefix = "~"
+
+// IsLocalEpoch reports whether epoch is a node-local epoch.
+func IsLocalEpoch(epoch string) bool { return strings.HasPrefix(epoch, LocalEpochPrefix) }
+
+func (b *Broker) localEpoch() string {
+	return LocalEpochPrefix + b.newEpoch()
+}
+
+// send runs w.batch through the publish script in one pipeline and
+// completes the requests in order. It returns how many it completed; on a
+// connection error (the rest are unanswered, maybe applied) also the
+// error. A NOSCRIPT reply (a restarted or promoted server) reloads the
+// scripts and resends the rest.
+func (sh *shard) send(w *writerState) (int, error) {
+	ctx := sh.b.ctx
+	b := sh.b
+	done := 0
+	for attempt := 0; done < len(w.batch); attempt++ {
+		pipe := sh.cmd.Pipeline()
+		w.cmds = w.cmds[:0]
+		for _, r := range w.batch[done:] {
+			k := b.keys(r.ch)
+			w.keys = append(w.keys[:0], k.history, k.meta, k.pubsub)
+			w.cmds = append(w.cmds, publishScript.EvalSha(ctx, pipe, w.keys, r.data,
+				b.histSizeArg, b.histTTLArg, b.metaTTLArg, b.nodeID, b.nodeField,
+				strconv.FormatUint(r.counter, 10), b.publishCmd))
+		}
+		_, _ = pipe.Exec(ctx)
+		retry := false
+		for _, c := range w.cmds {
+			r := w.batch[done]
+			pos, err := parsePosition(c)
+			switch {
+			case err == nil:
+				r.complete(pos, nil)
+			case isNoScript(err) && attempt < 2:
+				if lerr := sh.loadScripts(ctx); lerr != nil {
+					return done, lerr
+				}
+				retry = true
+			case isConnErr(err):
+				return done, err
+			default:
+				if r.answered {
+					b.cfg.Logger.Error("redis: dropped an outbox publication", "channel", r.ch, "err", err)
+				}
+				r.complete(brokers.Position{}, err)
+			}
+			if retry {
+				break
+			}
+			done++
+		}
+		clear(w.cmds)
+		if !retry {
+			break
+		}
+	}
+	return done, nil
+}
+
+// parsePosition reads the publish script's {epoch, seq} reply.
+func parsePosition(c *goredis.Cmd) (brokers.Position, error) {
+	vals, err := c.Slice()
+	if err != nil {
+		return brokers.Position{}, err
+	}
+	if len(vals) != 2 {
+		return brokers.Position{}, errBadReply
+	}
+	epoch, ok1 := vals[0].(string)
+	seq, ok2 := vals[1].(int64)
+	if !ok1 || !ok2 || seq < 0 {
+		return brokers.Position{}, errBadReply
+	}
+	return brokers.Position{Seq: uint64(seq), Epoch: epoch}, nil
+}
+
+var errBadReply = errors.New("redis: unexpected script reply")
+
+// isNoScript reports a NOSCRIPT reply.
+func isNoScript(err error) bool {
+	return goredis.HasErrorPrefix(err, "NOSCRIPT")
+}
+
+// isConnErr reports an error that says the connection, or the server's
+// role, is the problem rather than the command: transport errors and
+// timeouts, and replies of a server that cannot take writes now. The
+// command may have been applied (transport errors) or not (replies); the
+// shard goes down and retries through its outbox either way.
+func isConnErr(err error) bool {
+	if err == nil {
+		return false
+	}
+	var re goredis.Error
+	if errors.As(err, &re) {
+		for _, p := range []string{"READONLY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "OOM", "BUSY", "NOREPLICAS", "MOVED", "ASK"} {
+			if goredis.HasErrorPrefix(err, p) {
+				return true
+			}
+		}
+		return false
+	}
+	return !errors.Is(err, errBadReply)
+}
+
+// wrapErr marks connection errors as brokers.ErrUnavailable.
+func wrapErr(err error) error {
+	if isConnErr(err) {
+		return errors.Join(brokers.ErrUnavailable, err)
+	}
+	return err
+}
+
+// runScript runs sc on the shard, loading it on NOSCRIPT.
+func runScript(ctx context.Context, sh *shard, sc *goredis.Script, keys []string, args ...any) (any, error) {
+	return sc.Run(ctx, sh.cmd, keys, args...).Result()
+}

@@ -1,0 +1,142 @@
+package redistest
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Cluster is a Redis Cluster of masters (and optional replicas) started
+// from plain redis-server processes: slots are spread evenly over the
+// masters with CLUSTER ADDSLOTSRANGE and the nodes meet with CLUSTER MEET.
+type Cluster struct {
+	Masters  []*Server
+	Replicas []*Server // Replicas[i] replicates Masters[i % len(Masters)]
+}
+
+// ClusterOptions configures StartCluster.
+type ClusterOptions struct {
+	Masters int // default 3
+	// ReplicasPerMaster is how many replicas each master gets; default 0.
+	ReplicasPerMaster int
+	// NodeTimeout is cluster-node-timeout; default 1s (fast failover).
+	NodeTimeout time.Duration
+}
+
+// StartCluster starts a cluster and waits until every node reports
+// cluster_state:ok and knows all the others.
+func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
+	t.Helper()
+	if opts.Masters <= 0 {
+		opts.Masters = 3
+	}
+	if opts.NodeTimeout <= 0 {
+		opts.NodeTimeout = time.Second
+	}
+	args := []string{
+		"--cluster-enabled", "yes",
+		"--cluster-config-file", "nodes.conf",
+		"--cluster-node-timeout", strconv.FormatInt(opts.NodeTimeout.Milliseconds(), 10),
+		"--cluster-require-full-coverage", "no",
+	}
+	c := &Cluster{}
+	for range opts.Masters {
+		c.Masters = append(c.Masters, Start(t, Options{Args: args}))
+	}
+	for range opts.Masters * opts.ReplicasPerMaster {
+		c.Replicas = append(c.Replicas, Start(t, Options{Args: args}))
+	}
+	const slots = 16384
+	for i, m := range c.Masters {
+		lo, hi := i*slots/opts.Masters, (i+1)*slots/opts.Masters-1
+		m.MustDo("CLUSTER", "SET-CONFIG-EPOCH", strconv.Itoa(i+1))
+		m.MustDo("CLUSTER", "ADDSLOTSRANGE", strconv.Itoa(lo), strconv.Itoa(hi))
+	}
+	first := c.Masters[0]
+	for _, s := range c.All()[1:] {
+		first.MustDo("CLUSTER", "MEET", "127.0.0.1", strconv.Itoa(s.Port()))
+	}
+	c.waitKnown(t)
+	for i, r := range c.Replicas {
+		master := c.Masters[i%len(c.Masters)]
+		id := master.MustDo("CLUSTER", "MYID")
+		waitFor(t, 10*time.Second, "replica to learn its master", func() error {
+			_, err := r.Do("CLUSTER", "REPLICATE", id)
+			return err
+		})
+	}
+	c.WaitOK(t)
+	return c
+}
+
+// All returns every server, masters first.
+func (c *Cluster) All() []*Server {
+	return append(append([]*Server{}, c.Masters...), c.Replicas...)
+}
+
+// Addrs returns the masters' addresses (seed nodes for a client).
+func (c *Cluster) Addrs() []string {
+	addrs := make([]string, len(c.Masters))
+	for i, m := range c.Masters {
+		addrs[i] = m.Addr()
+	}
+	return addrs
+}
+
+func (c *Cluster) waitKnown(t testing.TB) {
+	t.Helper()
+	n := len(c.All())
+	for _, s := range c.All() {
+		waitFor(t, 10*time.Second, "nodes to meet", func() error {
+			out, err := s.Do("CLUSTER", "NODES")
+			if err != nil {
+				return err
+			}
+			if got := len(strings.Split(strings.TrimSpace(out), "\n")); got != n {
+				return fmt.Errorf("%s knows %d nodes, want %d", s.Addr(), got, n)
+			}
+			if strings.Contains(out, "handshake") || strings.Contains(out, "noaddr") {
+				return fmt.Errorf("%s: handshake still running", s.Addr())
+			}
+			return nil
+		})
+	}
+}
+
+// WaitOK waits until every running node reports cluster_state:ok.
+func (c *Cluster) WaitOK(t testing.TB) {
+	t.Helper()
+	for _, s := range c.All() {
+		if s.PID() == 0 {
+			continue
+		}
+		waitFor(t, 20*time.Second, "cluster_state:ok", func() error {
+			out, err := s.Do("CLUSTER", "INFO")
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(out, "cluster_state:ok") {
+				return fmt.Errorf("%s: cluster not ok", s.Addr())
+			}
+			return nil
+		})
+	}
+}
+
+// waitFor polls f until it returns nil, failing t after timeout.
+func waitFor(t testing.TB, timeout time.Duration, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for wait := 5 * time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redistest: timed out after %v waiting for %s: %v", timeout, what, err)
+		}
+		time.Sleep(wait)
+	}
+}

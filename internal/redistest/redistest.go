@@ -1,0 +1,338 @@
+// Package redistest starts real redis-server processes for tests: a single
+// server, a Redis Cluster of several masters, or a master with replicas and
+// Sentinels. Every server listens on a free 127.0.0.1 port, keeps its files
+// in a test temporary directory, and is killed (by PID) at test cleanup.
+//
+// The redis-server binary is found on PATH, or at $REDIS_SERVER. Tests that
+// need it call Start (or a sibling), which skips the test when no binary is
+// found and SYNCGATE_REQUIRE_REDIS is unset, and fails it otherwise.
+//
+// Servers start with persistence off (--save "" --appendonly no) unless
+// Options.AOF is set. Nothing here starts a goroutine, so goleak checks in
+// the calling tests are not disturbed.
+package redistest
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Options configures a server started by Start.
+type Options struct {
+	// AOF turns on the append-only file with appendfsync always, so a
+	// server killed with SIGKILL and restarted keeps every acknowledged
+	// write.
+	AOF bool
+	// Args are extra redis-server arguments, e.g. "--maxmemory", "10mb".
+	Args []string
+	// Port is the port to listen on; 0 picks a free one.
+	Port int
+	// Dir is the working directory; empty means a new t.TempDir().
+	Dir string
+}
+
+// Server is one redis-server process.
+type Server struct {
+	t    testing.TB
+	opts Options
+	bin  string
+	port int
+	dir  string
+
+	mu  sync.Mutex
+	cmd *exec.Cmd // nil while stopped
+}
+
+// Binary returns the redis-server binary to use, or "" when there is none.
+func Binary() string {
+	if p := os.Getenv("REDIS_SERVER"); p != "" {
+		return p
+	}
+	p, err := exec.LookPath("redis-server")
+	if err != nil {
+		return ""
+	}
+	return p
+}
+
+// Require skips (or, with SYNCGATE_REQUIRE_REDIS set, fails) t when no
+// redis-server binary is available, and returns the binary.
+func Require(t testing.TB) string {
+	t.Helper()
+	bin := Binary()
+	if bin == "" {
+		if os.Getenv("SYNCGATE_REQUIRE_REDIS") != "" {
+			t.Fatal("redistest: redis-server not found on PATH (run scripts/deps.sh)")
+		}
+		t.Skip("redistest: redis-server not found on PATH (run scripts/deps.sh)")
+	}
+	return bin
+}
+
+// Start starts a redis-server and registers its kill at cleanup.
+func Start(t testing.TB, opts Options) *Server {
+	t.Helper()
+	s := newServer(t, opts)
+	if err := s.start(); err != nil {
+		t.Fatalf("redistest: %v", err)
+	}
+	return s
+}
+
+func newServer(t testing.TB, opts Options) *Server {
+	t.Helper()
+	bin := Require(t)
+	dir := opts.Dir
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	s := &Server{t: t, opts: opts, bin: bin, port: opts.Port, dir: dir}
+	t.Cleanup(s.Kill)
+	return s
+}
+
+// Addr is the server's address, 127.0.0.1:port.
+func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
+
+// Port is the server's port.
+func (s *Server) Port() int { return s.port }
+
+// Dir is the server's working directory (AOF, config and log files).
+func (s *Server) Dir() string { return s.dir }
+
+// PID is the process id, or 0 while the server is stopped.
+func (s *Server) PID() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
+}
+
+func (s *Server) args() []string {
+	args := []string{
+		"--port", strconv.Itoa(s.port),
+		"--bind", "127.0.0.1",
+		"--dir", s.dir,
+		"--save", "",
+		"--daemonize", "no",
+		"--logfile", "redis.log",
+		"--protected-mode", "no",
+	}
+	if s.opts.AOF {
+		args = append(args, "--appendonly", "yes", "--appendfsync", "always")
+	} else {
+		args = append(args, "--appendonly", "no")
+	}
+	return append(args, s.opts.Args...)
+}
+
+// start launches the process and waits until it answers PING. With port
+// 0 it picks a free port, retrying when another process takes it first.
+func (s *Server) start() error {
+	pick := s.port == 0
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		if pick {
+			if s.port, err = FreePort(); err != nil {
+				return err
+			}
+		}
+		if err = s.launch(s.args()); err == nil {
+			return nil
+		}
+		if !pick {
+			break
+		}
+	}
+	return err
+}
+
+// launch runs bin with args in s.dir and waits for the server to answer.
+func (s *Server) launch(args []string) error {
+	cmd := exec.Command(s.bin, args...)
+	cmd.Dir = s.dir
+	// Files, not pipes: no copying goroutines.
+	cmd.Stdout, cmd.Stderr = nil, nil
+	cmd.SysProcAttr = sysProcAttr()
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start redis-server: %w", err)
+	}
+	s.mu.Lock()
+	s.cmd = cmd
+	s.mu.Unlock()
+	if err := WaitReady(s.Addr(), 10*time.Second); err != nil {
+		s.Kill()
+		return fmt.Errorf("redis-server on port %d: %w; log:\n%s", s.port, err, s.Log())
+	}
+	return nil
+}
+
+// Kill stops the server with SIGKILL (no shutdown, no save) and waits for
+// the process to exit. Killing a stopped server does nothing.
+func (s *Server) Kill() {
+	s.mu.Lock()
+	cmd := s.cmd
+	s.cmd = nil
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+}
+
+// Restart starts a killed server again on the same port and directory (an
+// AOF server reloads its data).
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.Kill()
+	var err error
+	for attempt := 0; attempt < 50; attempt++ {
+		// The port may linger briefly after the kill.
+		if err = s.launch(s.args()); err == nil {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	s.t.Fatalf("redistest: restart: %v", err)
+}
+
+// Log returns the server's log file.
+func (s *Server) Log() string {
+	b, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
+	return string(b)
+}
+
+// Do sends one command and returns its reply rendered as text (see Do).
+func (s *Server) Do(args ...string) (string, error) { return Do(s.Addr(), args...) }
+
+// MustDo is Do that fails the test on error.
+func (s *Server) MustDo(args ...string) string {
+	s.t.Helper()
+	out, err := s.Do(args...)
+	if err != nil {
+		s.t.Fatalf("redistest: %s on %s: %v", strings.Join(args, " "), s.Addr(), err)
+	}
+	return out
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// WaitReady polls addr with PING until it answers PONG or timeout passes.
+func WaitReady(addr string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	var err error
+	for wait := 2 * time.Millisecond; time.Now().Before(deadline); wait = min(2*wait, 50*time.Millisecond) {
+		var out string
+		if out, err = Do(addr, "PING"); err == nil && out == "PONG" {
+			return nil
+		}
+		if err == nil {
+			err = fmt.Errorf("PING answered %q", out)
+		}
+		time.Sleep(wait)
+	}
+	return err
+}
+
+// Do opens a connection to addr, sends one command and returns the reply:
+// a status or bulk string as is, an integer in decimal, an array as its
+// elements joined by newlines (nested arrays flattened), nil as "". A
+// Redis error reply is returned as an error.
+func Do(addr string, args ...string) (string, error) {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	var b strings.Builder
+	fmt.Fprintf(&b, "*%d\r\n", len(args))
+	for _, a := range args {
+		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+	}
+	if _, err := c.Write([]byte(b.String())); err != nil {
+		return "", err
+	}
+	var out []string
+	if err := readReply(bufio.NewReader(c), &out); err != nil {
+		return "", err
+	}
+	return strings.Join(out, "\n"), nil
+}
+
+func readReply(r *bufio.Reader, out *[]string) error {
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return err
+	}
+	line = strings.TrimSuffix(line, "\r\n")
+	if line == "" {
+		return errors.New("empty reply line")
+	}
+	switch line[0] {
+	case '+', ':':
+		*out = append(*out, line[1:])
+	case '-':
+		return errors.New(line[1:])
+	case '$':
+		n, err := strconv.Atoi(line[1:])
+		if err != nil {
+			return err
+		}
+		if n < 0 {
+			*out = append(*out, "")
+			return nil
+		}
+		buf := make([]byte, n+2)
+		if _, err := readFull(r, buf); err != nil {
+			return err
+		}
+		*out = append(*out, string(buf[:n]))
+	case '*':
+		n, err := strconv.Atoi(line[1:])
+		if err != nil {
+			return err
+		}
+		for range n {
+			if err := readReply(r, out); err != nil {
+				return err
+			}
+		}
+	default:
+		return fmt.Errorf("unexpected reply %q", line)
+	}
+	return nil
+}
+
+func readFull(r *bufio.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		k, err := r.Read(buf[n:])
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}

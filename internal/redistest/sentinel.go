@@ -1,0 +1,145 @@
+package redistest
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Sentinel is a monitored master with replicas and Sentinel processes.
+type Sentinel struct {
+	Name      string // the master name sentinels know it by
+	Master    *Server
+	Replicas  []*Server
+	Sentinels []*Server
+}
+
+// SentinelOptions configures StartSentinel.
+type SentinelOptions struct {
+	Name      string // default "mymaster"
+	Replicas  int    // default 1
+	Sentinels int    // default 3; the quorum is a majority
+	// DownAfter is down-after-milliseconds; default 500ms.
+	DownAfter time.Duration
+}
+
+// StartSentinel starts a master, its replicas and the sentinels watching
+// it, and waits until every sentinel sees the master and its replicas.
+func StartSentinel(t testing.TB, opts SentinelOptions) *Sentinel {
+	t.Helper()
+	if opts.Name == "" {
+		opts.Name = "mymaster"
+	}
+	if opts.Replicas <= 0 {
+		opts.Replicas = 1
+	}
+	if opts.Sentinels <= 0 {
+		opts.Sentinels = 3
+	}
+	if opts.DownAfter <= 0 {
+		opts.DownAfter = 500 * time.Millisecond
+	}
+	s := &Sentinel{Name: opts.Name}
+	s.Master = Start(t, Options{})
+	for range opts.Replicas {
+		r := Start(t, Options{Args: []string{"--replicaof", "127.0.0.1", strconv.Itoa(s.Master.Port())}})
+		s.Replicas = append(s.Replicas, r)
+	}
+	quorum := opts.Sentinels/2 + 1
+	for range opts.Sentinels {
+		s.Sentinels = append(s.Sentinels, startSentinel(t, s.Name, s.Master.Port(), quorum, opts.DownAfter))
+	}
+	for _, r := range s.Replicas {
+		waitFor(t, 10*time.Second, "replica in sync", func() error {
+			out, err := r.Do("INFO", "replication")
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(out, "master_link_status:up") {
+				return fmt.Errorf("replica %s not linked yet", r.Addr())
+			}
+			return nil
+		})
+	}
+	for _, sn := range s.Sentinels {
+		waitFor(t, 10*time.Second, "sentinel to see replicas and peers", func() error {
+			out, err := sn.Do("SENTINEL", "MASTER", s.Name)
+			if err != nil {
+				return err
+			}
+			fields := strings.Split(out, "\n")
+			get := func(k string) string {
+				for i := 0; i+1 < len(fields); i += 2 {
+					if fields[i] == k {
+						return fields[i+1]
+					}
+				}
+				return ""
+			}
+			if get("num-slaves") != strconv.Itoa(opts.Replicas) || get("num-other-sentinels") != strconv.Itoa(opts.Sentinels-1) {
+				return fmt.Errorf("sentinel %s: %s replicas, %s other sentinels", sn.Addr(), get("num-slaves"), get("num-other-sentinels"))
+			}
+			return nil
+		})
+	}
+	return s
+}
+
+// Addrs returns the sentinels' addresses.
+func (s *Sentinel) Addrs() []string {
+	addrs := make([]string, len(s.Sentinels))
+	for i, sn := range s.Sentinels {
+		addrs[i] = sn.Addr()
+	}
+	return addrs
+}
+
+// MasterAddr asks the first reachable sentinel for the current master.
+func (s *Sentinel) MasterAddr() (string, error) {
+	var err error
+	for _, sn := range s.Sentinels {
+		var out string
+		if out, err = sn.Do("SENTINEL", "GET-MASTER-ADDR-BY-NAME", s.Name); err == nil {
+			parts := strings.Split(out, "\n")
+			if len(parts) == 2 {
+				return parts[0] + ":" + parts[1], nil
+			}
+			err = fmt.Errorf("sentinel %s answered %q", sn.Addr(), out)
+		}
+	}
+	return "", err
+}
+
+func startSentinel(t testing.TB, name string, masterPort, quorum int, downAfter time.Duration) *Server {
+	t.Helper()
+	srv := newServer(t, Options{})
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		if srv.port, err = FreePort(); err != nil {
+			break
+		}
+		conf := fmt.Sprintf(`port %d
+bind 127.0.0.1
+protected-mode no
+dir %s
+logfile sentinel.log
+sentinel monitor %s 127.0.0.1 %d %d
+sentinel down-after-milliseconds %s %d
+sentinel failover-timeout %s 5000
+sentinel parallel-syncs %s 1
+`, srv.port, srv.dir, name, masterPort, quorum, name, downAfter.Milliseconds(), name, name)
+		path := filepath.Join(srv.dir, "sentinel.conf")
+		if err = os.WriteFile(path, []byte(conf), 0o644); err != nil {
+			break
+		}
+		if err = srv.launch([]string{path, "--sentinel"}); err == nil {
+			return srv
+		}
+	}
+	t.Fatalf("redistest: start sentinel: %v", err)
+	return nil
+}
