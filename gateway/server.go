@@ -264,7 +264,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		delay = 0
 		if s.acceptLim != nil && !s.acceptLim.Allow() {
 			s.reject(rejAcceptRate)
-			s.goOwned(func() { refuseHTTP(nc, http.StatusServiceUnavailable, "too many new connections; retry shortly") })
+			s.goOwned(func() { refuseHTTP(nc, http.StatusServiceUnavailable, "too many new connections; retry shortly", false) })
 			continue
 		}
 		s.goOwned(func() { s.handshake(nc) })
@@ -296,7 +296,7 @@ func (s *Server) handshake(nc net.Conn) {
 	}
 	if max := s.cfg.Server.MaxConnections; max > 0 && s.nconns.Load() >= int64(max) {
 		s.reject(rejMaxConnections)
-		refuseHTTP(nc, http.StatusServiceUnavailable, "node is full (server.max_connections); try another node")
+		refuseHTTP(nc, http.StatusServiceUnavailable, "node is full (server.max_connections); try another node", true)
 		return
 	}
 	var token string
@@ -328,7 +328,13 @@ func (s *Server) handshake(nc net.Conn) {
 
 // refuseHTTP answers a connection we will not serve with a short HTTP error
 // (Retry-After for 503) and closes it.
-func refuseHTTP(nc net.Conn, code int, msg string) {
+func refuseHTTP(nc net.Conn, code int, msg string, headRead bool) {
+	if !headRead {
+		// Read the request first: closing with unread bytes makes the
+		// kernel reset the connection, and the client never sees the 503.
+		_ = nc.SetReadDeadline(time.Now().Add(time.Second))
+		_, _, _ = readHead(nc)
+	}
 	_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
 	resp := fmt.Sprintf("HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n", code, http.StatusText(code), len(msg)+1)
 	if code == http.StatusServiceUnavailable {
