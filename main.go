@@ -22,6 +22,7 @@ import (
 	jsbroker "github.com/syncgate/syncgate/brokers/jetstream"
 	"github.com/syncgate/syncgate/brokers/memory"
 	natsbroker "github.com/syncgate/syncgate/brokers/nats"
+	redisbroker "github.com/syncgate/syncgate/brokers/redis"
 	"github.com/syncgate/syncgate/gateway"
 	"github.com/syncgate/syncgate/internal/config"
 )
@@ -103,6 +104,24 @@ func newBroker(cfg config.Config) (brokers.Broker, error) {
 			HistoryTTL:  cfg.History.TTL,
 			OutboxSize:  outboxSize(cfg.NATS.OutboxSize),
 			Log:         newLogger(cfg.Log),
+		}), nil
+	case "redis":
+		size := cfg.History.Size
+		if size == 0 {
+			size = -1 // history.size 0: keep no history (seqs and epochs still work)
+		}
+		return redisbroker.New(redisbroker.Config{
+			Addrs:          cfg.Redis.Addrs,
+			Cluster:        cfg.Redis.Cluster,
+			SentinelMaster: cfg.Redis.SentinelMaster,
+			SentinelAddrs:  cfg.Redis.SentinelAddrs,
+			Password:       cfg.Redis.Password,
+			DB:             cfg.Redis.DB,
+			Prefix:         cfg.Redis.Prefix,
+			HistorySize:    size,
+			HistoryTTL:     cfg.History.TTL,
+			OutboxSize:     outboxSize(cfg.Redis.OutboxSize),
+			Logger:         newLogger(cfg.Log),
 		}), nil
 	}
 	return nil, fmt.Errorf("broker.type %q is not built into this binary", cfg.Broker.Type)
