@@ -76,3 +76,40 @@ func testLogger() *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
+
+// TestConformanceSharded runs the suite on three independent Redis
+// servers, channels spread by consistent hashing.
+func TestConformanceSharded(t *testing.T) {
+	var addrs []string
+	for range 3 {
+		addrs = append(addrs, redistest.Start(t, redistest.Options{}).Addr())
+	}
+	cfg := testConfig(addrs...)
+	brokertest.Suite{
+		Features: suiteFeatures,
+		New:      func(t *testing.T) brokers.Broker { return redis.New(cfg) },
+		NewPair: func(t *testing.T) (a, b brokers.Broker) {
+			return redis.New(cfg), redis.New(cfg)
+		},
+	}.Run(t)
+}
+
+// TestConformanceCluster runs the suite on a Redis Cluster of three
+// masters: hash-tagged keys, sharded pub/sub.
+func TestConformanceCluster(t *testing.T) {
+	c := redistest.StartCluster(t, redistest.ClusterOptions{Masters: 3})
+	cfg := testConfig(c.Addrs()...)
+	cfg.Cluster = true
+	brokertest.Suite{
+		Features:    suiteFeatures,
+		New:         func(t *testing.T) brokers.Broker { return redis.New(cfg) },
+		NewPair:     func(t *testing.T) (a, b brokers.Broker) { return redis.New(cfg), redis.New(cfg) },
+		LeakOptions: clusterLeaks,
+	}.Run(t)
+}
+
+// clusterLeaks: go-redis's cluster client reloads its slot map in a
+// goroutine that sleeps a 200ms cooldown; it may outlive Close briefly.
+var clusterLeaks = []goleak.Option{
+	goleak.IgnoreAnyFunction("github.com/redis/go-redis/v9.(*clusterStateHolder).LazyReload.func1"),
+}
