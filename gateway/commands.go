@@ -202,7 +202,7 @@ func (c *Conn) cmdSub(s *scratch, cmd *command) {
 		return
 	}
 	c.smu.Lock()
-	_, dup := c.subs[ch]
+	dup := c.findSub(ch) >= 0
 	n := len(c.subs)
 	c.smu.Unlock()
 	if dup {
@@ -224,10 +224,7 @@ func (c *Conn) cmdSub(s *scratch, cmd *command) {
 		c.smu.Unlock()
 		return // the connection is gone
 	}
-	if c.subs == nil {
-		c.subs = make(map[string]*sub)
-	}
-	c.subs[ch] = sb
+	c.subs = append(c.subs, sb)
 	c.smu.Unlock()
 
 	ctx, cancel := context.WithTimeout(c.srv.ctx, c.srv.brokerTimeout)
@@ -235,7 +232,7 @@ func (c *Conn) cmdSub(s *scratch, cmd *command) {
 	if err := c.srv.catchUp(ctx, s, sb, cmd); err != nil {
 		c.srv.hub.remove(sb)
 		c.smu.Lock()
-		delete(c.subs, ch)
+		c.dropSub(ch)
 		c.smu.Unlock()
 		c.sendBrokerError(cmd.id, "subscribe", err)
 		return
@@ -256,8 +253,7 @@ func (c *Conn) cmdUnsub(s *scratch, cmd *command) {
 		return
 	}
 	c.smu.Lock()
-	sb := c.subs[ch]
-	delete(c.subs, ch)
+	sb := c.dropSub(ch)
 	c.smu.Unlock()
 	if sb == nil {
 		c.sendError(cmd.id, codeBadRequest, "not subscribed to "+ch)
@@ -361,4 +357,31 @@ func (c *Conn) sendBrokerError(id uint64, what string, err error) {
 		c.srv.log.Error("broker call failed", "op", what, "client", c.id, "user", c.user, "err", err)
 		c.sendError(id, codeInternal, what+" failed")
 	}
+}
+
+// findSub returns the index of ch in c.subs, or -1. Caller holds smu.
+func (c *Conn) findSub(ch string) int {
+	for i, sb := range c.subs {
+		if sb.ch == ch {
+			return i
+		}
+	}
+	return -1
+}
+
+// dropSub removes and returns the subscription to ch. Caller holds smu.
+func (c *Conn) dropSub(ch string) *sub {
+	i := c.findSub(ch)
+	if i < 0 {
+		return nil
+	}
+	sb := c.subs[i]
+	last := len(c.subs) - 1
+	c.subs[i] = c.subs[last]
+	c.subs[last] = nil
+	c.subs = c.subs[:last]
+	if len(c.subs) == 0 {
+		c.subs = nil
+	}
+	return sb
 }

@@ -25,6 +25,24 @@ type scratch struct {
 
 	cmd command
 	enc []byte
+	fs  frameState // the connection's read state while this worker reads
+}
+
+// frameState is what the read side must remember between two reads. It
+// lives in the worker's scratch while a read is processed and is copied into
+// the connection only when a frame or a fragmented message is incomplete, so
+// an idle connection carries none of it.
+type frameState struct {
+	pending []byte // a partial frame carried to the next read
+	frag    []byte // payload of a fragmented message being assembled
+	fragOp  ws.OpCode
+	inFrag  bool
+	discard int64 // bytes of an oversize frame still to skip
+	skipMsg bool  // skipping the continuation frames of an oversize message
+}
+
+func (st *frameState) idle() bool {
+	return len(st.pending) == 0 && !st.inFrag && st.discard == 0 && !st.skipMsg
 }
 
 func newScratch(readSize int) func() *scratch {
@@ -66,16 +84,12 @@ type Conn struct {
 	rio       *scratch
 	readFn    func(uintptr) bool
 	connected bool
-	pending   []byte // a partial frame carried to the next read
-	frag      []byte // payload of a fragmented message being assembled
-	fragOp    ws.OpCode
-	inFrag    bool
-	discard   int64 // bytes of an oversize frame still to skip
-	skipMsg   bool  // skipping the continuation frames of an oversize message
+	fs        *frameState // nil unless a frame or message is incomplete
 
-	// Subscriptions; guarded by smu (the reader adds, cleanup removes).
+	// Subscriptions; guarded by smu (the reader adds, cleanup removes). A
+	// slice, not a map: most connections hold one or a few.
 	smu     sync.Mutex
-	subs    map[string]*sub
+	subs    []*sub
 	cleaned bool // cleanup ran; no new subscriptions
 
 	// Write side, guarded by mu (see writer.go).
@@ -92,11 +106,12 @@ type Conn struct {
 	closeTimer *time.Timer
 
 	finished atomic.Bool
-	done     chan struct{} // closed by finish
+	done     chan struct{} // goroutine mode: closed by finish, stops the writer
+	regIdx   int           // position in the server's connection registry
 }
 
 func (s *Server) newConn(nc net.Conn, epoll bool) *Conn {
-	c := &Conn{srv: s, nc: nc, fd: -1, done: make(chan struct{})}
+	c := &Conn{srv: s, nc: nc, fd: -1}
 	c.num, c.id = s.nextClientID()
 	c.lastSeen.Store(s.now())
 	c.opened = s.now()
@@ -113,6 +128,7 @@ func (s *Server) newConn(nc net.Conn, epoll bool) *Conn {
 	if c.fd < 0 {
 		c.rc = nil
 		c.wake = make(chan struct{}, 1)
+		c.done = make(chan struct{})
 	}
 	return c
 }
@@ -193,19 +209,24 @@ func (c *Conn) readLoop(readSize int) {
 // ---- frame parsing ----
 
 // onData consumes bytes from the socket. b may be the worker's buffer; what
-// is kept past this call is copied into c.pending.
+// is kept past this call is copied into memory the connection owns.
 func (c *Conn) onData(s *scratch, b []byte) {
-	if len(c.pending) > 0 {
-		c.pending = append(c.pending, b...)
-		b = c.pending
+	st := &s.fs
+	*st = frameState{}
+	if c.fs != nil {
+		*st = *c.fs
+	}
+	if len(st.pending) > 0 {
+		st.pending = append(st.pending, b...)
+		b = st.pending
 	}
 	for len(b) > 0 && !c.isClosing() {
-		if c.discard > 0 {
+		if st.discard > 0 {
 			n := int64(len(b))
-			if n > c.discard {
-				n = c.discard
+			if n > st.discard {
+				n = st.discard
 			}
-			c.discard -= n
+			st.discard -= n
 			b = b[n:]
 			continue
 		}
@@ -217,13 +238,16 @@ func (c *Conn) onData(s *scratch, b []byte) {
 		if !ok {
 			break
 		}
-		if reason := c.checkHeader(&h); reason != "" {
+		if reason := checkHeader(st, &h); reason != "" {
 			c.protocolError(ws.StatusProtocolError, reason)
 			return
 		}
 		if h.op.IsData() || h.op == ws.OpContinuation {
-			if c.skipMsg || c.tooLarge(&h) {
-				c.skipFrame(&h, s)
+			if st.skipMsg || c.tooLarge(st, &h) {
+				// Discard an oversize frame's payload as it arrives, so the
+				// connection stays usable after a too_large error.
+				st.discard = h.length
+				st.skipMsg = !h.fin
 				b = b[h.size:]
 				continue
 			}
@@ -235,21 +259,30 @@ func (c *Conn) onData(s *scratch, b []byte) {
 		payload := b[h.size:end]
 		ws.Cipher(payload, h.mask, 0)
 		b = b[end:]
-		c.handleFrame(s, &h, payload)
+		c.handleFrame(s, st, &h, payload)
 	}
 	switch {
 	case len(b) == 0:
-		c.pending = nil
-	case len(c.pending) > 0 && &b[0] == &c.pending[len(c.pending)-len(b)]:
-		n := copy(c.pending, b)
-		c.pending = c.pending[:n]
+		st.pending = nil
+	case len(st.pending) > 0 && &b[0] == &st.pending[len(st.pending)-len(b)]:
+		n := copy(st.pending, b)
+		st.pending = st.pending[:n]
 	default:
-		c.pending = append(c.pending[:0], b...)
+		st.pending = append([]byte(nil), b...)
 	}
+	if st.idle() {
+		c.fs = nil
+	} else {
+		if c.fs == nil {
+			c.fs = new(frameState)
+		}
+		*c.fs = *st
+	}
+	*st = frameState{}
 }
 
 // checkHeader applies RFC 6455's rules; it returns why a frame is invalid.
-func (c *Conn) checkHeader(h *clientHeader) string {
+func checkHeader(st *frameState, h *clientHeader) string {
 	switch {
 	case h.rsv != 0:
 		return "reserved bits set (no extension was negotiated)"
@@ -259,50 +292,44 @@ func (c *Conn) checkHeader(h *clientHeader) string {
 		return "reserved opcode"
 	case h.op.IsControl() && (!h.fin || h.length > 125):
 		return "control frames must be final and at most 125 bytes"
-	case h.op == ws.OpContinuation && !c.inFrag && !c.skipMsg:
+	case h.op == ws.OpContinuation && !st.inFrag && !st.skipMsg:
 		return "continuation frame without a message to continue"
-	case (h.op == ws.OpText || h.op == ws.OpBinary) && (c.inFrag || c.skipMsg):
+	case (h.op == ws.OpText || h.op == ws.OpBinary) && (st.inFrag || st.skipMsg):
 		return "new message before the previous fragmented message ended"
 	}
 	return ""
 }
 
 // tooLarge reports (and answers, once per message) a message over the limit.
-func (c *Conn) tooLarge(h *clientHeader) bool {
+func (c *Conn) tooLarge(st *frameState, h *clientHeader) bool {
 	total := h.length
 	if h.op == ws.OpContinuation {
-		total += int64(len(c.frag))
+		total += int64(len(st.frag))
 	}
 	if total <= int64(c.srv.cfg.Client.MaxMessageSize) {
 		return false
 	}
 	c.sendError(0, codeTooLarge, "message exceeds client.max_message_size ("+itoa(c.srv.cfg.Client.MaxMessageSize)+" bytes); it was discarded")
-	c.frag, c.inFrag = nil, false
+	c.srv.reject(rejMessageSize)
+	st.frag, st.inFrag = nil, false
 	return true
 }
 
-// skipFrame discards an oversize frame's payload as it arrives, so the
-// connection stays usable after a too_large error.
-func (c *Conn) skipFrame(h *clientHeader, s *scratch) {
-	c.discard = h.length
-	c.skipMsg = !h.fin
-}
-
-func (c *Conn) handleFrame(s *scratch, h *clientHeader, payload []byte) {
+func (c *Conn) handleFrame(s *scratch, st *frameState, h *clientHeader, payload []byte) {
 	switch h.op {
 	case ws.OpText, ws.OpBinary:
 		if h.fin {
 			c.handleMessage(s, h.op, payload)
 			return
 		}
-		c.frag = append(c.frag[:0], payload...)
-		c.fragOp, c.inFrag = h.op, true
+		st.frag = append([]byte(nil), payload...)
+		st.fragOp, st.inFrag = h.op, true
 	case ws.OpContinuation:
-		c.frag = append(c.frag, payload...)
+		st.frag = append(st.frag, payload...)
 		if h.fin {
-			msg := c.frag
-			c.frag, c.inFrag = nil, false
-			c.handleMessage(s, c.fragOp, msg)
+			msg := st.frag
+			st.frag, st.inFrag = nil, false
+			c.handleMessage(s, st.fragOp, msg)
 		}
 	case ws.OpPing:
 		c.sendFrame(controlFrame(ws.OpPong, payload))

@@ -22,7 +22,7 @@ type poller struct {
 	wakeFD int // eventfd used to stop the loop
 
 	mu    sync.RWMutex
-	conns map[int32]*Conn
+	conns []*Conn // indexed by fd: fds are small, dense numbers
 
 	onRead  func(*Conn)
 	onWrite func(*Conn)
@@ -45,7 +45,7 @@ func newPoller(onRead, onWrite func(*Conn)) (*poller, error) {
 		unix.Close(wfd)
 		return nil, fmt.Errorf("gateway: epoll_ctl eventfd: %w", err)
 	}
-	p := &poller{epfd: epfd, wakeFD: wfd, conns: make(map[int32]*Conn), onRead: onRead, onWrite: onWrite, done: make(chan struct{})}
+	p := &poller{epfd: epfd, wakeFD: wfd, onRead: onRead, onWrite: onWrite, done: make(chan struct{})}
 	go p.loop()
 	return p, nil
 }
@@ -68,10 +68,10 @@ func (p *poller) loop() {
 				p.mu.RUnlock()
 				return
 			}
-			c := p.conns[ev.Fd]
-			if c == nil {
+			if int(ev.Fd) >= len(p.conns) || p.conns[ev.Fd] == nil {
 				continue
 			}
+			c := p.conns[ev.Fd]
 			if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 				p.onRead(c)
 			}
@@ -87,12 +87,17 @@ func (p *poller) loop() {
 // already readable produces an event right away.
 func (p *poller) add(c *Conn) error {
 	p.mu.Lock()
-	p.conns[int32(c.fd)] = c
+	if c.fd >= len(p.conns) {
+		grown := make([]*Conn, max(c.fd+1, 2*len(p.conns), 1024))
+		copy(grown, p.conns)
+		p.conns = grown
+	}
+	p.conns[c.fd] = c
 	p.mu.Unlock()
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(c.fd)}
 	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, c.fd, &ev); err != nil {
 		p.mu.Lock()
-		delete(p.conns, int32(c.fd))
+		p.conns[c.fd] = nil
 		p.mu.Unlock()
 		return fmt.Errorf("gateway: epoll_ctl add: %w", err)
 	}
@@ -103,8 +108,8 @@ func (p *poller) add(c *Conn) error {
 // so a reused fd number never reaches the old connection.
 func (p *poller) remove(c *Conn) {
 	p.mu.Lock()
-	if p.conns[int32(c.fd)] == c {
-		delete(p.conns, int32(c.fd))
+	if c.fd < len(p.conns) && p.conns[c.fd] == c {
+		p.conns[c.fd] = nil
 	}
 	p.mu.Unlock()
 	_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)

@@ -87,7 +87,7 @@ type Server struct {
 
 type connShard struct {
 	mu    sync.Mutex
-	conns map[*Conn]struct{}
+	conns []*Conn // Conn.regIdx is each one's index
 }
 
 // New builds a server on b and starts b. The server owns b from now on:
@@ -136,9 +136,6 @@ func New(cfg config.Config, b brokers.Broker, log *slog.Logger) (*Server, error)
 		s.tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}
 	}
 	s.clock.Store(time.Now().Unix())
-	for i := range s.conns {
-		s.conns[i].conns = make(map[*Conn]struct{})
-	}
 	s.hub = newHub(s, b)
 	s.metrics = newMetrics(s)
 
@@ -264,7 +261,9 @@ func (s *Server) Serve(ln net.Listener) error {
 		delay = 0
 		if s.acceptLim != nil && !s.acceptLim.Allow() {
 			s.reject(rejAcceptRate)
-			s.goOwned(func() { refuseHTTP(nc, http.StatusServiceUnavailable, "too many new connections; retry shortly", false) })
+			s.goOwned(func() {
+				refuseHTTP(nc, http.StatusServiceUnavailable, "too many new connections; retry shortly", false)
+			})
 			continue
 		}
 		s.goOwned(func() { s.handshake(nc) })
@@ -447,7 +446,8 @@ func (s *Server) attach(nc net.Conn, rest []byte, token string) {
 func (s *Server) register(c *Conn) {
 	sh := &s.conns[uintptr(c.num)%uintptr(len(s.conns))]
 	sh.mu.Lock()
-	sh.conns[c] = struct{}{}
+	c.regIdx = len(sh.conns)
+	sh.conns = append(sh.conns, c)
 	sh.mu.Unlock()
 	s.nconns.Add(1)
 }
@@ -455,8 +455,12 @@ func (s *Server) register(c *Conn) {
 func (s *Server) unregister(c *Conn) {
 	sh := &s.conns[uintptr(c.num)%uintptr(len(s.conns))]
 	sh.mu.Lock()
-	if _, ok := sh.conns[c]; ok {
-		delete(sh.conns, c)
+	if i := c.regIdx; i < len(sh.conns) && sh.conns[i] == c {
+		last := len(sh.conns) - 1
+		sh.conns[i] = sh.conns[last]
+		sh.conns[i].regIdx = i
+		sh.conns[last] = nil
+		sh.conns = sh.conns[:last]
 		s.nconns.Add(-1)
 	}
 	sh.mu.Unlock()
@@ -469,9 +473,7 @@ func (s *Server) eachConn(f func(*Conn)) {
 		sh := &s.conns[i]
 		batch = batch[:0]
 		sh.mu.Lock()
-		for c := range sh.conns {
-			batch = append(batch, c)
-		}
+		batch = append(batch, sh.conns...)
 		sh.mu.Unlock()
 		for _, c := range batch {
 			f(c)

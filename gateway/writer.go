@@ -141,7 +141,9 @@ func (c *Conn) finish() {
 		c.srv.poller.remove(c)
 	}
 	_ = c.nc.Close()
-	close(c.done)
+	if c.done != nil {
+		close(c.done)
+	}
 	c.srv.goOwned(c.cleanup)
 }
 
