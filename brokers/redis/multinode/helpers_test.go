@@ -40,7 +40,9 @@ func TestMain(m *testing.M) {
 
 type quietLogger struct{ *log.Logger }
 
-func (l quietLogger) Printf(_ context.Context, format string, v ...any) { l.Logger.Printf(format, v...) }
+func (l quietLogger) Printf(_ context.Context, format string, v ...any) {
+	l.Logger.Printf(format, v...)
+}
 
 // nodeConfig is the gateway configuration of a test node on Redis addr.
 func nodeConfig(addr string) config.Config {
