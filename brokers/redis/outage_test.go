@@ -1,0 +1,130 @@
+package redis_test
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/syncgate/syncgate/brokers"
+	"github.com/syncgate/syncgate/brokers/brokertest"
+	"github.com/syncgate/syncgate/brokers/redis"
+	"github.com/syncgate/syncgate/internal/redistest"
+)
+
+// TestOutage walks one node through a Redis outage: Ping reports it,
+// local subscribers keep getting what this node publishes (under a local
+// epoch), the bounded outbox refuses with ErrUnavailable when full, Since
+// is unavailable; when Redis is back the outbox is published in order
+// with real seqs, and the other node, which missed everything, is filled
+// from history without resubscribing.
+func TestOutage(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{AOF: true})
+	cfg := testConfig(srv.Addr())
+	cfg.OutboxSize = 5
+	nodes, recs := startNodes(t, cfg, 2)
+	a, b := nodes[0], nodes[1]
+	ctx := t.Context()
+	const ch = "doc:outage"
+	for _, n := range nodes {
+		if err := n.Subscribe(ctx, ch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first, err := a.Publish(ctx, ch, []byte("before"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs[1].WaitPublications(t, ch, 1, waitTimeout)
+
+	srv.Kill()
+	brokertest.Eventually(t, waitTimeout, "node a to notice", func() bool {
+		return errors.Is(a.Ping(ctx), brokers.ErrUnavailable)
+	})
+	if _, _, err := a.Since(ctx, ch, 0, 10); !errors.Is(err, brokers.ErrUnavailable) {
+		t.Errorf("Since during the outage: %v, want ErrUnavailable", err)
+	}
+	var local []brokers.Position
+	for i := 1; i <= 5; i++ {
+		pos, err := a.Publish(ctx, ch, fmt.Appendf(nil, "during%d", i))
+		if err != nil {
+			t.Fatalf("Publish %d during the outage: %v", i, err)
+		}
+		if !redis.IsLocalEpoch(pos.Epoch) || pos.Seq != uint64(i) {
+			t.Errorf("Publish %d during the outage: %+v, want local seq %d", i, pos, i)
+		}
+		local = append(local, pos)
+	}
+	if _, err := a.Publish(ctx, ch, []byte("overflow")); !errors.Is(err, brokers.ErrUnavailable) {
+		t.Errorf("Publish with a full outbox: %v, want ErrUnavailable", err)
+	}
+	got := recs[0].WaitPublications(t, ch, 6, waitTimeout)
+	for i, p := range got[1:] {
+		if p.Epoch != local[0].Epoch || p.Seq != uint64(i+1) || string(p.Data) != fmt.Sprintf("during%d", i+1) {
+			t.Errorf("local delivery %d: %d %q %q", i, p.Seq, p.Epoch, p.Data)
+		}
+	}
+	if n := len(recs[1].Publications(ch)); n != 1 {
+		t.Errorf("node b got %d publications during the outage, want 1", n)
+	}
+
+	srv.Restart()
+	for _, n := range nodes {
+		brokertest.Eventually(t, waitTimeout, "recovery", func() bool { return n.Ping(ctx) == nil && n.OutboxLen() == 0 })
+	}
+	after, err := b.Publish(ctx, ch, []byte("after"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Epoch != first.Epoch || after.Seq != 7 {
+		t.Errorf("first publication after recovery: %+v, want seq 7 in epoch %q", after, first.Epoch)
+	}
+	for i, rec := range recs {
+		evs := rec.WaitFor(t, waitTimeout, "seq 7", func(evs []brokertest.Event) bool {
+			for _, e := range evs {
+				if e.Channel == ch && e.Pub.Seq == 7 && e.Pub.Epoch == first.Epoch {
+					return true
+				}
+			}
+			return false
+		})
+		var real []string
+		for _, e := range evs {
+			if e.Channel == ch && e.Presence == 0 && e.Pub.Epoch == first.Epoch {
+				real = append(real, fmt.Sprintf("%d:%s", e.Pub.Seq, e.Pub.Data))
+			}
+		}
+		want := "[1:before 2:during1 3:during2 4:during3 5:during4 6:during5 7:after]"
+		if fmt.Sprint(real) != want {
+			t.Errorf("node %d, real epoch: %v, want %s", i, real, want)
+		}
+	}
+}
+
+// TestPubSubKilled: the pub/sub connections are killed while Redis stays
+// up and publications go on; the node reconnects and fills what it missed
+// from history, in order, without duplicates.
+func TestPubSubKilled(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	nodes, recs := startNodes(t, testConfig(srv.Addr()), 2)
+	ctx := t.Context()
+	const ch = "doc:killed"
+	if err := nodes[1].Subscribe(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nodes[0].Publish(ctx, ch, []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	recs[1].WaitPublications(t, ch, 1, waitTimeout)
+	srv.MustDo("CLIENT", "KILL", "TYPE", "pubsub")
+	for i := 2; i <= 20; i++ {
+		if _, err := nodes[0].Publish(ctx, ch, fmt.Appendf(nil, "%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := recs[1].WaitPublications(t, ch, 20, waitTimeout)
+	for i, p := range got {
+		if p.Seq != uint64(i+1) || string(p.Data) != fmt.Sprint(i+1) {
+			t.Errorf("node b delivery %d: seq %d %q", i, p.Seq, p.Data)
+		}
+	}
+}
