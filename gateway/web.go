@@ -1,7 +1,14 @@
 package gateway
 
-import "net/http"
+import (
+	"net/http"
+
+	"github.com/syncgate/syncgate/web"
+)
 
 // routes registers the browser-facing HTTP endpoints (client library, demo
 // page) on the node's HTTP mux, beside /healthz, /readyz and /metrics.
-func (s *Server) routes(mux *http.ServeMux) {}
+func (s *Server) routes(mux *http.ServeMux) {
+	mux.Handle("GET /client.js", web.ClientJS())
+	mux.Handle("GET /{$}", web.Demo())
+}

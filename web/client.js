@@ -1,0 +1,682 @@
+// syncgate browser client: an ES module with no dependencies and no build
+// step. Served by every syncgate node at /client.js.
+//
+//   import { SyncGate } from "/client.js";
+//   const sg = new SyncGate({ user: "ann" });          // or { token } / { getToken }
+//   sg.on("msg", (m) => console.log(m.ch, m.seq, m.from, m.data));
+//   await sg.subscribe("doc:123");
+//   await sg.publish("doc:123", { text: "hello" });    // resolves with the ack
+//
+// The client reconnects by itself (jittered exponential backoff), resubscribes
+// every channel with `since` = the last seq/epoch it saw, applies the missed
+// messages, drops duplicates by seq, pings at the interval the server asks
+// for, renews its token before it expires, and falls back to Server-Sent
+// Events + HTTP POST when WebSockets cannot be opened. See docs/clients.md.
+
+const DEFAULTS = {
+  url: "", // ws(s)://host/ws; default: the page's own host
+  token: "", // JWT, when the server has auth on
+  getToken: null, // async () => JWT: called to connect, to refresh before exp and after token_expired
+  user: "", // user name, when auth is off
+  transport: "auto", // "auto" | "websocket" | "sse"
+  sseAfter: 3, // auto: WebSocket attempts that never open before SSE is tried
+  minBackoff: 250, // ms: first reconnect delay (jittered)
+  maxBackoff: 10000, // ms: cap on the reconnect delay
+  timeout: 10000, // ms: a command without a reply by then fails
+  refreshMargin: 30, // s: refresh the token this long before exp (at most a fifth of its lifetime)
+};
+
+/** Error of a failed command: code is the server's error code, or
+ *  "timeout", "connection_lost", "closed", "http_<status>". */
+export class SyncGateError extends Error {
+  constructor(code, message) {
+    super(message || code);
+    this.name = "SyncGateError";
+    this.code = code;
+  }
+}
+
+export class SyncGate {
+  constructor(options = {}) {
+    this.opts = { ...DEFAULTS, ...options };
+    if (!this.opts.url) {
+      const l = globalThis.location;
+      this.opts.url = (l && l.protocol === "https:" ? "wss://" : "ws://") + (l ? l.host : "localhost:8080") + "/ws";
+    }
+    this.httpBase = this.opts.url.replace(/^ws/, "http").replace(/\/ws\/?(\?.*)?$/, "");
+    this.state = "idle"; // idle | connecting | connected | reconnecting | closed
+    this.transport = null; // "websocket" | "sse" while connected
+    this.user = null;
+    this.clientId = null;
+    this.rtt = null; // ms, last ping round trip
+    this.channels = new Map(); // ch -> {seq, epoch, since, live, waiters: [{resolve, reject}]}
+    this.handlers = new Map();
+    this.pending = new Map(); // id -> {resolve, reject, timer}
+    this.outbox = []; // commands waiting for a connection
+    this.nextId = 1;
+    this.attempt = 0;
+    this.wsFails = 0;
+    this.lastTransport = null;
+    this.sock = null;
+    this.sse = null;
+    this.timers = {};
+    this.token = this.opts.token;
+    this.tokenExp = 0;
+    this.started = false;
+  }
+
+  // ---- events ----
+
+  /** on(name, fn) registers a handler and returns a function that removes it.
+   *  Events: state, connected, disconnected, reconnecting, subscribed, msg,
+   *  join, leave, recovered, reset, gap, latency, error. */
+  on(name, fn) {
+    if (!this.handlers.has(name)) this.handlers.set(name, new Set());
+    this.handlers.get(name).add(fn);
+    return () => this.handlers.get(name).delete(fn);
+  }
+
+  emit(name, ev) {
+    for (const fn of this.handlers.get(name) || []) {
+      try {
+        fn(ev);
+      } catch (e) {
+        console.error("syncgate: " + name + " handler threw", e);
+      }
+    }
+  }
+
+  setState(s) {
+    if (this.state === s) return;
+    this.state = s;
+    this.emit("state", s);
+  }
+
+  // ---- public API ----
+
+  /** connect opens the connection (subscribe/publish call it too). The
+   *  promise resolves on the first `connected`. */
+  connect() {
+    if (this.state === "closed") return Promise.reject(new SyncGateError("closed", "client is closed"));
+    if (!this.started) {
+      this.started = true;
+      this.firstConnect = new Promise((resolve, reject) => {
+        this.firstResolve = resolve;
+        this.firstReject = reject;
+      });
+      this.firstConnect.catch(() => {});
+      this.open();
+    }
+    return this.firstConnect;
+  }
+
+  /** subscribe(ch, {since: {seq, epoch}}) resolves with the `subscribed`
+   *  reply. Messages arrive as `msg` events. */
+  subscribe(ch, { since } = {}) {
+    let rec = this.channels.get(ch);
+    if (rec && rec.live) return Promise.resolve(rec.reply);
+    if (!rec) {
+      rec = { seq: 0, epoch: "", known: false, since: since || null, live: false, waiters: [], reply: null };
+      if (since) {
+        rec.seq = since.seq;
+        rec.epoch = since.epoch || "";
+        rec.known = true;
+      }
+      this.channels.set(ch, rec);
+    }
+    const p = new Promise((resolve, reject) => rec.waiters.push({ resolve, reject }));
+    this.connect().catch(() => {});
+    if (this.state === "connected") this.sendSub(ch, rec);
+    return p;
+  }
+
+  /** unsubscribe(ch) stops the channel's messages and presence. */
+  async unsubscribe(ch) {
+    const rec = this.channels.get(ch);
+    if (!rec) return;
+    this.channels.delete(ch);
+    for (const w of rec.waiters) w.reject(new SyncGateError("unsubscribed", "unsubscribed from " + ch));
+    if (this.state !== "connected") return;
+    if (this.transport === "sse") return this.restartSSE();
+    await this.request({ op: "unsub", ch });
+  }
+
+  /** publish(ch, data) resolves with the ack {ch, seq}. A publish made while
+   *  disconnected waits for the connection; one in flight when the
+   *  connection drops fails with code "connection_lost" (it may or may not
+   *  have been published). */
+  async publish(ch, data) {
+    this.connect().catch(() => {});
+    if (this.transport === "sse" && this.state === "connected") return this.httpPublish(ch, data);
+    return this.request({ op: "pub", ch, data });
+  }
+
+  /** presence(ch) resolves with [{user, client}, ...]. */
+  async presence(ch) {
+    this.connect().catch(() => {});
+    if (this.transport === "sse" && this.state === "connected") {
+      const r = await this.http("GET", "/presence?ch=" + encodeURIComponent(ch));
+      return r.users || [];
+    }
+    const r = await this.request({ op: "presence", ch });
+    return r.users || [];
+  }
+
+  /** ping() resolves with the round trip in ms (WebSocket), or with the
+   *  round trip of an HTTP request to /healthz on SSE. */
+  async ping() {
+    const t0 = performance.now();
+    if (this.transport === "sse") await this.http("GET", "/healthz");
+    else await this.request({ op: "ping" });
+    this.rtt = performance.now() - t0;
+    this.emit("latency", { rtt: this.rtt });
+    return this.rtt;
+  }
+
+  /** position(ch) is the last {seq, epoch} seen on ch. */
+  position(ch) {
+    const rec = this.channels.get(ch);
+    return rec ? { seq: rec.seq, epoch: rec.epoch } : null;
+  }
+
+  /** reconnect() drops the current connection and connects again now
+   *  (catching up as after any drop). */
+  reconnect() {
+    if (this.state === "closed") return;
+    this.attempt = 0;
+    this.teardown({ code: "client", reason: "reconnect requested", reconnect: true }, 0);
+  }
+
+  /** close() closes the connection for good; pending commands fail. */
+  close() {
+    if (this.state === "closed") return;
+    this.teardown({ code: "closed", reason: "closed by the client", reconnect: false });
+    this.setState("closed");
+    for (const rec of this.channels.values())
+      for (const w of rec.waiters) w.reject(new SyncGateError("closed", "client is closed"));
+    for (const c of this.outbox) c.reject(new SyncGateError("closed", "client is closed"));
+    this.outbox = [];
+    if (this.firstReject) this.firstReject(new SyncGateError("closed", "client is closed"));
+  }
+
+  // ---- connection lifecycle ----
+
+  nextTransport() {
+    const t = this.opts.transport;
+    if (t === "websocket" || t === "sse") return t;
+    if (typeof WebSocket === "undefined") return "sse";
+    if (this.wsFails >= this.opts.sseAfter && this.lastTransport === "websocket") return "sse";
+    return "websocket";
+  }
+
+  async open() {
+    if (this.state === "closed") return;
+    if (this.state !== "connected") this.setState(this.everConnected ? "reconnecting" : "connecting");
+    if (!this.token && this.opts.getToken) {
+      try {
+        await this.fetchToken();
+      } catch (e) {
+        return this.teardown({ code: "token", reason: "getToken failed: " + e, reconnect: true });
+      }
+    }
+    const transport = this.nextTransport();
+    this.lastTransport = transport;
+    const gen = (this.gen = (this.gen || 0) + 1);
+    if (transport === "sse") return this.openSSE(gen);
+    let ws;
+    try {
+      ws = new WebSocket(this.opts.url);
+    } catch (e) {
+      this.wsFails++;
+      return this.teardown({ code: "transport", reason: String(e), reconnect: true });
+    }
+    this.sock = ws;
+    let opened = false;
+    ws.onopen = () => {
+      if (gen !== this.gen) return;
+      opened = true;
+      const c = { op: "connect", id: this.nextId++ };
+      if (this.token) c.token = this.token;
+      else if (this.opts.user) c.user = this.opts.user;
+      this.pending.set(c.id, { resolve: (r) => this.onConnected(r, "websocket"), reject: (e) => this.onConnectFailed(e), timer: null });
+      ws.send(JSON.stringify(c));
+    };
+    ws.onmessage = (e) => {
+      if (gen !== this.gen || typeof e.data !== "string") return;
+      this.lastRecv = Date.now();
+      for (const line of e.data.split("\n")) {
+        if (!line.trim()) continue;
+        let m;
+        try {
+          m = JSON.parse(line);
+        } catch {
+          continue;
+        }
+        this.handle(m);
+      }
+    };
+    ws.onclose = (e) => {
+      if (gen !== this.gen) return;
+      if (!opened) this.wsFails++;
+      const d = this.lastDisconnect || { code: opened ? "closed" : "transport", reason: e.reason || "connection closed (" + e.code + ")", reconnect: true };
+      this.teardown(d);
+    };
+    ws.onerror = () => {};
+  }
+
+  onConnectFailed(err) {
+    // unauthorized / forbidden on connect: a fresh token may help once.
+    if (this.opts.getToken && !this.retriedToken) {
+      this.retriedToken = true;
+      this.token = "";
+      return this.teardown({ code: err.code, reason: err.message, reconnect: true }, 0);
+    }
+    this.teardown({ code: err.code, reason: err.message, reconnect: false });
+  }
+
+  onConnected(r, transport) {
+    this.retriedToken = false;
+    this.everConnected = true;
+    this.transport = transport;
+    if (transport === "websocket") this.wsFails = 0;
+    this.user = r.user;
+    this.clientId = r.client;
+    this.lastDisconnect = null;
+    this.setState("connected");
+    clearTimeout(this.timers.stable);
+    this.timers.stable = setTimeout(() => (this.attempt = 0), 5000);
+    if (r.exp) this.scheduleRefresh(r.exp);
+    this.emit("connected", { client: r.client, user: r.user, ping: r.ping, transport });
+    if (this.firstResolve) {
+      this.firstResolve(r);
+      this.firstResolve = null;
+    }
+    if (transport === "websocket") {
+      // Resubscribe, then flush queued commands, in one batched frame.
+      const lines = [];
+      for (const [ch, rec] of this.channels) lines.push(JSON.stringify(this.subCmd(ch, rec)));
+      for (const c of this.outbox) {
+        this.pending.set(c.cmd.id, c);
+        this.armTimeout(c);
+        lines.push(JSON.stringify(c.cmd));
+      }
+      this.outbox = [];
+      if (lines.length) this.sock.send(lines.join("\n"));
+      this.startPing(r.ping || 25);
+    } else {
+      // SSE: queued publishes go over HTTP.
+      const q = this.outbox;
+      this.outbox = [];
+      for (const c of q) {
+        const cmd = c.cmd;
+        const p = cmd.op === "pub" ? this.httpPublish(cmd.ch, cmd.data) : cmd.op === "presence" ? this.presence(cmd.ch).then((users) => ({ users })) : this.ping();
+        p.then(c.resolve, c.reject);
+      }
+    }
+  }
+
+  subCmd(ch, rec) {
+    const cmd = { op: "sub", id: this.nextId++, ch };
+    if (rec.known) cmd.since = { seq: rec.seq, epoch: rec.epoch };
+    rec.sentSince = rec.known;
+    this.pending.set(cmd.id, {
+      resolve: (r) => this.onSubscribed(ch, r),
+      reject: (e) => {
+        if (this.channels.get(ch) !== rec) return;
+        this.channels.delete(ch);
+        for (const w of rec.waiters) w.reject(e);
+      },
+      timer: null,
+    });
+    return cmd;
+  }
+
+  sendSub(ch, rec) {
+    if (this.transport === "sse") return this.restartSSE();
+    this.sock.send(JSON.stringify(this.subCmd(ch, rec)));
+  }
+
+  onSubscribed(ch, r) {
+    const rec = this.channels.get(ch);
+    if (!rec) return;
+    const hadSince = rec.sentSince;
+    if (hadSince && r.recovered) {
+      let missed = 0;
+      for (const m of r.pubs || []) if (this.deliver(m, rec)) missed++;
+      rec.live = true;
+      this.emit("recovered", { ch, missed, seq: rec.seq, epoch: rec.epoch });
+    } else {
+      rec.seq = r.seq || 0;
+      rec.epoch = r.epoch || "";
+      rec.live = true;
+      if (hadSince) this.emit("reset", { ch, seq: rec.seq, epoch: rec.epoch });
+    }
+    rec.known = true;
+    rec.reply = r;
+    this.emit("subscribed", { ch, seq: r.seq, epoch: r.epoch, recovered: r.recovered });
+    const ws = rec.waiters;
+    rec.waiters = [];
+    for (const w of ws) w.resolve(r);
+  }
+
+  // deliver applies one msg to its channel: drops duplicates by seq, notes
+  // gaps, and emits it. Returns whether it was new.
+  deliver(m, rec) {
+    if (!rec) return false;
+    const seq = m.seq || 0;
+    if (seq && rec.known && (m.epoch || "") === rec.epoch && seq <= rec.seq) return false; // duplicate
+    if (seq && rec.known && m.epoch && m.epoch === rec.epoch && seq > rec.seq + 1) {
+      this.emit("gap", { ch: m.ch, from: rec.seq + 1, to: seq - 1 });
+    }
+    if (seq) {
+      rec.seq = seq;
+      rec.epoch = m.epoch || "";
+      rec.known = true;
+    }
+    this.emit("msg", m);
+    return true;
+  }
+
+  handle(m) {
+    if (m.id && this.pending.has(m.id)) {
+      const p = this.pending.get(m.id);
+      this.pending.delete(m.id);
+      clearTimeout(p.timer);
+      if (m.op === "error") p.reject(new SyncGateError(m.code, m.message));
+      else p.resolve(m);
+      return;
+    }
+    switch (m.op) {
+      case "msg": {
+        const rec = this.channels.get(m.ch);
+        if (rec && rec.live) this.deliver(m, rec);
+        return;
+      }
+      case "join":
+      case "leave":
+        if (this.channels.has(m.ch)) this.emit(m.op, m);
+        return;
+      case "disconnect":
+        this.lastDisconnect = m;
+        return;
+      case "error":
+        this.emit("error", m);
+        return;
+    }
+  }
+
+  // request sends a command and resolves with its reply; while disconnected
+  // the command waits in the outbox.
+  request(cmd) {
+    if (this.state === "closed") return Promise.reject(new SyncGateError("closed", "client is closed"));
+    cmd.id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      const c = { cmd, resolve, reject, timer: null };
+      if (this.state === "connected" && this.transport === "websocket") {
+        this.pending.set(cmd.id, c);
+        this.armTimeout(c);
+        this.sock.send(JSON.stringify(cmd));
+      } else {
+        this.outbox.push(c);
+      }
+    });
+  }
+
+  armTimeout(c) {
+    c.timer = setTimeout(() => {
+      if (this.pending.get(c.cmd.id) !== c) return;
+      this.pending.delete(c.cmd.id);
+      c.reject(new SyncGateError("timeout", c.cmd.op + ": no reply within " + this.opts.timeout + " ms"));
+    }, this.opts.timeout);
+  }
+
+  startPing(seconds) {
+    clearInterval(this.timers.ping);
+    let waiting = false;
+    this.timers.ping = setInterval(() => {
+      if (waiting) {
+        // No pong for a whole interval: the connection is dead.
+        return this.teardown({ code: "timeout", reason: "no pong from the server", reconnect: true });
+      }
+      waiting = true;
+      this.ping().then(
+        () => (waiting = false),
+        () => {},
+      );
+    }, seconds * 1000);
+    // One early ping gives a latency reading right away.
+    this.ping().catch(() => {});
+  }
+
+  // teardown closes the current transport, fails in-flight commands and
+  // schedules a reconnect when d.reconnect.
+  teardown(d, delay) {
+    this.gen = (this.gen || 0) + 1;
+    clearInterval(this.timers.ping);
+    clearTimeout(this.timers.refresh);
+    clearTimeout(this.timers.stable);
+    clearTimeout(this.timers.sseIdle);
+    const wasConnected = this.state === "connected";
+    if (this.sock) {
+      try {
+        this.sock.close(1000);
+      } catch {}
+      this.sock = null;
+    }
+    if (this.sse) {
+      this.sse.abort();
+      this.sse = null;
+    }
+    this.transport = null;
+    for (const [id, p] of this.pending) {
+      clearTimeout(p.timer);
+      // Subscriptions are redone on reconnect; everything else fails.
+      if (p.cmd) p.reject(new SyncGateError("connection_lost", "connection lost before the reply"));
+      this.pending.delete(id);
+    }
+    for (const rec of this.channels.values()) rec.live = false;
+    this.lastDisconnect = null;
+    const quiet = d.code === "resubscribe"; // SSE reopening with a new channel set
+    if ((wasConnected && !quiet) || !d.reconnect) this.emit("disconnected", { code: d.code, reason: d.reason, reconnect: !!d.reconnect });
+    if (this.state === "closed") return;
+    if (!d.reconnect) {
+      this.setState("closed");
+      for (const rec of this.channels.values()) for (const w of rec.waiters) w.reject(new SyncGateError(d.code, d.reason));
+      for (const c of this.outbox) c.reject(new SyncGateError(d.code, d.reason));
+      this.outbox = [];
+      if (this.firstReject) this.firstReject(new SyncGateError(d.code, d.reason));
+      return;
+    }
+    if (d.code === "token_expired") this.token = "";
+    if (delay === undefined) delay = this.backoff();
+    if (!quiet) {
+      this.setState("reconnecting");
+      this.attempt++;
+      this.emit("reconnecting", { attempt: this.attempt, delay, transport: this.nextTransport() });
+    }
+    clearTimeout(this.timers.reconnect);
+    this.timers.reconnect = setTimeout(() => this.open(), delay);
+  }
+
+  // backoff is the delay before the next attempt: exponential in the
+  // attempt number, capped, with "equal jitter" (half fixed, half random)
+  // so a node's clients don't all come back in the same millisecond.
+  backoff() {
+    const base = Math.min(this.opts.maxBackoff, this.opts.minBackoff * 2 ** Math.min(this.attempt, 20));
+    return Math.round(base / 2 + (Math.random() * base) / 2);
+  }
+
+  // ---- auth ----
+
+  async fetchToken() {
+    this.token = await this.opts.getToken();
+    return this.token;
+  }
+
+  scheduleRefresh(exp) {
+    clearTimeout(this.timers.refresh);
+    this.tokenExp = exp;
+    if (!this.opts.getToken) return;
+    const left = exp * 1000 - Date.now();
+    const margin = Math.min(this.opts.refreshMargin * 1000, left / 5);
+    this.timers.refresh = setTimeout(() => this.refresh(), Math.max(0, left - margin));
+  }
+
+  async refresh() {
+    const gen = this.gen;
+    let token;
+    try {
+      token = await this.fetchToken();
+    } catch (e) {
+      this.emit("error", { code: "token", message: "getToken failed: " + e });
+      return;
+    }
+    if (gen !== this.gen || this.state !== "connected") return;
+    if (this.transport === "sse") return this.restartSSE(); // the new token goes in the new stream's URL
+    try {
+      const r = await this.request({ op: "refresh", token });
+      if (r.exp) this.scheduleRefresh(r.exp);
+    } catch (e) {
+      this.emit("error", { code: e.code, message: "refresh failed: " + e.message });
+    }
+  }
+
+  // ---- SSE + HTTP POST fallback ----
+
+  // openSSE reads /sse with fetch (so it can send Last-Event-ID holding
+  // every channel's position, as a browser's EventSource does on its own
+  // reconnects). The stream connects as soon as the response starts.
+  async openSSE(gen) {
+    const q = new URLSearchParams();
+    const chans = [...this.channels.keys()];
+    if (!chans.length) {
+      // Nothing to stream yet: the stream opens with the first subscribe.
+      return this.onConnected({ user: this.opts.user || null, client: null, ping: 15 }, "sse");
+    }
+    for (const ch of chans) q.append("ch", ch);
+    if (this.token) q.set("token", this.token);
+    else if (this.opts.user) q.set("user", this.opts.user);
+    const headers = { Accept: "text/event-stream" };
+    const known = chans.filter((ch) => this.channels.get(ch).known);
+    if (chans.length === 1 && known.length === 1) {
+      const rec = this.channels.get(chans[0]);
+      headers["Last-Event-ID"] = rec.seq + ":" + rec.epoch;
+    } else if (known.length) {
+      headers["Last-Event-ID"] = known
+        .map((ch) => encodeURIComponent(ch) + "=" + this.channels.get(ch).seq + ":" + this.channels.get(ch).epoch)
+        .join("&");
+    }
+    for (const ch of chans) this.channels.get(ch).sentSince = this.channels.get(ch).known;
+    const ctl = new AbortController();
+    this.sse = ctl;
+    let res;
+    try {
+      res = await fetch(this.httpBase + "/sse?" + q.toString(), { headers, signal: ctl.signal, cache: "no-store" });
+    } catch (e) {
+      if (gen === this.gen) this.teardown({ code: "transport", reason: "sse: " + e, reconnect: true });
+      return;
+    }
+    if (gen !== this.gen) return;
+    if (!res.ok || !(res.headers.get("content-type") || "").startsWith("text/event-stream")) {
+      let d = { code: "http_" + res.status, reason: "sse: HTTP " + res.status, reconnect: res.status >= 500 || res.status === 404 || res.status === 429 };
+      try {
+        const e = await res.json();
+        if (e && e.code) d = { code: e.code, reason: e.message, reconnect: d.reconnect };
+      } catch {}
+      return this.teardown(d);
+    }
+    this.onConnected({ user: this.opts.user || null, client: null, ping: 15 }, "sse");
+    this.sseAlive();
+    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buf = "";
+    let ev = { event: "message", data: [] };
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done || gen !== this.gen) break;
+        this.sseAlive();
+        buf += value;
+        let i;
+        while ((i = buf.search(/\r\n|\r|\n/)) >= 0) {
+          const line = buf.slice(0, i);
+          buf = buf.slice(i + (buf[i] === "\r" && buf[i + 1] === "\n" ? 2 : 1));
+          if (line === "") {
+            if (ev.data.length) this.sseEvent(ev.event, ev.data.join("\n"));
+            ev = { event: "message", data: [] };
+            continue;
+          }
+          if (line[0] === ":") continue; // comment (keep-alive)
+          const c = line.indexOf(":");
+          const field = c < 0 ? line : line.slice(0, c);
+          let val = c < 0 ? "" : line.slice(c + 1);
+          if (val[0] === " ") val = val.slice(1);
+          if (field === "event") ev.event = val;
+          else if (field === "data") ev.data.push(val);
+        }
+      }
+    } catch {}
+    if (gen === this.gen) this.teardown(this.lastDisconnect || { code: "closed", reason: "sse stream ended", reconnect: true });
+  }
+
+  // sseAlive re-arms the idle check: the server comments `: ping` every
+  // 15 s, so 40 s of silence means the stream is dead.
+  sseAlive() {
+    clearTimeout(this.timers.sseIdle);
+    const gen = this.gen;
+    this.timers.sseIdle = setTimeout(() => {
+      if (gen === this.gen) this.teardown({ code: "timeout", reason: "sse: no data for 40 s", reconnect: true });
+    }, 40000);
+  }
+
+  sseEvent(event, data) {
+    let m;
+    try {
+      m = JSON.parse(data);
+    } catch {
+      return;
+    }
+    if (m && typeof m === "object" && !m.op) m.op = event === "message" ? "msg" : event;
+    if (event === "subscribed") return this.onSubscribed(m.ch, m);
+    if (event === "disconnect") {
+      this.lastDisconnect = m;
+      return;
+    }
+    this.handle(m);
+  }
+
+  // restartSSE reopens the stream with the current channel set, carrying
+  // every channel's position (subscribe/unsubscribe on SSE).
+  restartSSE() {
+    this.teardown({ code: "resubscribe", reason: "channel set changed", reconnect: true }, 0);
+  }
+
+  async http(method, path, body) {
+    const headers = {};
+    let url = this.httpBase + path;
+    if (this.token) headers.Authorization = "Bearer " + this.token;
+    else if (this.opts.user) url += (url.includes("?") ? "&" : "?") + "user=" + encodeURIComponent(this.opts.user);
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    const ctl = new AbortController();
+    const timer = setTimeout(() => ctl.abort(), this.opts.timeout);
+    let res;
+    try {
+      res = await fetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal: ctl.signal, cache: "no-store" });
+    } catch (e) {
+      throw new SyncGateError(ctl.signal.aborted ? "timeout" : "connection_lost", method + " " + path + ": " + e);
+    } finally {
+      clearTimeout(timer);
+    }
+    let j = null;
+    try {
+      j = await res.json();
+    } catch {}
+    if (!res.ok || (j && j.op === "error")) throw new SyncGateError((j && j.code) || "http_" + res.status, (j && j.message) || "HTTP " + res.status);
+    return j || {};
+  }
+
+  httpPublish(ch, data) {
+    return this.http("POST", "/pub", { ch, data });
+  }
+}
+
+export default SyncGate;
