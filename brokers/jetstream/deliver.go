@@ -268,7 +268,7 @@ func (b *Broker) fillLocked(c *channel, upTo, nextSeq uint64, nextEpoch string) 
 		if try > 0 {
 			time.Sleep(time.Duration(try) * 20 * time.Millisecond)
 		}
-		ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+		ctx, cancel := b.bgCtx(5 * time.Second)
 		msgs, err := natsbase.DirectBatch(ctx, b.nc.Conn, b.cfg.Stream, c.hist, c.lastStream+1, batch, upTo)
 		cancel()
 		if err != nil {
@@ -304,7 +304,7 @@ func (b *Broker) sweep() bool {
 		}
 		c.mu.Lock()
 		if c.active && c.ready {
-			ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+			ctx, cancel := b.bgCtx(5 * time.Second)
 			last, err := natsbase.GetLast(ctx, b.nc.Conn, b.cfg.Stream, c.hist)
 			cancel()
 			switch {

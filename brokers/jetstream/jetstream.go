@@ -126,6 +126,7 @@ type Broker struct {
 	reconnects uint64       // flusher only: the library's count at the last recovery
 
 	deliverMu sync.RWMutex
+	inflight  natsbase.Inflight // requests to end when the connection drops
 
 	chansMu sync.Mutex
 	chans   map[string]*channel
@@ -239,7 +240,7 @@ func (b *Broker) Start(ctx context.Context, h brokers.Handler) error {
 	}
 	nc, err := natsbase.Connect(ctx, natsbase.ConnConfig{
 		URL: b.cfg.URL, Server: b.srv, Name: "syncgate-" + b.nodeID, Log: b.log,
-		Notify: b.poke,
+		Notify: b.notify,
 	})
 	if err != nil {
 		b.stopServer()
@@ -366,8 +367,26 @@ func (b *Broker) check(ctx context.Context) error {
 	return ctx.Err()
 }
 
+// opCtx bounds a call's context by the broker's lifetime and the
+// connection: Close and a lost connection end it (see natsbase.Inflight).
 func (b *Broker) opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	return natsbase.OpContext(ctx, b.ctx)
+	ctx, done := b.inflight.Context(ctx, b.ctx)
+	return ctx, context.CancelFunc(done)
+}
+
+// bgCtx is opCtx for the broker's own work, bounded by d.
+func (b *Broker) bgCtx(d time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(b.ctx, d)
+	ctx, done := b.inflight.Context(ctx, b.ctx)
+	return ctx, func() { done(); cancel() }
+}
+
+// notify is the connection's state callback.
+func (b *Broker) notify(connected bool) {
+	if !connected {
+		b.inflight.CancelAll()
+	}
+	b.poke()
 }
 
 // poke wakes the flusher.

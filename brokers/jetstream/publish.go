@@ -328,7 +328,7 @@ func (b *Broker) flusher() {
 // after its server restarted) and, when the history stream was created
 // anew, resets what the node knows of stream positions.
 func (b *Broker) recoverStreams() error {
-	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	ctx, cancel := b.bgCtx(10 * time.Second)
 	defer cancel()
 	changed, err := b.ensureHistory(ctx)
 	if err != nil {
@@ -352,7 +352,7 @@ func (b *Broker) flushOutbox() bool {
 		if !ok {
 			break
 		}
-		ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+		ctx, cancel := b.bgCtx(5 * time.Second)
 		_, amb, err := b.publish(ctx, e.ch, e.data, e.id, e.amb)
 		cancel()
 		if err != nil {

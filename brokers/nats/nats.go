@@ -95,6 +95,7 @@ type Broker struct {
 	// deliverMu: local deliveries (Publish during an outage) hold it for
 	// reading; Close takes it for writing, so none runs after Close.
 	deliverMu sync.RWMutex
+	inflight  natsbase.Inflight // requests to end when the connection drops
 
 	chansMu sync.Mutex
 	chans   map[string]*channel
@@ -183,7 +184,10 @@ func (b *Broker) Start(ctx context.Context, h brokers.Handler) error {
 	}
 	nc, err := natsbase.Connect(ctx, natsbase.ConnConfig{
 		URL: b.cfg.URL, Server: b.srv, Name: "syncgate-" + b.nodeID, Log: b.log,
-		Notify: func() {
+		Notify: func(connected bool) {
+			if !connected {
+				b.inflight.CancelAll()
+			}
 			select {
 			case b.kick <- struct{}{}:
 			default:
@@ -306,7 +310,8 @@ func (b *Broker) check(ctx context.Context) error {
 // opCtx bounds ctx by the broker's lifetime, so Close cuts calls short,
 // and gives it a deadline when it has none.
 func (b *Broker) opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	return natsbase.OpContext(ctx, b.ctx)
+	ctx, done := b.inflight.Context(ctx, b.ctx)
+	return ctx, context.CancelFunc(done)
 }
 
 func randomID() string {

@@ -61,16 +61,34 @@ func (b *Broker) enqueue(ch string, data []byte) error {
 	return nil
 }
 
+// flushDelay is how long the flusher waits after a reconnect before it
+// sends the outbox: the other nodes reconnect within the reconnect wait
+// plus jitter of the server's return, and what is sent before they
+// subscribe again is lost to them.
+const flushDelay = natsbase.ReconnectWait + natsbase.ReconnectJitter + 250*time.Millisecond
+
 // flusher sends the outbox whenever the connection is up, oldest first.
 func (b *Broker) flusher() {
-	tick := time.NewTicker(time.Second)
+	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
+	reconnects := b.nc.Stats().Reconnects
+	var hold time.Time
 	for {
 		select {
 		case <-b.ctx.Done():
 			return
 		case <-b.kick:
 		case <-tick.C:
+		}
+		if !b.nc.IsConnected() {
+			continue
+		}
+		if n := b.nc.Stats().Reconnects; n != reconnects {
+			reconnects = n
+			hold = time.Now().Add(flushDelay)
+		}
+		if time.Now().Before(hold) {
+			continue
 		}
 		for b.nc.IsConnected() {
 			e, ok := b.outbox.Peek()

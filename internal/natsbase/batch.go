@@ -52,7 +52,7 @@ func RequestMany(ctx context.Context, nc *nats.Conn, msgs []*nats.Msg) ([]*nats.
 		case <-ctx.Done():
 			for i := range msgs {
 				if replies[i] == nil && errs[i] == nil {
-					errs[i] = ctx.Err()
+					errs[i] = cause(ctx, ctx.Err())
 				}
 			}
 			return replies, errs

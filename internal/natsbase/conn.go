@@ -38,8 +38,9 @@ type ConnConfig struct {
 	// Log gets connection state changes and async errors (slow consumer).
 	Log *slog.Logger
 	// Notify is called (from the client library's callback goroutine; it
-	// must not block) whenever the connection is lost or comes back.
-	Notify func()
+	// must not block) whenever the connection is lost (false) or comes
+	// back (true).
+	Notify func(connected bool)
 }
 
 // Conn is a client connection with the reconnect policy the brokers share.
@@ -58,7 +59,7 @@ func Connect(ctx context.Context, cfg ConnConfig) (*Conn, error) {
 	}
 	notify := cfg.Notify
 	if notify == nil {
-		notify = func() {}
+		notify = func(bool) {}
 	}
 	c := &Conn{closed: make(chan struct{})}
 	var once sync.Once
@@ -73,11 +74,11 @@ func Connect(ctx context.Context, cfg ConnConfig) (*Conn, error) {
 		nats.Timeout(dialTimeout),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			log.Warn("nats: disconnected", "err", err)
-			notify()
+			notify(false)
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info("nats: reconnected", "server", nc.ConnectedUrlRedacted())
-			notify()
+			notify(true)
 		}),
 		nats.ClosedHandler(func(*nats.Conn) { once.Do(func() { close(c.closed) }) }),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
@@ -142,7 +143,8 @@ func IsConnErr(err error) bool {
 		errors.Is(err, nats.ErrNoResponders) ||
 		errors.Is(err, nats.ErrNoServers) ||
 		errors.Is(err, nats.ErrStaleConnection) ||
-		errors.Is(err, context.DeadlineExceeded)
+		errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, ErrDisconnected)
 }
 
 // Shards runs n goroutines, each draining one queue of messages and calling

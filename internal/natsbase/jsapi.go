@@ -92,10 +92,15 @@ func leaderGet(ctx context.Context, nc *nats.Conn, stream string, req msgGetRequ
 	body, _ := json.Marshal(req)
 	reply, err := nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+stream, body)
 	if err != nil {
-		return nil, err
+		return nil, cause(ctx, err)
 	}
+	return parseMsgGet(reply.Data)
+}
+
+// parseMsgGet reads a STREAM.MSG.GET answer.
+func parseMsgGet(data []byte) (*StoredMsg, error) {
 	var resp msgGetResponse
-	if err := json.Unmarshal(reply.Data, &resp); err != nil {
+	if err := json.Unmarshal(data, &resp); err != nil {
 		return nil, fmt.Errorf("jetstream: bad message get answer: %w", err)
 	}
 	if resp.Error != nil {
@@ -116,6 +121,67 @@ func leaderGet(ctx context.Context, nc *nats.Conn, stream string, req msgGetRequ
 		m.Header = h
 	}
 	return m, nil
+}
+
+// GetLastMany reads the last message of each subject from the stream
+// leader, pipelined. A subject without message gives a nil entry.
+func GetLastMany(ctx context.Context, nc *nats.Conn, stream string, subjects []string) ([]*StoredMsg, error) {
+	msgs := make([]*nats.Msg, len(subjects))
+	for i, subj := range subjects {
+		body, _ := json.Marshal(msgGetRequest{LastFor: subj})
+		msgs[i] = &nats.Msg{Subject: "$JS.API.STREAM.MSG.GET." + stream, Data: body}
+	}
+	replies, errs := RequestMany(ctx, nc, msgs)
+	out := make([]*StoredMsg, len(subjects))
+	for i := range subjects {
+		if errs[i] != nil {
+			return nil, errs[i]
+		}
+		sm, err := parseMsgGet(replies[i].Data)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out[i] = sm
+	}
+	return out, nil
+}
+
+// Subjects lists, from the stream leader, the subjects matching filter that
+// hold messages.
+func Subjects(ctx context.Context, nc *nats.Conn, stream, filter string) ([]string, error) {
+	var out []string
+	for {
+		body, _ := json.Marshal(struct {
+			Offset int    `json:"offset,omitempty"`
+			Filter string `json:"subjects_filter"`
+		}{len(out), filter})
+		reply, err := nc.RequestWithContext(ctx, "$JS.API.STREAM.INFO."+stream, body)
+		if err != nil {
+			return nil, cause(ctx, err)
+		}
+		var resp struct {
+			Error *APIError `json:"error,omitempty"`
+			Total int       `json:"total"`
+			State struct {
+				Subjects map[string]uint64 `json:"subjects"`
+			} `json:"state"`
+		}
+		if err := json.Unmarshal(reply.Data, &resp); err != nil {
+			return nil, fmt.Errorf("jetstream: bad stream info answer: %w", err)
+		}
+		if resp.Error != nil {
+			return nil, resp.Error
+		}
+		for subj := range resp.State.Subjects {
+			out = append(out, subj)
+		}
+		if len(resp.State.Subjects) == 0 || len(out) >= resp.Total {
+			return out, nil
+		}
+	}
 }
 
 // DirectBatch reads up to batch messages of subject (wildcards allowed) with
@@ -143,7 +209,7 @@ func DirectBatch(ctx context.Context, nc *nats.Conn, stream, subject string, seq
 		select {
 		case m = <-ch:
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, cause(ctx, ctx.Err())
 		}
 		if status := m.Header.Get("Status"); status != "" {
 			switch status {
@@ -195,7 +261,7 @@ type pubAck struct {
 func Publish(ctx context.Context, nc *nats.Conn, m *nats.Msg) (uint64, error) {
 	reply, err := nc.RequestMsgWithContext(ctx, m)
 	if err != nil {
-		return 0, err
+		return 0, cause(ctx, err)
 	}
 	return ParseAck(reply.Data)
 }

@@ -1,6 +1,9 @@
 package natsbase
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // Outbox is a bounded FIFO of publishes accepted while the server could not
 // take them. It only stores; the broker decides what an entry means and
@@ -10,6 +13,7 @@ type Outbox[T any] struct {
 	items []T
 	head  int
 	limit int
+	n     atomic.Int64 // entries, readable without the lock
 }
 
 // NewOutbox returns an outbox holding at most limit entries (0: none).
@@ -25,12 +29,8 @@ func (o *Outbox[T]) Unlock() { o.mu.Unlock() }
 // LenLocked is the number of entries.
 func (o *Outbox[T]) LenLocked() int { return len(o.items) - o.head }
 
-// Len is the number of entries.
-func (o *Outbox[T]) Len() int {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.LenLocked()
-}
+// Len is the number of entries (without taking the lock).
+func (o *Outbox[T]) Len() int { return int(o.n.Load()) }
 
 // PushLocked appends v; false when the outbox is full.
 func (o *Outbox[T]) PushLocked(v T) bool {
@@ -44,6 +44,7 @@ func (o *Outbox[T]) PushLocked(v T) bool {
 		o.head = 0
 	}
 	o.items = append(o.items, v)
+	o.n.Add(1)
 	return true
 }
 
@@ -77,6 +78,7 @@ func (o *Outbox[T]) Pop() {
 	var zero T
 	o.items[o.head] = zero
 	o.head++
+	o.n.Add(-1)
 	if o.head == len(o.items) {
 		o.items, o.head = o.items[:0], 0
 	}

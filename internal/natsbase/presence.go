@@ -294,36 +294,31 @@ func (p *Presence) Refresh(ctx context.Context, ch string, ms []brokers.Member, 
 	return nil
 }
 
-// Members implements brokers.Presence.Members. It reads with direct gets,
-// which a replica may answer a moment behind the leader.
+// Members implements brokers.Presence.Members. It reads from the stream
+// leader (a replica may lag behind a Join that already returned): the
+// subjects of the channel's entries, then each one's entry, pipelined.
 func (p *Presence) Members(ctx context.Context, ch string) ([]brokers.Member, error) {
-	const page = 1024
-	filter := Subject(p.subjPre, ch) + ".*.*"
-	bySubj := make(map[string]brokers.Member)
-	now := time.Now()
-	var seq uint64 = 1
-	for {
-		msgs, err := DirectBatch(ctx, p.nc, p.stream, filter, seq, page, 0)
+	subjects, err := Subjects(ctx, p.nc, p.stream, Subject(p.subjPre, ch)+".*.*")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]brokers.Member, 0, len(subjects))
+	for len(subjects) > 0 {
+		n := min(len(subjects), 1024)
+		entries, err := GetLastMany(ctx, p.nc, p.stream, subjects[:n])
 		if err != nil {
 			return nil, err
 		}
-		for _, sm := range msgs {
-			if !live(sm, now) {
-				delete(bySubj, sm.Subject) // rewritten since an earlier page
+		now := time.Now()
+		for _, sm := range entries {
+			if sm == nil || !live(sm, now) {
 				continue
 			}
 			if m, ok := p.parseEntrySubject(sm.Subject, p.subjPre); ok {
-				bySubj[sm.Subject] = m
+				out = append(out, m)
 			}
 		}
-		if len(msgs) < page {
-			break
-		}
-		seq = msgs[len(msgs)-1].Seq + 1
-	}
-	out := make([]brokers.Member, 0, len(bySubj))
-	for _, m := range bySubj {
-		out = append(out, m)
+		subjects = subjects[n:]
 	}
 	return out, nil
 }

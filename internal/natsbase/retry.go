@@ -32,16 +32,3 @@ func Retry(ctx context.Context, f func(ctx context.Context) error) error {
 // DefaultOpTimeout bounds a call whose context has no deadline (the client
 // library needs one for every round trip).
 const DefaultOpTimeout = 10 * time.Second
-
-// OpContext derives a context from ctx that also ends when life does, and
-// after DefaultOpTimeout when ctx has no deadline.
-func OpContext(ctx, life context.Context) (context.Context, context.CancelFunc) {
-	var cancel context.CancelFunc
-	if _, ok := ctx.Deadline(); ok {
-		ctx, cancel = context.WithCancel(ctx)
-	} else {
-		ctx, cancel = context.WithTimeout(ctx, DefaultOpTimeout)
-	}
-	stop := context.AfterFunc(life, cancel)
-	return ctx, func() { stop(); cancel() }
-}

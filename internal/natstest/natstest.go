@@ -58,6 +58,9 @@ func RunServer(t testing.TB, opts ...Option) *Server {
 	}
 	s := &Server{opts: o}
 	s.start(t)
+	if t.Failed() {
+		t.FailNow()
+	}
 	t.Cleanup(s.Shutdown)
 	return s
 }
@@ -66,12 +69,14 @@ func (s *Server) start(t testing.TB) {
 	t.Helper()
 	srv, err := server.NewServer(s.opts.Clone())
 	if err != nil {
-		t.Fatalf("natstest: new server: %v", err)
+		t.Errorf("natstest: new server: %v", err)
+		return
 	}
 	go srv.Start()
 	if !srv.ReadyForConnections(10 * time.Second) {
 		srv.Shutdown()
-		t.Fatalf("natstest: server %s not ready", s.opts.ServerName)
+		t.Errorf("natstest: server %s not ready", s.opts.ServerName)
+		return
 	}
 	// Pin the ports so a restart comes back where clients look.
 	if s.opts.Port == server.RANDOM_PORT {
@@ -115,6 +120,9 @@ func (s *Server) Restart(t testing.TB) {
 	t.Helper()
 	s.Shutdown()
 	s.start(t)
+	if t.Failed() {
+		t.FailNow()
+	}
 }
 
 // Cluster is n servers routed to each other, with JetStream clustered.
@@ -129,26 +137,37 @@ func RunCluster(t testing.TB, n int) *Cluster {
 	if n < 1 {
 		t.Fatalf("natstest: cluster of %d", n)
 	}
-	c := &Cluster{}
+	// JetStream needs each server's routes up front: pick the ports first.
+	ports := make([]int, n)
 	var routes []*url.URL
+	for i := range ports {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("natstest: %v", err)
+		}
+		ports[i] = ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		routes = append(routes, &url.URL{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", ports[i])})
+	}
+	c := &Cluster{}
 	for i := range n {
 		o := baseOptions(t)
 		o.ServerName = fmt.Sprintf("S%d", i+1)
 		o.Cluster.Name = "syncgate-test"
 		o.Cluster.Host = "127.0.0.1"
-		o.Cluster.Port = server.RANDOM_PORT
+		o.Cluster.Port = ports[i]
 		o.Cluster.PoolSize = -1
 		o.Routes = routes
-		s := &Server{opts: o}
-		s.start(t)
-		t.Cleanup(s.Shutdown)
-		s.opts.Cluster.Port = s.Server().ClusterAddr().Port
-		routes = append(routes, &url.URL{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", s.opts.Cluster.Port)})
-		c.Servers = append(c.Servers, s)
+		c.Servers = append(c.Servers, &Server{opts: o})
 	}
-	// Every server routes to every other on restart.
+	var wg sync.WaitGroup
 	for _, s := range c.Servers {
-		s.opts.Routes = routes
+		t.Cleanup(s.Shutdown)
+		wg.Go(func() { s.start(t) })
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
 	}
 	c.WaitJetStream(t, 20*time.Second)
 	return c
@@ -187,6 +206,23 @@ func (c *Cluster) WaitJetStream(t testing.TB, timeout time.Duration) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("natstest: no JetStream meta leader after %v", timeout)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// StreamLeader returns the server that leads the named stream.
+func (c *Cluster) StreamLeader(t testing.TB, stream string) *Server {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		for _, s := range c.Servers {
+			if srv := s.Server(); srv != nil && srv.JetStreamIsStreamLeader(server.DEFAULT_GLOBAL_ACCOUNT, stream) {
+				return s
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("natstest: no leader for stream %s", stream)
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
