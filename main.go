@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -45,6 +46,9 @@ func run() error {
 		return err
 	}
 	log := newLogger(cfg.Log)
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(cfg.Server.GCPercent)
+	}
 
 	b, err := newBroker(cfg)
 	if err != nil {

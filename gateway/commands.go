@@ -103,14 +103,16 @@ func (c *Conn) cmdConnect(s *scratch, cmd *command) {
 // admit makes the connection a session of user, within the per-user
 // connection limit. It answers and closes the connection itself on refusal.
 func (c *Conn) admit(id uint64, user string, ident *identity) bool {
-	if !c.srv.takeUserSlot(user) {
+	// An anonymous id is unique to its connection: nothing to count.
+	anonymous := ident == nil && user == "anon-"+c.id
+	if !anonymous && !c.srv.takeUserSlot(user) {
 		c.srv.reject(rejUserConnections)
 		msg := "too many connections for this user: client.max_connections_per_user is " + itoa(c.srv.cfg.Client.MaxConnectionsPerUser)
 		c.sendError(id, codeForbidden, msg)
 		c.closeWith("too_many_connections", msg, false, ws.StatusPolicyViolation, false)
 		return false
 	}
-	c.userSlot = true
+	c.userSlot = !anonymous
 	c.user = user
 	c.ident = ident
 	c.urlToken = ""

@@ -26,6 +26,12 @@ type scratch struct {
 	cmd command
 	enc []byte
 	fs  frameState // the connection's read state while this worker reads
+
+	// rawRead and rawWritev bound to this scratch, made once per worker, so
+	// a syscall.RawConn call allocates nothing and connections hold no
+	// closures.
+	readFn  func(uintptr) bool
+	writeFn func(uintptr) bool
 }
 
 // frameState is what the read side must remember between two reads. It
@@ -47,7 +53,9 @@ func (st *frameState) idle() bool {
 
 func newScratch(readSize int) func() *scratch {
 	return func() *scratch {
-		return &scratch{rbuf: make([]byte, readSize), bufs: make([][]byte, 0, 64), enc: make([]byte, 0, 512)}
+		s := &scratch{rbuf: make([]byte, readSize), bufs: make([][]byte, 0, 64), enc: make([]byte, 0, 512)}
+		s.readFn, s.writeFn = s.rawRead, s.rawWritev
+		return s
 	}
 }
 
@@ -81,8 +89,6 @@ type Conn struct {
 
 	// Read side, owned by the single active reader.
 	rdSched   atomic.Int32
-	rio       *scratch
-	readFn    func(uintptr) bool
 	connected bool
 	fs        *frameState // nil unless a frame or message is incomplete
 
@@ -100,8 +106,6 @@ type Conn struct {
 	outBytes   int
 	closing    bool
 	wrSched    atomic.Int32
-	wio        *scratch
-	writeFn    func(uintptr) bool
 	wake       chan struct{} // goroutine mode: wakes the writer
 	closeTimer *time.Timer
 
@@ -120,8 +124,6 @@ func (s *Server) newConn(nc net.Conn, epoll bool) *Conn {
 			if rc, err := sc.SyscallConn(); err == nil {
 				c.rc = rc
 				c.fd = connFD(rc)
-				c.readFn = c.rawRead
-				c.writeFn = c.rawWritev
 			}
 		}
 	}
@@ -162,14 +164,12 @@ func (c *Conn) readTask(s *scratch) {
 }
 
 func (c *Conn) readAvailable(s *scratch) (more bool) {
-	c.rio = s
-	defer func() { c.rio = nil }()
 	for range maxReadsPerTurn {
 		if c.finished.Load() {
 			return false
 		}
 		s.rn, s.rerr = 0, nil
-		if err := c.rc.Read(c.readFn); err != nil {
+		if err := c.rc.Read(s.readFn); err != nil {
 			c.fail()
 			return false
 		}

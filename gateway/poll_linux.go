@@ -135,15 +135,13 @@ type sysScratch struct{ iov []unix.Iovec }
 
 // rawRead is run through syscall.RawConn.Read, which holds a reference on
 // the fd so it cannot be closed and reused while we read.
-func (c *Conn) rawRead(fd uintptr) bool {
-	s := c.rio
+func (s *scratch) rawRead(fd uintptr) bool {
 	s.rn, s.rerr = unix.Read(int(fd), s.rbuf)
 	return true // never park: EAGAIN is handled by the caller
 }
 
-// rawWritev writes c.wbufs with one writev call.
-func (c *Conn) rawWritev(fd uintptr) bool {
-	s := c.wio
+// rawWritev writes s.bufs with one writev call.
+func (s *scratch) rawWritev(fd uintptr) bool {
 	iov := s.sys.iov[:0]
 	for _, b := range s.bufs {
 		if len(b) == 0 {

@@ -25,7 +25,7 @@ func connFD(rc syscall.RawConn) int { return -1 }
 
 type sysScratch struct{}
 
-func (c *Conn) rawRead(fd uintptr) bool   { return true }
-func (c *Conn) rawWritev(fd uintptr) bool { return true }
+func (s *scratch) rawRead(fd uintptr) bool   { return true }
+func (s *scratch) rawWritev(fd uintptr) bool { return true }
 
 func isEAGAIN(err error) bool { return false }

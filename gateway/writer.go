@@ -216,8 +216,10 @@ func (c *Conn) consume(n int) bool {
 	return false
 }
 
-// idleQueueCap is the queue capacity an idle connection may keep.
-const idleQueueCap = 4
+// idleQueueCap is the queue capacity an idle connection may keep: none. A
+// connection that receives again allocates a small array, at most once per
+// sweep (a second), which is nothing next to what an idle one saves.
+const idleQueueCap = 0
 
 // shrinkIdle releases a burst-sized queue array once the queue is empty, so
 // an idle connection costs no more than a few pointers. The heartbeat sweep
@@ -244,10 +246,8 @@ func (c *Conn) flushNonBlocking(s *scratch) {
 			}
 			return
 		}
-		c.wio = s
 		s.wn, s.werr = 0, nil
-		err := c.rc.Write(c.writeFn)
-		c.wio = nil
+		err := c.rc.Write(s.writeFn)
 		n, werr := s.wn, s.werr
 		clear(s.bufs)
 		if err != nil || (werr != nil && !isEAGAIN(werr)) {

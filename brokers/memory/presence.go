@@ -37,7 +37,7 @@ func (b *Broker) Join(ctx context.Context, ch string, m brokers.Member, ttl time
 	expires := b.clock() + ttl
 	if old, ok := c.members[m.Client]; ok {
 		if old.User != m.User {
-			old.User = strings.Clone(m.User)
+			old.User = m.User
 		}
 		old.expires = expires
 		c.members[m.Client] = old
@@ -45,7 +45,8 @@ func (b *Broker) Join(ctx context.Context, ch string, m brokers.Member, ttl time
 		if c.members == nil {
 			c.members = make(map[string]member)
 		}
-		m = brokers.Member{User: strings.Clone(m.User), Client: strings.Clone(m.Client)}
+		// Strings are immutable: keeping the caller's costs nothing, while
+		// a copy per member would double presence memory for idle clients.
 		c.members[m.Client] = member{Member: m, expires: expires}
 		if c.subscribed {
 			b.handler.HandlePresence(c.name, brokers.Join, m)

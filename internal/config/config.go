@@ -233,6 +233,11 @@ type Server struct {
 	// DrainWindow spreads the disconnects of a shutdown over this long.
 	// Key server.drain_window, default 30s, > 0.
 	DrainWindow time.Duration
+	// GCPercent is the Go garbage collector's target (GOGC) for the node
+	// process; lower trades GC CPU for less memory per connection. A GOGC
+	// environment variable wins over it.
+	// Key server.gc_percent, default 50, >= 10.
+	GCPercent int
 	// TLS serves wss:// directly.
 	TLS TLS
 }
@@ -298,6 +303,7 @@ func Default() Config {
 			MaxConnections: 100000,
 			AcceptRate:     1000,
 			DrainWindow:    30 * time.Second,
+			GCPercent:      50,
 		},
 		Log: Log{
 			Level:  "info",

@@ -82,6 +82,7 @@ var settings = []setting{
 	intKey("server.max_connections", 0, func(c *Config) *int { return &c.Server.MaxConnections }),
 	intKey("server.accept_rate", 0, func(c *Config) *int { return &c.Server.AcceptRate }),
 	durationKey("server.drain_window", 0, func(c *Config) *time.Duration { return &c.Server.DrainWindow }),
+	intKey("server.gc_percent", 10, func(c *Config) *int { return &c.Server.GCPercent }),
 	stringKey("server.tls.cert_file", "a PEM certificate file path or empty", anyString, func(c *Config) *string { return &c.Server.TLS.CertFile }),
 	stringKey("server.tls.key_file", "a PEM key file path or empty", anyString, func(c *Config) *string { return &c.Server.TLS.KeyFile }),
 
