@@ -34,7 +34,9 @@ func TestOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	recs[1].WaitPublications(t, ch, 1, waitTimeout)
+	for _, rec := range recs {
+		rec.WaitPublications(t, ch, 1, waitTimeout)
+	}
 
 	srv.Kill()
 	brokertest.Eventually(t, waitTimeout, "node a to notice", func() bool {
