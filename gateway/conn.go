@@ -109,6 +109,7 @@ type Conn struct {
 	wake       chan struct{} // goroutine mode: wakes the writer
 	closeTimer *time.Timer
 
+	sse      *sseState // non-nil for a Server-Sent Events stream (sse.go)
 	finished atomic.Bool
 	done     chan struct{} // goroutine mode: closed by finish, stops the writer
 	regIdx   int           // position in the server's connection registry

@@ -69,6 +69,7 @@ type Server struct {
 
 	usersMu sync.Mutex
 	users   map[string]int // connections per user
+	pubLim  pubLimits      // POST /pub token buckets by user
 
 	pprof *http.Server
 
@@ -173,6 +174,8 @@ func New(cfg config.Config, b brokers.Broker, log *slog.Logger) (*Server, error)
 	mux.HandleFunc("GET /readyz", s.handleReadyz)
 	mux.HandleFunc("GET /ws", s.handleWSUpgradeHTTP)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /sse", s.handleSSE)
+	mux.HandleFunc("POST /pub", s.handlePub)
 	s.routes(mux)
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: cfg.Client.HandshakeTimeout, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	if cfg.Debug.PprofListen != "" {
@@ -512,8 +515,11 @@ func (s *Server) heartbeatLoop() {
 			connectBy := int64(s.cfg.Client.HandshakeTimeout.Seconds()) + 1
 			var queued int64
 			s.eachConn(func(c *Conn) {
+				if c.sse != nil {
+					c.sendSSEPing(now) // a stream's client never talks; keep it alive instead
+				}
 				switch {
-				case now-c.lastSeen.Load() > limit:
+				case c.sse == nil && now-c.lastSeen.Load() > limit:
 					c.closeWith("timeout", "no message from the client for 2x the ping interval", true, ws.StatusGoingAway, false)
 				case s.auth != nil && !c.authed.Load() && now-c.opened > connectBy:
 					s.reject(rejAuth)

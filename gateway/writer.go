@@ -30,6 +30,12 @@ func (c *Conn) sendFrame(frame []byte) {
 		c.mu.Unlock()
 		return
 	}
+	if c.sse != nil {
+		if frame = c.sse.event(frame); frame == nil {
+			c.mu.Unlock()
+			return
+		}
+	}
 	if c.outBytes+len(frame) > c.srv.cfg.Client.MaxQueueBytes {
 		c.mu.Unlock()
 		c.srv.metrics.slowConsumers.Inc()
@@ -94,6 +100,11 @@ func (c *Conn) closeFrames(dropQueue bool, frames ...[]byte) bool {
 		c.dropLocked()
 	}
 	for _, f := range frames {
+		if c.sse != nil {
+			if f = c.sse.event(f); f == nil {
+				continue
+			}
+		}
 		c.out = append(c.out, f)
 		c.outBytes += len(f)
 	}
