@@ -262,7 +262,17 @@ func (b *Broker) Start(ctx context.Context, h brokers.Handler) error {
 		Replicas: b.cfg.Replicas,
 	})
 	sctx, cancel := context.WithTimeout(ctx, setupTimeout)
-	err = natsbase.Retry(sctx, b.ensureStreams)
+	err = natsbase.Retry(sctx, func(ctx context.Context) error {
+		// Requests sent before a cluster has its meta leader go
+		// unanswered: bound each attempt.
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		err := b.ensureStreams(ctx)
+		if err != nil {
+			b.log.Info("jetstream: waiting for JetStream", "err", err)
+		}
+		return err
+	})
 	cancel()
 	if err != nil {
 		nc.Close()

@@ -231,7 +231,18 @@ func (b *Broker) setupPresence(ctx context.Context) error {
 		Storage:  b.cfg.PresenceStorage,
 		Replicas: b.cfg.PresenceReplicas,
 	})
-	if err := natsbase.Retry(ctx, func(ctx context.Context) error { return pres.Ensure(ctx, js) }); err != nil {
+	err = natsbase.Retry(ctx, func(ctx context.Context) error {
+		// Requests sent before a cluster has its meta leader go
+		// unanswered: bound each attempt.
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		err := pres.Ensure(ctx, js)
+		if err != nil {
+			b.log.Info("nats: waiting for JetStream", "err", err)
+		}
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("nats: start: %w", err)
 	}
 	b.pres = pres

@@ -86,6 +86,10 @@ func ServerOptions(cfg ServerConfig) (*server.Options, error) {
 	}
 	name := cfg.ServerName
 	if cfg.ClusterListen != "" {
+		if len(cfg.Routes) == 0 {
+			// JetStream refuses to start clustered without them.
+			return nil, errors.New("nats: embedded server: a cluster listen address needs routes (the route addresses of the cluster's servers)")
+		}
 		chost, cport, err := splitAddr(cfg.ClusterListen)
 		if err != nil {
 			return nil, fmt.Errorf("nats: embedded server: cluster listen %q: %w", cfg.ClusterListen, err)
