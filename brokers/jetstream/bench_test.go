@@ -72,4 +72,3 @@ func BenchmarkPublish(b *testing.B) {
 		})
 	})
 }
-
