@@ -128,17 +128,18 @@ func (b *Broker) buildShards(ctx context.Context) error {
 	switch {
 	case b.cfg.SentinelMaster != "":
 		fc := goredis.NewFailoverClient(&goredis.FailoverOptions{
-			MasterName:       b.cfg.SentinelMaster,
-			SentinelAddrs:    b.cfg.SentinelAddrs,
-			Password:         b.cfg.Password,
-			SentinelPassword: b.cfg.Password,
-			DB:               b.cfg.DB,
-			Protocol:         2,
-			DisableIdentity:  true,
-			MaxRetries:       -1,
-			DialTimeout:      b.cfg.DialTimeout,
-			ReadTimeout:      b.cfg.ReadTimeout,
-			WriteTimeout:     b.cfg.ReadTimeout,
+			MasterName:            b.cfg.SentinelMaster,
+			SentinelAddrs:         b.cfg.SentinelAddrs,
+			Password:              b.cfg.Password,
+			SentinelPassword:      b.cfg.Password,
+			DB:                    b.cfg.DB,
+			Protocol:              2,
+			DisableIdentity:       true,
+			MaxRetries:            -1,
+			DialTimeout:           b.cfg.DialTimeout,
+			ReadTimeout:           b.cfg.ReadTimeout,
+			WriteTimeout:          b.cfg.ReadTimeout,
+			ContextTimeoutEnabled: true,
 		})
 		b.closers = append(b.closers, fc)
 		sh := newShard(b, 0, "sentinel:"+b.cfg.SentinelMaster, fc)
@@ -172,6 +173,7 @@ func (b *Broker) options(addr string) *goredis.Options {
 		DialTimeout:              b.cfg.DialTimeout,
 		ReadTimeout:              b.cfg.ReadTimeout,
 		WriteTimeout:             b.cfg.ReadTimeout,
+		ContextTimeoutEnabled:    true,
 		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
 	}
 }
@@ -212,7 +214,7 @@ func (b *Broker) shutdown() {
 
 // Ping reports an error wrapping brokers.ErrUnavailable while any shard is
 // not fully up (disconnected, or still replaying its outbox), or does not
-// answer PING.
+// answer PING within Config.ProbeTimeout.
 func (b *Broker) Ping(ctx context.Context) error {
 	if err := b.check(ctx); err != nil {
 		return fmt.Errorf("redis: ping: %w", err)
@@ -221,7 +223,10 @@ func (b *Broker) Ping(ctx context.Context) error {
 		if st := sh.state.Load(); st != shardUp {
 			return fmt.Errorf("redis: ping %s: %s (outbox %d): %w", sh.name, stateName(st), b.outboxLen.Load(), brokers.ErrUnavailable)
 		}
-		if err := sh.cmd.Ping(ctx).Err(); err != nil {
+		pctx, cancel := context.WithTimeout(ctx, b.cfg.ProbeTimeout)
+		err := sh.cmd.Ping(pctx).Err()
+		cancel()
+		if err != nil {
 			return fmt.Errorf("redis: ping %s: %w: %w", sh.name, brokers.ErrUnavailable, err)
 		}
 	}

@@ -99,6 +99,7 @@ func (b *Broker) buildCluster(ctx context.Context) error {
 		DialTimeout:              b.cfg.DialTimeout,
 		ReadTimeout:              b.cfg.ReadTimeout,
 		WriteTimeout:             b.cfg.ReadTimeout,
+		ContextTimeoutEnabled:    true,
 		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
 	})
 	b.closers = append(b.closers, cc)

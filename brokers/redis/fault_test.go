@@ -363,3 +363,48 @@ func TestKillRestartNoPersistence(t *testing.T) {
 }
 
 var _ = sort.Strings
+
+// TestPartition: node 0 reaches Redis through a proxy that drops every
+// packet for a while (its connections stay open: only its probe and its
+// timeouts tell it Redis is gone), while node 1 keeps working. When the
+// network heals, the commands held back in the network arrive late, next
+// to the outbox replay: the per-node counter keeps every publication
+// exactly once. Nothing is lost: Redis kept its data.
+func TestPartition(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	proxy := redistest.StartProxy(t, srv.Addr())
+	cutNodes, cutRecs := startNodes(t, faultConfig(proxy.Addr()), 1)
+	okNodes, okRecs := startNodes(t, faultConfig(srv.Addr()), 1)
+	nodes := []*redis.Broker{cutNodes[0], okNodes[0]}
+	recs := []*brokertest.Recorder{cutRecs[0], okRecs[0]}
+	run := startLoad(t, nodes, recs, "partition:doc", 2, 2*time.Millisecond, 3000)
+	brokertest.Eventually(t, 10*time.Second, "200 publications", func() bool { return run.count() >= 200 })
+	cutAt := time.Now()
+	proxy.Partition()
+	brokertest.Eventually(t, 10*time.Second, "node 0 to notice", func() bool { return nodes[0].Ping(t.Context()) != nil })
+	noticed := time.Since(cutAt)
+	time.Sleep(time.Second)
+	proxy.Heal()
+	healed := time.Now()
+	brokertest.Eventually(t, 15*time.Second, "node 0 back", func() bool { return nodes[0].Ping(t.Context()) == nil })
+	t.Logf("partition noticed after %v; node back %v after the heal", noticed.Round(time.Millisecond), time.Since(healed).Round(time.Millisecond))
+	time.Sleep(200 * time.Millisecond)
+	run.finish(t, 15*time.Second)
+	for _, rec := range recs {
+		if err := rec.Err(); err != nil {
+			t.Error(err)
+		}
+	}
+	st := run.analyze(t)
+	t.Logf("%s", st)
+	checkNoBugs(t, st)
+	if st.Epochs != 1 || st.AckedLocal == 0 {
+		t.Errorf("%d epochs (want 1), %d publications through the outbox (want some)", st.Epochs, st.AckedLocal)
+	}
+	want := st.Published - st.Failed
+	for i, n := range st.PerNode {
+		if n.ExactlyOnce != want {
+			t.Errorf("node %d: %d of %d acked publications delivered exactly once", i, n.ExactlyOnce, want)
+		}
+	}
+}

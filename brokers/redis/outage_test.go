@@ -130,3 +130,51 @@ func TestPubSubKilled(t *testing.T) {
 		}
 	}
 }
+
+// TestHistoryRegression: Redis comes back with less than the nodes
+// delivered (a failover to a replica that lagged, an AOF not fsynced),
+// simulated by rolling the channel's seq and stream back behind the nodes'
+// backs and dropping their pub/sub connections. The nodes notice at
+// reconnect and start a new epoch, so seqs 8..10 are never reused for
+// other data under the epoch clients hold.
+func TestHistoryRegression(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	nodes, recs := startNodes(t, testConfig(srv.Addr()), 2)
+	ctx := t.Context()
+	const ch = "doc:regress"
+	for _, n := range nodes {
+		if err := n.Subscribe(ctx, ch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var old brokers.Position
+	for i := 1; i <= 10; i++ {
+		var err error
+		if old, err = nodes[0].Publish(ctx, ch, fmt.Appendf(nil, "m%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, rec := range recs {
+		rec.WaitPublications(t, ch, 10, waitTimeout)
+	}
+	srv.MustDo("HSET", "sg{"+ch+"}:m", "s", "7")
+	srv.MustDo("XDEL", "sg{"+ch+"}:h", "8-0", "9-0", "10-0")
+	srv.MustDo("CLIENT", "KILL", "TYPE", "pubsub")
+	brokertest.Eventually(t, waitTimeout, "a new epoch", func() bool {
+		_, pos, err := nodes[1].Since(ctx, ch, 0, 0)
+		return err == nil && pos.Epoch != old.Epoch
+	})
+	pos, err := nodes[1].Publish(ctx, ch, []byte("after"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pos.Epoch == old.Epoch || pos.Seq != 1 {
+		t.Errorf("publication after the regression: %+v, want seq 1 in a new epoch (old %q)", pos, old.Epoch)
+	}
+	for i, rec := range recs {
+		got := rec.WaitPublications(t, ch, 11, waitTimeout)
+		if last := got[10]; last.Epoch != pos.Epoch || last.Seq != 1 || string(last.Data) != "after" {
+			t.Errorf("node %d: after the regression got %d %q %q", i, last.Seq, last.Epoch, last.Data)
+		}
+	}
+}

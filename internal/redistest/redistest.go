@@ -8,8 +8,9 @@
 // found and SYNCGATE_REQUIRE_REDIS is unset, and fails it otherwise.
 //
 // Servers start with persistence off (--save "" --appendonly no) unless
-// Options.AOF is set. Nothing here starts a goroutine, so goleak checks in
-// the calling tests are not disturbed.
+// Options.AOF is set. Nothing here starts a goroutine, except a Proxy (a
+// network partition in front of a server), whose goroutines stop at test
+// cleanup.
 package redistest
 
 import (
