@@ -37,6 +37,10 @@ type Broker struct {
 	// Script arguments that never change, rendered once.
 	histSizeArg, histTTLArg, metaTTLArg string
 	publishCmd                          string // publish or spublish
+	// args are the publish script's constant arguments, boxed once.
+	args struct {
+		sha, histSize, histTTL, metaTTL, nodeID, nodeField, publishCmd any
+	}
 
 	lifeMu  sync.Mutex // serializes Start and Close
 	state   atomic.Int32
@@ -51,6 +55,9 @@ type Broker struct {
 	slots []uint16
 
 	outboxLen atomic.Int64 // publications held in all shards' outboxes
+	stats     struct {
+		published, pipelines, reconnects, fills atomic.Uint64
+	}
 	// minPresenceTTL is the shortest presence TTL seen (ns): presence
 	// expiry is checked a few times per TTL.
 	minPresenceTTL atomic.Int64
@@ -75,6 +82,9 @@ func New(cfg Config) *Broker {
 	if cfg.Cluster {
 		b.publishCmd = "spublish"
 	}
+	a := &b.args
+	a.sha, a.histSize, a.histTTL, a.metaTTL = publishScript.Hash(), b.histSizeArg, b.histTTLArg, b.metaTTLArg
+	a.nodeID, a.nodeField, a.publishCmd = b.nodeID, b.nodeField, b.publishCmd
 	return b
 }
 

@@ -102,6 +102,7 @@ func (sh *shard) runFills(f *fillerState) {
 				strconv.FormatUint(f.results[i].from, 10), strconv.Itoa(limit), b.newEpoch(), b.metaTTLArg))
 		}
 		_, _ = pipe.Exec(b.ctx)
+		b.stats.fills.Add(uint64(len(jobs)))
 		for i, cs := range jobs {
 			res, err := f.cmds[i].Result()
 			r := &f.results[i]

@@ -25,7 +25,8 @@ import goredis "github.com/redis/go-redis/v9"
 // counter as its epoch: unique), 6 this node's meta field, 7 this node's
 // publish counter, 8 publish command (publish or spublish).
 //
-// Returns {epoch, seq}; seq 0 means this node's message with this counter
+// Returns "<seq>:<epoch>" (one string: cheap to parse); seq 0 means this
+// node's message with this counter
 // was applied before (an outbox retry after an unanswered attempt), and
 // nothing was done. The counters of one node arrive in increasing order
 // (one ordered pipeline per shard), so "counter <= the last applied" is
@@ -39,7 +40,7 @@ if not epoch then
 else
   local done = redis.call('hget', KEYS[2], ARGV[6])
   if done and tonumber(done) >= tonumber(ARGV[7]) then
-    return {epoch, 0}
+    return '0:' .. epoch
   end
 end
 local seq = redis.call('hincrby', KEYS[2], 's', 1)
@@ -51,7 +52,7 @@ if tonumber(ARGV[2]) > 0 then
   redis.call('pexpire', KEYS[1], ARGV[3])
 end
 redis.call(ARGV[8], KEYS[3], 'p' .. epoch .. ':' .. s .. ':' .. ARGV[1])
-return {epoch, seq}
+return s .. ':' .. epoch
 `)
 
 // sinceScript reads history after a seq and the current position in one

@@ -407,6 +407,7 @@ func (sh *shard) connect(ctx context.Context) error {
 		}
 	}
 	if wasDown {
+		sh.b.stats.reconnects.Add(1)
 		sh.b.cfg.Logger.Info("redis shard reconnected", "shard", sh.name, "down_for", time.Since(sh.downSince).Round(time.Millisecond), "outbox", len(sh.outbox))
 	}
 	sh.downSince = time.Time{}

@@ -21,7 +21,16 @@ type pubReq struct {
 	// answered: the caller has its answer (a node-local position); the
 	// request only waits in the outbox. The writer releases it when done.
 	answered bool
+	// args is the EVALSHA command, reused with the request: every value
+	// in it is boxed once (constants, cached keys) or a pointer, so
+	// building the command allocates nothing.
+	args []any
 }
+
+// dataArg makes go-redis write pubReq.data without boxing a slice.
+type dataArg pubReq
+
+func (d *dataArg) MarshalBinary() ([]byte, error) { return d.data, nil }
 
 // pubResult answers a Publish. owned tells the caller it may release the
 // request (the writer is done with it).
@@ -95,7 +104,27 @@ func (sh *shard) writer() {
 type writerState struct {
 	batch []*pubReq
 	cmds  []*goredis.Cmd
-	keys  []string
+	// keys caches the boxed key names of recently published channels.
+	keys map[string]*boxedKeys
+}
+
+// boxedKeys are a channel's key names as interface values, boxed once.
+type boxedKeys struct{ history, meta, pubsub any }
+
+// maxKeyCache bounds writerState.keys; it is emptied when full.
+const maxKeyCache = 4096
+
+func (w *writerState) keysOf(b *Broker, ch string) *boxedKeys {
+	if k := w.keys[ch]; k != nil {
+		return k
+	}
+	if w.keys == nil || len(w.keys) >= maxKeyCache {
+		w.keys = make(map[string]*boxedKeys)
+	}
+	ks := b.keys(ch)
+	k := &boxedKeys{ks.history, ks.meta, ks.pubsub}
+	w.keys[strings.Clone(ch)] = k
+	return k
 }
 
 // writeStep does one unit of work and reports whether there may be more.
@@ -249,19 +278,24 @@ func (sh *shard) send(w *writerState) (int, error) {
 		pipe := sh.cmd.Pipeline()
 		w.cmds = w.cmds[:0]
 		for _, r := range w.batch[done:] {
-			k := b.keys(r.ch)
-			w.keys = append(w.keys[:0], k.history, k.meta, k.pubsub)
-			w.cmds = append(w.cmds, publishScript.EvalSha(ctx, pipe, w.keys, r.data,
-				b.histSizeArg, b.histTTLArg, b.metaTTLArg, b.nodeID, b.nodeField,
-				strconv.FormatUint(r.counter, 10), b.publishCmd))
+			k := w.keysOf(b, r.ch)
+			a := &b.args
+			r.args = append(r.args[:0], "evalsha", a.sha, 3, k.history, k.meta, k.pubsub,
+				(*dataArg)(r), a.histSize, a.histTTL, a.metaTTL, a.nodeID, a.nodeField, &r.counter, a.publishCmd)
+			cmd := goredis.NewCmd(ctx, r.args...)
+			cmd.SetFirstKeyPos(3)
+			_ = pipe.Process(ctx, cmd)
+			w.cmds = append(w.cmds, cmd)
 		}
 		_, _ = pipe.Exec(ctx)
+		b.stats.pipelines.Add(1)
 		retry := false
 		for _, c := range w.cmds {
 			r := w.batch[done]
 			pos, err := parsePosition(c)
 			switch {
 			case err == nil:
+				b.stats.published.Add(1)
 				r.complete(pos, nil)
 			case isNoScript(err) && attempt < 2:
 				if lerr := sh.loadScripts(ctx); lerr != nil {
@@ -289,21 +323,18 @@ func (sh *shard) send(w *writerState) (int, error) {
 	return done, nil
 }
 
-// parsePosition reads the publish script's {epoch, seq} reply.
+// parsePosition reads the publish script's "<seq>:<epoch>" reply.
 func parsePosition(c *goredis.Cmd) (brokers.Position, error) {
-	vals, err := c.Slice()
+	s, err := c.Text()
 	if err != nil {
 		return brokers.Position{}, err
 	}
-	if len(vals) != 2 {
+	num, epoch, ok := strings.Cut(s, ":")
+	seq, err := strconv.ParseUint(num, 10, 64)
+	if !ok || err != nil || epoch == "" {
 		return brokers.Position{}, errBadReply
 	}
-	epoch, ok1 := vals[0].(string)
-	seq, ok2 := vals[1].(int64)
-	if !ok1 || !ok2 || seq < 0 {
-		return brokers.Position{}, errBadReply
-	}
-	return brokers.Position{Seq: uint64(seq), Epoch: epoch}, nil
+	return brokers.Position{Seq: seq, Epoch: epoch}, nil
 }
 
 var errBadReply = errors.New("redis: unexpected script reply")

@@ -1,0 +1,90 @@
+package redis_test
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+
+	"github.com/syncgate/syncgate/brokers"
+	"github.com/syncgate/syncgate/brokers/redis"
+	"github.com/syncgate/syncgate/internal/redistest"
+)
+
+// nopHandler is the cheapest handler, for benchmarks.
+type nopHandler struct{ n atomic.Int64 }
+
+func (h *nopHandler) HandlePublication(string, brokers.Publication)                    { h.n.Add(1) }
+func (h *nopHandler) HandlePresence(string, brokers.PresenceEventType, brokers.Member) {}
+
+func startBench(b *testing.B) (*redis.Broker, *nopHandler) {
+	b.Helper()
+	srv := redistest.Start(b, redistest.Options{})
+	br := redis.New(testConfig(srv.Addr()))
+	h := &nopHandler{}
+	if err := br.Start(context.Background(), h); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { br.Close() })
+	return br, h
+}
+
+// BenchmarkPublish: one goroutine publishing 64 bytes on a subscribed
+// channel with full history: one round trip per publication.
+func BenchmarkPublish(b *testing.B) {
+	br, _ := startBench(b)
+	ctx := context.Background()
+	const ch = "doc:1"
+	if err := br.Subscribe(ctx, ch); err != nil {
+		b.Fatal(err)
+	}
+	data := make([]byte, 64)
+	for range suiteHistorySize {
+		if _, err := br.Publish(ctx, ch, data); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		if _, err := br.Publish(ctx, ch, data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkPublishParallel: many goroutines publishing at once on 64
+// channels of one shard. Their publications share pipelines
+// (auto-batching): the reported pubs/pipeline is the average batch.
+func BenchmarkPublishParallel(b *testing.B) {
+	for _, par := range []int{1, 8, 64} {
+		b.Run(fmt.Sprintf("goroutines=%dxGOMAXPROCS", par), func(b *testing.B) {
+			br, _ := startBench(b)
+			ctx := context.Background()
+			for i := range 64 {
+				if err := br.Subscribe(ctx, fmt.Sprintf("doc:%d", i)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			data := make([]byte, 64)
+			var next atomic.Int64
+			before := br.Stats()
+			b.ReportAllocs()
+			b.SetBytes(int64(len(data)))
+			b.SetParallelism(par)
+			b.RunParallel(func(pb *testing.PB) {
+				ch := fmt.Sprintf("doc:%d", next.Add(1)%64)
+				for pb.Next() {
+					if _, err := br.Publish(ctx, ch, data); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			after := br.Stats()
+			if p := after.Pipelines - before.Pipelines; p > 0 {
+				b.ReportMetric(float64(after.Published-before.Published)/float64(p), "pubs/pipeline")
+			}
+		})
+	}
+}
