@@ -259,6 +259,11 @@ func (b *Broker) Publish(ctx context.Context, ch string, data []byte) (brokers.P
 	req := newPubReq(ch, data)
 	sh := b.shardFor(ch)
 	sh.mu.Lock()
+	if sh.closed {
+		sh.mu.Unlock()
+		req.release()
+		return brokers.Position{}, fmt.Errorf("redis: publish %s: %w", ch, brokers.ErrClosed)
+	}
 	// The counter is taken under the shard lock, so that pending (and
 	// so Redis) sees each shard's counters in increasing order.
 	req.counter = b.counter.Add(1)

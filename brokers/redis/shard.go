@@ -82,6 +82,10 @@ type shard struct {
 	// pending publications, not yet taken by the writer.
 	pending []*pubReq
 	outbox  []*pubReq
+	// outboxWaiters: the outbox holds requests whose callers still wait
+	// (queued while recovering); they are answered locally if the shard
+	// goes down again.
+	outboxWaiters bool
 	// local positions handed out while down, per channel; a new map (so
 	// new local epochs) for each outage.
 	local map[string]*brokers.Position

@@ -134,10 +134,13 @@ func (sh *shard) writeStep(w *writerState) bool {
 	case shardDown:
 		// Answer everything waiting with a local position, in order:
 		// first what was queued while recovering, then new requests.
-		for _, r := range sh.outbox {
-			if !r.answered {
-				sh.answerLocally(r)
+		if sh.outboxWaiters {
+			for _, r := range sh.outbox {
+				if !r.answered {
+					sh.answerLocally(r)
+				}
 			}
+			sh.outboxWaiters = false
 		}
 		for _, r := range sh.pending {
 			sh.divertLocked(r, false)
@@ -149,11 +152,14 @@ func (sh *shard) writeStep(w *writerState) bool {
 
 	case shardRecovering:
 		for _, r := range sh.pending {
-			sh.enqueueLocked(r, false)
+			if sh.enqueueLocked(r, false) {
+				sh.outboxWaiters = true
+			}
 		}
 		clear(sh.pending)
 		sh.pending = sh.pending[:0]
 		if len(sh.outbox) == 0 {
+			sh.outboxWaiters = false
 			sh.state.Store(shardUp)
 			sh.mu.Unlock()
 			sh.b.cfg.Logger.Info("redis shard up", "shard", sh.name)
