@@ -3,6 +3,7 @@ package redis
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"sync"
@@ -139,12 +140,21 @@ func (b *Broker) buildCluster(ctx context.Context) error {
 		return fmt.Errorf("cluster slots: %d of %d slots served", covered, numSlots)
 	}
 	nodes := &nodeClients{b: b, clients: make(map[string]*goredis.Client)}
+	nodes.learn(b.cfg.Addrs)
+	for _, r := range ranges {
+		for _, n := range r.Nodes {
+			nodes.learn([]string{n.Addr})
+		}
+	}
 	b.closers = append(b.closers, nodes)
 	for i, m := range masters {
 		sh := newShard(b, i, m.addr, cc)
 		sh.probe = b.probeName(probeTag(b.slots, i))
 		slot := m.first
 		sh.newPubSub = func(ctx context.Context) (*goredis.PubSub, error) {
+			// A reconnect may follow a failover: refresh the command
+			// client's slot map too (in the background).
+			cc.ReloadState(ctx)
 			c, err := nodes.master(ctx, cc, slot)
 			if err != nil {
 				return nil, err
@@ -169,29 +179,28 @@ func probeTag(slots []uint16, i int) string {
 	}
 }
 
-// nodeClients are clients of single cluster masters, for the sharded
-// pub/sub connections and script loading.
+// nodeClients are clients of single cluster nodes, for the sharded
+// pub/sub connections, script loading and finding slot owners.
 type nodeClients struct {
 	b       *Broker
 	mu      sync.Mutex
 	clients map[string]*goredis.Client
+	known   []string // every node address seen, to ask for the slot map
 }
 
-// master returns a client of the master that owns slot now.
-func (n *nodeClients) master(ctx context.Context, cc *goredis.ClusterClient, slot int) (*goredis.Client, error) {
-	ranges, err := cc.ClusterSlots(ctx).Result()
-	if err != nil {
-		return nil, err
-	}
-	addr := ""
-	for _, r := range ranges {
-		if r.Start <= slot && slot <= r.End && len(r.Nodes) > 0 {
-			addr = r.Nodes[0].Addr
+// learn records node addresses.
+func (n *nodeClients) learn(addrs []string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, a := range addrs {
+		if a != "" && !slices.Contains(n.known, a) {
+			n.known = append(n.known, a)
 		}
 	}
-	if addr == "" {
-		return nil, fmt.Errorf("no master serves slot %d", slot)
-	}
+}
+
+// client returns the client of the node at addr.
+func (n *nodeClients) client(addr string) *goredis.Client {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	c := n.clients[addr]
@@ -201,7 +210,41 @@ func (n *nodeClients) master(ctx context.Context, cc *goredis.ClusterClient, slo
 		c = goredis.NewClient(opts)
 		n.clients[addr] = c
 	}
-	return c, nil
+	return c
+}
+
+// master returns a client of the master that owns slot now, asking the
+// known nodes in turn (after a failover the old master is gone, and a
+// keyless command through the cluster client may still be routed to it).
+func (n *nodeClients) master(ctx context.Context, cc *goredis.ClusterClient, slot int) (*goredis.Client, error) {
+	n.mu.Lock()
+	addrs := slices.Clone(n.known)
+	n.mu.Unlock()
+	var firstErr error
+	for _, i := range rand.Perm(len(addrs)) {
+		ranges, err := n.client(addrs[i]).ClusterSlots(ctx).Result()
+		if err != nil {
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		for _, r := range ranges {
+			for _, node := range r.Nodes {
+				n.learn([]string{node.Addr})
+			}
+			if r.Start <= slot && slot <= r.End && len(r.Nodes) > 0 {
+				return n.client(r.Nodes[0].Addr), nil
+			}
+		}
+		if firstErr == nil {
+			firstErr = fmt.Errorf("no master serves slot %d", slot)
+		}
+	}
+	if firstErr == nil {
+		firstErr = fmt.Errorf("no cluster node known")
+	}
+	return nil, firstErr
 }
 
 // Close closes every node client.

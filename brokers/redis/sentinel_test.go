@@ -56,3 +56,43 @@ func TestSentinelFailover(t *testing.T) {
 		t.Errorf("no publication went through the outbox: the failover was not exercised")
 	}
 }
+
+// TestClusterFailover: a cluster of three masters with a replica each; two
+// nodes publish on a channel of the first master, which is killed with
+// SIGKILL. The cluster promotes its replica; the nodes find the slot's new
+// owner, and every publication is accounted for as in the Sentinel test.
+func TestClusterFailover(t *testing.T) {
+	c := redistest.StartCluster(t, redistest.ClusterOptions{Masters: 3, ReplicasPerMaster: 1, NodeTimeout: time.Second})
+	cfg := faultConfig(c.Addrs()...)
+	cfg.Cluster = true
+	nodes, recs := startNodes(t, cfg, 2)
+	ch := ""
+	for i := 0; ch == ""; i++ {
+		if name := fmt.Sprintf("cluster:doc%d", i); nodes[0].ShardOf(name) == 0 {
+			ch = name
+		}
+	}
+	run := startLoad(t, nodes, recs, ch, 2, 2*time.Millisecond, 5000)
+	brokertest.Eventually(t, 10*time.Second, "200 publications", func() bool { return run.count() >= 200 })
+	killed := time.Now()
+	c.Masters[0].Kill()
+	for i, n := range nodes {
+		brokertest.Eventually(t, 30*time.Second, fmt.Sprintf("node %d up on the promoted replica", i), func() bool {
+			return n.Ping(t.Context()) == nil
+		})
+	}
+	t.Logf("master of slot range 0 killed; both nodes up on the promoted replica (outbox replayed) after %v", time.Since(killed).Round(time.Millisecond))
+	time.Sleep(200 * time.Millisecond)
+	run.finish(t, 30*time.Second)
+	for _, rec := range recs {
+		if err := rec.Err(); err != nil {
+			t.Error(err)
+		}
+	}
+	st := run.analyze(t)
+	t.Logf("%s", st)
+	checkNoBugs(t, st)
+	if st.AckedLocal == 0 {
+		t.Errorf("no publication went through the outbox: the failover was not exercised")
+	}
+}

@@ -67,6 +67,18 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 			return err
 		})
 	}
+	for _, r := range c.Replicas {
+		waitFor(t, 20*time.Second, "replica in sync", func() error {
+			out, err := r.Do("INFO", "replication")
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(out, "master_link_status:up") {
+				return fmt.Errorf("replica %s not linked yet", r.Addr())
+			}
+			return nil
+		})
+	}
 	c.WaitOK(t)
 	return c
 }

@@ -130,6 +130,8 @@ func (s *Server) args() []string {
 		"--daemonize", "no",
 		"--logfile", "redis.log",
 		"--protected-mode", "no",
+		// Replicas sync at once (Redis 7 waits 5s for more replicas).
+		"--repl-diskless-sync-delay", "0",
 	}
 	if s.opts.AOF {
 		args = append(args, "--appendonly", "yes", "--appendfsync", "always")
