@@ -1,0 +1,232 @@
+package web_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestBrowser runs web/e2e/demo.test.mjs: headless Chromium (Debian's
+// chromium package) driven by playwright-core, against two syncgate
+// processes sharing a JetStream broker (embedded in node A; node B
+// connects to it). Two users edit one document, see each other's text and
+// presence, node B is restarted while its user is away, and the user
+// catches up. scripts/deps.sh installs chromium and the npm package; without
+// them the test is skipped (it fails under CI=true).
+//
+// DEMO_SCREENSHOT=path writes the two-user screenshot there (the README's
+// docs/demo.png is made with DEMO_SCREENSHOT=$PWD/docs/demo.png).
+func TestBrowser(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser test: not in -short mode")
+	}
+	chromium := os.Getenv("CHROMIUM")
+	if chromium == "" {
+		chromium = "/usr/bin/chromium"
+	}
+	nodeJS, err := exec.LookPath("node")
+	missing := func(what string) {
+		msg := what + " is missing; run scripts/deps.sh"
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	if err != nil {
+		missing("node")
+	}
+	if _, err := os.Stat(chromium); err != nil {
+		missing(chromium)
+	}
+	if _, err := os.Stat("e2e/node_modules/playwright-core/package.json"); err != nil {
+		missing("web/e2e/node_modules (npm ci in web/e2e)")
+	}
+	start := time.Now()
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "syncgate")
+	build := exec.Command("go", "build", "-o", bin, "..")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	t.Logf("built syncgate in %v", time.Since(start).Round(time.Millisecond))
+
+	natsAddr, addrA, addrB := freeAddr(t), freeAddr(t), freeAddr(t)
+	common := []string{
+		"SYNCGATE_BROKER_TYPE=jetstream",
+		"SYNCGATE_NATS_STORAGE=memory",
+		"SYNCGATE_SERVER_DRAIN_WINDOW=100ms",
+		"SYNCGATE_LOG_LEVEL=warn",
+	}
+	a := &gatewayProc{t: t, name: "a", bin: bin, dir: dir, addr: addrA, env: append([]string{
+		"SYNCGATE_LISTEN=" + addrA,
+		"SYNCGATE_NATS_LISTEN=" + natsAddr,
+		"SYNCGATE_NATS_STORE_DIR=" + filepath.Join(dir, "nats"),
+	}, common...)}
+	b := &gatewayProc{t: t, name: "b", bin: bin, dir: dir, addr: addrB, env: append([]string{
+		"SYNCGATE_LISTEN=" + addrB,
+		"SYNCGATE_NATS_URL=nats://" + natsAddr,
+	}, common...)}
+	a.start()
+	t.Cleanup(a.stop)
+	b.start()
+	t.Cleanup(b.stop)
+
+	// The script asks for node B to be stopped and started again.
+	ctl := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.URL.Query().Get("node") != "b" {
+			http.Error(w, "POST /stop?node=b or /start?node=b", http.StatusBadRequest)
+			return
+		}
+		switch r.URL.Path {
+		case "/stop":
+			b.stop()
+		case "/start":
+			b.start()
+		default:
+			http.NotFound(w, r)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = ctl.Serve(ln) }()
+	t.Cleanup(func() { _ = ctl.Close() })
+
+	shot := os.Getenv("DEMO_SCREENSHOT")
+	if shot == "" {
+		shot = filepath.Join(dir, "demo.png")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	script := exec.CommandContext(ctx, nodeJS, "demo.test.mjs")
+	script.Dir = "e2e"
+	script.Env = append(cleanEnv(),
+		"NODE_A=http://"+addrA, "NODE_B=http://"+addrB,
+		"CONTROL=http://"+ln.Addr().String(),
+		"CHROMIUM="+chromium, "SCREENSHOT="+shot)
+	script.WaitDelay = 5 * time.Second
+	out, _ := script.StdoutPipe()
+	script.Stderr = script.Stdout
+	if err := script.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		t.Log(sc.Text())
+	}
+	if err := script.Wait(); err != nil {
+		t.Fatalf("browser script: %v (after %v)", err, time.Since(start).Round(time.Millisecond))
+	}
+	t.Logf("browser test took %v", time.Since(start).Round(time.Millisecond))
+}
+
+// gatewayProc is one syncgate process.
+type gatewayProc struct {
+	t    *testing.T
+	name string
+	bin  string
+	dir  string
+	addr string
+	env  []string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func (g *gatewayProc) start() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.cmd != nil {
+		return
+	}
+	cmd := exec.Command(g.bin)
+	cmd.Dir = g.dir // no config.yaml there: defaults + env
+	cmd.Env = append(cleanEnv(), g.env...)
+	logf, err := os.OpenFile(filepath.Join(g.dir, "node-"+g.name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		g.t.Fatalf("start node %s: %v", g.name, err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); _ = logf.Close(); close(done) }()
+	g.cmd, g.done = cmd, done
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get("http://" + g.addr + "/readyz")
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		select {
+		case <-done:
+			log, _ := os.ReadFile(filepath.Join(g.dir, "node-"+g.name+".log"))
+			g.t.Fatalf("node %s exited at start:\n%s", g.name, log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			g.t.Fatalf("node %s not ready: %v", g.name, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stop sends SIGTERM (the node tells its clients to reconnect, over
+// server.drain_window) and waits; SIGKILL after 15 s.
+func (g *gatewayProc) stop() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.cmd == nil {
+		return
+	}
+	_ = g.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-g.done:
+	case <-time.After(15 * time.Second):
+		_ = g.cmd.Process.Kill()
+		<-g.done
+	}
+	g.cmd = nil
+}
+
+// cleanEnv is this process's environment without SYNCGATE_* variables
+// (a node refuses unknown ones, and the test sets its own).
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "SYNCGATE_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}

@@ -1,0 +1,183 @@
+// Browser end-to-end test of the demo page and the JS client, in headless
+// Chromium driven by playwright-core. Run by `go test ./web/` (browser_test.go),
+// which starts two gateway nodes sharing a broker and passes:
+//   NODE_A, NODE_B   http://127.0.0.1:PORT of each node
+//   CONTROL          http://127.0.0.1:PORT: POST /stop?node=b, /start?node=b
+//   CHROMIUM         the browser binary (Debian's chromium)
+//   SCREENSHOT       where to write the two-user screenshot
+// Prints "measured: ..." lines and exits non-zero on the first failure.
+import { chromium } from "playwright-core";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+
+const A = process.env.NODE_A, B = process.env.NODE_B, CONTROL = process.env.CONTROL;
+const t0 = Date.now();
+const step = (s) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1)}s] ${s}`);
+const doc = "e2e-" + Math.random().toString(36).slice(2, 8);
+const ch = "doc:" + doc;
+
+const profile = fs.mkdtempSync(path.join(os.tmpdir(), "syncgate-chromium-"));
+const browser = await chromium.launchPersistentContext(profile, {
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  headless: true,
+  viewport: { width: 1600, height: 660 },
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run"],
+});
+const errors = [];
+async function control(what) {
+  const r = await fetch(CONTROL + "/" + what, { method: "POST" });
+  assert.equal(r.status, 200, what + ": " + (await r.text()));
+}
+const until = (frame, fn, arg, what, timeout = 10000) =>
+  frame.waitForFunction(fn, arg, { timeout, polling: 20 }).catch((e) => {
+    throw new Error("timed out waiting for " + what + ": " + e.message.split("\n")[0]);
+  });
+
+try {
+  // ---- two users on two nodes, side by side in one window ----
+  const stage = browser.pages()[0] || (await browser.newPage());
+  stage.on("pageerror", (e) => errors.push("stage: " + e.message));
+  await stage.setContent(`<!doctype html><style>
+      body{margin:0;display:flex;gap:0;background:#d5d9e0}
+      iframe{border:0;width:50%;height:100vh;background:#fff}
+      iframe+iframe{border-left:2px solid #c2c8d2}
+    </style>
+    <iframe id="ann" src="${A}/?doc=${doc}&name=ann"></iframe>
+    <iframe id="bob" src="${B}/?doc=${doc}&name=bob"></iframe>`);
+  const frame = async (id) => {
+    const h = await stage.waitForSelector("#" + id);
+    const f = await h.contentFrame();
+    await f.waitForLoadState();
+    return f;
+  };
+  const ann = await frame("ann");
+  await until(ann, () => window.demo && window.demo.synced(), null, "ann synced");
+  const bob = await frame("bob");
+  await until(bob, () => window.demo && window.demo.synced(), null, "bob synced");
+  step("ann on node A and bob on node B are connected");
+
+  // Real keystrokes: each is an input event and a publish.
+  await ann.locator("#doc").pressSequentially("Shopping list (ann)\n- milk", { delay: 5 });
+  await until(bob, () => window.demo.text().includes("- milk"), null, "bob sees ann's text");
+  await bob.locator("#doc").press("Control+End");
+  await bob.locator("#doc").pressSequentially("\n- bread (bob)", { delay: 5 });
+  await until(ann, () => window.demo.text().includes("- bread (bob)"), null, "ann sees bob's text");
+  await until(bob, () => window.demo.text().includes("- bread (bob)") && window.demo.synced(), null, "bob steady");
+  const textA = await ann.evaluate(() => window.demo.text());
+  const textB = await bob.evaluate(() => window.demo.text());
+  assert.equal(textB, textA, "both windows show the same document");
+  assert.match(textA, /Shopping list \(ann\)\n- milk\n- bread \(bob\)/);
+  step("edits cross nodes both ways: " + JSON.stringify(textA));
+
+  for (const [name, f] of [["ann", ann], ["bob", bob]]) {
+    await until(f, () => { const p = window.demo.presence(); return p.includes("ann") && p.includes("bob"); }, null, name + " sees both in presence");
+  }
+  step("presence: both windows list ann and bob");
+
+  // Cross-node latency: ann publishes probes stamped with the wall clock
+  // (both frames run on this machine), bob records their arrival.
+  await bob.evaluate((ch) => {
+    window.probeLat = [];
+    window.demo.sg.on("msg", (m) => {
+      if (m.ch === ch && m.data && m.data.t === "probe") window.probeLat.push(performance.timeOrigin + performance.now() - m.data.at);
+    });
+  }, ch);
+  await ann.evaluate(async (ch) => {
+    for (let i = 0; i < 30; i++) {
+      await window.demo.sg.publish(ch, { t: "probe", at: performance.timeOrigin + performance.now() });
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }, ch);
+  await until(bob, () => window.probeLat.length === 30, null, "30 probes at bob");
+  const lat = (await bob.evaluate(() => window.probeLat)).sort((x, y) => x - y);
+  const q = (p) => lat[Math.min(lat.length - 1, Math.floor(p * lat.length))].toFixed(2);
+  console.log(`measured: publish (ann, node A) -> msg (bob, node B): p50 ${q(0.5)} ms, p95 ${q(0.95)} ms, max ${q(1)} ms over ${lat.length}`);
+  const ping = await ann.evaluate(async () => { const r = []; for (let i = 0; i < 10; i++) r.push(await window.demo.sg.ping()); return r.sort((x, y) => x - y)[5]; });
+  console.log(`measured: ping round trip (ann, node A): p50 ${ping.toFixed(2)} ms`);
+
+  await ann.evaluate(() => window.demo.sg.ping());
+  await bob.evaluate(() => window.demo.sg.ping());
+  await stage.waitForTimeout(150);
+  if (process.env.SCREENSHOT) {
+    await stage.screenshot({ path: process.env.SCREENSHOT });
+    step("screenshot: " + process.env.SCREENSHOT);
+  }
+
+  // ---- a raw EventSource on node B, when /sse exists ----
+  const sseThere = await fetch(A + "/sse?ch=probe:x&user=probe", { signal: AbortSignal.timeout(2000) })
+    .then((r) => { const ok = r.status === 200; r.body?.cancel().catch(() => {}); return ok; })
+    .catch(() => false);
+  let eve = null;
+  if (sseThere) {
+    eve = await browser.newPage();
+    eve.on("pageerror", (e) => errors.push("eve: " + e.message));
+    await eve.goto(B + "/client.js"); // any page of node B's origin
+    await eve.evaluate((ch) => {
+      window.got = [];
+      const es = new EventSource("/sse?ch=" + encodeURIComponent(ch) + "&user=eve");
+      window.es = es;
+      for (const ev of ["subscribed", "msg", "join", "leave", "disconnect"])
+        es.addEventListener(ev, (e) => window.got.push({ event: ev, id: e.lastEventId, data: JSON.parse(e.data) }));
+      es.onerror = () => window.got.push({ event: "error", state: es.readyState });
+    }, ch);
+    await until(eve, () => window.got.some((e) => e.event === "subscribed"), null, "EventSource subscribed");
+    await ann.evaluate((ch) => window.demo.sg.publish(ch, { t: "note", text: "to eve" }), ch);
+    await until(eve, () => window.got.some((e) => e.event === "msg" && e.data.data.text === "to eve"), null, "EventSource msg");
+    const m = await eve.evaluate(() => window.got.find((e) => e.event === "msg" && e.data.data.text === "to eve"));
+    assert.equal(m.id, m.data.seq + ":" + m.data.epoch, "msg id is <seq>:<epoch>");
+    assert.equal(m.data.from, "ann");
+    step("EventSource on node B: subscribed, msg with id " + m.id);
+  } else {
+    step("GET /sse is not served: EventSource and SSE-transport checks skipped");
+  }
+
+  // ---- kill bob's node, edit meanwhile, bring it back: bob catches up ----
+  await control("stop?node=b");
+  await until(bob, () => window.demo.status() === "reconnecting", null, "bob reconnecting");
+  step("node B stopped; bob is reconnecting");
+  await ann.locator("#doc").press("Control+End");
+  await ann.locator("#doc").pressSequentially("\n- eggs (while bob was away)", { delay: 5 });
+  await until(ann, () => window.demo.text().includes("away)") && window.demo.sg.position(window.demo.ch).seq > 0, null, "ann typed");
+  await stage.waitForTimeout(300);
+  await control("start?node=b");
+  await until(bob, () => window.demo.text().includes("- eggs (while bob was away)"), null, "bob caught up", 15000);
+  const ev = await bob.evaluate(() => window.demo.events.map((e) => ({ type: e.type, missed: e.missed, code: e.code })));
+  const rec = ev.filter((e) => e.type === "recovered");
+  assert.ok(rec.length >= 1 && rec[rec.length - 1].missed > 0, "bob recovered the missed edits: " + JSON.stringify(ev));
+  assert.ok(!ev.some((e) => e.type === "reset"), "no reset: " + JSON.stringify(ev));
+  assert.ok(ev.some((e) => e.type === "disconnected" && e.code === "shutdown"), "bob was told the node shut down: " + JSON.stringify(ev));
+  await until(bob, () => window.demo.status() === "recovered", null, "bob shows recovered");
+  assert.equal(await bob.evaluate(() => window.demo.text()), await ann.evaluate(() => window.demo.text()), "same document after catch-up");
+  step("bob recovered " + rec[rec.length - 1].missed + " missed message(s), no duplicate: texts equal");
+  await until(ann, () => window.demo.presence().includes("bob"), null, "ann sees bob again");
+
+  if (eve) {
+    // The browser's EventSource reconnected with Last-Event-ID by itself.
+    await until(eve, () => window.got.filter((e) => e.event === "subscribed").length >= 2, null, "EventSource resubscribed", 15000);
+    const subs = await eve.evaluate(() => window.got.filter((e) => e.event === "subscribed").map((e) => e.data));
+    const again = subs[subs.length - 1];
+    assert.equal(again.recovered, true, "EventSource resumed from Last-Event-ID: " + JSON.stringify(again));
+    assert.ok(again.pubs.length > 0, "the missed messages came in pubs");
+    step("EventSource resumed after the restart: recovered, " + again.pubs.length + " missed message(s)");
+
+    // ---- the JS client forced onto SSE + POST ----
+    const cid = await browser.newPage();
+    cid.on("pageerror", (e) => errors.push("cid: " + e.message));
+    await cid.goto(`${A}/?doc=${doc}&name=cid&transport=sse`);
+    await until(cid, () => window.demo && window.demo.synced() && window.demo.text().includes("away)"), null, "cid (SSE) has the document");
+    await cid.locator("#doc").press("Control+End");
+    await cid.locator("#doc").pressSequentially("\n- tea (cid, over SSE)", { delay: 5 });
+    await until(bob, () => window.demo.text().includes("over SSE)"), null, "bob sees cid's SSE edit");
+    await until(ann, () => window.demo.presence().includes("cid"), null, "ann sees cid");
+    assert.equal(await cid.evaluate(() => window.demo.sg.transport), "sse");
+    step("JS client on SSE + POST: reads the document, its edits reach node B");
+  }
+  assert.deepEqual(errors, [], "page errors");
+  step("ok");
+} finally {
+  await browser.close();
+  fs.rmSync(profile, { recursive: true, force: true });
+}
