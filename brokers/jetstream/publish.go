@@ -84,6 +84,14 @@ func (b *Broker) Publish(ctx context.Context, ch string, data []byte) (brokers.P
 	if err == nil {
 		return pos, nil
 	}
+	if errors.Is(ctx.Err(), context.Canceled) && !errors.Is(err, natsbase.ErrDisconnected) {
+		// The caller gave up (or the broker is closing): not accepted. It
+		// may still have been stored, like any publish whose ack is lost.
+		if b.state.Load() != stateRunning {
+			err = brokers.ErrClosed
+		}
+		return brokers.Position{}, fmt.Errorf("jetstream: publish %s: %w", ch, err)
+	}
 	if amb != nil || natsbase.IsConnErr(err) {
 		b.jsDown.Store(true)
 		b.poke()
