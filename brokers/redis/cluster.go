@@ -92,11 +92,15 @@ func crc16(s string) uint16 {
 // buildCluster makes one shard per master of the cluster Config.Addrs seed.
 func (b *Broker) buildCluster(ctx context.Context) error {
 	cc := goredis.NewClusterClient(&goredis.ClusterOptions{
-		Addrs:                    b.cfg.Addrs,
-		Password:                 b.cfg.Password,
-		Protocol:                 2,
-		DisableIdentity:          true,
-		MaxRetries:               -1,
+		Addrs:           b.cfg.Addrs,
+		Password:        b.cfg.Password,
+		Protocol:        2,
+		DisableIdentity: true,
+		MaxRetries:      -1,
+		// No retries or redirects inside go-redis: a resent pipeline could
+		// publish twice. A MOVED reply takes the shard down; it reconnects
+		// to the slot's owner and replays its outbox, deduplicated.
+		MaxRedirects:             -1,
 		DialTimeout:              b.cfg.DialTimeout,
 		ReadTimeout:              b.cfg.ReadTimeout,
 		WriteTimeout:             b.cfg.ReadTimeout,

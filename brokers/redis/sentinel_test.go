@@ -23,7 +23,7 @@ func TestSentinelFailover(t *testing.T) {
 	cfg.SentinelMaster = s.Name
 	cfg.SentinelAddrs = s.Addrs()
 	nodes, recs := startNodes(t, cfg, 2)
-	run := startLoad(t, nodes, recs, "failover:doc", 2, 2*time.Millisecond, 5000)
+	run := startLoad(t, nodes, recs, "failover:doc", 2, 4*time.Millisecond, 1000)
 	brokertest.Eventually(t, 10*time.Second, "200 publications", func() bool { return run.count() >= 200 })
 
 	oldMaster := s.Master.Addr()
@@ -72,7 +72,7 @@ func TestClusterFailover(t *testing.T) {
 			ch = name
 		}
 	}
-	run := startLoad(t, nodes, recs, ch, 2, 2*time.Millisecond, 5000)
+	run := startLoad(t, nodes, recs, ch, 2, 4*time.Millisecond, 1000)
 	brokertest.Eventually(t, 10*time.Second, "200 publications", func() bool { return run.count() >= 200 })
 	killed := time.Now()
 	c.Masters[0].Kill()
