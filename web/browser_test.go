@@ -77,10 +77,21 @@ func TestBrowser(t *testing.T) {
 		"SYNCGATE_LISTEN=" + addrB,
 		"SYNCGATE_NATS_URL=nats://" + natsAddr,
 	}, common...)}
+	// Node C: auth on (HS256), memory broker; token refresh and the SSE
+	// fallback with a token.
+	const secret = "browser-test-secret-0123456789abcdef"
+	addrC := freeAddr(t)
+	c := &gatewayProc{t: t, name: "c", bin: bin, dir: dir, addr: addrC, env: []string{
+		"SYNCGATE_LISTEN=" + addrC,
+		"SYNCGATE_AUTH_HMAC_SECRET=" + secret,
+		"SYNCGATE_LOG_LEVEL=warn",
+	}}
 	a.start()
 	t.Cleanup(a.stop)
 	b.start()
 	t.Cleanup(b.stop)
+	c.start()
+	t.Cleanup(c.stop)
 
 	// The script asks for node B to be stopped and started again.
 	ctl := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -115,7 +126,7 @@ func TestBrowser(t *testing.T) {
 	script := exec.CommandContext(ctx, nodeJS, "demo.test.mjs")
 	script.Dir = "e2e"
 	script.Env = append(cleanEnv(),
-		"NODE_A=http://"+addrA, "NODE_B=http://"+addrB,
+		"NODE_A=http://"+addrA, "NODE_B=http://"+addrB, "NODE_C=http://"+addrC, "AUTH_SECRET="+secret,
 		"CONTROL=http://"+ln.Addr().String(),
 		"CHROMIUM="+chromium, "SCREENSHOT="+shot)
 	script.WaitDelay = 5 * time.Second

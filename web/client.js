@@ -15,6 +15,7 @@
 
 const DEFAULTS = {
   url: "", // ws(s)://host/ws; default: the page's own host
+  httpBase: "", // http(s)://host for /sse and /pub; default: derived from url
   token: "", // JWT, when the server has auth on
   getToken: null, // async () => JWT: called to connect, to refresh before exp and after token_expired
   user: "", // user name, when auth is off
@@ -43,7 +44,7 @@ export class SyncGate {
       const l = globalThis.location;
       this.opts.url = (l && l.protocol === "https:" ? "wss://" : "ws://") + (l ? l.host : "localhost:8080") + "/ws";
     }
-    this.httpBase = this.opts.url.replace(/^ws/, "http").replace(/\/ws\/?(\?.*)?$/, "");
+    this.httpBase = (this.opts.httpBase || this.opts.url.replace(/^ws/, "http").replace(/\/ws\/?(\?.*)?$/, "")).replace(/\/$/, "");
     this.state = "idle"; // idle | connecting | connected | reconnecting | closed
     this.transport = null; // "websocket" | "sse" while connected
     this.user = null;

@@ -58,6 +58,13 @@ try {
   const bob = await frame("bob");
   await until(bob, () => window.demo && window.demo.synced(), null, "bob synced");
   step("ann on node A and bob on node B are connected");
+  // Every seq bob's client delivers on the channel, to check "no gap, no
+  // duplicate" across the restart below (the text alone could not show a
+  // duplicate: re-applying an edit changes nothing).
+  await bob.evaluate((ch) => {
+    window.seqs = [];
+    window.demo.sg.on("msg", (m) => { if (m.ch === ch) window.seqs.push(m.seq); });
+  }, ch);
 
   // Real keystrokes: each is an input event and a publish.
   await ann.locator("#doc").pressSequentially("Shopping list (ann)\n- milk", { delay: 5 });
@@ -151,7 +158,11 @@ try {
   assert.ok(ev.some((e) => e.type === "disconnected" && e.code === "shutdown"), "bob was told the node shut down: " + JSON.stringify(ev));
   await until(bob, () => window.demo.status() === "recovered", null, "bob shows recovered");
   assert.equal(await bob.evaluate(() => window.demo.text()), await ann.evaluate(() => window.demo.text()), "same document after catch-up");
-  step("bob recovered " + rec[rec.length - 1].missed + " missed message(s), no duplicate: texts equal");
+  const seqs = await bob.evaluate(() => window.seqs);
+  for (let i = 1; i < seqs.length; i++) assert.equal(seqs[i], seqs[i - 1] + 1, "bob's seqs are contiguous: " + seqs.join(","));
+  const lastA = await ann.evaluate(() => window.demo.sg.position(window.demo.ch).seq);
+  await until(bob, (n) => window.demo.sg.position(window.demo.ch).seq >= n, lastA, "bob at ann's seq");
+  step(`bob recovered ${rec[rec.length - 1].missed} missed message(s); seqs ${seqs[0]}..${seqs[seqs.length - 1]} contiguous, none twice; texts equal`);
   await until(ann, () => window.demo.presence().includes("bob"), null, "ann sees bob again");
 
   if (eve) {
@@ -175,9 +186,61 @@ try {
     assert.equal(await cid.evaluate(() => window.demo.sg.transport), "sse");
     step("JS client on SSE + POST: reads the document, its edits reach node B");
   }
+  if (process.env.NODE_C) await authChecks();
   assert.deepEqual(errors, [], "page errors");
   step("ok");
 } finally {
   await browser.close();
   fs.rmSync(profile, { recursive: true, force: true });
+}
+
+// authChecks runs against node C (auth on, HS256 secret in AUTH_SECRET):
+// the client renews a short-lived token with `refresh` and keeps its
+// connection; a client whose WebSocket URL never opens falls back to SSE +
+// POST with its token.
+async function authChecks() {
+  const C = process.env.NODE_C;
+  const page = await browser.newPage();
+  page.on("pageerror", (e) => errors.push("auth page: " + e.message));
+  await page.goto(C + "/client.js");
+  const r = await page.evaluate(async ({ secret, badWS }) => {
+    const { SyncGate } = await import("/client.js");
+    const b64 = (b) => btoa(String.fromCharCode(...new Uint8Array(b))).replace(/=+$/, "").replace(/\+/g, "-").replace(/\//g, "_");
+    const enc = new TextEncoder();
+    const key = await crypto.subtle.importKey("raw", enc.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+    let issued = 0;
+    const getToken = async () => {
+      issued++;
+      const head = b64(enc.encode(JSON.stringify({ alg: "HS256", typ: "JWT" })));
+      const body = b64(enc.encode(JSON.stringify({ sub: "tess", exp: Math.floor(Date.now() / 1000) + 3, channels: { sub: ["doc:*"], pub: ["doc:*"] } })));
+      return head + "." + body + "." + b64(await crypto.subtle.sign("HMAC", key, enc.encode(head + "." + body)));
+    };
+    const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+    const ws = new SyncGate({ getToken, minBackoff: 50 });
+    const got = [];
+    ws.on("msg", (m) => got.push(m.data));
+    await ws.subscribe("doc:auth");
+    const client0 = ws.clientId;
+    // Falls back: its WebSocket URL answers HTTP 400 to every upgrade.
+    const sse = new SyncGate({ url: badWS, httpBase: location.origin, getToken, minBackoff: 50, maxBackoff: 200 });
+    const gotSSE = [];
+    sse.on("msg", (m) => gotSSE.push(m.data));
+    await sse.subscribe("doc:auth");
+    await sleep(4000); // past the first tokens' exp
+    await ws.publish("doc:auth", "from ws");
+    await sse.publish("doc:auth", "from sse");
+    for (let i = 0; i < 100 && (got.length < 2 || gotSSE.length < 2); i++) await sleep(20);
+    const out = { issued, sameClient: ws.clientId === client0, user: ws.user, got, gotSSE, transport: sse.transport, wsState: ws.state };
+    ws.close();
+    sse.close();
+    return out;
+  }, { secret: process.env.AUTH_SECRET, badWS: CONTROL.replace(/^http/, "ws") + "/ws" });
+  assert.equal(r.user, "tess");
+  assert.ok(r.sameClient && r.wsState === "connected", "token refreshed on the same connection: " + JSON.stringify(r));
+  assert.ok(r.issued >= 3, "tokens issued: " + r.issued);
+  assert.equal(r.transport, "sse", "fell back to SSE");
+  assert.deepEqual(r.got.sort(), ["from sse", "from ws"]);
+  assert.deepEqual(r.gotSSE.sort(), ["from sse", "from ws"]);
+  step(`auth on: token (3 s) refreshed on the same connection (${r.issued} tokens issued); a client whose WebSocket never opens fell back to SSE + POST with its token`);
+  await page.close();
 }
