@@ -23,7 +23,6 @@ func TestMain(m *testing.M) {
 	// tests cause plenty.
 	goredis.SetLogger(quietLogger{log.New(io.Discard, "", 0)})
 	goleak.VerifyTestMain(m)
-	os.Exit(0)
 }
 
 type quietLogger struct{ *log.Logger }
