@@ -201,7 +201,12 @@ func (sh *shard) writeStep(w *writerState) bool {
 			sh.fail(err)
 			sh.mu.Lock()
 			for _, r := range w.batch[done:] {
-				sh.divertLocked(r, true)
+				if sh.state.Load() == shardDown {
+					sh.divertLocked(r, true)
+				} else if sh.enqueueLocked(r, true) {
+					// Reconnected meanwhile: r waits for the replay.
+					sh.outboxWaiters = true
+				}
 			}
 			sh.mu.Unlock()
 		}
@@ -245,6 +250,9 @@ var errOutboxFull = errors.Join(brokers.ErrUnavailable, errors.New("redis down a
 func (sh *shard) answerLocally(r *pubReq) {
 	pos := sh.local[r.ch]
 	if pos == nil {
+		if sh.local == nil {
+			sh.local = make(map[string]*brokers.Position)
+		}
 		pos = &brokers.Position{Epoch: sh.b.localEpoch()}
 		sh.local[r.ch] = pos
 	}
