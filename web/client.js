@@ -64,6 +64,13 @@ export class SyncGate {
     this.token = this.opts.token;
     this.tokenExp = 0;
     this.started = false;
+    // Back online: retry now instead of waiting out the backoff.
+    this.onOnline = () => {
+      if (this.state !== "reconnecting") return;
+      clearTimeout(this.timers.reconnect);
+      this.open();
+    };
+    if (typeof globalThis.addEventListener === "function") globalThis.addEventListener("online", this.onOnline);
   }
 
   // ---- events ----
@@ -191,6 +198,7 @@ export class SyncGate {
   /** close() closes the connection for good; pending commands fail. */
   close() {
     if (this.state === "closed") return;
+    if (typeof globalThis.removeEventListener === "function") globalThis.removeEventListener("online", this.onOnline);
     this.teardown({ code: "closed", reason: "closed by the client", reconnect: false });
     this.setState("closed");
     for (const rec of this.channels.values())
@@ -223,6 +231,17 @@ export class SyncGate {
     const transport = this.nextTransport();
     this.lastTransport = transport;
     const gen = (this.gen = (this.gen || 0) + 1);
+    // An attempt still in flight (open() called early by "online") is dropped.
+    if (this.sock) {
+      try {
+        this.sock.close();
+      } catch {}
+      this.sock = null;
+    }
+    if (this.sse) {
+      this.sse.abort();
+      this.sse = null;
+    }
     if (transport === "sse") return this.openSSE(gen);
     let ws;
     try {
