@@ -117,12 +117,12 @@ func (b *Broker) Start(ctx context.Context, h brokers.Handler) error {
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	if err := b.buildShards(ctx); err != nil {
 		b.shutdown()
-		return fmt.Errorf("redis: start: %w", err)
+		return fmt.Errorf("redis: start: %w: %w", brokers.ErrUnavailable, err)
 	}
 	for _, sh := range b.shards {
 		if err := sh.connect(ctx); err != nil {
 			b.shutdown()
-			return fmt.Errorf("redis: start: shard %s: %w", sh.name, err)
+			return fmt.Errorf("redis: start: shard %s: %w: %w", sh.name, brokers.ErrUnavailable, err)
 		}
 	}
 	for _, sh := range b.shards {
@@ -220,6 +220,7 @@ func (b *Broker) shutdown() {
 		_ = c.Close()
 	}
 	b.closers = nil
+	b.shards, b.slots = nil, nil // a failed Start may be retried
 }
 
 // Ping reports an error wrapping brokers.ErrUnavailable while any shard is

@@ -2,10 +2,12 @@ package redis_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log"
 	"log/slog"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -111,4 +113,52 @@ func TestConformanceCluster(t *testing.T) {
 // goroutine that sleeps a 200ms cooldown; it may outlive Close briefly.
 var clusterLeaks = []goleak.Option{
 	goleak.IgnoreAnyFunction("github.com/redis/go-redis/v9.(*clusterStateHolder).LazyReload.func1"),
+}
+
+// TestStartWithoutRedis: Start fails (ErrUnavailable) when Redis cannot be
+// reached, leaves nothing running, and can be retried once Redis is up.
+func TestStartWithoutRedis(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	srv.Kill()
+	b := redis.New(testConfig(srv.Addr()))
+	if err := b.Start(t.Context(), brokertest.NewRecorder()); !errors.Is(err, brokers.ErrUnavailable) {
+		t.Fatalf("Start without Redis: %v, want ErrUnavailable", err)
+	}
+	srv.Restart()
+	rec := brokertest.NewRecorder()
+	if err := b.Start(t.Context(), rec); err != nil {
+		t.Fatalf("Start once Redis is up: %v", err)
+	}
+	defer b.Close()
+	if err := b.Subscribe(t.Context(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Publish(t.Context(), "a", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	rec.WaitPublications(t, "a", 1, waitTimeout)
+}
+
+// TestConfigValidate: bad configurations name the field.
+func TestConfigValidate(t *testing.T) {
+	for _, c := range []struct {
+		cfg  redis.Config
+		want string
+	}{
+		{redis.Config{Prefix: "a{b"}, "Prefix"},
+		{redis.Config{SentinelMaster: "m"}, "SentinelAddrs"},
+		{redis.Config{Cluster: true, DB: 2}, "DB"},
+		{redis.Config{SentinelMaster: "m", SentinelAddrs: []string{"x:1"}, Cluster: true}, "exclusive"},
+	} {
+		err := c.cfg.Validate()
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Validate(%+v) = %v, want an error naming %s", c.cfg, err, c.want)
+		}
+		if err := redis.New(c.cfg).Start(t.Context(), brokertest.NewRecorder()); err == nil {
+			t.Errorf("Start with %+v succeeded", c.cfg)
+		}
+	}
+	if err := (redis.Config{}).Validate(); err != nil {
+		t.Errorf("the zero Config: %v", err)
+	}
 }

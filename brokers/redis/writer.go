@@ -3,6 +3,7 @@ package redis
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -242,7 +243,7 @@ func (sh *shard) enqueueLocked(r *pubReq, forced bool) bool {
 	return true
 }
 
-var errOutboxFull = errors.Join(brokers.ErrUnavailable, errors.New("redis down and outbox full"))
+var errOutboxFull = fmt.Errorf("%w: redis down and outbox full", brokers.ErrUnavailable)
 
 // answerLocally gives r the next node-local position of its channel,
 // delivers it to this node's subscribers, and answers the caller. sh.mu is
@@ -382,7 +383,7 @@ func isConnErr(err error) bool {
 // wrapErr marks connection errors as brokers.ErrUnavailable.
 func wrapErr(err error) error {
 	if isConnErr(err) {
-		return errors.Join(brokers.ErrUnavailable, err)
+		return fmt.Errorf("%w: %w", brokers.ErrUnavailable, err)
 	}
 	return err
 }
