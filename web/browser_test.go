@@ -3,6 +3,7 @@ package web_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 // TestBrowser runs web/e2e/demo.test.mjs: headless Chromium (Debian's
@@ -93,8 +96,13 @@ func TestBrowser(t *testing.T) {
 	c.start()
 	t.Cleanup(c.stop)
 
-	// The script asks for node B to be stopped and started again.
-	ctl := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	// The script asks for node B to be stopped and started again; /fake/ws
+	// is a scripted server for the JS client's frame handling.
+	fake := &fakeServer{}
+	mux := http.NewServeMux()
+	mux.Handle("/fake/ws", fake)
+	mux.HandleFunc("/fake/stats", fake.stats)
+	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost || r.URL.Query().Get("node") != "b" {
 			http.Error(w, "POST /stop?node=b or /start?node=b", http.StatusBadRequest)
 			return
@@ -109,7 +117,8 @@ func TestBrowser(t *testing.T) {
 			return
 		}
 		fmt.Fprintln(w, "ok")
-	})}
+	}))
+	ctl := &http.Server{Handler: mux}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -240,4 +249,71 @@ func freeAddr(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// fakeServer speaks the protocol from a script, to check what a real node
+// does not send: several objects in one frame, a duplicate seq, a gap, and
+// a disconnect that forbids reconnecting.
+type fakeServer struct {
+	mu    sync.Mutex
+	conns int
+	pings int
+}
+
+func (f *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	if err != nil {
+		return
+	}
+	defer c.CloseNow()
+	f.mu.Lock()
+	f.conns++
+	f.mu.Unlock()
+	ctx, cancel := context.WithTimeout(r.Context(), 20*time.Second)
+	defer cancel()
+	send := func(lines ...string) bool {
+		return c.Write(ctx, websocket.MessageText, []byte(strings.Join(lines, "\n"))) == nil
+	}
+	msg := func(seq int) string {
+		return fmt.Sprintf(`{"op":"msg","ch":"doc:f","seq":%d,"epoch":"e1","from":"fake","data":%d}`, seq, seq)
+	}
+	for {
+		_, data, err := c.Read(ctx)
+		if err != nil {
+			return
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			var cmd struct {
+				Op string `json:"op"`
+				ID uint64 `json:"id"`
+				Ch string `json:"ch"`
+			}
+			if json.Unmarshal([]byte(line), &cmd) != nil {
+				continue
+			}
+			switch cmd.Op {
+			case "connect":
+				send(fmt.Sprintf(`{"op":"connected","id":%d,"client":"fake-1","user":"x","ping":1}`, cmd.ID))
+			case "sub":
+				// The reply and five messages in one frame: seq 2 twice, 4 missing.
+				send(fmt.Sprintf(`{"op":"subscribed","id":%d,"ch":%q,"seq":0,"epoch":"e1"}`, cmd.ID, cmd.Ch),
+					msg(1), msg(2), msg(2), msg(3), msg(5))
+			case "ping":
+				f.mu.Lock()
+				f.pings++
+				f.mu.Unlock()
+				send(fmt.Sprintf(`{"op":"pong","id":%d}`, cmd.ID),
+					`{"op":"disconnect","code":"bad_request","reason":"scripted","reconnect":false}`)
+				_ = c.Close(websocket.StatusPolicyViolation, "scripted")
+				return
+			}
+		}
+	}
+}
+
+func (f *fakeServer) stats(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	w.Header().Set("Access-Control-Allow-Origin", "*")
+	fmt.Fprintf(w, `{"conns":%d,"pings":%d}`, f.conns, f.pings)
 }

@@ -187,6 +187,7 @@ try {
     step("JS client on SSE + POST: reads the document, its edits reach node B");
   }
   if (process.env.NODE_C) await authChecks();
+  await frameChecks();
   assert.deepEqual(errors, [], "page errors");
   step("ok");
 } finally {
@@ -242,5 +243,33 @@ async function authChecks() {
   assert.deepEqual(r.got.sort(), ["from sse", "from ws"]);
   assert.deepEqual(r.gotSSE.sort(), ["from sse", "from ws"]);
   step(`auth on: token (3 s) refreshed on the same connection (${r.issued} tokens issued); a client whose WebSocket never opens fell back to SSE + POST with its token`);
+  await page.close();
+}
+
+// frameChecks points the client at a scripted server (the test's /fake/ws)
+// that sends the subscribed reply and five messages in one frame, seq 2
+// twice and seq 4 missing, pings every second, and answers the first ping
+// with disconnect reconnect:false.
+async function frameChecks() {
+  const page = await browser.newPage();
+  page.on("pageerror", (e) => errors.push("frames page: " + e.message));
+  await page.goto(A + "/client.js");
+  const seen = await page.evaluate(async (url) => {
+    const { SyncGate } = await import("/client.js");
+    const sg = new SyncGate({ url, user: "x", minBackoff: 50 });
+    const seen = [];
+    sg.on("msg", (m) => seen.push("msg " + m.seq));
+    sg.on("gap", (g) => seen.push("gap " + g.from + "-" + g.to));
+    sg.on("disconnected", (d) => seen.push("disconnected " + d.code + " reconnect=" + d.reconnect));
+    await sg.subscribe("doc:f");
+    for (let i = 0; i < 150 && sg.state !== "closed"; i++) await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, 400)); // no reconnect may follow
+    seen.push("state " + sg.state);
+    return seen;
+  }, CONTROL.replace(/^http/, "ws") + "/fake/ws");
+  assert.deepEqual(seen, ["msg 1", "msg 2", "msg 3", "gap 4-4", "msg 5", "disconnected bad_request reconnect=false", "state closed"]);
+  const stats = await (await fetch(CONTROL + "/fake/stats")).json();
+  assert.deepEqual(stats, { conns: 1, pings: 1 }, "pinged at connected.ping, never reconnected");
+  step("frames: five objects in one frame read, duplicate seq dropped, gap reported, pinged after 1 s, disconnect reconnect:false respected");
   await page.close();
 }
