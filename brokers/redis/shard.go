@@ -79,6 +79,10 @@ type shard struct {
 	// is what the current connection is subscribed to.
 	dirty  map[string]struct{}
 	remote map[string]struct{}
+	// unsubSent counts this node's SUNSUBSCRIBEs not yet confirmed, so
+	// that their confirmations are not taken for the server dropping a
+	// channel (Cluster).
+	unsubSent map[string]int
 	// pending publications, not yet taken by the writer.
 	pending []*pubReq
 	outbox  []*pubReq
@@ -111,6 +115,7 @@ func newShard(b *Broker, idx int, name string, cmd goredis.UniversalClient) *sha
 		downCh:      make(chan struct{}),
 		dirty:       make(map[string]struct{}),
 		remote:      make(map[string]struct{}),
+		unsubSent:   make(map[string]int),
 		chans:       make(map[string]*chanState),
 		writerWake:  make(chan struct{}, 1),
 		controlWake: make(chan struct{}, 1),
@@ -385,6 +390,7 @@ func (sh *shard) connect(ctx context.Context) error {
 	}
 	ok = true
 	sh.ps = ps
+	clear(sh.unsubSent)
 	clear(sh.remote)
 	for _, ch := range names {
 		sh.remote[ch] = struct{}{}
@@ -482,6 +488,13 @@ func (sh *shard) sendSubs(ctx context.Context, ps *goredis.PubSub, subs, unsubs 
 		sub, unsub = ps.SSubscribe, ps.SUnsubscribe
 	}
 	var groups [][]string
+	if sh.sharded && len(unsubs) > 0 {
+		sh.mu.Lock()
+		for _, ch := range unsubs {
+			sh.unsubSent[sh.b.pubsubName(ch)]++
+		}
+		sh.mu.Unlock()
+	}
 	subNames := names(subs)
 	if probe {
 		subNames = append(subNames, sh.probe)
@@ -540,13 +553,30 @@ func (sh *shard) receive(ps *goredis.PubSub) error {
 			default:
 			}
 		case *goredis.Subscription:
-			if m.Kind == "sunsubscribe" && sh.isDesired(m.Channel) {
+			if m.Kind == "sunsubscribe" && !sh.confirmUnsub(m.Channel) && sh.isDesired(m.Channel) {
 				// The slot moved away (resharding): reconnect, which
 				// resolves the slot's new owner.
 				return fmt.Errorf("server dropped shard channel %s", m.Channel)
 			}
 		}
 	}
+}
+
+// confirmUnsub consumes one pending SUNSUBSCRIBE of name, reporting
+// whether there was one.
+func (sh *shard) confirmUnsub(name string) bool {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	n := sh.unsubSent[name]
+	if n == 0 {
+		return false
+	}
+	if n == 1 {
+		delete(sh.unsubSent, name)
+	} else {
+		sh.unsubSent[name] = n - 1
+	}
+	return true
 }
 
 // isDesired reports whether the pub/sub channel name belongs to a channel
