@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -46,6 +47,16 @@ type channel struct {
 	epoch      string
 
 	filter natsbase.EventFilter
+
+	// tail is the last stored message seen, for publishers on this node
+	// that lost a race: readable without mu.
+	tail atomic.Pointer[tail]
+}
+
+// tail is a stored message's stream seq, channel seq and epoch.
+type tail struct {
+	sseq, seq uint64
+	epoch     string
 }
 
 // Subscribe implements brokers.Broker. It subscribes to the channel's live
@@ -245,6 +256,7 @@ func (b *Broker) onLive(c *channel, m *nats.Msg) {
 // marker, seq 0, only moves the position).
 func (b *Broker) acceptLocked(c *channel, sseq, seq uint64, epoch string, data []byte) {
 	c.lastStream = sseq
+	c.tail.Store(&tail{sseq, seq, epoch})
 	if seq == 0 {
 		c.seq, c.epoch = 0, epoch
 		return
@@ -338,4 +350,16 @@ func (b *Broker) resetPositions() {
 	b.pubMu.Lock()
 	clear(b.pubs)
 	b.pubMu.Unlock()
+}
+
+// tailOf returns the last stored message of ch this node has seen, if it
+// serves ch.
+func (b *Broker) tailOf(ch string) *tail {
+	b.chansMu.Lock()
+	c := b.chans[ch]
+	b.chansMu.Unlock()
+	if c == nil {
+		return nil
+	}
+	return c.tail.Load()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"sync"
 	"time"
@@ -57,8 +58,16 @@ type outboxEntry struct {
 }
 
 // maxConflicts bounds the rereads of one publish that keeps losing races
-// to other nodes; each lost race means another publish was stored.
-const maxConflicts = 100
+// to other nodes (each lost race means another publish was stored); the
+// caller's deadline normally ends it first. A channel published at full
+// speed from several nodes at once is shared unfairly: a node with a queue
+// of publishes retries at once after each win, so it can win many races in
+// a row, and a losing publish backs off (jittered, up to 10ms) after
+// conflictBackoff lost races so the retries do not load the stream leader.
+const (
+	maxConflicts    = 100000
+	conflictBackoff = 10
+)
 
 // drainWait is how long a publish waits for the outbox to empty after the
 // connection came back, before it joins the outbox itself.
@@ -156,9 +165,17 @@ func (b *Broker) publish(ctx context.Context, ch string, data []byte, id string,
 			}
 		}
 	}
+	failed := uint64(0) // the expected seq that just lost a race, if any
+	conflicts := 0
 	for range maxConflicts {
 		if !st.known {
-			if err := b.reload(ctx, st, subj); err != nil {
+			// After a lost race, the winner's message usually reached
+			// this node already (when it serves ch): retry on that at
+			// once rather than reread, or the winner, which needs no
+			// reread, wins every race.
+			if t := b.waitTail(ch, failed); t != nil {
+				st.known, st.sseq, st.seq, st.epoch = true, t.sseq, t.seq, t.epoch
+			} else if err := b.reload(ctx, st, subj); err != nil {
 				return brokers.Position{}, nil, err
 			}
 		}
@@ -168,6 +185,15 @@ func (b *Broker) publish(ctx context.Context, ch string, data []byte, id string,
 		}
 		pos, amb, err := b.send(ctx, st, subj, data, a)
 		if errors.Is(err, natsbase.ErrConflict) {
+			failed = a.expect + 1 // +1: 0 is a valid expected seq
+			if conflicts++; conflicts > conflictBackoff {
+				d := time.Duration(rand.N(min(time.Millisecond<<min(conflicts-conflictBackoff, 4), 10*time.Millisecond)))
+				select {
+				case <-time.After(d):
+				case <-ctx.Done():
+					return brokers.Position{}, nil, ctx.Err()
+				}
+			}
 			continue
 		}
 		return pos, amb, err
@@ -199,6 +225,28 @@ func (b *Broker) send(ctx context.Context, st *pubState, subj string, data []byt
 		return brokers.Position{}, &a, err
 	}
 	return brokers.Position{}, nil, err
+}
+
+// waitTail returns the last stored message of ch this node has seen once
+// it is newer than failed-1 (the expected seq that lost a race), or nil.
+// The stream sends the winner's message to this node before it answers the
+// losing write, so it is normally here already or within microseconds; nil
+// after a millisecond or so, or when this node does not serve ch.
+func (b *Broker) waitTail(ch string, failed uint64) *tail {
+	if failed == 0 {
+		return nil
+	}
+	for range 20 {
+		t := b.tailOf(ch)
+		if t == nil {
+			return nil
+		}
+		if t.sseq+1 > failed {
+			return t
+		}
+		time.Sleep(50 * time.Microsecond)
+	}
+	return nil
 }
 
 // notSent reports errors that prove the request reached no stream.
