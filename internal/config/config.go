@@ -34,7 +34,8 @@ type Config struct {
 // Broker selects the message broker backend.
 type Broker struct {
 	// Type is the backend name, one of brokerTypes.
-	// Key broker.type, default "memory".
+	// Key broker.type, default "jetstream" (with nats.url empty: an
+	// embedded NATS server, so one node needs no external service).
 	Type string
 }
 
@@ -257,7 +258,7 @@ type Log struct {
 func Default() Config {
 	return Config{
 		Listen: ":8080",
-		Broker: Broker{Type: "memory"},
+		Broker: Broker{Type: "jetstream"},
 		Redis: Redis{
 			Addrs:         []string{"127.0.0.1:6379"},
 			SentinelAddrs: []string{},

@@ -242,6 +242,7 @@ log:
 `,
 			want: with(func(c *Config) {
 				c.Listen = "127.0.0.1:9000"
+				c.Broker.Type = "memory"
 				c.History = History{Size: 0, TTL: 6 * time.Second}
 				c.Presence = Presence{TTL: time.Second, JoinLeave: false, JoinLeaveLimit: 0}
 				c.Client.PingInterval = time.Minute
