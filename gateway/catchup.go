@@ -30,7 +30,7 @@ func (srv *Server) catchUp(ctx context.Context, s *scratch, sb *sub, cmd *comman
 	)
 	if srv.history != nil {
 		limit := 0
-		if cmd.hasSince && cmd.sinceSeq > 0 {
+		if cmd.hasSince {
 			limit = srv.cfg.History.Size
 		}
 		var err error

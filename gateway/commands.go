@@ -304,7 +304,7 @@ func (c *Conn) cmdPub(s *scratch, cmd *command) {
 	}
 	c.srv.metrics.publishDur.Observe(time.Since(start).Seconds())
 	c.srv.metrics.published.Inc()
-	c.sendJSON(s, appendAck(s.enc[:0], cmd.id, ch, pos.Seq))
+	c.sendJSON(s, appendAck(s.enc[:0], cmd.id, ch, pos.Seq, pos.Epoch))
 }
 
 func (c *Conn) cmdPresence(s *scratch, cmd *command) {
@@ -327,24 +327,7 @@ func (c *Conn) cmdPresence(s *scratch, cmd *command) {
 		c.sendBrokerError(cmd.id, "presence", err)
 		return
 	}
-	b := append(s.enc[:0], `{"op":"presence"`...)
-	b = appendID(b, cmd.id)
-	b = append(b, `,"ch":`...)
-	b = appendString(b, ch)
-	b = append(b, `,"users":[`...)
-	for i, m := range members {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, `{"user":`...)
-		b = appendString(b, m.User)
-		b = append(b, `,"client":`...)
-		b = appendString(b, m.Client)
-		b = append(b, '}')
-	}
-	b = append(b, "]}"...)
-	s.enc = b
-	c.sendJSON(s, b)
+	c.sendJSON(s, appendPresence(s.enc[:0], cmd.id, ch, members))
 }
 
 // sendBrokerError maps a broker failure onto the protocol's codes.

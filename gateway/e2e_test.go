@@ -56,7 +56,7 @@ func TestPubSub(t *testing.T) {
 			t.Fatalf("recovered present without since: %v", sa)
 		}
 		ack := a.pub("doc:123", map[string]any{"text": "hello", "n": 1})
-		if ack.num("seq") != 1 || ack.str("ch") != "doc:123" {
+		if ack.num("seq") != 1 || ack.str("ch") != "doc:123" || ack.str("epoch") != sa.str("epoch") {
 			t.Fatalf("ack = %v", ack)
 		}
 		for _, c := range []*client{a, b} {

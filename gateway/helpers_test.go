@@ -170,7 +170,7 @@ func (c *client) next(keep func(obj) bool) obj {
 			return o
 		}
 	}
-	timeout := time.After(5 * time.Second)
+	timeout := time.After(10 * time.Second) // generous: CI runs packages side by side on 2 cores
 	for {
 		select {
 		case o := <-c.in:

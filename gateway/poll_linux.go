@@ -5,8 +5,12 @@ package gateway
 import (
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"os"
 	"sync"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -166,3 +170,115 @@ func (s *scratch) rawWritev(fd uintptr) bool {
 }
 
 func isEAGAIN(err error) bool { return errors.Is(err, unix.EAGAIN) }
+
+// rawAccepter returns an accept function for a TCP listener that accepts
+// with accept4 and wraps the socket in an *os.File (pollable, with
+// deadlines) instead of a *net.TCPConn, whose two remote/local address
+// objects every idle connection would otherwise keep.
+//
+// A listener's own RawConn cannot Read, so it accepts on a duplicate of the
+// listening fd, registered with Go's poller; the returned listener closes
+// both.
+func rawAccepter(ln net.Listener) (func() (net.Conn, error), net.Listener, bool) {
+	tl, ok := ln.(*net.TCPListener)
+	if !ok {
+		return nil, nil, false
+	}
+	lrc, err := tl.SyscallConn()
+	if err != nil {
+		return nil, nil, false
+	}
+	dfd := -1
+	_ = lrc.Control(func(fd uintptr) { dfd, err = unix.Dup(int(fd)) })
+	if dfd < 0 || err != nil {
+		return nil, nil, false
+	}
+	unix.CloseOnExec(dfd)
+	if err := unix.SetNonblock(dfd, true); err != nil {
+		unix.Close(dfd)
+		return nil, nil, false
+	}
+	pf := os.NewFile(uintptr(dfd), "listener") // non-blocking: pollable
+	rc, err := pf.SyscallConn()
+	if err != nil {
+		pf.Close()
+		return nil, nil, false
+	}
+	closer := &dupListener{Listener: ln, f: pf}
+	return func() (net.Conn, error) {
+		var nfd int
+		var aerr error
+		err := rc.Read(func(fd uintptr) bool {
+			nfd, _, aerr = unix.Accept4(int(fd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+			return aerr != unix.EAGAIN // park until the listener is readable
+		})
+		if err != nil {
+			return nil, err // the listener was closed
+		}
+		if aerr != nil {
+			return nil, os.NewSyscallError("accept4", aerr)
+		}
+		_ = unix.SetsockoptInt(nfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+		return &fileConn{File: os.NewFile(uintptr(nfd), "")}, nil
+	}, closer, true
+}
+
+// dupListener closes the listener and the duplicate fd accepted on.
+type dupListener struct {
+	net.Listener
+	f    *os.File
+	once sync.Once
+}
+
+func (l *dupListener) Close() error {
+	err := l.Listener.Close()
+	l.once.Do(func() {
+		_ = l.f.Close()
+	})
+	return err
+}
+
+// fileConn is an accepted TCP socket held as a pollable *os.File. Its
+// addresses are looked up only when asked for (logs).
+type fileConn struct{ *os.File }
+
+func (c *fileConn) LocalAddr() net.Addr  { return c.addr(unix.Getsockname) }
+func (c *fileConn) RemoteAddr() net.Addr { return c.addr(unix.Getpeername) }
+
+func (c *fileConn) addr(get func(int) (unix.Sockaddr, error)) net.Addr {
+	var sa unix.Sockaddr
+	if rc, err := c.File.SyscallConn(); err == nil {
+		_ = rc.Control(func(fd uintptr) { sa, _ = get(int(fd)) })
+	}
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}
+	case *unix.SockaddrInet6:
+		return &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}
+	}
+	return &net.TCPAddr{}
+}
+
+// Read and Write report errors the way a net.Conn does (net/http relies
+// on a deadline error being a net.Error), not as *os.PathError.
+func (c *fileConn) Read(p []byte) (int, error) {
+	n, err := c.File.Read(p)
+	return n, netErr("read", err)
+}
+
+func (c *fileConn) Write(p []byte) (int, error) {
+	n, err := c.File.Write(p)
+	return n, netErr("write", err)
+}
+
+func netErr(op string, err error) error {
+	var pe *os.PathError
+	if err == nil || err == io.EOF || !errors.As(err, &pe) {
+		return err
+	}
+	return &net.OpError{Op: op, Net: "tcp", Err: pe.Err}
+}
+
+func (c *fileConn) SetDeadline(t time.Time) error      { return c.File.SetDeadline(t) }
+func (c *fileConn) SetReadDeadline(t time.Time) error  { return c.File.SetReadDeadline(t) }
+func (c *fileConn) SetWriteDeadline(t time.Time) error { return c.File.SetWriteDeadline(t) }

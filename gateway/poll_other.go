@@ -4,6 +4,7 @@ package gateway
 
 import (
 	"errors"
+	"net"
 	"syscall"
 )
 
@@ -22,6 +23,10 @@ func (p *poller) remove(c *Conn)    {}
 func (p *poller) close()            {}
 
 func connFD(rc syscall.RawConn) int { return -1 }
+
+func rawAccepter(ln net.Listener) (func() (net.Conn, error), net.Listener, bool) {
+	return nil, nil, false
+}
 
 type sysScratch struct{}
 

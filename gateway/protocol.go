@@ -5,6 +5,8 @@ import (
 	"errors"
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/syncgate/syncgate/brokers"
 )
 
 // op is a decoded client command name.
@@ -622,13 +624,39 @@ func appendSimple(dst []byte, opName string, id uint64, ch string, withCh bool) 
 	return append(dst, '}')
 }
 
-func appendAck(dst []byte, id uint64, ch string, seq uint64) []byte {
+func appendPresence(dst []byte, id uint64, ch string, members []brokers.Member) []byte {
+	dst = append(dst, `{"op":"presence"`...)
+	dst = appendID(dst, id)
+	dst = append(dst, `,"ch":`...)
+	dst = appendString(dst, ch)
+	dst = append(dst, `,"users":[`...)
+	for i, m := range members {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, `{"user":`...)
+		dst = appendString(dst, m.User)
+		dst = append(dst, `,"client":`...)
+		dst = appendString(dst, m.Client)
+		dst = append(dst, '}')
+	}
+	return append(dst, "]}"...)
+}
+
+// appendAck appends an ack. epoch (an extension) is the epoch the seq
+// belongs to: during a broker outage a node may ack under a node-local
+// epoch, which the client can tell from the channel's.
+func appendAck(dst []byte, id uint64, ch string, seq uint64, epoch string) []byte {
 	dst = append(dst, `{"op":"ack"`...)
 	dst = appendID(dst, id)
 	dst = append(dst, `,"ch":`...)
 	dst = appendString(dst, ch)
 	dst = append(dst, `,"seq":`...)
 	dst = appendUint(dst, seq)
+	if epoch != "" {
+		dst = append(dst, `,"epoch":`...)
+		dst = appendString(dst, epoch)
+	}
 	return append(dst, '}')
 }
 

@@ -176,6 +176,7 @@ func New(cfg config.Config, b brokers.Broker, log *slog.Logger) (*Server, error)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /sse", s.handleSSE)
 	mux.HandleFunc("POST /pub", s.handlePub)
+	mux.HandleFunc("GET /presence", s.handlePresence)
 	s.routes(mux)
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: cfg.Client.HandshakeTimeout, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	if cfg.Debug.PprofListen != "" {
@@ -241,9 +242,20 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.listeners = append(s.listeners, ln)
 	s.mu.Unlock()
+	accept := ln.Accept
+	if s.epoll {
+		// Accept raw sockets: the connection then carries no net.TCPAddr
+		// pair, which is a tenth of an idle connection's memory.
+		if raw, closer, ok := rawAccepter(ln); ok {
+			accept = raw
+			s.mu.Lock()
+			s.listeners[len(s.listeners)-1] = closer
+			s.mu.Unlock()
+		}
+	}
 	var delay time.Duration
 	for {
-		nc, err := ln.Accept()
+		nc, err := accept()
 		if err != nil {
 			s.mu.Lock()
 			closed := s.closed

@@ -270,6 +270,37 @@ func (c *Conn) sendSSEPing(now int64) {
 	c.scheduleFlush()
 }
 
+// handlePresence answers GET /presence?ch=... for HTTP clients (an SSE
+// stream has no way to send a command): the same JSON as the `presence`
+// reply, with the same auth and permission as subscribing.
+func (s *Server) handlePresence(w http.ResponseWriter, r *http.Request) {
+	_, ident, ok := s.httpIdentity(w, r)
+	if !ok {
+		return
+	}
+	ch := r.URL.Query().Get("ch")
+	if !validChannel([]byte(ch)) {
+		writeJSONError(w, http.StatusBadRequest, codeBadRequest, errChannelName.Error())
+		return
+	}
+	if !(&Conn{srv: s, ident: ident}).canSubscribe(ch) {
+		s.reject(rejForbidden)
+		writeJSONError(w, http.StatusForbidden, codeForbidden, "not allowed to see the presence of "+ch)
+		return
+	}
+	if s.presence == nil {
+		writeJSONError(w, http.StatusServiceUnavailable, codeUnavailable, "this broker keeps no presence")
+		return
+	}
+	members, err := s.presence.Members(r.Context(), ch)
+	if err != nil {
+		writeJSONError(w, http.StatusServiceUnavailable, codeUnavailable, "presence: broker unavailable, try again")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(appendPresence(nil, 0, ch, members))
+}
+
 // ---- POST /pub ----
 
 // pubLimits holds POST /pub's token buckets by user (HTTP publishes have no
@@ -335,7 +366,7 @@ func (s *Server) handlePub(w http.ResponseWriter, r *http.Request) {
 	s.metrics.publishDur.Observe(time.Since(start).Seconds())
 	s.metrics.published.Inc()
 	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(appendAck(nil, 0, req.Ch, pos.Seq))
+	_, _ = w.Write(appendAck(nil, 0, req.Ch, pos.Seq, pos.Epoch))
 }
 
 func (s *Server) allowHTTPPublish(user string) bool {

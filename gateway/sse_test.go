@@ -218,3 +218,28 @@ func TestSSEAuthAndErrors(t *testing.T) {
 		t.Fatalf("msg %+v", m)
 	}
 }
+
+func TestHTTPPresenceAndEmptyChannelResume(t *testing.T) {
+	ts := startServer(t, "epoll", nil)
+	a := dial(t, ts)
+	a.connect("alice")
+	s := a.sub("doc:empty") // no message yet: seq 0
+	resp, err := http.Get("http://" + ts.addr + "/presence?ch=doc:empty")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p obj
+	json.NewDecoder(resp.Body).Decode(&p)
+	resp.Body.Close()
+	if users := p["users"].([]any); p.op() != "presence" || len(users) != 1 || users[0].(map[string]any)["user"] != "alice" {
+		t.Fatalf("GET /presence = %v", p)
+	}
+	a.close()
+	b := dial(t, ts)
+	b.pub("doc:empty", "first")
+	c := dial(t, ts)
+	r := c.mustCall("sub", map[string]any{"ch": "doc:empty", "since": since(0, s.str("epoch"))}, "subscribed")
+	if r["recovered"] != true || len(r["pubs"].([]any)) != 1 {
+		t.Fatalf("resume from seq 0 = %v", r)
+	}
+}
