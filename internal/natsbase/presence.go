@@ -37,8 +37,18 @@ type Presence struct {
 	eventPre string // <prefix>.pe
 	cfg      PresenceConfig
 
-	mu   sync.Mutex
-	seqs map[string]uint64 // entry subject -> stream seq of the entry this node last wrote
+	mu     sync.Mutex
+	seqs   map[string]written // entry subject -> the entry this node last wrote
+	maxTTL time.Duration      // the longest TTL written
+	writes int                // since the last sweep of seqs
+}
+
+// written is an entry this node wrote: its stream seq (the condition of
+// the next write) and when. An entry not written for 3 TTLs has expired:
+// remembering it serves nothing (a Leave that failed leaves one behind).
+type written struct {
+	seq uint64
+	at  time.Time
 }
 
 // PresenceConfig configures the presence stream.
@@ -83,7 +93,7 @@ func NewPresence(nc *nats.Conn, cfg PresenceConfig) *Presence {
 		subjPre:  cfg.Prefix + ".pres",
 		eventPre: cfg.Prefix + ".pe",
 		cfg:      cfg,
-		seqs:     make(map[string]uint64),
+		seqs:     make(map[string]written),
 	}
 }
 
@@ -152,10 +162,20 @@ func live(sm *StoredMsg, now time.Time) bool {
 	return now.Before(sm.Time.Add(time.Duration(secs) * time.Second))
 }
 
-func (p *Presence) remember(subj string, seq uint64) {
+func (p *Presence) remember(subj string, seq uint64, ttl time.Duration) {
+	now := time.Now()
 	p.mu.Lock()
-	p.seqs[subj] = seq
-	p.mu.Unlock()
+	defer p.mu.Unlock()
+	p.seqs[subj] = written{seq, now}
+	p.maxTTL = max(p.maxTTL, ttl)
+	if p.writes++; p.writes >= 4096 {
+		p.writes = 0
+		for k, w := range p.seqs {
+			if now.Sub(w.at) > 3*p.maxTTL {
+				delete(p.seqs, k)
+			}
+		}
+	}
 }
 
 func (p *Presence) forget(subj string) {
@@ -167,8 +187,8 @@ func (p *Presence) forget(subj string) {
 func (p *Presence) cached(subj string) (uint64, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	seq, ok := p.seqs[subj]
-	return seq, ok
+	w, ok := p.seqs[subj]
+	return w.seq, ok
 }
 
 // Join implements brokers.Presence.Join.
@@ -181,7 +201,7 @@ func (p *Presence) Join(ctx context.Context, ch string, m brokers.Member, ttl ti
 	for range maxCASAttempts {
 		seq, err := Publish(ctx, p.nc, p.entryMsg(subj, op, ttl, expect))
 		if err == nil {
-			p.remember(subj, seq)
+			p.remember(subj, seq, ttl)
 			return nil
 		}
 		if !errors.Is(err, ErrConflict) {
@@ -277,7 +297,7 @@ func (p *Presence) Refresh(ctx context.Context, ch string, ms []brokers.Member, 
 			}
 			switch {
 			case err == nil:
-				p.remember(subjs[i], seq)
+				p.remember(subjs[i], seq, ttl)
 			case errors.Is(err, ErrConflict):
 				// Rewritten by someone else (a rejoin), or expired: read
 				// it again next round.
