@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,6 +34,7 @@ import (
 // pubState is what this node knows of a channel's last stored message.
 type pubState struct {
 	mu    sync.Mutex
+	subj  string // the channel's history subject
 	known bool
 	sseq  uint64 // stream seq
 	seq   uint64 // channel seq (0: an epoch marker)
@@ -127,7 +129,9 @@ func (b *Broker) pubState(ch string) *pubState {
 	defer b.pubMu.Unlock()
 	st := b.pubs[ch]
 	if st == nil {
-		st = &pubState{}
+		// ch may alias the caller's buffer: keep a copy.
+		ch = strings.Clone(ch)
+		st = &pubState{subj: b.histPre + natsbase.Token(ch)}
 		b.pubs[ch] = st
 	}
 	return st
@@ -141,7 +145,7 @@ func (b *Broker) publish(ctx context.Context, ch string, data []byte, id string,
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.used = time.Now()
-	subj := b.histPre + natsbase.Token(ch)
+	subj := st.subj
 	if prev != nil {
 		// A conflict on the resend means a message now follows the
 		// expected seq, so the next resolve is conclusive.
@@ -306,6 +310,7 @@ func seqOf(h nats.Header) (uint64, string) {
 func (b *Broker) enqueue(ch string, data []byte, id string, amb *attempt) (brokers.Position, error) {
 	b.outbox.Lock()
 	defer b.outbox.Unlock()
+	ch = strings.Clone(ch) // may alias the caller's buffer
 	if !b.outbox.PushLocked(outboxEntry{ch: ch, data: append([]byte(nil), data...), id: id, amb: amb}) {
 		return brokers.Position{}, fmt.Errorf("jetstream: publish %s: %w: server unreachable and outbox full", ch, brokers.ErrUnavailable)
 	}

@@ -3,6 +3,7 @@ package nats
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	natsgo "github.com/nats-io/nats.go"
@@ -36,7 +37,7 @@ func (b *Broker) Publish(ctx context.Context, ch string, data []byte) (brokers.P
 func (b *Broker) enqueue(ch string, data []byte) error {
 	b.outbox.Lock()
 	defer b.outbox.Unlock()
-	if !b.outbox.PushLocked(outboxEntry{ch: ch, data: append([]byte(nil), data...)}) {
+	if !b.outbox.PushLocked(outboxEntry{ch: strings.Clone(ch), data: append([]byte(nil), data...)}) {
 		return fmt.Errorf("nats: publish %s: %w: server unreachable and outbox full", ch, brokers.ErrUnavailable)
 	}
 	b.deliverMu.RLock()

@@ -1,6 +1,7 @@
 package natsbase
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -266,8 +267,13 @@ func Publish(ctx context.Context, nc *nats.Conn, m *nats.Msg) (uint64, error) {
 	return ParseAck(reply.Data)
 }
 
-// ParseAck reads a publish ack.
+// ParseAck reads a publish ack. The usual answer,
+// {"stream":"NAME","seq":N} (and perhaps "domain"), is read without
+// encoding/json; anything else goes through it.
 func ParseAck(data []byte) (uint64, error) {
+	if seq, ok := fastAck(data); ok {
+		return seq, nil
+	}
 	var ack pubAck
 	if err := json.Unmarshal(data, &ack); err != nil {
 		return 0, fmt.Errorf("jetstream: bad publish ack: %w", err)
@@ -282,4 +288,29 @@ func ParseAck(data []byte) (uint64, error) {
 		return 0, errors.New("jetstream: publish ack without sequence")
 	}
 	return ack.Seq, nil
+}
+
+// fastAck reads the seq of a plain success ack: no "error", no
+// "duplicate", one "seq" holding a decimal number.
+func fastAck(data []byte) (uint64, bool) {
+	if bytes.Contains(data, []byte(`"error"`)) || bytes.Contains(data, []byte(`"duplicate"`)) {
+		return 0, false
+	}
+	i := bytes.Index(data, []byte(`"seq":`))
+	if i < 0 || bytes.Count(data, []byte(`"seq"`)) != 1 {
+		return 0, false
+	}
+	var seq uint64
+	n := 0
+	for _, c := range data[i+len(`"seq":`):] {
+		if c < '0' || c > '9' {
+			break
+		}
+		if seq > (1<<64-1-9)/10 {
+			return 0, false
+		}
+		seq = seq*10 + uint64(c-'0')
+		n++
+	}
+	return seq, n > 0 && seq > 0
 }

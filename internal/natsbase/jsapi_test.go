@@ -1,0 +1,85 @@
+package natsbase
+
+import (
+	"errors"
+	"testing"
+)
+
+func TestParseAck(t *testing.T) {
+	for _, c := range []struct {
+		in       string
+		seq      uint64
+		conflict bool
+		fails    bool
+	}{
+		{in: `{"stream":"SG_HISTORY","seq":42}`, seq: 42},
+		{in: `{"stream":"SG_HISTORY","domain":"x","seq":7}`, seq: 7},
+		{in: `{"stream":"SG_HISTORY", "seq": 9}`, seq: 9}, // through encoding/json
+		{in: `{"stream":"SG_HISTORY","seq":5,"duplicate":true}`, seq: 5},
+		{in: `{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 3"},"stream":"SG_HISTORY","seq":0}`, conflict: true},
+		{in: `{"error":{"code":400,"err_code":10164,"description":"wrong last sequence"},"stream":"SG_HISTORY","seq":0}`, conflict: true},
+		{in: `{"error":{"code":503,"err_code":10008,"description":"unavailable"}}`, fails: true},
+		{in: `{"stream":"SG_HISTORY","seq":0}`, fails: true},
+		{in: `{"stream":"SG_HISTORY","seq":99999999999999999999999}`, fails: true},
+		{in: `not json`, fails: true},
+	} {
+		seq, err := ParseAck([]byte(c.in))
+		switch {
+		case c.conflict:
+			if !errors.Is(err, ErrConflict) {
+				t.Errorf("%s: %d, %v; want a conflict", c.in, seq, err)
+			}
+		case c.fails:
+			if err == nil {
+				t.Errorf("%s: %d, no error; want one", c.in, seq)
+			}
+		case err != nil || seq != c.seq:
+			t.Errorf("%s: %d, %v; want %d", c.in, seq, err, c.seq)
+		}
+	}
+}
+
+func TestToken(t *testing.T) {
+	seen := map[string]string{}
+	for _, s := range []string{"", "a", "b", "a.b", "a~2Eb", "a~2eb", "~", "*", ">", "a b", "doc:1", "x=y@z", "a..b", ".", "~~", "\xff"} {
+		tok := Token(s)
+		if prev, dup := seen[tok]; dup {
+			t.Errorf("Token(%q) = Token(%q) = %q", s, prev, tok)
+		}
+		seen[tok] = s
+		if tok == "" || tok == "*" || tok == ">" {
+			t.Errorf("Token(%q) = %q: not a literal token", s, tok)
+		}
+		for i := 0; i < len(tok); i++ {
+			if c := tok[i]; c == '.' || c == ' ' || c == '\t' {
+				t.Errorf("Token(%q) = %q contains %q", s, tok, c)
+			}
+		}
+		if back, ok := ParseToken(tok); !ok || back != s {
+			t.Errorf("ParseToken(Token(%q) = %q) = %q, %v", s, tok, back, ok)
+		}
+		if got := string(AppendToken(nil, s)); got != tok {
+			t.Errorf("AppendToken(%q) = %q, Token gives %q", s, got, tok)
+		}
+	}
+	for _, bad := range []string{"", "a.b", "~2e", "~4", "~41", "a*"} {
+		if s, ok := ParseToken(bad); ok {
+			t.Errorf("ParseToken(%q) = %q, ok; want not ok", bad, s)
+		}
+	}
+}
+
+func FuzzToken(f *testing.F) {
+	for _, s := range []string{"", "a.b", "doc:1", "~", "a~2Eb"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		tok := Token(s)
+		if back, ok := ParseToken(tok); !ok || back != s {
+			t.Fatalf("ParseToken(Token(%q) = %q) = %q, %v", s, tok, back, ok)
+		}
+		if back, ok := ParseToken(s); ok && Token(back) != s {
+			t.Fatalf("Token(ParseToken(%q) = %q) = %q", s, back, Token(back))
+		}
+	})
+}
