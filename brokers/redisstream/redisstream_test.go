@@ -1,0 +1,143 @@
+package redisstream_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
+
+	"github.com/syncgate/syncgate/brokers"
+	"github.com/syncgate/syncgate/brokers/brokertest"
+	"github.com/syncgate/syncgate/brokers/redisstream"
+	"github.com/syncgate/syncgate/internal/redistest"
+)
+
+func TestMain(m *testing.M) {
+	// go-redis logs dial failures on its own global logger; the fault
+	// test causes plenty.
+	goredis.SetLogger(quietLogger{log.New(io.Discard, "", 0)})
+	goleak.VerifyTestMain(m)
+}
+
+type quietLogger struct{ *log.Logger }
+
+func (l quietLogger) Printf(_ context.Context, format string, v ...any) {
+	l.Logger.Printf(format, v...)
+}
+
+const suiteHistorySize = 100
+
+var suiteFeatures = brokertest.Features{
+	History:     true,
+	HistorySize: suiteHistorySize,
+	Epoch:       true,
+	Presence:    true,
+	Pinger:      true,
+}
+
+// testConfig is a Config with short timeouts for tests.
+func testConfig(addrs ...string) redisstream.Config {
+	return redisstream.Config{
+		Addrs:            addrs,
+		HistorySize:      suiteHistorySize,
+		Block:            time.Second,
+		ValidateInterval: time.Second,
+		DialTimeout:      500 * time.Millisecond,
+		ReadTimeout:      time.Second,
+		ReconnectMin:     20 * time.Millisecond,
+		ReconnectMax:     200 * time.Millisecond,
+		Logger:           testLogger(),
+	}
+}
+
+// testLogger logs to stderr with REDIS_TEST_LOG=1, else discards.
+func testLogger() *slog.Logger {
+	if os.Getenv("REDIS_TEST_LOG") == "" {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+func TestConformance(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	cfg := testConfig(srv.Addr())
+	brokertest.Suite{
+		Features: suiteFeatures,
+		New:      func(t *testing.T) brokers.Broker { return redisstream.New(cfg) },
+		NewPair: func(t *testing.T) (a, b brokers.Broker) {
+			return redisstream.New(cfg), redisstream.New(cfg)
+		},
+	}.Run(t)
+}
+
+// TestConformanceSharded runs the suite on two independent Redis servers,
+// channels spread by consistent hashing.
+func TestConformanceSharded(t *testing.T) {
+	var addrs []string
+	for range 2 {
+		addrs = append(addrs, redistest.Start(t, redistest.Options{}).Addr())
+	}
+	cfg := testConfig(addrs...)
+	brokertest.Suite{
+		Features: suiteFeatures,
+		New:      func(t *testing.T) brokers.Broker { return redisstream.New(cfg) },
+		NewPair: func(t *testing.T) (a, b brokers.Broker) {
+			return redisstream.New(cfg), redisstream.New(cfg)
+		},
+	}.Run(t)
+}
+
+// TestStartWithoutRedis: Start fails with ErrUnavailable when Redis cannot
+// be reached, leaves nothing running, and can be retried.
+func TestStartWithoutRedis(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	srv.Kill()
+	b := redisstream.New(testConfig(srv.Addr()))
+	if err := b.Start(t.Context(), brokertest.NewRecorder()); !errors.Is(err, brokers.ErrUnavailable) {
+		t.Fatalf("Start without Redis: %v, want ErrUnavailable", err)
+	}
+	srv.Restart()
+	rec := brokertest.NewRecorder()
+	if err := b.Start(t.Context(), rec); err != nil {
+		t.Fatalf("Start once Redis is up: %v", err)
+	}
+	defer b.Close()
+	if err := b.Subscribe(t.Context(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Publish(t.Context(), "a", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	rec.WaitPublications(t, "a", 1, 5*time.Second)
+}
+
+// TestConfigValidate: bad configurations name the field.
+func TestConfigValidate(t *testing.T) {
+	for _, c := range []struct {
+		cfg  redisstream.Config
+		want string
+	}{
+		{redisstream.Config{Prefix: "a{b"}, "Prefix"},
+		{redisstream.Config{DB: -1}, "DB"},
+		{redisstream.Config{Addrs: []string{""}}, "Addrs"},
+	} {
+		err := c.cfg.Validate()
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Validate(%+v) = %v, want an error naming %s", c.cfg, err, c.want)
+		}
+		if err := redisstream.New(c.cfg).Start(t.Context(), brokertest.NewRecorder()); err == nil {
+			t.Errorf("Start with %+v succeeded", c.cfg)
+		}
+	}
+	if err := (redisstream.Config{}).Validate(); err != nil {
+		t.Errorf("the zero Config: %v", err)
+	}
+}
