@@ -24,6 +24,7 @@ import (
 	"github.com/syncgate/syncgate/brokers/memory"
 	natsbroker "github.com/syncgate/syncgate/brokers/nats"
 	redisbroker "github.com/syncgate/syncgate/brokers/redis"
+	"github.com/syncgate/syncgate/brokers/redisstream"
 	"github.com/syncgate/syncgate/gateway"
 	"github.com/syncgate/syncgate/internal/config"
 )
@@ -126,6 +127,20 @@ func newBroker(cfg config.Config) (brokers.Broker, error) {
 			HistoryTTL:     cfg.History.TTL,
 			OutboxSize:     outboxSize(cfg.Redis.OutboxSize),
 			Logger:         newLogger(cfg.Log),
+		}), nil
+	case "redis-streams":
+		if cfg.Redis.Cluster || cfg.Redis.SentinelMaster != "" {
+			return nil, fmt.Errorf("broker.type redis-streams: redis.cluster and redis.sentinel_master are not supported")
+		}
+		// The streams are the transport: history.size 0 keeps the default.
+		return redisstream.New(redisstream.Config{
+			Addrs:       cfg.Redis.Addrs,
+			Password:    cfg.Redis.Password,
+			DB:          cfg.Redis.DB,
+			Prefix:      cfg.Redis.Prefix,
+			HistorySize: cfg.History.Size,
+			HistoryTTL:  cfg.History.TTL,
+			Logger:      newLogger(cfg.Log),
 		}), nil
 	}
 	return nil, fmt.Errorf("broker.type %q is not built into this binary", cfg.Broker.Type)

@@ -16,7 +16,7 @@ import (
 // Allowed values of the enum keys. A new broker backend is one more entry in
 // brokerTypes; error messages are built from these slices.
 var (
-	brokerTypes = []string{"memory", "nats", "jetstream", "redis"}
+	brokerTypes = []string{"memory", "nats", "jetstream", "redis", "redis-streams"}
 	serverIOs   = []string{"epoll", "goroutine"}
 	natsStorage = []string{"file", "memory"}
 	logLevels   = []string{"debug", "info", "warn", "error"}
