@@ -9,6 +9,7 @@
 //	go run ./bench conns  [-n 15000] [-channels n/10] [-io epoll|goroutine] [-compare]
 //	go run ./bench fanout [-subs 10000] [-channels 1] [-rate 5] [-duration 20s]
 //	go run ./bench rooms  (fanout preset: -subs 10000 -channels 100 -rate 5)
+//	go run ./bench study  [-quick|-full] [-backends memory,redis,...]  (study.go)
 //
 // A table goes to stdout, progress to stderr, and the raw results to
 // bench/results/<scenario>-<timestamp>.json.
@@ -50,6 +51,12 @@ const (
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == loadgenArg {
 		os.Exit(loadgenMain(os.Stdin, os.Stdout))
+	}
+	if len(os.Args) > 1 && os.Args[1] == natsServerArg {
+		os.Exit(natsServerMain(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "study" {
+		os.Exit(studyMain(os.Args[2:]))
 	}
 	os.Exit(cliMain(os.Args[1:]))
 }

@@ -1,0 +1,41 @@
+//go:build linux
+
+// natsserver.go is the hidden "bench natsserver" subcommand: a standalone
+// NATS server with JetStream, so that the study can kill -9 the broker
+// alone while both gateway nodes keep running.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/syncgate/syncgate/internal/natsbase"
+)
+
+const natsServerArg = "natsserver"
+
+// natsServerMain runs a NATS server on -listen with its JetStream data in
+// -store until SIGTERM, SIGINT or the parent's death (Pdeathsig).
+func natsServerMain(args []string) int {
+	fs := flag.NewFlagSet(natsServerArg, flag.ContinueOnError)
+	listen := fs.String("listen", "127.0.0.1:4222", "client address, host:port")
+	store := fs.String("store", "", "JetStream store directory")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	s, err := natsbase.StartServer(natsbase.ServerConfig{Listen: *listen, StoreDir: *store})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "natsserver:", err)
+		return 1
+	}
+	fmt.Fprintln(os.Stderr, "natsserver: ready on", *listen)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, os.Interrupt)
+	<-sig
+	s.Shutdown()
+	s.WaitForShutdown()
+	return 0
+}

@@ -1,0 +1,460 @@
+//go:build linux
+
+// studyload.go drives one measured run of the study from this process:
+// publisher and subscriber connections made with the Go client package,
+// open-loop publishing from a fixed schedule, and per-message accounting
+// at every subscriber.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
+
+	sgclient "github.com/syncgate/syncgate/client"
+)
+
+// loadSpec is one run: Channels channels, SubsPerChannel subscribers per
+// channel spread round-robin over the nodes, Rate messages per second in
+// total published on node A for Duration.
+type loadSpec struct {
+	Channels       int
+	SubsPerChannel int
+	Rate           float64
+	Duration       time.Duration
+	Drain          time.Duration
+	PublishTimeout time.Duration
+}
+
+// studyMsg is the published payload: the per-channel message id and the
+// scheduled send time.
+type studyMsg struct {
+	I int   `json:"i"`
+	T int64 `json:"t"` // unix ns
+}
+
+// latStats are latencies in milliseconds.
+type latStats struct {
+	Count int64   `json:"count"`
+	P50   float64 `json:"p50_ms"`
+	P90   float64 `json:"p90_ms"`
+	P99   float64 `json:"p99_ms"`
+	P999  float64 `json:"p999_ms"`
+	Max   float64 `json:"max_ms"`
+	// CDF is (percentile, ms) points for the plots.
+	CDF [][2]float64 `json:"cdf,omitempty"`
+}
+
+// loadResult is the outcome of one run.
+type loadResult struct {
+	Rate      float64 `json:"rate"`
+	Channels  int     `json:"channels"`
+	Subs      int     `json:"subscribers"`
+	DurationS float64 `json:"duration_s"`
+
+	// Publishes, one per scheduled message.
+	Scheduled int            `json:"scheduled"`
+	Acked     int            `json:"acked"`
+	Refused   int            `json:"refused"`
+	Reasons   map[string]int `json:"refused_reasons,omitempty"`
+	// How late the last publish left after its scheduled time.
+	PublishLagMaxMs float64 `json:"publish_lag_max_ms"`
+
+	// Deliveries, counted by message id at every subscriber.
+	Expected         int  `json:"expected"`          // acked x subscribers of the channel
+	Delivered        int  `json:"delivered"`         // of acked messages, first copy
+	Lost             int  `json:"lost"`              // expected - delivered
+	LostMsgs         int  `json:"lost_msgs"`         // acked messages missing at >= 1 subscriber
+	Dup              int  `json:"dup"`               // extra copies of a message id
+	OutOfOrder       int  `json:"out_of_order"`      // ids below one already seen
+	RefusedDelivered int  `json:"refused_delivered"` // copies of refused messages that arrived
+	Incomplete       bool `json:"incomplete,omitempty"`
+
+	SameNode  latStats `json:"same_node"`  // subscribers on node A
+	CrossNode latStats `json:"cross_node"` // subscribers on node B
+	All       latStats `json:"all"`
+
+	Reconnects      int64 `json:"reconnects"`
+	Recovered       int   `json:"recovered"`        // Recovered events (catch-up after reconnect)
+	RecoveredMissed int   `json:"recovered_missed"` // messages replayed by them
+	Resets          int   `json:"resets"`           // recovered: false
+	Gaps            int   `json:"gaps"`
+
+	Events []string `json:"events,omitempty"` // crash timeline
+	Error  string   `json:"error,omitempty"`
+}
+
+// subTrack is one subscriber's accounting; only its reader goroutine
+// touches it until the run ends.
+type subTrack struct {
+	ch, node   int
+	seen       []uint8 // copies per id
+	maxID      int
+	ooo        int
+	recovered  int
+	missed     int
+	resets     int
+	gaps       int
+	badPayload int
+}
+
+func (t *subTrack) record(id int) (first bool) {
+	if id < 0 || id > 50_000_000 {
+		t.badPayload++
+		return false
+	}
+	for id >= len(t.seen) {
+		t.seen = append(t.seen, make([]uint8, max(1024, len(t.seen)))...)
+	}
+	if t.seen[id] < 255 {
+		t.seen[id]++
+	}
+	if t.seen[id] > 1 {
+		return false
+	}
+	if id < t.maxID {
+		t.ooo++
+	}
+	t.maxID = max(t.maxID, id)
+	return true
+}
+
+func (t *subTrack) copies(id int) int {
+	if id < len(t.seen) {
+		return int(t.seen[id])
+	}
+	return 0
+}
+
+// lockedHist is a histogram of microseconds shared by reader goroutines.
+type lockedHist struct {
+	mu sync.Mutex
+	h  *hdrhistogram.Histogram
+}
+
+func newLockedHist() *lockedHist {
+	return &lockedHist{h: hdrhistogram.New(1, 120_000_000, 3)}
+}
+
+func (l *lockedHist) record(us int64) {
+	l.mu.Lock()
+	_ = l.h.RecordValue(max(1, min(us, 120_000_000)))
+	l.mu.Unlock()
+}
+
+var cdfPercentiles = []float64{0, 5, 10, 20, 30, 40, 50, 60, 70, 75, 80, 85, 90, 92.5, 95, 97.5, 99, 99.5, 99.9, 99.95, 99.99, 99.999, 100}
+
+func statsOf(h *hdrhistogram.Histogram) latStats {
+	if h.TotalCount() == 0 {
+		return latStats{}
+	}
+	ms := func(v int64) float64 { return float64(v) / 1000 }
+	s := latStats{
+		Count: h.TotalCount(),
+		P50:   ms(h.ValueAtQuantile(50)), P90: ms(h.ValueAtQuantile(90)),
+		P99: ms(h.ValueAtQuantile(99)), P999: ms(h.ValueAtQuantile(99.9)),
+		Max: ms(h.Max()),
+	}
+	for _, q := range cdfPercentiles {
+		v := h.ValueAtQuantile(q)
+		if q == 100 {
+			v = h.Max()
+		}
+		s.CDF = append(s.CDF, [2]float64{q, ms(v)})
+	}
+	return s
+}
+
+func studyChan(c int) string { return "study-" + strconv.Itoa(c) }
+
+// refusal names why a publish failed.
+func refusal(err error) string {
+	var se *sgclient.ServerError
+	switch {
+	case errors.As(err, &se):
+		return se.Code
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, sgclient.ErrConnectionLost):
+		return "connection_lost"
+	}
+	s := err.Error()
+	if len(s) > 60 {
+		s = s[:60]
+	}
+	return s
+}
+
+// runLoad runs spec against the nodes (urls[0] is node A, where every
+// publisher connects). during, when set, runs alongside the publishing
+// with the schedule's start time and may append to the event timeline.
+func runLoad(ctx context.Context, urls []string, spec loadSpec, p *progress, label string,
+	during func(ctx context.Context, start time.Time, event func(string, ...any))) (res loadResult, err error) {
+	res = loadResult{Rate: spec.Rate, Channels: spec.Channels, Subs: spec.Channels * spec.SubsPerChannel, DurationS: spec.Duration.Seconds(), Reasons: map[string]int{}}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	var reconnects atomic.Int64
+	var uniqueDelivered atomic.Int64
+	var clientsMu sync.Mutex
+	var clients []*sgclient.Client
+	defer func() {
+		clientsMu.Lock()
+		defer clientsMu.Unlock()
+		var wg sync.WaitGroup
+		for _, c := range clients {
+			wg.Go(func() { _ = c.Close() })
+		}
+		wg.Wait()
+	}()
+	dial := func(url string) (*sgclient.Client, error) {
+		c, err := sgclient.Dial(ctx, url, sgclient.Options{
+			User:       "study",
+			MinBackoff: 100 * time.Millisecond,
+			MaxBackoff: time.Second,
+			OnState: func(s sgclient.State, _ error) {
+				if s == sgclient.StateReconnecting {
+					reconnects.Add(1)
+				}
+			},
+		})
+		if err != nil {
+			return nil, err
+		}
+		clientsMu.Lock()
+		clients = append(clients, c)
+		clientsMu.Unlock()
+		return c, nil
+	}
+
+	// Subscribers.
+	hists := []*lockedHist{newLockedHist(), newLockedHist()}
+	tracks := make([]*subTrack, 0, res.Subs)
+	for c := range spec.Channels {
+		for j := range spec.SubsPerChannel {
+			tracks = append(tracks, &subTrack{ch: c, node: j % len(urls)})
+		}
+	}
+	var readers sync.WaitGroup
+	readCtx, stopReaders := context.WithCancel(ctx)
+	defer stopReaders()
+	sem := make(chan struct{}, 64)
+	var dialWG sync.WaitGroup
+	var dialErrs atomic.Int64
+	var firstErr atomic.Value
+	t0 := time.Now()
+	for _, t := range tracks {
+		dialWG.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer dialWG.Done()
+			defer func() { <-sem }()
+			dctx, dcancel := context.WithTimeout(ctx, 20*time.Second)
+			defer dcancel()
+			c, err := dial(urls[t.node])
+			var sub *sgclient.Subscription
+			if err == nil {
+				sub, err = c.Subscribe(dctx, studyChan(t.ch))
+			}
+			if err != nil {
+				dialErrs.Add(1)
+				firstErr.CompareAndSwap(nil, err)
+				return
+			}
+			h := hists[t.node]
+			readers.Go(func() {
+				for {
+					ev, err := sub.Next(readCtx)
+					if err != nil {
+						return
+					}
+					now := time.Now().UnixNano()
+					switch ev.Type {
+					case sgclient.Message:
+						var m studyMsg
+						if json.Unmarshal(ev.Data, &m) != nil {
+							t.badPayload++
+							continue
+						}
+						if t.record(m.I) {
+							uniqueDelivered.Add(1)
+							h.record((now - m.T) / 1000)
+						}
+					case sgclient.Recovered:
+						t.recovered++
+						t.missed += ev.Missed
+					case sgclient.Reset:
+						t.resets++
+					case sgclient.Gap:
+						t.gaps++
+					}
+				}
+			})
+		}()
+	}
+	dialWG.Wait()
+	if n := dialErrs.Load(); n > 0 {
+		return res, fmt.Errorf("%s: %d of %d subscribers failed: %v", label, n, len(tracks), firstErr.Load())
+	}
+	p.printf("%s: %d subscribers on %d node(s) in %.1fs", label, len(tracks), len(urls), time.Since(t0).Seconds())
+
+	// Publishers: one connection per channel on node A, publishing its
+	// channel's messages in order.
+	pubs := make([]*sgclient.Client, spec.Channels)
+	for c := range pubs {
+		if pubs[c], err = dial(urls[0]); err != nil {
+			return res, fmt.Errorf("%s: publisher: %w", label, err)
+		}
+	}
+	if err := sleepCtx(ctx, time.Second); err != nil {
+		return res, err
+	}
+
+	interval := time.Duration(float64(time.Second) * float64(spec.Channels) / spec.Rate)
+	perChan := int(spec.Duration / interval)
+	acked := make([][]bool, spec.Channels)
+	refused := make([][]bool, spec.Channels)
+	reasons := make([]map[string]int, spec.Channels)
+	lags := make([]time.Duration, spec.Channels)
+	var nAcked, nRefused atomic.Int64
+	start := time.Now().Add(200 * time.Millisecond)
+	var eventsMu sync.Mutex
+	event := func(format string, a ...any) {
+		eventsMu.Lock()
+		defer eventsMu.Unlock()
+		s := fmt.Sprintf("t=%5.1fs ", time.Since(start).Seconds()) + fmt.Sprintf(format, a...)
+		res.Events = append(res.Events, s)
+		p.printf("%s: %s", label, s)
+	}
+	var pubWG sync.WaitGroup
+	for c := range spec.Channels {
+		acked[c], refused[c], reasons[c] = make([]bool, perChan), make([]bool, perChan), map[string]int{}
+		// Channels start spread over one interval.
+		offset := interval * time.Duration(c) / time.Duration(spec.Channels)
+		pubWG.Go(func() {
+			for i := range perChan {
+				sched := start.Add(offset + time.Duration(i)*interval)
+				if d := time.Until(sched); d > 0 {
+					if sleepCtx(ctx, d) != nil {
+						return
+					}
+				} else {
+					lags[c] = max(lags[c], -d)
+				}
+				pctx, pcancel := context.WithTimeout(ctx, spec.PublishTimeout)
+				_, err := pubs[c].Publish(pctx, studyChan(c), studyMsg{I: i, T: sched.UnixNano()})
+				pcancel()
+				if err == nil {
+					acked[c][i] = true
+					nAcked.Add(1)
+				} else {
+					if ctx.Err() != nil {
+						return
+					}
+					refused[c][i] = true
+					reasons[c][refusal(err)]++
+					nRefused.Add(1)
+				}
+			}
+		})
+	}
+	duringDone := make(chan struct{})
+	go func() {
+		defer close(duringDone)
+		if during != nil {
+			during(ctx, start, event)
+		}
+	}()
+	pubDone := make(chan struct{})
+	go func() { pubWG.Wait(); close(pubDone) }()
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	total := perChan * spec.Channels
+wait:
+	for {
+		select {
+		case <-pubDone:
+			break wait
+		case <-ctx.Done():
+			return res, ctx.Err()
+		case <-tick.C:
+			p.printf("%s: published %d/%d (acked %d, refused %d), delivered %d",
+				label, nAcked.Load()+nRefused.Load(), total, nAcked.Load(), nRefused.Load(), uniqueDelivered.Load())
+		}
+	}
+	<-duringDone
+	// Drain: wait for every acked message at every subscriber, bounded.
+	want := nAcked.Load() * int64(spec.SubsPerChannel)
+	drainEnd := time.Now().Add(spec.Drain)
+	for uniqueDelivered.Load() < want && time.Now().Before(drainEnd) {
+		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
+			return res, err
+		}
+	}
+	res.Incomplete = uniqueDelivered.Load() < want
+	// Let late duplicates arrive, then stop the readers.
+	_ = sleepCtx(ctx, 500*time.Millisecond)
+	stopReaders()
+	readers.Wait()
+
+	res.Scheduled = total
+	res.Acked, res.Refused = int(nAcked.Load()), int(nRefused.Load())
+	for c := range spec.Channels {
+		for k, v := range reasons[c] {
+			res.Reasons[k] += v
+		}
+		res.PublishLagMaxMs = math.Max(res.PublishLagMaxMs, float64(lags[c])/1e6)
+	}
+	subsOf := make([][]*subTrack, spec.Channels)
+	for _, t := range tracks {
+		subsOf[t.ch] = append(subsOf[t.ch], t)
+		res.OutOfOrder += t.ooo
+		res.Recovered += t.recovered
+		res.RecoveredMissed += t.missed
+		res.Resets += t.resets
+		res.Gaps += t.gaps
+	}
+	for c := range spec.Channels {
+		for i := range perChan {
+			missing := false
+			for _, t := range subsOf[c] {
+				n := t.copies(i)
+				switch {
+				case acked[c][i]:
+					res.Expected++
+					if n > 0 {
+						res.Delivered++
+					} else {
+						missing = true
+					}
+				case n > 0:
+					res.RefusedDelivered++
+				}
+				if n > 1 {
+					res.Dup += n - 1
+				}
+			}
+			if acked[c][i] && missing {
+				res.LostMsgs++
+			}
+		}
+	}
+	res.Lost = res.Expected - res.Delivered
+	res.Reconnects = reconnects.Load()
+	all := hdrhistogram.New(1, 120_000_000, 3)
+	all.Merge(hists[0].h)
+	all.Merge(hists[1].h)
+	res.SameNode, res.All = statsOf(hists[0].h), statsOf(all)
+	if len(urls) > 1 {
+		res.CrossNode = statsOf(hists[1].h)
+	}
+	return res, nil
+}

@@ -1,0 +1,381 @@
+//go:build linux
+
+// studyreport.go prints the study's tables and writes its JSON, its
+// generated document and its plots.
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"image/color"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotutil"
+	"gonum.org/v1/plot/vg"
+)
+
+func writeStudyJSON(dir string, rs *studyResults) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, "study-"+rs.Started.Format("20060102-150405")+".json")
+	b, err := json.MarshalIndent(rs, "", "  ")
+	if err != nil {
+		return "", err
+	}
+	return path, os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+func f2(v float64) string { return fmt.Sprintf("%.2f", v) }
+
+// latencyRows is the latency table at one rate.
+func latencyRows(rs *studyResults, rate float64) [][]string {
+	rows := [][]string{{"backend", "nodes", "acked/sched", "A p50", "A p99", "cross p50", "cross p90", "cross p99", "cross p99.9", "cross max", "lost", "dup", "out of order"}}
+	for _, b := range rs.Backends {
+		if b.Skipped != "" {
+			continue
+		}
+		for _, r := range b.Latency {
+			if r.Rate != rate {
+				continue
+			}
+			if r.Error != "" && r.Scheduled == 0 {
+				rows = append(rows, []string{b.Name, fmt.Sprint(b.Nodes), "error", "", "", "", "", "", "", "", "", "", ""})
+				continue
+			}
+			cross := r.CrossNode
+			dash := func(v float64) string {
+				if cross.Count == 0 {
+					return "-"
+				}
+				return f2(v)
+			}
+			rows = append(rows, []string{b.Name, fmt.Sprint(b.Nodes), fmt.Sprintf("%d/%d", r.Acked, r.Scheduled),
+				f2(r.SameNode.P50), f2(r.SameNode.P99),
+				dash(cross.P50), dash(cross.P90), dash(cross.P99), dash(cross.P999), dash(cross.Max),
+				fmt.Sprint(r.Lost), fmt.Sprint(r.Dup), fmt.Sprint(r.OutOfOrder)})
+		}
+	}
+	return rows
+}
+
+func crashRows(rs *studyResults) [][]string {
+	rows := [][]string{{"backend", "killed", "published", "acked", "refused", "acked msgs lost", "missing deliveries", "dup", "out of order", "refused but delivered", "reconnects", "recovered", "reset", "max latency ms"}}
+	for _, b := range rs.Backends {
+		if b.Skipped != "" || b.Crash == nil {
+			continue
+		}
+		r := b.Crash
+		killed := "redis-server"
+		switch {
+		case b.Type == "memory":
+			killed = "gateway (holds the broker)"
+		case strings.HasPrefix(b.Type, "nats") || b.Type == "jetstream":
+			killed = "nats-server"
+		}
+		rows = append(rows, []string{b.Name, killed, fmt.Sprint(r.Scheduled), fmt.Sprint(r.Acked), fmt.Sprint(r.Refused),
+			fmt.Sprint(r.LostMsgs), fmt.Sprint(r.Lost), fmt.Sprint(r.Dup), fmt.Sprint(r.OutOfOrder), fmt.Sprint(r.RefusedDelivered),
+			fmt.Sprint(r.Reconnects), fmt.Sprintf("%d (%d msgs)", r.Recovered, r.RecoveredMissed), fmt.Sprint(r.Resets), f2(r.All.Max)})
+	}
+	return rows
+}
+
+func printRows(w io.Writer, rows [][]string) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t")+"\t")
+	}
+	tw.Flush()
+}
+
+func markdownRows(w io.Writer, rows [][]string) {
+	for i, r := range rows {
+		fmt.Fprintf(w, "| %s |\n", strings.Join(r, " | "))
+		if i == 0 {
+			fmt.Fprintf(w, "|%s\n", strings.Repeat("---|", len(r)))
+		}
+	}
+}
+
+func printStudy(w io.Writer, rs *studyResults) {
+	m := rs.Machine
+	fmt.Fprintf(w, "\ncommand: %s\nmachine: nproc=%d kernel=%s %s\ngateway: %s\n", rs.Command, m.NumCPU, m.Kernel, m.GoVersion, rs.GatewaySource)
+	for _, rate := range studyRates(rs) {
+		fmt.Fprintf(w, "\nlatency, %g msg/s on node A, ms from the scheduled send time (A = subscribers on node A, cross = on node B):\n", rate)
+		printRows(w, latencyRows(rs, rate))
+	}
+	fmt.Fprintln(w, "\ncrash: broker killed with SIGKILL mid-run and restarted on the same port and data:")
+	printRows(w, crashRows(rs))
+	for _, b := range rs.Backends {
+		if b.Skipped != "" {
+			fmt.Fprintf(w, "%s: skipped: %s\n", b.Name, b.Skipped)
+		}
+		for _, e := range b.Errors {
+			fmt.Fprintf(w, "%s: error: %s\n", b.Name, firstLine(e))
+		}
+	}
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+func studyRates(rs *studyResults) []float64 {
+	var rates []float64
+	for _, b := range rs.Backends {
+		for _, r := range b.Latency {
+			if !slices.Contains(rates, r.Rate) {
+				rates = append(rates, r.Rate)
+			}
+		}
+	}
+	sort.Float64s(rates)
+	return rates
+}
+
+// ---- the generated document ----
+
+func writeStudyDocs(root string, rs *studyResults) error {
+	plots := filepath.Join(root, "docs", "plots")
+	if err := os.MkdirAll(plots, 0o755); err != nil {
+		return err
+	}
+	if err := plotLatencyCDF(rs, filepath.Join(plots, "study-latency-cdf.svg")); err != nil {
+		return fmt.Errorf("latency plot: %w", err)
+	}
+	if err := plotCrashLost(rs, filepath.Join(plots, "study-crash-lost.svg")); err != nil {
+		return fmt.Errorf("crash plot: %w", err)
+	}
+	var b strings.Builder
+	w := &b
+	m := rs.Machine
+	fmt.Fprintf(w, "# Latency vs durability across backends\n\n")
+	fmt.Fprintf(w, "*Generated by `%s`: do not edit by hand; rerun the command instead.*\n\n", rs.Command)
+	fmt.Fprintf(w, "- date: %s (%s mode, %.0f s)\n", rs.Started.Format("2006-01-02 15:04 UTC"), rs.Mode, rs.Finished.Sub(rs.Started).Seconds())
+	fmt.Fprintf(w, "- machine: nproc %d, kernel %s, %s, memory %s\n", m.NumCPU, m.Kernel, m.GoVersion, m.MemTotal)
+	fmt.Fprintf(w, "- gateway source: %s\n", rs.GatewaySource)
+	fmt.Fprintf(w, "- everything (brokers, gateways, clients) runs on this one machine over 127.0.0.1, so the numbers compare backends with each other, not with a network deployment.\n\n")
+
+	fmt.Fprintf(w, "## Backends\n\n| backend | broker.type | gateway nodes | broker and persistence |\n|---|---|---|---|\n")
+	for _, bk := range rs.Backends {
+		note := bk.Note
+		if bk.Skipped != "" {
+			note = "skipped: " + bk.Skipped
+		}
+		fmt.Fprintf(w, "| %s | %s | %d | %s |\n", bk.Name, bk.Type, bk.Nodes, note)
+	}
+	fmt.Fprintf(w, "\nIn the latency runs nats and jetstream use the NATS server embedded in gateway node A (node B connects to it). In the crash runs the NATS server is a separate process (`bench natsserver`) that both nodes connect to, so that it can be killed alone; for memory the broker lives in the only gateway node, so the gateway itself is killed.\n\n")
+
+	p := rs.Params
+	fmt.Fprintf(w, "## Latency\n\n")
+	fmt.Fprintf(w, "%v channels x %v subscribers (one connection each, alternating between node A and node B), one publisher connection per channel on node A publishing in order on an open-loop schedule for %v s. Latency is measured from the message's **scheduled** send time (corrected for coordinated omission: a publisher that falls behind does not hide the delay) to its arrival at the subscriber, recorded in an HdrHistogram. *A* columns are subscribers on the publishing node, *cross* columns subscribers on node B (the headline: a message crosses the broker). Loss, duplicates and reordering are counted per message id at every subscriber. Milliseconds.\n\n",
+		p["latency_channels"], p["latency_subs_per_channel"], p["latency_duration_s"])
+	for _, rate := range studyRates(rs) {
+		fmt.Fprintf(w, "### %g msg/s\n\n", rate)
+		markdownRows(w, latencyRows(rs, rate))
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintf(w, "![latency CDF](plots/study-latency-cdf.svg)\n\n")
+
+	fmt.Fprintf(w, "## Crash\n\n")
+	fmt.Fprintf(w, "%v msg/s over %v channels (%v subscribers per channel, alternating between the nodes) for %v s. At t=%v s the broker process is killed with SIGKILL; %v s later it is restarted on the same port and data directory. Every publish is either acked or refused (error or no answer within 2 s); every acked message is looked for at every subscriber of its channel. *acked msgs lost*: acked messages missing at one subscriber or more; *missing deliveries*: (acked message, subscriber) pairs never delivered. *recovered*: catch-up events after a client reconnected (`sub` with `since` answered `recovered: true`), with the messages they replayed; *reset*: `recovered: false`.\n\n",
+		p["crash_rate"], p["crash_channels"], p["crash_subs_per_channel"], p["crash_duration_s"], p["crash_at_s"], p["crash_pause_s"])
+	markdownRows(w, crashRows(rs))
+	fmt.Fprintln(w)
+	for _, bk := range rs.Backends {
+		if bk.Crash == nil {
+			continue
+		}
+		fmt.Fprintf(w, "- %s: %s", bk.Name, strings.Join(bk.Crash.Events, "; "))
+		if len(bk.Crash.Reasons) > 0 {
+			fmt.Fprintf(w, "; refusals: %s", reasonsString(bk.Crash.Reasons))
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintf(w, "\n![messages lost in the crash](plots/study-crash-lost.svg)\n\n")
+
+	fmt.Fprintf(w, "## Reading\n\n")
+	for _, line := range studyReading(rs) {
+		fmt.Fprintf(w, "- %s\n", line)
+	}
+	var errs []string
+	for _, bk := range rs.Backends {
+		for _, e := range bk.Errors {
+			errs = append(errs, fmt.Sprintf("- %s: %s", bk.Name, firstLine(e)))
+		}
+	}
+	if len(errs) > 0 {
+		fmt.Fprintf(w, "\n## Errors during the run\n\n%s\n", strings.Join(errs, "\n"))
+	}
+	fmt.Fprintf(w, "\nRaw results: `bench/results/study-%s.json` on the machine that ran it (not committed).\n", rs.Started.Format("20060102-150405"))
+	return os.WriteFile(filepath.Join(root, "docs", "benchmarks-study.md"), []byte(b.String()), 0o644)
+}
+
+func reasonsString(m map[string]int) string {
+	var parts []string
+	for k, v := range m {
+		parts = append(parts, fmt.Sprintf("%s x%d", k, v))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ", ")
+}
+
+// studyReading is the short reading of the trade-off, written from the
+// numbers.
+func studyReading(rs *studyResults) []string {
+	var out []string
+	rates := studyRates(rs)
+	if len(rates) > 0 {
+		rate := rates[0]
+		type lp struct {
+			name     string
+			p50, p99 float64
+		}
+		var ls []lp
+		for _, b := range rs.Backends {
+			for _, r := range b.Latency {
+				if r.Rate != rate || r.All.Count == 0 {
+					continue
+				}
+				s := r.CrossNode
+				if s.Count == 0 {
+					s = r.SameNode
+				}
+				ls = append(ls, lp{b.Name, s.P50, s.P99})
+			}
+		}
+		sort.Slice(ls, func(i, j int) bool { return ls[i].p99 < ls[j].p99 })
+		if len(ls) > 0 {
+			var parts []string
+			for _, l := range ls {
+				parts = append(parts, fmt.Sprintf("%s %.2f / %.2f ms", l.name, l.p50, l.p99))
+			}
+			out = append(out, fmt.Sprintf("At %g msg/s, p50 / p99 delivery latency (cross-node where there are two nodes), lowest p99 first: %s.", rate, strings.Join(parts, ", ")))
+			out = append(out, fmt.Sprintf("%s has the lowest tail; %s the highest, a factor %.1f at p99.", ls[0].name, ls[len(ls)-1].name, ls[len(ls)-1].p99/max(ls[0].p99, 0.001)))
+		}
+	}
+	var safe, lossy, refusing []string
+	for _, b := range rs.Backends {
+		r := b.Crash
+		if r == nil || r.Scheduled == 0 {
+			continue
+		}
+		if r.LostMsgs == 0 {
+			safe = append(safe, b.Name)
+		} else {
+			lossy = append(lossy, fmt.Sprintf("%s %d of %d acked (%.1f%%)", b.Name, r.LostMsgs, r.Acked, 100*float64(r.LostMsgs)/float64(max(1, r.Acked))))
+		}
+		if r.Refused > 0 {
+			refusing = append(refusing, fmt.Sprintf("%s %d", b.Name, r.Refused))
+		}
+	}
+	if len(safe) > 0 {
+		out = append(out, fmt.Sprintf("Through the broker crash, no acked message was lost with: %s.", strings.Join(safe, ", ")))
+	}
+	if len(lossy) > 0 {
+		out = append(out, fmt.Sprintf("Acked messages lost across the crash: %s.", strings.Join(lossy, ", ")))
+	}
+	if len(refusing) > 0 {
+		out = append(out, fmt.Sprintf("Publishes refused (error or no ack within 2 s) during the outage: %s; a refused publish is the client's to retry, unlike a lost acked one.", strings.Join(refusing, ", ")))
+	}
+	out = append(out, "The trade-off: backends that keep a durable history (the ack waits for the broker's write) pay for it in per-message latency, and in exchange survive a broker crash with fewer or no lost acked messages and let reconnecting clients catch up; in-memory or fire-and-forget paths are fastest but lose what was in flight or in memory when the broker dies. The single-machine numbers show the ordering, not absolute production values.")
+	return out
+}
+
+// ---- plots ----
+
+func plotLatencyCDF(rs *studyResults, path string) error {
+	p := plot.New()
+	rate := 0.0
+	if rates := studyRates(rs); len(rates) > 0 {
+		rate = rates[0]
+	}
+	p.Title.Text = fmt.Sprintf("Delivery latency CDF at %g msg/s (cross-node where 2 nodes)", rate)
+	p.X.Label.Text = "latency from scheduled send (ms, log scale)"
+	p.Y.Label.Text = "percentile"
+	p.X.Scale = plot.LogScale{}
+	p.X.Tick.Marker = plot.LogTicks{Prec: -1}
+	p.Y.Min, p.Y.Max = 0, 100
+	p.Legend.Top = false
+	p.Legend.Left = false
+	p.Add(plotter.NewGrid())
+	i := 0
+	for _, b := range rs.Backends {
+		for _, r := range b.Latency {
+			if r.Rate != rate {
+				continue
+			}
+			s := r.CrossNode
+			if s.Count == 0 {
+				s = r.SameNode
+			}
+			if len(s.CDF) == 0 {
+				continue
+			}
+			var xys plotter.XYs
+			for _, pt := range s.CDF {
+				xys = append(xys, plotter.XY{X: max(pt[1], 0.001), Y: pt[0]})
+			}
+			l, err := plotter.NewLine(xys)
+			if err != nil {
+				return err
+			}
+			l.Color = plotutil.Color(i)
+			l.Dashes = plotutil.Dashes(i)
+			l.Width = vg.Points(1.5)
+			p.Add(l)
+			p.Legend.Add(b.Name, l)
+			i++
+		}
+	}
+	return p.Save(8*vg.Inch, 5*vg.Inch, path)
+}
+
+func plotCrashLost(rs *studyResults, path string) error {
+	p := plot.New()
+	p.Title.Text = "Crash: acked messages lost and publishes refused"
+	p.Y.Label.Text = "messages"
+	var names []string
+	var lost, refused plotter.Values
+	for _, b := range rs.Backends {
+		if b.Crash == nil || b.Crash.Scheduled == 0 {
+			continue
+		}
+		names = append(names, b.Name)
+		lost = append(lost, float64(b.Crash.LostMsgs))
+		refused = append(refused, float64(b.Crash.Refused))
+	}
+	if len(names) == 0 {
+		names, lost, refused = []string{"none"}, plotter.Values{0}, plotter.Values{0}
+	}
+	w := vg.Points(14)
+	bl, err := plotter.NewBarChart(lost, w)
+	if err != nil {
+		return err
+	}
+	bl.Color = color.RGBA{R: 200, G: 40, B: 40, A: 255}
+	bl.Offset = -w / 2
+	br, err := plotter.NewBarChart(refused, w)
+	if err != nil {
+		return err
+	}
+	br.Color = color.RGBA{R: 120, G: 120, B: 120, A: 255}
+	br.Offset = w / 2
+	p.Add(bl, br)
+	p.Legend.Add("acked, lost", bl)
+	p.Legend.Add("refused", br)
+	p.Legend.Top = true
+	p.NominalX(names...)
+	return p.Save(8*vg.Inch, 4*vg.Inch, path)
+}
