@@ -104,7 +104,7 @@ type NATS struct {
 // History bounds the per-channel message history used for catch-up.
 type History struct {
 	// Size is how many messages are kept per channel; 0 disables history.
-	// Key history.size, default 1000, >= 0.
+	// Key history.size, default 100, >= 0.
 	Size int
 	// TTL is how long a channel's history is kept after its last message.
 	// Key history.ttl, default 10m, > 0.
@@ -122,7 +122,7 @@ type Presence struct {
 	JoinLeave bool
 	// JoinLeaveLimit suppresses join/leave events on a channel with more
 	// local subscribers than this; 0 means no limit.
-	// Key presence.join_leave_limit, default 1000, >= 0.
+	// Key presence.join_leave_limit, default 100, >= 0.
 	JoinLeaveLimit int
 }
 
@@ -229,7 +229,7 @@ type Server struct {
 	MaxConnections int
 	// AcceptRate caps new connections per second (burst: one second's
 	// worth), so a reconnect storm cannot take a node down; 0 = no cap.
-	// Key server.accept_rate, default 1000, >= 0.
+	// Key server.accept_rate, default 100, >= 0.
 	AcceptRate int
 	// DrainWindow spreads the disconnects of a shutdown over this long.
 	// Key server.drain_window, default 30s, > 0.
@@ -280,7 +280,7 @@ func Default() Config {
 		Presence: Presence{
 			TTL:            60 * time.Second,
 			JoinLeave:      true,
-			JoinLeaveLimit: 1000,
+			JoinLeaveLimit: 100,
 		},
 		Client: Client{
 			PingInterval:     25 * time.Second,
