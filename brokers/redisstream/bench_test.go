@@ -1,0 +1,95 @@
+package redisstream_test
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+
+	"github.com/syncgate/syncgate/brokers"
+	"github.com/syncgate/syncgate/brokers/redisstream"
+	"github.com/syncgate/syncgate/internal/redistest"
+)
+
+// nopHandler is the cheapest handler, for benchmarks.
+type nopHandler struct{ n atomic.Int64 }
+
+func (h *nopHandler) HandlePublication(string, brokers.Publication)                    { h.n.Add(1) }
+func (h *nopHandler) HandlePresence(string, brokers.PresenceEventType, brokers.Member) {}
+
+func startBench(b *testing.B) (*redisstream.Broker, *nopHandler) {
+	b.Helper()
+	srv := redistest.Start(b, redistest.Options{})
+	br := redisstream.New(testConfig(srv.Addr()))
+	h := &nopHandler{}
+	if err := br.Start(context.Background(), h); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { br.Close() })
+	return br, h
+}
+
+// BenchmarkPublish: one goroutine publishing 64 bytes on a channel with
+// full history: one script call (one round trip) per publication.
+// "subscribed" has this node tailing the channel (its XREAD loop runs
+// alongside); "unsubscribed" is the publish path alone.
+func BenchmarkPublish(b *testing.B) {
+	for _, sub := range []bool{true, false} {
+		b.Run(map[bool]string{true: "subscribed", false: "unsubscribed"}[sub], func(b *testing.B) {
+			br, _ := startBench(b)
+			ctx := context.Background()
+			const ch = "doc:1"
+			if sub {
+				if err := br.Subscribe(ctx, ch); err != nil {
+					b.Fatal(err)
+				}
+			}
+			data := make([]byte, 64)
+			for range suiteHistorySize {
+				if _, err := br.Publish(ctx, ch, data); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportAllocs()
+			b.SetBytes(int64(len(data)))
+			for b.Loop() {
+				if _, err := br.Publish(ctx, ch, data); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkPublishParallel: many goroutines publishing at once on 64
+// subscribed channels of one server, each publish its own script call on
+// a pooled connection.
+func BenchmarkPublishParallel(b *testing.B) {
+	for _, par := range []int{1, 8} {
+		b.Run(fmt.Sprintf("goroutines=%dxGOMAXPROCS", par), func(b *testing.B) {
+			br, h := startBench(b)
+			ctx := context.Background()
+			for i := range 64 {
+				if err := br.Subscribe(ctx, fmt.Sprintf("doc:%d", i)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			data := make([]byte, 64)
+			var next atomic.Int64
+			before := h.n.Load()
+			b.ReportAllocs()
+			b.SetBytes(int64(len(data)))
+			b.SetParallelism(par)
+			b.RunParallel(func(pb *testing.PB) {
+				ch := fmt.Sprintf("doc:%d", next.Add(1)%64)
+				for pb.Next() {
+					if _, err := br.Publish(ctx, ch, data); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(h.n.Load()-before)/float64(b.N), "delivered/op")
+		})
+	}
+}
