@@ -2,7 +2,10 @@ package natsbase
 
 import (
 	"errors"
+	"net"
+	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseAck(t *testing.T) {
@@ -82,4 +85,17 @@ func FuzzToken(f *testing.F) {
 			t.Fatalf("Token(ParseToken(%q) = %q) = %q", s, back, Token(back))
 		}
 	})
+}
+
+func TestStartServerBusyPort(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	start := time.Now()
+	_, err = StartServer(ServerConfig{Listen: ln.Addr().String(), StoreDir: t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), "address already in use") || time.Since(start) > 2*time.Second {
+		t.Fatalf("StartServer on a busy port: %v after %v, want a quick address-in-use error", err, time.Since(start))
+	}
 }

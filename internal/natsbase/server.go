@@ -50,6 +50,21 @@ func StartServer(cfg ServerConfig) (*server.Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The server would only log a busy port and never become ready: try
+	// the address first for a clear, quick error.
+	for _, a := range []struct {
+		host string
+		port int
+	}{{opts.Host, opts.Port}, {opts.Cluster.Host, opts.Cluster.Port}} {
+		if a.port <= 0 {
+			continue
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort(a.host, strconv.Itoa(a.port)))
+		if err != nil {
+			return nil, fmt.Errorf("nats: embedded server: %w", err)
+		}
+		ln.Close()
+	}
 	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("nats: embedded server: %w", err)
