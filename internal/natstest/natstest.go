@@ -1,5 +1,5 @@
 // Package natstest starts real in-process nats-servers for tests and
-// benchmarks: one server, or a cluster of servers with routes, JetStream on,
+// benchmarks (Start, for programs outside tests): one server, or a cluster of servers with routes, JetStream on,
 // bound to 127.0.0.1 on free ports, data in a test temp dir. Servers can be
 // shut down and restarted on the same ports and store directory, to test
 // what survives.
@@ -33,15 +33,15 @@ type Option func(*server.Options)
 // WithoutJetStream turns JetStream off.
 func WithoutJetStream() Option { return func(o *server.Options) { o.JetStream = false } }
 
-// baseOptions: loopback, free port, JetStream in a fresh temp dir.
-func baseOptions(t testing.TB) *server.Options {
+// baseOptions: loopback, free port, JetStream in dir.
+func baseOptions(dir string) *server.Options {
 	return &server.Options{
 		Host:                  "127.0.0.1",
 		Port:                  server.RANDOM_PORT,
 		NoLog:                 true,
 		NoSigs:                true,
 		JetStream:             true,
-		StoreDir:              t.TempDir(),
+		StoreDir:              dir,
 		DisableShortFirstPing: true,
 		// Small, so that many test servers fit on a small machine.
 		JetStreamMaxMemory: 256 << 20,
@@ -52,7 +52,7 @@ func baseOptions(t testing.TB) *server.Options {
 // RunServer starts a server and shuts it down when the test ends.
 func RunServer(t testing.TB, opts ...Option) *Server {
 	t.Helper()
-	o := baseOptions(t)
+	o := baseOptions(t.TempDir())
 	for _, f := range opts {
 		f(o)
 	}
@@ -67,16 +67,20 @@ func RunServer(t testing.TB, opts ...Option) *Server {
 
 func (s *Server) start(t testing.TB) {
 	t.Helper()
+	if err := s.startErr(); err != nil {
+		t.Errorf("natstest: %v", err)
+	}
+}
+
+func (s *Server) startErr() error {
 	srv, err := server.NewServer(s.opts.Clone())
 	if err != nil {
-		t.Errorf("natstest: new server: %v", err)
-		return
+		return fmt.Errorf("new server: %w", err)
 	}
 	go srv.Start()
 	if !srv.ReadyForConnections(10 * time.Second) {
 		srv.Shutdown()
-		t.Errorf("natstest: server %s not ready", s.opts.ServerName)
-		return
+		return fmt.Errorf("server %s not ready", s.opts.ServerName)
 	}
 	// Pin the ports so a restart comes back where clients look.
 	if s.opts.Port == server.RANDOM_PORT {
@@ -85,6 +89,21 @@ func (s *Server) start(t testing.TB) {
 	s.mu.Lock()
 	s.srv = srv
 	s.mu.Unlock()
+	return nil
+}
+
+// Start starts a server outside a test (a benchmark program): JetStream
+// data in dir, a free loopback port. The caller shuts it down.
+func Start(dir string, opts ...Option) (*Server, error) {
+	o := baseOptions(dir)
+	for _, f := range opts {
+		f(o)
+	}
+	s := &Server{opts: o}
+	if err := s.startErr(); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // Server returns the running server, nil while shut down.
@@ -151,7 +170,7 @@ func RunCluster(t testing.TB, n int) *Cluster {
 	}
 	c := &Cluster{}
 	for i := range n {
-		o := baseOptions(t)
+		o := baseOptions(t.TempDir())
 		o.ServerName = fmt.Sprintf("S%d", i+1)
 		o.Cluster.Name = "syncgate-test"
 		o.Cluster.Host = "127.0.0.1"
