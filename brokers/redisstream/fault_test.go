@@ -149,3 +149,56 @@ func TestKillRedisAOFAlways(t *testing.T) {
 		}
 	}
 }
+
+// TestRestartWithoutPersistence: Redis loses the channel (restarted
+// without persistence). The node notices (reconnect, or an entry of a new
+// epoch past its cursor), and delivers the new epoch from seq 1, filling
+// from XRANGE what its cursor skipped: seqs stay contiguous per epoch.
+func TestRestartWithoutPersistence(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	b := redisstream.New(testConfig(srv.Addr()))
+	rec := brokertest.NewRecorder()
+	if err := b.Start(t.Context(), rec); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	const ch = "fault:nopersist"
+	if err := b.Subscribe(t.Context(), ch); err != nil {
+		t.Fatal(err)
+	}
+	publishN := func(n int, prefix string) brokers.Position {
+		var pos brokers.Position
+		for i := range n {
+			var err error
+			for range 100 { // retry while the client reconnects
+				if pos, err = b.Publish(t.Context(), ch, fmt.Appendf(nil, "%s%d", prefix, i+1)); err == nil {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		return pos
+	}
+	before := publishN(5, "a")
+	rec.WaitPublications(t, ch, 5, 5*time.Second)
+	srv.Kill()
+	srv.Restart()
+	after := publishN(8, "b")
+	if after.Epoch == before.Epoch || after.Seq != 8 {
+		t.Fatalf("after the restart: %+v, want a new epoch at seq 8 (before: %+v)", after, before)
+	}
+	pubs := rec.WaitPublications(t, ch, 13, 10*time.Second)
+	for i, p := range pubs {
+		wantSeq, wantEpoch, wantData := uint64(i+1), before.Epoch, fmt.Sprintf("a%d", i+1)
+		if i >= 5 {
+			wantSeq, wantEpoch, wantData = uint64(i-4), after.Epoch, fmt.Sprintf("b%d", i-4)
+		}
+		if p.Seq != wantSeq || p.Epoch != wantEpoch || string(p.Data) != wantData {
+			t.Errorf("delivery %d: seq %d epoch %q data %q, want %d %q %q", i, p.Seq, p.Epoch, p.Data, wantSeq, wantEpoch, wantData)
+		}
+	}
+	t.Logf("delivered %d: 5 in the first epoch, 8 in the new one", len(pubs))
+}
