@@ -38,6 +38,8 @@ type channel struct {
 	ready  bool   // the starting position is known
 	subs   []*nats.Subscription
 
+	started chan struct{} // closed when the first Subscribe returns
+
 	pending []*nats.Msg // arrived before ready
 
 	// The last stored message accounted for: its stream seq, channel seq
@@ -75,10 +77,24 @@ func (b *Broker) Subscribe(ctx context.Context, ch string) error {
 	b.chansMu.Lock()
 	if c := b.chans[ch]; c != nil {
 		b.chansMu.Unlock()
+		// Subscribed already, or being subscribed by a concurrent call:
+		// its promise holds once it is ready.
+		select {
+		case <-c.started:
+		case <-ctx.Done():
+			return fmt.Errorf("jetstream: subscribe %s: %w", ch, ctx.Err())
+		}
+		c.mu.Lock()
+		ok := c.active && c.ready
+		c.mu.Unlock()
+		if !ok {
+			return fmt.Errorf("jetstream: subscribe %s: %w: a concurrent subscribe failed", ch, brokers.ErrUnavailable)
+		}
 		return nil
 	}
 	tok := natsbase.Token(ch)
-	c := &channel{name: strings.Clone(ch), hist: b.histPre + tok}
+	c := &channel{name: strings.Clone(ch), hist: b.histPre + tok, started: make(chan struct{})}
+	defer close(c.started)
 	c.mu.Lock()
 	b.chans[c.name] = c
 	b.chansMu.Unlock()
@@ -124,6 +140,9 @@ func (b *Broker) startPosition(ctx context.Context, c *channel) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if !c.active {
+		return fmt.Errorf("%w: unsubscribed meanwhile", brokers.ErrUnavailable)
+	}
 	if last != nil {
 		c.lastStream = last.Seq
 		c.seq, c.epoch = seqOf(last.Header)

@@ -12,6 +12,7 @@ import (
 	"github.com/syncgate/syncgate/brokers"
 	"github.com/syncgate/syncgate/brokers/brokertest"
 	"github.com/syncgate/syncgate/brokers/jetstream"
+	"github.com/syncgate/syncgate/internal/natstest"
 )
 
 // TestEmbedded: with no URL the broker runs its own server; a second node
@@ -128,5 +129,33 @@ func TestEmbeddedCluster(t *testing.T) {
 				t.Errorf("node %d: publication %d has seq %d", i, k, p.Seq)
 			}
 		}
+	}
+}
+
+// TestConcurrentSubscribe: concurrent Subscribes of one channel all return
+// once the node is subscribed; the channel is delivered once.
+func TestConcurrentSubscribe(t *testing.T) {
+	srv := natstest.RunServer(t)
+	n := startNode(t, jetstream.Config{URL: srv.URL()})
+	const ch = "doc.concurrent"
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for range 4 {
+		wg.Go(func() { errs <- n.b.Subscribe(t.Context(), ch) })
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := n.b.Publish(t.Context(), ch, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	n.rec.WaitPublications(t, ch, 1, 5*time.Second)
+	time.Sleep(50 * time.Millisecond)
+	if got := n.rec.Publications(ch); len(got) != 1 {
+		t.Fatalf("%d deliveries, want 1", len(got))
 	}
 }
