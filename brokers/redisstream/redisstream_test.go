@@ -145,3 +145,43 @@ func TestConfigValidate(t *testing.T) {
 		t.Errorf("the zero Config: %v", err)
 	}
 }
+
+// TestSubscribeInterruptsBlockedRead: with a blocking read far longer than
+// the test, a channel subscribed while the tailer is blocked is delivered
+// at once (CLIENT UNBLOCK re-issues the read), and Close does not wait for
+// the read to time out.
+func TestSubscribeInterruptsBlockedRead(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	cfg := testConfig(srv.Addr())
+	cfg.Block = time.Minute
+	cfg.ValidateInterval = time.Minute
+	b := redisstream.New(cfg)
+	rec := brokertest.NewRecorder()
+	if err := b.Start(t.Context(), rec); err != nil {
+		t.Fatal(err)
+	}
+	for i, ch := range []string{"unblock:a", "unblock:b", "unblock:c"} {
+		if err := b.Subscribe(t.Context(), ch); err != nil {
+			t.Fatal(err)
+		}
+		if i > 0 {
+			time.Sleep(100 * time.Millisecond) // let the tailer block on the earlier set
+		}
+		start := time.Now()
+		if _, err := b.Publish(t.Context(), ch, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		rec.WaitPublications(t, ch, 1, 5*time.Second)
+		t.Logf("%s delivered %v after publish", ch, time.Since(start))
+	}
+	if err := b.Unsubscribe(t.Context(), "unblock:a"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Close took %v with a blocked read", d)
+	}
+}
