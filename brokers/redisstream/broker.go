@@ -191,30 +191,52 @@ func (b *Broker) Subscribe(ctx context.Context, ch string) error {
 	}
 	sh := b.shardFor(ch)
 	sh.mu.Lock()
-	_, ok := sh.chans[ch]
-	sh.mu.Unlock()
-	if ok {
+	if _, ok := sh.chans[ch]; ok {
+		sh.mu.Unlock()
 		return nil
 	}
+	// An Unsubscribe made while this reads the position cancels it.
+	p := sh.pending[ch]
+	if p == nil {
+		p = &pendingSub{}
+		sh.pending[ch] = p
+	}
+	p.n++
+	unsubs := p.unsubs
+	sh.mu.Unlock()
 	k := b.keys(ch)
 	res, err := sinceScript.Run(ctx, sh.cmd, []string{k.stream, k.meta, k.events},
 		"0", "0", b.newEpoch(), b.metaTTLArg).Result()
+	var pos brokers.Position
+	var evID string
+	if err == nil {
+		_, pos, evID, err = parseSince(res)
+		if err == nil && evID == "" {
+			err = errBadReply
+		}
+	}
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if p.n--; p.n == 0 {
+		delete(sh.pending, ch)
+	}
 	if err != nil {
 		return fmt.Errorf("redis-streams: subscribe %s: %w", ch, wrapErr(err))
 	}
-	_, pos, evID, err := parseSince(res)
-	if err != nil || evID == "" {
-		return fmt.Errorf("redis-streams: subscribe %s: %w", ch, errBadReply)
+	if _, ok := sh.chans[ch]; ok || p.unsubs != unsubs {
+		return nil // subscribed concurrently, or unsubscribed meanwhile
 	}
-	st := &chanState{ch: ch, keys: k, epoch: pos.Epoch, last: pos.Seq, evCursor: evID}
-	sh.mu.Lock()
-	if _, ok := sh.chans[ch]; !ok {
-		sh.chans[ch] = st
-		sh.gen++
-	}
-	sh.mu.Unlock()
+	sh.chans[ch] = &chanState{ch: ch, keys: k, epoch: pos.Epoch, last: pos.Seq, evCursor: evID}
+	sh.gen++
 	kick(sh.kickC)
 	return nil
+}
+
+// pendingSub counts the Subscribe calls of one channel reading its
+// position, and the Unsubscribe calls made meanwhile.
+type pendingSub struct {
+	n      int
+	unsubs uint64
 }
 
 // Unsubscribe implements brokers.Broker. Nothing of ch is delivered once
@@ -229,6 +251,9 @@ func (b *Broker) Unsubscribe(ctx context.Context, ch string) error {
 	if ok {
 		delete(sh.chans, ch)
 		sh.gen++
+	}
+	if p := sh.pending[ch]; p != nil {
+		p.unsubs++
 	}
 	sh.mu.Unlock()
 	if ok {

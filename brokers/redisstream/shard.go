@@ -94,9 +94,10 @@ type shard struct {
 	reconnected atomic.Bool  // the tail connection was (re)made: validate
 	seenGen     atomic.Uint64
 
-	mu    sync.Mutex
-	chans map[string]*chanState
-	gen   uint64 // bumped on every change of chans
+	mu      sync.Mutex
+	chans   map[string]*chanState
+	pending map[string]*pendingSub
+	gen     uint64 // bumped on every change of chans
 
 	kickC chan struct{} // the subscribed set changed
 	wake  chan struct{} // wakes an idle tailer
@@ -105,11 +106,12 @@ type shard struct {
 func newShard(b *Broker, addr string) *shard {
 	c := b.cfg
 	sh := &shard{
-		b:     b,
-		addr:  addr,
-		chans: make(map[string]*chanState),
-		kickC: make(chan struct{}, 1),
-		wake:  make(chan struct{}, 1),
+		b:       b,
+		addr:    addr,
+		chans:   make(map[string]*chanState),
+		pending: make(map[string]*pendingSub),
+		kickC:   make(chan struct{}, 1),
+		wake:    make(chan struct{}, 1),
 	}
 	opts := func() *goredis.Options {
 		return &goredis.Options{
