@@ -31,6 +31,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -62,7 +63,7 @@ var allBackends = []string{"memory", "redis", "nats", "jetstream-file", "jetstre
 func parseStudyArgs(args []string) (studyOptions, error) {
 	o := studyOptions{Args: append([]string{"study"}, args...)}
 	fs := flag.NewFlagSet("study", flag.ContinueOnError)
-	quick := fs.Bool("quick", false, "quick run (the default): latency at 1k msg/s, a 24 s crash run; under 5 minutes")
+	quick := fs.Bool("quick", false, "quick run (the default): latency at 1k msg/s for 6 s, a 16 s crash run; under 5 minutes")
 	fs.BoolVar(&o.Full, "full", false, "full run: latency at 1k, 5k and 20k msg/s, a 60 s crash run")
 	backends := fs.String("backends", "", "comma-separated subset of "+strings.Join(allBackends, ","))
 	fs.StringVar(&o.Gateway, "gateway", "", "use this gateway binary instead of building one")
@@ -96,9 +97,9 @@ func parseStudyArgs(args []string) (studyOptions, error) {
 		o.Drain = 15 * time.Second
 	} else {
 		o.Rates = []float64{1000}
-		o.LatencyFor = 8 * time.Second
-		o.CrashFor, o.CrashAt, o.CrashPause = 20*time.Second, 6*time.Second, 3*time.Second
-		o.Drain = 8 * time.Second
+		o.LatencyFor = 6 * time.Second
+		o.CrashFor, o.CrashAt, o.CrashPause = 16*time.Second, 5*time.Second, 3*time.Second
+		o.Drain = 6 * time.Second
 	}
 	return o, nil
 }
@@ -407,9 +408,11 @@ func (c *cluster) restart(ctx context.Context) (int, error) {
 
 // close stops the gateways (SIGTERM, then SIGKILL) and the broker.
 func (c *cluster) close() {
+	var wg sync.WaitGroup
 	for _, g := range c.nodes {
-		g.stop(10 * time.Second)
+		wg.Go(func() { g.stop(10 * time.Second) })
 	}
+	wg.Wait()
 	if c.broker != nil {
 		c.broker.stop()
 	}

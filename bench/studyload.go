@@ -12,7 +12,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,6 +34,10 @@ type loadSpec struct {
 	Duration       time.Duration
 	Drain          time.Duration
 	PublishTimeout time.Duration
+	// DropAt > 0: at DropAt after the start, the second half of each
+	// channel's subscribers close their connections; at ResubAt they dial
+	// again and subscribe with since = the last position they saw.
+	DropAt, ResubAt time.Duration
 }
 
 // studyMsg is the published payload: the per-channel message id and the
@@ -87,23 +93,35 @@ type loadResult struct {
 	RecoveredMissed int   `json:"recovered_missed"` // messages replayed by them
 	Resets          int   `json:"resets"`           // recovered: false
 	Gaps            int   `json:"gaps"`
+	// Subscribers that closed their connection and subscribed again with
+	// since (DropAt), and those whose new subscription failed.
+	Resubscribed      int `json:"resubscribed"`
+	ResubscribeFailed int `json:"resubscribe_failed"`
 
-	Events []string `json:"events,omitempty"` // crash timeline
-	Error  string   `json:"error,omitempty"`
+	// The machine's 1-minute load average when publishing started and
+	// ended (other processes compete for the CPUs too).
+	LoadStart float64  `json:"loadavg_start"`
+	LoadEnd   float64  `json:"loadavg_end"`
+	Events    []string `json:"events,omitempty"` // crash timeline
+	Error     string   `json:"error,omitempty"`
 }
 
 // subTrack is one subscriber's accounting; only its reader goroutine
 // touches it until the run ends.
 type subTrack struct {
-	ch, node   int
-	seen       []uint8 // copies per id
-	maxID      int
-	ooo        int
-	recovered  int
-	missed     int
-	resets     int
-	gaps       int
-	badPayload int
+	ch, idx, node int
+	seen          []uint8 // copies per id
+	maxID         int
+	ooo           int
+	recovered     int
+	missed        int
+	resets        int
+	gaps          int
+	badPayload    int
+
+	client *sgclient.Client
+	sub    *sgclient.Subscription
+	reader chan struct{} // closed when the reader of sub has returned
 }
 
 func (t *subTrack) record(id int) (first bool) {
@@ -240,12 +258,48 @@ func runLoad(ctx context.Context, urls []string, spec loadSpec, p *progress, lab
 	tracks := make([]*subTrack, 0, res.Subs)
 	for c := range spec.Channels {
 		for j := range spec.SubsPerChannel {
-			tracks = append(tracks, &subTrack{ch: c, node: j % len(urls)})
+			tracks = append(tracks, &subTrack{ch: c, idx: j, node: j % len(urls)})
 		}
 	}
 	var readers sync.WaitGroup
 	readCtx, stopReaders := context.WithCancel(ctx)
 	defer stopReaders()
+	// startReader reads t.sub until it ends; the returned channel is
+	// closed then.
+	startReader := func(t *subTrack) chan struct{} {
+		done := make(chan struct{})
+		h, sub := hists[t.node], t.sub
+		readers.Go(func() {
+			defer close(done)
+			for {
+				ev, err := sub.Next(readCtx)
+				if err != nil {
+					return
+				}
+				now := time.Now().UnixNano()
+				switch ev.Type {
+				case sgclient.Message:
+					var m studyMsg
+					if json.Unmarshal(ev.Data, &m) != nil {
+						t.badPayload++
+						continue
+					}
+					if t.record(m.I) {
+						uniqueDelivered.Add(1)
+						h.record((now - m.T) / 1000)
+					}
+				case sgclient.Recovered:
+					t.recovered++
+					t.missed += ev.Missed
+				case sgclient.Reset:
+					t.resets++
+				case sgclient.Gap:
+					t.gaps++
+				}
+			}
+		})
+		return done
+	}
 	sem := make(chan struct{}, 64)
 	var dialWG sync.WaitGroup
 	var dialErrs atomic.Int64
@@ -269,35 +323,8 @@ func runLoad(ctx context.Context, urls []string, spec loadSpec, p *progress, lab
 				firstErr.CompareAndSwap(nil, err)
 				return
 			}
-			h := hists[t.node]
-			readers.Go(func() {
-				for {
-					ev, err := sub.Next(readCtx)
-					if err != nil {
-						return
-					}
-					now := time.Now().UnixNano()
-					switch ev.Type {
-					case sgclient.Message:
-						var m studyMsg
-						if json.Unmarshal(ev.Data, &m) != nil {
-							t.badPayload++
-							continue
-						}
-						if t.record(m.I) {
-							uniqueDelivered.Add(1)
-							h.record((now - m.T) / 1000)
-						}
-					case sgclient.Recovered:
-						t.recovered++
-						t.missed += ev.Missed
-					case sgclient.Reset:
-						t.resets++
-					case sgclient.Gap:
-						t.gaps++
-					}
-				}
-			})
+			t.client, t.sub = c, sub
+			t.reader = startReader(t)
 		}()
 	}
 	dialWG.Wait()
@@ -326,6 +353,7 @@ func runLoad(ctx context.Context, urls []string, spec loadSpec, p *progress, lab
 	lags := make([]time.Duration, spec.Channels)
 	var nAcked, nRefused atomic.Int64
 	start := time.Now().Add(200 * time.Millisecond)
+	res.LoadStart = loadAvg()
 	var eventsMu sync.Mutex
 	event := func(format string, a ...any) {
 		eventsMu.Lock()
@@ -367,11 +395,19 @@ func runLoad(ctx context.Context, urls []string, spec loadSpec, p *progress, lab
 		})
 	}
 	duringDone := make(chan struct{})
+	var resubbed, resubFailed atomic.Int64
 	go func() {
 		defer close(duringDone)
+		var wg sync.WaitGroup
 		if during != nil {
-			during(ctx, start, event)
+			wg.Go(func() { during(ctx, start, event) })
 		}
+		if spec.DropAt > 0 {
+			wg.Go(func() {
+				dropReconnect(ctx, spec, start, tracks, urls, dial, startReader, event, &resubbed, &resubFailed)
+			})
+		}
+		wg.Wait()
 	}()
 	pubDone := make(chan struct{})
 	go func() { pubWG.Wait(); close(pubDone) }()
@@ -391,6 +427,7 @@ wait:
 		}
 	}
 	<-duringDone
+	res.LoadEnd = loadAvg()
 	// Drain: wait for every acked message at every subscriber, bounded.
 	want := nAcked.Load() * int64(spec.SubsPerChannel)
 	drainEnd := time.Now().Add(spec.Drain)
@@ -449,6 +486,7 @@ wait:
 	}
 	res.Lost = res.Expected - res.Delivered
 	res.Reconnects = reconnects.Load()
+	res.Resubscribed, res.ResubscribeFailed = int(resubbed.Load()), int(resubFailed.Load())
 	all := hdrhistogram.New(1, 120_000_000, 3)
 	all.Merge(hists[0].h)
 	all.Merge(hists[1].h)
@@ -457,4 +495,80 @@ wait:
 		res.CrossNode = statsOf(hists[1].h)
 	}
 	return res, nil
+}
+
+// dropReconnect closes the connections of the second half of each
+// channel's subscribers at spec.DropAt and, at spec.ResubAt, subscribes
+// them again on a new connection with since = the last position they saw.
+func dropReconnect(ctx context.Context, spec loadSpec, start time.Time, tracks []*subTrack, urls []string,
+	dial func(string) (*sgclient.Client, error), startReader func(*subTrack) chan struct{},
+	event func(string, ...any), resubbed, failed *atomic.Int64) {
+	if sleepCtx(ctx, time.Until(start.Add(spec.DropAt))) != nil {
+		return
+	}
+	var drop []*subTrack
+	for _, t := range tracks {
+		if t.idx >= spec.SubsPerChannel/2 && t.sub != nil {
+			drop = append(drop, t)
+		}
+	}
+	pos := make([]sgclient.Position, len(drop))
+	var wg sync.WaitGroup
+	for i, t := range drop {
+		wg.Go(func() {
+			_ = t.client.Close()
+			<-t.reader
+			pos[i] = t.sub.Position()
+		})
+	}
+	wg.Wait()
+	event("%d subscribers closed their connections", len(drop))
+	if sleepCtx(ctx, time.Until(start.Add(spec.ResubAt))) != nil {
+		return
+	}
+	sem := make(chan struct{}, 32)
+	for i, t := range drop {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			// Retry for up to 10 s: the node may still be coming back.
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				c, err := dial(urls[t.node])
+				if err == nil {
+					sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+					var sub *sgclient.Subscription
+					sub, err = c.Subscribe(sctx, studyChan(t.ch), sgclient.SubscribeOptions{Since: &pos[i]})
+					cancel()
+					if err == nil {
+						t.client, t.sub = c, sub
+						t.reader = startReader(t)
+						resubbed.Add(1)
+						return
+					}
+					_ = c.Close()
+				}
+				if time.Now().After(deadline) || sleepCtx(ctx, 200*time.Millisecond) != nil {
+					failed.Add(1)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	event("%d subscribers subscribed again with since (%d failed)", resubbed.Load(), failed.Load())
+}
+
+// loadAvg is the 1-minute load average, 0 if unknown.
+func loadAvg() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
 }

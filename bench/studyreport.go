@@ -38,7 +38,7 @@ func f2(v float64) string { return fmt.Sprintf("%.2f", v) }
 
 // latencyRows is the latency table at one rate.
 func latencyRows(rs *studyResults, rate float64) [][]string {
-	rows := [][]string{{"backend", "nodes", "acked/sched", "A p50", "A p99", "cross p50", "cross p90", "cross p99", "cross p99.9", "cross max", "lost", "dup", "out of order"}}
+	rows := [][]string{{"backend", "nodes", "acked/sched", "A p50", "A p99", "cross p50", "cross p90", "cross p99", "cross p99.9", "cross max", "lost", "dup", "out of order", "load avg"}}
 	for _, b := range rs.Backends {
 		if b.Skipped != "" {
 			continue
@@ -48,7 +48,7 @@ func latencyRows(rs *studyResults, rate float64) [][]string {
 				continue
 			}
 			if r.Error != "" && r.Scheduled == 0 {
-				rows = append(rows, []string{b.Name, fmt.Sprint(b.Nodes), "error", "", "", "", "", "", "", "", "", "", ""})
+				rows = append(rows, []string{b.Name, fmt.Sprint(b.Nodes), "error", "", "", "", "", "", "", "", "", "", "", ""})
 				continue
 			}
 			cross := r.CrossNode
@@ -61,14 +61,14 @@ func latencyRows(rs *studyResults, rate float64) [][]string {
 			rows = append(rows, []string{b.Name, fmt.Sprint(b.Nodes), fmt.Sprintf("%d/%d", r.Acked, r.Scheduled),
 				f2(r.SameNode.P50), f2(r.SameNode.P99),
 				dash(cross.P50), dash(cross.P90), dash(cross.P99), dash(cross.P999), dash(cross.Max),
-				fmt.Sprint(r.Lost), fmt.Sprint(r.Dup), fmt.Sprint(r.OutOfOrder)})
+				fmt.Sprint(r.Lost), fmt.Sprint(r.Dup), fmt.Sprint(r.OutOfOrder), fmt.Sprintf("%.1f-%.1f", r.LoadStart, r.LoadEnd)})
 		}
 	}
 	return rows
 }
 
 func crashRows(rs *studyResults) [][]string {
-	rows := [][]string{{"backend", "killed", "published", "acked", "refused", "acked msgs lost", "missing deliveries", "dup", "out of order", "refused but delivered", "reconnects", "recovered", "reset", "max latency ms"}}
+	rows := [][]string{{"backend", "killed", "published", "acked", "refused", "acked msgs lost", "missing deliveries", "dup", "out of order", "refused but delivered", "auto reconnects", "resubscribed", "recovered", "reset", "gap", "max latency ms"}}
 	for _, b := range rs.Backends {
 		if b.Skipped != "" || b.Crash == nil {
 			continue
@@ -83,7 +83,8 @@ func crashRows(rs *studyResults) [][]string {
 		}
 		rows = append(rows, []string{b.Name, killed, fmt.Sprint(r.Scheduled), fmt.Sprint(r.Acked), fmt.Sprint(r.Refused),
 			fmt.Sprint(r.LostMsgs), fmt.Sprint(r.Lost), fmt.Sprint(r.Dup), fmt.Sprint(r.OutOfOrder), fmt.Sprint(r.RefusedDelivered),
-			fmt.Sprint(r.Reconnects), fmt.Sprintf("%d (%d msgs)", r.Recovered, r.RecoveredMissed), fmt.Sprint(r.Resets), f2(r.All.Max)})
+			fmt.Sprint(r.Reconnects), fmt.Sprintf("%d/%d", r.Resubscribed, r.Resubscribed+r.ResubscribeFailed),
+			fmt.Sprintf("%d (%d msgs)", r.Recovered, r.RecoveredMissed), fmt.Sprint(r.Resets), fmt.Sprint(r.Gaps), f2(r.All.Max)})
 	}
 	return rows
 }

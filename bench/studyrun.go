@@ -201,6 +201,7 @@ func studyCrash(ctx context.Context, o studyOptions, spec backendSpec, bin, tmp 
 	r, err := runLoad(ctx, c.urls(), loadSpec{
 		Channels: o.CrashChannels, SubsPerChannel: o.CrashSubs, Rate: o.CrashRate,
 		Duration: o.CrashFor, Drain: o.Drain, PublishTimeout: 2 * time.Second,
+		DropAt: o.CrashAt + o.CrashPause/2, ResubAt: o.CrashAt + o.CrashPause + 2*time.Second,
 	}, p, spec.Name+" crash", during)
 	if err == nil {
 		err = restartErr
