@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/syncgate/syncgate/brokers"
 	"github.com/syncgate/syncgate/brokers/redisstream"
@@ -91,5 +92,46 @@ func BenchmarkPublishParallel(b *testing.B) {
 			})
 			b.ReportMetric(float64(h.n.Load()-before)/float64(b.N), "delivered/op")
 		})
+	}
+}
+
+// BenchmarkPublishManyChannels: 16 publishers on 2000 channels that the
+// node serves: every XREAD carries all 4000 streams of the node.
+func BenchmarkPublishManyChannels(b *testing.B) {
+	br, h := startBench(b)
+	ctx := context.Background()
+	const n = 2000
+	for i := range n {
+		if err := br.Subscribe(ctx, fmt.Sprintf("many:%d", i)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	data := make([]byte, 64)
+	var next atomic.Int64
+	before := h.n.Load()
+	b.ReportAllocs()
+	b.SetParallelism(8)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			ch := fmt.Sprintf("many:%d", next.Add(1)%n)
+			if _, err := br.Publish(ctx, ch, data); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	want := int64(b.N)
+	brokertestEventually(b, func() bool { return h.n.Load()-before >= want })
+}
+
+// brokertestEventually waits up to 10s for cond.
+func brokertestEventually(b *testing.B, cond func() bool) {
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			b.Fatal("timed out waiting for delivery")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -183,25 +183,34 @@ func (sh *shard) tailLoop(ctx context.Context) {
 	defer sh.b.wg.Done()
 	cfg := sh.b.cfg
 	backoff := cfg.ReconnectMin
-	var lastValidate time.Time
-	var chans []*chanState
-	idx := make(map[string]int)
+	var (
+		lastValidate time.Time
+		chans        []*chanState
+		streams      []string // XREAD's keys then ids, for chans
+		idx          = make(map[string]int)
+		builtGen     uint64
+		built        bool
+	)
 	for ctx.Err() == nil {
 		sh.mu.Lock()
 		gen := sh.gen
-		chans = chans[:0]
-		for _, st := range sh.chans {
-			chans = append(chans, st)
+		if !built || gen != builtGen {
+			chans = chans[:0]
+			for _, st := range sh.chans {
+				chans = append(chans, st)
+			}
 		}
 		sh.mu.Unlock()
 		sh.seenGen.Store(gen)
 		if len(chans) == 0 {
+			built = false
 			select {
 			case <-ctx.Done():
 			case <-sh.wake:
 			}
 			continue
 		}
+		validated := false
 		if sh.reconnected.Swap(false) || time.Since(lastValidate) >= cfg.ValidateInterval {
 			if err := sh.validate(ctx, chans); err != nil {
 				sh.reconnected.Store(true)
@@ -211,16 +220,23 @@ func (sh *shard) tailLoop(ctx context.Context) {
 				continue
 			}
 			lastValidate = time.Now()
+			validated = true
 		}
-		streams := make([]string, 2*2*len(chans))
-		clear(idx)
-		for i, st := range chans {
-			streams[2*i] = st.keys.stream
-			streams[2*i+1] = st.keys.events
-			streams[2*len(chans)+2*i] = strconv.FormatUint(st.last, 10) + "-0"
-			streams[2*len(chans)+2*i+1] = st.evCursor
-			idx[st.keys.stream] = i
-			idx[st.keys.events] = -1 - i
+		// The arguments are rebuilt when the set changes or validation
+		// may have moved cursors; otherwise only the ids of the streams
+		// that delivered are updated (below).
+		if !built || gen != builtGen || validated {
+			streams = make([]string, 2*2*len(chans))
+			clear(idx)
+			for i, st := range chans {
+				streams[2*i] = st.keys.stream
+				streams[2*i+1] = st.keys.events
+				streams[2*len(chans)+2*i] = cursor(st.last)
+				streams[2*len(chans)+2*i+1] = st.evCursor
+				idx[st.keys.stream] = i
+				idx[st.keys.events] = -1 - i
+			}
+			built, builtGen = true, gen
 		}
 		res, err := sh.tail.XRead(ctx, &goredis.XReadArgs{
 			Streams: streams,
@@ -248,13 +264,20 @@ func (sh *shard) tailLoop(ctx context.Context) {
 				continue
 			}
 			if i >= 0 {
-				sh.deliverPubs(ctx, chans[i], xs.Messages)
+				st := chans[i]
+				sh.deliverPubs(ctx, st, xs.Messages)
+				streams[2*len(chans)+2*i] = cursor(st.last)
 			} else {
-				sh.deliverEvents(chans[-1-i], xs.Messages)
+				st := chans[-1-i]
+				sh.deliverEvents(st, xs.Messages)
+				streams[2*len(chans)+2*(-1-i)+1] = st.evCursor
 			}
 		}
 	}
 }
+
+// cursor is the stream id after which XREAD reads.
+func cursor(seq uint64) string { return strconv.FormatUint(seq, 10) + "-0" }
 
 // validate checks the channels' epoch and seq in Redis against what this
 // node delivered. A channel whose epoch changed or vanished (its data was
