@@ -80,6 +80,7 @@ func BenchmarkPublishParallel(b *testing.B) {
 			before := h.n.Load()
 			b.ReportAllocs()
 			b.SetBytes(int64(len(data)))
+			b.ResetTimer()
 			b.SetParallelism(par)
 			b.RunParallel(func(pb *testing.PB) {
 				ch := fmt.Sprintf("doc:%d", next.Add(1)%64)
@@ -110,6 +111,7 @@ func BenchmarkPublishManyChannels(b *testing.B) {
 	var next atomic.Int64
 	before := h.n.Load()
 	b.ReportAllocs()
+	b.ResetTimer()
 	b.SetParallelism(8)
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {

@@ -29,8 +29,9 @@ type Broker struct {
 	mu      sync.Mutex // guards the lifecycle fields below
 	started bool
 	closed  bool
-	ready   atomic.Bool // started and not closed
-	shards  []*shard
+	ready   atomic.Bool       // started and not closed
+	cmds    []*goredis.Client // per server
+	shards  []*shard          // per server, Config.Tailers each
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	h       brokers.Handler
@@ -76,23 +77,30 @@ func (b *Broker) Start(ctx context.Context, h brokers.Handler) error {
 	if b.started {
 		return errors.New("redis-streams: start: already started")
 	}
-	shards := make([]*shard, len(b.cfg.Addrs))
+	cmds := make([]*goredis.Client, len(b.cfg.Addrs))
+	var shards []*shard
 	for i, addr := range b.cfg.Addrs {
-		shards[i] = newShard(b, addr)
-	}
-	closeAll := func() {
-		for _, sh := range shards {
-			sh.closeClients()
+		cmds[i] = goredis.NewClient(b.cfg.clientOptions(addr))
+		for range b.cfg.Tailers {
+			shards = append(shards, newShard(b, addr, cmds[i]))
 		}
 	}
-	for _, sh := range shards {
-		if err := sh.cmd.Ping(ctx).Err(); err != nil {
+	closeAll := func() {
+		for _, c := range cmds {
+			_ = c.Close()
+		}
+		for _, sh := range shards {
+			_ = sh.tail.Close()
+		}
+	}
+	for i, c := range cmds {
+		if err := c.Ping(ctx).Err(); err != nil {
 			closeAll()
-			return fmt.Errorf("redis-streams: start: %s: %w", sh.addr, wrapErr(err))
+			return fmt.Errorf("redis-streams: start: %s: %w", b.cfg.Addrs[i], wrapErr(err))
 		}
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
-	b.shards, b.cancel, b.h, b.started = shards, cancel, h, true
+	b.cmds, b.shards, b.cancel, b.h, b.started = cmds, shards, cancel, h, true
 	for _, sh := range shards {
 		b.wg.Add(3)
 		go sh.tailLoop(runCtx)
@@ -112,7 +120,7 @@ func (b *Broker) Close() error {
 	}
 	b.closed = true
 	b.ready.Store(false)
-	shards, cancel := b.shards, b.cancel
+	cmds, shards, cancel := b.cmds, b.shards, b.cancel
 	b.mu.Unlock()
 	if cancel == nil {
 		return nil
@@ -122,8 +130,8 @@ func (b *Broker) Close() error {
 		_ = sh.tail.Close() // interrupts a blocked XREAD
 	}
 	b.wg.Wait()
-	for _, sh := range shards {
-		_ = sh.cmd.Close()
+	for _, c := range cmds {
+		_ = c.Close()
 	}
 	return nil
 }
@@ -267,9 +275,9 @@ func (b *Broker) Ping(ctx context.Context) error {
 	if err := b.check(ctx); err != nil {
 		return fmt.Errorf("redis-streams: ping: %w", err)
 	}
-	for _, sh := range b.shards {
-		if err := sh.cmd.Ping(ctx).Err(); err != nil {
-			return fmt.Errorf("redis-streams: ping %s: %w", sh.addr, wrapErr(err))
+	for i, c := range b.cmds {
+		if err := c.Ping(ctx).Err(); err != nil {
+			return fmt.Errorf("redis-streams: ping %s: %w", b.cfg.Addrs[i], wrapErr(err))
 		}
 	}
 	return nil

@@ -17,6 +17,7 @@ const (
 	DefaultMetaTTL          = 24 * time.Hour
 	DefaultBlock            = 2 * time.Second
 	DefaultReadCount        = 1000
+	DefaultTailers          = 4
 	DefaultValidateInterval = 5 * time.Second
 	DefaultPruneInterval    = 100 * time.Millisecond
 	DefaultDialTimeout      = 2 * time.Second
@@ -58,6 +59,11 @@ type Config struct {
 	Block time.Duration
 	// ReadCount is the XREAD COUNT per stream. Default DefaultReadCount.
 	ReadCount int
+	// Tailers is how many tailing loops, each with its own connection and
+	// blocking XREAD, a node runs per Redis server; channels are spread
+	// over them by a hash of the name, so each XREAD carries a share of
+	// the node's channels. Default DefaultTailers.
+	Tailers int
 	// ValidateInterval is how often the tailer checks the epoch and seq of
 	// the channels it serves (it also does on every reconnect), to notice
 	// a channel whose data Redis lost. Default DefaultValidateInterval.
@@ -101,6 +107,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ReadCount <= 0 {
 		c.ReadCount = DefaultReadCount
+	}
+	if c.Tailers <= 0 {
+		c.Tailers = DefaultTailers
 	}
 	if c.ValidateInterval <= 0 {
 		c.ValidateInterval = DefaultValidateInterval

@@ -35,13 +35,20 @@ func (b *Broker) keys(ch string) chanKeys {
 	}
 }
 
-// shardFor returns the shard that owns ch: jump consistent hashing of the
-// name, the redis backend's mapping (same Addrs, same shard).
+// shardFor returns the tailer that owns ch: the Redis server by jump
+// consistent hashing of the name (the redis backend's mapping: same Addrs,
+// same server), then one of its Config.Tailers by another hash of it.
 func (b *Broker) shardFor(ch string) *shard {
 	if len(b.shards) == 1 {
 		return b.shards[0]
 	}
-	return b.shards[jumpHash(hashString(ch), len(b.shards))]
+	h := hashString(ch)
+	srv := 0
+	if n := len(b.cmds); n > 1 {
+		srv = jumpHash(h, n)
+	}
+	t := b.cfg.Tailers
+	return b.shards[srv*t+int(((h*0x9E3779B97F4A7C15)>>32)%uint64(t))]
 }
 
 // hashString is 64-bit FNV-1a.
@@ -81,9 +88,9 @@ type chanState struct {
 	pruneAt  time.Time
 }
 
-// shard is one Redis server: a command client, and a dedicated connection
-// on which one tailer reads every subscribed channel of the shard with
-// XREAD BLOCK.
+// shard is one tailer of a Redis server: a dedicated connection on which
+// it reads every subscribed channel of the shard with XREAD BLOCK, and the
+// server's command client.
 type shard struct {
 	b    *Broker
 	addr string
@@ -103,31 +110,34 @@ type shard struct {
 	wake  chan struct{} // wakes an idle tailer
 }
 
-func newShard(b *Broker, addr string) *shard {
-	c := b.cfg
+// clientOptions are the options of every connection to addr.
+func (c Config) clientOptions(addr string) *goredis.Options {
+	return &goredis.Options{
+		Addr:         addr,
+		Password:     c.Password,
+		DB:           c.DB,
+		DialTimeout:  c.DialTimeout,
+		ReadTimeout:  c.ReadTimeout,
+		WriteTimeout: c.ReadTimeout,
+		// No retries: a publish whose reply was lost may have been
+		// applied, and retrying it would store it twice.
+		MaxRetries: -1,
+	}
+}
+
+// newShard makes a tailer of the server at addr; cmd is the server's
+// command client, shared by its tailers.
+func newShard(b *Broker, addr string, cmd *goredis.Client) *shard {
 	sh := &shard{
 		b:       b,
 		addr:    addr,
+		cmd:     cmd,
 		chans:   make(map[string]*chanState),
 		pending: make(map[string]*pendingSub),
 		kickC:   make(chan struct{}, 1),
 		wake:    make(chan struct{}, 1),
 	}
-	opts := func() *goredis.Options {
-		return &goredis.Options{
-			Addr:         addr,
-			Password:     c.Password,
-			DB:           c.DB,
-			DialTimeout:  c.DialTimeout,
-			ReadTimeout:  c.ReadTimeout,
-			WriteTimeout: c.ReadTimeout,
-			// No retries: a publish whose reply was lost may have been
-			// applied, and retrying it would store it twice.
-			MaxRetries: -1,
-		}
-	}
-	sh.cmd = goredis.NewClient(opts())
-	to := opts()
+	to := b.cfg.clientOptions(addr)
 	to.PoolSize = 1
 	to.MinIdleConns = 0
 	to.OnConnect = func(ctx context.Context, cn *goredis.Conn) error {
@@ -141,11 +151,6 @@ func newShard(b *Broker, addr string) *shard {
 	}
 	sh.tail = goredis.NewClient(to)
 	return sh
-}
-
-func (sh *shard) closeClients() {
-	_ = sh.cmd.Close()
-	_ = sh.tail.Close()
 }
 
 // kicker makes the tailer take up a changed subscribed set at once: while
