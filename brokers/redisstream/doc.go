@@ -25,16 +25,16 @@
 // # Delivery
 //
 // There are no consumer groups and no per-client consumers. Per Redis
-// server a node runs one tailer on a dedicated connection: one
-// XREAD BLOCK over the streams of all the channels it serves (messages and
-// presence events), each from the last id it delivered. When the
+// server a node runs Config.Tailers tailers (default 4), each on a
+// dedicated connection, channels spread over them by a hash of the name:
+// a tailer issues one XREAD BLOCK over the streams of all its channels
+// (messages and presence events), each from the last id it delivered. When the
 // subscribed set changes, the read is interrupted with CLIENT UNBLOCK from
 // the command connection and re-issued with the new set. Subscribe reads
 // the channel's position first, so the tailer starts right after it: every
 // publication with a later seq is delivered.
 //
-// The tailer is the only goroutine that hands a shard's channels to the
-// Handler, so calls for one channel never overlap and come in seq order.
+// A channel's tailer is the only goroutine that hands it to the Handler, so calls for one channel never overlap and come in seq order.
 // The cursor is the last delivered seq, so a reconnect resumes where it
 // stopped, with no gap. On reconnect and every Config.ValidateInterval the
 // tailer compares each channel's epoch and seq in Redis with what it
@@ -72,12 +72,12 @@
 //
 // With several Config.Addrs, channels are spread by jump consistent
 // hashing of the name, as in the redis backend; each server has its own
-// command client and tailer. Redis Cluster and Sentinel are not supported.
+// command client and tailers. Redis Cluster and Sentinel are not supported.
 //
 // # Lifecycle
 //
 // New only stores the configuration. Start connects every server (failing
-// when one cannot be reached) and starts three goroutines per server
+// when one cannot be reached) and starts three goroutines per tailer
 // (tailer, kicker, pruner). Close stops them and waits; no Handler method
 // runs after Close returns.
 package redisstream
