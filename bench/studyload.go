@@ -95,8 +95,11 @@ type loadResult struct {
 	Gaps            int   `json:"gaps"`
 	// Subscribers that closed their connection and subscribed again with
 	// since (DropAt), and those whose new subscription failed.
-	Resubscribed      int `json:"resubscribed"`
-	ResubscribeFailed int `json:"resubscribe_failed"`
+	Resubscribed int `json:"resubscribed"`
+	// Recovered and Reset events by node of the subscriber (A, B).
+	RecoveredByNode   [2]int `json:"recovered_by_node"`
+	ResetsByNode      [2]int `json:"resets_by_node"`
+	ResubscribeFailed int    `json:"resubscribe_failed"`
 
 	// The machine's 1-minute load average when publishing started and
 	// ended (other processes compete for the CPUs too).
@@ -457,6 +460,8 @@ wait:
 		res.Recovered += t.recovered
 		res.RecoveredMissed += t.missed
 		res.Resets += t.resets
+		res.RecoveredByNode[t.node] += t.recovered
+		res.ResetsByNode[t.node] += t.resets
 		res.Gaps += t.gaps
 	}
 	for c := range spec.Channels {

@@ -198,7 +198,9 @@ func writeStudyDocs(root string, rs *studyResults) error {
 		if bk.Crash == nil {
 			continue
 		}
-		fmt.Fprintf(w, "- %s: %s", bk.Name, strings.Join(bk.Crash.Events, "; "))
+		r := bk.Crash
+		fmt.Fprintf(w, "- %s: %s; subscribers that reconnected: recovered on node A %d, node B %d; reset on node A %d, node B %d",
+			bk.Name, strings.Join(r.Events, "; "), r.RecoveredByNode[0], r.RecoveredByNode[1], r.ResetsByNode[0], r.ResetsByNode[1])
 		if len(bk.Crash.Reasons) > 0 {
 			fmt.Fprintf(w, "; refusals: %s", reasonsString(bk.Crash.Reasons))
 		}
@@ -290,7 +292,48 @@ func studyReading(rs *studyResults) []string {
 	if len(refusing) > 0 {
 		out = append(out, fmt.Sprintf("Publishes refused (error or no ack within 2 s) during the outage: %s; a refused publish is the client's to retry, unlike a lost acked one.", strings.Join(refusing, ", ")))
 	}
-	out = append(out, "The trade-off: backends that keep a durable history (the ack waits for the broker's write) pay for it in per-message latency, and in exchange survive a broker crash with fewer or no lost acked messages and let reconnecting clients catch up; in-memory or fire-and-forget paths are fastest but lose what was in flight or in memory when the broker dies. The single-machine numbers show the ordering, not absolute production values.")
+	// The trade-off, from the numbers: the p99 of the backends that lost
+	// no acked message against the lowest p99.
+	p99 := map[string]float64{}
+	best, bestP99 := "", 0.0
+	for _, b := range rs.Backends {
+		for _, r := range b.Latency {
+			if len(rates) == 0 || r.Rate != rates[0] || r.All.Count == 0 {
+				continue
+			}
+			s := r.CrossNode
+			if s.Count == 0 {
+				s = r.SameNode
+			}
+			p99[b.Name] = s.P99
+			if best == "" || s.P99 < bestP99 {
+				best, bestP99 = b.Name, s.P99
+			}
+		}
+	}
+	for _, name := range safe {
+		if v, ok := p99[name]; ok && best != "" && name != best {
+			out = append(out, fmt.Sprintf("Trade-off: %s kept every acked message through the crash at a p99 of %.2f ms, %.1fx the lowest p99 (%s, %.2f ms): durability of the acked message is paid for in latency (and, during the outage, in refused publishes).", name, v, v/max(bestP99, 0.001), best, bestP99))
+		}
+	}
+	var resetA []string
+	for _, b := range rs.Backends {
+		if r := b.Crash; r != nil && r.ResetsByNode[0] > 0 && r.ResetsByNode[1] == 0 && r.RecoveredByNode[1] > 0 {
+			resetA = append(resetA, b.Name)
+		}
+	}
+	if len(resetA) > 0 {
+		out = append(out, fmt.Sprintf("Catch-up across the broker restart was asymmetric with %s: subscribers that reconnected to node B recovered the gap (`recovered: true`), those that reconnected to node A (the publishing node) got `recovered: false`, and their gap counts as lost above. Worth a look in the gateway.", strings.Join(resetA, ", ")))
+	}
+	var loads []float64
+	for _, b := range rs.Backends {
+		for _, r := range b.Latency {
+			loads = append(loads, r.LoadStart, r.LoadEnd)
+		}
+	}
+	if len(loads) > 0 {
+		out = append(out, fmt.Sprintf("The machine's load average was %.1f to %.1f during the latency runs on %d CPUs (brokers, gateways, the 1,100 client connections and other processes share them): medians are comparable, the tails (p99 and above) carry scheduling noise. Rerun on an idle machine, or with -full, before drawing fine conclusions.", slices.Min(loads), slices.Max(loads), rs.Machine.NumCPU))
+	}
 	return out
 }
 
