@@ -75,9 +75,13 @@ type loadResult struct {
 	PublishLagMaxMs float64 `json:"publish_lag_max_ms"`
 
 	// Deliveries, counted by message id at every subscriber.
-	Expected         int  `json:"expected"`          // acked x subscribers of the channel
-	Delivered        int  `json:"delivered"`         // of acked messages, first copy
-	Lost             int  `json:"lost"`              // expected - delivered
+	Expected  int `json:"expected"`  // acked x subscribers of the channel
+	Delivered int `json:"delivered"` // of acked messages, first copy
+	Lost      int `json:"lost"`      // expected - delivered
+	// Lost, at subscribers that stayed connected (or reconnected on their
+	// own) and at those that closed and subscribed again with since.
+	LostStayed       int  `json:"lost_stayed"`
+	LostDropped      int  `json:"lost_dropped"`
 	LostMsgs         int  `json:"lost_msgs"`         // acked messages missing at >= 1 subscriber
 	Dup              int  `json:"dup"`               // extra copies of a message id
 	OutOfOrder       int  `json:"out_of_order"`      // ids below one already seen
@@ -125,6 +129,8 @@ type subTrack struct {
 	client *sgclient.Client
 	sub    *sgclient.Subscription
 	reader chan struct{} // closed when the reader of sub has returned
+	// dropped: closed its connection and subscribed again (DropAt).
+	dropped bool
 }
 
 func (t *subTrack) record(id int) (first bool) {
@@ -472,9 +478,14 @@ wait:
 				switch {
 				case acked[c][i]:
 					res.Expected++
-					if n > 0 {
+					switch {
+					case n > 0:
 						res.Delivered++
-					} else {
+					case t.dropped:
+						res.LostDropped++
+						missing = true
+					default:
+						res.LostStayed++
 						missing = true
 					}
 				case n > 0:
@@ -521,6 +532,7 @@ func dropReconnect(ctx context.Context, spec loadSpec, start time.Time, tracks [
 	var wg sync.WaitGroup
 	for i, t := range drop {
 		wg.Go(func() {
+			t.dropped = true
 			_ = t.client.Close()
 			<-t.reader
 			pos[i] = t.sub.Position()

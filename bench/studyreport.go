@@ -68,7 +68,7 @@ func latencyRows(rs *studyResults, rate float64) [][]string {
 }
 
 func crashRows(rs *studyResults) [][]string {
-	rows := [][]string{{"backend", "killed", "published", "acked", "refused", "acked msgs lost", "missing deliveries", "dup", "out of order", "refused but delivered", "auto reconnects", "resubscribed", "recovered", "reset", "gap", "max latency ms"}}
+	rows := [][]string{{"backend", "killed", "published", "acked", "refused", "acked msgs lost", "missing deliveries (stayed+resubscribed)", "dup", "out of order", "refused but delivered", "auto reconnects", "resubscribed", "recovered", "reset", "gap", "max latency ms"}}
 	for _, b := range rs.Backends {
 		if b.Skipped != "" || b.Crash == nil {
 			continue
@@ -82,7 +82,7 @@ func crashRows(rs *studyResults) [][]string {
 			killed = "nats-server"
 		}
 		rows = append(rows, []string{b.Name, killed, fmt.Sprint(r.Scheduled), fmt.Sprint(r.Acked), fmt.Sprint(r.Refused),
-			fmt.Sprint(r.LostMsgs), fmt.Sprint(r.Lost), fmt.Sprint(r.Dup), fmt.Sprint(r.OutOfOrder), fmt.Sprint(r.RefusedDelivered),
+			fmt.Sprint(r.LostMsgs), fmt.Sprintf("%d (%d+%d)", r.Lost, r.LostStayed, r.LostDropped), fmt.Sprint(r.Dup), fmt.Sprint(r.OutOfOrder), fmt.Sprint(r.RefusedDelivered),
 			fmt.Sprint(r.Reconnects), fmt.Sprintf("%d/%d", r.Resubscribed, r.Resubscribed+r.ResubscribeFailed),
 			fmt.Sprintf("%d (%d msgs)", r.Recovered, r.RecoveredMissed), fmt.Sprint(r.Resets), fmt.Sprint(r.Gaps), f2(r.All.Max)})
 	}
@@ -190,7 +190,7 @@ func writeStudyDocs(root string, rs *studyResults) error {
 	fmt.Fprintf(w, "![latency CDF](plots/study-latency-cdf.svg)\n\n")
 
 	fmt.Fprintf(w, "## Crash\n\n")
-	fmt.Fprintf(w, "%v msg/s over %v channels (%v subscribers per channel, alternating between the nodes) for %v s. At t=%v s the broker process is killed with SIGKILL; %v s later it is restarted on the same port and data directory. Every publish is either acked or refused (error or no answer within 2 s); every acked message is looked for at every subscriber of its channel. *acked msgs lost*: acked messages missing at one subscriber or more; *missing deliveries*: (acked message, subscriber) pairs never delivered. *recovered*: catch-up events after a client reconnected (`sub` with `since` answered `recovered: true`), with the messages they replayed; *reset*: `recovered: false`.\n\n",
+	fmt.Fprintf(w, "%v msg/s over %v channels (%v subscribers per channel, alternating between the nodes) for %v s. At t=%v s the broker process is killed with SIGKILL; %v s later it is restarted on the same port and data directory. Every publish is either acked or refused (error or no answer within 2 s); every acked message is looked for at every subscriber of its channel. *acked msgs lost*: acked messages missing at one subscriber or more; *missing deliveries*: (acked message, subscriber) pairs never delivered, split into subscribers that stayed subscribed (their client may reconnect on its own) and the half of the subscribers that closed their connection 1.5 s into the outage and subscribed again with `since` 2 s after the restart. *recovered*: catch-up events after a client reconnected (`sub` with `since` answered `recovered: true`), with the messages they replayed; *reset*: `recovered: false`.\n\n",
 		p["crash_rate"], p["crash_channels"], p["crash_subs_per_channel"], p["crash_duration_s"], p["crash_at_s"], p["crash_pause_s"])
 	markdownRows(w, crashRows(rs))
 	fmt.Fprintln(w)
