@@ -388,20 +388,21 @@ func plotLatencyCDF(rs *studyResults, path string) error {
 
 func plotCrashLost(rs *studyResults, path string) error {
 	p := plot.New()
-	p.Title.Text = "Crash: acked messages lost and publishes refused"
+	p.Title.Text = "Broker crash: acked messages lost, publishes refused"
 	p.Y.Label.Text = "messages"
 	var names []string
-	var lost, refused plotter.Values
+	var lost, stayed, refused plotter.Values
 	for _, b := range rs.Backends {
 		if b.Crash == nil || b.Crash.Scheduled == 0 {
 			continue
 		}
 		names = append(names, b.Name)
 		lost = append(lost, float64(b.Crash.LostMsgs))
+		stayed = append(stayed, float64(b.Crash.LostStayed))
 		refused = append(refused, float64(b.Crash.Refused))
 	}
 	if len(names) == 0 {
-		names, lost, refused = []string{"none"}, plotter.Values{0}, plotter.Values{0}
+		names, lost, stayed, refused = []string{"none"}, plotter.Values{0}, plotter.Values{0}, plotter.Values{0}
 	}
 	w := vg.Points(14)
 	bl, err := plotter.NewBarChart(lost, w)
@@ -409,15 +410,21 @@ func plotCrashLost(rs *studyResults, path string) error {
 		return err
 	}
 	bl.Color = color.RGBA{R: 200, G: 40, B: 40, A: 255}
-	bl.Offset = -w / 2
+	bl.Offset = -w
+	bs, err := plotter.NewBarChart(stayed, w)
+	if err != nil {
+		return err
+	}
+	bs.Color = color.RGBA{R: 240, G: 160, B: 40, A: 255}
 	br, err := plotter.NewBarChart(refused, w)
 	if err != nil {
 		return err
 	}
 	br.Color = color.RGBA{R: 120, G: 120, B: 120, A: 255}
-	br.Offset = w / 2
-	p.Add(bl, br)
-	p.Legend.Add("acked, lost", bl)
+	br.Offset = w
+	p.Add(bl, bs, br)
+	p.Legend.Add("acked messages lost (any subscriber)", bl)
+	p.Legend.Add("missing deliveries at subscribers that stayed", bs)
 	p.Legend.Add("refused", br)
 	p.Legend.Top = true
 	p.NominalX(names...)
