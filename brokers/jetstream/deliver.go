@@ -295,7 +295,8 @@ func (b *Broker) acceptLocked(c *channel, sseq, seq uint64, epoch string, data [
 // unreachable) is skipped: the Handler sees the jump in seqs.
 func (b *Broker) fillLocked(c *channel, upTo, nextSeq uint64, nextEpoch string) {
 	batch := max(b.cfg.HistorySize, 1) + 1
-	for try := range 4 {
+	complete := func() bool { return nextSeq == 0 || nextEpoch != c.epoch || c.seq+1 >= nextSeq }
+	for try := range replicaTries {
 		if try > 0 {
 			time.Sleep(time.Duration(try) * 20 * time.Millisecond)
 		}
@@ -313,9 +314,23 @@ func (b *Broker) fillLocked(c *channel, upTo, nextSeq uint64, nextEpoch string) 
 			seq, epoch := seqOf(sm.Header)
 			b.acceptLocked(c, sm.Seq, seq, epoch, sm.Data)
 		}
-		if nextSeq == 0 || nextEpoch != c.epoch || c.seq+1 >= nextSeq {
+		if complete() {
 			return
 		}
+	}
+	// The replica answering direct gets is still behind: ask the leader.
+	ctx, cancel := b.bgCtx(5 * time.Second)
+	defer cancel()
+	for !complete() && c.lastStream < upTo {
+		sm, err := natsbase.GetNext(ctx, b.nc.Conn, b.cfg.Stream, c.hist, c.lastStream+1)
+		if err != nil || sm.Seq > upTo {
+			if err != nil && !errors.Is(err, natsbase.ErrNotFound) {
+				b.log.Warn("jetstream: filling a gap", "channel", c.name, "err", err)
+			}
+			return
+		}
+		seq, epoch := seqOf(sm.Header)
+		b.acceptLocked(c, sm.Seq, seq, epoch, sm.Data)
 	}
 }
 

@@ -31,7 +31,8 @@
 // channel holds one core NATS subscription there (no consumer per channel
 // or per client) and hands messages on in stream order; a message whose
 // previous seq is not the last one the node accounted for reveals a gap,
-// which the node fills from the stream with a direct get before going on.
+// which the node fills from the stream with a direct get before going on
+// (from the stream leader when the replica answering direct gets lags).
 // After a reconnect every subscribed channel is checked against the stream
 // and what was stored meanwhile is delivered. Subscribe reads the channel's
 // last message from the stream leader after the server has the

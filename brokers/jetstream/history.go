@@ -14,11 +14,10 @@ import (
 
 // Since implements brokers.History. The latest position comes from the
 // stream leader. The publications come from direct gets, which any replica
-// may answer: a replica a moment behind can return fewer than asked, which
-// the caller sees as a truncated history (and a client then resyncs rather
-// than get wrong data). A channel with no stored message gets an epoch
-// marker (seq 0) written, so the epoch returned now is the one its first
-// publication keeps.
+// may answer; one a moment behind the leader is asked again a few times,
+// then the leader supplies the rest. A channel with no stored message gets
+// an epoch marker (seq 0) written, so the epoch returned now is the one its
+// first publication keeps.
 func (b *Broker) Since(ctx context.Context, ch string, since uint64, limit int) ([]brokers.Publication, brokers.Position, error) {
 	if err := b.check(ctx); err != nil {
 		return nil, brokers.Position{}, fmt.Errorf("jetstream: since %s: %w", ch, err)
@@ -93,14 +92,10 @@ func (b *Broker) readRange(ctx context.Context, subj string, last *natsbase.Stor
 		if last.Seq > dist {
 			probe = last.Seq - dist + 1
 		}
-		msgs, err := natsbase.DirectBatch(ctx, b.nc.Conn, b.cfg.Stream, subj, probe, 1, last.Seq)
+		found, err := b.firstFrom(ctx, subj, probe, last.Seq)
 		if err != nil {
 			return nil, err
 		}
-		if len(msgs) == 0 {
-			return nil, nil // a replica behind; the caller sees a truncated history
-		}
-		found := msgs[0]
 		s, e := seqOf(found.Header)
 		oldest := start != nil && start.Seq == found.Seq // nothing older on the subject
 		start = found
@@ -122,8 +117,9 @@ func (b *Broker) readRange(ctx context.Context, subj string, last *natsbase.Stor
 	if startSeq == 0 {
 		skip++ // the epoch marker
 	}
-	var pubs []brokers.Publication
-	for try := range 4 {
+	var r rangeReader
+	r.from, r.to, r.epoch = from, from+n-1, epoch
+	for try := range replicaTries {
 		if try > 0 {
 			time.Sleep(time.Duration(try) * 20 * time.Millisecond)
 		}
@@ -131,27 +127,83 @@ func (b *Broker) readRange(ctx context.Context, subj string, last *natsbase.Stor
 		if err != nil {
 			return nil, err
 		}
-		pubs = pubs[:0]
-		tail := false // the end of the range was seen: nothing is missing for lag
+		r.reset()
 		for _, sm := range msgs {
-			s, e := seqOf(sm.Header)
-			if e != epoch || s < from {
-				continue
-			}
-			if s >= from+n-1 {
-				tail = true
-			}
-			if s > from+n-1 {
-				continue
-			}
-			if len(pubs) > 0 && s != pubs[len(pubs)-1].Seq+1 {
-				pubs = pubs[:0] // not contiguous: keep the newest run
-			}
-			pubs = append(pubs, brokers.Publication{Seq: s, Epoch: e, Data: sm.Data})
+			r.add(sm)
 		}
-		if tail {
-			break
+		if r.tail {
+			return r.pubs, nil
 		}
 	}
-	return pubs, nil
+	// The replica that answers direct gets is still behind the leader:
+	// read the rest from the leader, one message at a time.
+	next := start.Seq
+	if r.lastStream > 0 {
+		next = r.lastStream + 1
+	}
+	for !r.tail && next <= last.Seq {
+		sm, err := natsbase.GetNext(ctx, b.nc.Conn, b.cfg.Stream, subj, next)
+		if errors.Is(err, natsbase.ErrNotFound) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		r.add(sm)
+		next = sm.Seq + 1
+	}
+	return r.pubs, nil
+}
+
+// replicaTries bounds the direct gets tried (20ms, 40ms... apart) before
+// falling back to the leader, when a replica answers without the messages
+// the leader said are there.
+const replicaTries = 6
+
+// firstFrom returns the first message of subj at or after stream seq
+// probe, which must exist (up to upTo, the leader's last message of subj):
+// direct gets while the answering replica catches up, then the leader.
+func (b *Broker) firstFrom(ctx context.Context, subj string, probe, upTo uint64) (*natsbase.StoredMsg, error) {
+	for try := range replicaTries {
+		if try > 0 {
+			time.Sleep(time.Duration(try) * 20 * time.Millisecond)
+		}
+		msgs, err := natsbase.DirectBatch(ctx, b.nc.Conn, b.cfg.Stream, subj, probe, 1, upTo)
+		if err != nil {
+			return nil, err
+		}
+		if len(msgs) > 0 {
+			return msgs[0], nil
+		}
+	}
+	return natsbase.GetNext(ctx, b.nc.Conn, b.cfg.Stream, subj, probe)
+}
+
+// rangeReader collects the publications of seqs from..to in one epoch from
+// stored messages given oldest first, keeping the newest contiguous run.
+type rangeReader struct {
+	from, to   uint64
+	epoch      string
+	pubs       []brokers.Publication
+	tail       bool   // seq to was seen (or passed): nothing is missing at the end
+	lastStream uint64 // stream seq of the last message taken
+}
+
+func (r *rangeReader) reset() {
+	r.pubs, r.tail, r.lastStream = r.pubs[:0], false, 0
+}
+
+func (r *rangeReader) add(sm *natsbase.StoredMsg) {
+	s, e := seqOf(sm.Header)
+	if e == r.epoch && s >= r.to {
+		r.tail = true
+	}
+	if e != r.epoch || s < r.from || s > r.to {
+		return
+	}
+	if len(r.pubs) > 0 && s != r.pubs[len(r.pubs)-1].Seq+1 {
+		r.pubs = r.pubs[:0] // not contiguous: keep the newest run
+	}
+	r.pubs = append(r.pubs, brokers.Publication{Seq: s, Epoch: e, Data: sm.Data})
+	r.lastStream = sm.Seq
 }
