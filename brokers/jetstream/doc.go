@@ -33,8 +33,10 @@
 // previous seq is not the last one the node accounted for reveals a gap,
 // which the node fills from the stream with a direct get before going on
 // (from the stream leader when the replica answering direct gets lags).
-// After a reconnect every subscribed channel is checked against the stream
-// and what was stored meanwhile is delivered. Subscribe reads the channel's
+// After a reconnect, an outage of the stream, or the election of a new
+// stream leader (which does not republish what its predecessor stored but
+// had not yet republished), every subscribed channel is checked against
+// the stream and what was stored meanwhile is delivered. Subscribe reads the channel's
 // last message from the stream leader after the server has the
 // subscription, so every message stored later is delivered.
 //

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/syncgate/syncgate/brokers"
@@ -137,6 +138,9 @@ type Broker struct {
 	// Outage state. jsDown: a publish failed for want of the server or
 	// stream; cleared when the outbox is flushed.
 	jsDown atomic.Bool
+	// needSweep: check every subscribed channel against the stream (see
+	// flusher).
+	needSweep atomic.Bool
 	outbox *natsbase.Outbox[outboxEntry]
 	local  map[string]*brokers.Position // outbox lock: outage positions handed out per channel
 }
@@ -275,6 +279,16 @@ func (b *Broker) Start(ctx context.Context, h brokers.Handler) error {
 	})
 	cancel()
 	if err != nil {
+		nc.Close()
+		b.stopServer()
+		return fmt.Errorf("jetstream: start: %w", err)
+	}
+	// A new stream leader may not republish what its predecessor stored
+	// last: sweep after each election.
+	if _, err := nc.Subscribe("$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED."+b.cfg.Stream, func(*nats.Msg) {
+		b.needSweep.Store(true)
+		b.poke()
+	}); err != nil {
 		nc.Close()
 		b.stopServer()
 		return fmt.Errorf("jetstream: start: %w", err)

@@ -349,10 +349,15 @@ func (b *Broker) deliverLocal(ch string, pos brokers.Position, data []byte) {
 
 // flusher sends the outbox when the server is back, recovers after a
 // reconnect (streams, gaps) and forgets idle publish states.
+//
+// It sweeps every subscribed channel (checks it against the stream and
+// fills what is missing) after a reconnect, after an outage of the stream
+// (once the outbox is flushed), and after the stream elects a new leader:
+// a message stored around a leader change may never be republished, and
+// with no later message on its channel no node would see the gap.
 func (b *Broker) flusher() {
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
-	sweep := false
 	lastEvict := time.Now()
 	for {
 		select {
@@ -370,13 +375,16 @@ func (b *Broker) flusher() {
 				continue
 			}
 			b.reconnects = n
-			sweep = true
+			b.needSweep.Store(true)
+		}
+		if b.jsDown.Load() {
+			b.needSweep.Store(true)
 		}
 		if !b.flushOutbox() {
 			continue
 		}
-		if sweep {
-			sweep = !b.sweep()
+		if b.needSweep.Swap(false) && !b.sweep() {
+			b.needSweep.Store(true)
 		}
 		if time.Since(lastEvict) > time.Minute {
 			b.evictPubStates()
