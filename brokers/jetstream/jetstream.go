@@ -141,8 +141,8 @@ type Broker struct {
 	// needSweep: check every subscribed channel against the stream (see
 	// flusher).
 	needSweep atomic.Bool
-	outbox *natsbase.Outbox[outboxEntry]
-	local  map[string]*brokers.Position // outbox lock: outage positions handed out per channel
+	outbox    *natsbase.Outbox[outboxEntry]
+	local     map[string]*brokers.Position // outbox lock: outage positions handed out per channel
 }
 
 var (
