@@ -66,7 +66,7 @@ func TestStudyDocs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"| redis | 2 | 10/10 |", "no acked message was lost with: redis", "memory 5 of 90 acked", "skipped: not built"} {
+	for _, want := range []string{"| redis | 2 | 10/10/10 |", "no acked message was lost with: redis", "memory 5 of 90 acked", "skipped: not built"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("document lacks %q:\n%s", want, md)
 		}

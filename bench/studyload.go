@@ -67,10 +67,13 @@ type loadResult struct {
 	DurationS float64 `json:"duration_s"`
 
 	// Publishes, one per scheduled message.
-	Scheduled int            `json:"scheduled"`
-	Acked     int            `json:"acked"`
-	Refused   int            `json:"refused"`
-	Reasons   map[string]int `json:"refused_reasons,omitempty"`
+	Scheduled int `json:"scheduled"`
+	Acked     int `json:"acked"`
+	Refused   int `json:"refused"`
+	// Unsent: scheduled messages never published because the publishers
+	// were still behind the schedule 5 s after it ended (saturation).
+	Unsent  int            `json:"unsent"`
+	Reasons map[string]int `json:"refused_reasons,omitempty"`
 	// How late the last publish left after its scheduled time.
 	PublishLagMaxMs float64 `json:"publish_lag_max_ms"`
 
@@ -360,7 +363,7 @@ func runLoad(ctx context.Context, urls []string, spec loadSpec, p *progress, lab
 	refused := make([][]bool, spec.Channels)
 	reasons := make([]map[string]int, spec.Channels)
 	lags := make([]time.Duration, spec.Channels)
-	var nAcked, nRefused atomic.Int64
+	var nAcked, nRefused, nUnsent atomic.Int64
 	start := time.Now().Add(200 * time.Millisecond)
 	res.LoadStart = loadAvg()
 	var eventsMu sync.Mutex
@@ -377,7 +380,12 @@ func runLoad(ctx context.Context, urls []string, spec loadSpec, p *progress, lab
 		// Channels start spread over one interval.
 		offset := interval * time.Duration(c) / time.Duration(spec.Channels)
 		pubWG.Go(func() {
+			pubEnd := start.Add(spec.Duration + 5*time.Second)
 			for i := range perChan {
+				if time.Now().After(pubEnd) {
+					nUnsent.Add(int64(perChan - i))
+					return
+				}
 				sched := start.Add(offset + time.Duration(i)*interval)
 				if d := time.Until(sched); d > 0 {
 					if sleepCtx(ctx, d) != nil {
@@ -452,7 +460,7 @@ wait:
 	readers.Wait()
 
 	res.Scheduled = total
-	res.Acked, res.Refused = int(nAcked.Load()), int(nRefused.Load())
+	res.Acked, res.Refused, res.Unsent = int(nAcked.Load()), int(nRefused.Load()), int(nUnsent.Load())
 	for c := range spec.Channels {
 		for k, v := range reasons[c] {
 			res.Reasons[k] += v

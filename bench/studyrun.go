@@ -53,7 +53,7 @@ func runStudy(ctx context.Context, o studyOptions, out, logw io.Writer) (*studyR
 	// The whole study is bounded.
 	limit := 5 * time.Minute
 	if o.Full {
-		limit = 20 * time.Minute
+		limit = 30 * time.Minute
 	}
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
