@@ -117,42 +117,63 @@ func (b *Broker) readRange(ctx context.Context, subj string, last *natsbase.Stor
 	if startSeq == 0 {
 		skip++ // the epoch marker
 	}
-	var r rangeReader
-	r.from, r.to, r.epoch = from, from+n-1, epoch
+	var pubs []brokers.Publication
+	for range 3 {
+		var first uint64
+		var err error
+		pubs, first, err = b.readSeqs(ctx, subj, start.Seq, skip, from, from+n-1, epoch, last.Seq)
+		if err != nil || len(pubs) == 0 || pubs[0].Seq == from {
+			return pubs, err
+		}
+		// The head was cut: the start came from a replica that had not
+		// yet dropped what the leader dropped. Take the oldest kept as
+		// the start and read the range from there.
+		from, start.Seq, skip = pubs[0].Seq, first, 0
+		n = min(limit, lastSeq-from+1)
+	}
+	return pubs, nil // the history moves faster than it can be read: short
+}
+
+// readSeqs reads the publications of seqs from..to in epoch, starting at
+// stream seq startStream (skip messages before from), up to stream seq
+// upTo: direct gets while the answering replica catches up, then the
+// leader. It returns the stream seq of the first publication too.
+func (b *Broker) readSeqs(ctx context.Context, subj string, startStream, skip, from, to uint64, epoch string, upTo uint64) ([]brokers.Publication, uint64, error) {
+	r := rangeReader{from: from, to: to, epoch: epoch}
 	for try := range replicaTries {
 		if try > 0 {
 			time.Sleep(time.Duration(try) * 20 * time.Millisecond)
 		}
-		msgs, err := natsbase.DirectBatch(ctx, b.nc.Conn, b.cfg.Stream, subj, start.Seq, int(skip+n), last.Seq)
+		msgs, err := natsbase.DirectBatch(ctx, b.nc.Conn, b.cfg.Stream, subj, startStream, int(skip+to-from+1), upTo)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		r.reset()
 		for _, sm := range msgs {
 			r.add(sm)
 		}
 		if r.tail {
-			return r.pubs, nil
+			return r.pubs, r.firstStream, nil
 		}
 	}
 	// The replica that answers direct gets is still behind the leader:
 	// read the rest from the leader, one message at a time.
-	next := start.Seq
+	next := startStream
 	if r.lastStream > 0 {
 		next = r.lastStream + 1
 	}
-	for !r.tail && next <= last.Seq {
+	for !r.tail && next <= upTo {
 		sm, err := natsbase.GetNext(ctx, b.nc.Conn, b.cfg.Stream, subj, next)
 		if errors.Is(err, natsbase.ErrNotFound) {
 			break
 		}
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		r.add(sm)
 		next = sm.Seq + 1
 	}
-	return r.pubs, nil
+	return r.pubs, r.firstStream, nil
 }
 
 // replicaTries bounds the direct gets tried (20ms, 40ms... apart) before
@@ -185,12 +206,13 @@ type rangeReader struct {
 	from, to   uint64
 	epoch      string
 	pubs       []brokers.Publication
-	tail       bool   // seq to was seen (or passed): nothing is missing at the end
-	lastStream uint64 // stream seq of the last message taken
+	tail        bool   // seq to was seen (or passed): nothing is missing at the end
+	firstStream uint64 // stream seq of the first publication kept
+	lastStream  uint64 // stream seq of the last message taken
 }
 
 func (r *rangeReader) reset() {
-	r.pubs, r.tail, r.lastStream = r.pubs[:0], false, 0
+	r.pubs, r.tail, r.firstStream, r.lastStream = r.pubs[:0], false, 0, 0
 }
 
 func (r *rangeReader) add(sm *natsbase.StoredMsg) {
@@ -203,6 +225,9 @@ func (r *rangeReader) add(sm *natsbase.StoredMsg) {
 	}
 	if len(r.pubs) > 0 && s != r.pubs[len(r.pubs)-1].Seq+1 {
 		r.pubs = r.pubs[:0] // not contiguous: keep the newest run
+	}
+	if len(r.pubs) == 0 {
+		r.firstStream = sm.Seq
 	}
 	r.pubs = append(r.pubs, brokers.Publication{Seq: s, Epoch: e, Data: sm.Data})
 	r.lastStream = sm.Seq
