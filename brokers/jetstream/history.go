@@ -203,9 +203,9 @@ func (b *Broker) firstFrom(ctx context.Context, subj string, probe, upTo uint64)
 // rangeReader collects the publications of seqs from..to in one epoch from
 // stored messages given oldest first, keeping the newest contiguous run.
 type rangeReader struct {
-	from, to   uint64
-	epoch      string
-	pubs       []brokers.Publication
+	from, to    uint64
+	epoch       string
+	pubs        []brokers.Publication
 	tail        bool   // seq to was seen (or passed): nothing is missing at the end
 	firstStream uint64 // stream seq of the first publication kept
 	lastStream  uint64 // stream seq of the last message taken
