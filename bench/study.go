@@ -44,6 +44,7 @@ type studyOptions struct {
 	Gateway  string
 	Out      string
 	Docs     bool
+	From     string // a results file to regenerate the docs from
 
 	Rates          []float64 // latency: total msg/s
 	Channels       int       // latency
@@ -69,6 +70,7 @@ func parseStudyArgs(args []string) (studyOptions, error) {
 	fs.StringVar(&o.Gateway, "gateway", "", "use this gateway binary instead of building one")
 	fs.StringVar(&o.Out, "out", "", "directory for the JSON results (default bench/results in the repo)")
 	fs.BoolVar(&o.Docs, "docs", true, "write docs/benchmarks-study.md and docs/plots/study-*.svg")
+	fs.StringVar(&o.From, "from", "", "run nothing: print the tables and write the docs from this results file (bench/results/study-*.json)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -120,6 +122,13 @@ func studyMain(args []string) int {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench study:", err)
 		return 2
+	}
+	if o.From != "" {
+		if err := studyFromFile(o.From, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "bench study:", err)
+			return 1
+		}
+		return 0
 	}
 	ctx, stop := signalContext()
 	defer stop()

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -207,4 +208,23 @@ func studyCrash(ctx context.Context, o studyOptions, spec backendSpec, bin, tmp 
 		err = restartErr
 	}
 	return r, err
+}
+
+// studyFromFile prints the tables of a results file and writes the docs
+// from it (the document keeps the command and date of the run).
+func studyFromFile(path string, out io.Writer) error {
+	root, err := findRepoRoot()
+	if err != nil {
+		return err
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var rs studyResults
+	if err := json.Unmarshal(b, &rs); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	printStudy(out, &rs)
+	return writeStudyDocs(root, &rs)
 }
