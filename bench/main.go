@@ -68,7 +68,7 @@ func cliMain(args []string) int {
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
-		fmt.Fprintln(os.Stderr, "usage: go run ./bench conns|fanout|rooms [flags]   (-h for flags)")
+		fmt.Fprintln(os.Stderr, "usage: go run ./bench conns|fanout|rooms|study [flags]   (-h for flags)")
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
