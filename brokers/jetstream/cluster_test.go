@@ -34,7 +34,8 @@ func TestClusterConformance(t *testing.T) {
 		NewPair: func(t *testing.T) (brokers.Broker, brokers.Broker) {
 			return jetstream.New(cfg(1)), jetstream.New(cfg(2))
 		},
-		PresenceTTL: time.Second,
+		// Whole-second TTLs, rounded up: see jetstream_test.go.
+		PresenceTTL: 1500 * time.Millisecond,
 		Settle:      20 * time.Millisecond,
 		Wait:        10 * time.Second,
 		// The cluster's servers may re-establish a route between them
