@@ -237,7 +237,9 @@ func TestJoinLeaveSwitches(t *testing.T) {
 
 func TestHeartbeatTimeout(t *testing.T) {
 	forModes(t, func(t *testing.T, mode string) {
-		ts := startServer(t, mode, func(c *config.Config) { c.Client.PingInterval = time.Second })
+		// 2 s: the pinging client (every 300 ms) keeps a wide margin on a
+		// loaded machine; the silent one is cut after 4-5 s.
+		ts := startServer(t, mode, func(c *config.Config) { c.Client.PingInterval = 2 * time.Second })
 		a, silent := dial(t, ts), dial(t, ts)
 		a.sub("doc:h")
 		cs := silent.connect("sleepy")
