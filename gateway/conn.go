@@ -377,10 +377,7 @@ func (c *Conn) handleMessage(s *scratch, op ws.OpCode, msg []byte) {
 		if i >= len(msg) || c.isClosing() {
 			return
 		}
-		end, err := skipValue(msg, i, 0)
-		if err == nil {
-			err = decodeCommand(msg[i:end], &s.cmd)
-		}
+		end, err := decodeObject(msg, i, &s.cmd)
 		if err != nil {
 			c.sendError(0, codeBadRequest, decodeErrorText(err))
 			// Resynchronise at the next line, so one bad object does not

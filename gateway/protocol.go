@@ -88,14 +88,28 @@ var (
 
 const maxDepth = 64
 
-// decodeCommand parses one JSON object (one line of a frame) into cmd.
-// It accepts any key order and ignores unknown keys, so clients may extend
-// their messages. It allocates only for strings that contain escapes.
+// decodeCommand parses b, exactly one JSON object, into cmd.
 func decodeCommand(b []byte, cmd *command) error {
+	end, err := decodeObject(b, 0, cmd)
+	if err != nil {
+		return err
+	}
+	if skipWS(b, end) != len(b) {
+		return errTrailing
+	}
+	return nil
+}
+
+// decodeObject parses the JSON object starting at b[start] (after optional
+// whitespace) into cmd and returns the index after it, so a frame holding
+// several objects is parsed in one pass. It accepts any key order and
+// ignores unknown keys, so clients may extend their messages. It allocates
+// only for strings that contain escapes.
+func decodeObject(b []byte, start int, cmd *command) (int, error) {
 	cmd.reset()
-	i := skipWS(b, 0)
+	i := skipWS(b, start)
 	if i >= len(b) || b[i] != '{' {
-		return errNotObject
+		return 0, errNotObject
 	}
 	var seen uint8
 	i = skipWS(b, i+1)
@@ -106,17 +120,17 @@ func decodeCommand(b []byte, cmd *command) error {
 	for !empty {
 		key, next, err := readString(b, i)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		i = skipWS(b, next)
 		if i >= len(b) || b[i] != ':' {
-			return errBadJSON
+			return 0, errBadJSON
 		}
 		i = skipWS(b, i+1)
 		vstart := i
 		end, err := skipValue(b, i, 0)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		val := b[vstart:end]
 		i = end
@@ -126,7 +140,7 @@ func decodeCommand(b []byte, cmd *command) error {
 			bit = 1
 			s, ok := stringValue(val)
 			if !ok {
-				return errOpType
+				return 0, errOpType
 			}
 			cmd.opName = s
 			cmd.op = opNames[string(s)]
@@ -134,14 +148,14 @@ func decodeCommand(b []byte, cmd *command) error {
 			bit = 2
 			n, ok := uintValue(val)
 			if !ok || n == 0 {
-				return errIDType
+				return 0, errIDType
 			}
 			cmd.id = n
 		case "ch":
 			bit = 4
 			s, ok := stringValue(val)
 			if !ok {
-				return errChType
+				return 0, errChType
 			}
 			cmd.ch = s
 		case "data":
@@ -151,48 +165,45 @@ func decodeCommand(b []byte, cmd *command) error {
 			bit = 16
 			s, ok := stringValue(val)
 			if !ok {
-				return errTokenType
+				return 0, errTokenType
 			}
 			cmd.token = s
 		case "user":
 			bit = 32
 			s, ok := stringValue(val)
 			if !ok {
-				return errUserType
+				return 0, errUserType
 			}
 			cmd.user = s
 		case "since":
 			bit = 64
 			if err := decodeSince(val, cmd); err != nil {
-				return err
+				return 0, err
 			}
 		}
 		if bit != 0 {
 			if seen&bit != 0 {
-				return errDuplicateKy
+				return 0, errDuplicateKy
 			}
 			seen |= bit
 		}
 		i = skipWS(b, i)
 		if i >= len(b) {
-			return errBadJSON
+			return 0, errBadJSON
 		}
 		if b[i] == '}' {
 			i++
 			break
 		}
 		if b[i] != ',' {
-			return errBadJSON
+			return 0, errBadJSON
 		}
 		i = skipWS(b, i+1)
 	}
-	if skipWS(b, i) != len(b) {
-		return errTrailing
-	}
 	if seen&1 == 0 {
-		return errNoOp
+		return 0, errNoOp
 	}
-	return nil
+	return i, nil
 }
 
 func decodeSince(b []byte, cmd *command) error {
