@@ -22,6 +22,7 @@ import (
 
 	"github.com/syncgate/syncgate/gateway"
 	"github.com/syncgate/syncgate/internal/config"
+	"github.com/syncgate/syncgate/internal/wstest"
 )
 
 var testSecret = strings.Repeat("s", 32)
@@ -53,7 +54,7 @@ func TestAuthTokens(t *testing.T) {
 
 		c := dial(t, ts)
 		// Nothing before connect.
-		if r := c.call("sub", map[string]any{"ch": "doc:1"}); r.str("code") != "unauthorized" {
+		if r := c.Call("sub", map[string]any{"ch": "doc:1"}); r.Str("code") != "unauthorized" {
 			t.Fatalf("sub before connect = %v", r)
 		}
 		for _, tc := range []struct {
@@ -77,48 +78,48 @@ func TestAuthTokens(t *testing.T) {
 				return s
 			}(), ""},
 		} {
-			r := c.call("connect", map[string]any{"token": tc.token})
-			if r.op() != "error" || r.str("code") != "unauthorized" || !strings.Contains(r.str("message"), tc.msg) {
+			r := c.Call("connect", map[string]any{"token": tc.token})
+			if r.Op() != "error" || r.Str("code") != "unauthorized" || !strings.Contains(r.Str("message"), tc.msg) {
 				t.Fatalf("%s: connect = %v", tc.name, r)
 			}
 		}
 		// A valid token after failures: the connection is usable.
-		r := c.mustCall("connect", map[string]any{"token": hsToken(t, good), "user": "mallory"}, "connected")
-		if r.str("user") != "alice" || r.num("exp") == 0 {
+		r := c.MustCall("connect", map[string]any{"token": hsToken(t, good), "user": "mallory"}, "connected")
+		if r.Str("user") != "alice" || r.Num("exp") == 0 {
 			t.Fatalf("connected = %v", r)
 		}
 
 		// Permissions.
-		c.sub("doc:7")       // doc:* may subscribe
-		c.sub("lobby:main")  // public namespace
-		c.pub("doc:1", "ok") // may publish doc:1
+		c.Sub("doc:7")       // doc:* may subscribe
+		c.Sub("lobby:main")  // public namespace
+		c.Pub("doc:1", "ok") // may publish doc:1
 		for _, tc := range []struct{ op, ch string }{
 			{"sub", "secret:1"}, {"pub", "doc:7"}, {"pub", "lobby:main"}, {"presence", "secret:1"},
 		} {
-			r := c.call(tc.op, map[string]any{"ch": tc.ch, "data": 1})
-			if r.str("code") != "forbidden" {
+			r := c.Call(tc.op, map[string]any{"ch": tc.ch, "data": 1})
+			if r.Str("code") != "forbidden" {
 				t.Fatalf("%s %s = %v", tc.op, tc.ch, r)
 			}
 		}
-		c.mustCall("presence", map[string]any{"ch": "doc:7"}, "presence")
+		c.MustCall("presence", map[string]any{"ch": "doc:7"}, "presence")
 
 		// Token on the URL.
-		u := dialURL(t, ts.url()+"?token="+hsToken(t, userClaims("bob", []string{"doc:1"}, nil, time.Hour)))
-		if r := u.connect("ignored"); r.str("user") != "bob" {
+		u := wstest.Dial(t, ts.url()+"?token="+hsToken(t, userClaims("bob", []string{"doc:1"}, nil, time.Hour)))
+		if r := u.Connect("ignored"); r.Str("user") != "bob" {
 			t.Fatalf("connected = %v", r)
 		}
 
 		// refresh: same user extends; another user is refused.
 		later := userClaims("alice", []string{"doc:*"}, nil, 2*time.Hour)
-		rr := c.mustCall("refresh", map[string]any{"token": hsToken(t, later)}, "refreshed")
-		if rr.num("exp") != uint64(later["exp"].(int64)) {
+		rr := c.MustCall("refresh", map[string]any{"token": hsToken(t, later)}, "refreshed")
+		if rr.Num("exp") != uint64(later["exp"].(int64)) {
 			t.Fatalf("refreshed = %v", rr)
 		}
-		if r := c.call("refresh", map[string]any{"token": hsToken(t, userClaims("eve", nil, nil, time.Hour))}); r.str("code") != "unauthorized" {
+		if r := c.Call("refresh", map[string]any{"token": hsToken(t, userClaims("eve", nil, nil, time.Hour))}); r.Str("code") != "unauthorized" {
 			t.Fatalf("refresh as another user = %v", r)
 		}
 		// The refreshed token has no pub rights: publishing is now forbidden.
-		if r := c.call("pub", map[string]any{"ch": "doc:1", "data": 1}); r.str("code") != "forbidden" {
+		if r := c.Call("pub", map[string]any{"ch": "doc:1", "data": 1}); r.Str("code") != "forbidden" {
 			t.Fatalf("pub after refresh = %v", r)
 		}
 	})
@@ -127,12 +128,12 @@ func TestAuthTokens(t *testing.T) {
 func TestAuthTokenExpiryDisconnects(t *testing.T) {
 	ts := startServer(t, "epoll", withHMAC)
 	c := dial(t, ts)
-	c.mustCall("connect", map[string]any{"token": hsToken(t, userClaims("alice", nil, nil, 1500*time.Millisecond))}, "connected")
-	d := c.nextOp("disconnect")
-	if d.str("code") != "token_expired" || d["reconnect"] != true {
+	c.MustCall("connect", map[string]any{"token": hsToken(t, userClaims("alice", nil, nil, 1500*time.Millisecond))}, "connected")
+	d := c.NextOp("disconnect")
+	if d.Str("code") != "token_expired" || d["reconnect"] != true {
 		t.Fatalf("disconnect = %v", d)
 	}
-	c.waitClosed()
+	c.WaitClosed()
 }
 
 func TestAuthConnectDeadline(t *testing.T) {
@@ -141,8 +142,8 @@ func TestAuthConnectDeadline(t *testing.T) {
 		c.Client.HandshakeTimeout = time.Second
 	})
 	c := dial(t, ts)
-	d := c.nextOp("disconnect")
-	if d.str("code") != "unauthorized" || d["reconnect"] != false {
+	d := c.NextOp("disconnect")
+	if d.Str("code") != "unauthorized" || d["reconnect"] != false {
 		t.Fatalf("disconnect = %v", d)
 	}
 }
@@ -175,27 +176,27 @@ func TestAuthPublicKeys(t *testing.T) {
 		}
 		return s
 	}
-	try := func(ts *testServer, token string) obj {
+	try := func(ts *testServer, token string) wstest.Msg {
 		c := dial(t, ts)
-		return c.call("connect", map[string]any{"token": token})
+		return c.Call("connect", map[string]any{"token": token})
 	}
 
 	t.Run("rsa file", func(t *testing.T) {
 		ts := startServer(t, "epoll", func(c *config.Config) { c.Auth.PublicKeyFile = rsaFile })
-		if r := try(ts, sign(jwt.SigningMethodRS256, rsaKey, "")); r.op() != "connected" {
+		if r := try(ts, sign(jwt.SigningMethodRS256, rsaKey, "")); r.Op() != "connected" {
 			t.Fatalf("RS256 = %v", r)
 		}
 		pemBytes, _ := os.ReadFile(rsaFile)
-		if r := try(ts, sign(jwt.SigningMethodHS256, pemBytes, "")); r.str("code") != "unauthorized" {
+		if r := try(ts, sign(jwt.SigningMethodHS256, pemBytes, "")); r.Str("code") != "unauthorized" {
 			t.Fatalf("HS256 signed with the RSA public key = %v", r)
 		}
-		if r := try(ts, sign(jwt.SigningMethodES256, ecKey, "")); r.str("code") != "unauthorized" {
+		if r := try(ts, sign(jwt.SigningMethodES256, ecKey, "")); r.Str("code") != "unauthorized" {
 			t.Fatalf("ES256 on an RSA-only node = %v", r)
 		}
 	})
 	t.Run("ec file", func(t *testing.T) {
 		ts := startServer(t, "epoll", func(c *config.Config) { c.Auth.PublicKeyFile = ecFile })
-		if r := try(ts, sign(jwt.SigningMethodES256, ecKey, "")); r.op() != "connected" {
+		if r := try(ts, sign(jwt.SigningMethodES256, ecKey, "")); r.Op() != "connected" {
 			t.Fatalf("ES256 = %v", r)
 		}
 	})
@@ -210,10 +211,10 @@ func TestAuthPublicKeys(t *testing.T) {
 		}))
 		defer srv.Close()
 		ts := startServer(t, "epoll", func(c *config.Config) { c.Auth.JWKSURL = srv.URL })
-		if r := try(ts, sign(jwt.SigningMethodRS256, rsaKey, "r1")); r.op() != "connected" {
+		if r := try(ts, sign(jwt.SigningMethodRS256, rsaKey, "r1")); r.Op() != "connected" {
 			t.Fatalf("RS256 via JWKS = %v", r)
 		}
-		if r := try(ts, sign(jwt.SigningMethodRS256, rsaKey, "nope")); r.str("code") != "unauthorized" {
+		if r := try(ts, sign(jwt.SigningMethodRS256, rsaKey, "nope")); r.Str("code") != "unauthorized" {
 			t.Fatalf("unknown kid = %v", r)
 		}
 	})

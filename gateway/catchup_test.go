@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/syncgate/syncgate/internal/config"
+	"github.com/syncgate/syncgate/internal/wstest"
 )
 
 func since(seq uint64, epoch string) map[string]any {
@@ -18,24 +19,24 @@ func TestCatchUpExactlyTheMissed(t *testing.T) {
 	forModes(t, func(t *testing.T, mode string) {
 		ts := startServer(t, mode, nil)
 		pub := dial(t, ts)
-		pub.connect("writer")
+		pub.Connect("writer")
 		for i := 1; i <= 3; i++ {
-			pub.pub("doc:r", i)
+			pub.Pub("doc:r", i)
 		}
 		a := dial(t, ts)
-		s := a.sub("doc:r")
-		if s.num("seq") != 3 {
+		s := a.Sub("doc:r")
+		if s.Num("seq") != 3 {
 			t.Fatalf("subscribed = %v", s)
 		}
-		epoch := s.str("epoch")
-		a.close() // drop
+		epoch := s.Str("epoch")
+		a.Close() // drop
 
 		for i := 4; i <= 8; i++ {
-			pub.pub("doc:r", i)
+			pub.Pub("doc:r", i)
 		}
 		a2 := dial(t, ts)
-		r := a2.mustCall("sub", map[string]any{"ch": "doc:r", "since": since(3, epoch)}, "subscribed")
-		if r["recovered"] != true || r.num("seq") != 8 || r.str("epoch") != epoch {
+		r := a2.MustCall("sub", map[string]any{"ch": "doc:r", "since": since(3, epoch)}, "subscribed")
+		if r["recovered"] != true || r.Num("seq") != 8 || r.Str("epoch") != epoch {
 			t.Fatalf("subscribed = %v", r)
 		}
 		pubs := r["pubs"].([]any)
@@ -43,21 +44,21 @@ func TestCatchUpExactlyTheMissed(t *testing.T) {
 			t.Fatalf("pubs = %v", pubs)
 		}
 		for i, p := range pubs {
-			m := obj(p.(map[string]any))
-			if m.op() != "msg" || m.num("seq") != uint64(4+i) || m.num("data") != uint64(4+i) || m.str("from") != "writer" || m.str("epoch") != epoch {
+			m := wstest.Msg(p.(map[string]any))
+			if m.Op() != "msg" || m.Num("seq") != uint64(4+i) || m.Num("data") != uint64(4+i) || m.Str("from") != "writer" || m.Str("epoch") != epoch {
 				t.Fatalf("pubs[%d] = %v", i, m)
 			}
 		}
 		// Live continues right after, no gap, no duplicate.
-		pub.pub("doc:r", 9)
-		m := a2.nextOp("msg")
-		if m.num("seq") != 9 {
+		pub.Pub("doc:r", 9)
+		m := a2.NextOp("msg")
+		if m.Num("seq") != 9 {
 			t.Fatalf("live after recovery = %v", m)
 		}
 
 		// Nothing missed: recovered with empty pubs.
 		a3 := dial(t, ts)
-		r = a3.mustCall("sub", map[string]any{"ch": "doc:r", "since": since(9, epoch)}, "subscribed")
+		r = a3.MustCall("sub", map[string]any{"ch": "doc:r", "since": since(9, epoch)}, "subscribed")
 		if r["recovered"] != true || len(r["pubs"].([]any)) != 0 {
 			t.Fatalf("subscribed = %v", r)
 		}
@@ -68,10 +69,10 @@ func TestCatchUpNotRecoverable(t *testing.T) {
 	forModes(t, func(t *testing.T, mode string) {
 		ts := startServer(t, mode, func(c *config.Config) { c.History.Size = 10 })
 		pub := dial(t, ts)
-		s := pub.sub("doc:n")
-		epoch := s.str("epoch")
+		s := pub.Sub("doc:n")
+		epoch := s.Str("epoch")
 		for i := 1; i <= 30; i++ {
-			pub.pub("doc:n", i)
+			pub.Pub("doc:n", i)
 		}
 		cases := []struct {
 			name  string
@@ -85,23 +86,23 @@ func TestCatchUpNotRecoverable(t *testing.T) {
 		seq := uint64(30)
 		for _, tc := range cases {
 			c := dial(t, ts)
-			r := c.mustCall("sub", map[string]any{"ch": "doc:n", "since": tc.since}, "subscribed")
-			if r["recovered"] != false || r.num("seq") != seq || r.str("epoch") != epoch {
+			r := c.MustCall("sub", map[string]any{"ch": "doc:n", "since": tc.since}, "subscribed")
+			if r["recovered"] != false || r.Num("seq") != seq || r.Str("epoch") != epoch {
 				t.Fatalf("%s: subscribed = %v", tc.name, r)
 			}
 			if _, ok := r["pubs"]; ok {
 				t.Fatalf("%s: pubs present when not recovered: %v", tc.name, r)
 			}
 			// Live messages still flow after a failed recovery.
-			pub.pub("doc:n", "live")
+			pub.Pub("doc:n", "live")
 			seq++
-			if m := c.nextOp("msg"); m.str("data") != "live" || m.num("seq") != seq {
+			if m := c.NextOp("msg"); m.Str("data") != "live" || m.Num("seq") != seq {
 				t.Fatalf("%s: live = %v", tc.name, m)
 			}
 		}
 		// Within the history: recovered.
 		c := dial(t, ts)
-		r := c.mustCall("sub", map[string]any{"ch": "doc:n", "since": since(30, epoch)}, "subscribed") // 4 "live" since
+		r := c.MustCall("sub", map[string]any{"ch": "doc:n", "since": since(30, epoch)}, "subscribed") // 4 "live" since
 		if r["recovered"] != true || len(r["pubs"].([]any)) != 4 {
 			t.Fatalf("subscribed = %v", r)
 		}
@@ -122,10 +123,10 @@ func TestCatchUpRace(t *testing.T) {
 			defer wg.Done()
 			p := dial(t, ts)
 			for i := 1; i <= total; i++ {
-				p.sendRaw(fmt.Sprintf(`{"op":"pub","id":%d,"ch":"doc:race","data":%d}`, i, i))
+				p.SendRaw(fmt.Sprintf(`{"op":"pub","id":%d,"ch":"doc:race","data":%d}`, i, i))
 				if i%20 == 0 {
 					// Keep the publisher within the history window.
-					p.next(func(o obj) bool { return o.num("id") == uint64(i) })
+					p.Next(func(o wstest.Msg) bool { return o.Num("id") == uint64(i) })
 				}
 				published.Store(int64(i))
 			}
@@ -140,10 +141,10 @@ func TestCatchUpRace(t *testing.T) {
 			if epoch != "" {
 				fields["since"] = since(last, epoch)
 			}
-			r := c.mustCall("sub", fields, "subscribed")
+			r := c.MustCall("sub", fields, "subscribed")
 			if epoch == "" {
-				epoch = r.str("epoch")
-				last = r.num("seq")
+				epoch = r.Str("epoch")
+				last = r.Num("seq")
 				for s := uint64(1); s <= last; s++ {
 					seen[s]++ // before our first subscribe: not ours to see
 				}
@@ -165,14 +166,14 @@ func TestCatchUpRace(t *testing.T) {
 				if last >= total {
 					break
 				}
-				m := c.nextOp("msg")
-				if m.num("seq") != last+1 {
-					t.Fatalf("session %d: live seq %d after %d", session, m.num("seq"), last)
+				m := c.NextOp("msg")
+				if m.Num("seq") != last+1 {
+					t.Fatalf("session %d: live seq %d after %d", session, m.Num("seq"), last)
 				}
-				last = m.num("seq")
+				last = m.Num("seq")
 				seen[last]++
 			}
-			c.close()
+			c.Close()
 		}
 		wg.Wait()
 		for s := 1; s <= total; s++ {
@@ -200,7 +201,7 @@ func TestSubscribeDuringPublishing(t *testing.T) {
 					return
 				default:
 				}
-				p.sendRaw(`{"op":"pub","ch":"doc:sp","data":1}`)
+				p.SendRaw(`{"op":"pub","ch":"doc:sp","data":1}`)
 				if i%50 == 0 {
 					time.Sleep(time.Millisecond)
 				}
@@ -208,16 +209,16 @@ func TestSubscribeDuringPublishing(t *testing.T) {
 		}()
 		for range 20 {
 			c := dial(t, ts)
-			r := c.sub("doc:sp")
-			want := r.num("seq") + 1
+			r := c.Sub("doc:sp")
+			want := r.Num("seq") + 1
 			for range 5 {
-				m := c.nextOp("msg")
-				if m.num("seq") != want {
-					t.Fatalf("after subscribed seq %d: got msg seq %d, want %d", r.num("seq"), m.num("seq"), want)
+				m := c.NextOp("msg")
+				if m.Num("seq") != want {
+					t.Fatalf("after subscribed seq %d: got msg seq %d, want %d", r.Num("seq"), m.Num("seq"), want)
 				}
 				want++
 			}
-			c.close()
+			c.Close()
 		}
 		close(stop)
 		wg.Wait()

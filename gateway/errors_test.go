@@ -17,6 +17,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/syncgate/syncgate/internal/config"
+	"github.com/syncgate/syncgate/internal/wstest"
 )
 
 func TestBadInputKeepsConnectionUsable(t *testing.T) {
@@ -26,7 +27,7 @@ func TestBadInputKeepsConnectionUsable(t *testing.T) {
 			c.Client.MaxSubscriptions = 2
 		})
 		c := dial(t, ts)
-		c.connect("alice")
+		c.Connect("alice")
 		cases := []struct {
 			name, send, code, msgHas string
 		}{
@@ -46,42 +47,42 @@ func TestBadInputKeepsConnectionUsable(t *testing.T) {
 			{"too large", `{"op":"pub","id":17,"ch":"doc:1","data":"` + strings.Repeat("x", 2000) + `"}`, "too_large", "max_message_size"},
 		}
 		for _, tc := range cases {
-			c.sendRaw(tc.send)
-			e := c.nextOp("error")
-			if e.str("code") != tc.code || !strings.Contains(e.str("message"), tc.msgHas) {
+			c.SendRaw(tc.send)
+			e := c.NextOp("error")
+			if e.Str("code") != tc.code || !strings.Contains(e.Str("message"), tc.msgHas) {
 				t.Fatalf("%s: error = %v", tc.name, e)
 			}
-			c.mustCall("ping", nil, "pong") // still usable
+			c.MustCall("ping", nil, "pong") // still usable
 		}
 		// The id of a failing command is echoed.
-		e := c.call("dance", nil)
-		if e.op() != "error" {
+		e := c.Call("dance", nil)
+		if e.Op() != "error" {
 			t.Fatalf("unknown op reply = %v", e)
 		}
 		// Subscription limits.
-		c.sub("doc:a")
-		if r := c.call("sub", map[string]any{"ch": "doc:a"}); r.str("code") != "bad_request" || !strings.Contains(r.str("message"), "already subscribed") {
+		c.Sub("doc:a")
+		if r := c.Call("sub", map[string]any{"ch": "doc:a"}); r.Str("code") != "bad_request" || !strings.Contains(r.Str("message"), "already subscribed") {
 			t.Fatalf("duplicate sub = %v", r)
 		}
-		c.sub("doc:b")
-		if r := c.call("sub", map[string]any{"ch": "doc:c"}); r.str("code") != "bad_request" || !strings.Contains(r.str("message"), "max_subscriptions") {
+		c.Sub("doc:b")
+		if r := c.Call("sub", map[string]any{"ch": "doc:c"}); r.Str("code") != "bad_request" || !strings.Contains(r.Str("message"), "max_subscriptions") {
 			t.Fatalf("third sub = %v", r)
 		}
 		// A bad object in a batch does not swallow the good ones after it.
-		c.sendRaw("{\"op\":\"ping\",\"id\":100}\n{broken\n{\"op\":\"ping\",\"id\":101}")
-		c.next(func(o obj) bool { return o.num("id") == 100 })
-		c.nextOp("error")
-		c.next(func(o obj) bool { return o.num("id") == 101 })
+		c.SendRaw("{\"op\":\"ping\",\"id\":100}\n{broken\n{\"op\":\"ping\",\"id\":101}")
+		c.Next(func(o wstest.Msg) bool { return o.Num("id") == 100 })
+		c.NextOp("error")
+		c.Next(func(o wstest.Msg) bool { return o.Num("id") == 101 })
 		// Binary frames are refused, connection stays.
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		if err := c.ws.Write(ctx, websocket.MessageBinary, []byte(`{"op":"ping"}`)); err != nil {
+		if err := c.Conn().Write(ctx, websocket.MessageBinary, []byte(`{"op":"ping"}`)); err != nil {
 			t.Fatal(err)
 		}
-		if e := c.nextOp("error"); !strings.Contains(e.str("message"), "binary") {
+		if e := c.NextOp("error"); !strings.Contains(e.Str("message"), "binary") {
 			t.Fatalf("binary = %v", e)
 		}
-		c.mustCall("ping", nil, "pong")
+		c.MustCall("ping", nil, "pong")
 	})
 }
 
@@ -194,26 +195,26 @@ func TestSlowConsumerIsDisconnected(t *testing.T) {
 		slow.writeFrame(0x1, true, []byte(`{"op":"sub","id":2,"ch":"doc:s"}`))
 		slow.readObj()
 		fast := dial(t, ts)
-		fast.sub("doc:s")
+		fast.Sub("doc:s")
 		pub := dial(t, ts)
 		payload := strings.Repeat("z", 8000)
 		const n = 1000 // 8 MB: more than socket buffers plus the 256 KiB queue
 		for i := 1; i <= n; i++ {
-			pub.sendRaw(fmt.Sprintf(`{"op":"pub","ch":"doc:s","data":"%s"}`, payload))
+			pub.SendRaw(fmt.Sprintf(`{"op":"pub","ch":"doc:s","data":"%s"}`, payload))
 			if i%10 == 0 {
 				// The publisher is never slowed by the slow client; the fast
 				// one keeps up, so only the slow one overflows.
 				for j := i - 9; j <= i; j++ {
-					if m := fast.nextOp("msg"); m.num("seq") != uint64(j) {
-						t.Fatalf("fast subscriber got seq %d, want %d", m.num("seq"), j)
+					if m := fast.NextOp("msg"); m.Num("seq") != uint64(j) {
+						t.Fatalf("fast subscriber got seq %d, want %d", m.Num("seq"), j)
 					}
 				}
 			}
 		}
 		// The slow one was cut (its leave reached the fast one) while the
 		// fast one received everything.
-		l := fast.nextOp("leave")
-		if l.str("user") != "slow" {
+		l := fast.NextOp("leave")
+		if l.Str("user") != "slow" {
 			t.Fatalf("leave = %v", l)
 		}
 		waitFor(t, 5*time.Second, "slow connection closed", func() bool { return ts.srv.Connections() == 2 })

@@ -28,6 +28,7 @@ import (
 	"github.com/syncgate/syncgate/gateway"
 	"github.com/syncgate/syncgate/internal/config"
 	"github.com/syncgate/syncgate/internal/membus"
+	"github.com/syncgate/syncgate/internal/wstest"
 )
 
 // dialStatus tries a WebSocket upgrade and returns the HTTP status.
@@ -70,19 +71,19 @@ func TestLimits(t *testing.T) {
 	t.Run("per user", func(t *testing.T) {
 		ts := startServer(t, "epoll", func(c *config.Config) { c.Client.MaxConnectionsPerUser = 1 })
 		a := dial(t, ts)
-		a.connect("alice")
+		a.Connect("alice")
 		b := dial(t, ts)
-		r := b.call("connect", map[string]any{"user": "alice"})
-		if r.str("code") != "forbidden" || !strings.Contains(r.str("message"), "max_connections_per_user") {
+		r := b.Call("connect", map[string]any{"user": "alice"})
+		if r.Str("code") != "forbidden" || !strings.Contains(r.Str("message"), "max_connections_per_user") {
 			t.Fatalf("second alice = %v", r)
 		}
-		if d := b.nextOp("disconnect"); d.str("code") != "too_many_connections" || d["reconnect"] != false {
+		if d := b.NextOp("disconnect"); d.Str("code") != "too_many_connections" || d["reconnect"] != false {
 			t.Fatalf("disconnect = %v", d)
 		}
 		// The slot is given back when alice leaves.
-		a.close()
+		a.Close()
 		waitFor(t, 5*time.Second, "alice gone", func() bool { return ts.srv.Connections() == 0 })
-		dial(t, ts).connect("alice")
+		dial(t, ts).Connect("alice")
 	})
 	t.Run("publish rate", func(t *testing.T) {
 		ts := startServer(t, "epoll", func(c *config.Config) {
@@ -92,11 +93,11 @@ func TestLimits(t *testing.T) {
 		c := dial(t, ts)
 		var acks, limited int
 		for range 20 {
-			switch r := c.call("pub", map[string]any{"ch": "doc:r", "data": 1}); r.op() {
+			switch r := c.Call("pub", map[string]any{"ch": "doc:r", "data": 1}); r.Op() {
 			case "ack":
 				acks++
 			case "error":
-				if r.str("code") != "rate_limited" {
+				if r.Str("code") != "rate_limited" {
 					t.Fatalf("pub = %v", r)
 				}
 				limited++
@@ -106,7 +107,7 @@ func TestLimits(t *testing.T) {
 			t.Fatalf("20 fast pubs at 5/s burst 5: %d acks, %d rate_limited", acks, limited)
 		}
 		time.Sleep(300 * time.Millisecond) // refill
-		c.pub("doc:r", "again")
+		c.Pub("doc:r", "again")
 	})
 	t.Run("slowloris handshake", func(t *testing.T) {
 		ts := startServer(t, "epoll", func(c *config.Config) { c.Client.HandshakeTimeout = 500 * time.Millisecond })
@@ -166,13 +167,13 @@ func assertMetric(t *testing.T, ts *testServer, series string, least float64) {
 func TestMetrics(t *testing.T) {
 	ts := startServer(t, "epoll", nil)
 	a, b := dial(t, ts), dial(t, ts)
-	a.sub("doc:m")
-	b.sub("doc:m")
+	a.Sub("doc:m")
+	b.Sub("doc:m")
 	for range 3 {
-		a.pub("doc:m", "x")
+		a.Pub("doc:m", "x")
 	}
-	b.nextOp("msg")
-	a.call("dance", nil)
+	b.NextOp("msg")
+	a.Call("dance", nil)
 	if v := scrape(t, ts, "syncgate_connections"); v != 2 {
 		t.Fatalf("connections = %v", v)
 	}
@@ -199,7 +200,7 @@ func TestMetrics(t *testing.T) {
 	}
 	assertMetric(t, ts, "syncgate_broker_up", 1)
 	c := dial(t, ts)
-	c.mustCall("sub", map[string]any{"ch": "doc:m", "since": since(1, "nope")}, "subscribed")
+	c.MustCall("sub", map[string]any{"ch": "doc:m", "since": since(1, "nope")}, "subscribed")
 	if v := scrape(t, ts, `syncgate_catchup_total{result="not_recovered"}`); v != 1 {
 		t.Fatalf("catchup not_recovered = %v", v)
 	}
@@ -285,24 +286,24 @@ func TestDrainLosesNothing(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			res := &results[i]
-			c := dialURL(t, urlA)
-			r := c.sub("doc:drain")
+			c := wstest.Dial(t, urlA)
+			r := c.Sub("doc:drain")
 			ready.Done()
-			last, epoch := r.num("seq"), r.str("epoch")
+			last, epoch := r.Num("seq"), r.Str("epoch")
 			for {
-				o := c.next(func(o obj) bool { return o.op() == "msg" || o.op() == "disconnect" })
-				if o.op() == "disconnect" {
-					if o.str("code") != "shutdown" || o["reconnect"] != true {
+				o := c.Next(func(o wstest.Msg) bool { return o.Op() == "msg" || o.Op() == "disconnect" })
+				if o.Op() == "disconnect" {
+					if o.Str("code") != "shutdown" || o["reconnect"] != true {
 						res.err = fmt.Errorf("disconnect = %v", o)
 						return
 					}
 					break
 				}
-				res.seqs = append(res.seqs, o.num("seq"))
-				last = o.num("seq")
+				res.seqs = append(res.seqs, o.Num("seq"))
+				last = o.Num("seq")
 			}
-			c2 := dialURL(t, urlB)
-			r2 := c2.mustCall("sub", map[string]any{"ch": "doc:drain", "since": since(last, epoch)}, "subscribed")
+			c2 := wstest.Dial(t, urlB)
+			r2 := c2.MustCall("sub", map[string]any{"ch": "doc:drain", "since": since(last, epoch)}, "subscribed")
 			if r2["recovered"] != true {
 				res.err = fmt.Errorf("not recovered: %v", r2)
 				return
@@ -311,9 +312,9 @@ func TestDrainLosesNothing(t *testing.T) {
 				res.seqs = append(res.seqs, uint64(p.(map[string]any)["seq"].(float64)))
 			}
 			for {
-				o := c2.next(func(o obj) bool { return o.op() == "msg" })
-				res.seqs = append(res.seqs, o.num("seq"))
-				if o.str("data") == "end" {
+				o := c2.Next(func(o wstest.Msg) bool { return o.Op() == "msg" })
+				res.seqs = append(res.seqs, o.Num("seq"))
+				if o.Str("data") == "end" {
 					return
 				}
 			}
@@ -321,7 +322,7 @@ func TestDrainLosesNothing(t *testing.T) {
 	}
 	ready.Wait()
 
-	pub := dialURL(t, urlB)
+	pub := wstest.Dial(t, urlB)
 	stop := make(chan struct{})
 	var acked []uint64
 	var pubWG sync.WaitGroup
@@ -331,11 +332,11 @@ func TestDrainLosesNothing(t *testing.T) {
 		for {
 			select {
 			case <-stop:
-				acked = append(acked, pub.pub("doc:drain", "end").num("seq"))
+				acked = append(acked, pub.Pub("doc:drain", "end").Num("seq"))
 				return
 			default:
 			}
-			acked = append(acked, pub.pub("doc:drain", "x").num("seq"))
+			acked = append(acked, pub.Pub("doc:drain", "x").Num("seq"))
 			time.Sleep(2 * time.Millisecond)
 		}
 	}()

@@ -10,11 +10,12 @@ import (
 	"time"
 
 	"github.com/syncgate/syncgate/internal/config"
+	"github.com/syncgate/syncgate/internal/wstest"
 )
 
 type sseEvent struct {
 	id, event string
-	data      obj
+	data      wstest.Msg
 }
 
 type sseStream struct {
@@ -97,7 +98,7 @@ func (s *sseStream) nextEvent(name string) sseEvent {
 	}
 }
 
-func postPub(t *testing.T, ts *testServer, query, body string, hdr http.Header) (int, obj) {
+func postPub(t *testing.T, ts *testServer, query, body string, hdr http.Header) (int, wstest.Msg) {
 	t.Helper()
 	req, _ := http.NewRequest("POST", "http://"+ts.addr+"/pub?"+query, strings.NewReader(body))
 	for k, v := range hdr {
@@ -108,7 +109,7 @@ func postPub(t *testing.T, ts *testServer, query, body string, hdr http.Header) 
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var o obj
+	var o wstest.Msg
 	json.NewDecoder(resp.Body).Decode(&o)
 	return resp.StatusCode, o
 }
@@ -116,44 +117,44 @@ func postPub(t *testing.T, ts *testServer, query, body string, hdr http.Header) 
 func TestSSEStreamAndResume(t *testing.T) {
 	ts := startServer(t, "epoll", nil)
 	ws := dial(t, ts)
-	ws.connect("wsuser")
-	ws.sub("doc:sse")
+	ws.Connect("wsuser")
+	ws.Sub("doc:sse")
 
 	s, _ := openSSE(t, ts, "ch=doc:sse&user=ann", nil)
 	sub := s.nextEvent("subscribed")
-	epoch := sub.data.str("epoch")
-	if sub.id != "0:"+epoch || sub.data.str("ch") != "doc:sse" {
+	epoch := sub.data.Str("epoch")
+	if sub.id != "0:"+epoch || sub.data.Str("ch") != "doc:sse" {
 		t.Fatalf("subscribed event %+v", sub)
 	}
 	// The SSE client is on the presence list; the WS client saw it join.
-	if j := ws.nextOp("join"); j.str("user") != "ann" {
+	if j := ws.NextOp("join"); j.Str("user") != "ann" {
 		t.Fatalf("join = %v", j)
 	}
 	code, ack := postPub(t, ts, "user=ann", `{"ch":"doc:sse","data":{"x": 1}}`, nil)
-	if code != 200 || ack.op() != "ack" || ack.num("seq") != 1 {
+	if code != 200 || ack.Op() != "ack" || ack.Num("seq") != 1 {
 		t.Fatalf("POST /pub: %d %v", code, ack)
 	}
 	m := s.nextEvent("msg")
-	if m.id != "1:"+epoch || m.data.str("from") != "ann" || jsonStr(m.data["data"]) != `{"x":1}` {
+	if m.id != "1:"+epoch || m.data.Str("from") != "ann" || jsonStr(m.data["data"]) != `{"x":1}` {
 		t.Fatalf("msg event %+v", m)
 	}
-	if wm := ws.nextOp("msg"); wm.str("from") != "ann" {
+	if wm := ws.NextOp("msg"); wm.Str("from") != "ann" {
 		t.Fatalf("ws msg = %v", wm)
 	}
 	// Drop the stream, miss three messages, resume with Last-Event-ID.
 	s.resp.Body.Close()
-	if l := ws.nextOp("leave"); l.str("user") != "ann" {
+	if l := ws.NextOp("leave"); l.Str("user") != "ann" {
 		t.Fatalf("leave = %v", l)
 	}
 	for i := 2; i <= 4; i++ {
-		ws.pub("doc:sse", i)
+		ws.Pub("doc:sse", i)
 	}
 	s2, _ := openSSE(t, ts, "ch=doc:sse", http.Header{"Last-Event-ID": {m.id}})
 	r := s2.nextEvent("subscribed")
 	if r.data["recovered"] != true || len(r.data["pubs"].([]any)) != 3 || r.id != "4:"+epoch {
 		t.Fatalf("resumed subscribed %+v", r)
 	}
-	ws.pub("doc:sse", 5)
+	ws.Pub("doc:sse", 5)
 	if m := s2.nextEvent("msg"); m.id != "5:"+epoch {
 		t.Fatalf("live after resume %+v", m)
 	}
@@ -210,11 +211,11 @@ func TestSSEAuthAndErrors(t *testing.T) {
 		{"rate", `{"ch":"doc:1","data":3}`, bearer, 429, "rate_limited"},
 	} {
 		code, o := postPub(t, ts, "", tc.body, tc.hdr)
-		if code != tc.status || (tc.code != "" && o.str("code") != tc.code) {
+		if code != tc.status || (tc.code != "" && o.Str("code") != tc.code) {
 			t.Fatalf("%s: %d %v", tc.name, code, o)
 		}
 	}
-	if m := s.nextEvent("msg"); m.data.str("from") != "alice" {
+	if m := s.nextEvent("msg"); m.data.Str("from") != "alice" {
 		t.Fatalf("msg %+v", m)
 	}
 }
@@ -222,23 +223,23 @@ func TestSSEAuthAndErrors(t *testing.T) {
 func TestHTTPPresenceAndEmptyChannelResume(t *testing.T) {
 	ts := startServer(t, "epoll", nil)
 	a := dial(t, ts)
-	a.connect("alice")
-	s := a.sub("doc:empty") // no message yet: seq 0
+	a.Connect("alice")
+	s := a.Sub("doc:empty") // no message yet: seq 0
 	resp, err := http.Get("http://" + ts.addr + "/presence?ch=doc:empty")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var p obj
+	var p wstest.Msg
 	json.NewDecoder(resp.Body).Decode(&p)
 	resp.Body.Close()
-	if users := p["users"].([]any); p.op() != "presence" || len(users) != 1 || users[0].(map[string]any)["user"] != "alice" {
+	if users := p["users"].([]any); p.Op() != "presence" || len(users) != 1 || users[0].(map[string]any)["user"] != "alice" {
 		t.Fatalf("GET /presence = %v", p)
 	}
-	a.close()
+	a.Close()
 	b := dial(t, ts)
-	b.pub("doc:empty", "first")
+	b.Pub("doc:empty", "first")
 	c := dial(t, ts)
-	r := c.mustCall("sub", map[string]any{"ch": "doc:empty", "since": since(0, s.str("epoch"))}, "subscribed")
+	r := c.MustCall("sub", map[string]any{"ch": "doc:empty", "since": since(0, s.Str("epoch"))}, "subscribed")
 	if r["recovered"] != true || len(r["pubs"].([]any)) != 1 {
 		t.Fatalf("resume from seq 0 = %v", r)
 	}
