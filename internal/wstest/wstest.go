@@ -122,6 +122,9 @@ func (c *Client) fail(format string, args ...any) {
 	}
 }
 
+// Name is the name given with Named ("" without).
+func (c *Client) Name() string { return c.name }
+
 // Conn is the underlying connection, for what the methods do not cover.
 func (c *Client) Conn() *websocket.Conn { return c.ws }
 
@@ -196,6 +199,19 @@ func (c *Client) NextOp(op string) Msg {
 // in the failure.
 func (c *Client) NextWithin(timeout time.Duration, what string, keep func(Msg) bool) Msg {
 	c.t.Helper()
+	if m := c.TryNext(timeout, keep); m != nil {
+		return m
+	}
+	c.mu.Lock()
+	backlog := fmt.Sprint(c.backlog)
+	c.mu.Unlock()
+	c.fail("timed out after %v waiting for %s; backlog %s", timeout, what, backlog)
+	return nil
+}
+
+// TryNext is Next that returns nil, without failing, when no matching
+// message arrives within timeout.
+func (c *Client) TryNext(timeout time.Duration, keep func(Msg) bool) Msg {
 	c.mu.Lock()
 	for i, m := range c.backlog {
 		if keep == nil || keep(m) {
@@ -216,10 +232,6 @@ func (c *Client) NextWithin(timeout time.Duration, what string, keep func(Msg) b
 			c.backlog = append(c.backlog, m)
 			c.mu.Unlock()
 		case <-deadline:
-			c.mu.Lock()
-			backlog := fmt.Sprint(c.backlog)
-			c.mu.Unlock()
-			c.fail("timed out after %v waiting for %s; backlog %s", timeout, what, backlog)
 			return nil
 		}
 	}
