@@ -9,6 +9,7 @@ import (
 	"github.com/syncgate/syncgate/brokers/jetstream"
 	"github.com/syncgate/syncgate/brokers/nats"
 	"github.com/syncgate/syncgate/internal/natstest"
+	"github.com/syncgate/syncgate/internal/wstest"
 )
 
 // TestJetStreamServerRestart: WebSocket clients publish on two gateway
@@ -23,26 +24,26 @@ func TestJetStreamServerRestart(t *testing.T) {
 	n1, n2 := startNode(t, newBroker(), nil), startNode(t, newBroker(), nil)
 	const ch = "doc.restart"
 	s1, s2 := dial(t, n1, "s1"), dial(t, n2, "s2")
-	s1.connect("s1")
-	s2.connect("s2")
-	epoch := s1.sub(ch).str("epoch")
-	s2.sub(ch)
+	s1.Connect("s1")
+	s2.Connect("s2")
+	epoch := s1.Sub(ch).Str("epoch")
+	s2.Sub(ch)
 	p1, p2 := dial(t, n1, "p1"), dial(t, n2, "p2")
-	p1.connect("p1")
-	p2.connect("p2")
+	p1.Connect("p1")
+	p2.Connect("p2")
 
 	const each = 150
 	var acked [2][]string
 	var outage [2]int
 	var wg sync.WaitGroup
-	for i, p := range []*client{p1, p2} {
+	for i, p := range []*wstest.Client{p1, p2} {
 		wg.Go(func() {
 			for k := range each {
 				data := fmt.Sprintf("%d:%d", i, k)
-				r := p.call("pub", map[string]any{"ch": ch, "data": data})
-				if r != nil && r.op() == "ack" {
+				r := p.Call("pub", map[string]any{"ch": ch, "data": data})
+				if r != nil && r.Op() == "ack" {
 					acked[i] = append(acked[i], data)
-					if r.num("seq") == 0 {
+					if r.Num("seq") == 0 {
 						t.Errorf("ack without seq: %v", r)
 					}
 				}
@@ -57,15 +58,15 @@ func TestJetStreamServerRestart(t *testing.T) {
 	wg.Wait()
 
 	total := len(acked[0]) + len(acked[1])
-	for _, s := range []*client{s1, s2} {
-		var real []obj
+	for _, s := range []*wstest.Client{s1, s2} {
+		var real []wstest.Msg
 		other := 0
 		for len(real) < total {
-			m := s.next(20*time.Second, fmt.Sprintf("msg %d of %d", len(real)+1, total), func(o obj) bool { return o.op() == "msg" })
+			m := s.NextWithin(20*time.Second, fmt.Sprintf("msg %d of %d", len(real)+1, total), func(o wstest.Msg) bool { return o.Op() == "msg" })
 			if m == nil {
-				t.Fatalf("%s: %d of %d acked messages in epoch %q", s.name, len(real), total, epoch)
+				t.Fatalf("%s: %d of %d acked messages in epoch %q", s.Name(), len(real), total, epoch)
 			}
-			if m.str("epoch") == epoch {
+			if m.Str("epoch") == epoch {
 				real = append(real, m)
 			} else {
 				other++
@@ -73,22 +74,22 @@ func TestJetStreamServerRestart(t *testing.T) {
 		}
 		seen := map[string]int{}
 		for k, m := range real {
-			if m.num("seq") != uint64(k+1) {
-				t.Fatalf("%s: msg %d in epoch %q has seq %d, want %d", s.name, k, epoch, m.num("seq"), k+1)
+			if m.Num("seq") != uint64(k+1) {
+				t.Fatalf("%s: msg %d in epoch %q has seq %d, want %d", s.Name(), k, epoch, m.Num("seq"), k+1)
 			}
-			seen[m.str("data")]++
+			seen[m.Str("data")]++
 		}
 		for i := range acked {
 			for _, d := range acked[i] {
 				if seen[d] != 1 {
-					t.Errorf("%s: acked %q delivered %d times in epoch %q", s.name, d, seen[d], epoch)
+					t.Errorf("%s: acked %q delivered %d times in epoch %q", s.Name(), d, seen[d], epoch)
 				}
 			}
 		}
-		if extra := s.drain(300*time.Millisecond, func(o obj) bool { return o.op() == "msg" && o.str("epoch") == epoch }); len(extra) > 0 {
-			t.Errorf("%s: %d more messages in epoch %q: %v", s.name, len(extra), epoch, extra[0])
+		if extra := s.Drain(300*time.Millisecond, func(o wstest.Msg) bool { return o.Op() == "msg" && o.Str("epoch") == epoch }); len(extra) > 0 {
+			t.Errorf("%s: %d more messages in epoch %q: %v", s.Name(), len(extra), epoch, extra[0])
 		}
-		outage[map[string]int{"s1": 0, "s2": 1}[s.name]] = other
+		outage[map[string]int{"s1": 0, "s2": 1}[s.Name()]] = other
 	}
 	t.Logf("%d publishes acked of %d; each subscriber got all %d in epoch %q, seqs 1..%d, once; outage-epoch deliveries before that: node 1 %d, node 2 %d",
 		total, 2*each, total, epoch, total, outage[0], outage[1])
@@ -103,20 +104,20 @@ func TestCoreNATSServerRestart(t *testing.T) {
 	n1, n2 := startNode(t, newBroker(), edit("nats")), startNode(t, newBroker(), edit("nats"))
 	const ch = "doc.restart"
 	s1, s2 := dial(t, n1, "s1"), dial(t, n2, "s2")
-	s1.connect("s1")
-	s2.connect("s2")
-	s1.sub(ch)
-	s2.sub(ch)
+	s1.Connect("s1")
+	s2.Connect("s2")
+	s1.Sub(ch)
+	s2.Sub(ch)
 	p1, p2 := dial(t, n1, "p1"), dial(t, n2, "p2")
-	p1.connect("p1")
-	p2.connect("p2")
+	p1.Connect("p1")
+	p2.Connect("p2")
 	const each = 150
 	var acked [2]int
 	var wg sync.WaitGroup
-	for i, p := range []*client{p1, p2} {
+	for i, p := range []*wstest.Client{p1, p2} {
 		wg.Go(func() {
 			for k := range each {
-				if r := p.call("pub", map[string]any{"ch": ch, "data": fmt.Sprintf("%d:%d", i, k)}); r != nil && r.op() == "ack" {
+				if r := p.Call("pub", map[string]any{"ch": ch, "data": fmt.Sprintf("%d:%d", i, k)}); r != nil && r.Op() == "ack" {
 					acked[i]++
 				}
 				time.Sleep(3 * time.Millisecond)
@@ -129,25 +130,25 @@ func TestCoreNATSServerRestart(t *testing.T) {
 	srv.Restart(t)
 	wg.Wait()
 	time.Sleep(2 * time.Second) // the outboxes are flushed a second after reconnecting
-	for _, s := range []*client{s1, s2} {
-		got := s.drain(500*time.Millisecond, func(o obj) bool { return o.op() == "msg" })
+	for _, s := range []*wstest.Client{s1, s2} {
+		got := s.Drain(500*time.Millisecond, func(o wstest.Msg) bool { return o.Op() == "msg" })
 		seen := map[string]bool{}
 		next := [2]int{}
 		var from [2]int
 		for _, m := range got {
-			d := m.str("data")
+			d := m.Str("data")
 			if seen[d] {
-				t.Errorf("%s: %q twice", s.name, d)
+				t.Errorf("%s: %q twice", s.Name(), d)
 			}
 			seen[d] = true
 			var p, k int
 			fmt.Sscanf(d, "%d:%d", &p, &k)
 			if k < next[p] {
-				t.Errorf("%s: %q after %d:%d", s.name, d, p, next[p]-1)
+				t.Errorf("%s: %q after %d:%d", s.Name(), d, p, next[p]-1)
 			}
 			next[p] = k + 1
 			from[p]++
 		}
-		t.Logf("%s: got %d of publisher 1's %d acked, %d of publisher 2's %d acked", s.name, from[0], acked[0], from[1], acked[1])
+		t.Logf("%s: got %d of publisher 1's %d acked, %d of publisher 2's %d acked", s.Name(), from[0], acked[0], from[1], acked[1])
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/syncgate/syncgate/brokers/nats"
 	"github.com/syncgate/syncgate/internal/config"
 	"github.com/syncgate/syncgate/internal/natstest"
+	"github.com/syncgate/syncgate/internal/wstest"
 )
 
 func TestMain(m *testing.M) {
@@ -63,42 +64,42 @@ func edit(broker string) func(*config.Config) {
 // catch-up on the other node, and presence lists.
 func crossNode(t *testing.T, n1, n2 *node, history bool) {
 	a, b := dial(t, n1, "a"), dial(t, n2, "b")
-	a.connect("ua")
-	b.connect("ub")
+	a.Connect("ua")
+	b.Connect("ub")
 	const ch = "doc.x"
-	sa := a.sub(ch)
-	sb := b.sub(ch)
+	sa := a.Sub(ch)
+	sb := b.Sub(ch)
 	if history {
-		if sa.str("epoch") == "" || sa.str("epoch") != sb.str("epoch") || sa.num("seq") != 0 {
+		if sa.Str("epoch") == "" || sa.Str("epoch") != sb.Str("epoch") || sa.Num("seq") != 0 {
 			t.Fatalf("subscribed on node 1 %v, on node 2 %v: want seq 0 and one non-empty epoch", sa, sb)
 		}
 	} else if _, ok := sa["epoch"]; ok {
 		t.Fatalf("core NATS subscribed %v: want no epoch", sa)
 	}
-	a.presenceEvent("join", ch, "ub", wait)
+	a.PresenceEvent("join", ch, "user", "ub", wait)
 
-	ack := b.pub(ch, map[string]any{"n": 1})
-	for _, c := range []*client{a, b} {
-		m := c.msgs(ch, 1)
+	ack := b.Pub(ch, map[string]any{"n": 1})
+	for _, c := range []*wstest.Client{a, b} {
+		m := c.Msgs(ch, 1, wait)
 		if len(m) != 1 {
 			t.FailNow()
 		}
-		if m[0].str("from") != "ub" || (history && (m[0].num("seq") != 1 || m[0].str("epoch") != sa.str("epoch"))) {
-			t.Fatalf("%s got %v after ack %v", c.name, m[0], ack)
+		if m[0].Str("from") != "ub" || (history && (m[0].Num("seq") != 1 || m[0].Str("epoch") != sa.Str("epoch"))) {
+			t.Fatalf("%s got %v after ack %v", c.Name(), m[0], ack)
 		}
 	}
 
 	// Concurrent publishers, three per node.
 	const conc, each = "doc.conc", 40
 	s1, s2 := dial(t, n1, "s1"), dial(t, n2, "s2")
-	s1.connect("s1")
-	s2.connect("s2")
-	sub1 := s1.sub(conc)
-	s2.sub(conc)
-	var pubs []*client
+	s1.Connect("s1")
+	s2.Connect("s2")
+	sub1 := s1.Sub(conc)
+	s2.Sub(conc)
+	var pubs []*wstest.Client
 	for i := range 6 {
 		c := dial(t, []*node{n1, n2}[i%2], fmt.Sprintf("p%d", i))
-		c.connect(fmt.Sprintf("p%d", i))
+		c.Connect(fmt.Sprintf("p%d", i))
 		pubs = append(pubs, c)
 	}
 	acks := make([][]uint64, len(pubs))
@@ -106,8 +107,8 @@ func crossNode(t *testing.T, n1, n2 *node, history bool) {
 	for i, c := range pubs {
 		wg.Go(func() {
 			for k := range each {
-				if r := c.pub(conc, fmt.Sprintf("%d:%d", i, k)); r != nil {
-					acks[i] = append(acks[i], r.num("seq"))
+				if r := c.Pub(conc, fmt.Sprintf("%d:%d", i, k)); r != nil {
+					acks[i] = append(acks[i], r.Num("seq"))
 				}
 			}
 		})
@@ -117,25 +118,25 @@ func crossNode(t *testing.T, n1, n2 *node, history bool) {
 		t.FailNow()
 	}
 	total := len(pubs) * each
-	var got [2][]obj
-	for i, s := range []*client{s1, s2} {
-		got[i] = s.msgs(conc, total)
+	var got [2][]wstest.Msg
+	for i, s := range []*wstest.Client{s1, s2} {
+		got[i] = s.Msgs(conc, total, wait)
 		if len(got[i]) != total {
-			t.Fatalf("%s got %d msgs, want %d", s.name, len(got[i]), total)
+			t.Fatalf("%s got %d msgs, want %d", s.Name(), len(got[i]), total)
 		}
 		next := make([]int, len(pubs))
 		for k, m := range got[i] {
 			var p, n int
-			if _, err := fmt.Sscanf(m.str("data"), "%d:%d", &p, &n); err != nil || n != next[p] {
-				t.Fatalf("%s: msg %d is %v, want publisher %d's message %d", s.name, k, m, p, next[p])
+			if _, err := fmt.Sscanf(m.Str("data"), "%d:%d", &p, &n); err != nil || n != next[p] {
+				t.Fatalf("%s: msg %d is %v, want publisher %d's message %d", s.Name(), k, m, p, next[p])
 			}
 			next[p]++
-			if history && (m.num("seq") != uint64(k+1) || m.str("epoch") != sub1.str("epoch")) {
-				t.Fatalf("%s: msg %d has seq %d epoch %q, want seq %d epoch %q", s.name, k, m.num("seq"), m.str("epoch"), k+1, sub1.str("epoch"))
+			if history && (m.Num("seq") != uint64(k+1) || m.Str("epoch") != sub1.Str("epoch")) {
+				t.Fatalf("%s: msg %d has seq %d epoch %q, want seq %d epoch %q", s.Name(), k, m.Num("seq"), m.Str("epoch"), k+1, sub1.Str("epoch"))
 			}
 		}
-		if extra := s.drain(100*time.Millisecond, func(o obj) bool { return o.op() == "msg" }); len(extra) > 0 {
-			t.Fatalf("%s got %d more msgs: %v", s.name, len(extra), extra[0])
+		if extra := s.Drain(100*time.Millisecond, func(o wstest.Msg) bool { return o.Op() == "msg" }); len(extra) > 0 {
+			t.Fatalf("%s got %d more msgs: %v", s.Name(), len(extra), extra[0])
 		}
 	}
 	if history {
@@ -150,43 +151,43 @@ func crossNode(t *testing.T, n1, n2 *node, history bool) {
 			}
 		}
 		for i := range got[0] {
-			if got[0][i].str("data") != got[1][i].str("data") {
-				t.Fatalf("msg %d: node 1 got %q, node 2 %q", i, got[0][i].str("data"), got[1][i].str("data"))
+			if got[0][i].Str("data") != got[1][i].Str("data") {
+				t.Fatalf("msg %d: node 1 got %q, node 2 %q", i, got[0][i].Str("data"), got[1][i].Str("data"))
 			}
 		}
 		// Catch-up on the other node.
 		c := dial(t, n2, "late")
-		c.connect("late")
-		r := c.subSince(conc, uint64(total-15), sub1.str("epoch"))
+		c.Connect("late")
+		r := c.SubSince(conc, uint64(total-15), sub1.Str("epoch"))
 		ps, _ := r["pubs"].([]any)
 		if r["recovered"] != true || len(ps) != 15 {
 			t.Fatalf("catch-up from seq %d: recovered %v with %d pubs, want true with 15", total-15, r["recovered"], len(ps))
 		}
 		for i, p := range ps {
-			m := obj(p.(map[string]any))
-			if m.num("seq") != uint64(total-15+i+1) || m.str("data") != got[0][total-15+i].str("data") {
-				t.Fatalf("catch-up pub %d: %v, want seq %d data %q", i, m, total-15+i+1, got[0][total-15+i].str("data"))
+			m := wstest.Msg(p.(map[string]any))
+			if m.Num("seq") != uint64(total-15+i+1) || m.Str("data") != got[0][total-15+i].Str("data") {
+				t.Fatalf("catch-up pub %d: %v, want seq %d data %q", i, m, total-15+i+1, got[0][total-15+i].Str("data"))
 			}
 		}
 	} else {
 		c := dial(t, n2, "late")
-		c.connect("late")
-		if r := c.subSince(conc, 3, "whatever"); r["recovered"] != false {
+		c.Connect("late")
+		if r := c.SubSince(conc, 3, "whatever"); r["recovered"] != false {
 			t.Fatalf("core NATS sub with since: %v, want recovered false", r)
 		}
 	}
 
 	// Presence, listed from either node.
-	for _, c := range []*client{a, b} {
-		r := c.mustCall("presence", map[string]any{"ch": ch}, "presence")
+	for _, c := range []*wstest.Client{a, b} {
+		r := c.MustCall("presence", map[string]any{"ch": ch}, "presence")
 		us, _ := r["users"].([]any)
 		var users []string
 		for _, u := range us {
-			users = append(users, obj(u.(map[string]any)).str("user"))
+			users = append(users, wstest.Msg(u.(map[string]any)).Str("user"))
 		}
 		slices.Sort(users)
 		if !slices.Equal(users, []string{"ua", "ub"}) {
-			t.Fatalf("%s: presence %v, want ua and ub", c.name, r)
+			t.Fatalf("%s: presence %v, want ua and ub", c.Name(), r)
 		}
 	}
 }
@@ -197,14 +198,14 @@ func crossNode(t *testing.T, n1, n2 *node, history bool) {
 func nodeCrash(t *testing.T, n1, n2, n3 *node) {
 	const ch = "doc.crash"
 	a, b, z := dial(t, n1, "a2"), dial(t, n2, "b2"), dial(t, n3, "z")
-	a.connect("ua2")
-	b.connect("ub2")
-	z.connect("uz")
-	a.sub(ch)
-	b.sub(ch)
-	z.sub(ch)
-	a.presenceEvent("join", ch, "uz", wait)
-	b.presenceEvent("join", ch, "uz", wait)
+	a.Connect("ua2")
+	b.Connect("ub2")
+	z.Connect("uz")
+	a.Sub(ch)
+	b.Sub(ch)
+	z.Sub(ch)
+	a.PresenceEvent("join", ch, "user", "uz", wait)
+	b.PresenceEvent("join", ch, "user", "uz", wait)
 
 	ttl := 2 * time.Second
 	time.Sleep(ttl / 2) // some refreshes happen
@@ -212,8 +213,8 @@ func nodeCrash(t *testing.T, n1, n2, n3 *node) {
 	if err := n3.broker.Close(); err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range []*client{a, b} {
-		if c.presenceEvent("leave", ch, "uz", ttl+5*time.Second) == nil {
+	for _, c := range []*wstest.Client{a, b} {
+		if c.PresenceEvent("leave", ch, "user", "uz", ttl+5*time.Second) == nil {
 			t.FailNow()
 		}
 	}
@@ -225,9 +226,9 @@ func nodeCrash(t *testing.T, n1, n2, n3 *node) {
 	}
 	t.Logf("leave of the crashed node's client arrived %v after the crash (presence TTL %v)", after.Round(10*time.Millisecond), ttl)
 	n3.shutdown(t)
-	for _, c := range []*client{a, b} {
-		if more := c.drain(1500*time.Millisecond, func(o obj) bool { return o.op() == "leave" && o.str("user") == "uz" }); len(more) > 0 {
-			t.Errorf("%s got a second leave of uz: %v", c.name, more)
+	for _, c := range []*wstest.Client{a, b} {
+		if more := c.Drain(1500*time.Millisecond, func(o wstest.Msg) bool { return o.Op() == "leave" && o.Str("user") == "uz" }); len(more) > 0 {
+			t.Errorf("%s got a second leave of uz: %v", c.Name(), more)
 		}
 	}
 }

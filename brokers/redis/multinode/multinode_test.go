@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/syncgate/syncgate/internal/redistest"
+	"github.com/syncgate/syncgate/internal/wstest"
 )
 
 // TestCrossNodeDelivery: a publication on node B reaches a subscriber on
@@ -17,35 +18,35 @@ import (
 func TestCrossNodeDelivery(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	a, b := startNode(t, srv.Addr()), startNode(t, srv.Addr())
-	x, y := dial(t, a.url), dial(t, b.url)
-	x.connect("alice")
-	y.connect("bob")
+	x, y := wstest.Dial(t, a.url), wstest.Dial(t, b.url)
+	x.Connect("alice")
+	y.Connect("bob")
 	const ch = "doc:cross"
-	x.mustCall("sub", map[string]any{"ch": ch}, "subscribed")
-	sub := y.mustCall("sub", map[string]any{"ch": ch}, "subscribed")
-	epoch := sub.str("epoch")
+	x.MustCall("sub", map[string]any{"ch": ch}, "subscribed")
+	sub := y.MustCall("sub", map[string]any{"ch": ch}, "subscribed")
+	epoch := sub.Str("epoch")
 
 	for i := 1; i <= 3; i++ {
-		ack := y.mustCall("pub", map[string]any{"ch": ch, "data": map[string]any{"n": i}}, "ack")
-		m := x.msgs(ch, 1, 5*time.Second)[0]
-		if m.num("seq") != ack.num("seq") || m.num("seq") != uint64(i) || m.str("epoch") != epoch || m.str("from") != "bob" {
+		ack := y.MustCall("pub", map[string]any{"ch": ch, "data": map[string]any{"n": i}}, "ack")
+		m := x.Msgs(ch, 1, 5*time.Second)[0]
+		if m.Num("seq") != ack.Num("seq") || m.Num("seq") != uint64(i) || m.Str("epoch") != epoch || m.Str("from") != "bob" {
 			t.Fatalf("node A got %v for ack %v (epoch %q)", m, ack, epoch)
 		}
 	}
 	// Published on A, caught up on B.
 	for i := 4; i <= 6; i++ {
-		x.mustCall("pub", map[string]any{"ch": ch, "data": i}, "ack")
+		x.MustCall("pub", map[string]any{"ch": ch, "data": i}, "ack")
 	}
-	z := dial(t, b.url)
-	z.connect("carol")
-	r := z.mustCall("sub", map[string]any{"ch": ch, "since": map[string]any{"seq": 3, "epoch": epoch}}, "subscribed")
+	z := wstest.Dial(t, b.url)
+	z.Connect("carol")
+	r := z.MustCall("sub", map[string]any{"ch": ch, "since": map[string]any{"seq": 3, "epoch": epoch}}, "subscribed")
 	pubs, _ := r["pubs"].([]any)
-	if r["recovered"] != true || len(pubs) != 3 || r.num("seq") != 6 {
+	if r["recovered"] != true || len(pubs) != 3 || r.Num("seq") != 6 {
 		t.Fatalf("catch-up on B: %v, want recovered with seqs 4..6", r)
 	}
 	for i, p := range pubs {
-		m := obj(p.(map[string]any))
-		if m.num("seq") != uint64(4+i) || m.str("from") != "alice" {
+		m := wstest.Msg(p.(map[string]any))
+		if m.Num("seq") != uint64(4+i) || m.Str("from") != "alice" {
 			t.Errorf("caught-up message %d: %v", i, m)
 		}
 	}
@@ -59,17 +60,17 @@ func TestConcurrentPublishersOneOrder(t *testing.T) {
 	nodes := []*node{startNode(t, srv.Addr()), startNode(t, srv.Addr())}
 	const ch = "doc:order"
 	const publishers, each = 4, 50
-	var subs []*client
+	var subs []*wstest.Client
 	for i, n := range nodes {
-		c := dial(t, n.url)
-		c.connect(fmt.Sprintf("reader%d", i))
-		c.mustCall("sub", map[string]any{"ch": ch}, "subscribed")
+		c := wstest.Dial(t, n.url)
+		c.Connect(fmt.Sprintf("reader%d", i))
+		c.MustCall("sub", map[string]any{"ch": ch}, "subscribed")
 		subs = append(subs, c)
 	}
-	var pubs []*client
+	var pubs []*wstest.Client
 	for p := range publishers {
-		c := dial(t, nodes[p%2].url)
-		c.connect(fmt.Sprintf("writer%d", p))
+		c := wstest.Dial(t, nodes[p%2].url)
+		c.Connect(fmt.Sprintf("writer%d", p))
 		pubs = append(pubs, c)
 	}
 	acked := make(map[uint64]string)
@@ -79,16 +80,16 @@ func TestConcurrentPublishersOneOrder(t *testing.T) {
 		wg.Go(func() {
 			for i := range each {
 				data := fmt.Sprintf("%d:%d", p, i)
-				ack := c.call("pub", map[string]any{"ch": ch, "data": data})
-				if ack.op() != "ack" {
+				ack := c.Call("pub", map[string]any{"ch": ch, "data": data})
+				if ack.Op() != "ack" {
 					t.Errorf("pub: %v", ack)
 					return
 				}
 				mu.Lock()
-				if prev, dup := acked[ack.num("seq")]; dup {
-					t.Errorf("seq %d acked for %s and %s", ack.num("seq"), prev, data)
+				if prev, dup := acked[ack.Num("seq")]; dup {
+					t.Errorf("seq %d acked for %s and %s", ack.Num("seq"), prev, data)
 				}
-				acked[ack.num("seq")] = data
+				acked[ack.Num("seq")] = data
 				mu.Unlock()
 			}
 		})
@@ -97,15 +98,15 @@ func TestConcurrentPublishersOneOrder(t *testing.T) {
 	const total = publishers * each
 	var orders [][]string
 	for i, c := range subs {
-		ms := c.msgs(ch, total, 10*time.Second)
+		ms := c.Msgs(ch, total, 10*time.Second)
 		var order []string
 		for k, m := range ms {
-			if m.num("seq") != uint64(k+1) {
-				t.Fatalf("node %d: message %d has seq %d, want %d", i, k, m.num("seq"), k+1)
+			if m.Num("seq") != uint64(k+1) {
+				t.Fatalf("node %d: message %d has seq %d, want %d", i, k, m.Num("seq"), k+1)
 			}
 			data, _ := m["data"].(string)
-			if acked[m.num("seq")] != data {
-				t.Fatalf("node %d: seq %d carries %q, its ack was for %q", i, m.num("seq"), data, acked[m.num("seq")])
+			if acked[m.Num("seq")] != data {
+				t.Fatalf("node %d: seq %d carries %q, its ack was for %q", i, m.Num("seq"), data, acked[m.Num("seq")])
 			}
 			order = append(order, data)
 		}
@@ -124,31 +125,31 @@ func TestPresenceAcrossNodes(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	a, b := startNode(t, srv.Addr()), startNode(t, srv.Addr())
 	const ch = "doc:presence"
-	x := dial(t, a.url)
-	xid := x.connect("alice")
-	x.mustCall("sub", map[string]any{"ch": ch}, "subscribed")
+	x := wstest.Dial(t, a.url)
+	xid := x.Connect("alice").Str("client")
+	x.MustCall("sub", map[string]any{"ch": ch}, "subscribed")
 
-	y := dial(t, b.url)
-	yid := y.connect("bob")
-	y.mustCall("sub", map[string]any{"ch": ch}, "subscribed")
-	if j := x.presenceEvent("join", ch, yid, 5*time.Second); j.str("user") != "bob" {
+	y := wstest.Dial(t, b.url)
+	yid := y.Connect("bob").Str("client")
+	y.MustCall("sub", map[string]any{"ch": ch}, "subscribed")
+	if j := x.PresenceEvent("join", ch, "client", yid, 5*time.Second); j.Str("user") != "bob" {
 		t.Errorf("join on A: %v", j)
 	}
-	for name, c := range map[string]*client{"A": x, "B": y} {
-		got := c.members(ch)
+	for name, c := range map[string]*wstest.Client{"A": x, "B": y} {
+		got := c.Members(ch)
 		if got[xid] != "alice" || got[yid] != "bob" || len(got) != 2 {
 			t.Errorf("presence on node %s: %v, want alice (%s) and bob (%s)", name, got, xid, yid)
 		}
 	}
-	y.mustCall("unsub", map[string]any{"ch": ch}, "unsubscribed")
-	if l := x.presenceEvent("leave", ch, yid, 5*time.Second); l.str("user") != "bob" {
+	y.MustCall("unsub", map[string]any{"ch": ch}, "unsubscribed")
+	if l := x.PresenceEvent("leave", ch, "client", yid, 5*time.Second); l.Str("user") != "bob" {
 		t.Errorf("leave on A: %v", l)
 	}
-	y.mustCall("sub", map[string]any{"ch": ch}, "subscribed")
-	x.presenceEvent("join", ch, yid, 5*time.Second)
-	y.close() // disconnect: the node leaves for it
-	x.presenceEvent("leave", ch, yid, 5*time.Second)
-	if got := x.members(ch); len(got) != 1 || got[xid] != "alice" {
+	y.MustCall("sub", map[string]any{"ch": ch}, "subscribed")
+	x.PresenceEvent("join", ch, "client", yid, 5*time.Second)
+	y.Close() // disconnect: the node leaves for it
+	x.PresenceEvent("leave", ch, "client", yid, 5*time.Second)
+	if got := x.Members(ch); len(got) != 1 || got[xid] != "alice" {
 		t.Errorf("presence after bob left: %v", got)
 	}
 }
@@ -162,18 +163,18 @@ func TestNodeCrash(t *testing.T) {
 	childURL, child := startChild(t, srv.Addr())
 	const ch = "doc:crash"
 
-	x := dial(t, survivor.url)
-	xid := x.connect("alice")
-	x.mustCall("sub", map[string]any{"ch": ch}, "subscribed")
+	x := wstest.Dial(t, survivor.url)
+	xid := x.Connect("alice").Str("client")
+	x.MustCall("sub", map[string]any{"ch": ch}, "subscribed")
 	var victims []string
 	for i := range 3 {
-		c := dial(t, childURL)
-		id := c.connect(fmt.Sprintf("victim%d", i))
-		c.mustCall("sub", map[string]any{"ch": ch}, "subscribed")
-		x.presenceEvent("join", ch, id, 5*time.Second)
+		c := wstest.Dial(t, childURL)
+		id := c.Connect(fmt.Sprintf("victim%d", i)).Str("client")
+		c.MustCall("sub", map[string]any{"ch": ch}, "subscribed")
+		x.PresenceEvent("join", ch, "client", id, 5*time.Second)
 		victims = append(victims, id)
 	}
-	if got := x.members(ch); len(got) != 4 {
+	if got := x.Members(ch); len(got) != 4 {
 		t.Fatalf("presence before the crash: %v, want alice and 3 victims", got)
 	}
 	// Let the child refresh its members at least once, so expiry is
@@ -185,7 +186,7 @@ func TestNodeCrash(t *testing.T) {
 	}
 	var waits []time.Duration
 	for _, id := range victims {
-		x.presenceEvent("leave", ch, id, 5*time.Second)
+		x.PresenceEvent("leave", ch, "client", id, 5*time.Second)
 		waits = append(waits, time.Since(killed))
 	}
 	sort.Slice(waits, func(i, j int) bool { return waits[i] < waits[j] })
@@ -193,7 +194,7 @@ func TestNodeCrash(t *testing.T) {
 	if waits[2] > 2*time.Second {
 		t.Errorf("last leave %v after the kill; want within the TTL (1s) plus a refresh period", waits[2])
 	}
-	if got := x.members(ch); len(got) != 1 || got[xid] != "alice" {
+	if got := x.Members(ch); len(got) != 1 || got[xid] != "alice" {
 		t.Errorf("presence after the crash: %v, want only alice", got)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/syncgate/syncgate/internal/redistest"
+	"github.com/syncgate/syncgate/internal/wstest"
 )
 
 // readyz returns the status code of the node's /readyz.
@@ -34,16 +35,16 @@ func TestRedisOutage(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{AOF: true})
 	a, b := startNode(t, srv.Addr()), startNode(t, srv.Addr())
 	const ch = "doc:outage"
-	writer, readerA, readerB := dial(t, a.url), dial(t, a.url), dial(t, b.url)
-	writer.connect("writer")
-	readerA.connect("readerA")
-	readerB.connect("readerB")
-	for _, c := range []*client{writer, readerA, readerB} {
-		c.mustCall("sub", map[string]any{"ch": ch}, "subscribed")
+	writer, readerA, readerB := wstest.Dial(t, a.url), wstest.Dial(t, a.url), wstest.Dial(t, b.url)
+	writer.Connect("writer")
+	readerA.Connect("readerA")
+	readerB.Connect("readerB")
+	for _, c := range []*wstest.Client{writer, readerA, readerB} {
+		c.MustCall("sub", map[string]any{"ch": ch}, "subscribed")
 	}
-	first := writer.mustCall("pub", map[string]any{"ch": ch, "data": "before"}, "ack")
-	epoch := readerB.msgs(ch, 1, 5*time.Second)[0].str("epoch")
-	readerA.msgs(ch, 1, 5*time.Second)
+	first := writer.MustCall("pub", map[string]any{"ch": ch, "data": "before"}, "ack")
+	epoch := readerB.Msgs(ch, 1, 5*time.Second)[0].Str("epoch")
+	readerA.Msgs(ch, 1, 5*time.Second)
 	if readyz(t, a) != http.StatusOK {
 		t.Fatalf("node A not ready before the outage")
 	}
@@ -60,14 +61,14 @@ func TestRedisOutage(t *testing.T) {
 	}
 	waitReady(a, http.StatusServiceUnavailable)
 	for i := 1; i <= 3; i++ {
-		ack := writer.mustCall("pub", map[string]any{"ch": ch, "data": fmt.Sprintf("during%d", i)}, "ack")
-		if ack.num("seq") != uint64(i) {
+		ack := writer.MustCall("pub", map[string]any{"ch": ch, "data": fmt.Sprintf("during%d", i)}, "ack")
+		if ack.Num("seq") != uint64(i) {
 			t.Errorf("ack %d during the outage: %v, want local seq %d", i, ack, i)
 		}
 	}
-	local := readerA.msgs(ch, 3, 5*time.Second)
+	local := readerA.Msgs(ch, 3, 5*time.Second)
 	for i, m := range local {
-		if m.num("seq") != uint64(i+1) || m.str("epoch") == epoch || m.str("data") != fmt.Sprintf("during%d", i+1) {
+		if m.Num("seq") != uint64(i+1) || m.Str("epoch") == epoch || m.Str("data") != fmt.Sprintf("during%d", i+1) {
 			t.Errorf("node A, local delivery %d: %v", i, m)
 		}
 	}
@@ -75,20 +76,20 @@ func TestRedisOutage(t *testing.T) {
 	srv.Restart()
 	waitReady(a, http.StatusOK)
 	waitReady(b, http.StatusOK)
-	got := readerB.msgs(ch, 3, 10*time.Second)
+	got := readerB.Msgs(ch, 3, 10*time.Second)
 	for i, m := range got {
-		if m.num("seq") != first.num("seq")+uint64(i+1) || m.str("epoch") != epoch || m.str("data") != fmt.Sprintf("during%d", i+1) {
+		if m.Num("seq") != first.Num("seq")+uint64(i+1) || m.Str("epoch") != epoch || m.Str("data") != fmt.Sprintf("during%d", i+1) {
 			t.Errorf("node B after the outage, message %d: %v (epoch %q)", i, m, epoch)
 		}
 	}
-	again := readerA.msgs(ch, 3, 10*time.Second)
+	again := readerA.Msgs(ch, 3, 10*time.Second)
 	for i, m := range again {
-		if m.num("seq") != first.num("seq")+uint64(i+1) || m.str("epoch") != epoch {
+		if m.Num("seq") != first.Num("seq")+uint64(i+1) || m.Str("epoch") != epoch {
 			t.Errorf("node A after the outage, message %d: %v", i, m)
 		}
 	}
-	ack := readerB.mustCall("pub", map[string]any{"ch": ch, "data": "after"}, "ack")
-	if ack.num("seq") != first.num("seq")+4 {
-		t.Errorf("first publication after the outage: %v, want seq %d", ack, first.num("seq")+4)
+	ack := readerB.MustCall("pub", map[string]any{"ch": ch, "data": "after"}, "ack")
+	if ack.Num("seq") != first.Num("seq")+4 {
+		t.Errorf("first publication after the outage: %v, want seq %d", ack, first.Num("seq")+4)
 	}
 }
