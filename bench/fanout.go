@@ -27,9 +27,11 @@ type fanoutResult struct {
 	Rate         float64     `json:"rate"` // per channel
 	DurationS    float64     `json:"duration_s"`
 	Payload      int         `json:"payload"`
-	LoadgenProcs int         `json:"loadgen_procs"` // subscriber processes; the publisher has its own
+	Broker       string      `json:"broker"`
+	Nodes        []nodeStats `json:"nodes,omitempty"` // with more than one gateway node
+	LoadgenProcs int         `json:"loadgen_procs"`   // subscriber processes; the publisher has its own
 	SourceAddrs  int         `json:"source_addrs"`
-	Dial         dialSummary `json:"dial"`
+	Dial         dialSummary `json:"dial"` // all nodes; seconds summed (nodes are dialed in turn)
 	PubDial      dialSummary `json:"pub_dial"`
 	QuietWaitS   float64     `json:"quiet_wait_s"` // waited for the gateway to go idle after subscribing
 	Quiet        bool        `json:"quiet"`
@@ -55,6 +57,7 @@ type fanoutResult struct {
 	CPUWindowS       float64 `json:"cpu_window_s"`
 	CPUMicrosPerDlv  float64 `json:"gateway_cpu_us_per_delivery"`
 	LoadgenCPUS      float64 `json:"loadgen_cpu_s"` // all loadgens, same window
+	BrokerCPUS       float64 `json:"broker_cpu_s"`  // the shared broker process (redis-server), same window
 
 	Latency latencyStats `json:"latency_ms"` // publish timestamp to receive
 	// Per message: time from publish until the last subscriber got it.
@@ -84,77 +87,115 @@ type latencyStats struct {
 	Mean  float64 `json:"mean"`
 }
 
-func runFanout(ctx context.Context, o options, mode, bin, tmp string, p *progress) (res *fanoutResult, gi gatewayInfo, err error) {
+func runFanout(ctx context.Context, o options, mode, broker, bin, tmp string, p *progress) (res *fanoutResult, gis []gatewayInfo, err error) {
 	s := &session{}
-	defer func() { gi = s.close() }()
+	defer func() { gis = s.close() }()
+	nodes := o.nodes(broker)
 	res = &fanoutResult{
 		Subs: o.Subs, Channels: o.Channels, Rate: o.Rate, DurationS: o.Duration.Seconds(),
-		Payload: o.Payload, LoadgenProcs: o.loadgenProcs(),
+		Payload: o.Payload, Broker: brokerLabel(broker),
 	}
-
-	if s.gw, err = startGateway(ctx, bin, tmp, gatewayEnv(o, mode)); err != nil {
-		return res, gi, err
+	if err = s.startNodes(ctx, bin, tmp, nodes, broker, gatewayEnv(o, mode), p); err != nil {
+		return res, gis, err
 	}
-	p.printf("gateway pid %d on %s (io=%s)", s.gw.pid, s.gw.addr, mode)
 	if err := sleepCtx(ctx, time.Second); err != nil {
-		return res, gi, err
+		return res, gis, err
 	}
-	base, err := s.gw.snapshot()
+	base, err := s.snapshotAll()
 	if err != nil {
-		return res, gi, err
+		return res, gis, err
 	}
-	res.RSSBaselineKiB = base.Status.RSSKiB
+	res.RSSBaselineKiB = base[0].Status.RSSKiB
 
-	if err := s.startLoadgens(res.LoadgenProcs + 1); err != nil {
-		return res, gi, err
+	// Subscribers are split evenly over the nodes, each node's share held
+	// by its own loadgen processes; the publishers go to node A.
+	split := splitEven(o.Subs, nodes)
+	groups := make([][]*loadgenProc, nodes)
+	for k, n := range split {
+		procs := max(1, (n+o.PerProc-1)/o.PerProc)
+		if nodes == 1 {
+			procs = o.loadgenProcs()
+		}
+		first := len(s.lgs)
+		if err := s.startLoadgens(procs); err != nil {
+			return res, gis, err
+		}
+		groups[k] = s.lgs[first:]
+		res.LoadgenProcs += procs
+	}
+	if err := s.startLoadgens(1); err != nil {
+		return res, gis, err
 	}
 	subs, pub := s.lgs[:res.LoadgenProcs], s.lgs[res.LoadgenProcs]
-	srcs := sources(o.Subs + o.Channels)
-	res.SourceAddrs = len(srcs)
-	dial := lgCommand{
-		Cmd: cmdDial, URL: "ws://" + s.gw.addr + "/ws", Sources: srcs, Role: roleSub,
-		Channels: o.Channels, Concurrency: o.Concurrency, Timeout: 20 * time.Second, PingInterval: o.PingInterval,
-	}
-	p.printf("connecting %d subscribers over %d channels from %d loadgen processes", o.Subs, o.Channels, len(subs))
-	if res.Dial, err = s.dialAll(ctx, p, subs, dial, o.Subs, "subscribers"); err != nil {
-		return res, gi, err
+	first := 0
+	for k, n := range split {
+		srcs := sourcesFor(k, n+o.Channels)
+		res.SourceAddrs += len(srcs)
+		dial := lgCommand{
+			Cmd: cmdDial, URL: "ws://" + s.gws[k].addr + "/ws", Sources: srcs, Role: roleSub, First: first,
+			Channels: o.Channels, Concurrency: o.Concurrency, Timeout: 20 * time.Second, PingInterval: o.PingInterval,
+		}
+		label := "subscribers"
+		if nodes > 1 {
+			label = "subscribers on node " + nodeName(k)
+		}
+		p.printf("connecting %d subscribers over %d channels to %s from %d loadgen processes", n, o.Channels, s.gws[k].addr, len(groups[k]))
+		d, err := s.dialAll(ctx, p, groups[k], dial, n, label)
+		res.Dial.add(d)
+		if err != nil {
+			return res, gis, err
+		}
+		first += n
 	}
 	// Publishers get the indexes after the subscribers: connection i is on
 	// channel i % C, so the C publishers cover every channel once.
-	dial.Role, dial.First = rolePub, o.Subs
-	if res.PubDial, err = s.dialAll(ctx, p, []*loadgenProc{pub}, dial, o.Channels, "publishers"); err != nil {
-		return res, gi, err
+	pubDial := lgCommand{
+		Cmd: cmdDial, URL: "ws://" + s.gw.addr + "/ws", Sources: sourcesFor(0, split[0]+o.Channels), Role: rolePub, First: o.Subs,
+		Channels: o.Channels, Concurrency: o.Concurrency, Timeout: 20 * time.Second, PingInterval: o.PingInterval,
+	}
+	if res.PubDial, err = s.dialAll(ctx, p, []*loadgenProc{pub}, pubDial, o.Channels, "publishers"); err != nil {
+		return res, gis, err
 	}
 
-	p.printf("settling for %s, then waiting for the gateway to go idle", o.Settle)
+	p.printf("settling for %s, then waiting for the gateways to go idle", o.Settle)
 	if err := sleepCtx(ctx, o.Settle); err != nil {
-		return res, gi, err
+		return res, gis, err
 	}
-	wait, quiet, err := s.gw.waitQuiet(ctx, 30*time.Second)
+	res.Quiet = true
+	for _, g := range s.gws {
+		wait, quiet, err := g.waitQuiet(ctx, 30*time.Second)
+		if err != nil {
+			return res, gis, err
+		}
+		res.QuietWaitS += wait.Seconds()
+		if !quiet {
+			res.Quiet = false
+			p.printf("gateway %s still busy after %s; publishing anyway", g.addr, wait.Round(time.Second))
+		}
+	}
+	loaded, err := s.snapshotAll()
 	if err != nil {
-		return res, gi, err
+		return res, gis, err
 	}
-	res.QuietWaitS, res.Quiet = wait.Seconds(), quiet
-	if !quiet {
-		p.printf("gateway still busy after %s; publishing anyway", wait.Round(time.Second))
+	for _, sn := range loaded {
+		res.HealthConns += sn.Conns
 	}
-	loaded, err := s.gw.snapshot()
-	if err != nil {
-		return res, gi, err
+	res.RSSLoadedKiB, res.GoroutinesLoaded = loaded[0].Status.RSSKiB, loaded[0].Goroutines
+	p.printf("ready: gateways report %d connections, node A RSS %s, %d goroutines", res.HealthConns, mib(loaded[0].Status.RSSKiB), loaded[0].Goroutines)
+	before := make([]int64, nodes)
+	for k := range groups {
+		if before[k], err = s.count(ctx, groups[k]); err != nil {
+			return res, gis, err
+		}
 	}
-	res.RSSLoadedKiB, res.GoroutinesLoaded, res.HealthConns = loaded.Status.RSSKiB, loaded.Goroutines, loaded.Conns
-	p.printf("ready: gateway reports %d connections, RSS %s, %d goroutines", loaded.Conns, mib(loaded.Status.RSSKiB), loaded.Goroutines)
-	before, err := s.count(ctx, subs)
-	if err != nil {
-		return res, gi, err
-	}
+	beforeAll := sum64(before)
 
 	// Publish, watching deliveries once a second.
-	lg0 := s.loadgenCPU()
+	lg0, br0 := s.loadgenCPU(), s.brokerCPU()
 	p.printf("publishing %g msg/s on each of %d channels for %s", o.Rate, o.Channels, o.Duration)
 	pubCmd := lgCommand{Cmd: cmdPublish, Rate: o.Rate, Duration: o.Duration, Payload: o.Payload}
 	if err := pub.send(pubCmd); err != nil {
-		return res, gi, err
+		return res, gis, err
 	}
 	type answer struct {
 		ev  lgEvent
@@ -168,22 +209,26 @@ func runFanout(ctx context.Context, o options, mode, bin, tmp string, p *progres
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var pr *publishResult
+	sent := 0.0
 	for pr == nil {
 		select {
 		case a := <-answered:
 			if a.err != nil {
-				return res, gi, a.err
+				return res, gis, a.err
 			}
 			pr = a.ev.Published
 		case <-tick.C:
 			n, err := s.count(ctx, subs)
 			if err != nil {
-				return res, gi, err
+				return res, gis, err
 			}
-			if err := s.gw.alive(); err != nil {
-				return res, gi, err
+			if err := s.aliveAll(); err != nil {
+				return res, gis, err
 			}
-			p.printf("publishing: %s/%s, %d deliveries so far", time.Since(loaded.At).Round(time.Second), o.Duration, n-before)
+			el := time.Since(loaded[0].At)
+			sent = min(o.Duration.Seconds(), el.Seconds()) * o.Rate * float64(o.Channels)
+			p.printf("publishing: %s/%s, ~%.0f sent, %d deliveries so far (%.0f%% of those due)",
+				el.Round(time.Second), o.Duration, sent, n-beforeAll, 100*float64(n-beforeAll)/max(1, sent*float64(o.Subs)/float64(o.Channels)))
 		}
 	}
 	res.Scheduled = pr.Scheduled * o.Channels
@@ -198,35 +243,115 @@ func runFanout(ctx context.Context, o options, mode, bin, tmp string, p *progres
 	for {
 		n, err := s.count(ctx, subs)
 		if err != nil {
-			return res, gi, err
+			return res, gis, err
 		}
 		if n != received {
 			received, lastChange = n, time.Now()
 		}
-		if received-before >= res.Expected || time.Since(lastChange) > 3*time.Second || time.Since(drainStart) > 30*time.Second {
+		if received-beforeAll >= res.Expected || time.Since(lastChange) > 3*time.Second || time.Since(drainStart) > 30*time.Second {
 			break
 		}
 		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
-			return res, gi, err
+			return res, gis, err
 		}
 	}
-	end, err := s.gw.snapshot()
+	end, err := s.snapshotAll()
 	if err != nil {
-		return res, gi, err
+		return res, gis, err
 	}
 	lg1 := s.loadgenCPU()
-	res.CPUWindowS = end.At.Sub(loaded.At).Seconds()
-	res.GatewayCPUS = (end.CPU - loaded.CPU).Seconds()
+	res.CPUWindowS = end[0].At.Sub(loaded[0].At).Seconds()
+	for k := range s.gws {
+		res.GatewayCPUS += (end[k].CPU - loaded[k].CPU).Seconds()
+	}
 	res.LoadgenCPUS = (lg1 - lg0).Seconds()
-	res.RSSAfterKiB, res.HWMKiB = end.Status.RSSKiB, end.Status.HWMKiB
-	p.printf("published %d messages; %d/%d deliveries arrived", res.Published, received-before, res.Expected)
+	res.BrokerCPUS = (s.brokerCPU() - br0).Seconds()
+	res.RSSAfterKiB, res.HWMKiB = end[0].Status.RSSKiB, end[0].Status.HWMKiB
+	p.printf("published %d messages; %d/%d deliveries arrived", res.Published, received-beforeAll, res.Expected)
+	if nodes > 1 {
+		for k, g := range s.gws {
+			n, err := s.count(ctx, groups[k])
+			if err != nil {
+				return res, gis, err
+			}
+			nd := nodeStats{
+				Node: nodeName(k), Addr: g.addr, Subs: split[k], Deliveries: n - before[k],
+				CPUS:           (end[k].CPU - loaded[k].CPU).Seconds(),
+				RSSBaselineKiB: base[k].Status.RSSKiB, RSSLoadedKiB: loaded[k].Status.RSSKiB, RSSAfterKiB: end[k].Status.RSSKiB,
+				Goroutines: loaded[k].Goroutines, HealthConns: loaded[k].Conns,
+			}
+			if nd.Deliveries > 0 {
+				nd.CPUMicrosPerDlv = nd.CPUS * 1e6 / float64(nd.Deliveries)
+			}
+			res.Nodes = append(res.Nodes, nd)
+			p.printf("node %s: %d deliveries, %.2fs CPU, %.2f µs per delivery", nd.Node, nd.Deliveries, nd.CPUS, nd.CPUMicrosPerDlv)
+		}
+	}
 
 	if err := s.collectFanout(ctx, subs, pr, o, res); err != nil {
-		return res, gi, err
+		return res, gis, err
 	}
-	p.printf("latency p50 %.2f ms, p99 %.2f ms, max %.2f ms; gateway %.2f µs CPU per delivery",
-		res.Latency.P50, res.Latency.P99, res.Latency.Max, res.CPUMicrosPerDlv)
-	return res, gi, problems(res, s.gw)
+	p.printf("latency p50 %.2f ms, p99 %.2f ms, max %.2f ms; to last sub p50 %.2f ms, p99 %.2f ms; gateway %.2f µs CPU per delivery",
+		res.Latency.P50, res.Latency.P99, res.Latency.Max, res.ToLast.P50, res.ToLast.P99, res.CPUMicrosPerDlv)
+	return res, gis, problems(res, s)
+}
+
+// brokerCPU is the CPU time used so far by the shared broker process; 0
+// without one.
+func (s *session) brokerCPU() time.Duration {
+	if s.broker == nil || s.broker.pid == 0 {
+		return 0
+	}
+	c, _ := readCPU(s.broker.pid)
+	return c
+}
+
+// nodeStats is one gateway node of a multi-node fan-out.
+type nodeStats struct {
+	Node            string  `json:"node"`
+	Addr            string  `json:"addr"`
+	Subs            int     `json:"subs"`
+	Deliveries      int64   `json:"deliveries"` // to this node's subscribers
+	CPUS            float64 `json:"cpu_s"`      // over the publishing window
+	CPUMicrosPerDlv float64 `json:"cpu_us_per_delivery"`
+	RSSBaselineKiB  int64   `json:"rss_baseline_kib"`
+	RSSLoadedKiB    int64   `json:"rss_loaded_kib"`
+	RSSAfterKiB     int64   `json:"rss_after_kib"`
+	Goroutines      int     `json:"goroutines_loaded"`
+	HealthConns     int     `json:"health_conns"`
+}
+
+// splitEven splits total into n parts differing by at most one, larger
+// parts first.
+func splitEven(total, n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = total / n
+		if i < total%n {
+			out[i]++
+		}
+	}
+	return out
+}
+
+func sum64(v []int64) int64 {
+	var t int64
+	for _, x := range v {
+		t += x
+	}
+	return t
+}
+
+// add sums another dial phase into d (the slowest phase's time).
+func (d *dialSummary) add(o dialSummary) {
+	d.OK += o.OK
+	d.Failed += o.Failed
+	d.Refused += o.Refused
+	d.Errors = append(d.Errors, o.Errors...)
+	d.Seconds += o.Seconds
+	if d.Seconds > 0 {
+		d.Rate = float64(d.OK) / d.Seconds
+	}
 }
 
 // collectFanout gathers and merges what every subscriber process saw.
@@ -298,7 +423,7 @@ func (s *session) collectFanout(ctx context.Context, subs []*loadgenProc, pr *pu
 }
 
 // problems lists what went wrong in a fanout run, as an error.
-func problems(res *fanoutResult, gw *gatewayProc) error {
+func problems(res *fanoutResult, s *session) error {
 	var ps []string
 	if res.Lost > 0 {
 		ps = append(ps, fmt.Sprintf("%d of %d deliveries lost (%d subscribers affected)", res.Lost, res.Expected, res.SubsWithLoss))
@@ -315,7 +440,7 @@ func problems(res *fanoutResult, gw *gatewayProc) error {
 	if len(ps) == 0 {
 		return nil
 	}
-	return errors.New(strings.Join(ps, "\n") + gw.stderrNote())
+	return errors.New(strings.Join(ps, "\n") + s.stderrNotes())
 }
 
 // count is the number of msgs the subscribers received so far.

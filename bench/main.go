@@ -7,8 +7,10 @@
 // and latency.
 //
 //	go run ./bench conns  [-n 15000] [-channels n/10] [-io epoll|goroutine] [-compare]
+//	go run ./bench conns  -gateways 6 -n 100000 [-broker memory|redis]
 //	go run ./bench fanout [-subs 10000] [-channels 1] [-rate 5] [-duration 20s]
 //	go run ./bench rooms  (fanout preset: -subs 10000 -channels 100 -rate 5)
+//	go run ./bench bigroom [-broker redis,jetstream,memory | -compare] [-runs 3]
 //	go run ./bench study  [-quick|-full] [-backends memory,redis,...]  (study.go)
 //
 // A table goes to stdout, progress to stderr, and the raw results to
@@ -16,8 +18,10 @@
 //
 // Files: main.go parses the command line and runs the scenarios; proc.go
 // starts, stops and measures processes; loadgen.go is the load process;
-// conns.go and fanout.go are the scenarios; report.go prints the table and
-// writes the JSON.
+// conns.go, fanout.go and bigroom.go are the scenarios; cluster.go starts
+// several gateway nodes and their broker; report.go prints the table and
+// writes the JSON; mdsection.go rewrites a section of docs/benchmarks.md
+// with the table (-docs).
 //
 // Everything is bounded: connection counts, rates and durations have upper
 // limits, every phase has a timeout, all traffic stays on 127.0.0.0/8, and
@@ -39,9 +43,13 @@ import (
 )
 
 // Limits that keep every run bounded. One gateway process can hold about
-// 19,900 connections under the machine's 20,000 open-file cap.
+// 19,900 connections under the machine's 20,000 open-file cap; several
+// gateway processes (-gateways) hold at most maxTotalConns between them.
 const (
-	maxConns        = 19500
+	maxConns        = 19500 // per gateway process
+	maxTotalConns   = 100000
+	maxGateways     = 8
+	maxRuns         = 5
 	maxChannels     = maxConns
 	maxDuration     = 10 * time.Minute
 	maxTotalRate    = 100000 // published messages per second, all channels
@@ -82,10 +90,15 @@ func cliMain(args []string) int {
 
 // options are the parsed command line.
 type options struct {
-	Scenario string   // conns, fanout or rooms
+	Scenario string   // conns, fanout, rooms or bigroom
 	Args     []string // as given, for the report
 	IO       string   // epoll or goroutine
-	Compare  bool     // run both io modes
+	Compare  bool     // run both io modes (bigroom: every broker)
+	Gateways int      // conns: gateway processes; bigroom: nodes per shared broker
+	Brokers  []string // broker.type per run; "" = the gateway's default
+	Runs     int      // repetitions of each configuration
+	Docs     bool     // rewrite the scenario's section of docs/benchmarks.md
+	DocsFile string   // the file -docs rewrites ("" = docs/benchmarks.md in the repo)
 
 	N            int // conns: connections
 	Subs         int // fanout: subscribers
@@ -117,13 +130,18 @@ func parseArgs(args []string) (options, error) {
 	}
 	o.Scenario, o.Args = args[0], args
 	switch o.Scenario {
-	case "conns", "fanout", "rooms":
+	case "conns", "fanout", "rooms", "bigroom":
 	default:
-		return o, fmt.Errorf("unknown scenario %q (want conns, fanout or rooms)", o.Scenario)
+		return o, fmt.Errorf("unknown scenario %q (want conns, fanout, rooms or bigroom)", o.Scenario)
 	}
 	fs := flag.NewFlagSet(o.Scenario, flag.ContinueOnError)
 	fs.StringVar(&o.IO, "io", "epoll", "gateway read mode, passed as SYNCGATE_SERVER_IO: epoll or goroutine")
-	fs.BoolVar(&o.Compare, "compare", false, "run the scenario with -io epoll, then goroutine, and print both")
+	fs.BoolVar(&o.Compare, "compare", false, "run the scenario with -io epoll, then goroutine, and print both (bigroom: -broker memory,redis,jetstream)")
+	fs.IntVar(&o.Gateways, "gateways", 1, "conns: gateway processes, one port each, sharing the connections evenly; bigroom: nodes on a shared broker (memory: 1)")
+	var brokers string
+	fs.StringVar(&brokers, "broker", "", "broker.type (memory, redis, redis-streams, nats, jetstream); bigroom takes a comma-separated list; empty = gateway default (conns with -gateways > 1 and bigroom: memory)")
+	fs.IntVar(&o.Runs, "runs", 1, "run each configuration this many times; the table shows medians")
+	fs.BoolVar(&o.Docs, "docs", false, "rewrite the scenario's section <!-- bench:NAME --> of docs/benchmarks.md with the table")
 	fs.IntVar(&o.N, "n", 15000, "conns: idle connections")
 	defSubs, defChannels, defRate := 10000, 1, 5.0
 	if o.Scenario == "rooms" {
@@ -151,6 +169,31 @@ func parseArgs(args []string) (options, error) {
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	o.Brokers = splitList(brokers)
+	if o.Scenario == "bigroom" {
+		if !set["gateways"] {
+			o.Gateways = 2
+		}
+		if o.Compare {
+			if set["broker"] {
+				return o, errors.New("bigroom: -compare runs every broker; give -broker or -compare, not both")
+			}
+			o.Brokers = []string{"memory", "redis", "jetstream"}
+		}
+		if len(o.Brokers) == 0 {
+			o.Brokers = []string{"memory"}
+		}
+	} else {
+		if len(o.Brokers) > 1 {
+			return o, errors.New("-broker: a list is for bigroom only")
+		}
+		if len(o.Brokers) == 0 {
+			o.Brokers = []string{""}
+			if o.Gateways > 1 {
+				o.Brokers = []string{"memory"}
+			}
+		}
+	}
 	if o.Scenario == "conns" && !set["channels"] {
 		o.Channels = max(1, o.N/10)
 	}
@@ -169,9 +212,44 @@ func (o *options) validate() error {
 	if o.IO != "epoll" && o.IO != "goroutine" {
 		bad("-io: want epoll or goroutine, got %q", o.IO)
 	}
+	if o.Gateways < 1 || o.Gateways > maxGateways {
+		bad("-gateways: want 1 to %d, got %d", maxGateways, o.Gateways)
+	}
+	if o.Gateways > 1 && o.Scenario != "conns" && o.Scenario != "bigroom" {
+		bad("-gateways: for conns and bigroom only")
+	}
+	for _, b := range o.Brokers {
+		switch b {
+		case "", "memory", "redis", "redis-streams", "nats", "jetstream":
+		default:
+			bad("-broker: want memory, redis, redis-streams, nats or jetstream, got %q", b)
+		}
+		if b == "" && o.Gateways > 1 {
+			bad("-broker: name the broker when running %d gateways", o.Gateways)
+		}
+	}
+	if o.Runs < 1 || o.Runs > maxRuns {
+		bad("-runs: want 1 to %d, got %d", maxRuns, o.Runs)
+	}
+	if o.Compare && o.Scenario != "bigroom" && o.Runs > 1 {
+		bad("-runs with -compare: for bigroom only")
+	}
 	conns := o.connections()
-	if conns < 1 || conns > maxConns {
-		bad("connections: want 1 to %d (one gateway process holds at most ~19,900), got %d", maxConns, conns)
+	nodes := max(1, o.Gateways)
+	for _, b := range o.Brokers {
+		nodes = min(nodes, o.nodes(b))
+	}
+	perGW := (conns + nodes - 1) / nodes
+	switch {
+	case conns < 1 || conns > maxTotalConns:
+		bad("connections: want 1 to %d, got %d", maxTotalConns, conns)
+	case perGW > maxConns && nodes == 1:
+		bad("connections: want 1 to %d per gateway process (one process holds at most ~19,900; use -gateways), got %d", maxConns, conns)
+	case perGW > maxConns:
+		bad("connections: %d over %d gateways is %d per process; want at most %d (add gateways)", conns, nodes, perGW, maxConns)
+	}
+	if need := (conns + o.PerProc - 1) / max(1, o.PerProc); need > maxLoadgenProcs-1 {
+		bad("connections: %d need %d loadgen processes of -per-proc %d; at most %d", conns, need, o.PerProc, maxLoadgenProcs-1)
 	}
 	if o.Channels < 1 || o.Channels > min(maxChannels, max(conns, 1)) {
 		bad("-channels: want 1 to the number of connections (%d), got %d", conns, o.Channels)
@@ -186,8 +264,8 @@ func (o *options) validate() error {
 		if o.Payload < 0 || o.Payload > 32<<10 {
 			bad("-payload: want 0 to 32768 bytes, got %d", o.Payload)
 		}
-		if o.Subs+o.Channels > maxConns {
-			bad("-subs + publishers: want at most %d connections, got %d", maxConns, o.Subs+o.Channels)
+		if (o.Subs+o.Channels+nodes-1)/nodes > maxConns {
+			bad("-subs + publishers: want at most %d connections per gateway, got %d", maxConns, o.Subs+o.Channels)
 		}
 	}
 	if o.PingInterval < time.Second || o.PingInterval > 10*time.Minute {
@@ -209,6 +287,12 @@ func (o *options) validate() error {
 		if !strings.HasPrefix(e, "SYNCGATE_") || !strings.Contains(e, "=") {
 			bad("-env: want SYNCGATE_KEY=value, got %q", e)
 		}
+		if strings.HasPrefix(e, "SYNCGATE_BROKER_TYPE=") && (o.Gateways > 1 || o.Scenario == "bigroom") {
+			bad("-env SYNCGATE_BROKER_TYPE: use -broker with -gateways or bigroom (it also starts the shared broker)")
+		}
+	}
+	if o.Docs && o.Runs > 1 && o.Scenario != "bigroom" {
+		bad("-docs with -runs: for bigroom only (its table shows medians)")
 	}
 	return errors.Join(errs...)
 }
@@ -219,6 +303,26 @@ func (o *options) connections() int {
 		return o.N
 	}
 	return o.Subs
+}
+
+// nodes is how many gateway processes a run with broker b starts: the
+// memory broker does not cross processes, so the big room on it is one node.
+func (o *options) nodes(b string) int {
+	if o.Scenario == "bigroom" && (b == "memory" || b == "") {
+		return 1
+	}
+	return o.Gateways
+}
+
+// splitList splits a comma-separated flag value, dropping empty parts.
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // loadgenProcs is how many loadgen processes share the connections.
@@ -275,29 +379,57 @@ func run(ctx context.Context, o options, out, logw io.Writer) (*resultsFile, err
 	if o.Compare {
 		modes = []string{"epoll", "goroutine"}
 	}
+	if o.Scenario == "bigroom" {
+		modes = []string{o.IO}
+	}
 	var errs []error
 	for _, mode := range modes {
-		if ctx.Err() != nil {
-			break
+		for _, broker := range o.Brokers {
+			for n := 1; n <= o.Runs; n++ {
+				if ctx.Err() != nil {
+					break
+				}
+				label := runLabel(mode, broker, n, o.Runs)
+				p.printf("=== %s, %s ===", o.Scenario, label)
+				r := runResult{Scenario: o.Scenario, IO: mode, Broker: broker, Run: n}
+				dir, err := os.MkdirTemp(tmp, "run-")
+				if err == nil {
+					switch o.Scenario {
+					case "conns":
+						r.Conns, r.Gateways, err = runConns(ctx, o, mode, broker, bin, dir, p)
+					default:
+						r.Fanout, r.Gateways, err = runFanout(ctx, o, mode, broker, bin, dir, p)
+					}
+				}
+				if len(r.Gateways) > 0 {
+					r.Gateway = r.Gateways[0]
+					if len(r.Gateways) == 1 {
+						r.Gateways = nil
+					}
+				}
+				if err != nil {
+					r.Error = err.Error()
+					errs = append(errs, fmt.Errorf("%s: %w", label, err))
+					p.printf("%s failed: %v", label, err)
+				}
+				rf.Runs = append(rf.Runs, r)
+			}
 		}
-		p.printf("=== %s, io=%s ===", o.Scenario, mode)
-		r := runResult{Scenario: o.Scenario, IO: mode}
-		var err error
-		switch o.Scenario {
-		case "conns":
-			r.Conns, r.Gateway, err = runConns(ctx, o, mode, bin, tmp, p)
-		default:
-			r.Fanout, r.Gateway, err = runFanout(ctx, o, mode, bin, tmp, p)
-		}
-		if err != nil {
-			r.Error = err.Error()
-			errs = append(errs, fmt.Errorf("io=%s: %w", mode, err))
-			p.printf("io=%s failed: %v", mode, err)
-		}
-		rf.Runs = append(rf.Runs, r)
 	}
 	rf.Finished = time.Now().UTC()
 	printTable(out, rf)
+	if o.Docs {
+		path := o.DocsFile
+		if path == "" {
+			path = filepath.Join(root, "docs", "benchmarks.md")
+		}
+		name := docsSection(o)
+		if err := rewriteSection(path, name, docsMarkdown(rf)); err != nil {
+			errs = append(errs, fmt.Errorf("-docs: %w", err))
+		} else {
+			fmt.Fprintf(out, "\nrewrote section %q of %s\n", name, path)
+		}
+	}
 
 	dir := o.Out
 	if dir == "" {
@@ -319,6 +451,7 @@ func run(ctx context.Context, o options, out, logw io.Writer) (*resultsFile, err
 func (o *options) summary() map[string]any {
 	m := map[string]any{
 		"io": o.IO, "compare": o.Compare, "channels": o.Channels,
+		"gateways": o.Gateways, "brokers": o.Brokers, "runs": o.Runs,
 		"ping_interval_s": o.PingInterval.Seconds(), "settle_s": o.Settle.Seconds(),
 		"loadgen_procs": o.loadgenProcs(), "per_proc": o.PerProc, "dial_concurrency": o.Concurrency,
 		"env": o.Env,

@@ -360,29 +360,44 @@ func (l *loadgenProc) stop(timeout time.Duration) {
 // order, whatever happens: loadgens first (clients close their
 // connections), then the gateway.
 type session struct {
-	gw  *gatewayProc
-	lgs []*loadgenProc
+	gw     *gatewayProc   // gws[0]
+	gws    []*gatewayProc // every gateway node, in start order
+	broker *brokerProc    // a shared broker process, if any
+	lgs    []*loadgenProc
 }
 
-// close stops everything and reports on the gateway: once the clients
+// close stops everything and reports on each gateway: once the clients
 // are gone it waits (up to 10 s) for the gateway to count no connections,
 // notes its goroutines then (a leak check), and only then sends SIGTERM:
 // connections still counted at SIGTERM are drained over the gateway's
-// server.drain_window (default 30 s).
-func (s *session) close() gatewayInfo {
+// server.drain_window (default 30 s). The shared broker goes last.
+func (s *session) close() []gatewayInfo {
 	var wg sync.WaitGroup
 	for _, l := range s.lgs {
 		wg.Go(func() { l.stop(15 * time.Second) })
 	}
 	wg.Wait()
-	if s.gw == nil {
-		return gatewayInfo{}
+	// Node A last: it may hold the NATS server the others use.
+	infos := make([]gatewayInfo, len(s.gws))
+	for i, g := range s.gws[min(1, len(s.gws)):] {
+		wg.Go(func() { infos[i+1] = closeGateway(g, len(s.lgs) > 0) })
 	}
-	gi := gatewayInfo{PID: s.gw.pid, Addr: s.gw.addr, ConnsAfterClose: -1, GoroutinesAfterClose: -1}
-	if s.gw.alive() == nil && len(s.lgs) > 0 {
+	wg.Wait()
+	if len(s.gws) > 0 {
+		infos[0] = closeGateway(s.gws[0], len(s.lgs) > 0)
+	}
+	if s.broker != nil {
+		s.broker.stop()
+	}
+	return infos
+}
+
+func closeGateway(g *gatewayProc, hadClients bool) gatewayInfo {
+	gi := gatewayInfo{PID: g.pid, Addr: g.addr, ConnsAfterClose: -1, GoroutinesAfterClose: -1}
+	if g.alive() == nil && hadClients {
 		start := time.Now()
 		for {
-			h, err := s.gw.health()
+			h, err := g.health()
 			if err != nil {
 				break
 			}
@@ -395,12 +410,12 @@ func (s *session) close() gatewayInfo {
 		gi.CloseWaitS = time.Since(start).Seconds()
 		// Let connection goroutines (goroutine mode) finish exiting.
 		time.Sleep(500 * time.Millisecond)
-		if h, err := s.gw.health(); err == nil {
+		if h, err := g.health(); err == nil {
 			gi.GoroutinesAfterClose = h.Goroutines
 		}
 	}
-	gi.Exit = s.gw.stop(45 * time.Second)
-	gi.Stderr = s.gw.stderr.String()
+	gi.Exit = g.stop(45 * time.Second)
+	gi.Stderr = g.stderr.String()
 	return gi
 }
 
@@ -602,7 +617,7 @@ func (s *session) dialAll(ctx context.Context, p *progress, lgs []*loadgenProc, 
 				refused += l.progRefused.Load()
 			}
 			p.printf("%s: %d/%d subscribed, %d failed, %d refused with 503 and retried", label, done, total, failed, refused)
-			if err := s.gw.alive(); err != nil {
+			if err := s.aliveAll(); err != nil {
 				return sum, err
 			}
 		}
@@ -615,7 +630,7 @@ func (s *session) dialAll(ctx context.Context, p *progress, lgs []*loadgenProc, 
 		sum.Rate = float64(sum.OK) / sum.Seconds
 	}
 	p.printf("%s: %d/%d done in %.1fs (%.0f/s), %d failed, %d refused with 503 and retried", label, sum.OK, total, sum.Seconds, sum.Rate, sum.Failed, sum.Refused)
-	if err := s.gw.alive(); err != nil {
+	if err := s.aliveAll(); err != nil {
 		return sum, err
 	}
 	if len(errs) > 0 {
@@ -623,20 +638,23 @@ func (s *session) dialAll(ctx context.Context, p *progress, lgs []*loadgenProc, 
 		if len(sum.Errors) > 0 {
 			msg += "\nfirst errors:\n" + indent(strings.Join(sum.Errors, "\n"))
 		}
-		return sum, fmt.Errorf("%s: %s%s", label, msg, s.gw.stderrNote())
+		return sum, fmt.Errorf("%s: %s%s", label, msg, s.stderrNotes())
 	}
 	return sum, nil
 }
 
-// sources are the loopback source addresses connections bind to, about
-// 4,000 connections each, so that ephemeral ports never run short.
-func sources(conns int) []string {
-	n := min(max(2, (conns+3999)/4000), 200)
-	out := make([]string, n)
-	for i := range out {
-		out[i] = fmt.Sprintf("127.0.0.%d", i+2)
+// sources are the loopback source addresses the connections to one
+// gateway bind to, about 4,000 connections each, so that ephemeral ports
+// never run short (sourcesFor in cluster.go).
+func sources(conns int) []string { return sourcesFor(0, conns) }
+
+// stderrNotes is the stderr of every gateway.
+func (s *session) stderrNotes() string {
+	var b strings.Builder
+	for _, g := range s.gws {
+		b.WriteString(g.stderrNote())
 	}
-	return out
+	return b.String()
 }
 
 // snapshot is the gateway's state at one moment.
@@ -668,7 +686,8 @@ func (g *gatewayProc) snapshot() (snapshot, error) {
 	return sn, nil
 }
 
-// gatewayEnv is the gateway's environment for one run.
+// gatewayEnv is the gateway's environment for one run (the broker's
+// settings go before it: see startNodes).
 func gatewayEnv(o options, mode string) []string {
 	env := []string{
 		"SYNCGATE_SERVER_IO=" + mode,

@@ -42,10 +42,26 @@ type resultsFile struct {
 type runResult struct {
 	Scenario string        `json:"scenario"`
 	IO       string        `json:"io"`
+	Broker   string        `json:"broker,omitempty"` // -broker; "" = gateway default
+	Run      int           `json:"run"`              // 1..-runs
 	Error    string        `json:"error,omitempty"`
 	Conns    *connsResult  `json:"conns,omitempty"`
 	Fanout   *fanoutResult `json:"fanout,omitempty"`
-	Gateway  gatewayInfo   `json:"gateway"`
+	Gateway  gatewayInfo   `json:"gateway"`            // the first (or only) gateway
+	Gateways []gatewayInfo `json:"gateways,omitempty"` // all of them, when more than one
+	problems int           // a median column: runs that reported a problem
+}
+
+// runLabel names one run in progress lines and errors.
+func runLabel(mode, broker string, n, runs int) string {
+	l := "io=" + mode
+	if broker != "" {
+		l += " broker=" + broker
+	}
+	if runs > 1 {
+		l += fmt.Sprintf(" run %d/%d", n, runs)
+	}
+	return l
 }
 
 type machineInfo struct {
@@ -122,33 +138,74 @@ type row struct {
 	show  func(r *runResult) string
 }
 
-func printTable(w io.Writer, rf *resultsFile) {
-	fmt.Fprintf(w, "\ngateway: %s\n\n", rf.GatewaySource)
+// column is one column of the table: one run, or (bigroom) the median of
+// the runs of one broker.
+type column struct {
+	label string
+	run   *runResult
+}
+
+// tableCells is the table as a grid: a header line and one line per row.
+func tableCells(rf *resultsFile) [][]string {
 	var rows []row
-	if rf.Scenario == "conns" {
-		rows = connsRows()
-	} else {
+	var cols []column
+	switch rf.Scenario {
+	case "conns":
+		rows = connsRows(rf)
+	case "bigroom":
+		rows = bigroomRows()
+	default:
 		rows = fanoutRows()
 	}
-	// Labels left-aligned, one right-aligned column per run.
-	cells := [][]string{{rf.Scenario}}
-	for _, r := range rf.Runs {
-		cells[0] = append(cells[0], "io="+r.IO)
-	}
-	rows = append(rows, row{"after clients closed: conns, goroutines", func(r *runResult) string {
-		g := r.Gateway
-		if g.ConnsAfterClose < 0 {
-			return "-"
+	if rf.Scenario == "bigroom" {
+		cols = medianColumns(rf.Runs)
+	} else {
+		for i := range rf.Runs {
+			r := &rf.Runs[i]
+			l := "io=" + r.IO
+			if r.Broker != "" && rf.Scenario != "conns" {
+				l += ", " + r.Broker
+			}
+			cols = append(cols, column{l, r})
 		}
-		return fmt.Sprintf("%d, %d (%.1fs)", g.ConnsAfterClose, g.GoroutinesAfterClose, g.CloseWaitS)
-	}})
+	}
+	if rf.Scenario != "bigroom" {
+		rows = append(rows, row{"after clients closed: conns, goroutines", func(r *runResult) string {
+			g := r.Gateway
+			if g.ConnsAfterClose < 0 {
+				return "-"
+			}
+			if len(r.Gateways) > 1 {
+				conns, gr := 0, 0
+				for _, g := range r.Gateways {
+					conns, gr = conns+max(0, g.ConnsAfterClose), gr+max(0, g.GoroutinesAfterClose)
+				}
+				return fmt.Sprintf("%d, %d (all %d processes)", conns, gr, len(r.Gateways))
+			}
+			return fmt.Sprintf("%d, %d (%.1fs)", g.ConnsAfterClose, g.GoroutinesAfterClose, g.CloseWaitS)
+		}})
+	}
+	cells := [][]string{{rf.Scenario}}
+	for _, c := range cols {
+		cells[0] = append(cells[0], c.label)
+	}
 	for _, rw := range rows {
 		line := []string{rw.label}
-		for i := range rf.Runs {
-			line = append(line, rw.show(&rf.Runs[i]))
+		for _, c := range cols {
+			line = append(line, rw.show(c.run))
 		}
 		cells = append(cells, line)
 	}
+	return cells
+}
+
+func printTable(w io.Writer, rf *resultsFile) {
+	fmt.Fprintf(w, "\ngateway: %s\n\n", rf.GatewaySource)
+	cells := tableCells(rf)
+	for _, line := range cells {
+		line[0] = strings.ReplaceAll(line[0], "**", "") // markdown bold, for -docs
+	}
+	// Labels left-aligned, one right-aligned column per run.
 	widths := make([]int, len(cells[0]))
 	for _, line := range cells {
 		for i, c := range line {
@@ -169,20 +226,43 @@ func printTable(w io.Writer, rf *resultsFile) {
 			fmt.Fprintln(w, sep)
 		}
 	}
+	runs := 1
 	for _, r := range rf.Runs {
+		runs = max(runs, r.Run)
+	}
+	for _, r := range rf.Runs {
+		label := runLabel(r.IO, r.Broker, r.Run, runs)
 		if r.Error != "" {
-			fmt.Fprintf(w, "\nio=%s: PROBLEM:\n%s\n", r.IO, indent(r.Error))
+			fmt.Fprintf(w, "\n%s: PROBLEM:\n%s\n", label, indent(r.Error))
 		}
-		if s := strings.TrimSpace(r.Gateway.Stderr); s != "" && !strings.Contains(r.Error, s) {
-			fmt.Fprintf(w, "\nio=%s: gateway stderr:\n%s\n", r.IO, indent(s))
+		gws := r.Gateways
+		if len(gws) == 0 {
+			gws = []gatewayInfo{r.Gateway}
 		}
-		if r.Gateway.Exit != "" && !strings.Contains(r.Gateway.Exit, "SIGTERM: exit status 0") {
-			fmt.Fprintf(w, "\nio=%s: gateway %s\n", r.IO, r.Gateway.Exit)
+		for _, g := range gws {
+			if s := strings.TrimSpace(dropKnownWarnings(g.Stderr)); s != "" && !strings.Contains(r.Error, s) {
+				fmt.Fprintf(w, "\n%s: gateway %s stderr:\n%s\n", label, g.Addr, indent(s))
+			}
+			if g.Exit != "" && !strings.Contains(g.Exit, "SIGTERM: exit status 0") {
+				fmt.Fprintf(w, "\n%s: gateway %s %s\n", label, g.Addr, g.Exit)
+			}
 		}
 	}
 }
 
-func connsRows() []row {
+// dropKnownWarnings removes from a gateway's stderr the warning every
+// bench gateway prints: it runs without authentication on purpose.
+func dropKnownWarnings(stderr string) string {
+	var b strings.Builder
+	for line := range strings.Lines(stderr) {
+		if !strings.Contains(line, `msg="authentication is OFF`) {
+			b.WriteString(line)
+		}
+	}
+	return b.String()
+}
+
+func connsRows(rf *resultsFile) []row {
 	c := func(f func(c *connsResult) string) func(*runResult) string {
 		return func(r *runResult) string {
 			if r.Conns == nil {
@@ -191,7 +271,15 @@ func connsRows() []row {
 			return f(r.Conns)
 		}
 	}
-	return []row{
+	multi := false
+	for _, r := range rf.Runs {
+		multi = multi || r.Conns != nil && r.Conns.Gateways > 1
+	}
+	var rows []row
+	if multi {
+		rows = append(rows, connsGatewayRows()...)
+	}
+	return append(rows, []row{
 		{"connections subscribed", c(func(c *connsResult) string { return fmt.Sprintf("%d/%d", c.Dial.OK, c.Conns) })},
 		{"channels", c(func(c *connsResult) string { return fmt.Sprint(c.Channels) })},
 		{"loadgen procs x source addrs", c(func(c *connsResult) string { return fmt.Sprintf("%d x %d", c.LoadgenProcs, c.SourceAddrs) })},
@@ -217,8 +305,55 @@ func connsRows() []row {
 			}
 			return fmt.Sprintf("%.1f µs", c.CPUSeconds*1e6/float64(c.PingsInWindow))
 		})},
+		{"**CPU per idle connection**", c(func(c *connsResult) string {
+			// x µs of CPU per second per connection is x% of a core per
+			// 10,000 connections.
+			return fmt.Sprintf("%.2f µs/s (%.2f%% core per 10k conns)", c.CPUMicrosPerConnSec, c.CPUMicrosPerConnSec)
+		})},
+		{"kernel slab + TCP mem per conn (both ends)", c(func(c *connsResult) string { return fmt.Sprintf("%.2f KiB", c.KernelKiBPerConn) })},
 		{"connections open / lost", c(func(c *connsResult) string { return fmt.Sprintf("%d / %d", c.Open, c.Lost) })},
 		{"loadgen goroutines (all procs)", c(func(c *connsResult) string { return fmt.Sprint(c.LoadgenGoroutines) })},
+	}...)
+}
+
+// connsGatewayRows are the per-process rows of a run with several
+// gateway processes: the range over the processes.
+func connsGatewayRows() []row {
+	c := func(f func(c *connsResult) string) func(*runResult) string {
+		return func(r *runResult) string {
+			if r.Conns == nil || len(r.Conns.PerGateway) == 0 {
+				return "-"
+			}
+			return f(r.Conns)
+		}
+	}
+	rng := func(c *connsResult, v func(g gatewayConns) float64, format string) string {
+		lo, hi := v(c.PerGateway[0]), v(c.PerGateway[0])
+		for _, g := range c.PerGateway {
+			lo, hi = min(lo, v(g)), max(hi, v(g))
+		}
+		if fmt.Sprintf(format, lo) == fmt.Sprintf(format, hi) {
+			return fmt.Sprintf(format, lo)
+		}
+		return fmt.Sprintf(format+" - "+format, lo, hi)
+	}
+	return []row{
+		{"gateway processes x connections", c(func(c *connsResult) string {
+			return fmt.Sprintf("%d x %s", c.Gateways, rng(c, func(g gatewayConns) float64 { return float64(g.HealthConns) }, "%.0f"))
+		})},
+		{"broker", c(func(c *connsResult) string { return c.Broker })},
+		{"per process: RSS after window", c(func(c *connsResult) string {
+			return rng(c, func(g gatewayConns) float64 { return float64(g.RSSLaterKiB) / 1024 }, "%.1f") + " MiB"
+		})},
+		{"**per process: KiB/conn after window**", c(func(c *connsResult) string {
+			return rng(c, func(g gatewayConns) float64 { return g.KiBPerConn }, "%.2f")
+		})},
+		{"per process: goroutines", c(func(c *connsResult) string {
+			return rng(c, func(g gatewayConns) float64 { return float64(g.Goroutines) }, "%.0f")
+		})},
+		{"per process: CPU in window", c(func(c *connsResult) string {
+			return rng(c, func(g gatewayConns) float64 { return g.CPUPercent }, "%.1f") + "% core"
+		})},
 	}
 }
 

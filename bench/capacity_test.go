@@ -1,0 +1,212 @@
+//go:build linux
+
+// capacity_test.go tests the logic behind the multi-gateway conns run and
+// the bigroom scenario without starting processes: argument validation,
+// source address allocation, the split of connections, medians, and the
+// docs section rewriting.
+package main
+
+import (
+	"net"
+	"strings"
+	"testing"
+)
+
+func TestParseArgsGateways(t *testing.T) {
+	good := []struct {
+		args     []string
+		gateways int
+		brokers  string
+	}{
+		{[]string{"conns", "-n", "2000"}, 1, ""},
+		{[]string{"conns", "-gateways", "3", "-n", "55000"}, 3, "memory"},
+		{[]string{"conns", "-gateways", "6", "-n", "100000", "-broker", "redis"}, 6, "redis"},
+		{[]string{"bigroom"}, 2, "memory"},
+		{[]string{"bigroom", "-compare"}, 2, "memory,redis,jetstream"},
+		{[]string{"bigroom", "-broker", "redis,jetstream", "-runs", "3"}, 2, "redis,jetstream"},
+		{[]string{"bigroom", "-broker", "memory", "-subs", "19000"}, 2, "memory"}, // memory is one node
+		{[]string{"fanout", "-subs", "50", "-broker", "memory"}, 1, "memory"},
+	}
+	for _, g := range good {
+		o, err := parseArgs(g.args)
+		if err != nil {
+			t.Errorf("%q: %v", g.args, err)
+			continue
+		}
+		if o.Gateways != g.gateways || strings.Join(o.Brokers, ",") != g.brokers {
+			t.Errorf("%q: gateways %d, brokers %q; want %d, %q", g.args, o.Gateways, o.Brokers, g.gateways, g.brokers)
+		}
+	}
+	bad := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"conns", "-n", "55000"}, "use -gateways"},
+		{[]string{"conns", "-gateways", "2", "-n", "50000"}, "add gateways"},
+		{[]string{"conns", "-gateways", "9", "-n", "1000"}, "-gateways: want 1 to 8"},
+		{[]string{"conns", "-gateways", "8", "-n", "120000"}, "want 1 to 100000"},
+		{[]string{"conns", "-gateways", "2", "-broker", "kafka"}, "-broker: want"},
+		{[]string{"conns", "-gateways", "2", "-env", "SYNCGATE_BROKER_TYPE=redis"}, "use -broker"},
+		{[]string{"conns", "-broker", "memory,redis"}, "a list is for bigroom only"},
+		{[]string{"fanout", "-gateways", "2"}, "for conns and bigroom only"},
+		{[]string{"bigroom", "-compare", "-broker", "redis"}, "not both"},
+		{[]string{"bigroom", "-broker", "redis", "-subs", "40000"}, "per gateway"},
+		{[]string{"bigroom", "-runs", "9"}, "-runs: want 1 to 5"},
+		{[]string{"conns", "-docs", "-runs", "2"}, "for bigroom only"},
+		{[]string{"conns", "-gateways", "8", "-n", "100000", "-per-proc", "5000"}, "loadgen processes"},
+	}
+	for _, b := range bad {
+		_, err := parseArgs(b.args)
+		if err == nil || !strings.Contains(err.Error(), b.want) {
+			t.Errorf("%q: error %v, want one containing %q", b.args, err, b.want)
+		}
+	}
+}
+
+func TestNodes(t *testing.T) {
+	o, err := parseArgs([]string{"bigroom", "-compare"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for b, want := range map[string]int{"memory": 1, "redis": 2, "jetstream": 2} {
+		if got := o.nodes(b); got != want {
+			t.Errorf("bigroom nodes(%s) = %d, want %d", b, got, want)
+		}
+	}
+	o, _ = parseArgs([]string{"conns", "-gateways", "3", "-n", "30000"})
+	if got := o.nodes("memory"); got != 3 {
+		t.Errorf("conns nodes(memory) = %d, want 3", got)
+	}
+}
+
+func TestSourcesForGateways(t *testing.T) {
+	seen := map[string]int{}
+	const gateways, per = 6, 16667
+	for g := range gateways {
+		srcs := sourcesFor(g, per)
+		if len(srcs)*4000 < per {
+			t.Errorf("gateway %d: %d addresses for %d connections; want at most 4,000 each", g, len(srcs), per)
+		}
+		for _, s := range srcs {
+			if !isLoopback(s) || s == "127.0.0.1" {
+				t.Errorf("gateway %d: source %s: want 127.0.0.0/8 and not 127.0.0.1", g, s)
+			}
+			if other, ok := seen[s]; ok {
+				t.Errorf("source %s given to gateways %d and %d", s, other, g)
+			}
+			seen[s] = g
+		}
+	}
+	if got := sources(15000); strings.Join(got, ",") != "127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5" {
+		t.Errorf("sources(15000) = %v: the single-gateway addresses changed", got)
+	}
+	if got := sources(10); len(got) != 2 {
+		t.Errorf("sources(10) = %v, want 2 addresses", got)
+	}
+	for i, want := range map[int]string{0: "127.0.0.2", 252: "127.0.0.254", 253: "127.0.1.2", 600: "127.0.2.96"} {
+		got := sourceAddr(i)
+		if got != want {
+			t.Errorf("sourceAddr(%d) = %s, want %s", i, got, want)
+		}
+		ip := net.ParseIP(got).To4()
+		if ip == nil || ip[3] < 2 || ip[3] > 254 {
+			t.Errorf("sourceAddr(%d) = %s: last byte out of 2..254", i, got)
+		}
+	}
+}
+
+func TestSplitEven(t *testing.T) {
+	for _, c := range []struct{ total, n int }{{55000, 3}, {100000, 6}, {10000, 2}, {7, 3}, {2, 5}} {
+		parts := splitEven(c.total, c.n)
+		sum, lo, hi := 0, parts[0], parts[0]
+		for _, p := range parts {
+			sum, lo, hi = sum+p, min(lo, p), max(hi, p)
+		}
+		if len(parts) != c.n || sum != c.total || hi-lo > 1 {
+			t.Errorf("splitEven(%d, %d) = %v", c.total, c.n, parts)
+		}
+	}
+}
+
+func TestMedianFanout(t *testing.T) {
+	if got := median([]float64{3, 1, 2}); got != 2 {
+		t.Errorf("median odd = %g", got)
+	}
+	if got := median([]float64{4, 1, 2, 3}); got != 2.5 {
+		t.Errorf("median even = %g", got)
+	}
+	rs := []*fanoutResult{
+		{DeliveriesPerSec: 100, Lost: 1, ToLast: latencyStats{P50: 30}, Nodes: []nodeStats{{Node: "A", CPUMicrosPerDlv: 10}}},
+		{DeliveriesPerSec: 300, Lost: 0, ToLast: latencyStats{P50: 10}, Nodes: []nodeStats{{Node: "A", CPUMicrosPerDlv: 30}}},
+		{DeliveriesPerSec: 200, Lost: 2, Duplicates: 5, ToLast: latencyStats{P50: 20}, Nodes: []nodeStats{{Node: "A", CPUMicrosPerDlv: 20}}},
+	}
+	m := medianFanout(rs)
+	if m.DeliveriesPerSec != 200 || m.ToLast.P50 != 20 || m.Nodes[0].CPUMicrosPerDlv != 20 {
+		t.Errorf("medians: %g deliveries/s, to-last p50 %g, node A %g µs; want 200, 20, 20", m.DeliveriesPerSec, m.ToLast.P50, m.Nodes[0].CPUMicrosPerDlv)
+	}
+	if m.Lost != 3 || m.Duplicates != 5 {
+		t.Errorf("lost %d, dups %d; want the sums 3, 5", m.Lost, m.Duplicates)
+	}
+	if rs[0].Nodes[0].CPUMicrosPerDlv != 10 {
+		t.Error("medianFanout changed its input")
+	}
+	cols := medianColumns([]runResult{
+		{IO: "epoll", Broker: "redis", Run: 1, Fanout: rs[0]},
+		{IO: "epoll", Broker: "redis", Run: 2, Fanout: rs[1], Error: "boom"},
+		{IO: "epoll", Broker: "jetstream", Run: 1, Fanout: rs[2]},
+	})
+	if len(cols) != 2 || cols[0].label != "redis" || cols[0].run.Run != 2 || cols[0].run.problems != 1 || cols[1].label != "jetstream" {
+		t.Errorf("columns: %+v", cols)
+	}
+}
+
+func TestReplaceSection(t *testing.T) {
+	doc := "# T\n\nprose before\n<!-- bench:conns -->\nold table\n<!-- /bench:conns -->\nprose after\n<!-- bench:fanout -->\n<!-- /bench:fanout -->\n"
+	got, err := replaceSection(doc, "conns", "new table\n\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "# T\n\nprose before\n<!-- bench:conns -->\nnew table\n<!-- /bench:conns -->\nprose after\n<!-- bench:fanout -->\n<!-- /bench:fanout -->\n"
+	if got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+	again, err := replaceSection(got, "conns", "new table")
+	if err != nil || again != got {
+		t.Errorf("rewriting with the same body changed the document: %v\n%s", err, again)
+	}
+	if got, err = replaceSection(doc, "fanout", "x"); err != nil || !strings.Contains(got, "<!-- bench:fanout -->\nx\n<!-- /bench:fanout -->") {
+		t.Errorf("empty section: %v\n%s", err, got)
+	}
+	for name, d := range map[string]string{
+		"missing":   "no markers\n",
+		"twice":     doc + "<!-- bench:conns -->\n",
+		"reversed":  "<!-- /bench:conns -->\n<!-- bench:conns -->\n",
+		"mid-line":  "a <!-- bench:conns -->\n<!-- /bench:conns -->\n",
+		"only open": "<!-- bench:conns -->\n",
+	} {
+		if _, err := replaceSection(d, "conns", "x"); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+	// "conns" must not match inside "conns-gateways".
+	d2 := "<!-- bench:conns-gateways -->\nA\n<!-- /bench:conns-gateways -->\n"
+	if _, err := replaceSection(d2, "conns", "x"); err == nil {
+		t.Error("section conns matched the markers of conns-gateways")
+	}
+}
+
+func TestMarkdownTable(t *testing.T) {
+	got := markdownTable([][]string{{"conns", "io=epoll"}, {"a | b", "1\n2"}})
+	want := "|  | io=epoll |\n| --- | --- |\n| a \\| b | 1 2 |\n"
+	if got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	o, _ := parseArgs([]string{"conns", "-gateways", "3", "-n", "3000"})
+	if docsSection(o) != "conns-gateways" {
+		t.Errorf("section %q", docsSection(o))
+	}
+	o, _ = parseArgs([]string{"bigroom"})
+	if docsSection(o) != "bigroom" {
+		t.Errorf("section %q", docsSection(o))
+	}
+}
