@@ -11,6 +11,8 @@ package brokers
 import (
 	"context"
 	"errors"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -39,6 +41,13 @@ type Publication struct {
 	Seq   uint64
 	Epoch string
 	Data  []byte
+	// Was is set on a publication that a node first delivered under a
+	// provisional position (a provisional epoch, see ProvisionalEpoch)
+	// while its broker was unreachable, and that now has its real
+	// position: Was is that provisional position. Subscribers that got it
+	// under Was already must not apply it twice. Zero otherwise. History
+	// returns it too.
+	Was Position
 }
 
 // Member is one client on a channel's presence list.
@@ -139,4 +148,48 @@ type Pinger interface {
 // their server is unreachable; the gateway exports the length as a metric.
 type Outboxer interface {
 	OutboxLen() int
+}
+
+// ProvisionalPrefix starts every provisional epoch.
+const ProvisionalPrefix = "~"
+
+// ProvisionalEpoch names a provisional epoch: the positions a node hands
+// out (and delivers to its own subscribers) for publications it accepted
+// while its broker was unreachable, before they have real ones. id must be
+// unique and contain no '.'; base is the last real position this node
+// delivered on the channel before the outage (zero when it knows none). A
+// client that resubscribes with a provisional `since` resumes from base:
+// the gateway reads it back with ProvisionalBase.
+//
+// The form is "~<id>" or "~<id>.<base seq>.<base epoch>".
+func ProvisionalEpoch(id string, base Position) string {
+	if base.Epoch == "" || IsProvisional(base.Epoch) {
+		return ProvisionalPrefix + id
+	}
+	return ProvisionalPrefix + id + "." + strconv.FormatUint(base.Seq, 10) + "." + base.Epoch
+}
+
+// IsProvisional reports whether epoch is a provisional epoch.
+func IsProvisional(epoch string) bool { return strings.HasPrefix(epoch, ProvisionalPrefix) }
+
+// ProvisionalBase returns the real position a provisional epoch was
+// opened after, if it names one.
+func ProvisionalBase(epoch string) (Position, bool) {
+	rest, ok := strings.CutPrefix(epoch, ProvisionalPrefix)
+	if !ok {
+		return Position{}, false
+	}
+	_, rest, ok = strings.Cut(rest, ".")
+	if !ok {
+		return Position{}, false
+	}
+	num, base, ok := strings.Cut(rest, ".")
+	if !ok || base == "" || IsProvisional(base) {
+		return Position{}, false
+	}
+	seq, err := strconv.ParseUint(num, 10, 64)
+	if err != nil {
+		return Position{}, false
+	}
+	return Position{Seq: seq, Epoch: base}, true
 }

@@ -28,18 +28,27 @@ func (srv *Server) catchUp(ctx context.Context, s *scratch, sb *sub, cmd *comman
 		pubs []brokers.Publication
 		pos  brokers.Position
 	)
+	// A provisional since (positions a node gave while its broker was
+	// down) resumes from the real position the provisional epoch was
+	// opened after; the messages the client got provisionally come again
+	// with their real seqs and `was`, and the client skips applying them
+	// twice (docs/protocol.md).
+	since, sinceEpoch := cmd.sinceSeq, string(cmd.sinceEpoch)
+	if base, ok := brokers.ProvisionalBase(sinceEpoch); ok {
+		since, sinceEpoch = base.Seq, base.Epoch
+	}
 	if srv.history != nil {
 		limit := 0
 		if cmd.hasSince {
 			limit = srv.cfg.History.Size
 		}
 		var err error
-		pubs, pos, err = srv.history.Since(ctx, sb.ch, cmd.sinceSeq, limit)
+		pubs, pos, err = srv.history.Since(ctx, sb.ch, since, limit)
 		if err != nil {
 			return err
 		}
 	}
-	recovered := cmd.hasSince && srv.history != nil && recoverable(cmd.sinceSeq, string(cmd.sinceEpoch), pubs, pos)
+	recovered := cmd.hasSince && srv.history != nil && recoverable(since, sinceEpoch, pubs, pos)
 	if cmd.hasSince {
 		if recovered {
 			srv.metrics.catchup.WithLabelValues("recovered").Inc()
@@ -65,7 +74,7 @@ func (srv *Server) catchUp(ctx context.Context, s *scratch, sb *sub, cmd *comman
 				if i > 0 {
 					b = append(b, ',')
 				}
-				b = appendMsg(b, sb.ch, p.Seq, p.Epoch, p.Data)
+				b = appendMsg(b, sb.ch, p.Seq, p.Epoch, p.Was, p.Data)
 			}
 			b = append(b, ']')
 		} else {

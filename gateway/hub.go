@@ -240,8 +240,8 @@ func (h *hub) HandlePublication(ch string, p brokers.Publication) {
 		}
 		hc.epoch = p.Epoch
 	}
-	fb := newFrameBuilder(64 + len(ch) + len(p.Epoch) + len(p.Data))
-	fb.b = appendMsg(fb.b, ch, p.Seq, p.Epoch, p.Data)
+	fb := newFrameBuilder(64 + len(ch) + len(p.Epoch) + len(p.Was.Epoch) + len(p.Data))
+	fb.b = appendMsg(fb.b, ch, p.Seq, p.Epoch, p.Was, p.Data)
 	frame := fb.finish(ws.OpText)
 	h.srv.metrics.fanouts.Inc()
 	h.srv.metrics.deliveries.Add(float64(len(hc.subs)))

@@ -572,7 +572,9 @@ func appendPubData(dst []byte, from string, data []byte) []byte {
 }
 
 // appendMsg appends a msg object. pubData is what appendPubData produced.
-func appendMsg(dst []byte, ch string, seq uint64, epoch string, pubData []byte) []byte {
+// was, when set, is the provisional position the message had before
+// (protocol extension, see docs/protocol.md).
+func appendMsg(dst []byte, ch string, seq uint64, epoch string, was brokers.Position, pubData []byte) []byte {
 	dst = append(dst, `{"op":"msg","ch":`...)
 	dst = appendString(dst, ch)
 	if seq != 0 {
@@ -582,6 +584,13 @@ func appendMsg(dst []byte, ch string, seq uint64, epoch string, pubData []byte) 
 	if epoch != "" {
 		dst = append(dst, `,"epoch":`...)
 		dst = appendString(dst, epoch)
+	}
+	if was.Epoch != "" {
+		dst = append(dst, `,"was":{"seq":`...)
+		dst = appendUint(dst, was.Seq)
+		dst = append(dst, `,"epoch":`...)
+		dst = appendString(dst, was.Epoch)
+		dst = append(dst, '}')
 	}
 	dst = append(dst, ',')
 	dst = append(dst, pubData...)

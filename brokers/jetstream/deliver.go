@@ -268,12 +268,13 @@ func (b *Broker) onLive(c *channel, m *nats.Msg) {
 			return
 		}
 	}
-	b.acceptLocked(c, sseq, seq, epoch, m.Data)
+	b.acceptLocked(c, sseq, m.Header, m.Data)
 }
 
 // acceptLocked accounts for one stored message and hands it on (an epoch
 // marker, seq 0, only moves the position).
-func (b *Broker) acceptLocked(c *channel, sseq, seq uint64, epoch string, data []byte) {
+func (b *Broker) acceptLocked(c *channel, sseq uint64, h nats.Header, data []byte) {
+	seq, epoch := seqOf(h)
 	c.lastStream = sseq
 	c.tail.Store(&tail{sseq, seq, epoch})
 	if seq == 0 {
@@ -284,7 +285,7 @@ func (b *Broker) acceptLocked(c *channel, sseq, seq uint64, epoch string, data [
 		return
 	}
 	c.seq, c.epoch = seq, epoch
-	b.handler.HandlePublication(c.name, brokers.Publication{Seq: seq, Epoch: epoch, Data: data})
+	b.handler.HandlePublication(c.name, brokers.Publication{Seq: seq, Epoch: epoch, Data: data, Was: wasOf(h)})
 }
 
 // fillLocked reads c's stored messages after c.lastStream up to stream seq
@@ -311,8 +312,7 @@ func (b *Broker) fillLocked(c *channel, upTo, nextSeq uint64, nextEpoch string) 
 			if sm.Seq <= c.lastStream || sm.Seq > upTo {
 				continue
 			}
-			seq, epoch := seqOf(sm.Header)
-			b.acceptLocked(c, sm.Seq, seq, epoch, sm.Data)
+			b.acceptLocked(c, sm.Seq, sm.Header, sm.Data)
 		}
 		if complete() {
 			return
@@ -329,8 +329,7 @@ func (b *Broker) fillLocked(c *channel, upTo, nextSeq uint64, nextEpoch string) 
 			}
 			return
 		}
-		seq, epoch := seqOf(sm.Header)
-		b.acceptLocked(c, sm.Seq, seq, epoch, sm.Data)
+		b.acceptLocked(c, sm.Seq, sm.Header, sm.Data)
 	}
 }
 

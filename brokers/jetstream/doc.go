@@ -44,15 +44,18 @@
 //
 // While the server or the stream is unreachable, Publish delivers the
 // publication to this node's subscribers at once, with an outage position
-// (seq 1, 2... in an outage epoch of its own that no history serves), queues
+// (seq 1, 2... in a provisional epoch of its own that no history serves,
+// brokers.ProvisionalEpoch: it names the last position delivered here), queues
 // it in a bounded outbox (Config.OutboxSize; past it Publish fails with
 // brokers.ErrUnavailable) and returns that position. When the server is back
 // the outbox is stored in order, each publication exactly once (an
 // interrupted conditional write is resolved by reading what follows its
 // expected seq, and its id tells whether it is the one stored), and
-// delivered again under its real position. Clients see the epoch change
-// twice (into the outage epoch and back) and resync: they never take an
-// outage position for a place in the history. Subscribe and Since fail with
+// delivered again under its real position, with Publication.Was (header
+// Sg-Was, stored with it) naming the outage position, so a client that
+// applied it does not apply it again, and a client holding an outage
+// position can resume from the position the epoch names. Subscribe and
+// Since fail with
 // brokers.ErrUnavailable during an outage.
 //
 // # Presence

@@ -229,6 +229,6 @@ func (r *rangeReader) add(sm *natsbase.StoredMsg) {
 	if len(r.pubs) == 0 {
 		r.firstStream = sm.Seq
 	}
-	r.pubs = append(r.pubs, brokers.Publication{Seq: s, Epoch: e, Data: sm.Data})
+	r.pubs = append(r.pubs, brokers.Publication{Seq: s, Epoch: e, Data: sm.Data, Was: wasOf(sm.Header)})
 	r.lastStream = sm.Seq
 }

@@ -95,6 +95,7 @@ const (
 	hdrSeq    = "Sg-Seq"   // the channel seq; 0 on an epoch marker
 	hdrEpoch  = "Sg-Epoch" // the channel's epoch
 	hdrID     = "Sg-Id"    // the publish attempt's id (node id + counter)
+	hdrWas    = "Sg-Was"   // <seq>:<epoch>: the provisional position a node delivered it under first
 	hdrExpect = "Nats-Expected-Last-Subject-Sequence"
 	hdrSSeq   = "Nats-Sequence"      // stream seq (republished copy, direct get)
 	hdrPrev   = "Nats-Last-Sequence" // stream seq of the subject's previous message (republished copy)

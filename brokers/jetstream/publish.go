@@ -49,6 +49,7 @@ type attempt struct {
 	seq    uint64
 	epoch  string
 	id     string
+	was    string // Sg-Was, "" for none
 }
 
 // outboxEntry is a publish accepted during an outage.
@@ -57,6 +58,7 @@ type outboxEntry struct {
 	data []byte
 	id   string
 	amb  *attempt // the last attempt, if it may have been stored
+	was  string   // the outage position it was delivered under here (Sg-Was)
 }
 
 // maxConflicts bounds the rereads of one publish that keeps losing races
@@ -91,7 +93,7 @@ func (b *Broker) Publish(ctx context.Context, ch string, data []byte) (brokers.P
 	if b.offline() || b.outbox.Len() > 0 {
 		return b.enqueue(ch, data, id, nil)
 	}
-	pos, amb, err := b.publish(ctx, ch, data, id, nil)
+	pos, amb, err := b.publish(ctx, ch, data, id, "", nil)
 	if err == nil {
 		return pos, nil
 	}
@@ -140,12 +142,20 @@ func (b *Broker) pubState(ch string) *pubState {
 // publish stores data as ch's next publication. It returns the attempt
 // when its outcome is unknown (with the error): prev, when not nil, is
 // such an attempt of the same publication, resolved first.
-func (b *Broker) publish(ctx context.Context, ch string, data []byte, id string, prev *attempt) (brokers.Position, *attempt, error) {
+func (b *Broker) publish(ctx context.Context, ch string, data []byte, id, was string, prev *attempt) (brokers.Position, *attempt, error) {
 	st := b.pubState(ch)
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.used = time.Now()
 	subj := st.subj
+	if prev != nil && prev.was != was {
+		// The first attempt was made before the publication got its
+		// outage position: a resend carries it (at most one of the two
+		// is stored).
+		p := *prev
+		p.was = was
+		prev = &p
+	}
 	if prev != nil {
 		// A conflict on the resend means a message now follows the
 		// expected seq, so the next resolve is conclusive.
@@ -183,7 +193,7 @@ func (b *Broker) publish(ctx context.Context, ch string, data []byte, id string,
 				return brokers.Position{}, nil, err
 			}
 		}
-		a := attempt{expect: st.sseq, seq: st.seq + 1, epoch: st.epoch, id: id}
+		a := attempt{expect: st.sseq, seq: st.seq + 1, epoch: st.epoch, id: id, was: was}
 		if a.epoch == "" {
 			a.seq, a.epoch = 1, newEpoch()
 		}
@@ -214,6 +224,9 @@ func (b *Broker) send(ctx context.Context, st *pubState, subj string, data []byt
 		hdrID:     []string{a.id},
 		hdrExpect: []string{strconv.FormatUint(a.expect, 10)},
 	}}
+	if a.was != "" {
+		m.Header[hdrWas] = []string{a.was}
+	}
 	sseq, err := natsbase.Publish(ctx, b.nc.Conn, m)
 	switch {
 	case err == nil:
@@ -311,19 +324,54 @@ func (b *Broker) enqueue(ch string, data []byte, id string, amb *attempt) (broke
 	b.outbox.Lock()
 	defer b.outbox.Unlock()
 	ch = strings.Clone(ch) // may alias the caller's buffer
-	if !b.outbox.PushLocked(outboxEntry{ch: ch, data: append([]byte(nil), data...), id: id, amb: amb}) {
-		return brokers.Position{}, fmt.Errorf("jetstream: publish %s: %w: server unreachable and outbox full", ch, brokers.ErrUnavailable)
-	}
 	lp := b.local[ch]
 	if lp == nil {
-		lp = &brokers.Position{Epoch: newEpoch()}
+		// The outage epoch names the last position delivered here, so a
+		// client holding outage positions can resume from it on any node
+		// (brokers.ProvisionalBase).
+		lp = &brokers.Position{Epoch: brokers.ProvisionalEpoch(newEpoch(), b.deliveredPos(ch))}
 		b.local[ch] = lp
 	}
+	pos := brokers.Position{Seq: lp.Seq + 1, Epoch: lp.Epoch}
+	e := outboxEntry{ch: ch, data: append([]byte(nil), data...), id: id, amb: amb, was: strconv.FormatUint(pos.Seq, 10) + ":" + pos.Epoch}
+	if !b.outbox.PushLocked(e) {
+		return brokers.Position{}, fmt.Errorf("jetstream: publish %s: %w: server unreachable and outbox full", ch, brokers.ErrUnavailable)
+	}
 	lp.Seq++
-	pos := *lp
 	b.deliverLocal(ch, pos, data)
 	b.poke()
 	return pos, nil
+}
+
+// deliveredPos is the last position this node delivered on ch, zero when
+// it serves no such channel or delivered nothing yet.
+func (b *Broker) deliveredPos(ch string) brokers.Position {
+	b.chansMu.Lock()
+	c := b.chans[ch]
+	b.chansMu.Unlock()
+	if c == nil {
+		return brokers.Position{}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.ready || c.epoch == "" {
+		return brokers.Position{}
+	}
+	return brokers.Position{Seq: c.seq, Epoch: c.epoch}
+}
+
+// wasOf reads a stored publication's Sg-Was header.
+func wasOf(h nats.Header) brokers.Position {
+	v := h.Get(hdrWas)
+	if v == "" {
+		return brokers.Position{}
+	}
+	num, epoch, ok := strings.Cut(v, ":")
+	seq, err := strconv.ParseUint(num, 10, 64)
+	if !ok || err != nil || epoch == "" {
+		return brokers.Position{}
+	}
+	return brokers.Position{Seq: seq, Epoch: epoch}
 }
 
 // deliverLocal hands an outage publication to the Handler if this node
@@ -422,7 +470,7 @@ func (b *Broker) flushOutbox() bool {
 			break
 		}
 		ctx, cancel := b.bgCtx(5 * time.Second)
-		_, amb, err := b.publish(ctx, e.ch, e.data, e.id, e.amb)
+		_, amb, err := b.publish(ctx, e.ch, e.data, e.id, e.was, e.amb)
 		cancel()
 		if err != nil {
 			if amb != nil {

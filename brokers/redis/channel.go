@@ -54,6 +54,7 @@ type chanState struct {
 type livePub struct {
 	epoch string
 	seq   uint64
+	was   brokers.Position
 	data  []byte
 }
 
@@ -77,52 +78,52 @@ func (cs *chanState) noteSince(pos brokers.Position) {
 }
 
 // deliver hands p to h and records it as the last position. cs.mu is held.
-func (cs *chanState) deliver(h brokers.Handler, epoch string, seq uint64, data []byte) {
+func (cs *chanState) deliver(h brokers.Handler, epoch string, seq uint64, was brokers.Position, data []byte) {
 	if epoch != cs.epoch {
 		cs.epoch = strings.Clone(epoch) // do not pin a whole payload
 	}
 	cs.seq, cs.known, cs.provisional = seq, true, false
-	h.HandlePublication(cs.name, brokers.Publication{Seq: seq, Epoch: cs.epoch, Data: data})
+	h.HandlePublication(cs.name, brokers.Publication{Seq: seq, Epoch: cs.epoch, Data: data, Was: was})
 }
 
 // live handles a publication received from pub/sub. It returns true when a
 // fill must be queued. cs.mu is held.
-func (cs *chanState) live(h brokers.Handler, epoch string, seq uint64, data string) (needFill bool) {
+func (cs *chanState) live(h brokers.Handler, epoch string, seq uint64, was brokers.Position, data string) (needFill bool) {
 	if cs.filling {
-		cs.bufferLive(epoch, seq, data)
+		cs.bufferLive(epoch, seq, was, data)
 		return false
 	}
 	switch {
 	case !cs.known || cs.provisional:
-		cs.deliver(h, epoch, seq, []byte(data))
+		cs.deliver(h, epoch, seq, was, []byte(data))
 		return false
 	case epoch == cs.epoch:
 		if seq <= cs.seq {
 			return false // already delivered (a fill got it from history)
 		}
 		if seq == cs.seq+1 {
-			cs.deliver(h, epoch, seq, []byte(data))
+			cs.deliver(h, epoch, seq, was, []byte(data))
 			return false
 		}
 	case seq == 1:
 		// A new epoch from its start: nothing of it was missed.
-		cs.deliver(h, epoch, seq, []byte(data))
+		cs.deliver(h, epoch, seq, was, []byte(data))
 		return false
 	}
 	// A gap, or a new epoch joined in its middle: fill from history.
 	cs.filling = true
-	cs.bufferLive(epoch, seq, data)
+	cs.bufferLive(epoch, seq, was, data)
 	return true
 }
 
-func (cs *chanState) bufferLive(epoch string, seq uint64, data string) {
+func (cs *chanState) bufferLive(epoch string, seq uint64, was brokers.Position, data string) {
 	if len(cs.buf) >= maxBuffered {
 		cs.overflow = true
 		clear(cs.buf)
 		cs.buf = cs.buf[:0]
 		return
 	}
-	cs.buf = append(cs.buf, livePub{epoch: strings.Clone(epoch), seq: seq, data: []byte(data)})
+	cs.buf = append(cs.buf, livePub{epoch: strings.Clone(epoch), seq: seq, was: cloneWas(was), data: []byte(data)})
 }
 
 // fillResult is what one history read for a fill returned.
@@ -158,7 +159,7 @@ func (cs *chanState) applyFill(h brokers.Handler, r *fillResult) fillOutcome {
 		}
 		for _, p := range r.pubs {
 			if p.Seq > cs.seq {
-				cs.deliver(h, p.Epoch, p.Seq, p.Data)
+				cs.deliver(h, p.Epoch, p.Seq, p.Was, p.Data)
 			}
 		}
 		if len(r.pubs) == r.limit && r.limit > 0 && cs.seq < pos.Seq {
@@ -175,7 +176,7 @@ func (cs *chanState) applyFill(h brokers.Handler, r *fillResult) fillOutcome {
 		}
 		cs.epoch, cs.seq = strings.Clone(pos.Epoch), 0
 		for _, p := range r.pubs {
-			cs.deliver(h, p.Epoch, p.Seq, p.Data)
+			cs.deliver(h, p.Epoch, p.Seq, p.Was, p.Data)
 		}
 		if len(r.pubs) == r.limit && r.limit > 0 && cs.seq < pos.Seq {
 			return fillAgain
@@ -196,7 +197,7 @@ func (cs *chanState) applyFill(h brokers.Handler, r *fillResult) fillOutcome {
 				continue
 			}
 			if m.seq == cs.seq+1 {
-				cs.deliver(h, m.epoch, m.seq, m.data)
+				cs.deliver(h, m.epoch, m.seq, m.was, m.data)
 				continue
 			}
 		} else if i < r.mark {
@@ -236,10 +237,16 @@ func (cs *chanState) notePrune(t time.Time) {
 func (cs *chanState) giveUpFill(h brokers.Handler) {
 	for _, m := range cs.buf {
 		if m.epoch != cs.epoch || m.seq > cs.seq {
-			cs.deliver(h, m.epoch, m.seq, m.data)
+			cs.deliver(h, m.epoch, m.seq, m.was, m.data)
 		}
 	}
 	clear(cs.buf)
 	cs.buf = cs.buf[:0]
 	cs.filling, cs.overflow = false, false
+}
+
+// cloneWas copies was's epoch, which may alias a payload.
+func cloneWas(was brokers.Position) brokers.Position {
+	was.Epoch = strings.Clone(was.Epoch)
+	return was
 }

@@ -61,8 +61,9 @@
 //   - Publications are not dropped: they wait in an outbox bounded by
 //     Config.OutboxSize (per node); past it Publish fails with an error
 //     wrapping brokers.ErrUnavailable. Each is delivered at once to this
-//     node's subscribers under a node-local epoch (it starts with
-//     LocalEpochPrefix, a new one per channel per outage) with its own
+//     node's subscribers under a node-local epoch (a provisional epoch,
+//     brokers.ProvisionalEpoch, naming the last real position delivered
+//     here; a new one per channel per outage) with its own
 //     seqs 1, 2, 3..., and Publish returns that local position. Other
 //     nodes do not see these until Redis is back.
 //   - Since fails with brokers.ErrUnavailable; Subscribe succeeds (the
@@ -80,10 +81,12 @@
 // So a subscriber on the node that lost Redis sees: the real epoch up to
 // seq N, then the local epoch 1..k (messages published on this node during
 // the outage), then the real epoch again from N+1, where the local
-// messages reappear with their real seqs among those of other nodes. Each
-// epoch change tells the client to resync (brokers.Handler: a new epoch
-// resets the gateway's dedupe watermark); within each epoch seqs are
-// contiguous. A node that did not lose Redis never sees a local epoch.
+// messages reappear with their real seqs among those of other nodes, each
+// with Publication.Was set to its local position (the publish script
+// stores it with the history entry and publishes it, see scripts.go), so a
+// client does not apply it twice. A new epoch resets the gateway's dedupe
+// watermark (brokers.Handler); within each epoch seqs are contiguous. A
+// node that did not lose Redis never sees a local epoch.
 //
 // When a fill finds the channel's seq in Redis below what this node
 // delivered (writes lost in a failover to a lagging replica, or an AOF

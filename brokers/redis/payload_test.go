@@ -4,12 +4,17 @@ import (
 	"fmt"
 	"strconv"
 	"testing"
+
+	"github.com/syncgate/syncgate/brokers"
 )
 
 // encodeEvent is the Go twin of what the Lua scripts publish, for tests.
 func encodeEvent(e event) string {
 	switch e.kind {
 	case 'p':
+		if e.was.Epoch != "" {
+			return "w" + e.epoch + ":" + strconv.FormatUint(e.seq, 10) + ":" + encodeWas(e.was) + e.data
+		}
 		return "p" + e.epoch + ":" + strconv.FormatUint(e.seq, 10) + ":" + e.data
 	case 'j':
 		return "j" + strconv.FormatInt(e.ttlMS, 10) + ":" + strconv.Itoa(len(e.cl)) + ":" + e.cl + e.user
@@ -23,6 +28,7 @@ func TestDecodeEvent(t *testing.T) {
 	for _, e := range []event{
 		{kind: 'p', epoch: "abc12", seq: 1, data: ""},
 		{kind: 'p', epoch: "abc12", seq: 18446744073709551615, data: "a:b:c\n\x00"},
+		{kind: 'p', epoch: "abc12", seq: 7, was: brokers.Position{Seq: 3, Epoch: "~n1.6.abc12"}, data: "5:x:y"},
 		{kind: 'j', ttlMS: 60000, cl: "node-1", user: "alice:with:colons"},
 		{kind: 'j', ttlMS: 0, cl: "", user: ""},
 		{kind: 'l', cl: "c:1", user: "12:x"},
@@ -34,7 +40,8 @@ func TestDecodeEvent(t *testing.T) {
 			t.Errorf("decode(%q) = %+v, %v; want %+v", s, got, err, e)
 		}
 	}
-	for _, bad := range []string{"", "p", "p:1:x", "pe:0:x", "pe:x:y", "pe", "j1:5:ab", "jx:1:a", "l", "l-1:x", "q", "j-5:0:"} {
+	for _, bad := range []string{"", "p", "p:1:x", "pe:0:x", "pe:x:y", "pe", "j1:5:ab", "jx:1:a", "l", "l-1:x", "q", "j-5:0:",
+		"we:1:", "we:1:0:1:~x", "we:1:2:9:~x", "we:1:2:0:", "we:1:2:x:~"} {
 		if e, err := decodeEvent(bad); err == nil {
 			t.Errorf("decode(%q) = %+v, want an error", bad, e)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -167,11 +168,19 @@ func parseSince(res any) ([]brokers.Publication, brokers.Position, error) {
 		fields, _ := kv[1].([]any)
 		s, _, _ := cutDash(id)
 		n, err := strconv.ParseUint(s, 10, 64)
-		if err != nil || len(fields) != 2 {
+		if err != nil || (len(fields) != 2 && len(fields) != 4) {
 			return nil, brokers.Position{}, errBadReply
 		}
 		data, _ := fields[1].(string)
-		pubs = append(pubs, brokers.Publication{Seq: n, Epoch: epoch, Data: []byte(data)})
+		p := brokers.Publication{Seq: n, Epoch: epoch, Data: []byte(data)}
+		if len(fields) == 4 {
+			w, _ := fields[3].(string)
+			if p.Was, _, err = cutWas(w); err != nil {
+				return nil, brokers.Position{}, errBadReply
+			}
+			p.Was.Epoch = strings.Clone(p.Was.Epoch)
+		}
+		pubs = append(pubs, p)
 	}
 	return pubs, pos, nil
 }

@@ -11,6 +11,8 @@ import goredis "github.com/redis/go-redis/v9"
 // Pub/sub payloads (one Redis message each):
 //
 //	p<epoch>:<seq>:<data>                  a publication
+//	w<epoch>:<seq>:<was><data>             a publication this node first delivered
+//	                                       provisionally (see encodeWas)
 //	j<ttl ms>:<len(client)>:<client><user> a join (receivers schedule expiry)
 //	l<len(client)>:<client><user>          a leave
 //	x<token>                               a node's probe to itself
@@ -23,7 +25,8 @@ import goredis "github.com/redis/go-redis/v9"
 // ARGV: 1 data, 2 history size (<= 0: none), 3 history TTL ms, 4 meta TTL
 // s, 5 this node's id (a channel without an epoch gets the node id and the
 // counter as its epoch: unique), 6 this node's meta field, 7 this node's
-// publish counter, 8 publish command (publish or spublish).
+// publish counter, 8 publish command (publish or spublish), 9 the
+// provisional position the publication had (encodeWas; "" for none).
 //
 // Returns "<seq>:<epoch>" (one string: cheap to parse); seq 0 means this
 // node's message with this counter
@@ -48,10 +51,18 @@ redis.call('hset', KEYS[2], ARGV[6], ARGV[7])
 redis.call('expire', KEYS[2], ARGV[4])
 local s = string.format('%d', seq)
 if tonumber(ARGV[2]) > 0 then
-  redis.call('xadd', KEYS[1], 'MAXLEN', ARGV[2], s .. '-0', 'd', ARGV[1])
+  if ARGV[9] == '' then
+    redis.call('xadd', KEYS[1], 'MAXLEN', ARGV[2], s .. '-0', 'd', ARGV[1])
+  else
+    redis.call('xadd', KEYS[1], 'MAXLEN', ARGV[2], s .. '-0', 'd', ARGV[1], 'w', ARGV[9])
+  end
   redis.call('pexpire', KEYS[1], ARGV[3])
 end
-redis.call(ARGV[8], KEYS[3], 'p' .. epoch .. ':' .. s .. ':' .. ARGV[1])
+if ARGV[9] == '' then
+  redis.call(ARGV[8], KEYS[3], 'p' .. epoch .. ':' .. s .. ':' .. ARGV[1])
+else
+  redis.call(ARGV[8], KEYS[3], 'w' .. epoch .. ':' .. s .. ':' .. ARGV[9] .. ARGV[1])
+end
 return s .. ':' .. epoch
 `)
 

@@ -613,7 +613,7 @@ func (sh *shard) onMessage(name, payload string) {
 	if !cs.removed && sh.state.Load() != shardDown {
 		switch e.kind {
 		case 'p':
-			needFill = cs.live(h, e.epoch, e.seq, e.data)
+			needFill = cs.live(h, e.epoch, e.seq, e.was, e.data)
 		case 'j':
 			h.HandlePresence(cs.name, brokers.Join, brokers.Member{User: e.user, Client: e.cl})
 			cs.notePrune(time.Now().Add(time.Duration(e.ttlMS) * time.Millisecond))

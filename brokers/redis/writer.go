@@ -22,6 +22,9 @@ type pubReq struct {
 	// answered: the caller has its answer (a node-local position); the
 	// request only waits in the outbox. The writer releases it when done.
 	answered bool
+	// was is that node-local position, encoded for the publish script
+	// (encodeWas); "" when none.
+	was string
 	// args is the EVALSHA command, reused with the request: every value
 	// in it is boxed once (constants, cached keys) or a pointer, so
 	// building the command allocates nothing.
@@ -48,6 +51,7 @@ func newPubReq(ch string, data []byte) *pubReq {
 	r.ch = ch
 	r.data = append(r.data[:0], data...)
 	r.answered = false
+	r.was = ""
 	return r
 }
 
@@ -250,20 +254,29 @@ var errOutboxFull = fmt.Errorf("%w: redis down and outbox full", brokers.ErrUnav
 // held; r is in the outbox.
 func (sh *shard) answerLocally(r *pubReq) {
 	pos := sh.local[r.ch]
+	cs := sh.lookup(r.ch)
+	if cs != nil {
+		cs.mu.Lock()
+		defer cs.mu.Unlock()
+	}
 	if pos == nil {
 		if sh.local == nil {
 			sh.local = make(map[string]*brokers.Position)
 		}
-		pos = &brokers.Position{Epoch: sh.b.localEpoch()}
+		// The local epoch names the last real position delivered here,
+		// so that a client holding local positions can resume from it
+		// (brokers.ProvisionalBase) on any node.
+		var base brokers.Position
+		if cs != nil && cs.known && !cs.provisional {
+			base = brokers.Position{Seq: cs.seq, Epoch: cs.epoch}
+		}
+		pos = &brokers.Position{Epoch: brokers.ProvisionalEpoch(sh.b.newEpoch(), base)}
 		sh.local[r.ch] = pos
 	}
 	pos.Seq++
-	if cs := sh.lookup(r.ch); cs != nil {
-		cs.mu.Lock()
-		if !cs.removed {
-			sh.b.handler.HandlePublication(cs.name, brokers.Publication{Seq: pos.Seq, Epoch: pos.Epoch, Data: r.data})
-		}
-		cs.mu.Unlock()
+	r.was = encodeWas(*pos)
+	if cs != nil && !cs.removed {
+		sh.b.handler.HandlePublication(cs.name, brokers.Publication{Seq: pos.Seq, Epoch: pos.Epoch, Data: r.data})
 	}
 	r.answered = true
 	r.done <- pubResult{pos: *pos}
@@ -271,14 +284,11 @@ func (sh *shard) answerLocally(r *pubReq) {
 
 // LocalEpochPrefix starts every node-local epoch: the epoch of
 // publications delivered on this node only, while Redis was unreachable.
-const LocalEpochPrefix = "~"
+// Local epochs are provisional epochs (brokers.ProvisionalEpoch).
+const LocalEpochPrefix = brokers.ProvisionalPrefix
 
 // IsLocalEpoch reports whether epoch is a node-local epoch.
-func IsLocalEpoch(epoch string) bool { return strings.HasPrefix(epoch, LocalEpochPrefix) }
-
-func (b *Broker) localEpoch() string {
-	return LocalEpochPrefix + b.newEpoch()
-}
+func IsLocalEpoch(epoch string) bool { return brokers.IsProvisional(epoch) }
 
 // send runs w.batch through the publish script in one pipeline and
 // completes the requests in order. It returns how many it completed; on a
@@ -296,7 +306,7 @@ func (sh *shard) send(w *writerState) (int, error) {
 			k := w.keysOf(b, r.ch)
 			a := &b.args
 			r.args = append(r.args[:0], "evalsha", a.sha, 3, k.history, k.meta, k.pubsub,
-				(*dataArg)(r), a.histSize, a.histTTL, a.metaTTL, a.nodeID, a.nodeField, &r.counter, a.publishCmd)
+				(*dataArg)(r), a.histSize, a.histTTL, a.metaTTL, a.nodeID, a.nodeField, &r.counter, a.publishCmd, &r.was)
 			cmd := goredis.NewCmd(ctx, r.args...)
 			cmd.SetFirstKeyPos(3)
 			_ = pipe.Process(ctx, cmd)
