@@ -7,26 +7,16 @@ import (
 	"testing"
 
 	"github.com/syncgate/syncgate/brokers"
+	"github.com/syncgate/syncgate/brokers/brokertest"
 	"github.com/syncgate/syncgate/brokers/redis"
 	"github.com/syncgate/syncgate/internal/redistest"
 )
 
-// nopHandler is the cheapest handler, for benchmarks.
-type nopHandler struct{ n atomic.Int64 }
-
-func (h *nopHandler) HandlePublication(string, brokers.Publication)                    { h.n.Add(1) }
-func (h *nopHandler) HandlePresence(string, brokers.PresenceEventType, brokers.Member) {}
-
-func startBench(b *testing.B) (*redis.Broker, *nopHandler) {
+func startBench(b *testing.B) (*redis.Broker, *brokertest.Counter) {
 	b.Helper()
 	srv := redistest.Start(b, redistest.Options{})
 	br := redis.New(testConfig(srv.Addr()))
-	h := &nopHandler{}
-	if err := br.Start(context.Background(), h); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { br.Close() })
-	return br, h
+	return br, brokertest.StartBench(b, br)
 }
 
 // BenchmarkPublish: one goroutine publishing 64 bytes on a channel with
@@ -34,31 +24,10 @@ func startBench(b *testing.B) (*redis.Broker, *nopHandler) {
 // delivery back to this node's handler; "unsubscribed" is the publish path
 // alone.
 func BenchmarkPublish(b *testing.B) {
-	for _, sub := range []bool{true, false} {
-		b.Run(map[bool]string{true: "subscribed", false: "unsubscribed"}[sub], func(b *testing.B) {
-			br, _ := startBench(b)
-			ctx := context.Background()
-			const ch = "doc:1"
-			if sub {
-				if err := br.Subscribe(ctx, ch); err != nil {
-					b.Fatal(err)
-				}
-			}
-			data := make([]byte, 64)
-			for range suiteHistorySize {
-				if _, err := br.Publish(ctx, ch, data); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.ReportAllocs()
-			b.SetBytes(int64(len(data)))
-			for b.Loop() {
-				if _, err := br.Publish(ctx, ch, data); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	}
+	brokertest.BenchPublish(b, suiteHistorySize, func(b *testing.B) brokers.Broker {
+		br, _ := startBench(b)
+		return br
+	})
 }
 
 // BenchmarkPublishParallel: many goroutines publishing at once on 64

@@ -1,17 +1,10 @@
 package redis_test
 
 import (
-	"context"
-	"errors"
-	"io"
-	"log"
-	"log/slog"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
-	goredis "github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
 	"github.com/syncgate/syncgate/brokers"
@@ -21,16 +14,8 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	// go-redis logs dial failures on its own global logger; the fault
-	// tests cause plenty.
-	goredis.SetLogger(quietLogger{log.New(io.Discard, "", 0)})
+	redistest.QuietGoRedis()
 	goleak.VerifyTestMain(m)
-}
-
-type quietLogger struct{ *log.Logger }
-
-func (l quietLogger) Printf(_ context.Context, format string, v ...any) {
-	l.Logger.Printf(format, v...)
 }
 
 const suiteHistorySize = 100
@@ -54,28 +39,14 @@ func testConfig(addrs ...string) redis.Config {
 		ProbeTimeout:  500 * time.Millisecond,
 		ReconnectMin:  20 * time.Millisecond,
 		ReconnectMax:  200 * time.Millisecond,
-		Logger:        testLogger(),
+		Logger:        redistest.Logger(),
 	}
 }
 
 func TestConformance(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	cfg := testConfig(srv.Addr())
-	brokertest.Suite{
-		Features: suiteFeatures,
-		New:      func(t *testing.T) brokers.Broker { return redis.New(cfg) },
-		NewPair: func(t *testing.T) (a, b brokers.Broker) {
-			return redis.New(cfg), redis.New(cfg)
-		},
-	}.Run(t)
-}
-
-// testLogger logs to stderr with -v (REDIS_TEST_LOG=1), else discards.
-func testLogger() *slog.Logger {
-	if os.Getenv("REDIS_TEST_LOG") == "" {
-		return slog.New(slog.DiscardHandler)
-	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	brokertest.Nodes(suiteFeatures, func() brokers.Broker { return redis.New(cfg) }).Run(t)
 }
 
 // TestConformanceSharded runs the suite on three independent Redis
@@ -86,13 +57,7 @@ func TestConformanceSharded(t *testing.T) {
 		addrs = append(addrs, redistest.Start(t, redistest.Options{}).Addr())
 	}
 	cfg := testConfig(addrs...)
-	brokertest.Suite{
-		Features: suiteFeatures,
-		New:      func(t *testing.T) brokers.Broker { return redis.New(cfg) },
-		NewPair: func(t *testing.T) (a, b brokers.Broker) {
-			return redis.New(cfg), redis.New(cfg)
-		},
-	}.Run(t)
+	brokertest.Nodes(suiteFeatures, func() brokers.Broker { return redis.New(cfg) }).Run(t)
 }
 
 // TestConformanceCluster runs the suite on a Redis Cluster of three
@@ -101,12 +66,9 @@ func TestConformanceCluster(t *testing.T) {
 	c := redistest.StartCluster(t, redistest.ClusterOptions{Masters: 3})
 	cfg := testConfig(c.Addrs()...)
 	cfg.Cluster = true
-	brokertest.Suite{
-		Features:    suiteFeatures,
-		New:         func(t *testing.T) brokers.Broker { return redis.New(cfg) },
-		NewPair:     func(t *testing.T) (a, b brokers.Broker) { return redis.New(cfg), redis.New(cfg) },
-		LeakOptions: clusterLeaks,
-	}.Run(t)
+	s := brokertest.Nodes(suiteFeatures, func() brokers.Broker { return redis.New(cfg) })
+	s.LeakOptions = clusterLeaks
+	s.Run(t)
 }
 
 // clusterLeaks: go-redis's cluster client reloads its slot map in a
@@ -120,23 +82,7 @@ var clusterLeaks = []goleak.Option{
 func TestStartWithoutRedis(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	srv.Kill()
-	b := redis.New(testConfig(srv.Addr()))
-	if err := b.Start(t.Context(), brokertest.NewRecorder()); !errors.Is(err, brokers.ErrUnavailable) {
-		t.Fatalf("Start without Redis: %v, want ErrUnavailable", err)
-	}
-	srv.Restart()
-	rec := brokertest.NewRecorder()
-	if err := b.Start(t.Context(), rec); err != nil {
-		t.Fatalf("Start once Redis is up: %v", err)
-	}
-	defer b.Close()
-	if err := b.Subscribe(t.Context(), "a"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.Publish(t.Context(), "a", []byte("x")); err != nil {
-		t.Fatal(err)
-	}
-	rec.WaitPublications(t, "a", 1, waitTimeout)
+	brokertest.StartWhileDown(t, redis.New(testConfig(srv.Addr())), srv.Restart, waitTimeout)
 }
 
 // TestConfigValidate: bad configurations name the field.

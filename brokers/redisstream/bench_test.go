@@ -8,26 +8,16 @@ import (
 	"time"
 
 	"github.com/syncgate/syncgate/brokers"
+	"github.com/syncgate/syncgate/brokers/brokertest"
 	"github.com/syncgate/syncgate/brokers/redisstream"
 	"github.com/syncgate/syncgate/internal/redistest"
 )
 
-// nopHandler is the cheapest handler, for benchmarks.
-type nopHandler struct{ n atomic.Int64 }
-
-func (h *nopHandler) HandlePublication(string, brokers.Publication)                    { h.n.Add(1) }
-func (h *nopHandler) HandlePresence(string, brokers.PresenceEventType, brokers.Member) {}
-
-func startBench(b *testing.B) (*redisstream.Broker, *nopHandler) {
+func startBench(b *testing.B) (*redisstream.Broker, *brokertest.Counter) {
 	b.Helper()
 	srv := redistest.Start(b, redistest.Options{})
 	br := redisstream.New(testConfig(srv.Addr()))
-	h := &nopHandler{}
-	if err := br.Start(context.Background(), h); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { br.Close() })
-	return br, h
+	return br, brokertest.StartBench(b, br)
 }
 
 // BenchmarkPublish: one goroutine publishing 64 bytes on a channel with
@@ -35,31 +25,10 @@ func startBench(b *testing.B) (*redisstream.Broker, *nopHandler) {
 // "subscribed" has this node tailing the channel (its XREAD loop runs
 // alongside); "unsubscribed" is the publish path alone.
 func BenchmarkPublish(b *testing.B) {
-	for _, sub := range []bool{true, false} {
-		b.Run(map[bool]string{true: "subscribed", false: "unsubscribed"}[sub], func(b *testing.B) {
-			br, _ := startBench(b)
-			ctx := context.Background()
-			const ch = "doc:1"
-			if sub {
-				if err := br.Subscribe(ctx, ch); err != nil {
-					b.Fatal(err)
-				}
-			}
-			data := make([]byte, 64)
-			for range suiteHistorySize {
-				if _, err := br.Publish(ctx, ch, data); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.ReportAllocs()
-			b.SetBytes(int64(len(data)))
-			for b.Loop() {
-				if _, err := br.Publish(ctx, ch, data); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	}
+	brokertest.BenchPublish(b, suiteHistorySize, func(b *testing.B) brokers.Broker {
+		br, _ := startBench(b)
+		return br
+	})
 }
 
 // BenchmarkPublishParallel: many goroutines publishing at once on 64
@@ -77,7 +46,7 @@ func BenchmarkPublishParallel(b *testing.B) {
 			}
 			data := make([]byte, 64)
 			var next atomic.Int64
-			before := h.n.Load()
+			before := h.N.Load()
 			b.ReportAllocs()
 			b.SetBytes(int64(len(data)))
 			b.ResetTimer()
@@ -91,7 +60,7 @@ func BenchmarkPublishParallel(b *testing.B) {
 					}
 				}
 			})
-			b.ReportMetric(float64(h.n.Load()-before)/float64(b.N), "delivered/op")
+			b.ReportMetric(float64(h.N.Load()-before)/float64(b.N), "delivered/op")
 		})
 	}
 }
@@ -109,7 +78,7 @@ func BenchmarkPublishManyChannels(b *testing.B) {
 	}
 	data := make([]byte, 64)
 	var next atomic.Int64
-	before := h.n.Load()
+	before := h.N.Load()
 	b.ReportAllocs()
 	b.ResetTimer()
 	b.SetParallelism(8)
@@ -124,7 +93,7 @@ func BenchmarkPublishManyChannels(b *testing.B) {
 	})
 	b.StopTimer()
 	want := int64(b.N)
-	brokertestEventually(b, func() bool { return h.n.Load()-before >= want })
+	brokertestEventually(b, func() bool { return h.N.Load()-before >= want })
 }
 
 // brokertestEventually waits up to 10s for cond.

@@ -1,17 +1,10 @@
 package redisstream_test
 
 import (
-	"context"
-	"errors"
-	"io"
-	"log"
-	"log/slog"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
-	goredis "github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
 	"github.com/syncgate/syncgate/brokers"
@@ -21,16 +14,8 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	// go-redis logs dial failures on its own global logger; the fault
-	// test causes plenty.
-	goredis.SetLogger(quietLogger{log.New(io.Discard, "", 0)})
+	redistest.QuietGoRedis()
 	goleak.VerifyTestMain(m)
-}
-
-type quietLogger struct{ *log.Logger }
-
-func (l quietLogger) Printf(_ context.Context, format string, v ...any) {
-	l.Logger.Printf(format, v...)
 }
 
 // suiteHistorySize is above the suite's 1600 concurrent publications on one
@@ -58,28 +43,14 @@ func testConfig(addrs ...string) redisstream.Config {
 		ReadTimeout:      time.Second,
 		ReconnectMin:     20 * time.Millisecond,
 		ReconnectMax:     200 * time.Millisecond,
-		Logger:           testLogger(),
+		Logger:           redistest.Logger(),
 	}
-}
-
-// testLogger logs to stderr with REDIS_TEST_LOG=1, else discards.
-func testLogger() *slog.Logger {
-	if os.Getenv("REDIS_TEST_LOG") == "" {
-		return slog.New(slog.DiscardHandler)
-	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 func TestConformance(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	cfg := testConfig(srv.Addr())
-	brokertest.Suite{
-		Features: suiteFeatures,
-		New:      func(t *testing.T) brokers.Broker { return redisstream.New(cfg) },
-		NewPair: func(t *testing.T) (a, b brokers.Broker) {
-			return redisstream.New(cfg), redisstream.New(cfg)
-		},
-	}.Run(t)
+	brokertest.Nodes(suiteFeatures, func() brokers.Broker { return redisstream.New(cfg) }).Run(t)
 }
 
 // TestConformanceSharded runs the suite on two independent Redis servers,
@@ -90,13 +61,7 @@ func TestConformanceSharded(t *testing.T) {
 		addrs = append(addrs, redistest.Start(t, redistest.Options{}).Addr())
 	}
 	cfg := testConfig(addrs...)
-	brokertest.Suite{
-		Features: suiteFeatures,
-		New:      func(t *testing.T) brokers.Broker { return redisstream.New(cfg) },
-		NewPair: func(t *testing.T) (a, b brokers.Broker) {
-			return redisstream.New(cfg), redisstream.New(cfg)
-		},
-	}.Run(t)
+	brokertest.Nodes(suiteFeatures, func() brokers.Broker { return redisstream.New(cfg) }).Run(t)
 }
 
 // TestStartWithoutRedis: Start fails with ErrUnavailable when Redis cannot
@@ -104,23 +69,7 @@ func TestConformanceSharded(t *testing.T) {
 func TestStartWithoutRedis(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	srv.Kill()
-	b := redisstream.New(testConfig(srv.Addr()))
-	if err := b.Start(t.Context(), brokertest.NewRecorder()); !errors.Is(err, brokers.ErrUnavailable) {
-		t.Fatalf("Start without Redis: %v, want ErrUnavailable", err)
-	}
-	srv.Restart()
-	rec := brokertest.NewRecorder()
-	if err := b.Start(t.Context(), rec); err != nil {
-		t.Fatalf("Start once Redis is up: %v", err)
-	}
-	defer b.Close()
-	if err := b.Subscribe(t.Context(), "a"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.Publish(t.Context(), "a", []byte("x")); err != nil {
-		t.Fatal(err)
-	}
-	rec.WaitPublications(t, "a", 1, 5*time.Second)
+	brokertest.StartWhileDown(t, redisstream.New(testConfig(srv.Addr())), srv.Restart, 5*time.Second)
 }
 
 // TestConfigValidate: bad configurations name the field.

@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
-	"log"
 	"net"
 	"os"
 	"os/exec"
@@ -13,12 +11,12 @@ import (
 	"testing"
 	"time"
 
-	goredis "github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
 	"github.com/syncgate/syncgate/brokers/redis"
 	"github.com/syncgate/syncgate/gateway"
 	"github.com/syncgate/syncgate/internal/config"
+	"github.com/syncgate/syncgate/internal/redistest"
 )
 
 // childEnv, when set to a Redis address, makes the test binary run one
@@ -26,18 +24,12 @@ import (
 const childEnv = "SYNCGATE_MULTINODE_CHILD"
 
 func TestMain(m *testing.M) {
-	goredis.SetLogger(quietLogger{log.New(io.Discard, "", 0)})
+	redistest.QuietGoRedis()
 	if addr := os.Getenv(childEnv); addr != "" {
 		runChild(addr)
 		return
 	}
 	goleak.VerifyTestMain(m)
-}
-
-type quietLogger struct{ *log.Logger }
-
-func (l quietLogger) Printf(_ context.Context, format string, v ...any) {
-	l.Logger.Printf(format, v...)
 }
 
 // nodeConfig is the gateway configuration of a test node on Redis addr.
