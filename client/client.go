@@ -153,6 +153,7 @@ type frame struct {
 	Ch        string          `json:"ch"`
 	Seq       uint64          `json:"seq"`
 	Epoch     string          `json:"epoch"`
+	Was       *Position       `json:"was"`
 	From      string          `json:"from"`
 	Data      json.RawMessage `json:"data"`
 	User      string          `json:"user"`

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 )
 
@@ -64,8 +65,8 @@ type Event struct {
 
 // Position is a place in a channel's history.
 type Position struct {
-	Seq   uint64
-	Epoch string
+	Seq   uint64 `json:"seq"`
+	Epoch string `json:"epoch"`
 }
 
 // SubscribeOptions are the optional settings of Subscribe.
@@ -85,9 +86,10 @@ type Subscription struct {
 	// Guarded by c.mu.
 	seq        uint64
 	epoch      string
-	known      bool    // seq/epoch hold a position to resubscribe from
-	live       bool    // subscribed on conn; messages flow
-	conn       *wsConn // the connection the last `sub` went out on
+	known      bool     // seq/epoch hold a position to resubscribe from
+	prov       Position // the last provisional position delivered (epoch "~...")
+	live       bool     // subscribed on conn; messages flow
+	conn       *wsConn  // the connection the last `sub` went out on
 	subscribed chan struct{}
 	firstDone  bool
 	firstErr   error
@@ -104,6 +106,9 @@ func (c *Client) Subscribe(ctx context.Context, ch string, opts ...SubscribeOpti
 	for _, o := range opts {
 		if o.Since != nil {
 			s.seq, s.epoch, s.known = o.Since.Seq, o.Since.Epoch, true
+			if strings.HasPrefix(o.Since.Epoch, "~") {
+				s.prov = *o.Since
+			}
 		}
 	}
 	c.mu.Lock()
@@ -200,8 +205,13 @@ func (s *Subscription) firstDoneLocked(err error) {
 }
 
 // deliverLocked queues a msg unless it is a duplicate (seq not above the
-// last delivered in the same epoch). c.mu is held.
+// last delivered in the same epoch, or `was` names a provisional position
+// delivered already: a broker outage, see docs/protocol.md). c.mu is held.
 func (s *Subscription) deliverLocked(f *frame) bool {
+	if f.Was != nil && f.Was.Epoch == s.prov.Epoch && f.Was.Seq <= s.prov.Seq {
+		s.seq, s.epoch, s.known = f.Seq, f.Epoch, true
+		return false
+	}
 	if f.Seq != 0 && s.known && f.Epoch == s.epoch && f.Seq <= s.seq {
 		return false
 	}
@@ -210,6 +220,9 @@ func (s *Subscription) deliverLocked(f *frame) bool {
 	}
 	if f.Seq != 0 {
 		s.seq, s.epoch, s.known = f.Seq, f.Epoch, true
+		if strings.HasPrefix(f.Epoch, "~") {
+			s.prov = Position{Seq: f.Seq, Epoch: f.Epoch}
+		}
 	}
 	s.push(Event{Type: Message, Channel: s.ch, Seq: f.Seq, Epoch: f.Epoch, From: f.From, Data: f.Data})
 	return true

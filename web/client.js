@@ -128,6 +128,7 @@ export class SyncGate {
       if (since) {
         rec.seq = since.seq;
         rec.epoch = since.epoch || "";
+        if (rec.epoch.startsWith("~")) rec.prov = { seq: rec.seq, epoch: rec.epoch };
         rec.known = true;
       }
       this.channels.set(ch, rec);
@@ -380,10 +381,18 @@ export class SyncGate {
   }
 
   // deliver applies one msg to its channel: drops duplicates by seq, notes
-  // gaps, and emits it. Returns whether it was new.
+  // gaps, and emits it. Returns whether it was new. A msg whose `was` is a
+  // provisional position already applied (a broker outage, see
+  // docs/protocol.md) only moves the position.
   deliver(m, rec) {
     if (!rec) return false;
     const seq = m.seq || 0;
+    if (m.was && rec.prov && m.was.epoch === rec.prov.epoch && m.was.seq <= rec.prov.seq) {
+      rec.seq = seq;
+      rec.epoch = m.epoch || "";
+      rec.known = true;
+      return false;
+    }
     if (seq && rec.known && (m.epoch || "") === rec.epoch && seq <= rec.seq) return false; // duplicate
     if (seq && rec.known && m.epoch && m.epoch === rec.epoch && seq > rec.seq + 1) {
       this.emit("gap", { ch: m.ch, from: rec.seq + 1, to: seq - 1 });
@@ -392,6 +401,7 @@ export class SyncGate {
       rec.seq = seq;
       rec.epoch = m.epoch || "";
       rec.known = true;
+      if (rec.epoch.startsWith("~")) rec.prov = { seq, epoch: rec.epoch };
     }
     this.emit("msg", m);
     return true;
