@@ -25,6 +25,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -57,15 +58,26 @@ type studyOptions struct {
 	CrashAt        time.Duration
 	CrashPause     time.Duration
 	Drain          time.Duration
+
+	Reps int // latency runs per rate; the tables show medians
+	// Throughput search: the offered rates tried in order (total msg/s),
+	// stopping at the first that fails; each new step runs TputFor.
+	TputSteps []float64
+	TputFor   time.Duration
+	// Budget is the soft time limit of the whole study: optional steps
+	// are skipped, and backends that no longer fit are skipped, to stay
+	// within it. Limit is the hard one (the run is cancelled).
+	Budget, Limit time.Duration
 }
 
-var allBackends = []string{"memory", "redis", "nats", "jetstream-file", "jetstream-memory", "redis-streams"}
+var allBackends = []string{"memory", "redis", "redis-sharded", "redis-cluster", "nats", "jetstream-file", "jetstream-memory",
+	"redis-streams-aof-off", "redis-streams", "redis-streams-aof-always"}
 
 func parseStudyArgs(args []string) (studyOptions, error) {
 	o := studyOptions{Args: append([]string{"study"}, args...)}
 	fs := flag.NewFlagSet("study", flag.ContinueOnError)
-	quick := fs.Bool("quick", false, "quick run (the default): latency at 1k msg/s for 6 s, a 16 s crash run; under 5 minutes")
-	fs.BoolVar(&o.Full, "full", false, "full run: latency at 1k, 5k and 20k msg/s, a 60 s crash run")
+	quick := fs.Bool("quick", false, "quick run (the default): latency at 1k msg/s for 4 s, throughput steps 1k/2k/5k msg/s of 3 s as time allows, a 8 s crash run; under 5 minutes")
+	fs.BoolVar(&o.Full, "full", false, "full run: latency at 1k, 5k and 20k msg/s (3 runs of 6 s each, medians), throughput steps 500 to 50k msg/s of 6 s, a 24 s crash run; about 30 minutes")
 	backends := fs.String("backends", "", "comma-separated subset of "+strings.Join(allBackends, ","))
 	fs.StringVar(&o.Gateway, "gateway", "", "use this gateway binary instead of building one")
 	fs.StringVar(&o.Out, "out", "", "directory for the JSON results (default bench/results in the repo)")
@@ -93,17 +105,35 @@ func parseStudyArgs(args []string) (studyOptions, error) {
 	o.Channels, o.SubsPerChannel = 100, 10
 	o.CrashRate, o.CrashChannels, o.CrashSubs = 500, 10, 4
 	if o.Full {
-		o.Rates = []float64{1000, 5000, 20000}
-		o.LatencyFor = 20 * time.Second
-		o.CrashFor, o.CrashAt, o.CrashPause = 60*time.Second, 20*time.Second, 5*time.Second
-		o.Drain = 15 * time.Second
-	} else {
-		o.Rates = []float64{1000}
+		o.Rates, o.Reps = []float64{1000, 5000, 20000}, 3
 		o.LatencyFor = 6 * time.Second
-		o.CrashFor, o.CrashAt, o.CrashPause = 16*time.Second, 5*time.Second, 3*time.Second
-		o.Drain = 6 * time.Second
+		o.TputSteps = []float64{500, 1000, 2000, 5000, 10000, 20000, 50000}
+		o.TputFor = 6 * time.Second
+		o.CrashFor, o.CrashAt, o.CrashPause = 24*time.Second, 8*time.Second, 4*time.Second
+		o.Drain = 5 * time.Second
+		o.Budget, o.Limit = 28*time.Minute, 30*time.Minute
+	} else {
+		o.Rates, o.Reps = []float64{1000}, 1
+		o.LatencyFor = 4 * time.Second
+		o.TputSteps = []float64{1000, 2000, 5000}
+		o.TputFor = 3 * time.Second
+		o.CrashFor, o.CrashAt, o.CrashPause = 8*time.Second, 2*time.Second, 2*time.Second
+		o.Drain = 3 * time.Second
+		o.Budget, o.Limit = 270*time.Second, 5*time.Minute
 	}
 	return o, nil
+}
+
+// runEstimate is how long one measured run of d takes with its setup
+// (dialing 1,000 subscribers, settling, draining, closing).
+func (o studyOptions) runEstimate(d time.Duration) time.Duration {
+	return d + 4*time.Second
+}
+
+// backendEstimate is the first guess of one backend's mandatory runs
+// (latency and crash, with starting and stopping the processes).
+func (o studyOptions) backendEstimate() time.Duration {
+	return time.Duration(len(o.Rates)*o.Reps)*o.runEstimate(o.LatencyFor) + o.runEstimate(o.CrashFor) + o.Drain + 3*time.Second
 }
 
 func (o studyOptions) mode() string {
@@ -150,17 +180,69 @@ type backendSpec struct {
 	NATS    bool     // needs a NATS server
 	Storage string   // nats.storage
 	Note    string   // persistence, for the docs
+	// RedisServers is how many redis-server processes (0 = 1); with
+	// RedisCluster they form a Redis Cluster of that many masters,
+	// otherwise the gateway shards channels over them (redis.addrs).
+	RedisServers int
+	RedisCluster bool
+	// Victim is the index of the broker process the crash run kills.
+	Victim int
+}
+
+// redisCount is how many redis-server processes the backend runs.
+func (s backendSpec) redisCount() int {
+	if s.Redis == nil {
+		return 0
+	}
+	return max(1, s.RedisServers)
+}
+
+// embeddedBroker says where the broker runs in the latency and
+// throughput runs when it is not a process of its own ("" = own process).
+func (s backendSpec) embeddedBroker() string {
+	switch {
+	case s.Type == "memory":
+		return "in the gateway"
+	case s.NATS:
+		return "in gateway A"
+	}
+	return ""
+}
+
+// victimName names the broker process the crash run kills.
+func (s backendSpec) victimName() string {
+	switch {
+	case s.Type == "memory":
+		return "gateway (holds the broker)"
+	case s.NATS:
+		return "nats-server"
+	case s.RedisCluster:
+		return fmt.Sprintf("redis-server master %d of %d", s.Victim+1, s.redisCount())
+	case s.redisCount() > 1:
+		return fmt.Sprintf("redis-server shard %d of %d", s.Victim+1, s.redisCount())
+	}
+	return "redis-server"
 }
 
 func backendSpecs() map[string]backendSpec {
 	aof := []string{"--appendonly", "yes", "--appendfsync", "everysec", "--save", ""}
+	aofAlways := []string{"--appendonly", "yes", "--appendfsync", "always", "--save", ""}
+	none := []string{"--appendonly", "no", "--save", ""}
 	return map[string]backendSpec{
-		"memory":           {Name: "memory", Type: "memory", Nodes: 1, Note: "in the gateway process, 1 node"},
-		"redis":            {Name: "redis", Type: "redis", Nodes: 2, Redis: aof, Note: "redis-server, AOF appendfsync everysec"},
+		"memory": {Name: "memory", Type: "memory", Nodes: 1, Note: "in the gateway process, 1 node"},
+		"redis":  {Name: "redis", Type: "redis", Nodes: 2, Redis: aof, Note: "redis-server, AOF appendfsync everysec"},
+		"redis-sharded": {Name: "redis-sharded", Type: "redis", Nodes: 2, Redis: aof, RedisServers: 3, Victim: 2,
+			Note: "3 redis-server processes, channels jump-hashed over them (redis.addrs), AOF appendfsync everysec"},
+		"redis-cluster": {Name: "redis-cluster", Type: "redis", Nodes: 2, Redis: aof, RedisServers: 3, RedisCluster: true, Victim: 2,
+			Note: "Redis Cluster, 3 masters, no replicas (redis.cluster), AOF appendfsync everysec"},
 		"nats":             {Name: "nats", Type: "nats", Nodes: 2, NATS: true, Storage: "file", Note: "core NATS (presence in JetStream, file)"},
 		"jetstream-file":   {Name: "jetstream-file", Type: "jetstream", Nodes: 2, NATS: true, Storage: "file", Note: "JetStream, file storage"},
 		"jetstream-memory": {Name: "jetstream-memory", Type: "jetstream", Nodes: 2, NATS: true, Storage: "memory", Note: "JetStream, memory storage"},
-		"redis-streams":    {Name: "redis-streams", Type: "redis-streams", Nodes: 2, Redis: aof, Note: "redis-server streams, AOF appendfsync everysec"},
+		"redis-streams-aof-off": {Name: "redis-streams-aof-off", Type: "redis-streams", Nodes: 2, Redis: none,
+			Note: "redis-server streams, no persistence (appendonly no, no RDB snapshots)"},
+		"redis-streams": {Name: "redis-streams", Type: "redis-streams", Nodes: 2, Redis: aof, Note: "redis-server streams, AOF appendfsync everysec"},
+		"redis-streams-aof-always": {Name: "redis-streams-aof-always", Type: "redis-streams", Nodes: 2, Redis: aofAlways,
+			Note: "redis-server streams, AOF appendfsync always"},
 	}
 }
 
@@ -302,40 +384,55 @@ func (b *brokerProc) stop() {
 
 // ---- one backend's processes ----
 
-// cluster is the processes of one backend run: an optional broker process
-// and the gateway nodes. crash kills the broker (for memory, the gateway,
-// which holds the broker) and restart starts it again in place.
+// cluster is the processes of one backend run: the broker processes (none,
+// one, or three redis-servers) and the gateway nodes. crash kills one
+// broker process (for memory, the gateway, which holds the broker) and
+// restart starts it again in place.
 type cluster struct {
-	spec   backendSpec
-	bin    string
-	broker *brokerProc
-	nodes  []*gatewayProc
-	dirs   []string
-	envs   [][]string
-	ports  []int
+	spec    backendSpec
+	bin     string
+	brokers []*brokerProc
+	nodes   []*gatewayProc
+	dirs    []string
+	envs    [][]string
+	ports   []int
+	p       *progress
 }
 
 // startCluster starts the backend. separateBroker puts NATS in its own
 // process (crash scenario); otherwise node A embeds it.
 func startCluster(ctx context.Context, spec backendSpec, bin, tmp string, separateBroker bool, p *progress) (*cluster, error) {
-	c := &cluster{spec: spec, bin: bin}
+	c := &cluster{spec: spec, bin: bin, p: p}
 	base := append(studyEnv(), "SYNCGATE_BROKER_TYPE="+spec.Type)
 	var nodeEnv [2][]string
 	nodeEnv[0] = append([]string(nil), base...)
 	nodeEnv[1] = append([]string(nil), base...)
 	switch {
 	case spec.Redis != nil:
-		port, err := freePort()
-		if err != nil {
-			return nil, err
+		persist := spec.Redis
+		if spec.RedisCluster {
+			persist = append(append([]string(nil), persist...), "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+				"--cluster-node-timeout", "2000", "--cluster-require-full-coverage", "no")
 		}
-		dir := filepath.Join(tmp, "redis")
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, err
+		var addrs []string
+		for i := range spec.redisCount() {
+			port, err := freePort()
+			if err != nil {
+				return nil, err
+			}
+			dir := filepath.Join(tmp, fmt.Sprintf("redis%d", i))
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return nil, err
+			}
+			b := newRedisProc(dir, port, persist)
+			c.brokers = append(c.brokers, b)
+			addrs = append(addrs, b.addr)
 		}
-		c.broker = newRedisProc(dir, port, spec.Redis)
 		for i := range nodeEnv {
-			nodeEnv[i] = append(nodeEnv[i], "SYNCGATE_REDIS_ADDRS="+c.broker.addr)
+			nodeEnv[i] = append(nodeEnv[i], "SYNCGATE_REDIS_ADDRS="+strings.Join(addrs, ","))
+			if spec.RedisCluster {
+				nodeEnv[i] = append(nodeEnv[i], "SYNCGATE_REDIS_CLUSTER=true")
+			}
 		}
 	case spec.NATS:
 		port, err := freePort()
@@ -351,21 +448,31 @@ func startCluster(ctx context.Context, spec backendSpec, bin, tmp string, separa
 			if err := os.MkdirAll(dir, 0o755); err != nil {
 				return nil, err
 			}
-			if c.broker, err = newNATSProc(dir, port); err != nil {
+			b, err := newNATSProc(dir, port)
+			if err != nil {
 				return nil, err
 			}
+			c.brokers = append(c.brokers, b)
 			nodeEnv[0] = append(nodeEnv[0], "SYNCGATE_NATS_URL=nats://"+addr)
 		} else {
 			nodeEnv[0] = append(nodeEnv[0], "SYNCGATE_NATS_LISTEN="+addr, "SYNCGATE_NATS_STORE_DIR="+filepath.Join(tmp, "node0-nats"))
 		}
 		nodeEnv[1] = append(nodeEnv[1], "SYNCGATE_NATS_URL=nats://"+addr)
 	}
-	if c.broker != nil {
-		p.printf("%s: starting %s on %s (%s)", spec.Name, c.broker.kind, c.broker.addr, strings.Join(c.broker.args, " "))
-		if err := c.broker.start(ctx); err != nil {
+	for i, b := range c.brokers {
+		p.printf("%s: starting %s %d on %s (%s)", spec.Name, b.kind, i+1, b.addr, strings.Join(b.args, " "))
+		if err := b.start(ctx); err != nil {
+			c.close()
 			return nil, err
 		}
-		p.printf("%s: %s ready, pid %d", spec.Name, c.broker.kind, c.broker.pid)
+		p.printf("%s: %s %d ready, pid %d", spec.Name, b.kind, i+1, b.pid)
+	}
+	if spec.RedisCluster {
+		if err := formRedisCluster(ctx, c.brokers); err != nil {
+			c.close()
+			return nil, err
+		}
+		p.printf("%s: redis cluster of %d masters ok", spec.Name, len(c.brokers))
 	}
 	for i := range spec.Nodes {
 		dir := filepath.Join(tmp, fmt.Sprintf("node%d", i))
@@ -385,12 +492,36 @@ func startCluster(ctx context.Context, spec backendSpec, bin, tmp string, separa
 	return c, nil
 }
 
-// crash kills the broker process with SIGKILL and returns its PID.
+// cpu is the CPU time used so far by the gateway processes and by the
+// broker processes of the cluster (a process that is gone counts 0).
+func (c *cluster) cpu() (gateway, broker time.Duration) {
+	for _, g := range c.nodes {
+		if d, err := readCPU(g.pid); err == nil {
+			gateway += d
+		}
+	}
+	for _, b := range c.brokers {
+		if d, err := readCPU(b.pid); err == nil {
+			broker += d
+		}
+	}
+	return gateway, broker
+}
+
+// victim is the broker process the crash run kills, nil for memory.
+func (c *cluster) victim() *brokerProc {
+	if len(c.brokers) == 0 {
+		return nil
+	}
+	return c.brokers[min(c.spec.Victim, len(c.brokers)-1)]
+}
+
+// crash kills the victim process with SIGKILL and says which, with its PID.
 func (c *cluster) crash() (string, int) {
-	if c.broker != nil {
-		pid := c.broker.pid
-		c.broker.kill()
-		return c.broker.kind, pid
+	if b := c.victim(); b != nil {
+		pid := b.pid
+		b.kill()
+		return fmt.Sprintf("%s on %s", c.spec.victimName(), b.addr), pid
 	}
 	g := c.nodes[0]
 	_ = syscall.Kill(g.pid, syscall.SIGKILL)
@@ -398,11 +529,18 @@ func (c *cluster) crash() (string, int) {
 	return "gateway node A (memory broker)", g.pid
 }
 
-// restart starts the killed process again on the same port and data.
+// restart starts the killed process again on the same port and data; a
+// Redis Cluster master counts as ready once every master reports
+// cluster_state:ok again.
 func (c *cluster) restart(ctx context.Context) (int, error) {
-	if c.broker != nil {
-		err := c.broker.start(ctx)
-		return c.broker.pid, err
+	if b := c.victim(); b != nil {
+		if err := b.start(ctx); err != nil {
+			return b.pid, err
+		}
+		if c.spec.RedisCluster {
+			return b.pid, waitRedisClusterOK(ctx, c.brokers, 20*time.Second)
+		}
+		return b.pid, nil
 	}
 	g, err := launchGateway(c.bin, c.dirs[0], c.ports[0], c.envs[0])
 	if err != nil {
@@ -415,16 +553,22 @@ func (c *cluster) restart(ctx context.Context) (int, error) {
 	return g.pid, nil
 }
 
-// close stops the gateways (SIGTERM, then SIGKILL) and the broker.
+// close stops the gateways (SIGTERM, then SIGKILL after 4 s: the study
+// does not measure shutdown) and the brokers.
 func (c *cluster) close() {
 	var wg sync.WaitGroup
-	for _, g := range c.nodes {
-		wg.Go(func() { g.stop(10 * time.Second) })
+	for i, g := range c.nodes {
+		wg.Go(func() {
+			if how := g.stop(4 * time.Second); strings.HasPrefix(how, "did not stop") && c.p != nil {
+				c.p.printf("%s: gateway node %c %s", c.spec.Name, 'A'+i, how)
+			}
+		})
 	}
 	wg.Wait()
-	if c.broker != nil {
-		c.broker.stop()
+	for _, b := range c.brokers {
+		wg.Go(b.stop)
 	}
+	wg.Wait()
 }
 
 func (c *cluster) urls() []string {
@@ -433,6 +577,115 @@ func (c *cluster) urls() []string {
 		out = append(out, "ws://"+g.addr+"/ws")
 	}
 	return out
+}
+
+// ---- Redis Cluster ----
+
+// formRedisCluster makes the (cluster-enabled, empty) redis-servers one
+// cluster: the 16384 slots split evenly over them as masters, the nodes
+// introduced with CLUSTER MEET; it waits for cluster_state:ok everywhere.
+func formRedisCluster(ctx context.Context, procs []*brokerProc) error {
+	const slots = 16384
+	n := len(procs)
+	for i, b := range procs {
+		lo, hi := i*slots/n, (i+1)*slots/n-1
+		if _, err := redisCmd(b.addr, "CLUSTER", "SET-CONFIG-EPOCH", strconv.Itoa(i+1)); err != nil {
+			return fmt.Errorf("redis cluster: %s: %w", b.addr, err)
+		}
+		if _, err := redisCmd(b.addr, "CLUSTER", "ADDSLOTSRANGE", strconv.Itoa(lo), strconv.Itoa(hi)); err != nil {
+			return fmt.Errorf("redis cluster: %s: %w", b.addr, err)
+		}
+	}
+	for _, b := range procs[1:] {
+		host, port, _ := net.SplitHostPort(b.addr)
+		if _, err := redisCmd(procs[0].addr, "CLUSTER", "MEET", host, port); err != nil {
+			return fmt.Errorf("redis cluster: meet %s: %w", b.addr, err)
+		}
+	}
+	return waitRedisClusterOK(ctx, procs, 30*time.Second)
+}
+
+// waitRedisClusterOK waits until every node reports cluster_state:ok and
+// knows all the others as connected.
+func waitRedisClusterOK(ctx context.Context, procs []*brokerProc, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		var notOK error
+		for _, b := range procs {
+			info, err := redisCmd(b.addr, "CLUSTER", "INFO")
+			if err == nil && !strings.Contains(info, "cluster_state:ok") {
+				err = errors.New("cluster_state not ok")
+			}
+			if err == nil {
+				var nodes string
+				if nodes, err = redisCmd(b.addr, "CLUSTER", "NODES"); err == nil &&
+					(strings.Count(nodes, " connected") < len(procs) || strings.Contains(nodes, "fail")) {
+					err = errors.New("not every node known and connected")
+				}
+			}
+			if err != nil {
+				notOK = fmt.Errorf("%s: %w", b.addr, err)
+				break
+			}
+		}
+		if notOK == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("redis cluster not ok after %s: %w", timeout, notOK)
+		}
+		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+// redisCmd sends one command to a redis-server and returns a status,
+// integer or bulk reply as a string; an error reply is an error.
+func redisCmd(addr string, args ...string) (string, error) {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	var b strings.Builder
+	fmt.Fprintf(&b, "*%d\r\n", len(args))
+	for _, a := range args {
+		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+	}
+	if _, err := c.Write([]byte(b.String())); err != nil {
+		return "", err
+	}
+	return readRedisReply(bufio.NewReader(c))
+}
+
+func readRedisReply(r *bufio.Reader) (string, error) {
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+	line = strings.TrimRight(line, "\r\n")
+	if line == "" {
+		return "", errors.New("empty reply")
+	}
+	switch line[0] {
+	case '+', ':':
+		return line[1:], nil
+	case '-':
+		return "", errors.New(line[1:])
+	case '$':
+		n, err := strconv.Atoi(line[1:])
+		if err != nil || n < 0 {
+			return "", err
+		}
+		buf := make([]byte, n+2)
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return "", err
+		}
+		return string(buf[:n]), nil
+	}
+	return "", fmt.Errorf("unexpected reply %q", line)
 }
 
 // supported reports whether the gateway binary accepts broker.type t, by

@@ -3,6 +3,8 @@
 package main
 
 import (
+	"bufio"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -29,8 +31,41 @@ func TestStudyArgs(t *testing.T) {
 	if err != nil || o.Full || len(o.Rates) != 1 || len(o.Backends) != len(allBackends) {
 		t.Fatalf("defaults: %+v, %v", o, err)
 	}
+	if o.Reps != 1 || len(o.TputSteps) != 3 || o.TputSteps[0] != o.Rates[0] || o.Limit != 5*time.Minute || o.Budget >= o.Limit {
+		t.Fatalf("quick: reps %d, steps %v, budget %s of %s", o.Reps, o.TputSteps, o.Budget, o.Limit)
+	}
+	// The mandatory runs of every backend fit in the quick budget.
+	if n := time.Duration(len(allBackends)); n*o.backendEstimate() > o.Budget {
+		t.Errorf("quick: %d backends x %s > budget %s", n, o.backendEstimate(), o.Budget)
+	}
 	if o, err = parseStudyArgs([]string{"-full", "-backends", "memory,redis"}); err != nil || len(o.Rates) != 3 || len(o.Backends) != 2 {
 		t.Fatalf("-full: %+v, %v", o, err)
+	}
+	if o.Reps != 3 || o.Limit != 30*time.Minute || len(o.TputSteps) < 5 {
+		t.Fatalf("-full: reps %d, limit %s, steps %v", o.Reps, o.Limit, o.TputSteps)
+	}
+	if o, err = parseStudyArgs([]string{"-backends", "redis-sharded,redis-cluster,redis-streams-aof-off,redis-streams-aof-always"}); err != nil || len(o.Backends) != 4 {
+		t.Fatalf("new backends: %+v, %v", o.Backends, err)
+	}
+	specs := backendSpecs()
+	for _, b := range allBackends {
+		if specs[b].Name != b {
+			t.Errorf("backend %q has no spec", b)
+		}
+	}
+	if s := specs["redis-cluster"]; s.redisCount() != 3 || !s.RedisCluster || s.victimName() != "redis-server master 3 of 3" {
+		t.Errorf("redis-cluster: %d servers, %q", s.redisCount(), s.victimName())
+	}
+	if s := specs["redis-sharded"]; s.redisCount() != 3 || s.RedisCluster || s.victimName() != "redis-server shard 3 of 3" {
+		t.Errorf("redis-sharded: %d servers, %q", s.redisCount(), s.victimName())
+	}
+	if specs["redis"].redisCount() != 1 || specs["nats"].redisCount() != 0 || specs["nats"].embeddedBroker() == "" || specs["redis"].embeddedBroker() != "" {
+		t.Error("redis/nats spec helpers")
+	}
+	if !strings.Contains(strings.Join(specs["redis-streams-aof-off"].Redis, " "), "--appendonly no") ||
+		!strings.Contains(strings.Join(specs["redis-streams-aof-always"].Redis, " "), "--appendfsync always") ||
+		!strings.Contains(strings.Join(specs["redis-streams"].Redis, " "), "--appendfsync everysec") {
+		t.Error("redis-streams AOF variants")
 	}
 	for _, bad := range [][]string{{"-quick", "-full"}, {"-backends", "kafka"}, {"extra"}} {
 		if _, err := parseStudyArgs(bad); err == nil {
@@ -49,12 +84,20 @@ func TestStudyDocs(t *testing.T) {
 	lat := statsOf(h)
 	rs := &studyResults{
 		Scenario: "study", Mode: "quick", Command: "go run ./bench study", Started: time.Now().UTC(), Finished: time.Now().UTC(),
-		Machine: machine(), Params: map[string]any{},
+		Machine: machine(), Params: map[string]any{"throughput_steps": []float64{1000, 2000}, "latency_rates": []float64{1000}, "latency_reps": 1},
 		Backends: []studyBackend{
 			{Name: "memory", Type: "memory", Nodes: 1, Latency: []loadResult{{Rate: 1000, Acked: 10, Scheduled: 10, SameNode: lat, All: lat}},
 				Crash: &loadResult{Scheduled: 100, Acked: 90, Refused: 10, LostMsgs: 5, Events: []string{"t=1s kill"}}},
 			{Name: "redis", Type: "redis", Nodes: 2, Latency: []loadResult{{Rate: 1000, Acked: 10, Scheduled: 10, SameNode: lat, CrossNode: lat, All: lat}},
 				Crash: &loadResult{Scheduled: 100, Acked: 100}},
+			{Name: "redis-cluster", Type: "redis", Nodes: 2, Killed: "redis-server master 3 of 3",
+				Latency: []loadResult{okRun(1000, 10), okRun(1000, 12), okRun(1000, 11)},
+				Throughput: &tputResult{Steps: []tputStep{{Rate: 1000, Pass: true, FromLatency: true, Result: okRun(1000, 11)},
+					{Rate: 2000, Result: okRun(2000, 70), Why: "cross p99 70.0 ms >= 50 ms"}}, Max: 1000, Stopped: "2000 msg/s not sustained"},
+				Crash: &loadResult{Scheduled: 100, Acked: 100}},
+			{Name: "nats", Type: "nats", Nodes: 2, Embedded: "in gateway A",
+				Latency:    []loadResult{okRun(1000, 60)},
+				Throughput: &tputResult{Steps: []tputStep{{Rate: 1000, FromLatency: true, Result: okRun(1000, 60)}}, Stopped: "1000 msg/s not sustained"}},
 			{Name: "redis-streams", Type: "redis-streams", Nodes: 2, Skipped: "not built"},
 		},
 	}
@@ -66,14 +109,147 @@ func TestStudyDocs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"| redis | 2 | 10/10/10 |", "no acked message was lost with: redis", "memory 5 of 90 acked", "skipped: not built"} {
+	for _, want := range []string{"| redis | 2 | 10/10/10 |", "no acked message was lost with: redis", "memory 5 of 90 acked", "skipped: not built",
+		"## Throughput", "| redis-cluster | 1000 | 10000 | 11.00 | 500.00 | 250.00 |", "| nats | none (< 1000) |", "in gateway A",
+		"| redis-cluster | 2 | 300/300/300 |", "redis-server master 3 of 3", "what this run did: quick mode", "study-throughput.svg"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("document lacks %q:\n%s", want, md)
 		}
 	}
-	for _, f := range []string{"study-latency-cdf.svg", "study-crash-lost.svg"} {
+	for _, f := range []string{"study-latency-cdf.svg", "study-crash-lost.svg", "study-throughput.svg"} {
 		if b, err := os.ReadFile(filepath.Join(root, "docs", "plots", f)); err != nil || !strings.Contains(string(b), "<svg") {
 			t.Errorf("%s: %v", f, err)
 		}
+	}
+}
+
+// okRun is a made-up run at rate that passes every check.
+func okRun(rate float64, p99 float64) loadResult {
+	st := latStats{Count: 100, P50: 1, P99: p99}
+	return loadResult{Rate: rate, Scheduled: 100, Acked: 100, Expected: 1000, Delivered: 1000, SameNode: st, CrossNode: st, All: st,
+		DeliveriesPerS: rate * 10, Deliveries: 1000, GatewayCPUS: 0.5, BrokerCPUS: 0.25}
+}
+
+func TestStepVerdict(t *testing.T) {
+	if ok, why := stepVerdict(okRun(1000, 10), 2); !ok {
+		t.Fatalf("ok run failed: %s", why)
+	}
+	slow := okRun(1000, 10)
+	slow.CrossNode.P99 = 60
+	if ok, why := stepVerdict(slow, 2); ok || !strings.Contains(why, "cross p99 60.0 ms") {
+		t.Errorf("slow cross: %v %q", ok, why)
+	}
+	// One node: judged by the same-node p99.
+	if ok, _ := stepVerdict(slow, 1); !ok {
+		t.Error("one node judged by the cross-node p99")
+	}
+	for name, mod := range map[string]func(*loadResult){
+		"unsent":  func(r *loadResult) { r.Unsent = 5 },
+		"refused": func(r *loadResult) { r.Refused = 1 },
+		"lost":    func(r *loadResult) { r.Lost = 1 },
+		"error":   func(r *loadResult) { r.Error = "boom\nmore" },
+		"empty":   func(r *loadResult) { r.CrossNode = latStats{} },
+		"nothing": func(r *loadResult) { r.Scheduled = 0 },
+	} {
+		r := okRun(1000, 10)
+		mod(&r)
+		if ok, why := stepVerdict(r, 2); ok || why == "" {
+			t.Errorf("%s: passed", name)
+		}
+	}
+}
+
+func TestSearchThroughput(t *testing.T) {
+	steps := []float64{1000, 2000, 5000, 10000}
+	p99s := map[float64]float64{1000: 5, 2000: 20, 5000: 70, 10000: 5}
+	var ran []float64
+	run := func(rate float64) (loadResult, error) { ran = append(ran, rate); return okRun(rate, p99s[rate]), nil }
+	reuse := func(rate float64) (loadResult, bool) {
+		if rate == 1000 {
+			return okRun(rate, p99s[rate]), true
+		}
+		return loadResult{}, false
+	}
+	always := func(float64) bool { return true }
+	// Stops at the first failing step; the 1000 step reuses the latency run.
+	r := searchThroughput(steps, 2, reuse, always, run)
+	if r.Max != 2000 || len(r.Steps) != 3 || !r.Steps[0].FromLatency || r.Steps[1].FromLatency || r.Steps[2].Pass ||
+		len(ran) != 2 || !strings.Contains(r.Stopped, "5000 msg/s not sustained") {
+		t.Fatalf("search: max %g, steps %+v, ran %v, stopped %q", r.Max, r.Steps, ran, r.Stopped)
+	}
+	if b := r.best(); b == nil || b.Rate != 2000 {
+		t.Errorf("best: %+v", b)
+	}
+	// Every step passes: the bound ends the search.
+	p99s[5000] = 10
+	ran = nil
+	if r = searchThroughput(steps, 2, reuse, always, run); r.Max != 10000 || len(ran) != 3 || !strings.Contains(r.Stopped, "bound") {
+		t.Errorf("all pass: max %g ran %v %q", r.Max, ran, r.Stopped)
+	}
+	// No time: only the reused step.
+	ran = nil
+	r = searchThroughput(steps, 2, reuse, func(float64) bool { return false }, run)
+	if r.Max != 1000 || len(ran) != 0 || len(r.Steps) != 1 || !strings.Contains(r.Stopped, "time budget: 2000") {
+		t.Errorf("no time: max %g ran %v %q", r.Max, ran, r.Stopped)
+	}
+	// The first step fails: nothing sustained, best is the first step;
+	// a run error counts as a failure.
+	p99s[1000] = 80
+	if r = searchThroughput(steps, 2, reuse, always, run); r.Max != 0 || len(r.Steps) != 1 || r.best().Rate != 1000 {
+		t.Errorf("first fails: %+v", r)
+	}
+	r = searchThroughput([]float64{500}, 2, reuse, always, func(float64) (loadResult, error) { return loadResult{}, errors.New("gone") })
+	if r.Max != 0 || !strings.Contains(r.Stopped, "error: gone") {
+		t.Errorf("run error: %+v", r)
+	}
+}
+
+func TestMedianRun(t *testing.T) {
+	a, b, c := okRun(1000, 30), okRun(1000, 10), okRun(1000, 20)
+	a.Lost, b.Dup, c.Unsent = 2, 3, 4
+	a.GatewayCPUS, b.GatewayCPUS, c.GatewayCPUS = 3, 1, 2
+	c.CrossNode.CDF = [][2]float64{{99, 20}}
+	m := medianRun([]loadResult{a, b, c})
+	if m.CrossNode.P99 != 20 || len(m.CrossNode.CDF) != 1 || m.GatewayCPUS != 2 || m.Lost != 2 || m.Dup != 3 || m.Unsent != 4 || m.Scheduled != 300 {
+		t.Fatalf("median: %+v", m)
+	}
+	c.BrokerCPUS = -1
+	if m = medianRun([]loadResult{a, b, c}); m.BrokerCPUS != -1 {
+		t.Errorf("unknown CPU: %g", m.BrokerCPUS)
+	}
+	if m = medianRun([]loadResult{a}); m.CrossNode.P99 != 30 {
+		t.Error("one run")
+	}
+	if cpuPerM(2, 4_000_000) != 0.5 || cpuPerM(-1, 10) != -1 || cpuPerM(1, 0) != -1 {
+		t.Error("cpuPerM")
+	}
+}
+
+func TestStudyBudget(t *testing.T) {
+	now := time.Unix(1000, 0)
+	b := &studyBudget{deadline: now.Add(100 * time.Second), perBackend: 20 * time.Second, now: func() time.Time { return now }}
+	// 4 backends left: 80 s mandatory, 20 s spare, 5 s each.
+	if !b.fits() || b.allowance(4) != 5*time.Second {
+		t.Fatalf("allowance %s", b.allowance(4))
+	}
+	b.record(10 * time.Second)
+	b.record(30 * time.Second)
+	if b.estimate() != 20*time.Second {
+		t.Errorf("estimate %s", b.estimate())
+	}
+	now = now.Add(90 * time.Second)
+	if b.fits() || b.allowance(1) != 0 {
+		t.Errorf("late: fits %v, allowance %s", b.fits(), b.allowance(1))
+	}
+}
+
+func TestReadRedisReply(t *testing.T) {
+	for in, want := range map[string]string{"+OK\r\n": "OK", ":12\r\n": "12", "$5\r\nab\ncd\r\n": "ab\ncd", "$-1\r\n": ""} {
+		if got, err := readRedisReply(bufio.NewReader(strings.NewReader(in))); err != nil || got != want {
+			t.Errorf("%q: %q, %v", in, got, err)
+		}
+	}
+	if _, err := readRedisReply(bufio.NewReader(strings.NewReader("-ERR no\r\n"))); err == nil || err.Error() != "ERR no" {
+		t.Errorf("error reply: %v", err)
 	}
 }

@@ -38,6 +38,23 @@ type loadSpec struct {
 	// channel's subscribers close their connections; at ResubAt they dial
 	// again and subscribe with since = the last position they saw.
 	DropAt, ResubAt time.Duration
+	// Prefix makes the run's channel names unique when several runs share
+	// the same gateways ("" = "study-").
+	Prefix string
+	// CPU, when set, returns the CPU time used so far by the gateway
+	// processes and by the broker processes; runLoad samples it when
+	// publishing starts and once every acked message arrived (or the
+	// drain ended).
+	CPU func() (gateway, broker time.Duration)
+	// Pause before publishing, after the subscriptions (default 1 s).
+	Settle time.Duration
+}
+
+func (s loadSpec) channel(c int) string {
+	if s.Prefix == "" {
+		return studyChan(c)
+	}
+	return s.Prefix + strconv.Itoa(c)
 }
 
 // studyMsg is the published payload: the per-channel message id and the
@@ -114,6 +131,26 @@ type loadResult struct {
 	LoadEnd   float64  `json:"loadavg_end"`
 	Events    []string `json:"events,omitempty"` // crash timeline
 	Error     string   `json:"error,omitempty"`
+
+	// Rep is the repetition (0-based) of a latency run.
+	Rep int `json:"rep,omitempty"`
+	// The measured window: from the start of publishing until every acked
+	// message reached every subscriber (or the drain ended); the first
+	// copies delivered in it, and the CPU seconds the gateway processes
+	// and the broker processes used in it (-1: not measured).
+	WindowS        float64 `json:"window_s"`
+	Deliveries     int64   `json:"deliveries"`
+	DeliveriesPerS float64 `json:"deliveries_per_s"`
+	GatewayCPUS    float64 `json:"gateway_cpu_s"`
+	BrokerCPUS     float64 `json:"broker_cpu_s"`
+}
+
+// cpuPerM is CPU seconds per million deliveries, -1 if unknown.
+func cpuPerM(cpuS float64, deliveries int64) float64 {
+	if cpuS < 0 || deliveries <= 0 {
+		return -1
+	}
+	return cpuS / (float64(deliveries) / 1e6)
 }
 
 // subTrack is one subscriber's accounting; only its reader goroutine
@@ -228,7 +265,8 @@ func refusal(err error) string {
 // with the schedule's start time and may append to the event timeline.
 func runLoad(ctx context.Context, urls []string, spec loadSpec, p *progress, label string,
 	during func(ctx context.Context, start time.Time, event func(string, ...any))) (res loadResult, err error) {
-	res = loadResult{Rate: spec.Rate, Channels: spec.Channels, Subs: spec.Channels * spec.SubsPerChannel, DurationS: spec.Duration.Seconds(), Reasons: map[string]int{}}
+	res = loadResult{Rate: spec.Rate, Channels: spec.Channels, Subs: spec.Channels * spec.SubsPerChannel, DurationS: spec.Duration.Seconds(), Reasons: map[string]int{},
+		GatewayCPUS: -1, BrokerCPUS: -1}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -328,7 +366,7 @@ func runLoad(ctx context.Context, urls []string, spec loadSpec, p *progress, lab
 			c, err := dial(urls[t.node])
 			var sub *sgclient.Subscription
 			if err == nil {
-				sub, err = c.Subscribe(dctx, studyChan(t.ch))
+				sub, err = c.Subscribe(dctx, spec.channel(t.ch))
 			}
 			if err != nil {
 				dialErrs.Add(1)
@@ -353,7 +391,11 @@ func runLoad(ctx context.Context, urls []string, spec loadSpec, p *progress, lab
 			return res, fmt.Errorf("%s: publisher: %w", label, err)
 		}
 	}
-	if err := sleepCtx(ctx, time.Second); err != nil {
+	settle := spec.Settle
+	if settle <= 0 {
+		settle = time.Second
+	}
+	if err := sleepCtx(ctx, settle); err != nil {
 		return res, err
 	}
 
@@ -366,6 +408,10 @@ func runLoad(ctx context.Context, urls []string, spec loadSpec, p *progress, lab
 	var nAcked, nRefused, nUnsent atomic.Int64
 	start := time.Now().Add(200 * time.Millisecond)
 	res.LoadStart = loadAvg()
+	var gw0, br0 time.Duration
+	if spec.CPU != nil {
+		gw0, br0 = spec.CPU()
+	}
 	var eventsMu sync.Mutex
 	event := func(format string, a ...any) {
 		eventsMu.Lock()
@@ -395,7 +441,7 @@ func runLoad(ctx context.Context, urls []string, spec loadSpec, p *progress, lab
 					lags[c] = max(lags[c], -d)
 				}
 				pctx, pcancel := context.WithTimeout(ctx, spec.PublishTimeout)
-				_, err := pubs[c].Publish(pctx, studyChan(c), studyMsg{I: i, T: sched.UnixNano()})
+				_, err := pubs[c].Publish(pctx, spec.channel(c), studyMsg{I: i, T: sched.UnixNano()})
 				pcancel()
 				if err == nil {
 					acked[c][i] = true
@@ -454,6 +500,13 @@ wait:
 		}
 	}
 	res.Incomplete = uniqueDelivered.Load() < want
+	window := time.Since(start)
+	res.WindowS, res.Deliveries = window.Seconds(), uniqueDelivered.Load()
+	res.DeliveriesPerS = float64(res.Deliveries) / window.Seconds()
+	if spec.CPU != nil {
+		gw1, br1 := spec.CPU()
+		res.GatewayCPUS, res.BrokerCPUS = (gw1 - gw0).Seconds(), (br1 - br0).Seconds()
+	}
 	// Let late duplicates arrive, then stop the readers.
 	_ = sleepCtx(ctx, 500*time.Millisecond)
 	stopReaders()
@@ -563,7 +616,7 @@ func dropReconnect(ctx context.Context, spec loadSpec, start time.Time, tracks [
 				if err == nil {
 					sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 					var sub *sgclient.Subscription
-					sub, err = c.Subscribe(sctx, studyChan(t.ch), sgclient.SubscribeOptions{Since: &pos[i]})
+					sub, err = c.Subscribe(sctx, spec.channel(t.ch), sgclient.SubscribeOptions{Since: &pos[i]})
 					cancel()
 					if err == nil {
 						t.client, t.sub = c, sub

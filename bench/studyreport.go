@@ -20,6 +20,8 @@ import (
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgsvg"
 )
 
 func writeStudyJSON(dir string, rs *studyResults) (string, error) {
@@ -36,19 +38,59 @@ func writeStudyJSON(dir string, rs *studyResults) (string, error) {
 
 func f2(v float64) string { return fmt.Sprintf("%.2f", v) }
 
+// latencyAt is the backend's latency result at a rate: the run, or with
+// repetitions their medians (medianRun).
+func latencyAt(b studyBackend, rate float64) (loadResult, bool) {
+	var runs []loadResult
+	for _, r := range b.Latency {
+		if r.Rate == rate {
+			runs = append(runs, r)
+		}
+	}
+	if len(runs) == 0 {
+		return loadResult{}, false
+	}
+	return medianRun(runs), true
+}
+
+// repsAt is how many latency runs the backend has at a rate.
+func repsAt(b studyBackend, rate float64) int {
+	n := 0
+	for _, r := range b.Latency {
+		if r.Rate == rate {
+			n++
+		}
+	}
+	return n
+}
+
+// cpuCells are the gateway and broker CPU seconds per million deliveries
+// of a run; a broker inside the gateway has no column of its own.
+func cpuCells(b studyBackend, r loadResult) (string, string) {
+	cell := func(v float64) string {
+		if v < 0 {
+			return "-"
+		}
+		return f2(v)
+	}
+	gw := cell(cpuPerM(r.GatewayCPUS, r.Deliveries))
+	if b.Embedded != "" {
+		return gw, b.Embedded
+	}
+	return gw, cell(cpuPerM(r.BrokerCPUS, r.Deliveries))
+}
+
 // latencyRows is the latency table at one rate.
 func latencyRows(rs *studyResults, rate float64) [][]string {
-	rows := [][]string{{"backend", "nodes", "acked/sent/sched", "A p50", "A p99", "cross p50", "cross p90", "cross p99", "cross p99.9", "cross max", "lost", "dup", "out of order", "load avg"}}
+	rows := [][]string{{"backend", "nodes", "acked/sent/sched", "A p50", "A p99", "cross p50", "cross p90", "cross p99", "cross p99.9", "cross max", "lost", "dup", "out of order",
+		"deliveries/s", "gateway CPU s per M deliveries", "broker CPU s per M deliveries", "load avg"}}
 	for _, b := range rs.Backends {
 		if b.Skipped != "" {
 			continue
 		}
-		for _, r := range b.Latency {
-			if r.Rate != rate {
-				continue
-			}
+		if r, ok := latencyAt(b, rate); ok {
 			if r.Error != "" && r.Scheduled == 0 {
-				rows = append(rows, []string{b.Name, fmt.Sprint(b.Nodes), "error", "", "", "", "", "", "", "", "", "", "", ""})
+				rows = append(rows, []string{b.Name, fmt.Sprint(b.Nodes), "error", "", "", "", "", "", "", "", "", "", "", "", "", "", ""})
 				continue
 			}
 			cross := r.CrossNode
@@ -58,10 +100,12 @@ func latencyRows(rs *studyResults, rate float64) [][]string {
 				}
 				return f2(v)
 			}
+			gw, br := cpuCells(b, r)
 			rows = append(rows, []string{b.Name, fmt.Sprint(b.Nodes), fmt.Sprintf("%d/%d/%d", r.Acked, r.Scheduled-r.Unsent, r.Scheduled),
 				f2(r.SameNode.P50), f2(r.SameNode.P99),
 				dash(cross.P50), dash(cross.P90), dash(cross.P99), dash(cross.P999), dash(cross.Max),
-				fmt.Sprint(r.Lost), fmt.Sprint(r.Dup), fmt.Sprint(r.OutOfOrder), fmt.Sprintf("%.1f-%.1f", r.LoadStart, r.LoadEnd)})
+				fmt.Sprint(r.Lost), fmt.Sprint(r.Dup), fmt.Sprint(r.OutOfOrder),
+				fmt.Sprintf("%.0f", r.DeliveriesPerS), gw, br, fmt.Sprintf("%.1f-%.1f", r.LoadStart, r.LoadEnd)})
 		}
 	}
 	return rows
@@ -74,8 +118,9 @@ func crashRows(rs *studyResults) [][]string {
 			continue
 		}
 		r := b.Crash
-		killed := "redis-server"
+		killed := b.Killed
 		switch {
+		case killed != "":
 		case b.Type == "memory":
 			killed = "gateway (holds the broker)"
 		case strings.HasPrefix(b.Type, "nats") || b.Type == "jetstream":
@@ -85,6 +130,51 @@ func crashRows(rs *studyResults) [][]string {
 			fmt.Sprint(r.LostMsgs), fmt.Sprintf("%d (%d+%d)", r.Lost, r.LostStayed, r.LostDropped), fmt.Sprint(r.Dup), fmt.Sprint(r.OutOfOrder), fmt.Sprint(r.RefusedDelivered),
 			fmt.Sprint(r.Reconnects), fmt.Sprintf("%d/%d", r.Resubscribed, r.Resubscribed+r.ResubscribeFailed),
 			fmt.Sprintf("%d (%d msgs)", r.Recovered, r.RecoveredMissed), fmt.Sprint(r.Resets), fmt.Sprint(r.Gaps), f2(r.All.Max)})
+	}
+	return rows
+}
+
+// tputRows is the throughput table.
+func tputRows(rs *studyResults) [][]string {
+	rows := [][]string{{"backend", "highest sustained msg/s", "deliveries/s there", "cross p99 there", "gateway CPU s per M deliveries", "broker CPU s per M deliveries", "steps (msg/s: deliveries/s, p99 ms)", "search ended"}}
+	for _, b := range rs.Backends {
+		t := b.Throughput
+		if b.Skipped != "" || t == nil {
+			continue
+		}
+		best := t.best()
+		if best == nil {
+			rows = append(rows, []string{b.Name, "-", "-", "-", "-", "-", "none run", t.Stopped})
+			continue
+		}
+		maxS := fmt.Sprintf("%g", t.Max)
+		mark := ""
+		if t.Max == 0 {
+			maxS = fmt.Sprintf("none (< %g)", t.Steps[0].Rate)
+			mark = fmt.Sprintf(" (at %g)", best.Rate)
+		}
+		r := best.Result
+		gw, br := cpuCells(b, r)
+		var steps []string
+		for _, s := range t.Steps {
+			v := "ok"
+			if !s.Pass {
+				v = "fail"
+			}
+			p99 := stepP99(s.Result, b.Nodes)
+			src := ""
+			if s.FromLatency {
+				src = ", latency run"
+			}
+			steps = append(steps, fmt.Sprintf("%g: %.0f/s, %.1f, %s%s", s.Rate, s.Result.DeliveriesPerS, p99.P99, v, src))
+		}
+		p99 := stepP99(r, b.Nodes)
+		p99s := f2(p99.P99)
+		if p99.Count == 0 {
+			p99s = "-"
+		}
+		rows = append(rows, []string{b.Name, maxS, fmt.Sprintf("%.0f%s", r.DeliveriesPerS, mark), p99s + mark, gw + mark, br + mark,
+			strings.Join(steps, "; "), t.Stopped})
 	}
 	return rows
 }
@@ -112,6 +202,10 @@ func printStudy(w io.Writer, rs *studyResults) {
 	for _, rate := range studyRates(rs) {
 		fmt.Fprintf(w, "\nlatency, %g msg/s on node A, ms from the scheduled send time (A = subscribers on node A, cross = on node B):\n", rate)
 		printRows(w, latencyRows(rs, rate))
+	}
+	if rows := tputRows(rs); len(rows) > 1 {
+		fmt.Fprintf(w, "\nthroughput: highest offered rate with p99 < %.0f ms and no loss:\n", tputP99Limit)
+		printRows(w, rows)
 	}
 	fmt.Fprintln(w, "\ncrash: broker killed with SIGKILL mid-run and restarted on the same port and data:")
 	printRows(w, crashRows(rs))
@@ -158,6 +252,12 @@ func writeStudyDocs(root string, rs *studyResults) error {
 	if err := plotCrashLost(rs, filepath.Join(plots, "study-crash-lost.svg")); err != nil {
 		return fmt.Errorf("crash plot: %w", err)
 	}
+	hasTput := len(tputRows(rs)) > 1
+	if hasTput {
+		if err := plotThroughput(rs, filepath.Join(plots, "study-throughput.svg")); err != nil {
+			return fmt.Errorf("throughput plot: %w", err)
+		}
+	}
 	var b strings.Builder
 	w := &b
 	m := rs.Machine
@@ -166,7 +266,8 @@ func writeStudyDocs(root string, rs *studyResults) error {
 	fmt.Fprintf(w, "- date: %s (%s mode, %.0f s)\n", rs.Started.Format("2006-01-02 15:04 UTC"), rs.Mode, rs.Finished.Sub(rs.Started).Seconds())
 	fmt.Fprintf(w, "- machine: nproc %d, kernel %s, %s, memory %s\n", m.NumCPU, m.Kernel, m.GoVersion, m.MemTotal)
 	fmt.Fprintf(w, "- gateway source: %s\n", rs.GatewaySource)
-	fmt.Fprintf(w, "- everything (brokers, gateways, clients) runs on this one machine over 127.0.0.1, so the numbers compare backends with each other, not with a network deployment.\n\n")
+	fmt.Fprintf(w, "- everything (brokers, gateways, clients) runs on this one machine over 127.0.0.1, so the numbers compare backends with each other, not with a network deployment.\n")
+	fmt.Fprintf(w, "- what this run did: %s\n\n", modeSummary(rs))
 
 	fmt.Fprintf(w, "## Backends\n\n| backend | broker.type | gateway nodes | broker and persistence |\n|---|---|---|---|\n")
 	for _, bk := range rs.Backends {
@@ -176,12 +277,12 @@ func writeStudyDocs(root string, rs *studyResults) error {
 		}
 		fmt.Fprintf(w, "| %s | %s | %d | %s |\n", bk.Name, bk.Type, bk.Nodes, note)
 	}
-	fmt.Fprintf(w, "\nIn the latency runs nats and jetstream use the NATS server embedded in gateway node A (node B connects to it). In the crash runs the NATS server is a separate process (`bench natsserver`) that both nodes connect to, so that it can be killed alone; for memory the broker lives in the only gateway node, so the gateway itself is killed.\n\n")
+	fmt.Fprintf(w, "\nIn the latency and throughput runs nats and jetstream use the NATS server embedded in gateway node A (node B connects to it), so their broker CPU is counted in the gateway CPU. In the crash runs the NATS server is a separate process (`bench natsserver`) that both nodes connect to, so that it can be killed alone; for memory the broker lives in the only gateway node, so the gateway itself is killed. redis-sharded and redis-cluster lose one of their three redis-servers in the crash run (see *killed*); the other two keep running.\n\n")
 
 	p := rs.Params
 	fmt.Fprintf(w, "## Latency\n\n")
-	fmt.Fprintf(w, "%v channels x %v subscribers (one connection each, alternating between node A and node B), one publisher connection per channel on node A publishing in order on an open-loop schedule for %v s. Latency is measured from the message's **scheduled** send time (corrected for coordinated omission: a publisher that falls behind does not hide the delay) to its arrival at the subscriber, recorded in an HdrHistogram. *A* columns are subscribers on the publishing node, *cross* columns subscribers on node B (the headline: a message crosses the broker). Loss, duplicates and reordering are counted per message id at every subscriber. A publisher still behind its schedule 5 s after the schedule's end stops: *sent* below *sched* means the backend (or the machine) could not keep up with the rate, and the latency columns cover the sent messages only. Milliseconds.\n\n",
-		p["latency_channels"], p["latency_subs_per_channel"], p["latency_duration_s"])
+	fmt.Fprintf(w, "%v channels x %v subscribers (one connection each, alternating between node A and node B), one publisher connection per channel on node A publishing in order on an open-loop schedule for %v s. Latency is measured from the message's **scheduled** send time (corrected for coordinated omission: a publisher that falls behind does not hide the delay) to its arrival at the subscriber, recorded in an HdrHistogram. *A* columns are subscribers on the publishing node, *cross* columns subscribers on node B (the headline: a message crosses the broker). Loss, duplicates and reordering are counted per message id at every subscriber. A publisher still behind its schedule 5 s after the schedule's end stops: *sent* below *sched* means the backend (or the machine) could not keep up with the rate, and the latency columns cover the sent messages only. Milliseconds. *deliveries/s*: first copies delivered over the window from the start of publishing until every acked message had arrived; the CPU columns are the user+system CPU seconds (from /proc/<pid>/stat) of the two gateway processes and of the broker processes (redis-server, or none where the broker is embedded) in that window, per million deliveries. %s\n\n",
+		p["latency_channels"], p["latency_subs_per_channel"], p["latency_duration_s"], repsNote(rs))
 	for _, rate := range studyRates(rs) {
 		fmt.Fprintf(w, "### %g msg/s\n\n", rate)
 		markdownRows(w, latencyRows(rs, rate))
@@ -189,9 +290,18 @@ func writeStudyDocs(root string, rs *studyResults) error {
 	}
 	fmt.Fprintf(w, "![latency CDF](plots/study-latency-cdf.svg)\n\n")
 
+	if hasTput {
+		fmt.Fprintf(w, "## Throughput\n\n")
+		fmt.Fprintf(w, "The same setup (%v channels x %v subscribers split over the two nodes, publishers on node A) at increasing offered rates %v msg/s in total, each step %v s on the same gateway and broker processes (channels of its own per step), stopping at the first step that is not sustained: a step is sustained when every message was published on schedule and acked, none was lost at any subscriber, and the cross-node p99 (the only node's for memory) stayed under %.0f ms. A step at a rate the latency runs already measured reuses them instead of running again (*latency run*). *Highest sustained*: the last sustained step; deliveries/s and CPU per million deliveries are those of that step (when even the first step failed, of the first step, marked with its rate). Where the broker is embedded (memory; nats and jetstream in gateway A) its CPU is inside the gateway CPU. Steps left out for time are said in *search ended*.\n\n",
+			p["latency_channels"], p["latency_subs_per_channel"], p["throughput_steps"], p["throughput_duration_s"], tputP99Limit)
+		markdownRows(w, tputRows(rs))
+		fmt.Fprintf(w, "\n![deliveries/s vs offered rate](plots/study-throughput.svg)\n\n")
+	}
+
 	fmt.Fprintf(w, "## Crash\n\n")
-	fmt.Fprintf(w, "%v msg/s over %v channels (%v subscribers per channel, alternating between the nodes) for %v s. At t=%v s the broker process is killed with SIGKILL; %v s later it is restarted on the same port and data directory. Every publish is either acked or refused (error or no answer within 2 s); every acked message is looked for at every subscriber of its channel. *acked msgs lost*: acked messages missing at one subscriber or more; *missing deliveries*: (acked message, subscriber) pairs never delivered, split into subscribers that stayed subscribed (their client may reconnect on its own) and the half of the subscribers that closed their connection 1.5 s into the outage and subscribed again with `since` 2 s after the restart. *recovered*: catch-up events after a client reconnected (`sub` with `since` answered `recovered: true`), with the messages they replayed; *reset*: `recovered: false`.\n\n",
-		p["crash_rate"], p["crash_channels"], p["crash_subs_per_channel"], p["crash_duration_s"], p["crash_at_s"], p["crash_pause_s"])
+	pause, _ := p["crash_pause_s"].(float64)
+	fmt.Fprintf(w, "%v msg/s over %v channels (%v subscribers per channel, alternating between the nodes) for %v s. At t=%v s the broker process is killed with SIGKILL; %v s later it is restarted on the same port and data directory. Every publish is either acked or refused (error or no answer within 2 s); every acked message is looked for at every subscriber of its channel. *acked msgs lost*: acked messages missing at one subscriber or more; *missing deliveries*: (acked message, subscriber) pairs never delivered, split into subscribers that stayed subscribed (their client may reconnect on its own) and the half of the subscribers that closed their connection %g s into the outage and subscribed again with `since` 2 s after the restart. *recovered*: catch-up events after a client reconnected (`sub` with `since` answered `recovered: true`), with the messages they replayed; *reset*: `recovered: false`.\n\n",
+		p["crash_rate"], p["crash_channels"], p["crash_subs_per_channel"], p["crash_duration_s"], p["crash_at_s"], p["crash_pause_s"], pause/2)
 	markdownRows(w, crashRows(rs))
 	fmt.Fprintln(w)
 	for _, bk := range rs.Backends {
@@ -247,7 +357,7 @@ func studyReading(rs *studyResults) []string {
 		}
 		var ls []lp
 		for _, b := range rs.Backends {
-			for _, r := range b.Latency {
+			for _, r := range latencySummary(b) {
 				if r.Rate != rate || r.All.Count == 0 {
 					continue
 				}
@@ -297,7 +407,7 @@ func studyReading(rs *studyResults) []string {
 	p99 := map[string]float64{}
 	best, bestP99 := "", 0.0
 	for _, b := range rs.Backends {
-		for _, r := range b.Latency {
+		for _, r := range latencySummary(b) {
 			if len(rates) == 0 || r.Rate != rates[0] || r.All.Count == 0 {
 				continue
 			}
@@ -363,7 +473,7 @@ func plotLatencyCDF(rs *studyResults, path string) error {
 	p.Add(plotter.NewGrid())
 	i := 0
 	for _, b := range rs.Backends {
-		for _, r := range b.Latency {
+		for _, r := range latencySummary(b) {
 			if r.Rate != rate {
 				continue
 			}
@@ -436,4 +546,168 @@ func plotCrashLost(rs *studyResults, path string) error {
 	p.Legend.Top = true
 	p.NominalX(names...)
 	return p.Save(8*vg.Inch, 4*vg.Inch, path)
+}
+
+// modeSummary says what the run measured, from its parameters.
+func modeSummary(rs *studyResults) string {
+	p := rs.Params
+	reps := 1.0
+	if v, ok := p["latency_reps"].(float64); ok && v > 0 {
+		reps = v
+	} else if v, ok := p["latency_reps"].(int); ok && v > 0 {
+		reps = float64(v)
+	}
+	s := fmt.Sprintf("%s mode: latency at %v msg/s, %g run(s) of %v s per rate", rs.Mode, p["latency_rates"], reps, p["latency_duration_s"])
+	if reps > 1 {
+		s += " (medians shown)"
+	}
+	if steps, ok := p["throughput_steps"]; ok && fmt.Sprint(steps) != "[]" && steps != nil {
+		s += fmt.Sprintf("; throughput search over %v msg/s, new steps of %v s each, as far as the time budget allows", steps, p["throughput_duration_s"])
+	}
+	s += fmt.Sprintf("; one crash run of %v s", p["crash_duration_s"])
+	if b, ok := p["budget_s"]; ok {
+		s += fmt.Sprintf("; time budget %v s for the whole study (hard limit %v s)", b, p["limit_s"])
+	}
+	return s + "."
+}
+
+// repsNote explains the repetitions when there are some.
+func repsNote(rs *studyResults) string {
+	n := 0
+	for _, b := range rs.Backends {
+		for _, rate := range studyRates(rs) {
+			n = max(n, repsAt(b, rate))
+		}
+	}
+	if n <= 1 {
+		return "One run per rate."
+	}
+	return fmt.Sprintf("%d runs per rate on the same processes: the latency, deliveries/s and CPU columns are the medians of the runs, the counts (acked/sent/sched, lost, dup, out of order) their sums.", n)
+}
+
+// plotThroughput draws deliveries/s against the offered rate, one panel
+// per backend, with the deliveries the offered rate asks for as a dashed
+// line.
+func plotThroughput(rs *studyResults, path string) error {
+	var bs []studyBackend
+	for _, b := range rs.Backends {
+		if b.Skipped == "" && b.Throughput != nil && len(b.Throughput.Steps) > 0 {
+			bs = append(bs, b)
+		}
+	}
+	if len(bs) == 0 {
+		return nil
+	}
+	subs := 10.0
+	if v, ok := rs.Params["latency_subs_per_channel"].(float64); ok && v > 0 {
+		subs = v
+	} else if v, ok := rs.Params["latency_subs_per_channel"].(int); ok && v > 0 {
+		subs = float64(v)
+	}
+	cols := min(3, len(bs))
+	rowsN := (len(bs) + cols - 1) / cols
+	grid := make([][]*plot.Plot, rowsN)
+	for i := range grid {
+		grid[i] = make([]*plot.Plot, cols)
+	}
+	for i, b := range bs {
+		p := plot.New()
+		p.Title.Text = b.Name
+		p.X.Label.Text = "offered msg/s"
+		p.Y.Label.Text = "deliveries/s"
+		p.Add(plotter.NewGrid())
+		var pts, ok, bad plotter.XYs
+		hi := 0.0
+		for _, s := range b.Throughput.Steps {
+			xy := plotter.XY{X: s.Rate, Y: s.Result.DeliveriesPerS}
+			pts = append(pts, xy)
+			if s.Pass {
+				ok = append(ok, xy)
+			} else {
+				bad = append(bad, xy)
+			}
+			hi = max(hi, s.Rate)
+		}
+		ideal, err := plotter.NewLine(plotter.XYs{{X: 0, Y: 0}, {X: hi, Y: hi * subs}})
+		if err != nil {
+			return err
+		}
+		ideal.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
+		ideal.Color = color.Gray{Y: 140}
+		line, err := plotter.NewLine(pts)
+		if err != nil {
+			return err
+		}
+		line.Width = vg.Points(1.5)
+		line.Color = plotutil.Color(0)
+		p.Add(ideal, line)
+		if i == 0 {
+			p.Legend.Add("offered x subscribers", ideal)
+			p.Legend.Top, p.Legend.Left = true, true
+		}
+		for _, set := range []struct {
+			xys plotter.XYs
+			c   color.Color
+			n   string
+		}{{ok, color.RGBA{G: 150, A: 255}, "sustained"}, {bad, color.RGBA{R: 200, G: 30, B: 30, A: 255}, "not sustained"}} {
+			if len(set.xys) == 0 {
+				continue
+			}
+			sc, err := plotter.NewScatter(set.xys)
+			if err != nil {
+				return err
+			}
+			sc.Color = set.c
+			sc.Radius = vg.Points(3.5)
+			p.Add(sc)
+			if i == 0 {
+				p.Legend.Add(set.n, sc)
+			}
+		}
+		p.X.Min, p.Y.Min = 0, 0
+		grid[i/cols][i%cols] = p
+	}
+	for r := range grid {
+		for c := range grid[r] {
+			if grid[r][c] == nil {
+				grid[r][c] = plot.New()
+				grid[r][c].HideAxes()
+			}
+		}
+	}
+	wd, ht := vg.Length(cols)*3.6*vg.Inch, vg.Length(rowsN)*3*vg.Inch
+	img := vgsvg.New(wd, ht)
+	dc := draw.New(img)
+	tiles := draw.Tiles{Rows: rowsN, Cols: cols, PadX: vg.Points(8), PadY: vg.Points(8), PadTop: vg.Points(4), PadBottom: vg.Points(4), PadLeft: vg.Points(4), PadRight: vg.Points(8)}
+	canvases := plot.Align(grid, tiles, dc)
+	for r := range grid {
+		for c := range grid[r] {
+			grid[r][c].Draw(canvases[r][c])
+		}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := img.WriteTo(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// latencySummary is one result per rate (medians of the repetitions).
+func latencySummary(b studyBackend) []loadResult {
+	var out []loadResult
+	var seen []float64
+	for _, r := range b.Latency {
+		if slices.Contains(seen, r.Rate) {
+			continue
+		}
+		seen = append(seen, r.Rate)
+		if m, ok := latencyAt(b, r.Rate); ok {
+			out = append(out, m)
+		}
+	}
+	return out
 }
