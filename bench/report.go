@@ -279,7 +279,20 @@ func connsRows(rf *resultsFile) []row {
 	if multi {
 		rows = append(rows, connsGatewayRows()...)
 	}
-	return append(rows, []row{
+	rows = append(rows, connsTotalRows(c)...)
+	if multi {
+		for i := range rows {
+			if l := rows[i].label; strings.HasPrefix(l, "RSS ") || strings.HasPrefix(l, "goroutines") ||
+				strings.HasPrefix(l, "threads") || strings.HasPrefix(l, "gateway CPU") {
+				rows[i].label = l + " (sum of processes)"
+			}
+		}
+	}
+	return rows
+}
+
+func connsTotalRows(c func(f func(c *connsResult) string) func(*runResult) string) []row {
+	return []row{
 		{"connections subscribed", c(func(c *connsResult) string { return fmt.Sprintf("%d/%d", c.Dial.OK, c.Conns) })},
 		{"channels", c(func(c *connsResult) string { return fmt.Sprint(c.Channels) })},
 		{"loadgen procs x source addrs", c(func(c *connsResult) string { return fmt.Sprintf("%d x %d", c.LoadgenProcs, c.SourceAddrs) })},
@@ -313,7 +326,7 @@ func connsRows(rf *resultsFile) []row {
 		{"kernel slab + TCP mem per conn (both ends)", c(func(c *connsResult) string { return fmt.Sprintf("%.2f KiB", c.KernelKiBPerConn) })},
 		{"connections open / lost", c(func(c *connsResult) string { return fmt.Sprintf("%d / %d", c.Open, c.Lost) })},
 		{"loadgen goroutines (all procs)", c(func(c *connsResult) string { return fmt.Sprint(c.LoadgenGoroutines) })},
-	}...)
+	}
 }
 
 // connsGatewayRows are the per-process rows of a run with several
