@@ -553,13 +553,13 @@ func (c *cluster) restart(ctx context.Context) (int, error) {
 	return g.pid, nil
 }
 
-// close stops the gateways (SIGTERM, then SIGKILL after 4 s: the study
+// close stops the gateways (SIGTERM, then SIGKILL after 3 s: the study
 // does not measure shutdown) and the brokers.
 func (c *cluster) close() {
 	var wg sync.WaitGroup
 	for i, g := range c.nodes {
 		wg.Go(func() {
-			if how := g.stop(4 * time.Second); strings.HasPrefix(how, "did not stop") && c.p != nil {
+			if how := g.stop(3 * time.Second); strings.HasPrefix(how, "did not stop") && c.p != nil {
 				c.p.printf("%s: gateway node %c %s", c.spec.Name, 'A'+i, how)
 			}
 		})

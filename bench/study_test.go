@@ -227,7 +227,7 @@ func TestMedianRun(t *testing.T) {
 
 func TestStudyBudget(t *testing.T) {
 	now := time.Unix(1000, 0)
-	b := &studyBudget{deadline: now.Add(100 * time.Second), perBackend: 20 * time.Second, now: func() time.Time { return now }}
+	b := &studyBudget{deadline: now.Add(100 * time.Second), hard: now.Add(120 * time.Second), perBackend: 20 * time.Second, now: func() time.Time { return now }}
 	// 4 backends left: 80 s mandatory, 20 s spare, 5 s each.
 	if !b.fits() || b.allowance(4) != 5*time.Second {
 		t.Fatalf("allowance %s", b.allowance(4))
@@ -237,9 +237,15 @@ func TestStudyBudget(t *testing.T) {
 	if b.estimate() != 20*time.Second {
 		t.Errorf("estimate %s", b.estimate())
 	}
+	// Past the soft deadline's share but before the hard one: the
+	// backend runs, without throughput steps.
 	now = now.Add(90 * time.Second)
-	if b.fits() || b.allowance(1) != 0 {
+	if !b.fits() || b.allowance(1) != 0 {
 		t.Errorf("late: fits %v, allowance %s", b.fits(), b.allowance(1))
+	}
+	now = now.Add(10 * time.Second)
+	if b.fits() {
+		t.Error("too late: fits")
 	}
 }
 

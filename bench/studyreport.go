@@ -136,7 +136,7 @@ func crashRows(rs *studyResults) [][]string {
 
 // tputRows is the throughput table.
 func tputRows(rs *studyResults) [][]string {
-	rows := [][]string{{"backend", "highest sustained msg/s", "deliveries/s there", "cross p99 there", "gateway CPU s per M deliveries", "broker CPU s per M deliveries", "steps (msg/s: deliveries/s, p99 ms)", "search ended"}}
+	rows := [][]string{{"backend", "highest sustained msg/s", "deliveries/s there", "p99 there (cross-node; memory: its node)", "gateway CPU s per M deliveries", "broker CPU s per M deliveries", "steps (msg/s: deliveries/s, p99 ms)", "search ended"}}
 	for _, b := range rs.Backends {
 		t := b.Throughput
 		if b.Skipped != "" || t == nil {
@@ -300,7 +300,7 @@ func writeStudyDocs(root string, rs *studyResults) error {
 
 	fmt.Fprintf(w, "## Crash\n\n")
 	pause, _ := p["crash_pause_s"].(float64)
-	fmt.Fprintf(w, "%v msg/s over %v channels (%v subscribers per channel, alternating between the nodes) for %v s. At t=%v s the broker process is killed with SIGKILL; %v s later it is restarted on the same port and data directory. Every publish is either acked or refused (error or no answer within 2 s); every acked message is looked for at every subscriber of its channel. *acked msgs lost*: acked messages missing at one subscriber or more; *missing deliveries*: (acked message, subscriber) pairs never delivered, split into subscribers that stayed subscribed (their client may reconnect on its own) and the half of the subscribers that closed their connection %g s into the outage and subscribed again with `since` 2 s after the restart. *recovered*: catch-up events after a client reconnected (`sub` with `since` answered `recovered: true`), with the messages they replayed; *reset*: `recovered: false`.\n\n",
+	fmt.Fprintf(w, "%v msg/s over %v channels (%v subscribers per channel, alternating between the nodes) for %v s. At t=%v s the broker process is killed with SIGKILL; %v s later it is restarted on the same port and data directory. Every publish is either acked or refused (error or no answer within 2 s); every acked message is looked for at every subscriber of its channel. *acked msgs lost*: acked messages missing at one subscriber or more; *missing deliveries*: (acked message, subscriber) pairs never delivered, split into subscribers that stayed subscribed (their client may reconnect on its own) and the half of the subscribers that closed their connection %g s into the outage and subscribed again with `since` 2 s after the restart. *recovered*: catch-up events after a client reconnected (`sub` with `since` answered `recovered: true`), with the messages they replayed; *reset*: `recovered: false`. The subscribers use the Go client package, which applies the `was` rule of docs/protocol.md: a message that comes back after a broker outage under its durable position, naming a provisional position (epoch `~...`) the subscriber already received it under, is taken as a confirmation and not delivered again, so it is not counted in *dup*; *dup* counts copies the client did deliver twice (by message id).\n\n",
 		p["crash_rate"], p["crash_channels"], p["crash_subs_per_channel"], p["crash_duration_s"], p["crash_at_s"], p["crash_pause_s"], pause/2)
 	markdownRows(w, crashRows(rs))
 	fmt.Fprintln(w)

@@ -68,7 +68,7 @@ func runStudy(ctx context.Context, o studyOptions, out, logw io.Writer) (*studyR
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.Limit)
 	defer cancel()
-	bud := &studyBudget{deadline: time.Now().Add(o.Budget), perBackend: o.backendEstimate(), now: time.Now}
+	bud := &studyBudget{deadline: time.Now().Add(o.Budget), hard: time.Now().Add(o.Limit - studyHardMargin), perBackend: o.backendEstimate(), now: time.Now}
 	rs := &studyResults{
 		Scenario: "study", Mode: o.mode(), Command: commandLine(o.Args), Started: time.Now().UTC(), Machine: machine(),
 		Params: map[string]any{
@@ -309,12 +309,18 @@ func studyFromFile(path string, out io.Writer) error {
 
 // ---- time budget ----
 
-// studyBudget keeps the study within its soft deadline: a backend whose
-// mandatory runs (latency, crash) no longer fit is skipped, and each
-// backend may spend on throughput steps its share of what the mandatory
-// runs of the remaining backends leave.
+// studyHardMargin is kept free before the hard limit for writing the
+// results and the docs.
+const studyHardMargin = 15 * time.Second
+
+// studyBudget keeps the study within its limits: a backend whose
+// mandatory runs (latency, crash) no longer fit before the hard deadline
+// is skipped, and each backend may spend on throughput steps its share of
+// what the mandatory runs of the remaining backends leave before the
+// soft deadline.
 type studyBudget struct {
-	deadline   time.Time
+	deadline   time.Time     // soft
+	hard       time.Time     // the hard limit less a margin
 	perBackend time.Duration // estimate of one backend's mandatory runs
 	measured   []time.Duration
 	now        func() time.Time
@@ -335,8 +341,9 @@ func (b *studyBudget) estimate() time.Duration {
 
 func (b *studyBudget) left() time.Duration { return b.deadline.Sub(b.now()) }
 
-// fits: the next backend's mandatory runs fit in what is left.
-func (b *studyBudget) fits() bool { return b.left() >= b.estimate() }
+// fits: the next backend's mandatory runs (estimate + 10%) fit before
+// the hard deadline.
+func (b *studyBudget) fits() bool { return b.hard.Sub(b.now()) >= b.estimate()*11/10 }
 
 // allowance is the throughput time of the next backend, remaining
 // backends included this one.
