@@ -103,7 +103,8 @@ func commandLine(args []string) string {
 }
 
 // sourceVersion describes the gateway source in root: commit, and whether
-// files outside bench/ had uncommitted changes.
+// files outside bench/ and docs/ (which do not go into the gateway binary)
+// had uncommitted changes.
 func sourceVersion(ctx context.Context, root string) string {
 	git := func(args ...string) string {
 		cmd := exec.CommandContext(ctx, "git", args...)
@@ -118,7 +119,7 @@ func sourceVersion(ctx context.Context, root string) string {
 	if commit == "" {
 		return "working tree (not a git checkout)"
 	}
-	if git("status", "--porcelain", "--", ".", ":(exclude)bench") != "" {
+	if git("status", "--porcelain", "--", ".", ":(exclude)bench", ":(exclude)docs") != "" {
 		commit += "+dirty"
 	}
 	return commit
