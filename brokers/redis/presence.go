@@ -2,7 +2,6 @@ package redis
 
 import (
 	"context"
-	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -10,117 +9,64 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/syncgate/syncgate/brokers"
+	"github.com/syncgate/syncgate/internal/redisbase"
 )
 
-// Presence: per channel, a hash client -> user and a sorted set client ->
-// expiry (ms, Redis server time). Every presence script first prunes the
-// members whose expiry passed, publishing a leave for each, so a member is
-// announced as left exactly once, by whichever node prunes first. Each
-// node also prunes the channels it subscribed when a member is due to
-// expire (it learns expiries from the join events and from its own
-// calls), so a crashed node's members leave within the TTL (plus one
+// Presence is internal/redisbase's: per channel, a hash client -> user
+// and a sorted set client -> expiry, kept by scripts that prune the
+// expired first and announce joins and leaves on the channel's pub/sub
+// channel. Each node also prunes the channels it subscribed when a member
+// is due to expire (it learns expiries from the join events and from its
+// own calls), so a crashed node's members leave within the TTL (plus one
 // filler tick) even when nobody calls Join or Refresh.
-
-// keyGrace is how long presence keys outlive the last expiry, so that
-// members are pruned (and announced) before the keys vanish.
-const keyGrace = time.Minute
+var presence = redisbase.Presence{Name: "redis", Scripts: presenceScripts, BadReply: errBadReply}
 
 // Join implements brokers.Presence.
 func (b *Broker) Join(ctx context.Context, ch string, m brokers.Member, ttl time.Duration) error {
-	if ttl <= 0 {
-		return fmt.Errorf("redis: join %s: ttl %v: must be positive", ch, ttl)
-	}
-	if err := b.check(ctx); err != nil {
-		return fmt.Errorf("redis: join %s: %w", ch, err)
-	}
-	b.notePresenceTTL(ttl)
-	k := b.keys(ch)
-	ms := max(ttl.Milliseconds(), 1)
-	err := b.presenceCall(ctx, ch, joinScript, []string{k.members, k.expiry, k.pubsub},
-		b.publishCmd, m.Client, m.User, msToArg(ms), msToArg(ms+keyGrace.Milliseconds()))
-	if err != nil {
-		return fmt.Errorf("redis: join %s: %w", ch, err)
-	}
-	return nil
+	return presence.Join(ctx, presenceBackend{b}, ch, m, ttl)
 }
 
 // Leave implements brokers.Presence.
 func (b *Broker) Leave(ctx context.Context, ch string, m brokers.Member) error {
-	if err := b.check(ctx); err != nil {
-		return fmt.Errorf("redis: leave %s: %w", ch, err)
-	}
-	k := b.keys(ch)
-	if err := b.presenceCall(ctx, ch, leaveScript, []string{k.members, k.expiry, k.pubsub}, b.publishCmd, m.Client); err != nil {
-		return fmt.Errorf("redis: leave %s: %w", ch, err)
-	}
-	return nil
+	return presence.Leave(ctx, presenceBackend{b}, ch, m)
 }
 
 // Refresh implements brokers.Presence.
 func (b *Broker) Refresh(ctx context.Context, ch string, ms []brokers.Member, ttl time.Duration) error {
-	if ttl <= 0 {
-		return fmt.Errorf("redis: refresh %s: ttl %v: must be positive", ch, ttl)
-	}
-	if err := b.check(ctx); err != nil {
-		return fmt.Errorf("redis: refresh %s: %w", ch, err)
-	}
-	b.notePresenceTTL(ttl)
-	k := b.keys(ch)
-	ttlMS := max(ttl.Milliseconds(), 1)
-	args := make([]any, 0, 3+len(ms))
-	args = append(args, b.publishCmd, msToArg(ttlMS), msToArg(ttlMS+keyGrace.Milliseconds()))
-	for _, m := range ms {
-		args = append(args, m.Client)
-	}
-	if err := b.presenceCall(ctx, ch, refreshScript, []string{k.members, k.expiry, k.pubsub}, args...); err != nil {
-		return fmt.Errorf("redis: refresh %s: %w", ch, err)
-	}
-	return nil
+	return presence.Refresh(ctx, presenceBackend{b}, ch, ms, ttl)
 }
 
 // Members implements brokers.Presence. It lists unexpired members sorted
 // by expiry.
 func (b *Broker) Members(ctx context.Context, ch string) ([]brokers.Member, error) {
-	if err := b.check(ctx); err != nil {
-		return nil, fmt.Errorf("redis: members %s: %w", ch, err)
-	}
-	k := b.keys(ch)
-	res, err := runScript(ctx, b.shardFor(ch), membersScript, []string{k.members, k.expiry})
-	if err != nil {
-		return nil, fmt.Errorf("redis: members %s: %w", ch, wrapErr(err))
-	}
-	vals, ok := res.([]any)
-	if !ok || len(vals)%2 != 0 {
-		return nil, fmt.Errorf("redis: members %s: %w", ch, errBadReply)
-	}
-	out := make([]brokers.Member, 0, len(vals)/2)
-	for i := 0; i < len(vals); i += 2 {
-		c, _ := vals[i].(string)
-		u, _ := vals[i+1].(string)
-		out = append(out, brokers.Member{User: u, Client: c})
-	}
-	return out, nil
+	return presence.Members(ctx, presenceBackend{b}, ch)
 }
 
-// presenceCall runs a presence script and schedules the channel's next
-// prune from its reply (ms until the earliest expiry, -1 for none).
-func (b *Broker) presenceCall(ctx context.Context, ch string, sc *goredis.Script, keys []string, args ...any) error {
-	sh := b.shardFor(ch)
-	res, err := runScript(ctx, sh, sc, keys, args...)
-	if err != nil {
-		return wrapErr(err)
-	}
-	next, ok := res.(int64)
-	if !ok {
-		return errBadReply
-	}
-	if next >= 0 {
-		if cs := sh.lookup(ch); cs != nil {
-			cs.notePrune(time.Now().Add(time.Duration(next) * time.Millisecond))
-		}
-	}
-	return nil
+// presenceBackend is the broker as redisbase.Presence needs it.
+type presenceBackend struct{ b *Broker }
+
+func (p presenceBackend) Check(ctx context.Context) error { return p.b.check(ctx) }
+
+func (p presenceBackend) PresenceKeys(ch string) ([]string, any) {
+	k := p.b.keys(ch)
+	return []string{k.members, k.expiry, k.pubsub}, p.b.publishCmd
 }
+
+func (p presenceBackend) Run(ctx context.Context, ch string, sc *goredis.Script, keys []string, args ...any) (any, error) {
+	res, err := runScript(ctx, p.b.shardFor(ch), sc, keys, args...)
+	if err != nil {
+		return nil, wrapErr(err)
+	}
+	return res, nil
+}
+
+func (p presenceBackend) NotePrune(ch string, at time.Time) {
+	if cs := p.b.shardFor(ch).lookup(ch); cs != nil {
+		cs.notePrune(at)
+	}
+}
+
+func (p presenceBackend) NoteTTL(ttl time.Duration) { p.b.notePresenceTTL(ttl) }
 
 // notePresenceTTL records ttl if it is the shortest so far (the filler
 // checks expiry a few times per TTL).

@@ -1,6 +1,10 @@
 package redis
 
-import goredis "github.com/redis/go-redis/v9"
+import (
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/syncgate/syncgate/internal/redisbase"
+)
 
 // The Lua scripts. Each runs atomically on the Redis that owns the channel,
 // so a channel's seq, history, epoch and fan-out, or its presence list and
@@ -113,101 +117,21 @@ end
 return 0
 `)
 
-// presenceLib is shared by the presence scripts. KEYS: members hash,
-// expiry zset, pubsub channel; ARGV[1] is the publish command.
-//
-// prune removes members whose expiry passed and announces each leave (at
-// most 1000 per call: a huge room is pruned over several calls). Because
-// a script is atomic, a member is pruned, and its leave published, once,
-// however many nodes prune the channel at the same time.
-//
-// nextExpiry returns ms until the earliest expiry, -1 for an empty list, 0
-// when prune left work for the next call.
-const presenceLib = `
-local t = redis.call('time')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local more = false
-local function prune()
-  local gone = redis.call('zrangebyscore', KEYS[2], '-inf', now, 'LIMIT', 0, 1000)
-  for _, c in ipairs(gone) do
-    local u = redis.call('hget', KEYS[1], c) or ''
-    redis.call('zrem', KEYS[2], c)
-    redis.call('hdel', KEYS[1], c)
+// presenceScripts are the presence scripts (internal/redisbase), which
+// announce on the channel's pub/sub channel (KEYS[3]) with the publish
+// command in ARGV[1]: the j and l payloads above.
+var presenceScripts = redisbase.NewPresenceScripts(`
+local function announce(kind, c, u, ttl)
+  if kind == 'j' then
+    redis.call(ARGV[1], KEYS[3], 'j' .. ttl .. ':' .. #c .. ':' .. c .. u)
+  else
     redis.call(ARGV[1], KEYS[3], 'l' .. #c .. ':' .. c .. u)
   end
-  more = #gone == 1000
 end
-local function nextExpiry()
-  if more then return 0 end
-  local first = redis.call('zrange', KEYS[2], 0, 0, 'WITHSCORES')
-  if #first == 0 then return -1 end
-  return math.max(0, tonumber(first[2]) - now)
-end
-local function keep(key, ms)
-  if redis.call('pttl', key) < ms then redis.call('pexpire', key, ms) end
-end
-`
-
-// joinScript: ARGV 2 client, 3 user, 4 ttl ms, 5 key lifetime ms (ttl plus
-// a grace period so keys outlive their members' expiry until pruned).
-// Announces a join only for a client not listed. Returns nextExpiry.
-var joinScript = goredis.NewScript(presenceLib + `
-prune()
-local ttl = tonumber(ARGV[4])
-local added = redis.call('zadd', KEYS[2], now + ttl, ARGV[2])
-redis.call('hset', KEYS[1], ARGV[2], ARGV[3])
-keep(KEYS[1], tonumber(ARGV[5]))
-keep(KEYS[2], tonumber(ARGV[5]))
-if added == 1 then
-  redis.call(ARGV[1], KEYS[3], 'j' .. ARGV[4] .. ':' .. #ARGV[2] .. ':' .. ARGV[2] .. ARGV[3])
-end
-return nextExpiry()
-`)
-
-// leaveScript: ARGV 2 client. Announces a leave only for a listed client.
-var leaveScript = goredis.NewScript(presenceLib + `
-prune()
-if redis.call('zrem', KEYS[2], ARGV[2]) == 1 then
-  local u = redis.call('hget', KEYS[1], ARGV[2]) or ''
-  redis.call('hdel', KEYS[1], ARGV[2])
-  redis.call(ARGV[1], KEYS[3], 'l' .. #ARGV[2] .. ':' .. ARGV[2] .. u)
-end
-return nextExpiry()
-`)
-
-// refreshScript: ARGV 2 ttl ms, 3 key lifetime ms, 4... clients. Extends
-// listed clients only (XX): one that expired and was announced as left is
-// not brought back.
-var refreshScript = goredis.NewScript(presenceLib + `
-prune()
-local exp = now + tonumber(ARGV[2])
-for i = 4, #ARGV do
-  redis.call('zadd', KEYS[2], 'XX', exp, ARGV[i])
-end
-keep(KEYS[1], tonumber(ARGV[3]))
-keep(KEYS[2], tonumber(ARGV[3]))
-return nextExpiry()
 `)
 
 // pruneScript only prunes. Returns nextExpiry.
-var pruneScript = goredis.NewScript(presenceLib + `
-prune()
-return nextExpiry()
-`)
-
-// membersScript lists unexpired members as {client, user, ...}. It does not
-// prune (it is read-only), it hides the expired.
-var membersScript = goredis.NewScript(`
-local t = redis.call('time')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local cs = redis.call('zrangebyscore', KEYS[2], '(' .. now, '+inf')
-local out = {}
-for _, c in ipairs(cs) do
-  out[#out + 1] = c
-  out[#out + 1] = redis.call('hget', KEYS[1], c) or ''
-end
-return out
-`)
+var pruneScript = presenceScripts.Prune
 
 // allScripts are loaded on every shard when it connects.
-var allScripts = []*goredis.Script{publishScript, sinceScript, resetScript, joinScript, leaveScript, refreshScript, pruneScript, membersScript}
+var allScripts = append([]*goredis.Script{publishScript, sinceScript, resetScript}, presenceScripts.All()...)

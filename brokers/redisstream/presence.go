@@ -2,113 +2,68 @@ package redisstream
 
 import (
 	"context"
-	"fmt"
-	"strconv"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/syncgate/syncgate/brokers"
+	"github.com/syncgate/syncgate/internal/redisbase"
 )
 
-// Presence is the redis backend's design: per channel a hash client ->
-// user and a sorted set client -> expiry (ms, Redis server time); every
-// presence script first prunes the members whose expiry passed and
-// announces each leave, atomically, so a leave is announced once. Events
-// are appended to the channel's events stream, which the tailers read
-// with the messages.
-
-// keyGrace is how long presence keys outlive the last expiry, so that
-// members are pruned (and announced) before the keys vanish.
-const keyGrace = time.Minute
+// Presence is internal/redisbase's (the redis backend's design): per
+// channel a hash client -> user and a sorted set client -> expiry, kept by
+// scripts that prune the expired first and announce each join and leave,
+// atomically, so a leave is announced once. Events are appended to the
+// channel's events stream, which the tailers read with the messages.
+var presence = redisbase.Presence{Name: "redis-streams", Scripts: presenceScripts, BadReply: errBadReply}
 
 // Join implements brokers.Presence.
 func (b *Broker) Join(ctx context.Context, ch string, m brokers.Member, ttl time.Duration) error {
-	if ttl <= 0 {
-		return fmt.Errorf("redis-streams: join %s: ttl %v: must be positive", ch, ttl)
-	}
-	if err := b.check(ctx); err != nil {
-		return fmt.Errorf("redis-streams: join %s: %w", ch, err)
-	}
-	ms := max(ttl.Milliseconds(), 1)
-	if err := b.presenceCall(ctx, ch, joinScript, m.Client, m.User, msArg(ms), msArg(ms+keyGrace.Milliseconds())); err != nil {
-		return fmt.Errorf("redis-streams: join %s: %w", ch, err)
-	}
-	return nil
+	return presence.Join(ctx, presenceBackend{b}, ch, m, ttl)
 }
 
 // Leave implements brokers.Presence.
 func (b *Broker) Leave(ctx context.Context, ch string, m brokers.Member) error {
-	if err := b.check(ctx); err != nil {
-		return fmt.Errorf("redis-streams: leave %s: %w", ch, err)
-	}
-	if err := b.presenceCall(ctx, ch, leaveScript, m.Client); err != nil {
-		return fmt.Errorf("redis-streams: leave %s: %w", ch, err)
-	}
-	return nil
+	return presence.Leave(ctx, presenceBackend{b}, ch, m)
 }
 
 // Refresh implements brokers.Presence.
 func (b *Broker) Refresh(ctx context.Context, ch string, ms []brokers.Member, ttl time.Duration) error {
-	if ttl <= 0 {
-		return fmt.Errorf("redis-streams: refresh %s: ttl %v: must be positive", ch, ttl)
-	}
-	if err := b.check(ctx); err != nil {
-		return fmt.Errorf("redis-streams: refresh %s: %w", ch, err)
-	}
-	ttlMS := max(ttl.Milliseconds(), 1)
-	args := make([]any, 0, 2+len(ms))
-	args = append(args, msArg(ttlMS), msArg(ttlMS+keyGrace.Milliseconds()))
-	for _, m := range ms {
-		args = append(args, m.Client)
-	}
-	if err := b.presenceCall(ctx, ch, refreshScript, args...); err != nil {
-		return fmt.Errorf("redis-streams: refresh %s: %w", ch, err)
-	}
-	return nil
+	return presence.Refresh(ctx, presenceBackend{b}, ch, ms, ttl)
 }
 
 // Members implements brokers.Presence.
 func (b *Broker) Members(ctx context.Context, ch string) ([]brokers.Member, error) {
-	if err := b.check(ctx); err != nil {
-		return nil, fmt.Errorf("redis-streams: members %s: %w", ch, err)
-	}
-	k := b.keys(ch)
-	res, err := membersScript.Run(ctx, b.shardFor(ch).cmd, []string{k.members, k.expiry}).Result()
-	if err != nil {
-		return nil, fmt.Errorf("redis-streams: members %s: %w", ch, wrapErr(err))
-	}
-	vals, ok := res.([]any)
-	if !ok || len(vals)%2 != 0 {
-		return nil, fmt.Errorf("redis-streams: members %s: %w", ch, errBadReply)
-	}
-	out := make([]brokers.Member, 0, len(vals)/2)
-	for i := 0; i < len(vals); i += 2 {
-		c, _ := vals[i].(string)
-		u, _ := vals[i+1].(string)
-		out = append(out, brokers.Member{User: u, Client: c})
-	}
-	return out, nil
+	return presence.Members(ctx, presenceBackend{b}, ch)
 }
 
-// presenceCall runs a presence script and schedules the channel's next
-// prune from its reply (ms until the earliest expiry, -1 for none).
-func (b *Broker) presenceCall(ctx context.Context, ch string, sc *goredis.Script, args ...any) error {
-	sh := b.shardFor(ch)
-	k := b.keys(ch)
-	next, err := sc.Run(ctx, sh.cmd, []string{k.members, k.expiry, k.events}, args...).Int64()
-	if err != nil {
-		return wrapErr(err)
-	}
-	if next >= 0 {
-		at := time.Now().Add(time.Duration(next) * time.Millisecond)
-		sh.mu.Lock()
-		if st := sh.chans[ch]; st != nil {
-			st.notePruneLocked(at)
-		}
-		sh.mu.Unlock()
-	}
-	return nil
+// presenceBackend is the broker as redisbase.Presence needs it.
+type presenceBackend struct{ b *Broker }
+
+func (p presenceBackend) Check(ctx context.Context) error { return p.b.check(ctx) }
+
+func (p presenceBackend) PresenceKeys(ch string) ([]string, any) {
+	k := p.b.keys(ch)
+	return []string{k.members, k.expiry, k.events}, eventsMaxLen
 }
 
-func msArg(ms int64) string { return strconv.FormatInt(ms, 10) }
+func (p presenceBackend) Run(ctx context.Context, ch string, sc *goredis.Script, keys []string, args ...any) (any, error) {
+	res, err := sc.Run(ctx, p.b.shardFor(ch).cmd, keys, args...).Result()
+	if err != nil {
+		return nil, wrapErr(err)
+	}
+	return res, nil
+}
+
+// NotePrune schedules the prune of ch if this node serves it.
+func (p presenceBackend) NotePrune(ch string, at time.Time) {
+	sh := p.b.shardFor(ch)
+	sh.mu.Lock()
+	if st := sh.chans[ch]; st != nil {
+		st.notePruneLocked(at)
+	}
+	sh.mu.Unlock()
+}
+
+// NoteTTL does nothing: the prune loop runs every PruneInterval.
+func (p presenceBackend) NoteTTL(time.Duration) {}

@@ -1,6 +1,10 @@
 package redisstream
 
-import goredis "github.com/redis/go-redis/v9"
+import (
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/syncgate/syncgate/internal/redisbase"
+)
 
 // The Lua scripts. Each runs atomically on the Redis that owns the channel,
 // so a channel's seq, epoch and stream, or its presence list and the events
@@ -90,105 +94,20 @@ end
 return 0
 `)
 
-// presenceLib is shared by the presence scripts (the redis backend's
-// design, announcing on a stream instead of pub/sub). KEYS: members hash,
-// expiry zset, events stream.
-//
-// prune removes members whose expiry passed and announces each leave (at
-// most 1000 per call). Being atomic, a member is pruned, and its leave
-// announced, once, however many nodes prune the channel at the same time.
-//
-// nextExpiry returns ms until the earliest expiry, -1 for an empty list, 0
-// when prune left work for the next call.
-const presenceLib = `
-local t = redis.call('time')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local more = false
+// presenceScripts are the presence scripts (internal/redisbase, shared
+// with the redis backend), which announce on the channel's events stream
+// (KEYS[3]), capped near ARGV[1] entries (eventsMaxLen).
+var presenceScripts = redisbase.NewPresenceScripts(`
 local function announce(kind, c, u, ttl)
   if ttl then
-    redis.call('xadd', KEYS[3], 'MAXLEN', '~', '1000', '*', 't', kind, 'c', c, 'u', u, 'x', ttl)
+    redis.call('xadd', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', 't', kind, 'c', c, 'u', u, 'x', ttl)
   else
-    redis.call('xadd', KEYS[3], 'MAXLEN', '~', '1000', '*', 't', kind, 'c', c, 'u', u)
+    redis.call('xadd', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', 't', kind, 'c', c, 'u', u)
   end
   redis.call('pexpire', KEYS[3], 600000)
 end
-local function prune()
-  local gone = redis.call('zrangebyscore', KEYS[2], '-inf', now, 'LIMIT', 0, 1000)
-  for _, c in ipairs(gone) do
-    local u = redis.call('hget', KEYS[1], c) or ''
-    redis.call('zrem', KEYS[2], c)
-    redis.call('hdel', KEYS[1], c)
-    announce('l', c, u)
-  end
-  more = #gone == 1000
-end
-local function nextExpiry()
-  if more then return 0 end
-  local first = redis.call('zrange', KEYS[2], 0, 0, 'WITHSCORES')
-  if #first == 0 then return -1 end
-  return math.max(0, tonumber(first[2]) - now)
-end
-local function keep(key, ms)
-  if redis.call('pttl', key) < ms then redis.call('pexpire', key, ms) end
-end
-`
-
-// joinScript: ARGV 1 client, 2 user, 3 ttl ms, 4 key lifetime ms.
-// Announces a join only for a client not listed. Returns nextExpiry.
-var joinScript = goredis.NewScript(presenceLib + `
-prune()
-local ttl = tonumber(ARGV[3])
-local added = redis.call('zadd', KEYS[2], now + ttl, ARGV[1])
-redis.call('hset', KEYS[1], ARGV[1], ARGV[2])
-keep(KEYS[1], tonumber(ARGV[4]))
-keep(KEYS[2], tonumber(ARGV[4]))
-if added == 1 then
-  announce('j', ARGV[1], ARGV[2], ARGV[3])
-end
-return nextExpiry()
 `)
 
-// leaveScript: ARGV 1 client. Announces a leave only for a listed client.
-var leaveScript = goredis.NewScript(presenceLib + `
-prune()
-if redis.call('zrem', KEYS[2], ARGV[1]) == 1 then
-  local u = redis.call('hget', KEYS[1], ARGV[1]) or ''
-  redis.call('hdel', KEYS[1], ARGV[1])
-  announce('l', ARGV[1], u)
-end
-return nextExpiry()
-`)
-
-// refreshScript: ARGV 1 ttl ms, 2 key lifetime ms, 3... clients. Extends
-// listed clients only (XX): one that expired and was announced as left is
-// not brought back.
-var refreshScript = goredis.NewScript(presenceLib + `
-prune()
-local exp = now + tonumber(ARGV[1])
-for i = 3, #ARGV do
-  redis.call('zadd', KEYS[2], 'XX', exp, ARGV[i])
-end
-keep(KEYS[1], tonumber(ARGV[2]))
-keep(KEYS[2], tonumber(ARGV[2]))
-return nextExpiry()
-`)
-
-// pruneScript only prunes. Returns nextExpiry.
-var pruneScript = goredis.NewScript(presenceLib + `
-prune()
-return nextExpiry()
-`)
-
-// membersScript lists unexpired members as {client, user, ...}. Read-only:
-// it hides the expired rather than pruning them.
-var membersScript = goredis.NewScript(`
-local t = redis.call('time')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local cs = redis.call('zrangebyscore', KEYS[2], '(' .. now, '+inf')
-local out = {}
-for _, c in ipairs(cs) do
-  out[#out + 1] = c
-  out[#out + 1] = redis.call('hget', KEYS[1], c) or ''
-end
-return out
-`)
+// eventsMaxLen is about how many presence events a channel's events
+// stream keeps.
+const eventsMaxLen = "1000"

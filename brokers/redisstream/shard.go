@@ -452,7 +452,7 @@ func (sh *shard) pruner(ctx context.Context) {
 		}
 		sh.mu.Unlock()
 		for _, st := range due {
-			next, err := pruneScript.Run(ctx, sh.cmd, []string{st.keys.members, st.keys.expiry, st.keys.events}).Int64()
+			next, err := presenceScripts.Prune.Run(ctx, sh.cmd, []string{st.keys.members, st.keys.expiry, st.keys.events}, eventsMaxLen).Int64()
 			sh.mu.Lock()
 			switch {
 			case err != nil:
