@@ -82,6 +82,8 @@ func parseStudyArgs(args []string) (studyOptions, error) {
 	fs.StringVar(&o.Gateway, "gateway", "", "use this gateway binary instead of building one")
 	fs.StringVar(&o.Out, "out", "", "directory for the JSON results (default bench/results in the repo)")
 	fs.BoolVar(&o.Docs, "docs", true, "write docs/benchmarks-study.md and docs/plots/study-*.svg")
+	latFor := fs.Duration("latency-for", 0, "override the duration of each latency run (0: the mode's)")
+	stepFor := fs.Duration("step-for", 0, "override the duration of each new throughput step (0: the mode's)")
 	fs.StringVar(&o.From, "from", "", "run nothing: print the tables and write the docs from this results file (bench/results/study-*.json)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -120,6 +122,15 @@ func parseStudyArgs(args []string) (studyOptions, error) {
 		o.CrashFor, o.CrashAt, o.CrashPause = 8*time.Second, 2*time.Second, 2*time.Second
 		o.Drain = 3 * time.Second
 		o.Budget, o.Limit = 270*time.Second, 5*time.Minute
+	}
+	if *latFor < 0 || *stepFor < 0 {
+		return o, errors.New("-latency-for and -step-for must not be negative")
+	}
+	if *latFor > 0 {
+		o.LatencyFor = *latFor
+	}
+	if *stepFor > 0 {
+		o.TputFor = *stepFor
 	}
 	return o, nil
 }

@@ -67,7 +67,10 @@ func TestStudyArgs(t *testing.T) {
 		!strings.Contains(strings.Join(specs["redis-streams"].Redis, " "), "--appendfsync everysec") {
 		t.Error("redis-streams AOF variants")
 	}
-	for _, bad := range [][]string{{"-quick", "-full"}, {"-backends", "kafka"}, {"extra"}} {
+	if o, err = parseStudyArgs([]string{"-full", "-latency-for", "2s", "-step-for", "1s"}); err != nil || o.LatencyFor != 2*time.Second || o.TputFor != time.Second || o.Reps != 3 {
+		t.Fatalf("overrides: %+v, %v", o, err)
+	}
+	for _, bad := range [][]string{{"-quick", "-full"}, {"-backends", "kafka"}, {"extra"}, {"-latency-for", "-1s"}} {
 		if _, err := parseStudyArgs(bad); err == nil {
 			t.Errorf("%q: no error", bad)
 		}

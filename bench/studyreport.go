@@ -173,7 +173,10 @@ func tputRows(rs *studyResults) [][]string {
 		if p99.Count == 0 {
 			p99s = "-"
 		}
-		rows = append(rows, []string{b.Name, maxS, fmt.Sprintf("%.0f%s", r.DeliveriesPerS, mark), p99s + mark, gw + mark, br + mark,
+		if b.Embedded == "" {
+			br += mark
+		}
+		rows = append(rows, []string{b.Name, maxS, fmt.Sprintf("%.0f%s", r.DeliveriesPerS, mark), p99s + mark, gw + mark, br,
 			strings.Join(steps, "; "), t.Stopped})
 	}
 	return rows
