@@ -645,8 +645,8 @@ func plotThroughput(rs *studyResults, path string) error {
 		line.Color = plotutil.Color(0)
 		p.Add(ideal, line)
 		if i == 0 {
-			p.Legend.Add("offered x subscribers", ideal)
-			p.Legend.Top, p.Legend.Left = true, true
+			p.Legend.Add("offered x subscribers per channel", ideal)
+			p.Legend.Top, p.Legend.Left = false, false
 		}
 		for _, set := range []struct {
 			xys plotter.XYs
