@@ -381,6 +381,7 @@ func studyReading(rs *studyResults) []string {
 			out = append(out, fmt.Sprintf("%s has the lowest tail; %s the highest, a factor %.1f at p99.", ls[0].name, ls[len(ls)-1].name, ls[len(ls)-1].p99/max(ls[0].p99, 0.001)))
 		}
 	}
+	out = append(out, tputReading(rs)...)
 	var safe, lossy, refusing []string
 	for _, b := range rs.Backends {
 		r := b.Crash
@@ -423,6 +424,18 @@ func studyReading(rs *studyResults) []string {
 				best, bestP99 = b.Name, s.P99
 			}
 		}
+	}
+	// On an overloaded machine the p99 differences are contention, not
+	// the cost of durability: say so once instead of per backend.
+	overloaded := false
+	for _, b := range rs.Backends {
+		for _, r := range b.Latency {
+			overloaded = overloaded || max(r.LoadStart, r.LoadEnd) > 2*float64(max(1, rs.Machine.NumCPU))
+		}
+	}
+	if overloaded && len(safe) > 0 && best != "" {
+		out = append(out, fmt.Sprintf("Whether durability (%s kept every acked message) costs latency cannot be read from this run: the machine was overloaded (below), and the p99 differences between backends are mostly CPU contention.", strings.Join(safe, ", ")))
+		safe = nil
 	}
 	for _, name := range safe {
 		if v, ok := p99[name]; ok && best != "" && name != best && v/max(bestP99, 0.001) < 2 {
@@ -710,6 +723,57 @@ func latencySummary(b studyBackend) []loadResult {
 		seen = append(seen, r.Rate)
 		if m, ok := latencyAt(b, r.Rate); ok {
 			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// tputReading sums up the throughput search and the CPU cost per delivery.
+func tputReading(rs *studyResults) []string {
+	var out, sustained, none []string
+	for _, b := range rs.Backends {
+		t := b.Throughput
+		if b.Skipped != "" || t == nil || len(t.Steps) == 0 {
+			continue
+		}
+		if t.Max > 0 {
+			sustained = append(sustained, fmt.Sprintf("%s %g msg/s (%.0f deliveries/s)", b.Name, t.Max, t.best().Result.DeliveriesPerS))
+		} else {
+			none = append(none, b.Name)
+		}
+	}
+	if len(sustained) > 0 {
+		out = append(out, fmt.Sprintf("Highest offered rate sustained with p99 under %.0f ms and no loss: %s.", tputP99Limit, strings.Join(sustained, ", ")))
+	}
+	if len(none) > 0 {
+		out = append(out, fmt.Sprintf("Not even the lowest step was sustained by %s on this machine in this run (see the steps column for the p99 that failed it).", strings.Join(none, ", ")))
+	}
+	if rates := studyRates(rs); len(rates) > 0 {
+		type c struct {
+			name  string
+			total float64
+			text  string
+		}
+		var cs []c
+		for _, b := range rs.Backends {
+			r, ok := latencyAt(b, rates[0])
+			gw, br := cpuPerM(r.GatewayCPUS, r.Deliveries), cpuPerM(r.BrokerCPUS, r.Deliveries)
+			if b.Skipped != "" || !ok || gw < 0 {
+				continue
+			}
+			if b.Embedded != "" {
+				cs = append(cs, c{b.Name, gw, fmt.Sprintf("%s %.1f s (broker %s)", b.Name, gw, b.Embedded)})
+			} else if br >= 0 {
+				cs = append(cs, c{b.Name, gw + br, fmt.Sprintf("%s %.1f s (gateways %.1f + broker %.1f)", b.Name, gw+br, gw, br)})
+			}
+		}
+		sort.SliceStable(cs, func(i, j int) bool { return cs[i].total < cs[j].total })
+		if len(cs) > 0 {
+			var parts []string
+			for _, x := range cs {
+				parts = append(parts, x.text)
+			}
+			out = append(out, fmt.Sprintf("CPU per million deliveries at %g msg/s, gateways and broker processes together, cheapest first: %s. Part of the gateway CPU is the fan-out to 1,000 WebSocket connections, the same for every backend.", rates[0], strings.Join(parts, ", ")))
 		}
 	}
 	return out
