@@ -68,15 +68,15 @@ type tail struct {
 // fails with brokers.ErrUnavailable while the server is unreachable (the
 // starting position cannot be known).
 func (b *Broker) Subscribe(ctx context.Context, ch string) error {
-	if err := b.check(ctx); err != nil {
+	if err := b.n.Check(ctx); err != nil {
 		return fmt.Errorf("jetstream: subscribe %s: %w", ch, err)
 	}
 	if b.offline() {
 		return fmt.Errorf("jetstream: subscribe %s: %w: server unreachable", ch, brokers.ErrUnavailable)
 	}
-	b.chansMu.Lock()
-	if c := b.chans[ch]; c != nil {
-		b.chansMu.Unlock()
+	b.n.ChansMu.Lock()
+	if c := b.n.Chans[ch]; c != nil {
+		b.n.ChansMu.Unlock()
 		// Subscribed already, or being subscribed by a concurrent call:
 		// its promise holds once it is ready.
 		select {
@@ -96,8 +96,8 @@ func (b *Broker) Subscribe(ctx context.Context, ch string) error {
 	c := &channel{name: strings.Clone(ch), hist: b.histPre + tok, started: make(chan struct{})}
 	defer close(c.started)
 	c.mu.Lock()
-	b.chans[c.name] = c
-	b.chansMu.Unlock()
+	b.n.Chans[c.name] = c
+	b.n.ChansMu.Unlock()
 	err := b.subscribeLocked(c, tok)
 	c.mu.Unlock()
 	if err == nil {
@@ -111,13 +111,13 @@ func (b *Broker) Subscribe(ctx context.Context, ch string) error {
 }
 
 func (b *Broker) subscribeLocked(c *channel, tok string) error {
-	q := b.shards.Queue(c.name)
-	sub, err := b.nc.ChanSubscribe(b.livePre+tok, q)
+	q := b.n.Shards.Queue(c.name)
+	sub, err := b.n.NC.ChanSubscribe(b.livePre+tok, q)
 	if err != nil {
 		return err
 	}
 	c.subs = append(c.subs, sub)
-	sub, err = b.nc.ChanSubscribe(b.pres.EventSubject(c.name), q)
+	sub, err = b.n.NC.ChanSubscribe(b.n.Pres.EventSubject(c.name), q)
 	if err != nil {
 		return err
 	}
@@ -129,12 +129,12 @@ func (b *Broker) subscribeLocked(c *channel, tok string) error {
 // startPosition makes c ready: a flush (the server has the subscriptions),
 // then the leader's last message of the channel.
 func (b *Broker) startPosition(ctx context.Context, c *channel) error {
-	ctx, cancel := b.opCtx(ctx)
+	ctx, cancel := b.n.OpCtx(ctx)
 	defer cancel()
-	if err := b.nc.FlushWithContext(ctx); err != nil {
+	if err := b.n.NC.FlushWithContext(ctx); err != nil {
 		return err
 	}
-	last, err := natsbase.GetLast(ctx, b.nc.Conn, b.cfg.Stream, c.hist)
+	last, err := natsbase.GetLast(ctx, b.n.NC.Conn, b.cfg.Stream, c.hist)
 	if err != nil && !errors.Is(err, natsbase.ErrNotFound) {
 		return err
 	}
@@ -156,14 +156,17 @@ func (b *Broker) startPosition(ctx context.Context, c *channel) error {
 	return nil
 }
 
+// Deactivate implements natsbase.Channel.
+func (c *channel) Deactivate() {
+	c.mu.Lock()
+	c.active = false
+	c.mu.Unlock()
+}
+
 // drop forgets c and ends its subscriptions; nothing is delivered for it
 // once drop returns.
 func (b *Broker) drop(c *channel) {
-	b.chansMu.Lock()
-	if b.chans[c.name] == c {
-		delete(b.chans, c.name)
-	}
-	b.chansMu.Unlock()
+	b.n.Forget(c.name, c)
 	c.mu.Lock()
 	c.active = false
 	c.pending = nil
@@ -176,28 +179,7 @@ func (b *Broker) drop(c *channel) {
 
 // Unsubscribe implements brokers.Broker.
 func (b *Broker) Unsubscribe(ctx context.Context, ch string) error {
-	if err := b.check(ctx); err != nil {
-		return fmt.Errorf("jetstream: unsubscribe %s: %w", ch, err)
-	}
-	b.chansMu.Lock()
-	c := b.chans[ch]
-	b.chansMu.Unlock()
-	if c != nil {
-		b.drop(c)
-	}
-	return nil
-}
-
-// lookup returns the subscribed channel named by a subject token.
-func (b *Broker) lookup(tok string) *channel {
-	name, ok := natsbase.ParseToken(tok)
-	if !ok {
-		return nil
-	}
-	b.chansMu.Lock()
-	c := b.chans[name]
-	b.chansMu.Unlock()
-	return c
+	return b.n.Unsubscribe(ctx, ch, b.drop)
 }
 
 // maxPending bounds the messages kept for a channel whose start position
@@ -221,7 +203,7 @@ func (b *Broker) handle(m *nats.Msg) {
 		}
 		tok = s[strings.LastIndexByte(s, '.')+1:]
 	}
-	c := b.lookup(tok)
+	c := b.n.Lookup(tok)
 	if c == nil {
 		return
 	}
@@ -245,9 +227,9 @@ func (b *Broker) dispatchLocked(c *channel, m *nats.Msg) {
 		b.onLive(c, m)
 		return
 	}
-	typ, mem, ok := b.pres.Event(m)
+	typ, mem, ok := b.n.Pres.Event(m)
 	if ok && c.filter.Pass(typ, mem, time.Now()) {
-		b.handler.HandlePresence(c.name, typ, mem)
+		b.n.Handler.HandlePresence(c.name, typ, mem)
 	}
 }
 
@@ -285,7 +267,7 @@ func (b *Broker) acceptLocked(c *channel, sseq uint64, h nats.Header, data []byt
 		return
 	}
 	c.seq, c.epoch = seq, epoch
-	b.handler.HandlePublication(c.name, brokers.Publication{Seq: seq, Epoch: epoch, Data: data, Was: wasOf(h)})
+	b.n.Handler.HandlePublication(c.name, brokers.Publication{Seq: seq, Epoch: epoch, Data: data, Was: wasOf(h)})
 }
 
 // fillLocked reads c's stored messages after c.lastStream up to stream seq
@@ -301,11 +283,11 @@ func (b *Broker) fillLocked(c *channel, upTo, nextSeq uint64, nextEpoch string) 
 		if try > 0 {
 			time.Sleep(time.Duration(try) * 20 * time.Millisecond)
 		}
-		ctx, cancel := b.bgCtx(5 * time.Second)
-		msgs, err := natsbase.DirectBatch(ctx, b.nc.Conn, b.cfg.Stream, c.hist, c.lastStream+1, batch, upTo)
+		ctx, cancel := b.n.BgCtx(5 * time.Second)
+		msgs, err := natsbase.DirectBatch(ctx, b.n.NC.Conn, b.cfg.Stream, c.hist, c.lastStream+1, batch, upTo)
 		cancel()
 		if err != nil {
-			b.log.Warn("jetstream: filling a gap", "channel", c.name, "err", err)
+			b.n.Log.Warn("jetstream: filling a gap", "channel", c.name, "err", err)
 			return
 		}
 		for _, sm := range msgs {
@@ -319,13 +301,13 @@ func (b *Broker) fillLocked(c *channel, upTo, nextSeq uint64, nextEpoch string) 
 		}
 	}
 	// The replica answering direct gets is still behind: ask the leader.
-	ctx, cancel := b.bgCtx(5 * time.Second)
+	ctx, cancel := b.n.BgCtx(5 * time.Second)
 	defer cancel()
 	for !complete() && c.lastStream < upTo {
-		sm, err := natsbase.GetNext(ctx, b.nc.Conn, b.cfg.Stream, c.hist, c.lastStream+1)
+		sm, err := natsbase.GetNext(ctx, b.n.NC.Conn, b.cfg.Stream, c.hist, c.lastStream+1)
 		if err != nil || sm.Seq > upTo {
 			if err != nil && !errors.Is(err, natsbase.ErrNotFound) {
-				b.log.Warn("jetstream: filling a gap", "channel", c.name, "err", err)
+				b.n.Log.Warn("jetstream: filling a gap", "channel", c.name, "err", err)
 			}
 			return
 		}
@@ -336,21 +318,16 @@ func (b *Broker) fillLocked(c *channel, upTo, nextSeq uint64, nextEpoch string) 
 // sweep checks every subscribed channel against the stream after a
 // reconnect and fills what was stored meanwhile. It reports success.
 func (b *Broker) sweep() bool {
-	b.chansMu.Lock()
-	chans := make([]*channel, 0, len(b.chans))
-	for _, c := range b.chans {
-		chans = append(chans, c)
-	}
-	b.chansMu.Unlock()
+	chans := b.n.Channels()
 	ok := true
 	for _, c := range chans {
-		if b.ctx.Err() != nil {
+		if b.n.Ctx.Err() != nil {
 			return false
 		}
 		c.mu.Lock()
 		if c.active && c.ready {
-			ctx, cancel := b.bgCtx(5 * time.Second)
-			last, err := natsbase.GetLast(ctx, b.nc.Conn, b.cfg.Stream, c.hist)
+			ctx, cancel := b.n.BgCtx(5 * time.Second)
+			last, err := natsbase.GetLast(ctx, b.n.NC.Conn, b.cfg.Stream, c.hist)
 			cancel()
 			switch {
 			case errors.Is(err, natsbase.ErrNotFound):
@@ -369,12 +346,7 @@ func (b *Broker) sweep() bool {
 // resetPositions forgets stream positions (the stream was created anew and
 // its seqs start over).
 func (b *Broker) resetPositions() {
-	b.chansMu.Lock()
-	chans := make([]*channel, 0, len(b.chans))
-	for _, c := range b.chans {
-		chans = append(chans, c)
-	}
-	b.chansMu.Unlock()
+	chans := b.n.Channels()
 	for _, c := range chans {
 		c.mu.Lock()
 		c.lastStream = 0
@@ -388,9 +360,7 @@ func (b *Broker) resetPositions() {
 // tailOf returns the last stored message of ch this node has seen, if it
 // serves ch.
 func (b *Broker) tailOf(ch string) *tail {
-	b.chansMu.Lock()
-	c := b.chans[ch]
-	b.chansMu.Unlock()
+	c := b.n.Channel(ch)
 	if c == nil {
 		return nil
 	}

@@ -19,10 +19,10 @@ import (
 // an epoch marker (seq 0) written, so the epoch returned now is the one its
 // first publication keeps.
 func (b *Broker) Since(ctx context.Context, ch string, since uint64, limit int) ([]brokers.Publication, brokers.Position, error) {
-	if err := b.check(ctx); err != nil {
+	if err := b.n.Check(ctx); err != nil {
 		return nil, brokers.Position{}, fmt.Errorf("jetstream: since %s: %w", ch, err)
 	}
-	ctx, cancel := b.opCtx(ctx)
+	ctx, cancel := b.n.OpCtx(ctx)
 	defer cancel()
 	subj := b.histPre + natsbase.Token(ch)
 	last, err := b.lastOrMarker(ctx, ch, subj)
@@ -46,7 +46,7 @@ func (b *Broker) Since(ctx context.Context, ch string, since uint64, limit int) 
 // marker first when it has none.
 func (b *Broker) lastOrMarker(ctx context.Context, ch, subj string) (*natsbase.StoredMsg, error) {
 	for range maxConflicts {
-		last, err := natsbase.GetLast(ctx, b.nc.Conn, b.cfg.Stream, subj)
+		last, err := natsbase.GetLast(ctx, b.n.NC.Conn, b.cfg.Stream, subj)
 		if !errors.Is(err, natsbase.ErrNotFound) {
 			return last, err
 		}
@@ -59,7 +59,7 @@ func (b *Broker) lastOrMarker(ctx context.Context, ch, subj string) (*natsbase.S
 			hdrEpoch:  []string{epoch},
 			hdrExpect: []string{"0"},
 		}}
-		sseq, err := natsbase.Publish(ctx, b.nc.Conn, m)
+		sseq, err := natsbase.Publish(ctx, b.n.NC.Conn, m)
 		if err == nil {
 			st.known, st.sseq, st.seq, st.epoch = true, sseq, 0, epoch
 			st.mu.Unlock()
@@ -144,7 +144,7 @@ func (b *Broker) readSeqs(ctx context.Context, subj string, startStream, skip, f
 		if try > 0 {
 			time.Sleep(time.Duration(try) * 20 * time.Millisecond)
 		}
-		msgs, err := natsbase.DirectBatch(ctx, b.nc.Conn, b.cfg.Stream, subj, startStream, int(skip+to-from+1), upTo)
+		msgs, err := natsbase.DirectBatch(ctx, b.n.NC.Conn, b.cfg.Stream, subj, startStream, int(skip+to-from+1), upTo)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -163,7 +163,7 @@ func (b *Broker) readSeqs(ctx context.Context, subj string, startStream, skip, f
 		next = r.lastStream + 1
 	}
 	for !r.tail && next <= upTo {
-		sm, err := natsbase.GetNext(ctx, b.nc.Conn, b.cfg.Stream, subj, next)
+		sm, err := natsbase.GetNext(ctx, b.n.NC.Conn, b.cfg.Stream, subj, next)
 		if errors.Is(err, natsbase.ErrNotFound) {
 			break
 		}
@@ -189,7 +189,7 @@ func (b *Broker) firstFrom(ctx context.Context, subj string, probe, upTo uint64)
 		if try > 0 {
 			time.Sleep(time.Duration(try) * 20 * time.Millisecond)
 		}
-		msgs, err := natsbase.DirectBatch(ctx, b.nc.Conn, b.cfg.Stream, subj, probe, 1, upTo)
+		msgs, err := natsbase.DirectBatch(ctx, b.n.NC.Conn, b.cfg.Stream, subj, probe, 1, upTo)
 		if err != nil {
 			return nil, err
 		}
@@ -197,7 +197,7 @@ func (b *Broker) firstFrom(ctx context.Context, subj string, probe, upTo uint64)
 			return msgs[0], nil
 		}
 	}
-	return natsbase.GetNext(ctx, b.nc.Conn, b.cfg.Stream, subj, probe)
+	return natsbase.GetNext(ctx, b.n.NC.Conn, b.cfg.Stream, subj, probe)
 }
 
 // rangeReader collects the publications of seqs from..to in one epoch from

@@ -3,7 +3,6 @@ package jetstream
 import (
 	"context"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -11,7 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -83,13 +81,6 @@ type Config struct {
 	Log *slog.Logger
 }
 
-// Lifecycle states.
-const (
-	stateNew int32 = iota
-	stateRunning
-	stateClosed
-)
-
 // Headers of a stored publication.
 const (
 	hdrSeq    = "Sg-Seq"   // the channel seq; 0 on an epoch marker
@@ -104,34 +95,20 @@ const (
 // Broker is the JetStream backend. Create it with New.
 type Broker struct {
 	cfg      Config
-	log      *slog.Logger
 	nodeID   string
 	histPre  string // <prefix>.h.
 	livePre  string // <prefix>.r.
 	histSize int    // messages Since may return
 	idSeq    atomic.Uint64
 
-	lifeMu  sync.Mutex
-	state   atomic.Int32
-	handler brokers.Handler
-	srv     *server.Server
-	nc      *natsbase.Conn
-	js      jetstream.JetStream
-	pres    *natsbase.Presence
-	ctx     context.Context
-	cancel  context.CancelFunc
-	shards  *natsbase.Shards
-	kick    chan struct{}
-	wg      sync.WaitGroup
+	// n holds the lifecycle, connection, channels, outbox and presence
+	// (shared with the nats backend).
+	n                                      *natsbase.Node[*channel, outboxEntry]
+	natsbase.Public[*channel, outboxEntry] // Close, Ping, ClientURL, OutboxLen, presence
+	js                                     jetstream.JetStream
 
 	created    atomic.Int64 // the history stream's creation time (unix ns)
 	reconnects uint64       // flusher only: the library's count at the last recovery
-
-	deliverMu sync.RWMutex
-	inflight  natsbase.Inflight // requests to end when the connection drops
-
-	chansMu sync.Mutex
-	chans   map[string]*channel
 
 	pubMu sync.Mutex
 	pubs  map[string]*pubState
@@ -142,7 +119,6 @@ type Broker struct {
 	// needSweep: check every subscribed channel against the stream (see
 	// flusher).
 	needSweep atomic.Bool
-	outbox    *natsbase.Outbox[outboxEntry]
 	local     map[string]*brokers.Position // outbox lock: outage positions handed out per channel
 }
 
@@ -179,23 +155,18 @@ func New(cfg Config) *Broker {
 	if cfg.QueueSize <= 0 {
 		cfg.QueueSize = DefaultQueueSize
 	}
-	log := cfg.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &Broker{
+	b := &Broker{
 		cfg:      cfg,
-		log:      log,
 		nodeID:   randomID(10),
 		histPre:  cfg.Prefix + ".h.",
 		livePre:  cfg.Prefix + ".r.",
 		histSize: max(cfg.HistorySize, 0),
-		chans:    make(map[string]*channel),
 		pubs:     make(map[string]*pubState),
-		outbox:   natsbase.NewOutbox[outboxEntry](cfg.OutboxSize),
 		local:    make(map[string]*brokers.Position),
-		kick:     make(chan struct{}, 1),
 	}
+	b.n = natsbase.NewNode[*channel, outboxEntry]("jetstream", cfg.Log, cfg.OutboxSize)
+	b.Public = natsbase.PublicOf(b.n)
+	return b
 }
 
 // streamConfig is the history stream: one subject per channel, at most
@@ -219,87 +190,41 @@ func (b *Broker) streamConfig() jetstream.StreamConfig {
 // Start connects (starting the embedded server first when URL is empty),
 // creates or updates the streams and starts delivery.
 func (b *Broker) Start(ctx context.Context, h brokers.Handler) error {
-	if h == nil {
-		return errors.New("jetstream: start: nil handler")
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("jetstream: start: %w", err)
-	}
-	if !natsbase.ValidPrefix(b.cfg.Prefix) {
-		return fmt.Errorf("jetstream: start: bad subject prefix %q", b.cfg.Prefix)
-	}
-	b.lifeMu.Lock()
-	defer b.lifeMu.Unlock()
-	switch b.state.Load() {
-	case stateRunning:
-		return errors.New("jetstream: start: already started")
-	case stateClosed:
-		return fmt.Errorf("jetstream: start: %w", brokers.ErrClosed)
-	}
-	if b.cfg.URL == "" {
-		srv, err := natsbase.StartServer(b.cfg.Embedded)
-		if err != nil {
-			return fmt.Errorf("jetstream: start: %w", err)
-		}
-		b.srv = srv
-	}
-	nc, err := natsbase.Connect(ctx, natsbase.ConnConfig{
-		URL: b.cfg.URL, Server: b.srv, Name: "syncgate-" + b.nodeID, Log: b.log,
-		Notify: b.notify,
+	return b.n.Start(ctx, h, natsbase.StartConfig{
+		URL: b.cfg.URL, Embedded: b.cfg.Embedded, Prefix: b.cfg.Prefix,
+		ClientName: "syncgate-" + b.nodeID,
+		Shards:     b.cfg.Shards, QueueSize: b.cfg.QueueSize, Handle: b.handle,
+		Setup: b.setup, Run: b.flusher,
 	})
-	if err != nil {
-		b.stopServer()
-		return fmt.Errorf("jetstream: start: %w", err)
-	}
-	b.nc = nc
+}
+
+// setup makes the streams and watches the history stream's leader.
+func (b *Broker) setup(ctx context.Context, nc *natsbase.Conn) error {
 	b.reconnects = nc.Stats().Reconnects
 	js, err := jetstream.New(nc.Conn)
 	if err != nil {
-		nc.Close()
-		b.stopServer()
-		return fmt.Errorf("jetstream: start: %w", err)
+		return err
 	}
 	b.js = js
-	b.pres = natsbase.NewPresence(nc.Conn, natsbase.PresenceConfig{
+	b.n.Pres = natsbase.NewPresence(nc.Conn, natsbase.PresenceConfig{
 		Prefix:   b.cfg.Prefix,
 		Stream:   natsbase.StreamName(b.cfg.Prefix, "PRESENCE"),
 		Storage:  b.cfg.Storage,
 		Replicas: b.cfg.Replicas,
 	})
 	sctx, cancel := context.WithTimeout(ctx, setupTimeout)
-	err = natsbase.Retry(sctx, func(ctx context.Context) error {
-		// Requests sent before a cluster has its meta leader go
-		// unanswered: bound each attempt.
-		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		defer cancel()
-		err := b.ensureStreams(ctx)
-		if err != nil {
-			b.log.Info("jetstream: waiting for JetStream", "err", err)
-		}
-		return err
-	})
+	err = b.n.SetupRetry(sctx, b.ensureStreams)
 	cancel()
 	if err != nil {
-		nc.Close()
-		b.stopServer()
-		return fmt.Errorf("jetstream: start: %w", err)
+		return err
 	}
 	// A new stream leader may not republish what its predecessor stored
 	// last: sweep after each election.
-	if _, err := nc.Subscribe("$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED."+b.cfg.Stream, func(*nats.Msg) {
+	_, err = nc.Subscribe("$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED."+b.cfg.Stream, func(*nats.Msg) {
 		b.needSweep.Store(true)
-		b.poke()
-	}); err != nil {
-		nc.Close()
-		b.stopServer()
-		return fmt.Errorf("jetstream: start: %w", err)
-	}
-	b.ctx, b.cancel = context.WithCancel(context.Background())
-	b.handler = h
-	b.shards = natsbase.NewShards(b.cfg.Shards, b.cfg.QueueSize, b.handle)
-	b.wg.Go(b.flusher)
-	b.state.Store(stateRunning)
-	return nil
+		b.n.Poke()
+	})
+	return err
 }
 
 // ensureStreams creates or updates both streams and records the history
@@ -310,7 +235,7 @@ func (b *Broker) ensureStreams(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return b.pres.Ensure(ctx, b.js)
+	return b.n.Pres.Ensure(ctx, b.js)
 }
 
 func (b *Broker) ensureHistory(ctx context.Context) (changed bool, err error) {
@@ -323,108 +248,9 @@ func (b *Broker) ensureHistory(ctx context.Context) (changed bool, err error) {
 	return old != 0 && old != created, nil
 }
 
-// Close stops delivery and the flusher, closes the connection and shuts the
-// embedded server down. Publishes still in the outbox are lost; their
-// number is logged.
-func (b *Broker) Close() error {
-	b.lifeMu.Lock()
-	defer b.lifeMu.Unlock()
-	if b.state.Swap(stateClosed) != stateRunning {
-		return nil
-	}
-	b.cancel()
-	b.deliverMu.Lock()
-	//lint:ignore SA2001 waiting for the readers is the point
-	b.deliverMu.Unlock()
-	b.wg.Wait()
-	if n := b.outbox.Len(); n > 0 {
-		b.log.Warn("jetstream: closing with publishes still in the outbox; they are lost", "count", n)
-	}
-	b.nc.Close()
-	b.shards.Stop()
-	b.chansMu.Lock()
-	for _, c := range b.chans {
-		c.mu.Lock()
-		c.active = false
-		c.mu.Unlock()
-	}
-	clear(b.chans)
-	b.chansMu.Unlock()
-	b.stopServer()
-	return nil
-}
-
-func (b *Broker) stopServer() {
-	if b.srv != nil {
-		b.srv.Shutdown()
-		b.srv.WaitForShutdown()
-	}
-}
-
-// ClientURL is the client URL of the embedded server ("" with URL set).
-func (b *Broker) ClientURL() string {
-	if b.srv == nil {
-		return ""
-	}
-	return b.srv.ClientURL()
-}
-
-// Ping implements brokers.Pinger: a round trip to the server.
-func (b *Broker) Ping(ctx context.Context) error {
-	if err := b.check(ctx); err != nil {
-		return fmt.Errorf("jetstream: ping: %w", err)
-	}
-	ctx, cancel := b.opCtx(ctx)
-	defer cancel()
-	if err := b.nc.FlushWithContext(ctx); err != nil {
-		return fmt.Errorf("jetstream: ping: %w: %w", brokers.ErrUnavailable, err)
-	}
-	return nil
-}
-
-// OutboxLen is the number of publishes waiting for the server (a metric).
-func (b *Broker) OutboxLen() int { return b.outbox.Len() }
-
-func (b *Broker) check(ctx context.Context) error {
-	if b.state.Load() != stateRunning {
-		return brokers.ErrClosed
-	}
-	return ctx.Err()
-}
-
-// opCtx bounds a call's context by the broker's lifetime and the
-// connection: Close and a lost connection end it (see natsbase.Inflight).
-func (b *Broker) opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	ctx, done := b.inflight.Context(ctx, b.ctx)
-	return ctx, context.CancelFunc(done)
-}
-
-// bgCtx is opCtx for the broker's own work, bounded by d.
-func (b *Broker) bgCtx(d time.Duration) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithTimeout(b.ctx, d)
-	ctx, done := b.inflight.Context(ctx, b.ctx)
-	return ctx, func() { done(); cancel() }
-}
-
-// notify is the connection's state callback.
-func (b *Broker) notify(connected bool) {
-	if !connected {
-		b.inflight.CancelAll()
-	}
-	b.poke()
-}
-
-// poke wakes the flusher.
-func (b *Broker) poke() {
-	select {
-	case b.kick <- struct{}{}:
-	default:
-	}
-}
-
 // offline reports whether publishes must go through the outbox.
 func (b *Broker) offline() bool {
-	return !b.nc.IsConnected() || b.jsDown.Load()
+	return !b.n.NC.IsConnected() || b.jsDown.Load()
 }
 
 func randomID(n int) string {

@@ -81,16 +81,16 @@ var errNoProgress = errors.New("too many conflicting publishes in a row")
 
 // Publish implements brokers.Broker. See doc.go for outages.
 func (b *Broker) Publish(ctx context.Context, ch string, data []byte) (brokers.Position, error) {
-	if err := b.check(ctx); err != nil {
+	if err := b.n.Check(ctx); err != nil {
 		return brokers.Position{}, fmt.Errorf("jetstream: publish %s: %w", ch, err)
 	}
-	ctx, cancel := b.opCtx(ctx)
+	ctx, cancel := b.n.OpCtx(ctx)
 	defer cancel()
 	id := b.newID()
-	if !b.offline() && b.outbox.Len() > 0 {
+	if !b.offline() && b.n.Outbox.Len() > 0 {
 		b.waitDrained(ctx)
 	}
-	if b.offline() || b.outbox.Len() > 0 {
+	if b.offline() || b.n.Outbox.Len() > 0 {
 		return b.enqueue(ch, data, id, nil)
 	}
 	pos, amb, err := b.publish(ctx, ch, data, id, "", nil)
@@ -100,14 +100,14 @@ func (b *Broker) Publish(ctx context.Context, ch string, data []byte) (brokers.P
 	if errors.Is(ctx.Err(), context.Canceled) && !errors.Is(err, natsbase.ErrDisconnected) {
 		// The caller gave up (or the broker is closing): not accepted. It
 		// may still have been stored, like any publish whose ack is lost.
-		if b.state.Load() != stateRunning {
+		if b.n.State.Load() != natsbase.StateRunning {
 			err = brokers.ErrClosed
 		}
 		return brokers.Position{}, fmt.Errorf("jetstream: publish %s: %w", ch, err)
 	}
 	if amb != nil || natsbase.IsConnErr(err) {
 		b.jsDown.Store(true)
-		b.poke()
+		b.n.Poke()
 		return b.enqueue(ch, data, id, amb)
 	}
 	return brokers.Position{}, fmt.Errorf("jetstream: publish %s: %w", ch, err)
@@ -120,7 +120,7 @@ func (b *Broker) newID() string {
 // waitDrained waits (briefly) for the flusher to empty the outbox.
 func (b *Broker) waitDrained(ctx context.Context) {
 	deadline := time.Now().Add(drainWait)
-	for wait := time.Millisecond; b.outbox.Len() > 0 && time.Now().Before(deadline) && ctx.Err() == nil; wait = min(2*wait, 20*time.Millisecond) {
+	for wait := time.Millisecond; b.n.Outbox.Len() > 0 && time.Now().Before(deadline) && ctx.Err() == nil; wait = min(2*wait, 20*time.Millisecond) {
 		time.Sleep(wait)
 	}
 }
@@ -227,7 +227,7 @@ func (b *Broker) send(ctx context.Context, st *pubState, subj string, data []byt
 	if a.was != "" {
 		m.Header[hdrWas] = []string{a.was}
 	}
-	sseq, err := natsbase.Publish(ctx, b.nc.Conn, m)
+	sseq, err := natsbase.Publish(ctx, b.n.NC.Conn, m)
 	switch {
 	case err == nil:
 		st.known, st.sseq, st.seq, st.epoch = true, sseq, a.seq, a.epoch
@@ -277,7 +277,7 @@ func notSent(err error) bool {
 
 // reload reads the channel's last stored message from the stream leader.
 func (b *Broker) reload(ctx context.Context, st *pubState, subj string) error {
-	last, err := natsbase.GetLast(ctx, b.nc.Conn, b.cfg.Stream, subj)
+	last, err := natsbase.GetLast(ctx, b.n.NC.Conn, b.cfg.Stream, subj)
 	switch {
 	case errors.Is(err, natsbase.ErrNotFound):
 		st.known, st.sseq, st.seq, st.epoch = true, 0, 0, ""
@@ -295,7 +295,7 @@ func (b *Broker) reload(ctx context.Context, st *pubState, subj string) error {
 // a.expect being the last). retry: nothing is there, so it was not stored
 // (yet): send the same attempt again.
 func (b *Broker) resolve(ctx context.Context, subj string, a *attempt) (pos brokers.Position, stored, retry bool, err error) {
-	next, err := natsbase.GetNext(ctx, b.nc.Conn, b.cfg.Stream, subj, a.expect+1)
+	next, err := natsbase.GetNext(ctx, b.n.NC.Conn, b.cfg.Stream, subj, a.expect+1)
 	switch {
 	case errors.Is(err, natsbase.ErrNotFound):
 		return pos, false, true, nil
@@ -321,8 +321,8 @@ func seqOf(h nats.Header) (uint64, string) {
 // publication is stored with its real position and delivered again under
 // it; the epoch change tells clients to resync (see doc.go).
 func (b *Broker) enqueue(ch string, data []byte, id string, amb *attempt) (brokers.Position, error) {
-	b.outbox.Lock()
-	defer b.outbox.Unlock()
+	b.n.Outbox.Lock()
+	defer b.n.Outbox.Unlock()
 	ch = strings.Clone(ch) // may alias the caller's buffer
 	lp := b.local[ch]
 	if lp == nil {
@@ -334,21 +334,19 @@ func (b *Broker) enqueue(ch string, data []byte, id string, amb *attempt) (broke
 	}
 	pos := brokers.Position{Seq: lp.Seq + 1, Epoch: lp.Epoch}
 	e := outboxEntry{ch: ch, data: append([]byte(nil), data...), id: id, amb: amb, was: strconv.FormatUint(pos.Seq, 10) + ":" + pos.Epoch}
-	if !b.outbox.PushLocked(e) {
+	if !b.n.Outbox.PushLocked(e) {
 		return brokers.Position{}, fmt.Errorf("jetstream: publish %s: %w: server unreachable and outbox full", ch, brokers.ErrUnavailable)
 	}
 	lp.Seq++
 	b.deliverLocal(ch, pos, data)
-	b.poke()
+	b.n.Poke()
 	return pos, nil
 }
 
 // deliveredPos is the last position this node delivered on ch, zero when
 // it serves no such channel or delivered nothing yet.
 func (b *Broker) deliveredPos(ch string) brokers.Position {
-	b.chansMu.Lock()
-	c := b.chans[ch]
-	b.chansMu.Unlock()
+	c := b.n.Channel(ch)
 	if c == nil {
 		return brokers.Position{}
 	}
@@ -377,20 +375,18 @@ func wasOf(h nats.Header) brokers.Position {
 // deliverLocal hands an outage publication to the Handler if this node
 // serves ch.
 func (b *Broker) deliverLocal(ch string, pos brokers.Position, data []byte) {
-	b.deliverMu.RLock()
-	defer b.deliverMu.RUnlock()
-	if b.state.Load() != stateRunning {
+	b.n.DeliverMu.RLock()
+	defer b.n.DeliverMu.RUnlock()
+	if b.n.State.Load() != natsbase.StateRunning {
 		return
 	}
-	b.chansMu.Lock()
-	c := b.chans[ch]
-	b.chansMu.Unlock()
+	c := b.n.Channel(ch)
 	if c == nil {
 		return
 	}
 	c.mu.Lock()
 	if c.active && c.ready {
-		b.handler.HandlePublication(c.name, brokers.Publication{Seq: pos.Seq, Epoch: pos.Epoch, Data: data})
+		b.n.Handler.HandlePublication(c.name, brokers.Publication{Seq: pos.Seq, Epoch: pos.Epoch, Data: data})
 	}
 	c.mu.Unlock()
 }
@@ -409,17 +405,17 @@ func (b *Broker) flusher() {
 	lastEvict := time.Now()
 	for {
 		select {
-		case <-b.ctx.Done():
+		case <-b.n.Ctx.Done():
 			return
-		case <-b.kick:
+		case <-b.n.Kick:
 		case <-tick.C:
 		}
-		if !b.nc.IsConnected() {
+		if !b.n.NC.IsConnected() {
 			continue
 		}
-		if n := b.nc.Stats().Reconnects; n != b.reconnects {
+		if n := b.n.NC.Stats().Reconnects; n != b.reconnects {
 			if err := b.recoverStreams(); err != nil {
-				b.log.Warn("jetstream: recovering after reconnect", "err", err)
+				b.n.Log.Warn("jetstream: recovering after reconnect", "err", err)
 				continue
 			}
 			b.reconnects = n
@@ -445,17 +441,17 @@ func (b *Broker) flusher() {
 // after its server restarted) and, when the history stream was created
 // anew, resets what the node knows of stream positions.
 func (b *Broker) recoverStreams() error {
-	ctx, cancel := b.bgCtx(10 * time.Second)
+	ctx, cancel := b.n.BgCtx(10 * time.Second)
 	defer cancel()
 	changed, err := b.ensureHistory(ctx)
 	if err != nil {
 		return err
 	}
-	if err := b.pres.Ensure(ctx, b.js); err != nil {
+	if err := b.n.Pres.Ensure(ctx, b.js); err != nil {
 		return err
 	}
 	if changed {
-		b.log.Warn("jetstream: the history stream was created anew; its history is lost")
+		b.n.Log.Warn("jetstream: the history stream was created anew; its history is lost")
 		b.resetPositions()
 	}
 	return nil
@@ -465,32 +461,32 @@ func (b *Broker) recoverStreams() error {
 // whether the outbox is empty.
 func (b *Broker) flushOutbox() bool {
 	for {
-		e, ok := b.outbox.Peek()
+		e, ok := b.n.Outbox.Peek()
 		if !ok {
 			break
 		}
-		ctx, cancel := b.bgCtx(5 * time.Second)
+		ctx, cancel := b.n.BgCtx(5 * time.Second)
 		_, amb, err := b.publish(ctx, e.ch, e.data, e.id, e.was, e.amb)
 		cancel()
 		if err != nil {
 			if amb != nil {
 				e.amb = amb
-				b.outbox.Replace(e)
+				b.n.Outbox.Replace(e)
 			}
-			if amb != nil || natsbase.IsConnErr(err) || b.ctx.Err() != nil {
+			if amb != nil || natsbase.IsConnErr(err) || b.n.Ctx.Err() != nil {
 				return false
 			}
-			b.log.Error("jetstream: dropping an outbox publication the server refuses", "channel", e.ch, "err", err)
+			b.n.Log.Error("jetstream: dropping an outbox publication the server refuses", "channel", e.ch, "err", err)
 		}
-		b.outbox.Pop()
+		b.n.Outbox.Pop()
 	}
-	b.outbox.Lock()
-	empty := b.outbox.LenLocked() == 0
+	b.n.Outbox.Lock()
+	empty := b.n.Outbox.LenLocked() == 0
 	if empty {
 		clear(b.local)
 		b.jsDown.Store(false)
 	}
-	b.outbox.Unlock()
+	b.n.Outbox.Unlock()
 	return empty
 }
 

@@ -19,28 +19,28 @@ import (
 // the client library subscribes again when it reconnects (what is published
 // meanwhile is lost, as core NATS loses it).
 func (b *Broker) Subscribe(ctx context.Context, ch string) error {
-	if err := b.check(ctx); err != nil {
+	if err := b.n.Check(ctx); err != nil {
 		return fmt.Errorf("nats: subscribe %s: %w", ch, err)
 	}
-	b.chansMu.Lock()
-	if c := b.chans[ch]; c != nil {
-		b.chansMu.Unlock()
+	b.n.ChansMu.Lock()
+	if c := b.n.Chans[ch]; c != nil {
+		b.n.ChansMu.Unlock()
 		return nil
 	}
 	c := &channel{name: strings.Clone(ch)}
 	c.mu.Lock()
-	b.chans[c.name] = c
-	b.chansMu.Unlock()
+	b.n.Chans[c.name] = c
+	b.n.ChansMu.Unlock()
 
-	q := b.shards.Queue(ch)
+	q := b.n.Shards.Queue(ch)
 	err := b.subscribeLocked(c, q)
 	if err == nil {
 		c.active = true
 	}
 	c.mu.Unlock()
-	if err == nil && b.nc.IsConnected() {
-		ctx, cancel := b.opCtx(ctx)
-		err = b.nc.FlushWithContext(ctx)
+	if err == nil && b.n.NC.IsConnected() {
+		ctx, cancel := b.n.OpCtx(ctx)
+		err = b.n.NC.FlushWithContext(ctx)
 		cancel()
 		if err != nil {
 			err = fmt.Errorf("%w: %w", brokers.ErrUnavailable, err)
@@ -54,13 +54,13 @@ func (b *Broker) Subscribe(ctx context.Context, ch string) error {
 }
 
 func (b *Broker) subscribeLocked(c *channel, q chan *natsgo.Msg) error {
-	sub, err := b.nc.ChanSubscribe(b.pubPre+natsbase.Token(c.name), q)
+	sub, err := b.n.NC.ChanSubscribe(b.pubPre+natsbase.Token(c.name), q)
 	if err != nil {
 		return err
 	}
 	c.subs = append(c.subs, sub)
-	if b.pres != nil {
-		sub, err := b.nc.ChanSubscribe(b.pres.EventSubject(c.name), q)
+	if b.n.Pres != nil {
+		sub, err := b.n.NC.ChanSubscribe(b.n.Pres.EventSubject(c.name), q)
 		if err != nil {
 			return err
 		}
@@ -72,11 +72,7 @@ func (b *Broker) subscribeLocked(c *channel, q chan *natsgo.Msg) error {
 // drop forgets c and ends its subscriptions; nothing is delivered for it
 // once drop returns.
 func (b *Broker) drop(c *channel) {
-	b.chansMu.Lock()
-	if b.chans[c.name] == c {
-		delete(b.chans, c.name)
-	}
-	b.chansMu.Unlock()
+	b.n.Forget(c.name, c)
 	c.mu.Lock()
 	c.active = false
 	for _, s := range c.subs {
@@ -88,34 +84,13 @@ func (b *Broker) drop(c *channel) {
 
 // Unsubscribe implements brokers.Broker.
 func (b *Broker) Unsubscribe(ctx context.Context, ch string) error {
-	if err := b.check(ctx); err != nil {
-		return fmt.Errorf("nats: unsubscribe %s: %w", ch, err)
-	}
-	b.chansMu.Lock()
-	c := b.chans[ch]
-	b.chansMu.Unlock()
-	if c != nil {
-		b.drop(c)
-	}
-	return nil
-}
-
-// lookup returns the subscribed channel named by a subject token.
-func (b *Broker) lookup(tok string) *channel {
-	name, ok := natsbase.ParseToken(tok)
-	if !ok {
-		return nil
-	}
-	b.chansMu.Lock()
-	c := b.chans[name]
-	b.chansMu.Unlock()
-	return c
+	return b.n.Unsubscribe(ctx, ch, b.drop)
 }
 
 // handle runs on the channel's delivery goroutine.
 func (b *Broker) handle(m *natsgo.Msg) {
 	if rest, ok := strings.CutPrefix(m.Subject, b.pubPre); ok {
-		c := b.lookup(rest)
+		c := b.n.Lookup(rest)
 		if c == nil {
 			return
 		}
@@ -124,28 +99,28 @@ func (b *Broker) handle(m *natsgo.Msg) {
 		}
 		c.mu.Lock()
 		if c.active {
-			b.handler.HandlePublication(c.name, brokers.Publication{Data: m.Data})
+			b.n.Handler.HandlePublication(c.name, brokers.Publication{Data: m.Data})
 		}
 		c.mu.Unlock()
 		return
 	}
-	if b.pres == nil {
+	if b.n.Pres == nil {
 		return
 	}
-	typ, mem, ok := b.pres.Event(m)
+	typ, mem, ok := b.n.Pres.Event(m)
 	if !ok {
 		return
 	}
 	// <prefix>.pe.<channel>.<client>.<user>
 	s := m.Subject[:strings.LastIndexByte(m.Subject, '.')]
 	s = s[:strings.LastIndexByte(s, '.')]
-	c := b.lookup(s[strings.LastIndexByte(s, '.')+1:])
+	c := b.n.Lookup(s[strings.LastIndexByte(s, '.')+1:])
 	if c == nil {
 		return
 	}
 	c.mu.Lock()
 	if c.active && c.filter.Pass(typ, mem, time.Now()) {
-		b.handler.HandlePresence(c.name, typ, mem)
+		b.n.Handler.HandlePresence(c.name, typ, mem)
 	}
 	c.mu.Unlock()
 }

@@ -18,11 +18,11 @@ import (
 // subscribers at once and queued; the flusher sends it when the connection
 // is back (see doc.go).
 func (b *Broker) Publish(ctx context.Context, ch string, data []byte) (brokers.Position, error) {
-	if err := b.check(ctx); err != nil {
+	if err := b.n.Check(ctx); err != nil {
 		return brokers.Position{}, fmt.Errorf("nats: publish %s: %w", ch, err)
 	}
-	if b.nc.IsConnected() && b.outbox.Len() == 0 {
-		err := b.nc.Publish(b.pubPre+natsbase.Token(ch), data)
+	if b.n.NC.IsConnected() && b.n.Outbox.Len() == 0 {
+		err := b.n.NC.Publish(b.pubPre+natsbase.Token(ch), data)
 		if err == nil {
 			return brokers.Position{}, nil
 		}
@@ -35,28 +35,26 @@ func (b *Broker) Publish(ctx context.Context, ch string, data []byte) (brokers.P
 
 // enqueue accepts a publication into the outbox and delivers it locally.
 func (b *Broker) enqueue(ch string, data []byte) error {
-	b.outbox.Lock()
-	defer b.outbox.Unlock()
-	if !b.outbox.PushLocked(outboxEntry{ch: strings.Clone(ch), data: append([]byte(nil), data...)}) {
+	b.n.Outbox.Lock()
+	defer b.n.Outbox.Unlock()
+	if !b.n.Outbox.PushLocked(outboxEntry{ch: strings.Clone(ch), data: append([]byte(nil), data...)}) {
 		return fmt.Errorf("nats: publish %s: %w: server unreachable and outbox full", ch, brokers.ErrUnavailable)
 	}
-	b.deliverMu.RLock()
-	defer b.deliverMu.RUnlock()
-	if b.state.Load() != stateRunning {
+	b.n.DeliverMu.RLock()
+	defer b.n.DeliverMu.RUnlock()
+	if b.n.State.Load() != natsbase.StateRunning {
 		return nil
 	}
-	b.chansMu.Lock()
-	c := b.chans[ch]
-	b.chansMu.Unlock()
+	c := b.n.Channel(ch)
 	if c != nil {
 		c.mu.Lock()
 		if c.active {
-			b.handler.HandlePublication(c.name, brokers.Publication{Data: data})
+			b.n.Handler.HandlePublication(c.name, brokers.Publication{Data: data})
 		}
 		c.mu.Unlock()
 	}
 	select {
-	case b.kick <- struct{}{}:
+	case b.n.Kick <- struct{}{}:
 	default:
 	}
 	return nil
@@ -72,40 +70,37 @@ const flushDelay = natsbase.ReconnectWait + natsbase.ReconnectJitter + 250*time.
 func (b *Broker) flusher() {
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
-	reconnects := b.nc.Stats().Reconnects
+	reconnects := b.n.NC.Stats().Reconnects
 	var hold time.Time
 	for {
 		select {
-		case <-b.ctx.Done():
+		case <-b.n.Ctx.Done():
 			return
-		case <-b.kick:
+		case <-b.n.Kick:
 		case <-tick.C:
 		}
-		if !b.nc.IsConnected() {
+		if !b.n.NC.IsConnected() {
 			continue
 		}
-		if n := b.nc.Stats().Reconnects; n != reconnects {
+		if n := b.n.NC.Stats().Reconnects; n != reconnects {
 			reconnects = n
 			hold = time.Now().Add(flushDelay)
 		}
 		if time.Now().Before(hold) {
 			continue
 		}
-		for b.nc.IsConnected() {
-			e, ok := b.outbox.Peek()
+		for b.n.NC.IsConnected() {
+			e, ok := b.n.Outbox.Peek()
 			if !ok {
 				break
 			}
 			m := natsgo.NewMsg(b.pubPre + natsbase.Token(e.ch))
 			m.Header.Set(hdrLocal, b.nodeID)
 			m.Data = e.data
-			if err := b.nc.PublishMsg(m); err != nil {
+			if err := b.n.NC.PublishMsg(m); err != nil {
 				break
 			}
-			b.outbox.Pop()
+			b.n.Outbox.Pop()
 		}
 	}
 }
-
-// OutboxLen is the number of publishes waiting for the server (a metric).
-func (b *Broker) OutboxLen() int { return b.outbox.Len() }
