@@ -4,8 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
+
+	"github.com/syncgate/syncgate/internal/redisbase"
 )
 
 // Defaults for the zero Config, in one place.
@@ -138,10 +139,7 @@ func (c Config) withDefaults() Config {
 
 // Validate reports a configuration that cannot work, naming the field.
 func (c Config) Validate() error {
-	var errs []error
-	if strings.ContainsAny(c.Prefix, "{}") {
-		errs = append(errs, fmt.Errorf("redis: Prefix %q: must not contain '{' or '}'", c.Prefix))
-	}
+	errs := redisbase.ValidateConn("redis", c.Prefix, c.DB, c.Addrs)
 	if c.SentinelMaster != "" && len(c.SentinelAddrs) == 0 {
 		errs = append(errs, errors.New("redis: SentinelMaster is set but SentinelAddrs is empty"))
 	}
@@ -150,14 +148,6 @@ func (c Config) Validate() error {
 	}
 	if c.Cluster && c.DB != 0 {
 		errs = append(errs, fmt.Errorf("redis: DB %d: Redis Cluster has only database 0", c.DB))
-	}
-	if c.DB < 0 {
-		errs = append(errs, fmt.Errorf("redis: DB %d: must be >= 0", c.DB))
-	}
-	for _, a := range c.Addrs {
-		if a == "" {
-			errs = append(errs, errors.New("redis: Addrs: empty address"))
-		}
 	}
 	return errors.Join(errs...)
 }

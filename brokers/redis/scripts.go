@@ -98,24 +98,9 @@ end
 return {epoch, seq}
 `)
 
-// resetScript starts a new epoch when a channel's history went backwards:
-// a node delivered seq ARGV[2] of epoch ARGV[1] but Redis now holds less
-// (writes lost in a failover or a crash without fsync). Without it the
-// next publications would reuse seqs that clients already hold with other
-// data.
-//
-// KEYS: history, meta. ARGV: 1 epoch, 2 seq seen, 3 new epoch, 4 meta TTL s.
-// Returns 1 when it reset the channel.
-var resetScript = goredis.NewScript(`
-if redis.call('hget', KEYS[2], 'e') == ARGV[1]
-  and tonumber(redis.call('hget', KEYS[2], 's') or '0') < tonumber(ARGV[2]) then
-  redis.call('del', KEYS[1], KEYS[2])
-  redis.call('hset', KEYS[2], 'e', ARGV[3], 's', 0)
-  redis.call('expire', KEYS[2], ARGV[4])
-  return 1
-end
-return 0
-`)
+// resetScript starts a new epoch when a channel's seq went backwards
+// (internal/redisbase). KEYS: history, meta.
+var resetScript = redisbase.ResetScript
 
 // presenceScripts are the presence scripts (internal/redisbase), which
 // announce on the channel's pub/sub channel (KEYS[3]) with the publish

@@ -2,10 +2,10 @@ package redisstream
 
 import (
 	"errors"
-	"fmt"
 	"log/slog"
-	"strings"
 	"time"
+
+	"github.com/syncgate/syncgate/internal/redisbase"
 )
 
 // Defaults for the zero Config.
@@ -138,17 +138,5 @@ func (c Config) withDefaults() Config {
 
 // Validate reports a configuration that cannot work, naming the field.
 func (c Config) Validate() error {
-	var errs []error
-	if strings.ContainsAny(c.Prefix, "{}") {
-		errs = append(errs, fmt.Errorf("redis-streams: Prefix %q: must not contain '{' or '}'", c.Prefix))
-	}
-	if c.DB < 0 {
-		errs = append(errs, fmt.Errorf("redis-streams: DB %d: must be >= 0", c.DB))
-	}
-	for _, a := range c.Addrs {
-		if a == "" {
-			errs = append(errs, errors.New("redis-streams: Addrs: empty address"))
-		}
-	}
-	return errors.Join(errs...)
+	return errors.Join(redisbase.ValidateConn("redis-streams", c.Prefix, c.DB, c.Addrs)...)
 }

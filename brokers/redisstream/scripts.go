@@ -76,23 +76,9 @@ end
 return {epoch, seq, entries}
 `)
 
-// resetScript starts a new epoch when a channel's seq went backwards: a
-// node delivered seq ARGV[2] of epoch ARGV[1] but Redis now holds less
-// (an AOF that was not fsynced). Without it later publications would reuse
-// seqs that clients already hold with other data.
-//
-// KEYS: stream, meta. ARGV: 1 epoch, 2 seq seen, 3 new epoch, 4 meta TTL s.
-// Returns 1 when it reset the channel.
-var resetScript = goredis.NewScript(`
-if redis.call('hget', KEYS[2], 'e') == ARGV[1]
-  and tonumber(redis.call('hget', KEYS[2], 's') or '0') < tonumber(ARGV[2]) then
-  redis.call('del', KEYS[1], KEYS[2])
-  redis.call('hset', KEYS[2], 'e', ARGV[3], 's', 0)
-  redis.call('expire', KEYS[2], ARGV[4])
-  return 1
-end
-return 0
-`)
+// resetScript starts a new epoch when a channel's seq went backwards
+// (internal/redisbase). KEYS: stream, meta.
+var resetScript = redisbase.ResetScript
 
 // presenceScripts are the presence scripts (internal/redisbase, shared
 // with the redis backend), which announce on the channel's events stream

@@ -1,6 +1,8 @@
 // Package redisbase is what the Redis brokers (brokers/redis, on pub/sub,
 // and brokers/redisstream, on streams) share: presence, kept in Redis by
-// Lua scripts that differ only in how they announce a join or a leave.
+// Lua scripts that differ only in how they announce a join or a leave; the
+// script that resets a channel whose seq went backwards; the checks of the
+// configuration fields they have in common.
 package redisbase
 
 import (
