@@ -87,6 +87,7 @@ func TestBrowser(t *testing.T) {
 	c := &gatewayProc{t: t, name: "c", bin: bin, dir: dir, addr: addrC, env: []string{
 		"SYNCGATE_LISTEN=" + addrC,
 		"SYNCGATE_AUTH_HMAC_SECRET=" + secret,
+		"SYNCGATE_BROKER_TYPE=memory",
 		"SYNCGATE_LOG_LEVEL=warn",
 	}}
 	a.start()
