@@ -195,6 +195,14 @@ func (b *Broker) Start(ctx context.Context, h brokers.Handler) error {
 		ClientName: "syncgate-" + b.nodeID,
 		Shards:     b.cfg.Shards, QueueSize: b.cfg.QueueSize, Handle: b.handle,
 		Setup: b.setup, Run: b.flusher,
+		// A subscription that dropped messages (its delivery queue was
+		// full) may have lost a channel's last message, which no later
+		// message would reveal as a gap: check every channel against the
+		// stream.
+		SlowConsumer: func(string) {
+			b.needSweep.Store(true)
+			b.n.Poke()
+		},
 	})
 }
 

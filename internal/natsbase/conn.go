@@ -41,6 +41,10 @@ type ConnConfig struct {
 	// must not block) whenever the connection is lost (false) or comes
 	// back (true).
 	Notify func(connected bool)
+	// SlowConsumer, when set, is called (from the library's callback
+	// goroutine; it must not block) with the subject of a subscription
+	// that dropped messages because its queue was full.
+	SlowConsumer func(subject string)
 }
 
 // Conn is a client connection with the reconnect policy the brokers share.
@@ -84,6 +88,9 @@ func Connect(ctx context.Context, cfg ConnConfig) (*Conn, error) {
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			if sub != nil {
 				log.Warn("nats: async error", "subject", sub.Subject, "err", err)
+				if errors.Is(err, nats.ErrSlowConsumer) && cfg.SlowConsumer != nil {
+					cfg.SlowConsumer(sub.Subject)
+				}
 				return
 			}
 			log.Warn("nats: async error", "err", err)

@@ -336,6 +336,8 @@ type StartConfig struct {
 	// Run, when set, runs in WG while the node runs (the flusher); it
 	// returns when Ctx is done.
 	Run func()
+	// SlowConsumer: see ConnConfig.
+	SlowConsumer func(subject string)
 }
 
 // Start starts the embedded server when the URL is empty, connects,
@@ -365,7 +367,7 @@ func (n *Node[C, E]) Start(ctx context.Context, h brokers.Handler, sc StartConfi
 		}
 		n.Srv = srv
 	}
-	nc, err := Connect(ctx, ConnConfig{URL: sc.URL, Server: n.Srv, Name: sc.ClientName, Log: n.Log, Notify: n.Notify})
+	nc, err := Connect(ctx, ConnConfig{URL: sc.URL, Server: n.Srv, Name: sc.ClientName, Log: n.Log, Notify: n.Notify, SlowConsumer: sc.SlowConsumer})
 	if err != nil {
 		n.StopServer()
 		return fmt.Errorf("%s: start: %w", n.Name, err)
