@@ -23,7 +23,41 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == loadgenArg {
 		os.Exit(loadgenMain(os.Stdin, os.Stdout))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if testGW.dir != "" {
+		os.RemoveAll(testGW.dir)
+	}
+	os.Exit(code)
+}
+
+// testGW is the gateway binary the smoke tests share: BENCH_GATEWAY, or
+// the repository's gateway built once.
+var testGW struct {
+	once sync.Once
+	dir  string
+	bin  string
+	err  error
+}
+
+func testGateway(ctx context.Context, t *testing.T) string {
+	t.Helper()
+	testGW.once.Do(func() {
+		if testGW.bin = os.Getenv("BENCH_GATEWAY"); testGW.bin != "" {
+			return
+		}
+		root, err := findRepoRoot()
+		if err != nil {
+			testGW.err = err
+			return
+		}
+		if testGW.dir, testGW.err = os.MkdirTemp("", "syncgate-bench-test-"); testGW.err == nil {
+			testGW.bin, testGW.err = buildGateway(ctx, root, testGW.dir)
+		}
+	})
+	if testGW.err != nil {
+		t.Fatal(testGW.err)
+	}
+	return testGW.bin
 }
 
 func TestSmoke(t *testing.T) {
@@ -32,19 +66,10 @@ func TestSmoke(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 55*time.Second)
 	defer cancel()
-	root, err := findRepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
 	// BENCH_GATEWAY names a prebuilt gateway binary; by default the
 	// repository's gateway is built.
-	bin := os.Getenv("BENCH_GATEWAY")
-	if bin == "" {
-		if bin, err = buildGateway(ctx, root, dir); err != nil {
-			t.Fatal(err)
-		}
-	}
+	bin := testGateway(ctx, t)
 
 	t.Run("conns", func(t *testing.T) {
 		rf := runBench(ctx, t, "conns", "-n", "200", "-settle", "500ms", "-window", "1s", "-gateway", bin, "-out", dir)

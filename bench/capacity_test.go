@@ -3,13 +3,16 @@
 // capacity_test.go tests the logic behind the multi-gateway conns run and
 // the bigroom scenario without starting processes: argument validation,
 // source address allocation, the split of connections, medians, and the
-// docs section rewriting.
+// docs section rewriting; and a smoke run of both on a real gateway.
 package main
 
 import (
+	"context"
 	"net"
+	"os/exec"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseArgsGateways(t *testing.T) {
@@ -209,4 +212,54 @@ func TestMarkdownTable(t *testing.T) {
 	if docsSection(o) != "bigroom" {
 		t.Errorf("section %q", docsSection(o))
 	}
+}
+
+// TestSmokeGateways runs conns on two gateway processes and bigroom on
+// two nodes sharing a redis-server (skipped without redis-server), with a
+// few hundred connections.
+func TestSmokeGateways(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the gateway; skipped with -short")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	bin := testGateway(ctx, t)
+	t.Run("conns", func(t *testing.T) {
+		rf := runBench(ctx, t, "conns", "-gateways", "2", "-n", "300", "-settle", "300ms", "-window", "1s", "-gateway", bin, "-out", dir,
+			"-env", "SYNCGATE_SERVER_ACCEPT_RATE=0")
+		c := rf.Runs[0].Conns
+		if c.Dial.OK != 300 || c.HealthConns != 300 || c.Open != 300 || c.Lost != 0 || len(c.PerGateway) != 2 {
+			t.Fatalf("subscribed %d, gateways counted %d, open %d, lost %d, %d gateways; want 300, 300, 300, 0, 2",
+				c.Dial.OK, c.HealthConns, c.Open, c.Lost, len(c.PerGateway))
+		}
+		for _, g := range c.PerGateway {
+			if g.HealthConns != 150 || g.RSSLaterKiB <= 0 {
+				t.Errorf("gateway %s: %d connections, RSS %d KiB; want 150, > 0", g.Node, g.HealthConns, g.RSSLaterKiB)
+			}
+		}
+		if len(rf.Runs[0].Gateways) != 2 || rf.Runs[0].Gateways[1].ConnsAfterClose != 0 {
+			t.Errorf("gateway infos %+v; want 2, each at 0 connections after close", rf.Runs[0].Gateways)
+		}
+	})
+	t.Run("bigroom", func(t *testing.T) {
+		if _, err := exec.LookPath("redis-server"); err != nil {
+			t.Skip("no redis-server")
+		}
+		rf := runBench(ctx, t, "bigroom", "-broker", "redis", "-subs", "100", "-duration", "2s", "-settle", "200ms", "-gateway", bin, "-out", dir,
+			"-env", "SYNCGATE_SERVER_ACCEPT_RATE=0")
+		f := rf.Runs[0].Fanout
+		if f.Published != 10 || f.Expected != 1000 || f.Received != 1000 || f.Lost != 0 || f.Duplicates != 0 || len(f.Nodes) != 2 {
+			t.Fatalf("published %d, expected %d, received %d, lost %d, dups %d, %d nodes; want 10, 1000, 1000, 0, 0, 2",
+				f.Published, f.Expected, f.Received, f.Lost, f.Duplicates, len(f.Nodes))
+		}
+		for _, n := range f.Nodes {
+			if n.Subs != 50 || n.Deliveries != 500 || n.CPUS < 0 {
+				t.Errorf("node %s: %d subscribers, %d deliveries; want 50, 500", n.Node, n.Subs, n.Deliveries)
+			}
+		}
+		if f.ToLast.Count != 10 {
+			t.Errorf("to-last samples %d, want 10", f.ToLast.Count)
+		}
+	})
 }
