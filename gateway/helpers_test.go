@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"testing"
 	"time"
@@ -49,12 +48,7 @@ func startServer(t testing.TB, mode string, edit func(*config.Config)) *testServ
 	if err != nil {
 		t.Fatalf("gateway.New: %v", err)
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
+	addr, done := wstest.Serve(t, srv, cfg.Listen)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -65,7 +59,7 @@ func startServer(t testing.TB, mode string, edit func(*config.Config)) *testServ
 			t.Errorf("serve returned %v", err)
 		}
 	})
-	return &testServer{srv: srv, addr: ln.Addr().String(), cfg: cfg}
+	return &testServer{srv: srv, addr: addr, cfg: cfg}
 }
 
 func dial(t testing.TB, ts *testServer) *wstest.Client {

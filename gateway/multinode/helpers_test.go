@@ -2,7 +2,6 @@ package multinode_test
 
 import (
 	"context"
-	"net"
 	"sync"
 	"testing"
 	"time"
@@ -38,13 +37,8 @@ func startNode(t *testing.T, b brokers.Broker, edit func(*config.Config)) *node 
 	if err != nil {
 		t.Fatalf("gateway.New: %v", err)
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	n := &node{srv: srv, addr: ln.Addr().String(), broker: b}
+	addr, done := wstest.Serve(t, srv, cfg.Listen)
+	n := &node{srv: srv, addr: addr, broker: b}
 	t.Cleanup(func() {
 		n.shutdown(t)
 		if err := <-done; err != gateway.ErrServerClosed {

@@ -17,6 +17,7 @@ import (
 	"github.com/syncgate/syncgate/gateway"
 	"github.com/syncgate/syncgate/internal/config"
 	"github.com/syncgate/syncgate/internal/redistest"
+	"github.com/syncgate/syncgate/internal/wstest"
 )
 
 // childEnv, when set to a Redis address, makes the test binary run one
@@ -72,12 +73,7 @@ func startNode(t *testing.T, addr string) *node {
 	if err != nil {
 		t.Fatalf("gateway.New: %v", err)
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
+	listen, done := wstest.Serve(t, srv, cfg.Listen)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -86,7 +82,7 @@ func startNode(t *testing.T, addr string) *node {
 		}
 		<-done
 	})
-	return &node{srv: srv, url: "ws://" + ln.Addr().String() + "/ws"}
+	return &node{srv: srv, url: "ws://" + listen + "/ws"}
 }
 
 // runChild runs one node until killed, printing its address.
