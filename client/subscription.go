@@ -86,10 +86,11 @@ type Subscription struct {
 	// Guarded by c.mu.
 	seq        uint64
 	epoch      string
-	known      bool     // seq/epoch hold a position to resubscribe from
-	prov       Position // the last provisional position delivered (epoch "~...")
-	live       bool     // subscribed on conn; messages flow
-	conn       *wsConn  // the connection the last `sub` went out on
+	known      bool        // seq/epoch hold a position to resubscribe from
+	real       Position    // the last real position delivered (dedupe)
+	prov       provisional // the provisional positions delivered (epoch "~...")
+	live       bool        // subscribed on conn; messages flow
+	conn       *wsConn     // the connection the last `sub` went out on
 	subscribed chan struct{}
 	firstDone  bool
 	firstErr   error
@@ -106,8 +107,10 @@ func (c *Client) Subscribe(ctx context.Context, ch string, opts ...SubscribeOpti
 	for _, o := range opts {
 		if o.Since != nil {
 			s.seq, s.epoch, s.known = o.Since.Seq, o.Since.Epoch, true
-			if strings.HasPrefix(o.Since.Epoch, "~") {
-				s.prov = *o.Since
+			if isProvisional(o.Since.Epoch) {
+				s.prov.note(*o.Since)
+			} else {
+				s.real = *o.Since
 			}
 		}
 	}
@@ -186,9 +189,12 @@ func (c *Client) onSubscribed(s *Subscription, cn *wsConn, withSince bool, f *fr
 				n++
 			}
 		}
+		s.real = Position{Seq: f.Seq, Epoch: f.Epoch}
+		s.seq, s.epoch = f.Seq, f.Epoch
 		s.push(Event{Type: Recovered, Channel: s.ch, Seq: s.seq, Epoch: s.epoch, Missed: n})
 	} else {
 		s.seq, s.epoch = f.Seq, f.Epoch
+		s.real = Position{Seq: f.Seq, Epoch: f.Epoch}
 		if withSince {
 			s.push(Event{Type: Reset, Channel: s.ch, Seq: s.seq, Epoch: s.epoch})
 		}
@@ -204,25 +210,35 @@ func (s *Subscription) firstDoneLocked(err error) {
 	}
 }
 
-// deliverLocked queues a msg unless it is a duplicate (seq not above the
-// last delivered in the same epoch, or `was` names a provisional position
-// delivered already: a broker outage, see docs/protocol.md). c.mu is held.
+// deliverLocked queues a msg unless it is a duplicate: a seq not above the
+// last delivered in the same epoch (real and provisional positions are
+// tracked apart: they interleave during a broker outage), or a real one
+// whose `was` names a provisional position delivered already (see
+// docs/protocol.md). c.mu is held.
 func (s *Subscription) deliverLocked(f *frame) bool {
-	if f.Was != nil && f.Was.Epoch == s.prov.Epoch && f.Was.Seq <= s.prov.Seq {
+	if f.Seq != 0 && isProvisional(f.Epoch) {
+		if s.prov.has(Position{Seq: f.Seq, Epoch: f.Epoch}) {
+			return false
+		}
+		s.prov.note(Position{Seq: f.Seq, Epoch: f.Epoch})
+		s.seq, s.epoch, s.known = f.Seq, f.Epoch, true
+		s.push(Event{Type: Message, Channel: s.ch, Seq: f.Seq, Epoch: f.Epoch, From: f.From, Data: f.Data})
+		return true
+	}
+	if f.Seq != 0 && f.Epoch == s.real.Epoch && f.Seq <= s.real.Seq {
+		return false
+	}
+	if f.Was != nil && s.prov.has(*f.Was) {
+		s.real = Position{Seq: f.Seq, Epoch: f.Epoch}
 		s.seq, s.epoch, s.known = f.Seq, f.Epoch, true
 		return false
 	}
-	if f.Seq != 0 && s.known && f.Epoch == s.epoch && f.Seq <= s.seq {
-		return false
-	}
-	if f.Seq != 0 && s.known && f.Epoch != "" && f.Epoch == s.epoch && f.Seq > s.seq+1 {
-		s.push(Event{Type: Gap, Channel: s.ch, Seq: f.Seq, Epoch: f.Epoch, Missed: int(f.Seq - s.seq - 1)})
+	if f.Seq != 0 && f.Epoch != "" && f.Epoch == s.real.Epoch && f.Seq > s.real.Seq+1 {
+		s.push(Event{Type: Gap, Channel: s.ch, Seq: f.Seq, Epoch: f.Epoch, Missed: int(f.Seq - s.real.Seq - 1)})
 	}
 	if f.Seq != 0 {
+		s.real = Position{Seq: f.Seq, Epoch: f.Epoch}
 		s.seq, s.epoch, s.known = f.Seq, f.Epoch, true
-		if strings.HasPrefix(f.Epoch, "~") {
-			s.prov = Position{Seq: f.Seq, Epoch: f.Epoch}
-		}
 	}
 	s.push(Event{Type: Message, Channel: s.ch, Seq: f.Seq, Epoch: f.Epoch, From: f.From, Data: f.Data})
 	return true
@@ -329,4 +345,39 @@ func (s *Subscription) drop(err error) {
 	if sent {
 		_ = c.write(cn, map[string]any{"op": "unsub", "ch": s.ch})
 	}
+}
+
+// isProvisional reports whether epoch is a provisional epoch (a node's own
+// publishes during a broker outage; docs/protocol.md).
+func isProvisional(epoch string) bool { return strings.HasPrefix(epoch, "~") }
+
+// provisional remembers the last seq delivered in each of the few latest
+// provisional epochs (one per broker outage).
+type provisional []Position
+
+const maxProvisional = 4
+
+// has reports whether p was delivered: its epoch is known and its seq at
+// or below the last delivered there.
+func (ps provisional) has(p Position) bool {
+	for _, q := range ps {
+		if q.Epoch == p.Epoch {
+			return p.Seq <= q.Seq
+		}
+	}
+	return false
+}
+
+// note records p as delivered.
+func (ps *provisional) note(p Position) {
+	for i, q := range *ps {
+		if q.Epoch == p.Epoch {
+			(*ps)[i].Seq = max(q.Seq, p.Seq)
+			return
+		}
+	}
+	if len(*ps) == maxProvisional {
+		*ps = (*ps)[1:]
+	}
+	*ps = append(*ps, p)
 }

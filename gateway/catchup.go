@@ -91,14 +91,11 @@ func (srv *Server) catchUp(ctx context.Context, s *scratch, sb *sub, cmd *comman
 		return errRecoveryOverflow
 	}
 	sb.c.sendFrame(reply)
-	last := pos.Seq
-	for _, bp := range mergeBuffered(sb.buf, last, pos.Epoch) {
+	m := mergeState{epoch: pos.Epoch, last: pos.Seq}
+	for _, bp := range mergeBuffered(sb.buf, &m) {
 		sb.c.sendFrame(bp.frame)
-		if bp.seq != 0 {
-			last = bp.seq
-		}
 	}
-	sb.lastSeq = last
+	sb.lastSeq, sb.provSeq = m.last, m.provSeq
 	sb.buf = nil
 	sb.live.Store(true)
 	return nil
@@ -122,22 +119,41 @@ func recoverable(since uint64, epoch string, pubs []brokers.Publication, pos bro
 	return true
 }
 
+// mergeState is where a subscriber stands while its buffer is merged: the
+// real epoch and last seq, and the provisional epoch and seq.
+type mergeState struct {
+	epoch     string
+	last      uint64
+	provEpoch string
+	provSeq   uint64
+}
+
 // mergeBuffered returns, in order, the buffered publications a subscriber
-// whose history ends at seq last (in epoch) has not seen. It filters in
-// place. Publications without seq (backends without history) all pass; one
-// from another epoch (history restarted meanwhile) passes and moves the
-// watermark to its epoch's numbering.
-func mergeBuffered(buf []bufferedPub, last uint64, epoch string) []bufferedPub {
+// at m (history read up to m.last in m.epoch) has not seen, and moves m
+// past them. It filters in place. Publications without seq (backends
+// without history) all pass; one from another real epoch (history
+// restarted meanwhile) passes and moves the watermark to its epoch's
+// numbering. Provisional publications (a node's own, during a broker
+// outage) have their own watermark and leave the real one alone.
+func mergeBuffered(buf []bufferedPub, m *mergeState) []bufferedPub {
 	out := buf[:0]
 	for _, bp := range buf {
 		switch {
 		case bp.seq == 0:
 			out = append(out, bp)
-		case bp.epoch != epoch:
-			epoch, last = bp.epoch, bp.seq
+		case brokers.IsProvisional(bp.epoch):
+			if bp.epoch != m.provEpoch {
+				m.provEpoch, m.provSeq = bp.epoch, 0
+			}
+			if bp.seq > m.provSeq {
+				m.provSeq = bp.seq
+				out = append(out, bp)
+			}
+		case bp.epoch != m.epoch:
+			m.epoch, m.last = bp.epoch, bp.seq
 			out = append(out, bp)
-		case bp.seq > last:
-			last = bp.seq
+		case bp.seq > m.last:
+			m.last = bp.seq
 			out = append(out, bp)
 		}
 	}

@@ -159,17 +159,16 @@ func FuzzCatchupMerge(f *testing.F) {
 		for seq := A + 1; seq <= B; seq++ {
 			buf = append(buf, bufferedPub{seq: seq, epoch: "e"})
 		}
-		last := H
-		for _, bp := range mergeBuffered(buf, last, "e") {
+		m := mergeState{epoch: "e", last: H}
+		for _, bp := range mergeBuffered(buf, &m) {
 			got = append(got, bp.seq)
-			last = bp.seq
 		}
-		s := &sub{lastSeq: last}
+		s := &sub{lastSeq: m.last}
 		for seq := B + 1; seq <= N; seq++ {
-			if s.accept(seq) {
+			if s.accept(seq, false) {
 				got = append(got, seq)
 			}
-			if redeliver > 0 && seq > 1 && seq%uint64(redeliver) == 0 && s.accept(seq-1) {
+			if redeliver > 0 && seq > 1 && seq%uint64(redeliver) == 0 && s.accept(seq-1, false) {
 				got = append(got, seq-1) // a late duplicate must be dropped
 			}
 		}

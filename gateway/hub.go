@@ -47,8 +47,10 @@ type hubChannel struct {
 	lingerTimer   *time.Timer
 	unsubscribing chan struct{} // non-nil while the broker unsubscribe runs
 
-	// Owned by the broker's delivery goroutine for this channel.
-	epoch string
+	// Owned by the broker's delivery goroutine for this channel: the
+	// current real epoch and provisional epoch (brokers.IsProvisional).
+	epoch     string
+	provEpoch string
 }
 
 // sub is one connection's subscription to one channel.
@@ -63,6 +65,10 @@ type sub struct {
 
 	live    atomic.Bool
 	lastSeq uint64 // written under mu before live; then only by delivery
+	// provSeq is the watermark of provisional publications (a node's own
+	// publishes during a broker outage), kept apart from lastSeq: they
+	// interleave with real ones and must not reset its dedupe.
+	provSeq uint64
 
 	mu       sync.Mutex
 	buf      []bufferedPub
@@ -228,7 +234,18 @@ func (h *hub) HandlePublication(ch string, p brokers.Publication) {
 	if hc == nil || len(hc.subs) == 0 {
 		return
 	}
-	if p.Epoch != hc.epoch {
+	prov := brokers.IsProvisional(p.Epoch)
+	switch {
+	case prov && p.Epoch != hc.provEpoch:
+		if hc.provEpoch != "" {
+			for _, s := range hc.subs {
+				if s.live.Load() {
+					s.provSeq = 0
+				}
+			}
+		}
+		hc.provEpoch = p.Epoch
+	case !prov && p.Epoch != hc.epoch:
 		if hc.epoch != "" {
 			// History was lost and restarted: seqs start over, so the
 			// dedupe watermark does too.
@@ -246,11 +263,11 @@ func (h *hub) HandlePublication(ch string, p brokers.Publication) {
 	h.srv.metrics.fanouts.Inc()
 	h.srv.metrics.deliveries.Add(float64(len(hc.subs)))
 	for _, s := range hc.subs {
-		s.deliver(p.Seq, p.Epoch, frame)
+		s.deliver(p.Seq, p.Epoch, prov, frame)
 	}
 }
 
-func (s *sub) deliver(seq uint64, epoch string, frame []byte) {
+func (s *sub) deliver(seq uint64, epoch string, prov bool, frame []byte) {
 	if !s.live.Load() {
 		s.mu.Lock()
 		if !s.live.Load() {
@@ -264,22 +281,27 @@ func (s *sub) deliver(seq uint64, epoch string, frame []byte) {
 		}
 		s.mu.Unlock()
 	}
-	if s.accept(seq) {
+	if s.accept(seq, prov) {
 		s.c.sendFrame(frame)
 	}
 }
 
 // accept is the live-path dedupe: a seq at or below the last one delivered
-// (seen in history during catch-up, or redelivered) is dropped. Seq 0 means
-// the backend keeps no order numbers; everything passes.
-func (s *sub) accept(seq uint64) bool {
+// (seen in history during catch-up, or redelivered) is dropped, real and
+// provisional seqs each against their own watermark. Seq 0 means the
+// backend keeps no order numbers; everything passes.
+func (s *sub) accept(seq uint64, prov bool) bool {
 	if seq == 0 {
 		return true
 	}
-	if seq <= s.lastSeq {
+	w := &s.lastSeq
+	if prov {
+		w = &s.provSeq
+	}
+	if seq <= *w {
 		return false
 	}
-	s.lastSeq = seq
+	*w = seq
 	return true
 }
 

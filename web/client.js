@@ -29,6 +29,28 @@ const DEFAULTS = {
 
 /** Error of a failed command: code is the server's error code, or
  *  "timeout", "connection_lost", "closed", "http_<status>". */
+// Provisional positions (docs/protocol.md): a node's own publishes during a
+// broker outage, in an epoch starting with "~". A channel record keeps the
+// last seq applied in each of the few latest provisional epochs.
+function isProvisional(epoch) {
+  return typeof epoch === "string" && epoch.startsWith("~");
+}
+
+function hasProv(rec, seq, epoch) {
+  const p = (rec.prov || []).find((q) => q.epoch === epoch);
+  return !!p && seq <= p.seq;
+}
+
+function noteProv(rec, seq, epoch) {
+  rec.prov = rec.prov || [];
+  const p = rec.prov.find((q) => q.epoch === epoch);
+  if (p) p.seq = Math.max(p.seq, seq);
+  else {
+    rec.prov.push({ seq, epoch });
+    if (rec.prov.length > 4) rec.prov.shift();
+  }
+}
+
 export class SyncGateError extends Error {
   constructor(code, message) {
     super(message || code);
@@ -128,7 +150,8 @@ export class SyncGate {
       if (since) {
         rec.seq = since.seq;
         rec.epoch = since.epoch || "";
-        if (rec.epoch.startsWith("~")) rec.prov = { seq: rec.seq, epoch: rec.epoch };
+        if (isProvisional(rec.epoch)) noteProv(rec, rec.seq, rec.epoch);
+        else rec.real = { seq: rec.seq, epoch: rec.epoch };
         rec.known = true;
       }
       this.channels.set(ch, rec);
@@ -365,10 +388,14 @@ export class SyncGate {
       let missed = 0;
       for (const m of r.pubs || []) if (this.deliver(m, rec)) missed++;
       rec.live = true;
+      rec.seq = r.seq || 0;
+      rec.epoch = r.epoch || "";
+      rec.real = { seq: rec.seq, epoch: rec.epoch };
       this.emit("recovered", { ch, missed, seq: rec.seq, epoch: rec.epoch });
     } else {
       rec.seq = r.seq || 0;
       rec.epoch = r.epoch || "";
+      rec.real = { seq: rec.seq, epoch: rec.epoch };
       rec.live = true;
       if (hadSince) this.emit("reset", { ch, seq: rec.seq, epoch: rec.epoch });
     }
@@ -381,27 +408,36 @@ export class SyncGate {
   }
 
   // deliver applies one msg to its channel: drops duplicates by seq, notes
-  // gaps, and emits it. Returns whether it was new. A msg whose `was` is a
-  // provisional position already applied (a broker outage, see
-  // docs/protocol.md) only moves the position.
+  // gaps, and emits it. Returns whether it was new. Real and provisional
+  // positions (a broker outage, see docs/protocol.md) are deduplicated
+  // apart, and a real msg whose `was` is a provisional position already
+  // applied only moves the position.
   deliver(m, rec) {
     if (!rec) return false;
     const seq = m.seq || 0;
-    if (m.was && rec.prov && m.was.epoch === rec.prov.epoch && m.was.seq <= rec.prov.seq) {
-      rec.seq = seq;
-      rec.epoch = m.epoch || "";
-      rec.known = true;
-      return false;
-    }
-    if (seq && rec.known && (m.epoch || "") === rec.epoch && seq <= rec.seq) return false; // duplicate
-    if (seq && rec.known && m.epoch && m.epoch === rec.epoch && seq > rec.seq + 1) {
-      this.emit("gap", { ch: m.ch, from: rec.seq + 1, to: seq - 1 });
+    const epoch = m.epoch || "";
+    if (seq && isProvisional(epoch)) {
+      if (hasProv(rec, seq, epoch)) return false; // duplicate
+      noteProv(rec, seq, epoch);
+    } else {
+      const real = rec.real || { seq: 0, epoch: "" };
+      if (seq && epoch === real.epoch && seq <= real.seq) return false; // duplicate
+      if (m.was && hasProv(rec, m.was.seq, m.was.epoch)) {
+        rec.real = { seq, epoch };
+        rec.seq = seq;
+        rec.epoch = epoch;
+        rec.known = true;
+        return false;
+      }
+      if (seq && epoch && epoch === real.epoch && seq > real.seq + 1) {
+        this.emit("gap", { ch: m.ch, from: real.seq + 1, to: seq - 1 });
+      }
+      if (seq) rec.real = { seq, epoch };
     }
     if (seq) {
       rec.seq = seq;
-      rec.epoch = m.epoch || "";
+      rec.epoch = epoch;
       rec.known = true;
-      if (rec.epoch.startsWith("~")) rec.prov = { seq, epoch: rec.epoch };
     }
     this.emit("msg", m);
     return true;

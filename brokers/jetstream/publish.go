@@ -333,12 +333,20 @@ func (b *Broker) enqueue(ch string, data []byte, id string, amb *attempt) (broke
 		b.local[ch] = lp
 	}
 	pos := brokers.Position{Seq: lp.Seq + 1, Epoch: lp.Epoch}
-	e := outboxEntry{ch: ch, data: append([]byte(nil), data...), id: id, amb: amb, was: strconv.FormatUint(pos.Seq, 10) + ":" + pos.Epoch}
+	e := outboxEntry{ch: ch, data: append([]byte(nil), data...), id: id, amb: amb}
+	if amb == nil {
+		e.was = strconv.FormatUint(pos.Seq, 10) + ":" + pos.Epoch
+	}
 	if !b.n.Outbox.PushLocked(e) {
 		return brokers.Position{}, fmt.Errorf("jetstream: publish %s: %w: server unreachable and outbox full", ch, brokers.ErrUnavailable)
 	}
 	lp.Seq++
-	b.deliverLocal(ch, pos, data)
+	if amb == nil {
+		b.deliverLocal(ch, pos, data)
+	}
+	// else: an attempt whose outcome is unknown may be stored already,
+	// without Sg-Was: it is delivered only under its real position (its
+	// outage seq is skipped locally).
 	b.n.Poke()
 	return pos, nil
 }

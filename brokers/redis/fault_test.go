@@ -40,13 +40,15 @@ type faultRun struct {
 	pubs []published
 	stop chan struct{}
 	wg   sync.WaitGroup
+
+	publishers int
 }
 
 // startLoad subscribes every node to ch and starts perNode publishers on
 // each, each publishing every interval (bounded by max publications).
 func startLoad(t *testing.T, nodes []*redis.Broker, recs []*brokertest.Recorder, ch string, perNode int, interval time.Duration, max int) *faultRun {
 	t.Helper()
-	r := &faultRun{ch: ch, nodes: nodes, recs: recs, stop: make(chan struct{})}
+	r := &faultRun{ch: ch, nodes: nodes, recs: recs, stop: make(chan struct{}), publishers: len(nodes) * perNode}
 	for _, n := range nodes {
 		if err := n.Subscribe(t.Context(), ch); err != nil {
 			t.Fatal(err)
@@ -127,6 +129,7 @@ type faultStats struct {
 	WrongData       int // (epoch, seq) pairs delivered with different data, or not what Publish returned
 	AckedRealLost   int // acked in a Redis epoch, delivered to no node, not in final history
 	LocalNotOnOwner int // outbox publications the publishing node did not deliver locally
+	Publishers      int // concurrent publishers (each has at most one publish in flight)
 }
 
 type nodeStats struct {
@@ -142,8 +145,8 @@ type nodeStats struct {
 
 func (s faultStats) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "published %d: acked with a Redis position %d, acked from the outbox (local position) %d, failed %d (unavailable %d); Redis epochs %d; wrong data %d; acked-but-lost %d",
-		s.Published, s.AckedReal, s.AckedLocal, s.Failed, s.FailedUnavail, s.Epochs, s.WrongData, s.AckedRealLost)
+	fmt.Fprintf(&b, "published %d: acked with a Redis position %d, acked from the outbox (local position) %d, failed %d (unavailable %d); Redis epochs %d; wrong data %d; acked-but-lost %d; outbox publications not delivered locally (in flight at the failure) %d",
+		s.Published, s.AckedReal, s.AckedLocal, s.Failed, s.FailedUnavail, s.Epochs, s.WrongData, s.AckedRealLost, s.LocalNotOnOwner)
 	for i, n := range s.PerNode {
 		fmt.Fprintf(&b, "\n  node %d: exactly once %d, missing %d (explained by an epoch change %d), duplicate in one epoch %d, duplicate across epochs %d, gaps %d, order violations %d, local deliveries %d",
 			i, n.ExactlyOnce, n.Missing, n.MissingByEpoch, n.DupSameEpoch, n.DupAcrossEpochs, n.Gaps, n.OrderViolations, n.Local)
@@ -159,6 +162,7 @@ func (r *faultRun) analyze(t *testing.T) faultStats {
 	pubs := append([]published(nil), r.pubs...)
 	r.mu.Unlock()
 	var st faultStats
+	st.Publishers = r.publishers
 	st.Published = len(pubs)
 	byID := make(map[string]published, len(pubs))
 	for _, p := range pubs {
@@ -285,8 +289,12 @@ func checkNoBugs(t *testing.T, st faultStats) {
 	if st.WrongData != 0 {
 		t.Errorf("%d publications delivered with wrong data or position", st.WrongData)
 	}
-	if st.LocalNotOnOwner != 0 {
-		t.Errorf("%d outbox publications not delivered locally on their node", st.LocalNotOnOwner)
+	// A publish in flight when the connection failed may be stored
+	// already (without its local position), so it is not delivered
+	// locally; it must still arrive once under its real position (the
+	// per-node counts). Each publisher has at most one in flight.
+	if st.LocalNotOnOwner > st.Publishers {
+		t.Errorf("%d outbox publications not delivered locally on their node; at most %d (one in flight per publisher) may be", st.LocalNotOnOwner, st.Publishers)
 	}
 	for i, n := range st.PerNode {
 		if n.DupSameEpoch != 0 || n.Gaps != 0 || n.OrderViolations != 0 {

@@ -25,6 +25,11 @@ type pubReq struct {
 	// was is that node-local position, encoded for the publish script
 	// (encodeWas); "" when none.
 	was string
+	// maybeApplied: an attempt went out on a connection that failed before
+	// its reply, so Redis may hold it already (without was). It is then
+	// not delivered locally: it reaches subscribers once, under its real
+	// position.
+	maybeApplied bool
 	// args is the EVALSHA command, reused with the request: every value
 	// in it is boxed once (constants, cached keys) or a pointer, so
 	// building the command allocates nothing.
@@ -52,6 +57,7 @@ func newPubReq(ch string, data []byte) *pubReq {
 	r.data = append(r.data[:0], data...)
 	r.answered = false
 	r.was = ""
+	r.maybeApplied = false
 	return r
 }
 
@@ -274,11 +280,17 @@ func (sh *shard) answerLocally(r *pubReq) {
 		sh.local[r.ch] = pos
 	}
 	pos.Seq++
+	r.answered = true
+	if r.maybeApplied {
+		// Perhaps stored already, without was: delivered only under its
+		// real position (its provisional seq is skipped locally).
+		r.done <- pubResult{pos: *pos}
+		return
+	}
 	r.was = encodeWas(*pos)
 	if cs != nil && !cs.removed {
 		sh.b.handler.HandlePublication(cs.name, brokers.Publication{Seq: pos.Seq, Epoch: pos.Epoch, Data: r.data})
 	}
-	r.answered = true
 	r.done <- pubResult{pos: *pos}
 }
 
@@ -328,6 +340,9 @@ func (sh *shard) send(w *writerState) (int, error) {
 				}
 				retry = true
 			case isConnErr(err):
+				for _, r := range w.batch[done:] {
+					r.maybeApplied = true
+				}
 				return done, err
 			default:
 				if r.answered {
