@@ -144,6 +144,16 @@ func launchGateway(bin, dir string, port int, env []string) (*gatewayProc, error
 		}
 	}
 	cmd.Env = append(cmd.Env, "SYNCGATE_LISTEN="+g.addr, "SYNCGATE_LOG_LEVEL=warn")
+	// The default broker embeds a NATS server on a fixed port (4222) and a
+	// store under the working directory: give it a free port and the run's
+	// directory, so runs (and tests) side by side do not collide. env,
+	// later, overrides both (the last value of a key wins).
+	natsPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	cmd.Env = append(cmd.Env, "SYNCGATE_NATS_LISTEN=127.0.0.1:"+strconv.Itoa(natsPort),
+		"SYNCGATE_NATS_STORE_DIR="+filepath.Join(dir, "nats-"+strconv.Itoa(port)))
 	cmd.Env = append(cmd.Env, env...)
 	cmd.Stdout = g.stderr
 	cmd.Stderr = g.stderr
