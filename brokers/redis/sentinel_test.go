@@ -51,7 +51,7 @@ func TestSentinelFailover(t *testing.T) {
 	}
 	st := run.analyze(t)
 	t.Logf("%s", st)
-	checkNoBugs(t, st)
+	checkFailover(t, st)
 	if st.AckedLocal == 0 {
 		t.Errorf("no publication went through the outbox: the failover was not exercised")
 	}
@@ -91,7 +91,7 @@ func TestClusterFailover(t *testing.T) {
 	}
 	st := run.analyze(t)
 	t.Logf("%s", st)
-	checkNoBugs(t, st)
+	checkFailover(t, st)
 	if st.AckedLocal == 0 {
 		t.Errorf("no publication went through the outbox: the failover was not exercised")
 	}
