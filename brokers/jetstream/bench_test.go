@@ -5,25 +5,15 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/syncgate/syncgate/brokers"
+	"github.com/syncgate/syncgate/brokers/brokertest"
 	"github.com/syncgate/syncgate/brokers/jetstream"
 	"github.com/syncgate/syncgate/internal/natstest"
 )
 
-// countingHandler counts deliveries; a Recorder would dominate the cost.
-type countingHandler struct{ n atomic.Int64 }
-
-func (h *countingHandler) HandlePublication(string, brokers.Publication) { h.n.Add(1) }
-func (h *countingHandler) HandlePresence(string, brokers.PresenceEventType, brokers.Member) {
-}
-
 func benchBroker(b *testing.B, cfg jetstream.Config) *jetstream.Broker {
 	b.Helper()
 	br := jetstream.New(cfg)
-	if err := br.Start(b.Context(), &countingHandler{}); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { br.Close() })
+	brokertest.StartBench(b, br)
 	return br
 }
 

@@ -31,44 +31,20 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-// nopHandler is the cheapest possible handler, for benchmarks.
-type nopHandler struct{}
-
-func (nopHandler) HandlePublication(string, brokers.Publication)                    {}
-func (nopHandler) HandlePresence(string, brokers.PresenceEventType, brokers.Member) {}
-
 func startBench(b *testing.B, cfg memory.Config) *memory.Broker {
 	b.Helper()
 	br := memory.New(cfg)
-	if err := br.Start(context.Background(), nopHandler{}); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { br.Close() })
+	brokertest.StartBench(b, br)
 	return br
 }
 
-// BenchmarkPublish publishes 64 bytes on one subscribed channel whose
-// history is full (the steady state). Expected: 1 alloc, the copy of data.
+// BenchmarkPublish publishes 64 bytes on one channel whose history is
+// full (the steady state), subscribed (with the delivery back) and not.
+// Expected: 1 alloc, the copy of data.
 func BenchmarkPublish(b *testing.B) {
-	ctx := context.Background()
-	br := startBench(b, memory.Config{})
-	const ch = "doc:1"
-	if err := br.Subscribe(ctx, ch); err != nil {
-		b.Fatal(err)
-	}
-	data := make([]byte, 64)
-	for range memory.DefaultHistorySize {
-		if _, err := br.Publish(ctx, ch, data); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportAllocs()
-	b.SetBytes(int64(len(data)))
-	for b.Loop() {
-		if _, err := br.Publish(ctx, ch, data); err != nil {
-			b.Fatal(err)
-		}
-	}
+	brokertest.BenchPublish(b, memory.DefaultHistorySize, func(b *testing.B) brokers.Broker {
+		return startBench(b, memory.Config{})
+	})
 }
 
 // BenchmarkPublishParallel publishes from GOMAXPROCS goroutines, each on

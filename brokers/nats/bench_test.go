@@ -1,20 +1,12 @@
 package nats_test
 
 import (
-	"sync/atomic"
 	"testing"
 
-	"github.com/syncgate/syncgate/brokers"
+	"github.com/syncgate/syncgate/brokers/brokertest"
 	"github.com/syncgate/syncgate/brokers/nats"
 	"github.com/syncgate/syncgate/internal/natstest"
 )
-
-// countingHandler counts deliveries; a Recorder would dominate the cost.
-type countingHandler struct{ n atomic.Int64 }
-
-func (h *countingHandler) HandlePublication(string, brokers.Publication) { h.n.Add(1) }
-func (h *countingHandler) HandlePresence(string, brokers.PresenceEventType, brokers.Member) {
-}
 
 // BenchmarkPublish: Publish on a subscribed channel (core NATS: no ack to
 // wait for; the message is also delivered back to this node).
@@ -29,11 +21,7 @@ func BenchmarkPublish(b *testing.B) {
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			br := nats.New(c.cfg)
-			h := &countingHandler{}
-			if err := br.Start(b.Context(), h); err != nil {
-				b.Fatal(err)
-			}
-			defer br.Close()
+			brokertest.StartBench(b, br)
 			const ch = "bench.doc:1"
 			if err := br.Subscribe(b.Context(), ch); err != nil {
 				b.Fatal(err)
