@@ -63,6 +63,9 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == natsServerArg {
 		os.Exit(natsServerMain(os.Args[2:]))
 	}
+	if rest, ok := isAllArgs(os.Args[1:]); ok {
+		os.Exit(allMain(rest, os.Stdout, os.Stderr))
+	}
 	if len(os.Args) > 1 && os.Args[1] == "study" {
 		os.Exit(studyMain(os.Args[2:]))
 	}

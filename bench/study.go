@@ -84,6 +84,7 @@ func parseStudyArgs(args []string) (studyOptions, error) {
 	fs.BoolVar(&o.Docs, "docs", true, "write docs/benchmarks-study.md and docs/plots/study-*.svg")
 	latFor := fs.Duration("latency-for", 0, "override the duration of each latency run (0: the mode's)")
 	stepFor := fs.Duration("step-for", 0, "override the duration of each new throughput step (0: the mode's)")
+	budget := fs.Duration("budget", 0, "override the mode's time budget (optional throughput steps stop at it; the run is cut 40 s after it); 0: the mode's")
 	fs.StringVar(&o.From, "from", "", "run nothing: print the tables and write the docs from this results file (bench/results/study-*.json)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -123,8 +124,11 @@ func parseStudyArgs(args []string) (studyOptions, error) {
 		o.Drain = 3 * time.Second
 		o.Budget, o.Limit = 270*time.Second, 5*time.Minute
 	}
-	if *latFor < 0 || *stepFor < 0 {
-		return o, errors.New("-latency-for and -step-for must not be negative")
+	if *latFor < 0 || *stepFor < 0 || *budget < 0 {
+		return o, errors.New("-latency-for, -step-for and -budget must not be negative")
+	}
+	if *budget > 0 {
+		o.Budget, o.Limit = *budget, *budget+40*time.Second
 	}
 	if *latFor > 0 {
 		o.LatencyFor = *latFor
