@@ -355,7 +355,7 @@ func isProvisional(epoch string) bool { return strings.HasPrefix(epoch, "~") }
 // provisional epochs (one per broker outage).
 type provisional []Position
 
-const maxProvisional = 4
+const maxProvisional = 16
 
 // has reports whether p was delivered: its epoch is known and its seq at
 // or below the last delivered there.

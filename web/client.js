@@ -47,7 +47,7 @@ function noteProv(rec, seq, epoch) {
   if (p) p.seq = Math.max(p.seq, seq);
   else {
     rec.prov.push({ seq, epoch });
-    if (rec.prov.length > 4) rec.prov.shift();
+    if (rec.prov.length > 16) rec.prov.shift();
   }
 }
 

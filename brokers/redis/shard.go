@@ -91,7 +91,8 @@ type shard struct {
 	// goes down again.
 	outboxWaiters bool
 	// local positions handed out while down, per channel; a new map (so
-	// new local epochs) for each outage.
+	// new local epochs) for each outage, kept until the outbox is replayed
+	// (a failure during the replay continues the same epochs).
 	local map[string]*brokers.Position
 	fillQ []*chanState
 
@@ -244,7 +245,12 @@ func (sh *shard) fail(err error) {
 	sh.ps = nil
 	close(sh.downCh)
 	sh.downCh = make(chan struct{})
-	sh.local = make(map[string]*brokers.Position)
+	if sh.local == nil {
+		// A new outage. One that interrupts the recovery from the last
+		// keeps its local epochs: their seqs continue, so a flapping
+		// connection does not open an epoch per publish.
+		sh.local = make(map[string]*brokers.Position)
+	}
 	sh.mu.Unlock()
 	if ps != nil {
 		_ = ps.Close()
@@ -397,7 +403,6 @@ func (sh *shard) connect(ctx context.Context) error {
 	}
 	wasDown := !sh.downSince.IsZero()
 	sh.state.Store(shardRecovering)
-	sh.local = nil
 	sh.chmu.RLock()
 	for _, cs := range sh.chans {
 		cs.mu.Lock()

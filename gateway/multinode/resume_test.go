@@ -27,12 +27,24 @@ func TestOutageResume(t *testing.T) {
 	t.Run("jetstream", func(t *testing.T) {
 		srv := natstest.RunServer(t)
 		nb := func() brokers.Broker { return jetstream.New(jetstream.Config{URL: srv.URL()}) }
-		outageResume(t, startNode(t, nb(), nil), startNode(t, nb(), nil), srv.Shutdown, func() { srv.Restart(t) })
+		outageResume(t, startNode(t, nb(), nil), startNode(t, nb(), nil), "doc.resume", srv.Shutdown, func() { srv.Restart(t) })
 	})
 	t.Run("redis", func(t *testing.T) {
 		srv := redistest.Start(t, redistest.Options{AOF: true})
 		nb := func() brokers.Broker { return redis.New(redis.Config{Addrs: []string{srv.Addr()}}) }
-		outageResume(t, startNode(t, nb(), nil), startNode(t, nb(), nil), srv.Kill, srv.Restart)
+		outageResume(t, startNode(t, nb(), nil), startNode(t, nb(), nil), "doc.resume", srv.Kill, srv.Restart)
+	})
+	t.Run("redis-cluster", func(t *testing.T) {
+		c := redistest.StartCluster(t, redistest.ClusterOptions{Masters: 3, AOF: true})
+		nb := func() brokers.Broker { return redis.New(redis.Config{Addrs: c.Addrs(), Cluster: true}) }
+		n1, n2 := startNode(t, nb(), nil), startNode(t, nb(), nil)
+		ch := ""
+		for i := 0; ch == ""; i++ {
+			if name := fmt.Sprintf("doc.resume%d", i); n1.broker.(*redis.Broker).ShardOf(name) == 0 {
+				ch = name
+			}
+		}
+		outageResume(t, n1, n2, ch, c.Masters[0].Kill, c.Masters[0].Restart)
 	})
 }
 
@@ -97,8 +109,7 @@ func (a *applier) follow(c *wstest.Client, ch string, stop <-chan struct{}) {
 	}
 }
 
-func outageResume(t *testing.T, n1, n2 *node, down, up func()) {
-	const ch = "doc.resume"
+func outageResume(t *testing.T, n1, n2 *node, ch string, down, up func()) {
 	sub := func(n *node, name string) *wstest.Client {
 		c := dial(t, n, name)
 		c.Connect(name)
