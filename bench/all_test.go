@@ -33,7 +33,7 @@ func TestAllSteps(t *testing.T) {
 		}
 	}
 	var out, errw bytes.Buffer
-	if rc := allMain([]string{"-full", "-plan"}, &out, &errw); rc != 0 || strings.Count(out.String(), "go run ./bench ") != 3 {
+	if rc := allMain([]string{"-full", "-plan"}, &out, &errw); rc != 0 || strings.Count(out.String(), "go run ./bench ") != 4 {
 		t.Errorf("-full -plan: exit %d, printed %q (%s)", rc, out.String(), errw.String())
 	}
 	if rc := allMain([]string{"-quick", "-full"}, &out, &errw); rc != 2 {

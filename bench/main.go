@@ -102,6 +102,8 @@ type options struct {
 	Runs     int      // repetitions of each configuration
 	Docs     bool     // rewrite the scenario's section of docs/benchmarks.md
 	DocsFile string   // the file -docs rewrites ("" = docs/benchmarks.md in the repo)
+	// DocsSection overrides the section -docs rewrites ("": see docsSection).
+	DocsSection string
 
 	N            int // conns: connections
 	Subs         int // fanout: subscribers
@@ -145,6 +147,7 @@ func parseArgs(args []string) (options, error) {
 	fs.StringVar(&brokers, "broker", "", "broker.type (memory, redis, redis-streams, nats, jetstream); bigroom takes a comma-separated list; empty = gateway default (conns with -gateways > 1 and bigroom: memory)")
 	fs.IntVar(&o.Runs, "runs", 1, "run each configuration this many times; the table shows medians")
 	fs.BoolVar(&o.Docs, "docs", false, "rewrite the scenario's section <!-- bench:NAME --> of docs/benchmarks.md with the table")
+	fs.StringVar(&o.DocsSection, "docs-section", "", "with -docs: the section NAME to rewrite (default: the scenario's; conns-gateways for conns on several gateways)")
 	fs.IntVar(&o.N, "n", 15000, "conns: idle connections")
 	defSubs, defChannels, defRate := 10000, 1, 5.0
 	if o.Scenario == "rooms" {

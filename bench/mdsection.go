@@ -23,6 +23,9 @@ import (
 // conns-gateways for conns on several gateway processes, else the
 // scenario.
 func docsSection(o options) string {
+	if o.DocsSection != "" {
+		return o.DocsSection
+	}
 	if o.Scenario == "conns" && o.Gateways > 1 {
 		return "conns-gateways"
 	}
