@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/syncgate/syncgate/brokers"
+	"github.com/syncgate/syncgate/internal/redisbase"
 )
 
 // Lifecycle states of a Broker.
@@ -378,7 +379,7 @@ func (b *Broker) shardFor(ch string) *shard {
 	if b.slots != nil {
 		return b.shards[b.slots[slotOf(ch)]]
 	}
-	return b.shards[jumpHash(hashString(ch), len(b.shards))]
+	return b.shards[redisbase.JumpHash(redisbase.HashString(ch), len(b.shards))]
 }
 
 // ShardOf returns the index of the shard (Redis server, or cluster master

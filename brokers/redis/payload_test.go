@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/syncgate/syncgate/brokers"
+	"github.com/syncgate/syncgate/internal/redisbase"
 )
 
 // encodeEvent is the Go twin of what the Lua scripts publish, for tests.
@@ -92,8 +93,8 @@ func TestJumpHashMoves(t *testing.T) {
 	moved := 0
 	counts := make([]int, 4)
 	for i := range n {
-		key := hashString(fmt.Sprintf("doc:%d", i))
-		a, b := jumpHash(key, 3), jumpHash(key, 4)
+		key := redisbase.HashString(fmt.Sprintf("doc:%d", i))
+		a, b := redisbase.JumpHash(key, 3), redisbase.JumpHash(key, 4)
 		counts[b]++
 		if a != b {
 			moved++

@@ -10,6 +10,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/syncgate/syncgate/brokers"
+	"github.com/syncgate/syncgate/internal/redisbase"
 )
 
 // Key layout. Every key of a channel ch carries the hash tag {ch}:
@@ -42,38 +43,13 @@ func (b *Broker) shardFor(ch string) *shard {
 	if len(b.shards) == 1 {
 		return b.shards[0]
 	}
-	h := hashString(ch)
+	h := redisbase.HashString(ch)
 	srv := 0
 	if n := len(b.cmds); n > 1 {
-		srv = jumpHash(h, n)
+		srv = redisbase.JumpHash(h, n)
 	}
 	t := b.cfg.Tailers
 	return b.shards[srv*t+int(((h*0x9E3779B97F4A7C15)>>32)%uint64(t))]
-}
-
-// hashString is 64-bit FNV-1a.
-func hashString(s string) uint64 {
-	const (
-		offset64 = 14695981039346656037
-		prime64  = 1099511628211
-	)
-	h := uint64(offset64)
-	for i := 0; i < len(s); i++ {
-		h ^= uint64(s[i])
-		h *= prime64
-	}
-	return h
-}
-
-// jumpHash maps key to a bucket in [0, n) (Lamping and Veach).
-func jumpHash(key uint64, n int) int {
-	var b, j int64 = -1, 0
-	for j < int64(n) {
-		b = j
-		key = key*2862933555777941757 + 1
-		j = int64(float64(b+1) * (float64(int64(1)<<31) / float64((key>>33)+1)))
-	}
-	return int(b)
 }
 
 // chanState is one subscribed channel on this node. epoch, last and
