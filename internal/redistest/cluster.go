@@ -23,9 +23,6 @@ type ClusterOptions struct {
 	ReplicasPerMaster int
 	// NodeTimeout is cluster-node-timeout; default 1s (fast failover).
 	NodeTimeout time.Duration
-	// AOF: every node keeps an append-only file (appendfsync always), so
-	// a killed and restarted master keeps its data.
-	AOF bool
 }
 
 // StartCluster starts a cluster and waits until every node reports
@@ -46,10 +43,10 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 	}
 	c := &Cluster{}
 	for range opts.Masters {
-		c.Masters = append(c.Masters, Start(t, Options{Args: args, AOF: opts.AOF}))
+		c.Masters = append(c.Masters, Start(t, Options{Args: args}))
 	}
 	for range opts.Masters * opts.ReplicasPerMaster {
-		c.Replicas = append(c.Replicas, Start(t, Options{Args: args, AOF: opts.AOF}))
+		c.Replicas = append(c.Replicas, Start(t, Options{Args: args}))
 	}
 	const slots = 16384
 	for i, m := range c.Masters {
