@@ -9,10 +9,11 @@ package main
 import (
 	"context"
 	"net"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/syncgate/syncgate/internal/redistest"
 )
 
 func TestParseArgsGateways(t *testing.T) {
@@ -243,9 +244,7 @@ func TestSmokeGateways(t *testing.T) {
 		}
 	})
 	t.Run("bigroom", func(t *testing.T) {
-		if _, err := exec.LookPath("redis-server"); err != nil {
-			t.Skip("no redis-server")
-		}
+		redistest.Require(t)
 		rf := runBench(ctx, t, "bigroom", "-broker", "redis", "-subs", "100", "-duration", "2s", "-settle", "200ms", "-gateway", bin, "-out", dir,
 			"-env", "SYNCGATE_SERVER_ACCEPT_RATE=0")
 		f := rf.Runs[0].Fanout
