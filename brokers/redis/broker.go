@@ -27,6 +27,9 @@ const (
 
 // Broker is the Redis backend. Create it with New; see the package doc.
 type Broker struct {
+	// BoundPresence implements brokers.Presence (internal/redisbase).
+	redisbase.BoundPresence
+
 	cfg Config
 
 	// nodeID names this node in Redis: its publish-counter field, probe
@@ -75,6 +78,7 @@ var (
 func New(cfg Config) *Broker {
 	cfg = cfg.withDefaults()
 	b := &Broker{cfg: cfg, nodeID: randomID()}
+	b.BoundPresence = presence.Bind(presenceBackend{b})
 	b.nodeField = "n:" + b.nodeID
 	b.histSizeArg = strconv.Itoa(max(cfg.HistorySize, 0))
 	b.histTTLArg = msToArg(cfg.HistoryTTL.Milliseconds())

@@ -21,27 +21,6 @@ import (
 // filler tick) even when nobody calls Join or Refresh.
 var presence = redisbase.Presence{Name: "redis", Scripts: presenceScripts, BadReply: errBadReply}
 
-// Join implements brokers.Presence.
-func (b *Broker) Join(ctx context.Context, ch string, m brokers.Member, ttl time.Duration) error {
-	return presence.Join(ctx, presenceBackend{b}, ch, m, ttl)
-}
-
-// Leave implements brokers.Presence.
-func (b *Broker) Leave(ctx context.Context, ch string, m brokers.Member) error {
-	return presence.Leave(ctx, presenceBackend{b}, ch, m)
-}
-
-// Refresh implements brokers.Presence.
-func (b *Broker) Refresh(ctx context.Context, ch string, ms []brokers.Member, ttl time.Duration) error {
-	return presence.Refresh(ctx, presenceBackend{b}, ch, ms, ttl)
-}
-
-// Members implements brokers.Presence. It lists unexpired members sorted
-// by expiry.
-func (b *Broker) Members(ctx context.Context, ch string) ([]brokers.Member, error) {
-	return presence.Members(ctx, presenceBackend{b}, ch)
-}
-
 // presenceBackend is the broker as redisbase.Presence needs it.
 type presenceBackend struct{ b *Broker }
 

@@ -15,10 +15,14 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/syncgate/syncgate/brokers"
+	"github.com/syncgate/syncgate/internal/redisbase"
 )
 
 // Broker is the redis-streams backend. Make one with New.
 type Broker struct {
+	// BoundPresence implements brokers.Presence (internal/redisbase).
+	redisbase.BoundPresence
+
 	cfg Config
 
 	nodeID   string
@@ -50,13 +54,15 @@ func New(cfg Config) *Broker {
 	var id [6]byte
 	_, _ = rand.Read(id[:])
 	c := cfg.withDefaults()
-	return &Broker{
+	b := &Broker{
 		cfg:        c,
 		nodeID:     hex.EncodeToString(id[:]),
 		histArg:    strconv.Itoa(c.HistorySize),
 		histTTLArg: strconv.FormatInt(max(c.HistoryTTL.Milliseconds(), 1), 10),
 		metaTTLArg: strconv.FormatInt(max(int64(c.MetaTTL/time.Second), 1), 10),
 	}
+	b.BoundPresence = presence.Bind(presenceBackend{b})
+	return b
 }
 
 // errBadReply: a script answered something this code does not expect.

@@ -6,7 +6,6 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
-	"github.com/syncgate/syncgate/brokers"
 	"github.com/syncgate/syncgate/internal/redisbase"
 )
 
@@ -16,26 +15,6 @@ import (
 // atomically, so a leave is announced once. Events are appended to the
 // channel's events stream, which the tailers read with the messages.
 var presence = redisbase.Presence{Name: "redis-streams", Scripts: presenceScripts, BadReply: errBadReply}
-
-// Join implements brokers.Presence.
-func (b *Broker) Join(ctx context.Context, ch string, m brokers.Member, ttl time.Duration) error {
-	return presence.Join(ctx, presenceBackend{b}, ch, m, ttl)
-}
-
-// Leave implements brokers.Presence.
-func (b *Broker) Leave(ctx context.Context, ch string, m brokers.Member) error {
-	return presence.Leave(ctx, presenceBackend{b}, ch, m)
-}
-
-// Refresh implements brokers.Presence.
-func (b *Broker) Refresh(ctx context.Context, ch string, ms []brokers.Member, ttl time.Duration) error {
-	return presence.Refresh(ctx, presenceBackend{b}, ch, ms, ttl)
-}
-
-// Members implements brokers.Presence.
-func (b *Broker) Members(ctx context.Context, ch string) ([]brokers.Member, error) {
-	return presence.Members(ctx, presenceBackend{b}, ch)
-}
 
 // presenceBackend is the broker as redisbase.Presence needs it.
 type presenceBackend struct{ b *Broker }

@@ -269,3 +269,34 @@ func (p *Presence) call(ctx context.Context, be PresenceBackend, ch string, sc *
 }
 
 func msArg(ms int64) string { return strconv.FormatInt(ms, 10) }
+
+// BoundPresence is a Presence bound to its backend. A Broker embeds it, so
+// that its methods implement brokers.Presence.
+type BoundPresence struct {
+	p  *Presence
+	be PresenceBackend
+}
+
+// Bind binds p to be.
+func (p *Presence) Bind(be PresenceBackend) BoundPresence { return BoundPresence{p, be} }
+
+// Join implements brokers.Presence.
+func (x BoundPresence) Join(ctx context.Context, ch string, m brokers.Member, ttl time.Duration) error {
+	return x.p.Join(ctx, x.be, ch, m, ttl)
+}
+
+// Leave implements brokers.Presence.
+func (x BoundPresence) Leave(ctx context.Context, ch string, m brokers.Member) error {
+	return x.p.Leave(ctx, x.be, ch, m)
+}
+
+// Refresh implements brokers.Presence.
+func (x BoundPresence) Refresh(ctx context.Context, ch string, ms []brokers.Member, ttl time.Duration) error {
+	return x.p.Refresh(ctx, x.be, ch, ms, ttl)
+}
+
+// Members implements brokers.Presence: the unexpired members, sorted by
+// expiry.
+func (x BoundPresence) Members(ctx context.Context, ch string) ([]brokers.Member, error) {
+	return x.p.Members(ctx, x.be, ch)
+}
