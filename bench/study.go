@@ -25,7 +25,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -35,6 +34,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/syncgate/syncgate/internal/redistest"
 )
 
 // studyOptions are the study's command line.
@@ -604,16 +605,16 @@ func formRedisCluster(ctx context.Context, procs []*brokerProc) error {
 	n := len(procs)
 	for i, b := range procs {
 		lo, hi := i*slots/n, (i+1)*slots/n-1
-		if _, err := redisCmd(b.addr, "CLUSTER", "SET-CONFIG-EPOCH", strconv.Itoa(i+1)); err != nil {
+		if _, err := redistest.Do(b.addr, "CLUSTER", "SET-CONFIG-EPOCH", strconv.Itoa(i+1)); err != nil {
 			return fmt.Errorf("redis cluster: %s: %w", b.addr, err)
 		}
-		if _, err := redisCmd(b.addr, "CLUSTER", "ADDSLOTSRANGE", strconv.Itoa(lo), strconv.Itoa(hi)); err != nil {
+		if _, err := redistest.Do(b.addr, "CLUSTER", "ADDSLOTSRANGE", strconv.Itoa(lo), strconv.Itoa(hi)); err != nil {
 			return fmt.Errorf("redis cluster: %s: %w", b.addr, err)
 		}
 	}
 	for _, b := range procs[1:] {
 		host, port, _ := net.SplitHostPort(b.addr)
-		if _, err := redisCmd(procs[0].addr, "CLUSTER", "MEET", host, port); err != nil {
+		if _, err := redistest.Do(procs[0].addr, "CLUSTER", "MEET", host, port); err != nil {
 			return fmt.Errorf("redis cluster: meet %s: %w", b.addr, err)
 		}
 	}
@@ -627,13 +628,13 @@ func waitRedisClusterOK(ctx context.Context, procs []*brokerProc, timeout time.D
 	for {
 		var notOK error
 		for _, b := range procs {
-			info, err := redisCmd(b.addr, "CLUSTER", "INFO")
+			info, err := redistest.Do(b.addr, "CLUSTER", "INFO")
 			if err == nil && !strings.Contains(info, "cluster_state:ok") {
 				err = errors.New("cluster_state not ok")
 			}
 			if err == nil {
 				var nodes string
-				if nodes, err = redisCmd(b.addr, "CLUSTER", "NODES"); err == nil &&
+				if nodes, err = redistest.Do(b.addr, "CLUSTER", "NODES"); err == nil &&
 					(strings.Count(nodes, " connected") < len(procs) || strings.Contains(nodes, "fail")) {
 					err = errors.New("not every node known and connected")
 				}
@@ -653,54 +654,6 @@ func waitRedisClusterOK(ctx context.Context, procs []*brokerProc, timeout time.D
 			return err
 		}
 	}
-}
-
-// redisCmd sends one command to a redis-server and returns a status,
-// integer or bulk reply as a string; an error reply is an error.
-func redisCmd(addr string, args ...string) (string, error) {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		return "", err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	var b strings.Builder
-	fmt.Fprintf(&b, "*%d\r\n", len(args))
-	for _, a := range args {
-		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
-	}
-	if _, err := c.Write([]byte(b.String())); err != nil {
-		return "", err
-	}
-	return readRedisReply(bufio.NewReader(c))
-}
-
-func readRedisReply(r *bufio.Reader) (string, error) {
-	line, err := r.ReadString('\n')
-	if err != nil {
-		return "", err
-	}
-	line = strings.TrimRight(line, "\r\n")
-	if line == "" {
-		return "", errors.New("empty reply")
-	}
-	switch line[0] {
-	case '+', ':':
-		return line[1:], nil
-	case '-':
-		return "", errors.New(line[1:])
-	case '$':
-		n, err := strconv.Atoi(line[1:])
-		if err != nil || n < 0 {
-			return "", err
-		}
-		buf := make([]byte, n+2)
-		if _, err := io.ReadFull(r, buf); err != nil {
-			return "", err
-		}
-		return string(buf[:n]), nil
-	}
-	return "", fmt.Errorf("unexpected reply %q", line)
 }
 
 // supported reports whether the gateway binary accepts broker.type t, by

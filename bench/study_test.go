@@ -3,7 +3,6 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"os"
 	"path/filepath"
@@ -249,16 +248,5 @@ func TestStudyBudget(t *testing.T) {
 	now = now.Add(10 * time.Second)
 	if b.fits() {
 		t.Error("too late: fits")
-	}
-}
-
-func TestReadRedisReply(t *testing.T) {
-	for in, want := range map[string]string{"+OK\r\n": "OK", ":12\r\n": "12", "$5\r\nab\ncd\r\n": "ab\ncd", "$-1\r\n": ""} {
-		if got, err := readRedisReply(bufio.NewReader(strings.NewReader(in))); err != nil || got != want {
-			t.Errorf("%q: %q, %v", in, got, err)
-		}
-	}
-	if _, err := readRedisReply(bufio.NewReader(strings.NewReader("-ERR no\r\n"))); err == nil || err.Error() != "ERR no" {
-		t.Errorf("error reply: %v", err)
 	}
 }
