@@ -41,7 +41,7 @@ func TestBrowser(t *testing.T) {
 	nodeJS, err := exec.LookPath("node")
 	missing := func(what string) {
 		msg := what + " is missing; run scripts/deps.sh"
-		if os.Getenv("SYNCGATE_REQUIRE_DEPS") != "" || os.Getenv("CI") != "" {
+		if os.Getenv("TEST_REQUIRE_DEPS") != "" || os.Getenv("CI") != "" {
 			t.Fatal(msg)
 		}
 		t.Skip(msg)

@@ -5,7 +5,7 @@
 //
 // The redis-server binary is found on PATH, or at $REDIS_SERVER. Tests that
 // need it call Start (or a sibling), which skips the test when no binary is
-// found and SYNCGATE_REQUIRE_DEPS is unset, and fails it otherwise.
+// found and TEST_REQUIRE_DEPS is unset, and fails it otherwise.
 //
 // Servers start with persistence off (--save "" --appendonly no) unless
 // Options.AOF is set. Nothing here starts a goroutine, except a Proxy (a
@@ -66,13 +66,13 @@ func Binary() string {
 	return p
 }
 
-// Require skips (or, with SYNCGATE_REQUIRE_DEPS set, fails) t when no
+// Require skips (or, with TEST_REQUIRE_DEPS set, fails) t when no
 // redis-server binary is available, and returns the binary.
 func Require(t testing.TB) string {
 	t.Helper()
 	bin := Binary()
 	if bin == "" {
-		if os.Getenv("SYNCGATE_REQUIRE_DEPS") != "" {
+		if os.Getenv("TEST_REQUIRE_DEPS") != "" {
 			t.Fatal("redistest: redis-server not found on PATH (run scripts/deps.sh)")
 		}
 		t.Skip("redistest: redis-server not found on PATH (run scripts/deps.sh)")
