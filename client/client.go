@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -659,6 +658,9 @@ func (c *Client) lost(cn *wsConn) error {
 	}
 	cn.mu.Lock()
 	defer cn.mu.Unlock()
+	if errors.Is(cn.err, ErrProtocol) {
+		return cn.err
+	}
 	return fmt.Errorf("%w: %v", ErrConnectionLost, cn.err)
 }
 
@@ -723,20 +725,47 @@ func (c *Client) readLoop(cn *wsConn) {
 		if err != nil {
 			return
 		}
-		// A frame holds one JSON object or several separated by newlines
-		// (any JSON whitespace).
-		dec := json.NewDecoder(bytes.NewReader(data))
-		for {
-			var f frame
-			if derr := dec.Decode(&f); derr == io.EOF {
-				break
-			} else if derr != nil {
-				c.opts.Log.Warn("syncgate client: invalid JSON from server", "err", derr)
-				break
-			}
-			c.dispatch(cn, &f)
+		frames, perr := parseFrame(data)
+		if perr != nil {
+			err = perr
+			c.opts.Log.Warn("syncgate client: protocol error; reconnecting", "err", perr)
+			return
+		}
+		for _, f := range frames {
+			c.dispatch(cn, f)
 		}
 	}
+}
+
+// parseFrame splits a frame into its messages: one JSON object per line
+// (PROTOCOL.md: no object the server sends contains a raw newline). A line
+// that is not exactly one JSON object is a protocol error of the
+// connection, and then nothing of the frame is used: the other lines are
+// not to be trusted either.
+func parseFrame(data []byte) ([]*frame, error) {
+	var out []*frame
+	for n := 1; len(data) > 0; n++ {
+		line := data
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			line, data = data[:i], data[i+1:]
+		} else {
+			data = nil
+		}
+		line = bytes.TrimRight(line, " \t\r")
+		line = bytes.TrimLeft(line, " \t\r")
+		if len(line) == 0 {
+			continue
+		}
+		f := new(frame)
+		if line[0] != '{' {
+			return nil, fmt.Errorf("%w: line %d of a frame is not a JSON object: %.64q", ErrProtocol, n, line)
+		}
+		if err := json.Unmarshal(line, f); err != nil {
+			return nil, fmt.Errorf("%w: line %d of a frame: %v: %.64q", ErrProtocol, n, err, line)
+		}
+		out = append(out, f)
+	}
+	return out, nil
 }
 
 func (c *Client) dispatch(cn *wsConn, f *frame) {

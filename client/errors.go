@@ -16,6 +16,10 @@ var (
 	// ErrAlreadySubscribed: Subscribe on a channel this Client is
 	// subscribed to.
 	ErrAlreadySubscribed = errors.New("client: already subscribed")
+	// ErrProtocol: the server sent a line that is not one JSON object.
+	// The client drops that connection (nothing of the frame is used) and
+	// reconnects; OnState sees an error wrapping it.
+	ErrProtocol = errors.New("client: protocol error")
 )
 
 // ServerError is an `error` reply: Code is one of the protocol's codes

@@ -70,11 +70,20 @@ func (srv *Server) catchUp(ctx context.Context, s *scratch, sb *sub, cmd *comman
 	if cmd.hasSince {
 		if recovered {
 			b = append(b, `,"recovered":true,"pubs":[`...)
-			for i, p := range pubs {
-				if i > 0 {
+			n := 0
+			for i := range pubs {
+				// History is as untrusted as live delivery (payload.go);
+				// a dropped entry leaves a seq gap in pubs.
+				data, ok := srv.brokerPubData(sb.ch, &pubs[i], payloadKindHistory)
+				if !ok {
+					continue
+				}
+				if n > 0 {
 					b = append(b, ',')
 				}
-				b = appendMsg(b, sb.ch, p.Seq, p.Epoch, p.Was, p.Data)
+				n++
+				p := &pubs[i]
+				b = appendMsg(b, sb.ch, p.Seq, p.Epoch, p.Was, data)
 			}
 			b = append(b, ']')
 		} else {

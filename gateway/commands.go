@@ -327,6 +327,7 @@ func (c *Conn) cmdPresence(s *scratch, cmd *command) {
 		c.sendBrokerError(cmd.id, "presence", err)
 		return
 	}
+	members = c.srv.brokerMembers(ch, members)
 	c.sendJSON(s, appendPresence(s.enc[:0], cmd.id, ch, members))
 }
 

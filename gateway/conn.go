@@ -379,7 +379,8 @@ func (c *Conn) handleMessage(s *scratch, op ws.OpCode, msg []byte) {
 		}
 		end, err := decodeObject(msg, i, &s.cmd)
 		if err != nil {
-			c.sendError(0, codeBadRequest, decodeErrorText(err))
+			// The reply carries the command's id when it can be read.
+			c.sendError(salvageID(msg, i), codeBadRequest, decodeErrorText(err))
 			// Resynchronise at the next line, so one bad object does not
 			// swallow the good ones batched after it.
 			j := indexByte(msg[i:], '\n')

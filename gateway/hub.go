@@ -234,6 +234,13 @@ func (h *hub) HandlePublication(ch string, p brokers.Publication) {
 	if hc == nil || len(hc.subs) == 0 {
 		return
 	}
+	// Once per publication per node, before anything of it is encoded: the
+	// payload is untrusted (payload.go). A dropped one leaves a seq gap,
+	// like a message lost in transit.
+	data, ok := h.srv.brokerPubData(ch, &p, payloadKindPublication)
+	if !ok {
+		return
+	}
 	prov := brokers.IsProvisional(p.Epoch)
 	switch {
 	case prov && p.Epoch != hc.provEpoch:
@@ -257,8 +264,8 @@ func (h *hub) HandlePublication(ch string, p brokers.Publication) {
 		}
 		hc.epoch = p.Epoch
 	}
-	fb := newFrameBuilder(64 + len(ch) + len(p.Epoch) + len(p.Was.Epoch) + len(p.Data))
-	fb.b = appendMsg(fb.b, ch, p.Seq, p.Epoch, p.Was, p.Data)
+	fb := newFrameBuilder(64 + len(ch) + len(p.Epoch) + len(p.Was.Epoch) + len(data))
+	fb.b = appendMsg(fb.b, ch, p.Seq, p.Epoch, p.Was, data)
 	frame := fb.finish(ws.OpText)
 	h.srv.metrics.fanouts.Inc()
 	h.srv.metrics.deliveries.Add(float64(len(hc.subs)))
@@ -320,6 +327,10 @@ func (h *hub) HandlePresence(ch string, t brokers.PresenceEventType, m brokers.M
 	// Big rooms: above the limit, join/leave would cost O(N) frames per
 	// event and O(N^2) per wave of joins; clients ask for `presence`.
 	if lim := h.srv.cfg.Presence.JoinLeaveLimit; lim > 0 && len(hc.subs) > lim {
+		return
+	}
+	if !validMember(m) {
+		h.srv.brokerMembers(ch, []brokers.Member{m}) // counts and logs it
 		return
 	}
 	var buf [512]byte

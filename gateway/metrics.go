@@ -29,6 +29,10 @@ type metrics struct {
 	rejections    *prometheus.CounterVec
 	disconnects   *prometheus.CounterVec
 	catchup       *prometheus.CounterVec
+	// Payloads from the broker that failed validation (payload.go), by
+	// kind: publication (live), history (catch-up), presence.
+	brokerRejected  *prometheus.CounterVec
+	brokerRewritten prometheus.Counter // valid but loose publications, re-encoded
 
 	queueBytes atomic.Int64 // sum of queued bytes, summed by the heartbeat sweep
 	brokerUp   atomic.Bool  // last Ping result, refreshed every second
@@ -76,7 +80,14 @@ func newMetrics(s *Server) *metrics {
 	m.rejections = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "syncgate_limit_rejections_total", Help: "Requests refused by a limit or a check, by kind."}, []string{"kind"})
 	m.disconnects = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "syncgate_disconnects_total", Help: "Connections closed by the server, by disconnect code."}, []string{"code"})
 	m.catchup = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "syncgate_catchup_total", Help: "Subscribes with since, by result (recovered, not_recovered, failed)."}, []string{"result"})
-	for _, c := range []prometheus.Collector{m.published, m.fanouts, m.deliveries, m.bytesOut, m.publishDur, m.slowConsumers, m.rejections, m.disconnects, m.catchup} {
+	m.brokerRejected = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "syncgate_broker_payload_rejected_total",
+		Help: "Payloads from the broker dropped because they failed validation, by kind (publication, history, presence)."}, []string{"kind"})
+	m.brokerRewritten = prometheus.NewCounter(prometheus.CounterOpts{Name: "syncgate_broker_payload_rewritten_total",
+		Help: "Publications from the broker that were valid but not compact (an older node's, or written by hand) and were re-encoded."})
+	for _, k := range []string{payloadKindPublication, payloadKindHistory, payloadKindPresence} {
+		m.brokerRejected.WithLabelValues(k)
+	}
+	for _, c := range []prometheus.Collector{m.published, m.fanouts, m.deliveries, m.bytesOut, m.publishDur, m.slowConsumers, m.rejections, m.disconnects, m.catchup, m.brokerRejected, m.brokerRewritten} {
 		f(c)
 	}
 	for _, k := range []string{rejAcceptRate, rejMaxConnections, rejUserConnections, rejPublishRate, rejSubscriptions, rejMessageSize, rejOrigin, rejHandshake, rejAuth, rejForbidden} {

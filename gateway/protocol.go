@@ -296,53 +296,64 @@ func skipWS(b []byte, i int) int {
 // It returns the unescaped contents (aliasing b when there are no escapes)
 // and the index after the closing quote.
 func readString(b []byte, i int) ([]byte, int, error) {
-	if i >= len(b) || b[i] != '"' {
+	end, escaped, err := scanString(b, i)
+	if err != nil {
+		return nil, 0, err
+	}
+	if !escaped {
+		return b[i+1 : end-1], end, nil
+	}
+	// Rare path: let encoding/json unescape.
+	var s string
+	if err := json.Unmarshal(b[i:end], &s); err != nil {
 		return nil, 0, errBadJSON
 	}
-	start := i + 1
+	return []byte(s), end, nil
+}
+
+// scanString validates the JSON string starting at b[i] (which must be
+// '"') without unescaping it: escapes well-formed, no raw control
+// character, valid UTF-8. It returns the index after the closing quote and
+// whether the string holds escapes. It never allocates.
+func scanString(b []byte, i int) (int, bool, error) {
+	if i >= len(b) || b[i] != '"' {
+		return 0, false, errBadJSON
+	}
 	escaped := false
-	for j := start; j < len(b); {
+	for j := i + 1; j < len(b); {
 		c := b[j]
 		switch {
 		case c == '"':
-			if !escaped {
-				return b[start:j], j + 1, nil
-			}
-			// Rare path: let encoding/json unescape.
-			var s string
-			if err := json.Unmarshal(b[i:j+1], &s); err != nil {
-				return nil, 0, errBadJSON
-			}
-			return []byte(s), j + 1, nil
+			return j + 1, escaped, nil
 		case c == '\\':
 			escaped = true
 			if j+1 >= len(b) {
-				return nil, 0, errBadJSON
+				return 0, false, errBadJSON
 			}
 			switch b[j+1] {
 			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
 				j += 2
 			case 'u':
 				if j+6 > len(b) || !isHex4(b[j+2:j+6]) {
-					return nil, 0, errBadJSON
+					return 0, false, errBadJSON
 				}
 				j += 6
 			default:
-				return nil, 0, errBadJSON
+				return 0, false, errBadJSON
 			}
 		case c < 0x20:
-			return nil, 0, errBadJSON
+			return 0, false, errBadJSON
 		case c < utf8.RuneSelf:
 			j++
 		default:
 			r, size := utf8.DecodeRune(b[j:])
 			if r == utf8.RuneError && size == 1 {
-				return nil, 0, errBadJSON
+				return 0, false, errBadJSON
 			}
 			j += size
 		}
 	}
-	return nil, 0, errBadJSON
+	return 0, false, errBadJSON
 }
 
 func isHex4(b []byte) bool {
@@ -364,7 +375,7 @@ func skipValue(b []byte, i, depth int) (int, error) {
 	}
 	switch c := b[i]; {
 	case c == '"':
-		_, next, err := readString(b, i)
+		next, _, err := scanString(b, i)
 		return next, err
 	case c == '{':
 		i++
@@ -387,7 +398,7 @@ func skipValue(b []byte, i, depth int) (int, error) {
 				i = skipWS(b, i+1)
 			}
 			first = false
-			_, next, err := readString(b, i)
+			next, _, err := scanString(b, i)
 			if err != nil {
 				return 0, err
 			}
@@ -564,11 +575,14 @@ func appendID(dst []byte, id uint64) []byte {
 // appendPubData builds the opaque broker payload of a publication: the
 // JSON members `"from":"<user>","data":<data>` that end every msg object.
 // Encoding it once at publish time means a delivery only concatenates.
+// data must be valid JSON (validData); it is re-encoded compactly here, once
+// per publication, so no raw newline or U+2028/U+2029 reaches a client
+// (payload.go).
 func appendPubData(dst []byte, from string, data []byte) []byte {
-	dst = append(dst, `"from":`...)
+	dst = append(dst, pubFromKey...)
 	dst = appendString(dst, from)
-	dst = append(dst, `,"data":`...)
-	return append(dst, data...)
+	dst = append(dst, pubDataKey...)
+	return appendCompactJSON(dst, data)
 }
 
 // appendMsg appends a msg object. pubData is what appendPubData produced.

@@ -71,6 +71,8 @@ type Server struct {
 	users   map[string]int // connections per user
 	pubLim  pubLimits      // POST /pub token buckets by user
 
+	payloadLog *rate.Limiter // bounds the log lines about malformed broker payloads
+
 	pprof *http.Server
 
 	http   *http.Server
@@ -114,6 +116,7 @@ func New(cfg config.Config, b brokers.Broker, log *slog.Logger) (*Server, error)
 	s.history, _ = b.(brokers.History)
 	s.presence, _ = b.(brokers.Presence)
 	s.users = make(map[string]int)
+	s.payloadLog = rate.NewLimiter(rate.Every(time.Second), 5)
 	for _, o := range cfg.Server.AllowedOrigins {
 		s.origins = append(s.origins, strings.ToLower(strings.TrimSuffix(o, "/")))
 	}

@@ -296,6 +296,7 @@ func (s *Server) handlePresence(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusServiceUnavailable, codeUnavailable, "presence: broker unavailable, try again")
 		return
 	}
+	members = s.brokerMembers(ch, members)
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(appendPresence(nil, 0, ch, members))
 }
@@ -341,6 +342,11 @@ func (s *Server) handlePub(w http.ResponseWriter, r *http.Request) {
 	case req.Data == nil:
 		writeJSONError(w, http.StatusBadRequest, codeBadRequest, `missing "data"`)
 		return
+	case !validData(req.Data):
+		// encoding/json let it through, but it is invalid UTF-8 or nested
+		// deeper than a WebSocket pub may be.
+		writeJSONError(w, http.StatusBadRequest, codeBadRequest, `"data" must be valid JSON in UTF-8, nested at most 64 deep`)
+		return
 	}
 	probe := &Conn{srv: s, ident: ident}
 	if !probe.canPublish(req.Ch) {
@@ -357,7 +363,7 @@ func (s *Server) handlePub(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	start := time.Now()
-	pos, err := s.broker.Publish(r.Context(), req.Ch, appendPubData(nil, user, compactJSON(req.Data)))
+	pos, err := s.broker.Publish(r.Context(), req.Ch, appendPubData(nil, user, req.Data))
 	if err != nil {
 		writeJSONError(w, http.StatusServiceUnavailable, codeUnavailable, "publish: broker unavailable, try again")
 		return
@@ -384,14 +390,6 @@ func (s *Server) allowHTTPPublish(user string) bool {
 		s.pubLim.m[user] = l
 	}
 	return l.Allow()
-}
-
-func compactJSON(b []byte) []byte {
-	var out bytes.Buffer
-	if err := json.Compact(&out, b); err != nil {
-		return b
-	}
-	return out.Bytes()
 }
 
 func writeJSONError(w http.ResponseWriter, status int, code, msg string) {

@@ -51,6 +51,17 @@ function noteProv(rec, seq, epoch) {
   }
 }
 
+// parseObject parses one server message: a JSON object, or null.
+function parseObject(text) {
+  let m;
+  try {
+    m = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  return m !== null && typeof m === "object" && !Array.isArray(m) ? m : null;
+}
+
 export class SyncGateError extends Error {
   constructor(code, message) {
     super(message || code);
@@ -288,14 +299,17 @@ export class SyncGate {
     ws.onmessage = (e) => {
       if (gen !== this.gen || typeof e.data !== "string") return;
       this.lastRecv = Date.now();
+      // One JSON object per line. A line that is not one is a protocol
+      // error: nothing of the frame is trusted, the connection is dropped.
+      const msgs = [];
       for (const line of e.data.split("\n")) {
         if (!line.trim()) continue;
-        let m;
-        try {
-          m = JSON.parse(line);
-        } catch {
-          continue;
-        }
+        const m = parseObject(line);
+        if (!m) return this.protocolError("a line of a frame is not a JSON object: " + line.slice(0, 64));
+        msgs.push(m);
+      }
+      for (const m of msgs) {
+        if (gen !== this.gen) return;
         this.handle(m);
       }
     };
@@ -469,6 +483,14 @@ export class SyncGate {
         this.emit("error", m);
         return;
     }
+  }
+
+  // protocolError drops a connection whose server sent something that is
+  // not the protocol (an unparsable line): an "error" event, then the
+  // usual reconnect with catch-up.
+  protocolError(reason) {
+    this.emit("error", { code: "protocol", message: reason });
+    this.teardown({ code: "protocol", reason, reconnect: true });
   }
 
   // request sends a command and resolves with its reply; while disconnected
@@ -669,6 +691,7 @@ export class SyncGate {
           if (line === "") {
             if (ev.data.length) this.sseEvent(ev.event, ev.data.join("\n"));
             ev = { event: "message", data: [] };
+            if (gen !== this.gen) break; // torn down (protocol error)
             continue;
           }
           if (line[0] === ":") continue; // comment (keep-alive)
@@ -695,13 +718,9 @@ export class SyncGate {
   }
 
   sseEvent(event, data) {
-    let m;
-    try {
-      m = JSON.parse(data);
-    } catch {
-      return;
-    }
-    if (m && typeof m === "object" && !m.op) m.op = event === "message" ? "msg" : event;
+    const m = parseObject(data);
+    if (!m) return this.protocolError("an event's data is not a JSON object: " + data.slice(0, 64));
+    if (!m.op) m.op = event === "message" ? "msg" : event;
     if (event === "subscribed") return this.onSubscribed(m.ch, m);
     if (event === "disconnect") {
       this.lastDisconnect = m;
