@@ -24,9 +24,10 @@ func TestMain(m *testing.M) {
 var ioModes = []string{"epoll", "goroutine"}
 
 type testServer struct {
-	srv  *gateway.Server
-	addr string
-	cfg  config.Config
+	srv    *gateway.Server
+	addr   string
+	cfg    config.Config
+	broker *memory.Broker // for tests that write to the broker directly
 }
 
 func (ts *testServer) url() string { return "ws://" + ts.addr + "/ws" }
@@ -59,7 +60,7 @@ func startServer(t testing.TB, mode string, edit func(*config.Config)) *testServ
 			t.Errorf("serve returned %v", err)
 		}
 	})
-	return &testServer{srv: srv, addr: addr, cfg: cfg}
+	return &testServer{srv: srv, addr: addr, cfg: cfg, broker: b}
 }
 
 func dial(t testing.TB, ts *testServer) *wstest.Client {
