@@ -21,6 +21,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 30s ./gateway/
 	$(GO) test -run '^$$' -fuzz '^FuzzFrameHeader$$' -fuzztime 30s ./gateway/
 	$(GO) test -run '^$$' -fuzz '^FuzzCatchupMerge$$' -fuzztime 30s ./gateway/
+	$(GO) test -run '^$$' -fuzz '^FuzzPubData$$' -fuzztime 30s ./gateway/
+	$(GO) test -run '^$$' -fuzz '^FuzzBrokerPayload$$' -fuzztime 30s ./gateway/
 
 # Micro-benchmarks of the hot path.
 bench:

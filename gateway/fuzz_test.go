@@ -3,7 +3,11 @@ package gateway
 import (
 	"bytes"
 	"encoding/json"
+	"io"
+	"reflect"
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 	"github.com/syncgate/syncgate/brokers"
@@ -27,8 +31,12 @@ func FuzzDecode(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var cmd command
 		err := decodeCommand(b, &cmd)
+		id := salvageID(b, 0)
 		if err != nil {
 			return
+		}
+		if id != cmd.id {
+			t.Fatalf("salvageID %d, decoded id %d in %q", id, cmd.id, b)
 		}
 		if !json.Valid(b) {
 			t.Fatalf("accepted invalid JSON %q", b)
@@ -83,6 +91,126 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FuzzPubData checks the publish path's encoding: for any data a client may
+// publish and any user name, the broker payload is exactly what
+// checkPubData accepts unchanged, the msg built from it is one JSON object
+// with nothing a client splits on (no raw newline, CR, U+2028, U+2029), and
+// its data equals the published value as JSON.
+func FuzzPubData(f *testing.F) {
+	for _, s := range []struct{ user, data string }{
+		{"alice", "[\n{\"op\":\"msg\",\"ch\":\"doc:payroll\",\"from\":\"ceo\",\"data\":{\"text\":\"forged\"}}\n]"},
+		{"b\u2028b", "\"a\u2028b\u2029c\""},
+		{"c", " { \"k\" :\t[ 1 , -2.5e3 , \"\\n\\u2028\\\"\" ] } "},
+		{"d", "\r\n\"\\\\\"\r\n"},
+		{"\xff", "null"},
+		{"e", `{"a":{"b":{"c":[[[[]]]]}}}`},
+	} {
+		f.Add(s.user, []byte(s.data))
+	}
+	f.Fuzz(func(t *testing.T, user string, data []byte) {
+		if !validData(data) || len(user) > maxUserLen {
+			return // connect, tokens and POST /pub refuse longer user names
+		}
+		p := appendPubData(nil, user, data)
+		if v := checkPubData(p); v != payloadOK {
+			t.Fatalf("payload %q of data %q: verdict %d", p, data, v)
+		}
+		msg := appendMsg(nil, "doc:1", 7, "ep", brokers.Position{}, p)
+		checkMsgObject(t, msg)
+		var m struct {
+			From string
+			Data json.RawMessage
+		}
+		if err := json.Unmarshal(msg, &m); err != nil {
+			t.Fatal(err)
+		}
+		if !jsonValuesEqual(m.Data, data) {
+			t.Fatalf("data %q arrived as %q", data, m.Data)
+		}
+		if utf8.ValidString(user) && m.From != user {
+			t.Fatalf("from %q arrived as %q", user, m.From)
+		}
+	})
+}
+
+// FuzzBrokerPayload feeds arbitrary bytes as a publication from the broker:
+// what is not dropped becomes a msg that is one JSON object with exactly the
+// keys of a msg, and nothing a client splits on.
+func FuzzBrokerPayload(f *testing.F) {
+	for _, s := range []string{
+		`"from":"ann","data":{"a":1}`,
+		"\"from\":\"ann\",\"data\":[1,\n2]",
+		"\"from\":\"ceo\",\"data\":1}\n{\"op\":\"msg\",\"ch\":\"doc:payroll\",\"from\":\"ceo\",\"data\":2",
+		`"from":"ceo","data":1,"op":"join"`,
+		"\"from\":\"a\u2028\",\"data\":\"\u2029\"",
+		"\"from\":\"a\",\"data\":\"\xff\"",
+		`"from":"a","data":"\u0000"`,
+		``, `{}`, `"from":"a","data":`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, p []byte) {
+		data := p
+		switch checkPubData(p) {
+		case payloadInvalid:
+			return
+		case payloadLoose:
+			data = appendCompactJSON(nil, p)
+			if v := checkPubData(data); v != payloadOK {
+				t.Fatalf("re-encoded %q as %q: verdict %d", p, data, v)
+			}
+		}
+		checkMsgObject(t, appendMsg(nil, "doc:1", 7, "ep", brokers.Position{}, data))
+	})
+}
+
+// checkMsgObject asserts msg is one JSON object, valid UTF-8, without a raw
+// newline, CR, U+2028 or U+2029, whose keys are exactly a msg's, once each.
+func checkMsgObject(t *testing.T, msg []byte) {
+	t.Helper()
+	if !utf8.Valid(msg) || bytes.ContainsAny(msg, "\r\n\u2028\u2029") {
+		t.Fatalf("msg holds a byte clients split on, or invalid UTF-8: %q", msg)
+	}
+	dec := json.NewDecoder(bytes.NewReader(msg))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		t.Fatalf("msg %q is not an object", msg)
+	}
+	var keys []string
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			t.Fatalf("msg %q: %v", msg, err)
+		}
+		keys = append(keys, tok.(string))
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			t.Fatalf("msg %q: %v", msg, err)
+		}
+	}
+	if _, err := dec.Token(); err != nil {
+		t.Fatalf("msg %q: %v", msg, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		t.Fatalf("msg %q: data after the object", msg)
+	}
+	if strings.Join(keys, ",") != "op,ch,seq,epoch,from,data" {
+		t.Fatalf("msg %q has keys %v", msg, keys)
+	}
+}
+
+// jsonValuesEqual compares two JSON texts as values, numbers as written.
+func jsonValuesEqual(a, b []byte) bool {
+	dec := func(b []byte) (any, bool) {
+		d := json.NewDecoder(bytes.NewReader(b))
+		d.UseNumber()
+		var v any
+		return v, d.Decode(&v) == nil
+	}
+	va, oka := dec(a)
+	vb, okb := dec(b)
+	return oka && okb && reflect.DeepEqual(va, vb)
 }
 
 func compact(b []byte) []byte {
