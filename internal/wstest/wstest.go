@@ -9,7 +9,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"sync"
 	"testing"
 	"time"
@@ -91,14 +90,21 @@ func (c *Client) readLoop() {
 			c.mu.Unlock()
 			return
 		}
-		dec := json.NewDecoder(bytes.NewReader(data))
-		for {
+		// Read frames the strictest way a client may (PROTOCOL.md): split
+		// on '\n', every non-blank line exactly one JSON object, with no
+		// raw U+2028/U+2029 (the server escapes them). Anything else is
+		// a broken frame, reported, never skipped.
+		for _, line := range bytes.Split(data, []byte("\n")) {
+			if len(bytes.TrimSpace(line)) == 0 {
+				continue
+			}
 			var m Msg
-			if err := dec.Decode(&m); err == io.EOF {
-				break
-			} else if err != nil {
-				c.t.Errorf("%sserver sent invalid JSON %q: %v", c.prefix(), data, err)
-				break
+			if err := json.Unmarshal(line, &m); err != nil || m == nil {
+				c.t.Errorf("%sserver sent a line that is not one JSON object %q (frame %q): %v", c.prefix(), line, data, err)
+				continue
+			}
+			if bytes.ContainsAny(line, "\u2028\u2029") {
+				c.t.Errorf("%sserver sent a raw U+2028/U+2029: %q", c.prefix(), line)
 			}
 			c.in <- m
 		}
