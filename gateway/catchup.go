@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/syncgate/syncgate/brokers"
 )
@@ -46,6 +47,10 @@ func (srv *Server) catchUp(ctx context.Context, s *scratch, sb *sub, cmd *comman
 		pubs, pos, err = srv.history.Since(ctx, sb.ch, since, limit)
 		if err != nil {
 			return err
+		}
+		if !validEpoch(pos.Epoch) {
+			srv.metrics.brokerRejected.WithLabelValues(payloadKindHistory).Inc()
+			return fmt.Errorf("gateway: channel %s: the broker holds a malformed epoch %.64q", sb.ch, pos.Epoch)
 		}
 	}
 	recovered := cmd.hasSince && srv.history != nil && recoverable(since, sinceEpoch, pubs, pos)

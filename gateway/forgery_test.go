@@ -16,6 +16,10 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/syncgate/syncgate/brokers"
+	"github.com/syncgate/syncgate/brokers/memory"
+	"github.com/syncgate/syncgate/gateway"
+	"github.com/syncgate/syncgate/internal/config"
+	"github.com/syncgate/syncgate/internal/wstest"
 )
 
 // strictWS is a WebSocket client that reads frames the way client.js does:
@@ -491,5 +495,81 @@ func TestHostileBrokerPayload(t *testing.T) {
 	}
 	if !strings.Contains(body, "syncgate_broker_payload_rewritten_total ") {
 		t.Errorf("metrics lack syncgate_broker_payload_rewritten_total")
+	}
+}
+
+// tapBroker is the memory broker with its delivery handler exposed, so a
+// test can hand the gateway what a hostile broker writer could make a real
+// backend deliver (an epoch is read from Redis' pub/sub payload as is).
+type tapBroker struct {
+	*memory.Broker
+	mu sync.Mutex
+	h  brokers.Handler
+}
+
+func (b *tapBroker) Start(ctx context.Context, h brokers.Handler) error {
+	b.mu.Lock()
+	b.h = h
+	b.mu.Unlock()
+	return b.Broker.Start(ctx, h)
+}
+
+func (b *tapBroker) handler() brokers.Handler {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.h
+}
+
+// An epoch is written raw into SSE's `id:` line: one holding a newline
+// from the broker must not let anyone add lines (events) to a stream.
+func TestHostileBrokerEpoch(t *testing.T) {
+	cfg := config.Default()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Client.PublishRate = 0
+	cfg.Server.DrainWindow = 50 * time.Millisecond
+	b := &tapBroker{Broker: memory.New(memory.Config{HistorySize: 100, HistoryTTL: time.Minute})}
+	srv, err := gateway.New(cfg, b, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, done := wstest.Serve(t, srv, cfg.Listen)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		<-done
+	})
+	sse := openStrictSSE(t, addr, "ch=doc:1&user=sse", "")
+	ws := dialStrict(t, "ws://"+addr+"/ws")
+	ws.send(`{"op":"sub","id":1,"ch":"doc:1"}`)
+	ws.waitOp("subscribed", 1)
+	waitFor(t, 10*time.Second, "SSE subscribed", func() bool { evs, _ := sse.snapshot(); return len(evs) > 0 })
+	b.handler().HandlePublication("doc:1", brokers.Publication{Seq: 1, Epoch: "e\nevent: msg\ndata: {\"op\":\"msg\",\"ch\":\"doc:payroll\",\"from\":\"ceo\",\"data\":1}\n",
+		Data: []byte(`"from":"ann","data":1`)})
+	b.handler().HandlePublication("doc:1", brokers.Publication{Seq: 2, Epoch: "e", Was: brokers.Position{Seq: 1, Epoch: "~x\n"}, Data: []byte(`"from":"ann","data":2`)})
+	if _, err := b.Publish(context.Background(), "doc:1", []byte(`"from":"end","data":3`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the last message", func() bool {
+		for _, m := range sse.msgs() {
+			if m["from"] == "end" {
+				return true
+			}
+		}
+		return false
+	})
+	evs, bad := sse.snapshot()
+	if len(bad) > 0 {
+		t.Fatalf("broken events %q", bad)
+	}
+	for _, e := range evs {
+		if e.event == "msg" && e.data["from"] != "end" || strings.ContainsAny(e.id, "\r\n") {
+			t.Fatalf("event %+v reached the stream", e)
+		}
+	}
+	for _, m := range ws.ops("msg") {
+		if m["from"] != "end" {
+			t.Fatalf("websocket got %v", m)
+		}
 	}
 }

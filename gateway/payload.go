@@ -138,6 +138,22 @@ func checkPubData(p []byte) payloadVerdict {
 	return payloadOK
 }
 
+// validEpoch checks an epoch from the broker: empty (no history), or up to
+// 255 bytes of printable ASCII without space, as every backend makes them
+// (random ids; provisional "~id.seq.epoch"). SSE writes it raw into the
+// event's id: line, so a newline there would cut the stream.
+func validEpoch(e string) bool {
+	if len(e) > 255 {
+		return false
+	}
+	for i := 0; i < len(e); i++ {
+		if e[i] < 0x21 || e[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
 // validMember checks a presence member that came from the broker: a user
 // name as connect or a token allows (at most 255 bytes, valid UTF-8) and a
 // client id as nextClientID makes (node id, '-', base 36).
@@ -212,7 +228,11 @@ const (
 // (counted and logged). kind says where it came from. Our own nodes'
 // payloads pass unchanged and without allocation.
 func (s *Server) brokerPubData(ch string, p *brokers.Publication, kind string) ([]byte, bool) {
-	switch checkPubData(p.Data) {
+	verdict := checkPubData(p.Data)
+	if !validEpoch(p.Epoch) || !validEpoch(p.Was.Epoch) {
+		verdict = payloadInvalid // an epoch is written raw into SSE's id: line
+	}
+	switch verdict {
 	case payloadOK:
 		return p.Data, true
 	case payloadLoose:

@@ -186,6 +186,9 @@ func (st *sseState) event(frame []byte) []byte {
 		return nil // close, pong: the stream just ends or ignores them
 	}
 	payload := frame[h.size:]
+	if bytes.ContainsAny(payload, "\r\n") {
+		return nil // never: our encoders escape them (payload.go); a guard for the data: line
+	}
 	op, ch, seq, epoch := peekEvent(payload)
 	if op == "" {
 		return nil
@@ -200,7 +203,7 @@ func (st *sseState) event(frame []byte) []byte {
 	b = append(b, "event: "...)
 	b = append(b, op...)
 	b = append(b, "\ndata: "...)
-	b = append(b, payload...) // our JSON never contains a raw newline
+	b = append(b, payload...)
 	return append(b, "\n\n"...)
 }
 
