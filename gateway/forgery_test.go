@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 
@@ -66,6 +67,10 @@ func dialStrict(t testing.TB, url string) *strictWS {
 
 // splitStrict splits a frame into lines and parses each as one JSON object.
 func splitStrict(data []byte) (objs []map[string]any, bad []string) {
+	if !utf8.Valid(data) {
+		// A browser closes the connection on a text frame that is not UTF-8.
+		return nil, []string{string(data)}
+	}
 	for _, line := range bytes.Split(data, []byte("\n")) {
 		if len(bytes.TrimSpace(line)) == 0 {
 			continue
@@ -571,5 +576,31 @@ func TestHostileBrokerEpoch(t *testing.T) {
 		if m["from"] != "end" {
 			t.Fatalf("websocket got %v", m)
 		}
+	}
+}
+
+// POST /pub took data that encoding/json accepts but a WebSocket pub does
+// not: invalid UTF-8 (which went out in subscribers' text frames, and a
+// browser closes the connection on that) and nesting past the limit.
+func TestHTTPPubDataValidated(t *testing.T) {
+	ts := startServer(t, "epoll", nil)
+	c := dialStrict(t, ts.url())
+	c.send(`{"op":"sub","id":1,"ch":"doc:1"}`)
+	c.waitOp("subscribed", 1)
+	for _, data := range []string{"\"\xff\"", strings.Repeat("[", 100) + strings.Repeat("]", 100)} {
+		code, r := postPub(t, ts, "user=mallory", `{"ch":"doc:1","data":`+data+`}`, nil)
+		if code != http.StatusBadRequest || r.Str("code") != "bad_request" {
+			t.Errorf("POST /pub %q: %d %v", data, code, r)
+		}
+	}
+	if code, r := postPub(t, ts, "user=ann", "{\"ch\":\"doc:1\",\"data\":{ \"a\" :\n[1, \"\u2028\"] }}", nil); code != 200 || r.Num("seq") != 1 {
+		t.Fatalf("POST /pub: %d %v", code, r)
+	}
+	m := c.waitOp("msg", 0)
+	if m["from"] != "ann" || jsonStr(m["data"]) != `{"a":[1,"\u2028"]}` {
+		t.Fatalf("msg %v", m)
+	}
+	if _, bad := c.snapshot(); len(bad) > 0 {
+		t.Fatalf("broken frames %q", bad)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 )
@@ -94,6 +95,9 @@ func (c *Client) readLoop() {
 		// on '\n', every non-blank line exactly one JSON object, with no
 		// raw U+2028/U+2029 (the server escapes them). Anything else is
 		// a broken frame, reported, never skipped.
+		if !utf8.Valid(data) {
+			c.t.Errorf("%sserver sent a text frame that is not UTF-8 (a browser closes the connection): %q", c.prefix(), data)
+		}
 		for _, line := range bytes.Split(data, []byte("\n")) {
 			if len(bytes.TrimSpace(line)) == 0 {
 				continue
