@@ -87,4 +87,3 @@ func jsonOf(v any) string {
 }
 
 func asList(v any) []any { l, _ := v.([]any); return l }
-
