@@ -94,7 +94,7 @@ func TestStartServerBusyPort(t *testing.T) {
 	}
 	defer ln.Close()
 	start := time.Now()
-	_, err = StartServer(ServerConfig{Listen: ln.Addr().String(), StoreDir: t.TempDir()})
+	_, err = StartServer(ServerConfig{Listen: ln.Addr().String(), StoreDir: t.TempDir(), Token: "t"})
 	if err == nil || !strings.Contains(err.Error(), "address already in use") || time.Since(start) > 2*time.Second {
 		t.Fatalf("StartServer on a busy port: %v after %v, want a quick address-in-use error", err, time.Since(start))
 	}
