@@ -145,8 +145,11 @@ func (b *Broker) buildShards(ctx context.Context) error {
 		fc := goredis.NewFailoverClient(&goredis.FailoverOptions{
 			MasterName:            b.cfg.SentinelMaster,
 			SentinelAddrs:         b.cfg.SentinelAddrs,
+			Username:              b.cfg.Username,
 			Password:              b.cfg.Password,
-			SentinelPassword:      b.cfg.Password,
+			SentinelUsername:      b.cfg.SentinelUsername,
+			SentinelPassword:      b.cfg.SentinelPassword,
+			TLSConfig:             b.cfg.TLS,
 			DB:                    b.cfg.DB,
 			Protocol:              2,
 			DisableIdentity:       true,
@@ -180,7 +183,9 @@ func (b *Broker) buildShards(ctx context.Context) error {
 func (b *Broker) options(addr string) *goredis.Options {
 	return &goredis.Options{
 		Addr:                     addr,
+		Username:                 b.cfg.Username,
 		Password:                 b.cfg.Password,
+		TLSConfig:                b.cfg.TLS,
 		DB:                       b.cfg.DB,
 		Protocol:                 2,
 		DisableIdentity:          true,
