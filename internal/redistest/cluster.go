@@ -23,6 +23,9 @@ type ClusterOptions struct {
 	ReplicasPerMaster int
 	// NodeTimeout is cluster-node-timeout; default 1s (fast failover).
 	NodeTimeout time.Duration
+	// User and Password: every node requires this ACL user (see
+	// Options); replicas log in to their masters with it.
+	User, Password string
 }
 
 // StartCluster starts a cluster and waits until every node reports
@@ -41,12 +44,16 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 		"--cluster-node-timeout", strconv.FormatInt(opts.NodeTimeout.Milliseconds(), 10),
 		"--cluster-require-full-coverage", "no",
 	}
+	if opts.User != "" {
+		args = append(args, "--masteruser", opts.User, "--masterauth", opts.Password)
+	}
+	node := Options{Args: args, User: opts.User, Password: opts.Password}
 	c := &Cluster{}
 	for range opts.Masters {
-		c.Masters = append(c.Masters, Start(t, Options{Args: args}))
+		c.Masters = append(c.Masters, Start(t, node))
 	}
 	for range opts.Masters * opts.ReplicasPerMaster {
-		c.Replicas = append(c.Replicas, Start(t, Options{Args: args}))
+		c.Replicas = append(c.Replicas, Start(t, node))
 	}
 	const slots = 16384
 	for i, m := range c.Masters {

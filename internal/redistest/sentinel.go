@@ -25,6 +25,12 @@ type SentinelOptions struct {
 	Sentinels int    // default 3; the quorum is a majority
 	// DownAfter is down-after-milliseconds; default 500ms.
 	DownAfter time.Duration
+	// User and Password: the master and replicas require this ACL user
+	// (see Options); replicas and sentinels log in with it.
+	User, Password string
+	// SentinelPassword, when set, is the sentinels' own password
+	// (requirepass in sentinel mode).
+	SentinelPassword string
 }
 
 // StartSentinel starts a master, its replicas and the sentinels watching
@@ -44,14 +50,20 @@ func StartSentinel(t testing.TB, opts SentinelOptions) *Sentinel {
 		opts.DownAfter = 500 * time.Millisecond
 	}
 	s := &Sentinel{Name: opts.Name}
-	s.Master = Start(t, Options{})
+	var auth []string // how a replica logs in to its master
+	if opts.User != "" {
+		auth = []string{"--masteruser", opts.User, "--masterauth", opts.Password}
+	}
+	// Any of them may become the master: the same arguments for all.
+	s.Master = Start(t, Options{User: opts.User, Password: opts.Password, Args: auth})
 	for range opts.Replicas {
-		r := Start(t, Options{Args: []string{"--replicaof", "127.0.0.1", strconv.Itoa(s.Master.Port())}})
+		args := append([]string{"--replicaof", "127.0.0.1", strconv.Itoa(s.Master.Port())}, auth...)
+		r := Start(t, Options{User: opts.User, Password: opts.Password, Args: args})
 		s.Replicas = append(s.Replicas, r)
 	}
 	quorum := opts.Sentinels/2 + 1
 	for range opts.Sentinels {
-		s.Sentinels = append(s.Sentinels, startSentinel(t, s.Name, s.Master.Port(), quorum, opts.DownAfter))
+		s.Sentinels = append(s.Sentinels, startSentinel(t, s.Name, s.Master.Port(), quorum, opts))
 	}
 	for _, r := range s.Replicas {
 		waitFor(t, 10*time.Second, "replica in sync", func() error {
@@ -114,9 +126,10 @@ func (s *Sentinel) MasterAddr() (string, error) {
 	return "", err
 }
 
-func startSentinel(t testing.TB, name string, masterPort, quorum int, downAfter time.Duration) *Server {
+func startSentinel(t testing.TB, name string, masterPort, quorum int, opts SentinelOptions) *Server {
 	t.Helper()
-	srv := newServer(t, Options{})
+	downAfter := opts.DownAfter
+	srv := newServer(t, Options{Password: opts.SentinelPassword})
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
 		if srv.port, err = FreePort(); err != nil {
@@ -132,6 +145,12 @@ sentinel down-after-milliseconds %s %d
 sentinel failover-timeout %s 5000
 sentinel parallel-syncs %s 1
 `, srv.port, srv.dir, name, masterPort, quorum, name, downAfter.Milliseconds(), name, name)
+		if opts.User != "" {
+			conf += fmt.Sprintf("sentinel auth-user %s %s\nsentinel auth-pass %s %s\n", name, opts.User, name, opts.Password)
+		}
+		if opts.SentinelPassword != "" {
+			conf += fmt.Sprintf("requirepass %s\n", opts.SentinelPassword)
+		}
 		path := filepath.Join(srv.dir, "sentinel.conf")
 		if err = os.WriteFile(path, []byte(conf), 0o644); err != nil {
 			break
