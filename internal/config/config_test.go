@@ -635,13 +635,15 @@ func TestValidateBrokerSecurity(t *testing.T) {
 		{"nkey with the embedded server", func(c *Config) { c.NATS.NKeySeedFile = "seed.nk" }, "config: nats.nkey_seed_file and nats.creds_file: want them only with nats.url"},
 		{"nats cert without key", func(c *Config) { c.NATS.TLS.CertFile = "c.pem" }, "config: nats.tls.cert_file and nats.tls.key_file: want both set or both empty"},
 		{"cluster TLS without CA", func(c *Config) {
-			c.NATS.Token = "t"
+			c.NATS.Token = "0123456789abcdef"
 			c.NATS.ClusterListen = "127.0.0.1:6222"
 			c.NATS.TLS.CertFile, c.NATS.TLS.KeyFile = "c.pem", "k.pem"
 		}, "config: nats.tls.ca_file: want the CA"},
 		{"redis CA without TLS", func(c *Config) { c.Redis.TLS.CAFile = "ca.pem" }, "config: redis.tls.enabled: want true"},
 		{"redis cert without key", func(c *Config) { c.Redis.TLS.Enabled = true; c.Redis.TLS.CertFile = "c.pem" }, "config: redis.tls.cert_file and redis.tls.key_file"},
 		{"sentinel password without sentinel", func(c *Config) { c.Redis.SentinelPassword = "p" }, "config: redis.sentinel_username and redis.sentinel_password: want them only with redis.sentinel_master"},
+		{"short embedded token", func(c *Config) { c.NATS.Token = "secret" }, "config: nats.token: want at least 16 bytes for the embedded NATS server, got 6"},
+		{"short embedded password", func(c *Config) { c.NATS.User, c.NATS.Password = "u", "hunter2" }, "config: nats.password: want at least 16 bytes for the embedded NATS server, got 7"},
 	}
 	for _, tt := range bad {
 		t.Run(tt.name, func(t *testing.T) {
@@ -658,8 +660,9 @@ func TestValidateBrokerSecurity(t *testing.T) {
 		{"default: loopback, a credential made at start", func(*Config) {}},
 		{"localhost", func(c *Config) { c.NATS.Listen = "localhost:4222" }},
 		{"IPv6 loopback", func(c *Config) { c.NATS.Listen = "[::1]:4222" }},
-		{"exposed with user and password", func(c *Config) { c.NATS.Listen = ":4222"; c.NATS.User, c.NATS.Password = "u", "p" }},
-		{"cluster with a token", func(c *Config) { c.NATS.ClusterListen = ":6222"; c.NATS.Token = "t" }},
+		{"exposed with user and password", func(c *Config) { c.NATS.Listen = ":4222"; c.NATS.User, c.NATS.Password = "u", "0123456789abcdef" }},
+		{"cluster with a token", func(c *Config) { c.NATS.ClusterListen = ":6222"; c.NATS.Token = "0123456789abcdef" }},
+		{"short password for an external server", func(c *Config) { c.NATS.URL = "nats://n:4222"; c.NATS.User, c.NATS.Password = "u", "p" }},
 		{"external server needs nothing of us", func(c *Config) { c.NATS.URL = "nats://10.0.0.5:4222"; c.NATS.Listen = ":4222" }},
 		{"external server with an nkey", func(c *Config) { c.NATS.URL = "nats://10.0.0.5:4222"; c.NATS.NKeySeedFile = "seed.nk" }},
 		{"redis broker ignores nats.listen", func(c *Config) { c.Broker.Type = "redis"; c.NATS.Listen = ":4222" }},
@@ -681,8 +684,8 @@ func TestValidateBrokerSecurity(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "nats.user and nats.password (or nats.token)") {
 			t.Fatalf("LoadFrom = %v, want the credential error", err)
 		}
-		c, err := LoadFrom("", []string{"SYNCGATE_NATS_LISTEN=0.0.0.0:4222", "SYNCGATE_NATS_TOKEN=s3cret"})
-		if err != nil || c.NATS.Token != "s3cret" {
+		c, err := LoadFrom("", []string{"SYNCGATE_NATS_LISTEN=0.0.0.0:4222", "SYNCGATE_NATS_TOKEN=s3cret-0123456789"})
+		if err != nil || c.NATS.Token != "s3cret-0123456789" {
 			t.Fatalf("LoadFrom = %+v, %v", c.NATS, err)
 		}
 	})

@@ -36,6 +36,13 @@ func (n NATS) validate(brokerType string) []error {
 	if n.NKeySeedFile != "" || n.CredsFile != "" {
 		errs = append(errs, errors.New("config: nats.nkey_seed_file and nats.creds_file: want them only with nats.url (the embedded server takes nats.user and nats.password, or nats.token)"))
 	}
+	// The embedded server's credential is ours to choose: refuse one that
+	// is quick to guess (an external server's is the operator's business).
+	for _, c := range []struct{ key, v string }{{"nats.password", n.Password}, {"nats.token", n.Token}} {
+		if c.v != "" && len(c.v) < minEmbeddedSecret {
+			errs = append(errs, fmt.Errorf("config: %s: want at least %d bytes for the embedded NATS server, got %d", c.key, minEmbeddedSecret, len(c.v)))
+		}
+	}
 	exposed := ""
 	switch {
 	case n.ClusterListen != "":
@@ -56,6 +63,10 @@ func (n NATS) validate(brokerType string) []error {
 	}
 	return errs
 }
+
+// minEmbeddedSecret is the shortest password or token the embedded NATS
+// server accepts, in bytes.
+const minEmbeddedSecret = 16
 
 func isLoopback(host string) bool {
 	if strings.EqualFold(host, "localhost") {
