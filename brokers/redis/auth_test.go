@@ -188,3 +188,28 @@ func TestClusterACLUser(t *testing.T) {
 	}
 	b.Close()
 }
+
+// TestClusterTLS: a Redis Cluster whose nodes speak TLS (client port,
+// bus, replication) and require an ACL user; the node dials the seeds'
+// TLS ports and reaches every master over TLS.
+func TestClusterTLS(t *testing.T) {
+	const user, pass = "syncgate", "cluster-secret-0123456789"
+	c := redistest.StartCluster(t, redistest.ClusterOptions{Masters: 3, User: user, Password: pass, TLS: true})
+	cfg := testConfig(c.TLSAddrs()...)
+	cfg.Cluster = true
+	cfg.Username, cfg.Password = user, pass
+	cfg.TLS = clientTLS(t, c.Masters[0])
+	a, recA := startAuthNode(t, cfg)
+	chans := []string{"doc.t1", "doc.t2", "doc.t3", "doc.t4", "doc.t5", "doc.t6"}
+	for _, ch := range chans {
+		if err := a.Subscribe(t.Context(), ch); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.Publish(t.Context(), ch, []byte(ch)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, ch := range chans {
+		recA.WaitPublications(t, ch, 1, waitTimeout)
+	}
+}

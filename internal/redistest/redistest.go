@@ -52,6 +52,9 @@ type Options struct {
 	// signed by that CA, and need not. The plain port stays open for
 	// the helpers here.
 	TLS bool
+	// TLSFiles, with TLS, are used instead of generating certificates
+	// (servers that must trust each other share them).
+	TLSFiles *testcert.Files
 }
 
 // Server is one redis-server process.
@@ -114,7 +117,9 @@ func newServer(t testing.TB, opts Options) *Server {
 	}
 	s := &Server{t: t, opts: opts, bin: bin, port: opts.Port, dir: dir}
 	t.Cleanup(s.Kill)
-	if opts.TLS {
+	if opts.TLS && opts.TLSFiles != nil {
+		s.tlsFiles = *opts.TLSFiles
+	} else if opts.TLS {
 		f, err := testcert.WriteDir(dir)
 		if err != nil {
 			t.Fatalf("redistest: certificates: %v", err)
