@@ -213,3 +213,24 @@ func TestClusterTLS(t *testing.T) {
 		recA.WaitPublications(t, ch, 1, waitTimeout)
 	}
 }
+
+// TestSentinelTLS: master, replica and sentinel speak TLS (and require
+// their credentials); the node asks the sentinel over TLS and dials the
+// master it names over TLS.
+func TestSentinelTLS(t *testing.T) {
+	const user, pass, spass = "syncgate", "data-secret-0123456789", "sentinel-secret-0123456789"
+	s := redistest.StartSentinel(t, redistest.SentinelOptions{Replicas: 1, Sentinels: 1, User: user, Password: pass, SentinelPassword: spass, TLS: true})
+	cfg := testConfig()
+	cfg.SentinelMaster, cfg.SentinelAddrs = s.Name, s.TLSAddrs()
+	cfg.Username, cfg.Password, cfg.SentinelPassword = user, pass, spass
+	cfg.TLS = clientTLS(t, s.Master)
+	a, recA := startAuthNode(t, cfg)
+	const ch = "doc.sentinel.tls"
+	if err := a.Subscribe(t.Context(), ch); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Publish(t.Context(), ch, []byte("via sentinel over tls")); err != nil {
+		t.Fatal(err)
+	}
+	recA.WaitPublications(t, ch, 1, waitTimeout)
+}
