@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // ServerConfig configures an embedded nats-server. The zero value does not
@@ -169,7 +170,16 @@ func ServerOptions(cfg ServerConfig) (*server.Options, error) {
 		opts.Authorization = cfg.Token
 		routeUser, routePass = tokenRouteUser, cfg.Token
 	} else {
-		opts.Username, opts.Password = cfg.User, cfg.Password
+		// The server keeps a bcrypt hash, so it does not warn about a
+		// plaintext password the operator cannot avoid giving us. The
+		// lowest cost: the plaintext lives in this process anyway, and
+		// every login (in the server's read loop, within the client's
+		// connect timeout) pays for it.
+		hash, err := bcrypt.GenerateFromPassword([]byte(cfg.Password), bcrypt.MinCost)
+		if err != nil {
+			return nil, fmt.Errorf("nats: embedded server: password: %w", err)
+		}
+		opts.Username, opts.Password = cfg.User, string(hash)
 	}
 	if (cfg.TLSCertFile == "") != (cfg.TLSKeyFile == "") {
 		return nil, errors.New("nats: embedded server: TLS needs both a certificate and a key file")
