@@ -12,6 +12,7 @@ import (
 	"github.com/syncgate/syncgate/brokers"
 	"github.com/syncgate/syncgate/brokers/brokertest"
 	"github.com/syncgate/syncgate/brokers/redis"
+	"github.com/syncgate/syncgate/internal/config"
 	"github.com/syncgate/syncgate/internal/redistest"
 )
 
@@ -40,7 +41,15 @@ func TestACLUserOverTLS(t *testing.T) {
 	const user, pass = "syncgate", "acl-secret-0123456789"
 	srv := redistest.Start(t, redistest.Options{User: user, Password: pass, TLS: true})
 	cfg := testConfig(srv.TLSAddr())
-	cfg.Username, cfg.Password, cfg.TLS = user, pass, clientTLS(t, srv)
+	cfg.Username, cfg.Password = user, pass
+	// Built as the gateway builds it from redis.tls.*, with the name the
+	// certificate carries.
+	f := srv.TLSFiles()
+	tc, err := config.RedisTLS{Enabled: true, CAFile: f.CA, CertFile: f.Cert, KeyFile: f.Key, ServerName: "localhost"}.ClientConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.TLS = tc
 	a, recA := startAuthNode(t, cfg)
 	b, _ := startAuthNode(t, cfg)
 	const ch = "doc.tls"
@@ -73,6 +82,7 @@ func TestBadRedisCredential(t *testing.T) {
 		{"no login", func(c *redis.Config) { c.Username, c.Password = "", "" }, "NOAUTH"},
 		{"plain text to the TLS port", func(c *redis.Config) { c.TLS = nil }, ""},
 		{"untrusted CA", func(c *redis.Config) { c.TLS = &tls.Config{MinVersion: tls.VersionTLS12} }, "certificate"},
+		{"wrong server name", func(c *redis.Config) { c.TLS = good.Clone(); c.TLS.ServerName = "redis.example.com" }, "certificate"},
 	} {
 		cfg := testConfig(srv.TLSAddr())
 		cfg.Username, cfg.Password, cfg.TLS = user, pass, good

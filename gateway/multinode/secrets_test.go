@@ -12,7 +12,9 @@ import (
 
 	"github.com/syncgate/syncgate/brokers/brokertest"
 	"github.com/syncgate/syncgate/brokers/jetstream"
+	"github.com/syncgate/syncgate/brokers/redis"
 	"github.com/syncgate/syncgate/internal/natsbase"
+	"github.com/syncgate/syncgate/internal/redistest"
 )
 
 // syncBuffer is a log sink shared by several goroutines.
@@ -65,7 +67,54 @@ func TestNoCredentialInLogsOrMetrics(t *testing.T) {
 		t.Errorf("the error shows the password: %v", err)
 	}
 
-	for _, n := range []*node{n1, n2} {
+	checkMetrics(t, secret, n1, n2)
+	n1.shutdown(t)
+	n2.shutdown(t)
+	if out := logs.String(); strings.Contains(out, secret) {
+		t.Errorf("the logs show the password:\n%s", out)
+	} else if !strings.Contains(out, "nats") {
+		t.Errorf("nothing was logged (the check would be empty):\n%s", out)
+	}
+}
+
+// TestNoRedisCredentialInLogsOrMetrics: the same for two gateways on a
+// Redis that requires an ACL user, and a restart of that Redis (the nodes
+// reconnect and log in again).
+func TestNoRedisCredentialInLogsOrMetrics(t *testing.T) {
+	const user, secret = "syncgate", "pw-91be4d-do-not-log"
+	var logs syncBuffer
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	srv := redistest.Start(t, redistest.Options{User: user, Password: secret})
+	nb := func() *redis.Broker {
+		return redis.New(redis.Config{Addrs: []string{srv.Addr()}, Username: user, Password: secret, Logger: log})
+	}
+	n1, n2 := startNodeLog(t, nb(), log, nil), startNodeLog(t, nb(), log, nil)
+	crossNode(t, n1, n2, true)
+	srv.Restart()
+	checkMetrics(t, secret, n1, n2)
+
+	bad := redis.New(redis.Config{Addrs: []string{srv.Addr()}, Username: user, Password: secret + "-wrong", Logger: log})
+	err := bad.Start(t.Context(), brokertest.NewRecorder())
+	if err == nil {
+		bad.Close()
+		t.Fatal("a wrong password was accepted")
+	}
+	if !strings.Contains(err.Error(), "WRONGPASS") || strings.Contains(err.Error(), secret) {
+		t.Errorf("wrong password: %v, want WRONGPASS and no password", err)
+	}
+	n1.shutdown(t)
+	n2.shutdown(t)
+	if out := logs.String(); strings.Contains(out, secret) {
+		t.Errorf("the logs show the password:\n%s", out)
+	} else if !strings.Contains(out, "redis") {
+		t.Errorf("nothing was logged (the check would be empty):\n%s", out)
+	}
+}
+
+// checkMetrics fails t if a node's /metrics shows secret.
+func checkMetrics(t *testing.T, secret string, nodes ...*node) {
+	t.Helper()
+	for _, n := range nodes {
 		resp, err := http.Get("http://" + n.addr + "/metrics")
 		if err != nil {
 			t.Fatal(err)
@@ -78,12 +127,5 @@ func TestNoCredentialInLogsOrMetrics(t *testing.T) {
 		if strings.Contains(string(body), secret) {
 			t.Errorf("/metrics of %s shows the password", n.addr)
 		}
-	}
-	n1.shutdown(t)
-	n2.shutdown(t)
-	if out := logs.String(); strings.Contains(out, secret) {
-		t.Errorf("the logs show the password:\n%s", out)
-	} else if !strings.Contains(out, "nats") {
-		t.Errorf("nothing was logged (the check would be empty):\n%s", out)
 	}
 }
