@@ -110,6 +110,12 @@ func (b *Broker) Start(ctx context.Context, h brokers.Handler) error {
 	if err := b.cfg.Validate(); err != nil {
 		return err
 	}
+	dataAddrs := b.cfg.Addrs
+	if b.cfg.SentinelMaster != "" {
+		dataAddrs = b.cfg.SentinelAddrs // the master is found there, on the same network
+	}
+	redisbase.WarnPlaintextPassword(b.cfg.Logger, "redis", b.cfg.Password != "", b.cfg.TLS != nil, dataAddrs...)
+	redisbase.WarnPlaintextPassword(b.cfg.Logger, "redis: sentinel", b.cfg.SentinelPassword != "", b.cfg.TLS != nil, b.cfg.SentinelAddrs...)
 	b.lifeMu.Lock()
 	defer b.lifeMu.Unlock()
 	switch b.state.Load() {

@@ -108,3 +108,31 @@ func RedactURLs(urls string) string {
 	}
 	return strings.Join(parts, ",")
 }
+
+// plaintextRisk returns the servers of urls (comma-separated) that are
+// off this host and would get a's password or token over a nats:// URL
+// with no CA configured, so probably in plain text (the library turns TLS
+// on by itself only when the server demands it). An nkey or a creds file
+// sends no secret, only a signature.
+func (a ClientAuth) plaintextRisk(urls string) []string {
+	withURLSecret := false
+	var risky []string
+	for _, p := range strings.Split(urls, ",") {
+		p = strings.TrimSpace(p)
+		u, err := url.Parse(p)
+		if p == "" || err != nil || u.Scheme == "tls" {
+			continue
+		}
+		if u.User != nil {
+			withURLSecret = true
+		}
+		if !IsLoopback(u.Hostname()) {
+			risky = append(risky, RedactURLs(p))
+		}
+	}
+	sends := a.Password != "" || a.Token != "" || withURLSecret
+	if !sends || a.CAFile != "" {
+		return nil
+	}
+	return risky
+}

@@ -147,3 +147,26 @@ func TestServerOptionsCredential(t *testing.T) {
 		t.Fatalf("route URL %v does not carry the credential", opts.Routes[0])
 	}
 }
+
+// TestPlaintextRisk: which servers would get a password or token over a
+// nats:// URL without a CA.
+func TestPlaintextRisk(t *testing.T) {
+	for _, c := range []struct {
+		auth ClientAuth
+		urls string
+		want string
+	}{
+		{ClientAuth{Token: "t"}, "nats://10.0.0.5:4222", "nats://10.0.0.5:4222"},
+		{ClientAuth{User: "u", Password: "p"}, "nats://127.0.0.1:4222,nats://n2:4222,tls://n3:4222", "nats://n2:4222"},
+		{ClientAuth{}, "nats://u:secret@n1:4222", "nats://u:xxxxx@n1:4222"},
+		{ClientAuth{Token: "t", CAFile: "ca.pem"}, "nats://n1:4222", ""},
+		{ClientAuth{Token: "t"}, "tls://n1:4222", ""},
+		{ClientAuth{Token: "t"}, "nats://localhost:4222,nats://[::1]:4222", ""},
+		{ClientAuth{NKeySeedFile: "seed.nk"}, "nats://n1:4222", ""},
+		{ClientAuth{}, "nats://n1:4222", ""},
+	} {
+		if got := strings.Join(c.auth.plaintextRisk(c.urls), ","); got != c.want {
+			t.Errorf("%+v %q: %q, want %q", c.auth, c.urls, got, c.want)
+		}
+	}
+}

@@ -362,6 +362,9 @@ func (n *Node[C, E]) Start(ctx context.Context, h brokers.Handler, sc StartConfi
 		return fmt.Errorf("%s: start: %w", n.Name, brokers.ErrClosed)
 	}
 	auth := sc.Auth
+	if risky := auth.plaintextRisk(sc.URL); sc.URL != "" && len(risky) > 0 {
+		n.Log.Warn(n.Name+": the NATS credential may go to servers off this host in plain text (nats:// URL, no CA): use tls:// URLs and nats.tls.ca_file", "servers", risky)
+	}
 	if sc.URL == "" {
 		emb := sc.Embedded
 		if !emb.HasCredential() {
