@@ -89,6 +89,7 @@ func newBroker(cfg config.Config) (brokers.Broker, error) {
 	case "nats":
 		return natsbroker.New(natsbroker.Config{
 			URL:              cfg.NATS.URL,
+			Auth:             natsAuth(cfg.NATS),
 			Embedded:         embeddedNATS(cfg),
 			OutboxSize:       outboxSize(cfg.NATS.OutboxSize),
 			PresenceStorage:  natsStorage(cfg.NATS.Storage),
@@ -102,6 +103,7 @@ func newBroker(cfg config.Config) (brokers.Broker, error) {
 		}
 		return jsbroker.New(jsbroker.Config{
 			URL:         cfg.NATS.URL,
+			Auth:        natsAuth(cfg.NATS),
 			Embedded:    embeddedNATS(cfg),
 			Storage:     natsStorage(cfg.NATS.Storage),
 			Replicas:    cfg.NATS.Replicas,
@@ -111,6 +113,10 @@ func newBroker(cfg config.Config) (brokers.Broker, error) {
 			Log:         newLogger(cfg.Log),
 		}), nil
 	case "redis":
+		tlsConf, err := cfg.Redis.TLS.ClientConfig()
+		if err != nil {
+			return nil, err
+		}
 		size := cfg.History.Size
 		if size == 0 {
 			size = -1 // history.size 0: keep no history (seqs and epochs still work)
@@ -120,22 +126,33 @@ func newBroker(cfg config.Config) (brokers.Broker, error) {
 			Cluster:        cfg.Redis.Cluster,
 			SentinelMaster: cfg.Redis.SentinelMaster,
 			SentinelAddrs:  cfg.Redis.SentinelAddrs,
+			Username:       cfg.Redis.Username,
 			Password:       cfg.Redis.Password,
-			DB:             cfg.Redis.DB,
-			Prefix:         cfg.Redis.Prefix,
-			HistorySize:    size,
-			HistoryTTL:     cfg.History.TTL,
-			OutboxSize:     outboxSize(cfg.Redis.OutboxSize),
-			Logger:         newLogger(cfg.Log),
+			TLS:            tlsConf,
+
+			SentinelUsername: cfg.Redis.SentinelUsername,
+			SentinelPassword: cfg.Redis.SentinelPassword,
+			DB:               cfg.Redis.DB,
+			Prefix:           cfg.Redis.Prefix,
+			HistorySize:      size,
+			HistoryTTL:       cfg.History.TTL,
+			OutboxSize:       outboxSize(cfg.Redis.OutboxSize),
+			Logger:           newLogger(cfg.Log),
 		}), nil
 	case "redis-streams":
 		if cfg.Redis.Cluster || cfg.Redis.SentinelMaster != "" {
 			return nil, fmt.Errorf("broker.type redis-streams: redis.cluster and redis.sentinel_master are not supported")
 		}
+		tlsConf, err := cfg.Redis.TLS.ClientConfig()
+		if err != nil {
+			return nil, err
+		}
 		// The streams are the transport: history.size 0 keeps the default.
 		return redisstream.New(redisstream.Config{
 			Addrs:       cfg.Redis.Addrs,
+			Username:    cfg.Redis.Username,
 			Password:    cfg.Redis.Password,
+			TLS:         tlsConf,
 			DB:          cfg.Redis.DB,
 			Prefix:      cfg.Redis.Prefix,
 			HistorySize: cfg.History.Size,
@@ -155,6 +172,21 @@ func embeddedNATS(cfg config.Config) natsbroker.EmbeddedConfig {
 		ClusterListen: cfg.NATS.ClusterListen,
 		Routes:        cfg.NATS.Routes,
 		Log:           newLogger(cfg.Log).With("component", "nats-server"),
+		User:          cfg.NATS.User,
+		Password:      cfg.NATS.Password,
+		Token:         cfg.NATS.Token,
+		TLSCertFile:   cfg.NATS.TLS.CertFile,
+		TLSKeyFile:    cfg.NATS.TLS.KeyFile,
+		TLSCAFile:     cfg.NATS.TLS.CAFile,
+	}
+}
+
+// natsAuth is the credential and TLS used with nats.url.
+func natsAuth(c config.NATS) natsbroker.ClientAuth {
+	return natsbroker.ClientAuth{
+		User: c.User, Password: c.Password, Token: c.Token,
+		NKeySeedFile: c.NKeySeedFile, CredsFile: c.CredsFile,
+		CAFile: c.TLS.CAFile, CertFile: c.TLS.CertFile, KeyFile: c.TLS.KeyFile,
 	}
 }
 

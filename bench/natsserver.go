@@ -17,6 +17,13 @@ import (
 
 const natsServerArg = "natsserver"
 
+// natsTokenEnv passes the token to the natsserver subcommand.
+const natsTokenEnv = "BENCH_NATS_TOKEN"
+
+// natsToken is the NATS credential of every server and gateway this bench
+// process starts (set once, read only).
+var natsToken = natsbase.RandomToken()
+
 // natsServerMain runs a NATS server on -listen with its JetStream data in
 // -store until SIGTERM, SIGINT or the parent's death (Pdeathsig).
 func natsServerMain(args []string) int {
@@ -26,7 +33,14 @@ func natsServerMain(args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	s, err := natsbase.StartServer(natsbase.ServerConfig{Listen: *listen, StoreDir: *store})
+	// The token comes in the environment, not on the command line (where
+	// ps shows it).
+	token := os.Getenv(natsTokenEnv)
+	if token == "" {
+		fmt.Fprintln(os.Stderr, "natsserver: no token in", natsTokenEnv)
+		return 2
+	}
+	s, err := natsbase.StartServer(natsbase.ServerConfig{Listen: *listen, StoreDir: *store, Token: token})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "natsserver:", err)
 		return 1

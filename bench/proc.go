@@ -152,8 +152,11 @@ func launchGateway(bin, dir string, port int, env []string) (*gatewayProc, error
 	if err != nil {
 		return nil, err
 	}
+	// Every gateway of this bench process shares one NATS token: a node
+	// that embeds the server requires it, the others present it.
 	cmd.Env = append(cmd.Env, "SYNCGATE_NATS_LISTEN=127.0.0.1:"+strconv.Itoa(natsPort),
-		"SYNCGATE_NATS_STORE_DIR="+filepath.Join(dir, "nats-"+strconv.Itoa(port)))
+		"SYNCGATE_NATS_STORE_DIR="+filepath.Join(dir, "nats-"+strconv.Itoa(port)),
+		"SYNCGATE_NATS_TOKEN="+natsToken)
 	cmd.Env = append(cmd.Env, env...)
 	cmd.Stdout = g.stderr
 	cmd.Stderr = g.stderr

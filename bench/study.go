@@ -314,6 +314,9 @@ func (b *brokerProc) start(ctx context.Context) error {
 	b.done = make(chan struct{})
 	cmd := exec.Command(b.bin, b.args...)
 	cmd.Dir = b.dir
+	if b.kind == "nats" {
+		cmd.Env = append(os.Environ(), natsTokenEnv+"="+natsToken)
+	}
 	cmd.Stdout, cmd.Stderr = b.stderr, b.stderr
 	cmd.SysProcAttr = childAttr()
 	if err := cmd.Start(); err != nil {

@@ -68,6 +68,8 @@ func TestBrowser(t *testing.T) {
 	common := []string{
 		"SYNCGATE_BROKER_TYPE=jetstream",
 		"SYNCGATE_NATS_STORAGE=memory",
+		// Node A's embedded NATS server requires it; node B presents it.
+		"SYNCGATE_NATS_TOKEN=browser-test-nats-token-0123",
 		"SYNCGATE_SERVER_DRAIN_WINDOW=100ms",
 		"SYNCGATE_LOG_LEVEL=warn",
 	}

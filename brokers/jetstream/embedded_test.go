@@ -13,6 +13,7 @@ import (
 	"github.com/syncgate/syncgate/brokers/brokertest"
 	"github.com/syncgate/syncgate/brokers/jetstream"
 	"github.com/syncgate/syncgate/internal/natstest"
+	"github.com/syncgate/syncgate/internal/testcert"
 )
 
 // TestEmbedded: with no URL the broker runs its own server; a second node
@@ -21,7 +22,10 @@ import (
 func TestEmbedded(t *testing.T) {
 	ignore := goleak.IgnoreCurrent()
 	dir := t.TempDir()
-	embedded := jetstream.Config{Embedded: jetstream.EmbeddedConfig{Listen: "127.0.0.1:0", StoreDir: dir}}
+	// A second node needs the credential: set one (a random one is made
+	// only for the node's own connection).
+	const token = "test-token-embedded-0123456789"
+	embedded := jetstream.Config{Embedded: jetstream.EmbeddedConfig{Listen: "127.0.0.1:0", StoreDir: dir, Token: token}}
 	a := jetstream.New(embedded)
 	recA := brokertest.NewRecorder()
 	if err := a.Start(t.Context(), recA); err != nil {
@@ -30,7 +34,7 @@ func TestEmbedded(t *testing.T) {
 	if a.ClientURL() == "" {
 		t.Fatal("no client URL for the embedded server")
 	}
-	b := jetstream.New(jetstream.Config{URL: a.ClientURL()})
+	b := jetstream.New(jetstream.Config{URL: a.ClientURL(), Auth: jetstream.ClientAuth{Token: token}})
 	recB := brokertest.NewRecorder()
 	if err := b.Start(t.Context(), recB); err != nil {
 		t.Fatal(err)
@@ -72,7 +76,8 @@ func TestEmbedded(t *testing.T) {
 }
 
 // TestEmbeddedCluster: three nodes, each with an embedded server, routed
-// to each other (cluster_listen + routes): publications cross nodes.
+// to each other (cluster_listen + routes) with a user and password and
+// TLS on the route and client ports: publications cross nodes.
 func TestEmbeddedCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("cluster test")
@@ -88,6 +93,7 @@ func TestEmbeddedCluster(t *testing.T) {
 		routes = append(routes, ln.Addr().String())
 		ln.Close()
 	}
+	certs := testcert.Write(t)
 	nodes := make([]*jetstream.Broker, n)
 	recs := make([]*brokertest.Recorder, n)
 	errs := make([]error, n)
@@ -95,6 +101,8 @@ func TestEmbeddedCluster(t *testing.T) {
 	for i := range n {
 		nodes[i] = jetstream.New(jetstream.Config{Replicas: 3, Embedded: jetstream.EmbeddedConfig{
 			Listen: "127.0.0.1:0", StoreDir: t.TempDir(), ClusterListen: routes[i], Routes: routes,
+			User: "node", Password: "route-secret-0123456789",
+			TLSCertFile: certs.Cert, TLSKeyFile: certs.Key, TLSCAFile: certs.CA,
 		}})
 		recs[i] = brokertest.NewRecorder()
 		wg.Go(func() { errs[i] = nodes[i].Start(t.Context(), recs[i]) })

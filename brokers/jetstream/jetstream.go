@@ -21,6 +21,9 @@ import (
 // Config.URL is empty.
 type EmbeddedConfig = natsbase.ServerConfig
 
+// ClientAuth is the credential and TLS a Broker uses with Config.URL.
+type ClientAuth = natsbase.ClientAuth
+
 // StorageType is where the stream keeps its messages.
 type StorageType = jetstream.StorageType
 
@@ -50,6 +53,10 @@ type Config struct {
 	URL string
 	// Embedded configures the embedded server (used only when URL is empty).
 	Embedded EmbeddedConfig
+	// Auth is the credential and TLS used with URL (the embedded server's
+	// credential is in Embedded; without one a random token is made for
+	// a loopback-only server).
+	Auth ClientAuth
 	// Prefix starts every subject: <prefix>.h.<channel> is a channel's
 	// history, <prefix>.r.<channel> its live copy (the stream republishes
 	// each stored message there), <prefix>.pres / <prefix>.pe presence.
@@ -191,7 +198,7 @@ func (b *Broker) streamConfig() jetstream.StreamConfig {
 // creates or updates the streams and starts delivery.
 func (b *Broker) Start(ctx context.Context, h brokers.Handler) error {
 	return b.n.Start(ctx, h, natsbase.StartConfig{
-		URL: b.cfg.URL, Embedded: b.cfg.Embedded, Prefix: b.cfg.Prefix,
+		URL: b.cfg.URL, Auth: b.cfg.Auth, Embedded: b.cfg.Embedded, Prefix: b.cfg.Prefix,
 		ClientName: "syncgate-" + b.nodeID,
 		Shards:     b.cfg.Shards, QueueSize: b.cfg.QueueSize, Handle: b.handle,
 		Setup: b.setup, Run: b.flusher,

@@ -20,6 +20,9 @@ import (
 // Config.URL is empty.
 type EmbeddedConfig = natsbase.ServerConfig
 
+// ClientAuth is the credential and TLS a Broker uses with Config.URL.
+type ClientAuth = natsbase.ClientAuth
+
 // Defaults for the zero Config.
 const (
 	DefaultPrefix     = "sg"
@@ -40,6 +43,10 @@ type Config struct {
 	URL string
 	// Embedded configures the embedded server (used only when URL is empty).
 	Embedded EmbeddedConfig
+	// Auth is the credential and TLS used with URL (the embedded server's
+	// credential is in Embedded; without one a random token is made for
+	// a loopback-only server).
+	Auth ClientAuth
 	// Prefix starts every subject: <prefix>.c.<channel> carries
 	// publications, <prefix>.pres / <prefix>.pe presence. Default "sg".
 	Prefix string
@@ -134,7 +141,7 @@ func New(cfg Config) *Broker {
 // sets up presence when the server has JetStream, and starts delivery.
 func (b *Broker) Start(ctx context.Context, h brokers.Handler) error {
 	return b.n.Start(ctx, h, natsbase.StartConfig{
-		URL: b.cfg.URL, Embedded: b.cfg.Embedded, Prefix: b.cfg.Prefix,
+		URL: b.cfg.URL, Auth: b.cfg.Auth, Embedded: b.cfg.Embedded, Prefix: b.cfg.Prefix,
 		ClientName: "syncgate-" + b.nodeID,
 		Shards:     b.cfg.Shards, QueueSize: b.cfg.QueueSize, Handle: b.handle,
 		Setup: b.setupPresence, Run: b.flusher,

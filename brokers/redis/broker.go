@@ -110,6 +110,12 @@ func (b *Broker) Start(ctx context.Context, h brokers.Handler) error {
 	if err := b.cfg.Validate(); err != nil {
 		return err
 	}
+	dataAddrs := b.cfg.Addrs
+	if b.cfg.SentinelMaster != "" {
+		dataAddrs = b.cfg.SentinelAddrs // the master is found there, on the same network
+	}
+	redisbase.WarnPlaintextPassword(b.cfg.Logger, "redis", b.cfg.Password != "", b.cfg.TLS != nil, dataAddrs...)
+	redisbase.WarnPlaintextPassword(b.cfg.Logger, "redis: sentinel", b.cfg.SentinelPassword != "", b.cfg.TLS != nil, b.cfg.SentinelAddrs...)
 	b.lifeMu.Lock()
 	defer b.lifeMu.Unlock()
 	switch b.state.Load() {
@@ -145,8 +151,11 @@ func (b *Broker) buildShards(ctx context.Context) error {
 		fc := goredis.NewFailoverClient(&goredis.FailoverOptions{
 			MasterName:            b.cfg.SentinelMaster,
 			SentinelAddrs:         b.cfg.SentinelAddrs,
+			Username:              b.cfg.Username,
 			Password:              b.cfg.Password,
-			SentinelPassword:      b.cfg.Password,
+			SentinelUsername:      b.cfg.SentinelUsername,
+			SentinelPassword:      b.cfg.SentinelPassword,
+			TLSConfig:             b.cfg.TLS,
 			DB:                    b.cfg.DB,
 			Protocol:              2,
 			DisableIdentity:       true,
@@ -180,7 +189,9 @@ func (b *Broker) buildShards(ctx context.Context) error {
 func (b *Broker) options(addr string) *goredis.Options {
 	return &goredis.Options{
 		Addr:                     addr,
+		Username:                 b.cfg.Username,
 		Password:                 b.cfg.Password,
+		TLSConfig:                b.cfg.TLS,
 		DB:                       b.cfg.DB,
 		Protocol:                 2,
 		DisableIdentity:          true,

@@ -62,7 +62,9 @@ func crc16(s string) uint16 {
 func (b *Broker) buildCluster(ctx context.Context) error {
 	cc := goredis.NewClusterClient(&goredis.ClusterOptions{
 		Addrs:           b.cfg.Addrs,
+		Username:        b.cfg.Username,
 		Password:        b.cfg.Password,
+		TLSConfig:       b.cfg.TLS,
 		Protocol:        2,
 		DisableIdentity: true,
 		MaxRetries:      -1,

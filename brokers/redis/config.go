@@ -1,6 +1,7 @@
 package redis
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -41,8 +42,18 @@ type Config struct {
 	// Sentinels at SentinelAddrs (and follows failovers).
 	SentinelMaster string
 	SentinelAddrs  []string
-	// Password authenticates to Redis and to Sentinel.
+	// Username and Password authenticate to Redis (every shard, Cluster
+	// node and the Sentinel-found master): an ACL user, or Password alone
+	// for the "default" user.
+	Username string
 	Password string
+	// SentinelUsername and SentinelPassword authenticate to the Sentinels,
+	// which keep their own users; empty sends none.
+	SentinelUsername string
+	SentinelPassword string
+	// TLS, when set, dials every Redis server (and Sentinel) with it. An
+	// empty ServerName is filled from each address's host.
+	TLS *tls.Config
 	// DB is the database number (not with Cluster).
 	DB int
 	// Prefix starts every key and pub/sub channel. It must not contain

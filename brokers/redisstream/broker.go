@@ -75,6 +75,7 @@ func (b *Broker) Start(ctx context.Context, h brokers.Handler) error {
 	if err := b.cfg.Validate(); err != nil {
 		return err
 	}
+	redisbase.WarnPlaintextPassword(b.cfg.Logger, "redis-streams", b.cfg.Password != "", b.cfg.TLS != nil, b.cfg.Addrs...)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {

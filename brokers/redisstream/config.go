@@ -1,6 +1,7 @@
 package redisstream
 
 import (
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"time"
@@ -33,8 +34,12 @@ type Config struct {
 	// independent servers by jump consistent hashing of the channel name
 	// (the same mapping as the redis backend). Default [DefaultAddr].
 	Addrs []string
-	// Password authenticates to Redis.
+	// Username and Password authenticate to Redis: an ACL user, or
+	// Password alone for the "default" user.
+	Username string
 	Password string
+	// TLS, when set, dials every Redis server with it.
+	TLS *tls.Config
 	// DB is the database number.
 	DB int
 	// Prefix starts every key. It must not contain '{' or '}'. Default

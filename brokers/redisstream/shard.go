@@ -90,7 +90,9 @@ type shard struct {
 func (c Config) clientOptions(addr string) *goredis.Options {
 	return &goredis.Options{
 		Addr:         addr,
+		Username:     c.Username,
 		Password:     c.Password,
+		TLSConfig:    c.TLS,
 		DB:           c.DB,
 		DialTimeout:  c.DialTimeout,
 		ReadTimeout:  c.ReadTimeout,

@@ -2,6 +2,7 @@ package multinode_test
 
 import (
 	"context"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -25,6 +26,12 @@ type node struct {
 // startNode runs a gateway on b; it is shut down when the test ends.
 func startNode(t *testing.T, b brokers.Broker, edit func(*config.Config)) *node {
 	t.Helper()
+	return startNodeLog(t, b, nil, edit)
+}
+
+// startNodeLog is startNode with the gateway logging to log.
+func startNodeLog(t *testing.T, b brokers.Broker, log *slog.Logger, edit func(*config.Config)) *node {
+	t.Helper()
 	cfg := config.Default()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Client.PublishRate = 0
@@ -33,7 +40,7 @@ func startNode(t *testing.T, b brokers.Broker, edit func(*config.Config)) *node 
 	if edit != nil {
 		edit(&cfg)
 	}
-	srv, err := gateway.New(cfg, b, nil)
+	srv, err := gateway.New(cfg, b, log)
 	if err != nil {
 		t.Fatalf("gateway.New: %v", err)
 	}

@@ -55,9 +55,19 @@ type Redis struct {
 	// SentinelAddrs are the Sentinel servers, host:port.
 	// Key redis.sentinel_addrs, default [].
 	SentinelAddrs []string
-	// Password authenticates to Redis (and to Sentinel).
+	// Username is the Redis ACL user; empty logs in with Password alone
+	// (the "default" user).
+	// Key redis.username, default "".
+	Username string
+	// Password authenticates to Redis (not to Sentinel: see
+	// SentinelPassword).
 	// Key redis.password, default "".
 	Password string
+	// SentinelUsername and SentinelPassword authenticate to the Sentinels,
+	// which keep their own users; empty sends none.
+	// Keys redis.sentinel_username, redis.sentinel_password, default "".
+	SentinelUsername string
+	SentinelPassword string
 	// DB is the database number (not used with Cluster).
 	// Key redis.db, default 0, >= 0.
 	DB int
@@ -67,6 +77,28 @@ type Redis struct {
 	// OutboxSize is how many publishes a node holds while Redis is down.
 	// Key redis.outbox_size, default 10000, >= 0.
 	OutboxSize int
+	// TLS to Redis (and Sentinel, and every Cluster node).
+	TLS RedisTLS
+}
+
+// RedisTLS configures TLS to Redis.
+type RedisTLS struct {
+	// Enabled dials Redis with TLS.
+	// Key redis.tls.enabled, default false.
+	Enabled bool
+	// CAFile (PEM) verifies the servers' certificates; empty uses the
+	// system's CAs.
+	// Key redis.tls.ca_file, default "".
+	CAFile string
+	// CertFile and KeyFile (PEM) are a client certificate, for servers
+	// that ask for one (tls-auth-clients).
+	// Keys redis.tls.cert_file, redis.tls.key_file, default "".
+	CertFile string
+	KeyFile  string
+	// ServerName is the name the certificates must carry; empty uses the
+	// host of each address.
+	// Key redis.tls.server_name, default "".
+	ServerName string
 }
 
 // NATS configures the nats and jetstream brokers.
@@ -99,6 +131,34 @@ type NATS struct {
 	// OutboxSize is how many publishes a node holds while NATS is down.
 	// Key nats.outbox_size, default 10000, >= 0.
 	OutboxSize int
+	// User and Password, or Token, are this node's NATS credential: the
+	// embedded server requires it of every client and route, and it is
+	// sent to the servers of URL. With none, an embedded server that
+	// listens on loopback only gets a random one held in memory.
+	// Keys nats.user, nats.password, nats.token, default "".
+	User     string
+	Password string
+	Token    string
+	// NKeySeedFile (an nkey seed) or CredsFile (a user JWT and seed) log
+	// in to the servers of URL (not the embedded server).
+	// Keys nats.nkey_seed_file, nats.creds_file, default "".
+	NKeySeedFile string
+	CredsFile    string
+	// TLS of the embedded server's ports, or to the servers of URL.
+	TLS NATSTLS
+}
+
+// NATSTLS configures TLS for NATS.
+type NATSTLS struct {
+	// CertFile and KeyFile (PEM): the embedded server's certificate on its
+	// client and route ports; with URL, a client certificate.
+	// Keys nats.tls.cert_file, nats.tls.key_file, default "".
+	CertFile string
+	KeyFile  string
+	// CAFile (PEM): the CA that route peers (embedded cluster) or the
+	// servers of URL must chain to.
+	// Key nats.tls.ca_file, default "".
+	CAFile string
 }
 
 // History bounds the per-channel message history used for catch-up.
@@ -360,6 +420,8 @@ func (c Config) Validate() error {
 	if (c.Server.TLS.CertFile == "") != (c.Server.TLS.KeyFile == "") {
 		errs = append(errs, errors.New("config: server.tls.cert_file and server.tls.key_file: want both set (TLS on) or both empty"))
 	}
+	errs = append(errs, c.NATS.validate(c.Broker.Type)...)
+	errs = append(errs, c.Redis.validate()...)
 	return errors.Join(errs...)
 }
 

@@ -2,6 +2,7 @@ package config
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"io/fs"
 	"os"
@@ -613,5 +614,108 @@ func TestEditDistance(t *testing.T) {
 		if got := editDistance(tt.a, tt.b); got != tt.want {
 			t.Errorf("editDistance(%q, %q) = %d; want %d", tt.a, tt.b, got, tt.want)
 		}
+	}
+}
+
+// TestValidateBrokerSecurity: an embedded NATS server reachable from other
+// hosts needs a credential (the error names the keys); credential and TLS
+// keys that contradict each other are refused.
+func TestValidateBrokerSecurity(t *testing.T) {
+	bad := []struct {
+		name string
+		edit func(c *Config)
+		want string
+	}{
+		{"embedded on all interfaces", func(c *Config) { c.NATS.Listen = ":4222" }, `config: nats.user and nats.password (or nats.token): want a credential: nats.listen ":4222" is not a loopback address`},
+		{"embedded on a private address", func(c *Config) { c.NATS.Listen = "10.0.0.5:4222" }, `nats.listen "10.0.0.5:4222" is not a loopback address`},
+		{"embedded cluster", func(c *Config) { c.NATS.ClusterListen = "127.0.0.1:6222"; c.NATS.Routes = []string{"127.0.0.1:6223"} }, `want a credential: nats.cluster_listen is "127.0.0.1:6222"`},
+		{"core nats embedded", func(c *Config) { c.Broker.Type = "nats"; c.NATS.Listen = "0.0.0.0:4222" }, "nats.user and nats.password (or nats.token): want a credential"},
+		{"user without password", func(c *Config) { c.NATS.User = "u" }, "config: nats.user and nats.password: want both set or both empty"},
+		{"token and user", func(c *Config) { c.NATS.Token = "t"; c.NATS.User = "u"; c.NATS.Password = "p" }, "want at most one"},
+		{"nkey with the embedded server", func(c *Config) { c.NATS.NKeySeedFile = "seed.nk" }, "config: nats.nkey_seed_file and nats.creds_file: want them only with nats.url"},
+		{"nats cert without key", func(c *Config) { c.NATS.TLS.CertFile = "c.pem" }, "config: nats.tls.cert_file and nats.tls.key_file: want both set or both empty"},
+		{"cluster TLS without CA", func(c *Config) {
+			c.NATS.Token = "0123456789abcdef"
+			c.NATS.ClusterListen = "127.0.0.1:6222"
+			c.NATS.TLS.CertFile, c.NATS.TLS.KeyFile = "c.pem", "k.pem"
+		}, "config: nats.tls.ca_file: want the CA"},
+		{"redis CA without TLS", func(c *Config) { c.Redis.TLS.CAFile = "ca.pem" }, "config: redis.tls.enabled: want true"},
+		{"redis cert without key", func(c *Config) { c.Redis.TLS.Enabled = true; c.Redis.TLS.CertFile = "c.pem" }, "config: redis.tls.cert_file and redis.tls.key_file"},
+		{"sentinel password without sentinel", func(c *Config) { c.Redis.SentinelPassword = "p" }, "config: redis.sentinel_username and redis.sentinel_password: want them only with redis.sentinel_master"},
+		{"short embedded token", func(c *Config) { c.NATS.Token = "secret" }, "config: nats.token: want at least 16 bytes for the embedded NATS server, got 6"},
+		{"short embedded password", func(c *Config) { c.NATS.User, c.NATS.Password = "u", "hunter2" }, "config: nats.password: want at least 16 bytes for the embedded NATS server, got 7"},
+	}
+	for _, tt := range bad {
+		t.Run(tt.name, func(t *testing.T) {
+			err := with(tt.edit).Validate()
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Validate() = %v\nwant an error containing %q", err, tt.want)
+			}
+		})
+	}
+	good := []struct {
+		name string
+		edit func(c *Config)
+	}{
+		{"default: loopback, a credential made at start", func(*Config) {}},
+		{"localhost", func(c *Config) { c.NATS.Listen = "localhost:4222" }},
+		{"IPv6 loopback", func(c *Config) { c.NATS.Listen = "[::1]:4222" }},
+		{"exposed with user and password", func(c *Config) { c.NATS.Listen = ":4222"; c.NATS.User, c.NATS.Password = "u", "0123456789abcdef" }},
+		{"cluster with a token", func(c *Config) { c.NATS.ClusterListen = ":6222"; c.NATS.Token = "0123456789abcdef" }},
+		{"short password for an external server", func(c *Config) { c.NATS.URL = "nats://n:4222"; c.NATS.User, c.NATS.Password = "u", "p" }},
+		{"external server needs nothing of us", func(c *Config) { c.NATS.URL = "nats://10.0.0.5:4222"; c.NATS.Listen = ":4222" }},
+		{"external server with an nkey", func(c *Config) { c.NATS.URL = "nats://10.0.0.5:4222"; c.NATS.NKeySeedFile = "seed.nk" }},
+		{"redis broker ignores nats.listen", func(c *Config) { c.Broker.Type = "redis"; c.NATS.Listen = ":4222" }},
+		{"redis TLS", func(c *Config) {
+			c.Redis.TLS.Enabled = true
+			c.Redis.TLS.CAFile = "ca.pem"
+			c.Redis.TLS.ServerName = "redis"
+		}},
+	}
+	for _, tt := range good {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := with(tt.edit).Validate(); err != nil {
+				t.Fatalf("Validate() = %v", err)
+			}
+		})
+	}
+	t.Run("from env", func(t *testing.T) {
+		_, err := LoadFrom("", []string{"SYNCGATE_NATS_LISTEN=0.0.0.0:4222"})
+		if err == nil || !strings.Contains(err.Error(), "nats.user and nats.password (or nats.token)") {
+			t.Fatalf("LoadFrom = %v, want the credential error", err)
+		}
+		c, err := LoadFrom("", []string{"SYNCGATE_NATS_LISTEN=0.0.0.0:4222", "SYNCGATE_NATS_TOKEN=s3cret-0123456789"})
+		if err != nil || c.NATS.Token != "s3cret-0123456789" {
+			t.Fatalf("LoadFrom = %+v, %v", c.NATS, err)
+		}
+	})
+}
+
+// TestRedisTLSClientConfig: files load into a tls.Config; a bad file is
+// an error naming the key.
+func TestRedisTLSClientConfig(t *testing.T) {
+	if tc, err := (RedisTLS{}).ClientConfig(); tc != nil || err != nil {
+		t.Fatalf("TLS off: %v, %v", tc, err)
+	}
+	dir := t.TempDir()
+	notPEM := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(notPEM, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		tls  RedisTLS
+		want string
+	}{
+		{RedisTLS{Enabled: true, CAFile: filepath.Join(dir, "missing.pem")}, "config: redis.tls.ca_file: open "},
+		{RedisTLS{Enabled: true, CAFile: notPEM}, "config: redis.tls.ca_file: want PEM certificates"},
+		{RedisTLS{Enabled: true, CertFile: notPEM, KeyFile: notPEM}, "config: redis.tls.cert_file and redis.tls.key_file: "},
+	} {
+		if _, err := tt.tls.ClientConfig(); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%+v: %v, want %q", tt.tls, err, tt.want)
+		}
+	}
+	tc, err := RedisTLS{Enabled: true, ServerName: "redis.internal"}.ClientConfig()
+	if err != nil || tc.ServerName != "redis.internal" || tc.MinVersion != tls.VersionTLS12 {
+		t.Fatalf("ClientConfig = %+v, %v", tc, err)
 	}
 }

@@ -33,6 +33,8 @@ type ConnConfig struct {
 	URL string
 	// Server, when set, is an embedded server to connect to in-process.
 	Server *server.Server
+	// Auth is the credential (and TLS) to use.
+	Auth ClientAuth
 	// Name names the connection (seen in the server's monitoring).
 	Name string
 	// Log gets connection state changes and async errors (slow consumer).
@@ -96,6 +98,11 @@ func Connect(ctx context.Context, cfg ConnConfig) (*Conn, error) {
 			log.Warn("nats: async error", "err", err)
 		}),
 	}
+	authOpts, err := cfg.Auth.options()
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, authOpts...)
 	url := cfg.URL
 	if cfg.Server != nil {
 		opts = append(opts, nats.InProcessServer(cfg.Server))
@@ -103,6 +110,7 @@ func Connect(ctx context.Context, cfg ConnConfig) (*Conn, error) {
 	} else if url == "" {
 		return nil, errors.New("nats: no server URL")
 	}
+	shown := RedactURLs(url) // never a password in an error
 	type result struct {
 		nc  *nats.Conn
 		err error
@@ -115,7 +123,11 @@ func Connect(ctx context.Context, cfg ConnConfig) (*Conn, error) {
 	select {
 	case r := <-done:
 		if r.err != nil {
-			return nil, fmt.Errorf("nats: connect %s: %w: %w", url, brokers.ErrUnavailable, r.err)
+			if errors.Is(r.err, nats.ErrAuthorization) || errors.Is(r.err, nats.ErrAuthExpired) || errors.Is(r.err, nats.ErrAuthRevoked) {
+				// Not an outage: a wrong credential stays wrong.
+				return nil, fmt.Errorf("nats: connect %s: %w: %w", shown, ErrAuth, r.err)
+			}
+			return nil, fmt.Errorf("nats: connect %s: %w: %w", shown, brokers.ErrUnavailable, r.err)
 		}
 		c.Conn = r.nc
 		return c, nil
@@ -125,7 +137,7 @@ func Connect(ctx context.Context, cfg ConnConfig) (*Conn, error) {
 				r.nc.Close()
 			}
 		}()
-		return nil, fmt.Errorf("nats: connect %s: %w", url, ctx.Err())
+		return nil, fmt.Errorf("nats: connect %s: %w", shown, ctx.Err())
 	}
 }
 

@@ -1,10 +1,15 @@
 package natsbase
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/syncgate/syncgate/brokers"
 )
+
+// ErrAuth: the server refused the node's credential (or the node had
+// none). Start fails with it rather than retrying.
+var ErrAuth = errors.New("nats: the server refused this node's credential (wrong or missing)")
 
 // Wrap names the backend, operation and channel in err, and marks
 // connection trouble as brokers.ErrUnavailable. nil stays nil.

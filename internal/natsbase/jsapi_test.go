@@ -94,8 +94,79 @@ func TestStartServerBusyPort(t *testing.T) {
 	}
 	defer ln.Close()
 	start := time.Now()
-	_, err = StartServer(ServerConfig{Listen: ln.Addr().String(), StoreDir: t.TempDir()})
+	_, err = StartServer(ServerConfig{Listen: ln.Addr().String(), StoreDir: t.TempDir(), Token: "t"})
 	if err == nil || !strings.Contains(err.Error(), "address already in use") || time.Since(start) > 2*time.Second {
 		t.Fatalf("StartServer on a busy port: %v after %v, want a quick address-in-use error", err, time.Since(start))
+	}
+}
+
+func TestRedactURLs(t *testing.T) {
+	for in, want := range map[string]string{
+		"nats://127.0.0.1:4222":                     "nats://127.0.0.1:4222",
+		"nats://u:secret@a:4222,tls://tok3n@b:4222": "nats://u:xxxxx@a:4222,tls://xxxxx@b:4222",
+		" nats://u:secret@a:4222 , nats://b:4222":   "nats://u:xxxxx@a:4222,nats://b:4222",
+		"nats://u:sec%zzret@a:4222":                 "(unparsable URL with credentials)",
+		"":                                          "",
+	} {
+		if got := RedactURLs(in); got != want || strings.Contains(got, "secret") || strings.Contains(got, "tok3n") {
+			t.Errorf("RedactURLs(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestServerOptionsCredential: the embedded server never runs without a
+// credential; half-set or conflicting ones are refused; routes carry it.
+func TestServerOptionsCredential(t *testing.T) {
+	base := ServerConfig{Listen: "127.0.0.1:0", StoreDir: t.TempDir()}
+	for name, edit := range map[string]func(c *ServerConfig){
+		"none":             func(*ServerConfig) {},
+		"user only":        func(c *ServerConfig) { c.User = "u" },
+		"password only":    func(c *ServerConfig) { c.Password = "p" },
+		"token and user":   func(c *ServerConfig) { c.Token, c.User, c.Password = "t", "u", "p" },
+		"cert without key": func(c *ServerConfig) { c.Token, c.TLSCertFile = "t", "c.pem" },
+		"cluster TLS, no CA": func(c *ServerConfig) {
+			c.Token, c.TLSCertFile, c.TLSKeyFile, c.ClusterListen, c.Routes = "t", "c", "k", "127.0.0.1:0", []string{"127.0.0.1:1"}
+		},
+	} {
+		c := base
+		edit(&c)
+		if _, err := ServerOptions(c); err == nil {
+			t.Errorf("%s: ServerOptions accepted it", name)
+		}
+	}
+	c := base
+	c.Token, c.ClusterListen, c.Routes = "tok", "127.0.0.1:0", []string{"127.0.0.1:6222"}
+	opts, err := ServerOptions(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opts.Authorization != "tok" || opts.Cluster.Username == "" || opts.Cluster.Password != "tok" {
+		t.Fatalf("token %q, cluster user %q password %q", opts.Authorization, opts.Cluster.Username, opts.Cluster.Password)
+	}
+	if p, _ := opts.Routes[0].User.Password(); p != "tok" {
+		t.Fatalf("route URL %v does not carry the credential", opts.Routes[0])
+	}
+}
+
+// TestPlaintextRisk: which servers would get a password or token over a
+// nats:// URL without a CA.
+func TestPlaintextRisk(t *testing.T) {
+	for _, c := range []struct {
+		auth ClientAuth
+		urls string
+		want string
+	}{
+		{ClientAuth{Token: "t"}, "nats://10.0.0.5:4222", "nats://10.0.0.5:4222"},
+		{ClientAuth{User: "u", Password: "p"}, "nats://127.0.0.1:4222,nats://n2:4222,tls://n3:4222", "nats://n2:4222"},
+		{ClientAuth{}, "nats://u:secret@n1:4222", "nats://u:xxxxx@n1:4222"},
+		{ClientAuth{Token: "t", CAFile: "ca.pem"}, "nats://n1:4222", ""},
+		{ClientAuth{Token: "t"}, "tls://n1:4222", ""},
+		{ClientAuth{Token: "t"}, "nats://localhost:4222,nats://[::1]:4222", ""},
+		{ClientAuth{NKeySeedFile: "seed.nk"}, "nats://n1:4222", ""},
+		{ClientAuth{}, "nats://n1:4222", ""},
+	} {
+		if got := strings.Join(c.auth.plaintextRisk(c.urls), ","); got != c.want {
+			t.Errorf("%+v %q: %q, want %q", c.auth, c.urls, got, c.want)
+		}
 	}
 }

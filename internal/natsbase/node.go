@@ -323,6 +323,7 @@ func (p Public[C, E]) Members(ctx context.Context, ch string) ([]brokers.Member,
 // StartConfig is what Node.Start needs of a backend.
 type StartConfig struct {
 	URL        string       // the server to connect to; "" starts Embedded
+	Auth       ClientAuth   // the credential and TLS used with URL
 	Embedded   ServerConfig // the embedded server's settings
 	Prefix     string       // the subject prefix (checked)
 	ClientName string       // the connection's name on the server
@@ -360,14 +361,30 @@ func (n *Node[C, E]) Start(ctx context.Context, h brokers.Handler, sc StartConfi
 	case StateClosed:
 		return fmt.Errorf("%s: start: %w", n.Name, brokers.ErrClosed)
 	}
+	auth := sc.Auth
+	if risky := auth.plaintextRisk(sc.URL); sc.URL != "" && len(risky) > 0 {
+		n.Log.Warn(n.Name+": the NATS credential may go to servers off this host in plain text (nats:// URL, no CA): use tls:// URLs and nats.tls.ca_file", "servers", risky)
+	}
 	if sc.URL == "" {
-		srv, err := StartServer(sc.Embedded)
+		emb := sc.Embedded
+		if !emb.HasCredential() {
+			if emb.Exposed() {
+				return fmt.Errorf("%s: start: %w: the embedded server listens on %q or has a cluster, so it needs a credential", n.Name, ErrNoCredential, emb.Listen)
+			}
+			// Loopback only and nobody else configured: this process is
+			// the server's only intended client. The server still asks
+			// for a credential; a random one, held only in memory, keeps
+			// every other local process out.
+			emb.Token = RandomToken()
+		}
+		srv, err := StartServer(emb)
 		if err != nil {
 			return fmt.Errorf("%s: start: %w", n.Name, err)
 		}
 		n.Srv = srv
+		auth = serverAuth(emb)
 	}
-	nc, err := Connect(ctx, ConnConfig{URL: sc.URL, Server: n.Srv, Name: sc.ClientName, Log: n.Log, Notify: n.Notify, SlowConsumer: sc.SlowConsumer})
+	nc, err := Connect(ctx, ConnConfig{URL: sc.URL, Server: n.Srv, Auth: auth, Name: sc.ClientName, Log: n.Log, Notify: n.Notify, SlowConsumer: sc.SlowConsumer})
 	if err != nil {
 		n.StopServer()
 		return fmt.Errorf("%s: start: %w", n.Name, err)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // ServerConfig configures an embedded nats-server. The zero value does not
@@ -37,7 +38,69 @@ type ServerConfig struct {
 	ServerName string
 	// Log receives the server's log lines; nil discards them.
 	Log *slog.Logger
+
+	// User and Password, or Token, are the credential every client and
+	// every route of the server must present: the server never runs
+	// without one (see Node.Start for the generated one). Routes log in
+	// as User with Password, or as "syncgate" with Token.
+	User, Password string
+	Token          string
+	// TLSCertFile and TLSKeyFile (PEM) turn TLS on for the client port
+	// and, with a cluster, the route port. TLSCAFile (PEM) is the CA that
+	// route peers' certificates must chain to; required with a cluster.
+	// In-process connections do not use TLS.
+	TLSCertFile, TLSKeyFile, TLSCAFile string
 }
+
+// HasCredential reports whether a user/password or a token is set.
+func (c ServerConfig) HasCredential() bool {
+	return c.User != "" || c.Password != "" || c.Token != ""
+}
+
+// Exposed reports whether other hosts may reach the server: its client
+// address is not loopback, or it has a cluster (routes).
+func (c ServerConfig) Exposed() bool {
+	if c.ClusterListen != "" || len(c.Routes) > 0 {
+		return true
+	}
+	host, _, err := net.SplitHostPort(c.Listen)
+	return err != nil || !IsLoopback(host)
+}
+
+// IsLoopback reports whether host is "localhost" or a loopback IP. An
+// empty host (all interfaces) is not.
+func IsLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// ErrNoCredential: the embedded server was configured without a
+// credential; it never accepts anonymous clients.
+var ErrNoCredential = errors.New("nats: embedded server: no credential (set User and Password, or Token)")
+
+// routeUser is the user routes log in as when the credential is a token
+// (route authentication takes a user and a password).
+const tokenRouteUser = "syncgate"
+
+// checkCredential reports a credential that is missing or half set.
+func (c ServerConfig) checkCredential() error {
+	switch {
+	case !c.HasCredential():
+		return ErrNoCredential
+	case c.Token != "" && (c.User != "" || c.Password != ""):
+		return errors.New("nats: embedded server: set User and Password, or Token, not both")
+	case c.Token == "" && (c.User == "" || c.Password == ""):
+		return errors.New("nats: embedded server: User and Password must both be set")
+	}
+	return nil
+}
+
+// tlsTimeout bounds a TLS handshake on the client and route ports
+// (generous: the machine may be loaded).
+const tlsTimeout = 5 * time.Second
 
 // serverReadyTimeout bounds how long StartServer waits for the listeners.
 const serverReadyTimeout = 10 * time.Second
@@ -91,6 +154,9 @@ func ServerOptions(cfg ServerConfig) (*server.Options, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nats: embedded server: listen %q: %w", cfg.Listen, err)
 	}
+	if err := cfg.checkCredential(); err != nil {
+		return nil, err
+	}
 	opts := &server.Options{
 		Host:      host,
 		Port:      port,
@@ -98,6 +164,33 @@ func ServerOptions(cfg ServerConfig) (*server.Options, error) {
 		NoLog:     cfg.Log == nil,
 		JetStream: true,
 		StoreDir:  cfg.StoreDir,
+	}
+	routeUser, routePass := cfg.User, cfg.Password
+	if cfg.Token != "" {
+		opts.Authorization = cfg.Token
+		routeUser, routePass = tokenRouteUser, cfg.Token
+	} else {
+		// The server keeps a bcrypt hash, so it does not warn about a
+		// plaintext password the operator cannot avoid giving us. The
+		// lowest cost: the plaintext lives in this process anyway, and
+		// every login (in the server's read loop, within the client's
+		// connect timeout) pays for it.
+		hash, err := bcrypt.GenerateFromPassword([]byte(cfg.Password), bcrypt.MinCost)
+		if err != nil {
+			return nil, fmt.Errorf("nats: embedded server: password: %w", err)
+		}
+		opts.Username, opts.Password = cfg.User, string(hash)
+	}
+	if (cfg.TLSCertFile == "") != (cfg.TLSKeyFile == "") {
+		return nil, errors.New("nats: embedded server: TLS needs both a certificate and a key file")
+	}
+	if cfg.TLSCertFile != "" {
+		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: cfg.TLSCertFile, KeyFile: cfg.TLSKeyFile, CaFile: cfg.TLSCAFile})
+		if err != nil {
+			return nil, fmt.Errorf("nats: embedded server: TLS: %w", err)
+		}
+		opts.TLSConfig = tc
+		opts.TLSTimeout = tlsTimeout.Seconds()
 	}
 	name := cfg.ServerName
 	if cfg.ClusterListen != "" {
@@ -115,11 +208,28 @@ func ServerOptions(cfg ServerConfig) (*server.Options, error) {
 		if opts.Cluster.Name == "" {
 			opts.Cluster.Name = "syncgate"
 		}
+		// Routes authenticate both ways: this server asks its peers for
+		// the credential and presents it to them.
+		opts.Cluster.Username, opts.Cluster.Password = routeUser, routePass
+		if cfg.TLSCertFile != "" {
+			if cfg.TLSCAFile == "" {
+				return nil, errors.New("nats: embedded server: TLS with a cluster needs a CA file (to verify the route peers)")
+			}
+			tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: cfg.TLSCertFile, KeyFile: cfg.TLSKeyFile, CaFile: cfg.TLSCAFile, Verify: true})
+			if err != nil {
+				return nil, fmt.Errorf("nats: embedded server: route TLS: %w", err)
+			}
+			// Routes are dialled too: the CA verifies the peer as a server
+			// (as nats-server's own config parser sets it).
+			tc.RootCAs = tc.ClientCAs
+			opts.Cluster.TLSConfig = tc
+			opts.Cluster.TLSTimeout = tlsTimeout.Seconds()
+		}
 		for _, r := range cfg.Routes {
 			if _, _, err := net.SplitHostPort(r); err != nil {
 				return nil, fmt.Errorf("nats: embedded server: route %q: %w", r, err)
 			}
-			opts.Routes = append(opts.Routes, &url.URL{Scheme: "nats-route", Host: r})
+			opts.Routes = append(opts.Routes, &url.URL{Scheme: "nats-route", User: url.UserPassword(routeUser, routePass), Host: r})
 		}
 		if name == "" {
 			name = "syncgate-" + cfg.ClusterListen

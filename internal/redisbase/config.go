@@ -3,6 +3,8 @@ package redisbase
 import (
 	"errors"
 	"fmt"
+	"log/slog"
+	"net"
 	"strings"
 )
 
@@ -23,4 +25,23 @@ func ValidateConn(name, prefix string, db int, addrs []string) []error {
 		}
 	}
 	return errs
+}
+
+// WarnPlaintextPassword logs a warning when a password would go to a
+// server that is not on loopback without TLS (anyone on the path reads
+// it). name starts the message.
+func WarnPlaintextPassword(log *slog.Logger, name string, hasPassword, tls bool, addrs ...string) {
+	if !hasPassword || tls {
+		return
+	}
+	var exposed []string
+	for _, a := range addrs {
+		host, _, err := net.SplitHostPort(a)
+		if ip := net.ParseIP(host); err != nil || (!strings.EqualFold(host, "localhost") && (ip == nil || !ip.IsLoopback())) {
+			exposed = append(exposed, a)
+		}
+	}
+	if len(exposed) > 0 {
+		log.Warn(name+": the password goes to servers off this host without TLS; anyone on the network path can read it (set redis.tls.enabled)", "servers", exposed)
+	}
 }

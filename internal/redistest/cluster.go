@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/syncgate/syncgate/internal/testcert"
 )
 
 // Cluster is a Redis Cluster of masters (and optional replicas) started
@@ -14,6 +16,7 @@ import (
 type Cluster struct {
 	Masters  []*Server
 	Replicas []*Server // Replicas[i] replicates Masters[i % len(Masters)]
+	tls      bool
 }
 
 // ClusterOptions configures StartCluster.
@@ -23,6 +26,13 @@ type ClusterOptions struct {
 	ReplicasPerMaster int
 	// NodeTimeout is cluster-node-timeout; default 1s (fast failover).
 	NodeTimeout time.Duration
+	// User and Password: every node requires this ACL user (see
+	// Options); replicas log in to their masters with it.
+	User, Password string
+	// TLS gives every node a TLS port with one shared test CA; the
+	// cluster bus and replication use TLS, and CLUSTER SLOTS asked over
+	// TLS names the TLS ports (see TLSAddrs, TLSFiles).
+	TLS bool
 }
 
 // StartCluster starts a cluster and waits until every node reports
@@ -41,12 +51,21 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 		"--cluster-node-timeout", strconv.FormatInt(opts.NodeTimeout.Milliseconds(), 10),
 		"--cluster-require-full-coverage", "no",
 	}
-	c := &Cluster{}
+	if opts.User != "" {
+		args = append(args, "--masteruser", opts.User, "--masterauth", opts.Password)
+	}
+	node := Options{Args: args, User: opts.User, Password: opts.Password}
+	if opts.TLS {
+		f := testcert.Write(t)
+		node.TLS, node.TLSFiles = true, &f
+		node.Args = append(node.Args, "--tls-cluster", "yes", "--tls-replication", "yes")
+	}
+	c := &Cluster{tls: opts.TLS}
 	for range opts.Masters {
-		c.Masters = append(c.Masters, Start(t, Options{Args: args}))
+		c.Masters = append(c.Masters, Start(t, node))
 	}
 	for range opts.Masters * opts.ReplicasPerMaster {
-		c.Replicas = append(c.Replicas, Start(t, Options{Args: args}))
+		c.Replicas = append(c.Replicas, Start(t, node))
 	}
 	const slots = 16384
 	for i, m := range c.Masters {
@@ -56,7 +75,7 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 	}
 	first := c.Masters[0]
 	for _, s := range c.All()[1:] {
-		first.MustDo("CLUSTER", "MEET", "127.0.0.1", strconv.Itoa(s.Port()))
+		first.MustDo("CLUSTER", "MEET", "127.0.0.1", strconv.Itoa(c.busBase(s)))
 	}
 	c.waitKnown(t)
 	for i, r := range c.Replicas {
@@ -87,6 +106,30 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 func (c *Cluster) All() []*Server {
 	return append(append([]*Server{}, c.Masters...), c.Replicas...)
 }
+
+// busBase is the port a node is known by in the cluster (its cluster bus
+// port is this + 10000): the TLS port with tls-cluster.
+func (c *Cluster) busBase(s *Server) int {
+	if c.tls {
+		return s.tlsPort
+	}
+	return s.Port()
+}
+
+// TLSAddrs returns the masters' TLS addresses (nil without TLS).
+func (c *Cluster) TLSAddrs() []string {
+	if !c.tls {
+		return nil
+	}
+	addrs := make([]string, len(c.Masters))
+	for i, m := range c.Masters {
+		addrs[i] = m.TLSAddr()
+	}
+	return addrs
+}
+
+// TLSFiles are the CA, certificate and key every node uses.
+func (c *Cluster) TLSFiles() testcert.Files { return c.Masters[0].TLSFiles() }
 
 // Addrs returns the masters' addresses (seed nodes for a client).
 func (c *Cluster) Addrs() []string {

@@ -26,6 +26,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/syncgate/syncgate/internal/testcert"
 )
 
 // Options configures a server started by Start.
@@ -40,6 +42,19 @@ type Options struct {
 	Port int
 	// Dir is the working directory; empty means a new t.TempDir().
 	Dir string
+	// User and Password, when set, create an ACL user with every
+	// permission and turn the default user off: a client must log in
+	// (AUTH user password) before any command. Password alone is the
+	// default user's password (requirepass).
+	User, Password string
+	// TLS adds a TLS port (TLSAddr) with a certificate, key and CA
+	// generated into Dir (TLSFiles); clients may present a certificate
+	// signed by that CA, and need not. The plain port stays open for
+	// the helpers here.
+	TLS bool
+	// TLSFiles, with TLS, are used instead of generating certificates
+	// (servers that must trust each other share them).
+	TLSFiles *testcert.Files
 }
 
 // Server is one redis-server process.
@@ -49,6 +64,9 @@ type Server struct {
 	bin  string
 	port int
 	dir  string
+
+	tlsPort  int
+	tlsFiles testcert.Files
 
 	mu  sync.Mutex
 	cmd *exec.Cmd // nil while stopped
@@ -99,8 +117,29 @@ func newServer(t testing.TB, opts Options) *Server {
 	}
 	s := &Server{t: t, opts: opts, bin: bin, port: opts.Port, dir: dir}
 	t.Cleanup(s.Kill)
+	if opts.TLS && opts.TLSFiles != nil {
+		s.tlsFiles = *opts.TLSFiles
+	} else if opts.TLS {
+		f, err := testcert.WriteDir(dir)
+		if err != nil {
+			t.Fatalf("redistest: certificates: %v", err)
+		}
+		s.tlsFiles = f
+	}
 	return s
 }
+
+// TLSAddr is the TLS port's address, 127.0.0.1:port ("" without TLS).
+func (s *Server) TLSAddr() string {
+	if !s.opts.TLS {
+		return ""
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.tlsPort))
+}
+
+// TLSFiles are the server's CA, certificate and key (the certificate
+// also works as a client certificate).
+func (s *Server) TLSFiles() testcert.Files { return s.tlsFiles }
 
 // Addr is the server's address, 127.0.0.1:port.
 func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
@@ -138,6 +177,18 @@ func (s *Server) args() []string {
 	} else {
 		args = append(args, "--appendonly", "no")
 	}
+	switch {
+	case s.opts.User != "":
+		args = append(args, "--user", "default", "off",
+			"--user", s.opts.User, "on", ">"+s.opts.Password, "~*", "&*", "+@all")
+	case s.opts.Password != "":
+		args = append(args, "--requirepass", s.opts.Password)
+	}
+	if s.opts.TLS {
+		args = append(args, "--tls-port", strconv.Itoa(s.tlsPort),
+			"--tls-cert-file", s.tlsFiles.Cert, "--tls-key-file", s.tlsFiles.Key,
+			"--tls-ca-cert-file", s.tlsFiles.CA, "--tls-auth-clients", "optional")
+	}
 	return append(args, s.opts.Args...)
 }
 
@@ -150,6 +201,11 @@ func (s *Server) start() error {
 		if pick {
 			if s.port, err = FreePort(); err != nil {
 				return err
+			}
+			if s.opts.TLS {
+				if s.tlsPort, err = FreePort(); err != nil {
+					return err
+				}
 			}
 		}
 		if err = s.launch(s.args()); err == nil {
@@ -218,8 +274,14 @@ func (s *Server) Log() string {
 	return string(b)
 }
 
-// Do sends one command and returns its reply rendered as text (see Do).
-func (s *Server) Do(args ...string) (string, error) { return Do(s.Addr(), args...) }
+// Do sends one command and returns its reply rendered as text (see Do),
+// logged in as Options.User when set.
+func (s *Server) Do(args ...string) (string, error) {
+	if s.opts.User != "" || s.opts.Password != "" {
+		return DoAuth(s.Addr(), s.opts.User, s.opts.Password, args...)
+	}
+	return Do(s.Addr(), args...)
+}
 
 // MustDo is Do that fails the test on error.
 func (s *Server) MustDo(args ...string) string {
@@ -250,6 +312,9 @@ func WaitReady(addr string, timeout time.Duration) error {
 		if out, err = Do(addr, "PING"); err == nil && out == "PONG" {
 			return nil
 		}
+		if err != nil && strings.HasPrefix(err.Error(), "NOAUTH") {
+			return nil // up, and wants a login
+		}
 		if err == nil {
 			err = fmt.Errorf("PING answered %q", out)
 		}
@@ -263,6 +328,19 @@ func WaitReady(addr string, timeout time.Duration) error {
 // elements joined by newlines (nested arrays flattened), nil as "". A
 // Redis error reply is returned as an error.
 func Do(addr string, args ...string) (string, error) {
+	return do(addr, nil, args)
+}
+
+// DoAuth is Do logged in as user with password (AUTH first, on the same
+// connection); an empty user sends AUTH password.
+func DoAuth(addr, user, password string, args ...string) (string, error) {
+	if user == "" {
+		return do(addr, []string{"AUTH", password}, args)
+	}
+	return do(addr, []string{"AUTH", user, password}, args)
+}
+
+func do(addr string, auth, args []string) (string, error) {
 	c, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
 		return "", err
@@ -270,15 +348,27 @@ func Do(addr string, args ...string) (string, error) {
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	var b strings.Builder
-	fmt.Fprintf(&b, "*%d\r\n", len(args))
-	for _, a := range args {
-		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+	for _, cmd := range [][]string{auth, args} {
+		if cmd == nil {
+			continue
+		}
+		fmt.Fprintf(&b, "*%d\r\n", len(cmd))
+		for _, a := range cmd {
+			fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+		}
 	}
 	if _, err := c.Write([]byte(b.String())); err != nil {
 		return "", err
 	}
+	r := bufio.NewReader(c)
+	if auth != nil {
+		var ok []string
+		if err := readReply(r, &ok); err != nil {
+			return "", fmt.Errorf("AUTH: %w", err)
+		}
+	}
 	var out []string
-	if err := readReply(bufio.NewReader(c), &out); err != nil {
+	if err := readReply(r, &out); err != nil {
 		return "", err
 	}
 	return strings.Join(out, "\n"), nil

@@ -1,0 +1,105 @@
+package natsbase
+
+import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// rogueServer starts a nats-server outside the cluster that routes to
+// route (a nats-route:// URL, with or without a credential).
+func rogueServer(t *testing.T, route string) *server.Server {
+	t.Helper()
+	u, err := url.Parse(route)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true, NoLog: true,
+		Cluster: server.ClusterOpts{Name: "syncgate", Host: "127.0.0.1", Port: server.RANDOM_PORT},
+		Routes:  []*url.URL{u},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("rogue server not ready")
+	}
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	return s
+}
+
+// TestRouteNeedsCredential: a server that routes to the embedded server's
+// cluster port without the credential (to receive every message, or to
+// inject some) is refused; with the credential it is let in, which shows
+// the refusal is the credential's doing.
+func TestRouteNeedsCredential(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clusterAddr := ln.Addr().String()
+	ln.Close()
+	var logs syncBuffer
+	srv, err := StartServer(ServerConfig{
+		Listen: "127.0.0.1:0", StoreDir: t.TempDir(),
+		ClusterListen: clusterAddr, Routes: []string{clusterAddr},
+		Token: "route-token-0123456789",
+		Log:   slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
+
+	rogueServer(t, "nats-route://"+clusterAddr)
+	waitFor(t, 20*time.Second, "the anonymous route to be refused or let in", func() bool {
+		return srv.NumRoutes() > 0 || strings.Contains(logs.String(), "authentication error")
+	})
+	if n := srv.NumRoutes(); n != 0 {
+		t.Fatalf("a route without the credential joined the embedded server's cluster (%d routes)", n)
+	}
+
+	rogueServer(t, fmt.Sprintf("nats-route://%s:%s@%s", tokenRouteUser, "route-token-0123456789", clusterAddr))
+	waitFor(t, 20*time.Second, "the route with the credential", func() bool { return srv.NumRoutes() > 0 })
+	if strings.Contains(logs.String(), "route-token-0123456789") {
+		t.Error("the server logged the credential")
+	}
+}
