@@ -105,7 +105,7 @@ func (b *Broker) Subscribe(ctx context.Context, ch string) error {
 	}
 	if err != nil {
 		b.drop(c)
-		return natsbase.Wrap("jetstream", "subscribe", ch, err)
+		return natsbase.Wrap("jetstream", "subscribe", ch, b.noteErr(err))
 	}
 	return nil
 }
@@ -287,6 +287,7 @@ func (b *Broker) fillLocked(c *channel, upTo, nextSeq uint64, nextEpoch string) 
 		msgs, err := natsbase.DirectBatch(ctx, b.n.NC.Conn, b.cfg.Stream, c.hist, c.lastStream+1, batch, upTo)
 		cancel()
 		if err != nil {
+			b.noteErr(err)
 			b.n.Log.Warn("jetstream: filling a gap", "channel", c.name, "err", err)
 			return
 		}
@@ -332,6 +333,7 @@ func (b *Broker) sweep() bool {
 			switch {
 			case errors.Is(err, natsbase.ErrNotFound):
 			case err != nil:
+				b.noteErr(err)
 				ok = false
 			case last.Seq > c.lastStream:
 				seq, epoch := seqOf(last.Header)

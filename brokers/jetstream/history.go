@@ -27,7 +27,7 @@ func (b *Broker) Since(ctx context.Context, ch string, since uint64, limit int) 
 	subj := b.histPre + natsbase.Token(ch)
 	last, err := b.lastOrMarker(ctx, ch, subj)
 	if err != nil {
-		return nil, brokers.Position{}, natsbase.Wrap("jetstream", "since", ch, err)
+		return nil, brokers.Position{}, natsbase.Wrap("jetstream", "since", ch, b.noteErr(err))
 	}
 	seq, epoch := seqOf(last.Header)
 	pos := brokers.Position{Seq: seq, Epoch: epoch}
@@ -37,7 +37,7 @@ func (b *Broker) Since(ctx context.Context, ch string, since uint64, limit int) 
 	}
 	pubs, err := b.readRange(ctx, subj, last, since, uint64(limit))
 	if err != nil {
-		return nil, brokers.Position{}, natsbase.Wrap("jetstream", "since", ch, err)
+		return nil, brokers.Position{}, natsbase.Wrap("jetstream", "since", ch, b.noteErr(err))
 	}
 	return pubs, pos, nil
 }

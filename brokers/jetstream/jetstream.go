@@ -38,6 +38,7 @@ const (
 	DefaultOutboxSize  = 10000
 	DefaultShards      = 8
 	DefaultQueueSize   = 16384
+	DefaultCheckEvery  = 2 * time.Second
 	setupTimeout       = 30 * time.Second
 )
 
@@ -77,6 +78,12 @@ type Config struct {
 	// each buffers before the client library drops them (a drop is a gap,
 	// filled from the stream). Defaults DefaultShards, DefaultQueueSize.
 	Shards, QueueSize int
+	// CheckEvery is how often the node asks the server whether its streams
+	// are still there (and the same ones), to re-create what was deleted
+	// under it without waiting for a reconnect. A request that finds a
+	// stream missing, and Ping, trigger the same check at once. 0 means
+	// DefaultCheckEvery.
+	CheckEvery time.Duration
 	// Log gets connection changes and errors; nil discards them.
 	Log *slog.Logger
 }
@@ -119,7 +126,11 @@ type Broker struct {
 	// needSweep: check every subscribed channel against the stream (see
 	// flusher).
 	needSweep atomic.Bool
-	local     map[string]*brokers.Position // outbox lock: outage positions handed out per channel
+	// needRepair: a request found a stream missing (or a publish found
+	// nothing to store it): the flusher checks the streams and re-creates
+	// them. Ping reports the node unready while it is set.
+	needRepair atomic.Bool
+	local      map[string]*brokers.Position // outbox lock: outage positions handed out per channel
 }
 
 var (
@@ -154,6 +165,9 @@ func New(cfg Config) *Broker {
 	}
 	if cfg.QueueSize <= 0 {
 		cfg.QueueSize = DefaultQueueSize
+	}
+	if cfg.CheckEvery <= 0 {
+		cfg.CheckEvery = DefaultCheckEvery
 	}
 	b := &Broker{
 		cfg:      cfg,

@@ -105,7 +105,8 @@ func (b *Broker) Publish(ctx context.Context, ch string, data []byte) (brokers.P
 		}
 		return brokers.Position{}, fmt.Errorf("jetstream: publish %s: %w", ch, err)
 	}
-	if amb != nil || natsbase.IsConnErr(err) {
+	b.noteErr(err)
+	if amb != nil || natsbase.IsOutage(err) {
 		b.jsDown.Store(true)
 		b.n.Poke()
 		return b.enqueue(ch, data, id, amb)
@@ -402,6 +403,9 @@ func (b *Broker) deliverLocal(ch string, pos brokers.Position, data []byte) {
 // flusher sends the outbox when the server is back, recovers after a
 // reconnect (streams, gaps) and forgets idle publish states.
 //
+// It checks the streams every Config.CheckEvery, and at once when a
+// request found one missing, and re-creates what is gone (see repair.go).
+//
 // It sweeps every subscribed channel (checks it against the stream and
 // fills what is missing) after a reconnect, after an outage of the stream
 // (once the outbox is flushed), and after the stream elects a new leader:
@@ -410,7 +414,7 @@ func (b *Broker) deliverLocal(ch string, pos brokers.Position, data []byte) {
 func (b *Broker) flusher() {
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
-	lastEvict := time.Now()
+	lastEvict, lastCheck := time.Now(), time.Now()
 	for {
 		select {
 		case <-b.n.Ctx.Done():
@@ -428,6 +432,13 @@ func (b *Broker) flusher() {
 			}
 			b.reconnects = n
 			b.needSweep.Store(true)
+		}
+		if b.needRepair.Load() || time.Since(lastCheck) >= b.cfg.CheckEvery {
+			lastCheck = time.Now()
+			if err := b.checkStreams(); err != nil {
+				b.n.Log.Warn("jetstream: checking the streams", "err", err)
+				continue
+			}
 		}
 		if b.jsDown.Load() {
 			b.needSweep.Store(true)
@@ -477,11 +488,12 @@ func (b *Broker) flushOutbox() bool {
 		_, amb, err := b.publish(ctx, e.ch, e.data, e.id, e.was, e.amb)
 		cancel()
 		if err != nil {
+			b.noteErr(err)
 			if amb != nil {
 				e.amb = amb
 				b.n.Outbox.Replace(e)
 			}
-			if amb != nil || natsbase.IsConnErr(err) || b.n.Ctx.Err() != nil {
+			if amb != nil || natsbase.IsOutage(err) || b.n.Ctx.Err() != nil {
 				return false
 			}
 			b.n.Log.Error("jetstream: dropping an outbox publication the server refuses", "channel", e.ch, "err", err)
