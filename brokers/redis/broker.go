@@ -229,8 +229,9 @@ func (b *Broker) shutdown() {
 }
 
 // Ping reports an error wrapping brokers.ErrUnavailable while any shard is
-// not fully up (disconnected, or still replaying its outbox), or does not
-// answer PING within Config.ProbeTimeout.
+// not fully up (disconnected, or still replaying its outbox), or its server
+// does not take writes (a read-only replica, out of memory: see
+// redisbase.ProbeWrite) within Config.ProbeTimeout.
 func (b *Broker) Ping(ctx context.Context) error {
 	if err := b.check(ctx); err != nil {
 		return fmt.Errorf("redis: ping: %w", err)
@@ -240,7 +241,7 @@ func (b *Broker) Ping(ctx context.Context) error {
 			return fmt.Errorf("redis: ping %s: %s (outbox %d): %w", sh.name, stateName(st), b.outboxLen.Load(), brokers.ErrUnavailable)
 		}
 		pctx, cancel := context.WithTimeout(ctx, b.cfg.ProbeTimeout)
-		err := sh.cmd.Ping(pctx).Err()
+		err := sh.probeWrite(pctx)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("redis: ping %s: %w: %w", sh.name, brokers.ErrUnavailable, err)

@@ -276,13 +276,16 @@ func (b *Broker) Unsubscribe(ctx context.Context, ch string) error {
 	return nil
 }
 
-// Ping implements brokers.Pinger: every shard answers PING.
+// Ping implements brokers.Pinger, for readiness: every server takes writes
+// (every publish and subscribe runs a script that may write; a read-only
+// replica or a server out of memory answers PING but refuses them, see
+// redisbase.ProbeWrite).
 func (b *Broker) Ping(ctx context.Context) error {
 	if err := b.check(ctx); err != nil {
 		return fmt.Errorf("redis-streams: ping: %w", err)
 	}
 	for i, c := range b.cmds {
-		if err := c.Ping(ctx).Err(); err != nil {
+		if err := redisbase.ProbeWrite(ctx, c); err != nil {
 			return fmt.Errorf("redis-streams: ping %s: %w", b.cfg.Addrs[i], wrapErr(err))
 		}
 	}
