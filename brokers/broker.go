@@ -112,7 +112,13 @@ type History interface {
 	// Since returns the publications of ch with seq > since, oldest first,
 	// at most limit of them (limit 0: none, only the position), and the
 	// channel's latest Position. A channel with no messages yet has Seq 0
-	// and a valid Epoch. The caller detects truncation by comparing the
+	// and a valid Epoch; while the node is subscribed to the channel that
+	// epoch stays the same, and the first publication from this node keeps
+	// it. Reading an empty channel must not store anything in the broker
+	// (a subscriber to a channel nobody publishes on costs it nothing):
+	// a backend may keep that epoch on the node and give the same channel
+	// another one elsewhere, in which case a client resuming from it is
+	// told to resync. The caller detects truncation by comparing the
 	// first returned seq with since+1 and the count with latest.Seq-since.
 	Since(ctx context.Context, ch string, since uint64, limit int) ([]Publication, Position, error)
 }
