@@ -55,13 +55,14 @@ type channel struct {
 	tail atomic.Pointer[tail]
 
 	// empty is the epoch Since handed out while the channel had no stored
-	// message (nil: none), kept so that every Since on this node agrees
-	// and a first publication from this node keeps it, without storing
-	// anything (see emptyEpoch). Written under mu, readable without.
-	// gen counts what may have stored something unseen or changed the
-	// stream (a message accepted, a sweep, a reset): each drops empty.
-	empty atomic.Pointer[string]
-	gen   uint64
+	// message (nil: none), kept on the node instead of in the stream (see
+	// empty.go). Written under mu, readable without. gen counts what may
+	// have stored something unseen or changed the stream (a message
+	// accepted, a sweep, a reset): each drops empty. emptySub answers
+	// other nodes asking for it.
+	empty    atomic.Pointer[string]
+	gen      uint64
+	emptySub *nats.Subscription
 }
 
 // invalidateLocked forgets the empty-channel epoch (c.mu held): something
@@ -69,7 +70,13 @@ type channel struct {
 // looking.
 func (c *channel) invalidateLocked() {
 	c.gen++
-	c.empty.Store(nil)
+	if c.empty.Load() != nil {
+		c.empty.Store(nil)
+	}
+	if c.emptySub != nil {
+		_ = c.emptySub.Unsubscribe()
+		c.emptySub = nil
+	}
 }
 
 // tail is a stored message's stream seq, channel seq and epoch.
@@ -191,6 +198,7 @@ func (b *Broker) drop(c *channel) {
 		_ = s.Unsubscribe()
 	}
 	c.subs = nil
+	c.invalidateLocked()
 	c.mu.Unlock()
 }
 
@@ -206,6 +214,10 @@ const maxPending = 10000
 // handle runs on the channel's delivery goroutine.
 func (b *Broker) handle(m *nats.Msg) {
 	var tok string
+	if rest, ok := strings.CutPrefix(m.Subject, b.emptyPre); ok {
+		b.answerEmpty(rest, m)
+		return
+	}
 	if rest, ok := strings.CutPrefix(m.Subject, b.livePre); ok {
 		tok = rest
 	} else {
@@ -276,11 +288,7 @@ func (b *Broker) acceptLocked(c *channel, sseq uint64, h nats.Header, data []byt
 	seq, epoch := seqOf(h)
 	c.lastStream = sseq
 	c.tail.Store(&tail{sseq, seq, epoch})
-	if c.empty.Load() != nil {
-		c.invalidateLocked()
-	} else {
-		c.gen++
-	}
+	c.invalidateLocked()
 	if seq == 0 {
 		c.seq, c.epoch = 0, epoch
 		return
@@ -393,52 +401,4 @@ func (b *Broker) tailOf(ch string) *tail {
 		return nil
 	}
 	return c.tail.Load()
-}
-
-// channelGen returns the channel ch this node serves (nil when none) and
-// its gen, read before a Since looks at the stream: see emptyEpoch.
-func (b *Broker) channelGen(ch string) (*channel, uint64) {
-	c := b.n.Channel(ch)
-	if c == nil {
-		return nil, 0
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c, c.gen
-}
-
-// emptyEpoch is the epoch Since gives a channel with no stored message.
-// Nothing is stored for it (a subscriber must cost the stream nothing), so
-// it lives on this node: while the node serves ch and has seen nothing
-// stored on it since gen was read, every Since returns the same epoch and
-// a first publication from this node keeps it (firstEpoch). Otherwise it
-// is a new epoch that no publication keeps: a client resuming from it is
-// told to resync (recovered false), which is safe; claiming an epoch that
-// messages were stored and lost under would not be.
-func (b *Broker) emptyEpoch(c *channel, gen uint64) string {
-	if c == nil {
-		return newEpoch()
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.active || !c.ready || c.gen != gen {
-		return newEpoch()
-	}
-	if e := c.empty.Load(); e != nil {
-		return *e
-	}
-	e := newEpoch()
-	c.empty.Store(&e)
-	return e
-}
-
-// firstEpoch is the epoch of a publication onto a channel with no stored
-// message: the one Since handed out here, if any.
-func (b *Broker) firstEpoch(ch string) string {
-	if c := b.n.Channel(ch); c != nil {
-		if e := c.empty.Load(); e != nil {
-			return *e
-		}
-	}
-	return newEpoch()
 }

@@ -22,10 +22,11 @@
 // silent for HistoryTTL so that every message aged out, or its stream lost
 // with its server's memory) begins a new random epoch at seq 1. Since, on
 // an empty channel, stores nothing (a subscriber to a channel nobody
-// publishes on costs the stream nothing): the epoch it returns is kept on
-// the node while the node is subscribed and sees nothing stored on the
-// channel, and the node's own first publication keeps it. Epoch markers
-// (seq 0) that older versions stored are still read.
+// publishes on costs the stream nothing): the epoch it returns lives on
+// the nodes serving the channel, which hand it to each other on request,
+// until they see anything stored on it; the first publication keeps it
+// (see empty.go). Epoch markers (seq 0) that older versions stored are
+// still read.
 //
 // # Streams deleted under the node
 //

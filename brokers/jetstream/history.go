@@ -26,7 +26,7 @@ func (b *Broker) Since(ctx context.Context, ch string, since uint64, limit int) 
 	c, gen := b.channelGen(ch)
 	last, err := natsbase.GetLast(ctx, b.n.NC.Conn, b.cfg.Stream, subj)
 	if errors.Is(err, natsbase.ErrNotFound) {
-		return nil, brokers.Position{Epoch: b.emptyEpoch(c, gen)}, nil
+		return nil, brokers.Position{Epoch: b.emptyEpoch(ctx, ch, c, gen)}, nil
 	}
 	if err != nil {
 		return nil, brokers.Position{}, natsbase.Wrap("jetstream", "since", ch, b.noteErr(err))

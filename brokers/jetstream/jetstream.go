@@ -105,6 +105,7 @@ type Broker struct {
 	nodeID   string
 	histPre  string // <prefix>.h.
 	livePre  string // <prefix>.r.
+	emptyPre string // <prefix>.ee.: nodes ask each other for an empty channel's epoch
 	histSize int    // messages Since may return
 	idSeq    atomic.Uint64
 
@@ -174,6 +175,7 @@ func New(cfg Config) *Broker {
 		nodeID:   randomID(10),
 		histPre:  cfg.Prefix + ".h.",
 		livePre:  cfg.Prefix + ".r.",
+		emptyPre: cfg.Prefix + ".ee.",
 		histSize: max(cfg.HistorySize, 0),
 		pubs:     make(map[string]*pubState),
 		local:    make(map[string]*brokers.Position),

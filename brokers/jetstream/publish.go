@@ -196,7 +196,7 @@ func (b *Broker) publish(ctx context.Context, ch string, data []byte, id, was st
 		}
 		a := attempt{expect: st.sseq, seq: st.seq + 1, epoch: st.epoch, id: id, was: was}
 		if a.epoch == "" {
-			a.seq, a.epoch = 1, b.firstEpoch(ch)
+			a.seq, a.epoch = 1, b.firstEpoch(ctx, ch)
 		}
 		pos, amb, err := b.send(ctx, st, subj, data, a)
 		if errors.Is(err, natsbase.ErrConflict) {

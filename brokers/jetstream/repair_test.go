@@ -221,3 +221,77 @@ func TestSubscribeStoresNothing(t *testing.T) {
 		t.Fatalf("Since after the first Publish: %d publications, latest %+v", len(pubs), latest)
 	}
 }
+
+// TestEmptyEpochAcrossNodes: nodes agree on an empty channel's epoch
+// without storing it: a node asks those serving the channel, and a first
+// publication from any node keeps it. Once something was stored the epoch
+// is not handed out again for the channel's next empty period.
+func TestEmptyEpochAcrossNodes(t *testing.T) {
+	srv := natstest.RunServer(t)
+	a := startNode(t, jetstream.Config{URL: srv.URL()})
+	b := startNode(t, jetstream.Config{URL: srv.URL()})
+	ctx := t.Context()
+	const ch = "shared.empty"
+	if err := a.b.Subscribe(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	_, pa, err := a.b.Since(ctx, ch, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// b does not serve the channel yet, then does.
+	_, pb, err := b.b.Since(ctx, ch, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.b.Subscribe(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	_, pb2, err := b.b.Since(ctx, ch, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pa.Epoch == "" || pb.Epoch != pa.Epoch || pb2.Epoch != pa.Epoch || pa.Seq+pb.Seq+pb2.Seq != 0 {
+		t.Fatalf("empty channel: node a %+v, node b %+v then %+v; want seq 0 in one epoch", pa, pb, pb2)
+	}
+	pos, err := b.b.Publish(ctx, ch, []byte("first"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pos.Seq != 1 || pos.Epoch != pa.Epoch {
+		t.Fatalf("first Publish from node b: %+v, want seq 1 in %q", pos, pa.Epoch)
+	}
+	for _, n := range []node{a, b} {
+		if got := n.rec.WaitPublications(t, ch, 1, 10*time.Second); got[0].Epoch != pa.Epoch {
+			t.Fatalf("delivered in %q, want %q", got[0].Epoch, pa.Epoch)
+		}
+	}
+
+	// The channel's history goes away (as when it ages out): its next
+	// empty period has a new epoch, on both nodes.
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := natsjs.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(ctx, "SG_HISTORY")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Purge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []node{a, b} {
+		_, p, err := n.b.Since(ctx, ch, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Seq != 0 || p.Epoch == pa.Epoch {
+			t.Fatalf("after the history was purged: %+v, want seq 0 in a new epoch (not %q)", p, pa.Epoch)
+		}
+	}
+}
