@@ -108,3 +108,54 @@ func TestReadOnlyUnderNode(t *testing.T) {
 		t.Fatalf("Publish after REPLICAOF NO ONE: %v", err)
 	}
 }
+
+// TestSubscribeStoresNothing: subscribing to channels nobody publishes on,
+// and reading their position as the gateway does, must not write to Redis
+// (before, each created the channel's meta hash, kept for MetaTTL, 24 h by
+// default: one key per channel name any anonymous client chose). The epoch
+// handed out stays the same while the node is subscribed, and the node's
+// first publication keeps it.
+func TestSubscribeStoresNothing(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	b := redis.New(testConfig(srv.Addr()))
+	if err := b.Start(t.Context(), brokertest.NewRecorder()); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx := t.Context()
+	before := srv.MustDo("DBSIZE")
+	const count = 200
+	epochs := make([]string, count)
+	for i := range count {
+		ch := "empty:" + strconv.Itoa(i)
+		if err := b.Subscribe(ctx, ch); err != nil {
+			t.Fatal(err)
+		}
+		_, pos, err := b.Since(ctx, ch, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pos.Seq != 0 || pos.Epoch == "" {
+			t.Fatalf("empty channel %s: %+v, want seq 0 and an epoch", ch, pos)
+		}
+		epochs[i] = pos.Epoch
+	}
+	if after := srv.MustDo("DBSIZE"); after != before {
+		t.Fatalf("after %d subscribes to empty channels Redis holds %s keys, before %s", count, after, before)
+	}
+	const ch = "empty:0"
+	_, again, err := b.Since(ctx, ch, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Epoch != epochs[0] {
+		t.Fatalf("second Since: epoch %q, want %q", again.Epoch, epochs[0])
+	}
+	pos, err := b.Publish(ctx, ch, []byte("first"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pos.Seq != 1 || pos.Epoch != epochs[0] {
+		t.Fatalf("first Publish: %+v, want seq 1 in %q", pos, epochs[0])
+	}
+}
