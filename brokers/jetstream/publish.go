@@ -415,6 +415,7 @@ func (b *Broker) flusher() {
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	lastEvict, lastCheck := time.Now(), time.Now()
+	var lastWarn time.Time
 	for {
 		select {
 		case <-b.n.Ctx.Done():
@@ -433,11 +434,17 @@ func (b *Broker) flusher() {
 			b.reconnects = n
 			b.needSweep.Store(true)
 		}
-		if b.needRepair.Load() || time.Since(lastCheck) >= b.cfg.CheckEvery {
+		// At most every 250ms when asked (publishes in an outage poke the
+		// flusher often), else every CheckEvery.
+		if since := time.Since(lastCheck); b.needRepair.Load() && since >= 250*time.Millisecond || since >= b.cfg.CheckEvery {
 			lastCheck = time.Now()
 			if err := b.checkStreams(); err != nil {
-				b.n.Log.Warn("jetstream: checking the streams", "err", err)
-				continue
+				if time.Since(lastWarn) >= 10*time.Second {
+					lastWarn = time.Now()
+					b.n.Log.Warn("jetstream: checking the streams", "err", err)
+				}
+				// Go on: flushing fails by itself while a stream is
+				// missing, and works if only the check cannot.
 			}
 		}
 		if b.jsDown.Load() {
