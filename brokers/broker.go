@@ -144,8 +144,13 @@ type Presence interface {
 	Members(ctx context.Context, ch string) ([]Member, error)
 }
 
-// Pinger is implemented by backends that can tell whether they reach their
-// server; /readyz uses it.
+// Pinger is implemented by backends that can tell whether they can serve
+// Subscribe and Publish through their server now: not only whether it
+// answers, but whether what the backend relies on there is in place (its
+// streams, a server that takes writes) and nothing holds its publishes
+// back. /readyz and syncgate_broker_up use it; a backend that notices its
+// server-side state gone (deleted under it) repairs it by itself and
+// fails Ping meanwhile.
 type Pinger interface {
 	Ping(ctx context.Context) error
 }
