@@ -112,7 +112,13 @@ type History interface {
 	// Since returns the publications of ch with seq > since, oldest first,
 	// at most limit of them (limit 0: none, only the position), and the
 	// channel's latest Position. A channel with no messages yet has Seq 0
-	// and a valid Epoch. The caller detects truncation by comparing the
+	// and a valid Epoch; while the node is subscribed to the channel that
+	// epoch stays the same, and the first publication from this node keeps
+	// it. Reading an empty channel must not store anything in the broker
+	// (a subscriber to a channel nobody publishes on costs it nothing):
+	// a backend may keep that epoch on the node and give the same channel
+	// another one elsewhere, in which case a client resuming from it is
+	// told to resync. The caller detects truncation by comparing the
 	// first returned seq with since+1 and the count with latest.Seq-since.
 	Since(ctx context.Context, ch string, since uint64, limit int) ([]Publication, Position, error)
 }
@@ -138,8 +144,13 @@ type Presence interface {
 	Members(ctx context.Context, ch string) ([]Member, error)
 }
 
-// Pinger is implemented by backends that can tell whether they reach their
-// server; /readyz uses it.
+// Pinger is implemented by backends that can tell whether they can serve
+// Subscribe and Publish through their server now: not only whether it
+// answers, but whether what the backend relies on there is in place (its
+// streams, a server that takes writes) and nothing holds its publishes
+// back. /readyz and syncgate_broker_up use it; a backend that notices its
+// server-side state gone (deleted under it) repairs it by itself and
+// fails Ping meanwhile.
 type Pinger interface {
 	Ping(ctx context.Context) error
 }

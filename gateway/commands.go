@@ -334,6 +334,9 @@ func (c *Conn) cmdPresence(s *scratch, cmd *command) {
 // sendBrokerError maps a broker failure onto the protocol's codes.
 func (c *Conn) sendBrokerError(id uint64, what string, err error) {
 	switch {
+	case errors.Is(err, errTooManyChannels):
+		c.srv.reject(rejChannels)
+		c.sendError(id, codeUnavailable, what+": this node serves server.max_channels ("+itoa(c.srv.cfg.Server.MaxChannels)+") channels already; try again later")
 	case errors.Is(err, errRecoveryOverflow):
 		c.sendError(id, codeUnavailable, what+": "+err.Error())
 	case errors.Is(err, brokers.ErrUnavailable), errors.Is(err, brokers.ErrClosed),

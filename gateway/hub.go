@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"hash/maphash"
 	"sync"
 	"sync/atomic"
@@ -83,6 +84,26 @@ type bufferedPub struct {
 	frame []byte
 }
 
+// errTooManyChannels: the node holds server.max_channels channels already.
+var errTooManyChannels = errors.New("too many channels on this node")
+
+// reserve counts one more channel unless the node holds
+// server.max_channels already: each costs a broker subscription and state
+// on the node, and anonymous clients can name as many channels as they
+// like.
+func (h *hub) reserve() bool {
+	limit := int64(h.srv.cfg.Server.MaxChannels)
+	for {
+		n := h.nchans.Load()
+		if limit > 0 && n >= limit {
+			return false
+		}
+		if h.nchans.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
 // maxBuffered bounds the publications kept for one subscriber while its
 // catch-up runs; past it the subscribe fails with unavailable.
 const maxBuffered = 10000
@@ -119,9 +140,12 @@ func (h *hub) add(ctx context.Context, s *sub) error {
 		}
 		creator := hc == nil
 		if creator {
+			if !h.reserve() {
+				sh.mu.Unlock()
+				return errTooManyChannels
+			}
 			hc = &hubChannel{name: s.ch, ready: make(chan struct{})}
 			sh.chans[s.ch] = hc
-			h.nchans.Add(1)
 		}
 		if hc.lingerTimer != nil {
 			hc.lingerTimer.Stop()

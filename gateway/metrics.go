@@ -45,6 +45,7 @@ const (
 	rejUserConnections = "user_connections"
 	rejPublishRate     = "publish_rate"
 	rejSubscriptions   = "subscriptions"
+	rejChannels        = "channels"
 	rejMessageSize     = "message_size"
 	rejOrigin          = "origin"
 	rejHandshake       = "handshake_timeout"
@@ -90,7 +91,7 @@ func newMetrics(s *Server) *metrics {
 	for _, c := range []prometheus.Collector{m.published, m.fanouts, m.deliveries, m.bytesOut, m.publishDur, m.slowConsumers, m.rejections, m.disconnects, m.catchup, m.brokerRejected, m.brokerRewritten} {
 		f(c)
 	}
-	for _, k := range []string{rejAcceptRate, rejMaxConnections, rejUserConnections, rejPublishRate, rejSubscriptions, rejMessageSize, rejOrigin, rejHandshake, rejAuth, rejForbidden} {
+	for _, k := range []string{rejAcceptRate, rejMaxConnections, rejUserConnections, rejPublishRate, rejSubscriptions, rejChannels, rejMessageSize, rejOrigin, rejHandshake, rejAuth, rejForbidden} {
 		m.rejections.WithLabelValues(k) // export zeros, so alerts can use rate()
 	}
 	for _, r := range []string{"recovered", "not_recovered", "failed"} {

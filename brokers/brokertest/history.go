@@ -102,11 +102,15 @@ func (h *harness) testLimit(t *testing.T) {
 	}
 }
 
-// testNeverSeen: a channel with no message has seq 0 and an epoch that its
-// first publication keeps.
+// testNeverSeen: a channel with no message has seq 0 and an epoch that,
+// while the node is subscribed to it (as the gateway is before it reads a
+// position), stays the same and the node's first publication keeps.
 func (h *harness) testNeverSeen(t *testing.T) {
 	n := h.startOne(t)
 	ch := h.channel(t, "a")
+	if err := n.b.Subscribe(t.Context(), ch); err != nil {
+		t.Fatalf("Subscribe: %v", err)
+	}
 	pubs, pos := since(t, n, ch, 0, 10)
 	if len(pubs) != 0 || pos.Seq != 0 {
 		t.Fatalf("never-seen channel: %d publications, latest seq %d; want none, 0", len(pubs), pos.Seq)

@@ -53,6 +53,30 @@ type channel struct {
 	// tail is the last stored message seen, for publishers on this node
 	// that lost a race: readable without mu.
 	tail atomic.Pointer[tail]
+
+	// empty is the epoch Since handed out while the channel had no stored
+	// message (nil: none), kept on the node instead of in the stream (see
+	// empty.go). Written under mu, readable without. gen counts what may
+	// have stored something unseen or changed the stream (a message
+	// accepted, a sweep, a reset): each drops empty. emptySub answers
+	// other nodes asking for it.
+	empty    atomic.Pointer[string]
+	gen      uint64
+	emptySub *nats.Subscription
+}
+
+// invalidateLocked forgets the empty-channel epoch (c.mu held): something
+// was stored on the channel, or may have been while the node was not
+// looking.
+func (c *channel) invalidateLocked() {
+	c.gen++
+	if c.empty.Load() != nil {
+		c.empty.Store(nil)
+	}
+	if c.emptySub != nil {
+		_ = c.emptySub.Unsubscribe()
+		c.emptySub = nil
+	}
 }
 
 // tail is a stored message's stream seq, channel seq and epoch.
@@ -105,7 +129,7 @@ func (b *Broker) Subscribe(ctx context.Context, ch string) error {
 	}
 	if err != nil {
 		b.drop(c)
-		return natsbase.Wrap("jetstream", "subscribe", ch, err)
+		return natsbase.Wrap("jetstream", "subscribe", ch, b.noteErr(err))
 	}
 	return nil
 }
@@ -174,6 +198,7 @@ func (b *Broker) drop(c *channel) {
 		_ = s.Unsubscribe()
 	}
 	c.subs = nil
+	c.invalidateLocked()
 	c.mu.Unlock()
 }
 
@@ -189,6 +214,10 @@ const maxPending = 10000
 // handle runs on the channel's delivery goroutine.
 func (b *Broker) handle(m *nats.Msg) {
 	var tok string
+	if rest, ok := strings.CutPrefix(m.Subject, b.emptyPre); ok {
+		b.answerEmpty(rest, m)
+		return
+	}
 	if rest, ok := strings.CutPrefix(m.Subject, b.livePre); ok {
 		tok = rest
 	} else {
@@ -259,6 +288,7 @@ func (b *Broker) acceptLocked(c *channel, sseq uint64, h nats.Header, data []byt
 	seq, epoch := seqOf(h)
 	c.lastStream = sseq
 	c.tail.Store(&tail{sseq, seq, epoch})
+	c.invalidateLocked()
 	if seq == 0 {
 		c.seq, c.epoch = 0, epoch
 		return
@@ -287,6 +317,7 @@ func (b *Broker) fillLocked(c *channel, upTo, nextSeq uint64, nextEpoch string) 
 		msgs, err := natsbase.DirectBatch(ctx, b.n.NC.Conn, b.cfg.Stream, c.hist, c.lastStream+1, batch, upTo)
 		cancel()
 		if err != nil {
+			b.noteErr(err)
 			b.n.Log.Warn("jetstream: filling a gap", "channel", c.name, "err", err)
 			return
 		}
@@ -325,6 +356,9 @@ func (b *Broker) sweep() bool {
 			return false
 		}
 		c.mu.Lock()
+		// Messages may have been stored and even aged out while the node
+		// was not looking (disconnected, dropping, between leaders).
+		c.invalidateLocked()
 		if c.active && c.ready {
 			ctx, cancel := b.n.BgCtx(5 * time.Second)
 			last, err := natsbase.GetLast(ctx, b.n.NC.Conn, b.cfg.Stream, c.hist)
@@ -332,6 +366,7 @@ func (b *Broker) sweep() bool {
 			switch {
 			case errors.Is(err, natsbase.ErrNotFound):
 			case err != nil:
+				b.noteErr(err)
 				ok = false
 			case last.Seq > c.lastStream:
 				seq, epoch := seqOf(last.Header)
@@ -350,6 +385,7 @@ func (b *Broker) resetPositions() {
 	for _, c := range chans {
 		c.mu.Lock()
 		c.lastStream = 0
+		c.invalidateLocked()
 		c.mu.Unlock()
 	}
 	b.pubMu.Lock()

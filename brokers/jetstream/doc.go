@@ -21,8 +21,21 @@
 // message to message; a channel with no stored message (never used, or
 // silent for HistoryTTL so that every message aged out, or its stream lost
 // with its server's memory) begins a new random epoch at seq 1. Since, on
-// an empty channel, stores an epoch marker (seq 0) so that the epoch it
-// returns is the one the first publication keeps.
+// an empty channel, stores nothing (a subscriber to a channel nobody
+// publishes on costs the stream nothing): the epoch it returns lives on
+// the nodes serving the channel, which hand it to each other on request,
+// until they see anything stored on it; the first publication keeps it
+// (see empty.go). Epoch markers (seq 0) that older versions stored are
+// still read.
+//
+// # Streams deleted under the node
+//
+// The node asks for both streams every Config.CheckEvery, and at once when
+// a request finds one missing; it re-creates what is gone (its history is
+// lost: channels start new epochs), notices a history stream created anew
+// elsewhere by its creation time, and then checks every subscribed channel
+// against the new stream. Ping (readiness) fails while a stream is missing
+// or publishes wait in the outbox.
 //
 // # Delivery
 //

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/syncgate/syncgate/brokers"
 	"github.com/syncgate/syncgate/internal/natsbase"
 )
@@ -15,9 +13,9 @@ import (
 // Since implements brokers.History. The latest position comes from the
 // stream leader. The publications come from direct gets, which any replica
 // may answer; one a moment behind the leader is asked again a few times,
-// then the leader supplies the rest. A channel with no stored message gets
-// an epoch marker (seq 0) written, so the epoch returned now is the one its
-// first publication keeps.
+// then the leader supplies the rest. A channel with no stored message has
+// seq 0 and an epoch kept on this node, not in the stream (emptyEpoch):
+// reading a channel stores nothing.
 func (b *Broker) Since(ctx context.Context, ch string, since uint64, limit int) ([]brokers.Publication, brokers.Position, error) {
 	if err := b.n.Check(ctx); err != nil {
 		return nil, brokers.Position{}, fmt.Errorf("jetstream: since %s: %w", ch, err)
@@ -25,9 +23,13 @@ func (b *Broker) Since(ctx context.Context, ch string, since uint64, limit int) 
 	ctx, cancel := b.n.OpCtx(ctx)
 	defer cancel()
 	subj := b.histPre + natsbase.Token(ch)
-	last, err := b.lastOrMarker(ctx, ch, subj)
+	c, gen := b.channelGen(ch)
+	last, err := natsbase.GetLast(ctx, b.n.NC.Conn, b.cfg.Stream, subj)
+	if errors.Is(err, natsbase.ErrNotFound) {
+		return nil, brokers.Position{Epoch: b.emptyEpoch(ctx, ch, c, gen)}, nil
+	}
 	if err != nil {
-		return nil, brokers.Position{}, natsbase.Wrap("jetstream", "since", ch, err)
+		return nil, brokers.Position{}, natsbase.Wrap("jetstream", "since", ch, b.noteErr(err))
 	}
 	seq, epoch := seqOf(last.Header)
 	pos := brokers.Position{Seq: seq, Epoch: epoch}
@@ -37,42 +39,9 @@ func (b *Broker) Since(ctx context.Context, ch string, since uint64, limit int) 
 	}
 	pubs, err := b.readRange(ctx, subj, last, since, uint64(limit))
 	if err != nil {
-		return nil, brokers.Position{}, natsbase.Wrap("jetstream", "since", ch, err)
+		return nil, brokers.Position{}, natsbase.Wrap("jetstream", "since", ch, b.noteErr(err))
 	}
 	return pubs, pos, nil
-}
-
-// lastOrMarker returns the channel's last stored message, writing an epoch
-// marker first when it has none.
-func (b *Broker) lastOrMarker(ctx context.Context, ch, subj string) (*natsbase.StoredMsg, error) {
-	for range maxConflicts {
-		last, err := natsbase.GetLast(ctx, b.n.NC.Conn, b.cfg.Stream, subj)
-		if !errors.Is(err, natsbase.ErrNotFound) {
-			return last, err
-		}
-		st := b.pubState(ch)
-		st.mu.Lock()
-		st.used = time.Now()
-		epoch := newEpoch()
-		m := &nats.Msg{Subject: subj, Header: nats.Header{
-			hdrSeq:    []string{"0"},
-			hdrEpoch:  []string{epoch},
-			hdrExpect: []string{"0"},
-		}}
-		sseq, err := natsbase.Publish(ctx, b.n.NC.Conn, m)
-		if err == nil {
-			st.known, st.sseq, st.seq, st.epoch = true, sseq, 0, epoch
-			st.mu.Unlock()
-			return &natsbase.StoredMsg{Subject: subj, Seq: sseq, Header: m.Header}, nil
-		}
-		st.known = false
-		st.mu.Unlock()
-		if !errors.Is(err, natsbase.ErrConflict) {
-			return nil, err
-		}
-		// Someone stored a message meanwhile: read again.
-	}
-	return nil, errNoProgress
 }
 
 // readRange returns the oldest publications after seq since in last's

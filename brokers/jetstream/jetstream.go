@@ -41,6 +41,7 @@ const (
 	DefaultOutboxSize  = 10000
 	DefaultShards      = 8
 	DefaultQueueSize   = 16384
+	DefaultCheckEvery  = 2 * time.Second
 	setupTimeout       = 30 * time.Second
 )
 
@@ -84,6 +85,12 @@ type Config struct {
 	// each buffers before the client library drops them (a drop is a gap,
 	// filled from the stream). Defaults DefaultShards, DefaultQueueSize.
 	Shards, QueueSize int
+	// CheckEvery is how often the node asks the server whether its streams
+	// are still there (and the same ones), to re-create what was deleted
+	// under it without waiting for a reconnect. A request that finds a
+	// stream missing, and Ping, trigger the same check at once. 0 means
+	// DefaultCheckEvery.
+	CheckEvery time.Duration
 	// Log gets connection changes and errors; nil discards them.
 	Log *slog.Logger
 }
@@ -105,6 +112,7 @@ type Broker struct {
 	nodeID   string
 	histPre  string // <prefix>.h.
 	livePre  string // <prefix>.r.
+	emptyPre string // <prefix>.ee.: nodes ask each other for an empty channel's epoch
 	histSize int    // messages Since may return
 	idSeq    atomic.Uint64
 
@@ -126,7 +134,11 @@ type Broker struct {
 	// needSweep: check every subscribed channel against the stream (see
 	// flusher).
 	needSweep atomic.Bool
-	local     map[string]*brokers.Position // outbox lock: outage positions handed out per channel
+	// needRepair: a request found a stream missing (or a publish found
+	// nothing to store it): the flusher checks the streams and re-creates
+	// them. Ping reports the node unready while it is set.
+	needRepair atomic.Bool
+	local      map[string]*brokers.Position // outbox lock: outage positions handed out per channel
 }
 
 var (
@@ -162,11 +174,15 @@ func New(cfg Config) *Broker {
 	if cfg.QueueSize <= 0 {
 		cfg.QueueSize = DefaultQueueSize
 	}
+	if cfg.CheckEvery <= 0 {
+		cfg.CheckEvery = DefaultCheckEvery
+	}
 	b := &Broker{
 		cfg:      cfg,
 		nodeID:   randomID(10),
 		histPre:  cfg.Prefix + ".h.",
 		livePre:  cfg.Prefix + ".r.",
+		emptyPre: cfg.Prefix + ".ee.",
 		histSize: max(cfg.HistorySize, 0),
 		pubs:     make(map[string]*pubState),
 		local:    make(map[string]*brokers.Position),

@@ -105,7 +105,8 @@ func (b *Broker) Publish(ctx context.Context, ch string, data []byte) (brokers.P
 		}
 		return brokers.Position{}, fmt.Errorf("jetstream: publish %s: %w", ch, err)
 	}
-	if amb != nil || natsbase.IsConnErr(err) {
+	b.noteErr(err)
+	if amb != nil || natsbase.IsOutage(err) {
 		b.jsDown.Store(true)
 		b.n.Poke()
 		return b.enqueue(ch, data, id, amb)
@@ -195,7 +196,7 @@ func (b *Broker) publish(ctx context.Context, ch string, data []byte, id, was st
 		}
 		a := attempt{expect: st.sseq, seq: st.seq + 1, epoch: st.epoch, id: id, was: was}
 		if a.epoch == "" {
-			a.seq, a.epoch = 1, newEpoch()
+			a.seq, a.epoch = 1, b.firstEpoch(ctx, ch)
 		}
 		pos, amb, err := b.send(ctx, st, subj, data, a)
 		if errors.Is(err, natsbase.ErrConflict) {
@@ -402,6 +403,9 @@ func (b *Broker) deliverLocal(ch string, pos brokers.Position, data []byte) {
 // flusher sends the outbox when the server is back, recovers after a
 // reconnect (streams, gaps) and forgets idle publish states.
 //
+// It checks the streams every Config.CheckEvery, and at once when a
+// request found one missing, and re-creates what is gone (see repair.go).
+//
 // It sweeps every subscribed channel (checks it against the stream and
 // fills what is missing) after a reconnect, after an outage of the stream
 // (once the outbox is flushed), and after the stream elects a new leader:
@@ -410,7 +414,8 @@ func (b *Broker) deliverLocal(ch string, pos brokers.Position, data []byte) {
 func (b *Broker) flusher() {
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
-	lastEvict := time.Now()
+	lastEvict, lastCheck := time.Now(), time.Now()
+	var lastWarn time.Time
 	for {
 		select {
 		case <-b.n.Ctx.Done():
@@ -428,6 +433,19 @@ func (b *Broker) flusher() {
 			}
 			b.reconnects = n
 			b.needSweep.Store(true)
+		}
+		// At most every 250ms when asked (publishes in an outage poke the
+		// flusher often), else every CheckEvery.
+		if since := time.Since(lastCheck); b.needRepair.Load() && since >= 250*time.Millisecond || since >= b.cfg.CheckEvery {
+			lastCheck = time.Now()
+			if err := b.checkStreams(); err != nil {
+				if time.Since(lastWarn) >= 10*time.Second {
+					lastWarn = time.Now()
+					b.n.Log.Warn("jetstream: checking the streams", "err", err)
+				}
+				// Go on: flushing fails by itself while a stream is
+				// missing, and works if only the check cannot.
+			}
 		}
 		if b.jsDown.Load() {
 			b.needSweep.Store(true)
@@ -477,11 +495,12 @@ func (b *Broker) flushOutbox() bool {
 		_, amb, err := b.publish(ctx, e.ch, e.data, e.id, e.was, e.amb)
 		cancel()
 		if err != nil {
+			b.noteErr(err)
 			if amb != nil {
 				e.amb = amb
 				b.n.Outbox.Replace(e)
 			}
-			if amb != nil || natsbase.IsConnErr(err) || b.n.Ctx.Err() != nil {
+			if amb != nil || natsbase.IsOutage(err) || b.n.Ctx.Err() != nil {
 				return false
 			}
 			b.n.Log.Error("jetstream: dropping an outbox publication the server refuses", "channel", e.ch, "err", err)

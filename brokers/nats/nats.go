@@ -80,7 +80,8 @@ type Broker struct {
 	// n holds the lifecycle, connection, channels and outbox (shared with
 	// the jetstream backend).
 	n                                      *natsbase.Node[*channel, outboxEntry]
-	natsbase.Public[*channel, outboxEntry] // Close, Ping, ClientURL, OutboxLen, presence
+	natsbase.Public[*channel, outboxEntry]                     // Close, Ping, ClientURL, OutboxLen, presence
+	js                                     jetstream.JetStream // set with n.Pres
 }
 
 type outboxEntry struct {
@@ -171,7 +172,31 @@ func (b *Broker) setupPresence(ctx context.Context, nc *natsbase.Conn) error {
 		return err
 	}
 	b.n.Pres = pres
+	b.js = js
 	return nil
+}
+
+// presenceCheckEvery is how often the flusher checks that the presence
+// stream still exists (it may be deleted under a running node, or lost
+// with a restarted server's memory) and re-creates it.
+const presenceCheckEvery = 2 * time.Second
+
+// checkPresence re-creates the presence stream when it is gone. The
+// members it listed are lost: clients show up again when they resubscribe.
+func (b *Broker) checkPresence() {
+	if b.n.Pres == nil {
+		return
+	}
+	ctx, cancel := b.n.BgCtx(5 * time.Second)
+	defer cancel()
+	err := b.n.Pres.Check(ctx, b.js)
+	if !natsbase.IsStreamNotFound(err) {
+		return
+	}
+	b.n.Log.Warn("nats: the presence stream is gone; creating it again", "err", err)
+	if err := b.n.Pres.Ensure(ctx, b.js); err != nil {
+		b.n.Log.Warn("nats: re-creating the presence stream", "err", err)
+	}
 }
 
 func randomID() string {

@@ -66,12 +66,14 @@ func (b *Broker) enqueue(ch string, data []byte) error {
 // subscribe again is lost to them.
 const flushDelay = natsbase.ReconnectWait + natsbase.ReconnectJitter + 250*time.Millisecond
 
-// flusher sends the outbox whenever the connection is up, oldest first.
+// flusher sends the outbox whenever the connection is up, oldest first,
+// and re-creates the presence stream when it is gone.
 func (b *Broker) flusher() {
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	reconnects := b.n.NC.Stats().Reconnects
 	var hold time.Time
+	lastCheck := time.Now()
 	for {
 		select {
 		case <-b.n.Ctx.Done():
@@ -85,6 +87,10 @@ func (b *Broker) flusher() {
 		if n := b.n.NC.Stats().Reconnects; n != reconnects {
 			reconnects = n
 			hold = time.Now().Add(flushDelay)
+		}
+		if time.Since(lastCheck) >= presenceCheckEvery {
+			lastCheck = time.Now()
+			b.checkPresence()
 		}
 		if time.Now().Before(hold) {
 			continue

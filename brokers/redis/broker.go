@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -240,8 +241,9 @@ func (b *Broker) shutdown() {
 }
 
 // Ping reports an error wrapping brokers.ErrUnavailable while any shard is
-// not fully up (disconnected, or still replaying its outbox), or does not
-// answer PING within Config.ProbeTimeout.
+// not fully up (disconnected, or still replaying its outbox), or its server
+// does not take writes (a read-only replica, out of memory: see
+// redisbase.ProbeWrite) within Config.ProbeTimeout.
 func (b *Broker) Ping(ctx context.Context) error {
 	if err := b.check(ctx); err != nil {
 		return fmt.Errorf("redis: ping: %w", err)
@@ -251,7 +253,7 @@ func (b *Broker) Ping(ctx context.Context) error {
 			return fmt.Errorf("redis: ping %s: %s (outbox %d): %w", sh.name, stateName(st), b.outboxLen.Load(), brokers.ErrUnavailable)
 		}
 		pctx, cancel := context.WithTimeout(ctx, b.cfg.ProbeTimeout)
-		err := sh.cmd.Ping(pctx).Err()
+		err := sh.probeWrite(pctx)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("redis: ping %s: %w: %w", sh.name, brokers.ErrUnavailable, err)
@@ -346,8 +348,24 @@ func (b *Broker) Since(ctx context.Context, ch string, since uint64, limit int) 
 	}
 	limit = b.historyLimit(limit)
 	k := b.keys(ch)
+	// A channel Redis holds no epoch for gets the one this node handed
+	// out for it already (see chanState.empty), else a new one; nothing
+	// is stored for it.
+	cs := sh.lookup(ch)
+	epoch, seen := "", uint64(0)
+	if cs != nil {
+		cs.mu.Lock()
+		seen = cs.seen
+		if e := cs.empty.Load(); e != nil {
+			epoch = *e
+		}
+		cs.mu.Unlock()
+	}
+	if epoch == "" {
+		epoch = b.newEpoch()
+	}
 	res, err := runScript(ctx, sh, sinceScript, []string{k.history, k.meta},
-		strconv.FormatUint(since, 10), strconv.Itoa(limit), b.newEpoch(), b.metaTTLArg)
+		strconv.FormatUint(since, 10), strconv.Itoa(limit), epoch, b.metaTTLArg)
 	if err != nil {
 		return nil, brokers.Position{}, fmt.Errorf("redis: since %s: %w", ch, wrapErr(err))
 	}
@@ -355,9 +373,17 @@ func (b *Broker) Since(ctx context.Context, ch string, since uint64, limit int) 
 	if err != nil {
 		return nil, brokers.Position{}, fmt.Errorf("redis: since %s: %w", ch, err)
 	}
-	if cs := sh.lookup(ch); cs != nil {
+	if cs != nil {
 		cs.mu.Lock()
 		cs.noteSince(pos)
+		switch {
+		case pos.Seq > 0:
+			cs.forgetEmpty()
+		case cs.seen == seen && !cs.removed && cs.empty.Load() == nil:
+			// Nothing was delivered or filled since the read: keep it.
+			e := strings.Clone(pos.Epoch)
+			cs.empty.Store(&e)
+		}
 		cs.mu.Unlock()
 	}
 	return pubs, pos, nil

@@ -48,6 +48,23 @@ type chanState struct {
 
 	ready       chan struct{} // closed when the subscription is active
 	readyClosed bool
+
+	// empty is the epoch Since handed out while Redis held none for the
+	// channel (nothing is stored for it: a subscriber to a channel nobody
+	// publishes on costs Redis nothing), nil when none; the writer gives
+	// it to the channel's first publication. Written under mu, read
+	// without. seen counts what forgets it: a delivery, a fill (something
+	// may have been missed), a Since that found a stored position.
+	empty atomic.Pointer[string]
+	seen  uint64
+}
+
+// forgetEmpty drops the empty-channel epoch. cs.mu is held.
+func (cs *chanState) forgetEmpty() {
+	cs.seen++
+	if cs.empty.Load() != nil {
+		cs.empty.Store(nil)
+	}
 }
 
 // livePub is a publication received from pub/sub.
@@ -79,6 +96,7 @@ func (cs *chanState) noteSince(pos brokers.Position) {
 
 // deliver hands p to h and records it as the last position. cs.mu is held.
 func (cs *chanState) deliver(h brokers.Handler, epoch string, seq uint64, was brokers.Position, data []byte) {
+	cs.forgetEmpty()
 	if epoch != cs.epoch {
 		cs.epoch = strings.Clone(epoch) // do not pin a whole payload
 	}

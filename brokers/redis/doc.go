@@ -24,7 +24,10 @@
 // key), the script creates a new epoch and seq restarts at 1, so a client
 // holding an old position gets recovered:false, never wrong data. Since
 // is one script too: the history after a seq and the current position,
-// read atomically.
+// read atomically, writing nothing (a subscriber to a channel nobody
+// publishes on costs Redis nothing). The epoch it reports for a channel
+// without meta hash is kept on the node (chanState.empty) and given to the
+// node's first publication there.
 //
 // # Connections
 //

@@ -82,6 +82,7 @@ func (sh *shard) runFills(f *fillerState) {
 		for _, cs := range f.jobs {
 			cs.mu.Lock()
 			if !cs.removed && cs.filling {
+				cs.forgetEmpty() // something may have been missed
 				r := fillResult{epoch: cs.epoch, mark: len(cs.buf), limit: limit}
 				if cs.known {
 					r.from = cs.seq

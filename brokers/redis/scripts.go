@@ -30,7 +30,9 @@ import (
 // s, 5 this node's id (a channel without an epoch gets the node id and the
 // counter as its epoch: unique), 6 this node's meta field, 7 this node's
 // publish counter, 8 publish command (publish or spublish), 9 the
-// provisional position the publication had (encodeWas; "" for none).
+// provisional position the publication had (encodeWas; "" for none), 10
+// the epoch this node handed out for the channel while it was empty ("":
+// none; only used when the channel has no epoch).
 //
 // Returns "<seq>:<epoch>" (one string: cheap to parse); seq 0 means this
 // node's message with this counter
@@ -41,7 +43,11 @@ import (
 var publishScript = goredis.NewScript(`
 local epoch = redis.call('hget', KEYS[2], 'e')
 if not epoch then
-  epoch = ARGV[5] .. ARGV[7]
+  if ARGV[10] ~= '' then
+    epoch = ARGV[10]
+  else
+    epoch = ARGV[5] .. ARGV[7]
+  end
   redis.call('del', KEYS[1])
   redis.call('hset', KEYS[2], 'e', epoch)
 else
@@ -71,8 +77,9 @@ return s .. ':' .. epoch
 `)
 
 // sinceScript reads history after a seq and the current position in one
-// step. A channel with no epoch gets one (so the first publication keeps
-// the epoch a reader saw).
+// step, writing nothing. A channel with no epoch has seq 0 and the epoch
+// ARGV[3], which is not stored (a subscriber must cost Redis nothing): the
+// node keeps it and gives it to its first publication (chanState.empty).
 //
 // KEYS: history, meta. ARGV: 1 since, 2 limit, 3 epoch to use if none, 4
 // meta TTL s.
@@ -83,12 +90,10 @@ local epoch = redis.call('hget', KEYS[2], 'e')
 local seq = 0
 if not epoch then
   epoch = ARGV[3]
-  redis.call('del', KEYS[1])
-  redis.call('hset', KEYS[2], 'e', epoch, 's', 0)
 else
   seq = tonumber(redis.call('hget', KEYS[2], 's') or '0')
+  redis.call('expire', KEYS[2], ARGV[4])
 end
-redis.call('expire', KEYS[2], ARGV[4])
 local since = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 if limit > 0 and since < seq then

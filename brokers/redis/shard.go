@@ -14,6 +14,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/syncgate/syncgate/brokers"
+	"github.com/syncgate/syncgate/internal/redisbase"
 )
 
 // Shard states.
@@ -458,6 +459,15 @@ func (sh *shard) publishProbe(ctx context.Context, token string) error {
 		return sh.cmd.SPublish(ctx, sh.probe, "x"+token).Err()
 	}
 	return sh.cmd.Publish(ctx, sh.probe, "x"+token).Err()
+}
+
+// probeWrite asks the shard's server whether it takes writes (readiness).
+func (sh *shard) probeWrite(ctx context.Context) error {
+	s, err := sh.scripter(ctx)
+	if err != nil {
+		return err
+	}
+	return redisbase.ProbeWrite(ctx, s)
 }
 
 // loadScripts loads every script on the shard's server.

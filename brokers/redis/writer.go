@@ -25,6 +25,10 @@ type pubReq struct {
 	// was is that node-local position, encoded for the publish script
 	// (encodeWas); "" when none.
 	was string
+	// first is the epoch the channel gets if Redis holds none for it: the
+	// one this node handed out while it was empty (chanState.empty), read
+	// when the request is sent; "" when none.
+	first string
 	// maybeApplied: an attempt went out on a connection that failed before
 	// its reply, so Redis may hold it already (without was). It is then
 	// not delivered locally: it reaches subscribers once, under its real
@@ -57,6 +61,7 @@ func newPubReq(ch string, data []byte) *pubReq {
 	r.data = append(r.data[:0], data...)
 	r.answered = false
 	r.was = ""
+	r.first = ""
 	r.maybeApplied = false
 	return r
 }
@@ -318,8 +323,14 @@ func (sh *shard) send(w *writerState) (int, error) {
 		for _, r := range w.batch[done:] {
 			k := w.keysOf(b, r.ch)
 			a := &b.args
+			r.first = ""
+			if cs := sh.lookup(r.ch); cs != nil {
+				if e := cs.empty.Load(); e != nil {
+					r.first = *e
+				}
+			}
 			r.args = append(r.args[:0], "evalsha", a.sha, 3, k.history, k.meta, k.pubsub,
-				(*dataArg)(r), a.histSize, a.histTTL, a.metaTTL, a.nodeID, a.nodeField, &r.counter, a.publishCmd, &r.was)
+				(*dataArg)(r), a.histSize, a.histTTL, a.metaTTL, a.nodeID, a.nodeField, &r.counter, a.publishCmd, &r.was, &r.first)
 			cmd := goredis.NewCmd(ctx, r.args...)
 			cmd.SetFirstKeyPos(3)
 			_ = pipe.Process(ctx, cmd)

@@ -163,8 +163,9 @@ func (b *Broker) Publish(ctx context.Context, ch string, data []byte) (brokers.P
 	}
 	sh := b.shardFor(ch)
 	k := b.keys(ch)
+	epoch, _, _ := sh.emptyEpochArg(ch)
 	res, err := publishScript.Run(ctx, sh.cmd, []string{k.stream, k.meta},
-		data, b.histArg, b.histTTLArg, b.metaTTLArg, b.newEpoch()).Text()
+		data, b.histArg, b.histTTLArg, b.metaTTLArg, epoch).Text()
 	if err != nil {
 		return brokers.Position{}, fmt.Errorf("redis-streams: publish %s: %w", ch, wrapErr(err))
 	}
@@ -184,8 +185,9 @@ func (b *Broker) Since(ctx context.Context, ch string, since uint64, limit int) 
 	}
 	sh := b.shardFor(ch)
 	k := b.keys(ch)
+	epoch, st, seen := sh.emptyEpochArg(ch)
 	res, err := sinceScript.Run(ctx, sh.cmd, []string{k.stream, k.meta},
-		strconv.FormatUint(since, 10), strconv.Itoa(max(limit, 0)), b.newEpoch(), b.metaTTLArg).Result()
+		strconv.FormatUint(since, 10), strconv.Itoa(max(limit, 0)), epoch, b.metaTTLArg).Result()
 	if err != nil {
 		return nil, brokers.Position{}, fmt.Errorf("redis-streams: since %s: %w", ch, wrapErr(err))
 	}
@@ -193,7 +195,48 @@ func (b *Broker) Since(ctx context.Context, ch string, since uint64, limit int) 
 	if err != nil {
 		return nil, brokers.Position{}, fmt.Errorf("redis-streams: since %s: %w", ch, err)
 	}
+	if pos.Seq == 0 {
+		sh.keepEmpty(st, seen, pos.Epoch)
+	}
 	return pubs, pos, nil
+}
+
+// emptyEpochArg is the epoch the scripts give ch when Redis holds none
+// for it: the one this node handed out for the empty channel, if it
+// serves ch and has, else a new one. It also returns ch's state (nil when
+// not served) and its seen count, for keepEmpty.
+//
+// Nothing is stored for an empty channel (a subscriber to a channel nobody
+// publishes on costs Redis nothing), so its epoch lives on the node: kept
+// while the node serves the channel and has read no entry of it (nor lost
+// its connection, when entries could come and go unseen), and kept by the
+// node's own first publication. Other nodes hand out their own: a client
+// resuming from one the first publication did not keep gets
+// `recovered: false` and resyncs; never a silent loss.
+func (sh *shard) emptyEpochArg(ch string) (string, *chanState, uint64) {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	st := sh.chans[ch]
+	if st == nil {
+		return sh.b.newEpoch(), nil, 0
+	}
+	if st.empty != "" {
+		return st.empty, st, st.seen
+	}
+	return sh.b.newEpoch(), st, st.seen
+}
+
+// keepEmpty records epoch as st's empty-channel epoch, unless st was
+// unsubscribed or read entries since seen was taken.
+func (sh *shard) keepEmpty(st *chanState, seen uint64, epoch string) {
+	if st == nil {
+		return
+	}
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.chans[st.ch] == st && st.seen == seen && st.empty == "" {
+		st.empty = epoch
+	}
 }
 
 // Subscribe implements brokers.Broker. It reads the channel's position and
@@ -241,7 +284,11 @@ func (b *Broker) Subscribe(ctx context.Context, ch string) error {
 	if _, ok := sh.chans[ch]; ok || p.unsubs != unsubs {
 		return nil // subscribed concurrently, or unsubscribed meanwhile
 	}
-	sh.chans[ch] = &chanState{ch: ch, keys: k, epoch: pos.Epoch, last: pos.Seq, evCursor: evID}
+	st := &chanState{ch: ch, keys: k, last: pos.Seq, evCursor: evID}
+	if pos.Seq > 0 {
+		st.epoch = pos.Epoch // else none is stored: the first entry read sets it
+	}
+	sh.chans[ch] = st
 	sh.gen++
 	kick(sh.kickC)
 	return nil
@@ -277,13 +324,16 @@ func (b *Broker) Unsubscribe(ctx context.Context, ch string) error {
 	return nil
 }
 
-// Ping implements brokers.Pinger: every shard answers PING.
+// Ping implements brokers.Pinger, for readiness: every server takes writes
+// (every publish and subscribe runs a script that may write; a read-only
+// replica or a server out of memory answers PING but refuses them, see
+// redisbase.ProbeWrite).
 func (b *Broker) Ping(ctx context.Context) error {
 	if err := b.check(ctx); err != nil {
 		return fmt.Errorf("redis-streams: ping: %w", err)
 	}
 	for i, c := range b.cmds {
-		if err := c.Ping(ctx).Err(); err != nil {
+		if err := redisbase.ProbeWrite(ctx, c); err != nil {
 			return fmt.Errorf("redis-streams: ping %s: %w", b.cfg.Addrs[i], wrapErr(err))
 		}
 	}

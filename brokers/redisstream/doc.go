@@ -20,7 +20,11 @@
 // Publish is one Lua script: it increments the seq and XADDs the entry
 // with that id, atomically. When the meta hash is missing (first use, or
 // Redis lost its data) the script starts a new epoch at seq 1. Since is
-// one script too (XRANGE after a seq and the position, atomically).
+// one script too (XRANGE after a seq and the position, atomically); it
+// writes nothing, so subscribing to a channel nobody publishes on stores
+// nothing: the epoch it reports for an empty channel is kept on the node
+// (while it serves the channel and reads no entry of it) and the node's
+// own first publication keeps it.
 //
 // # Delivery
 //

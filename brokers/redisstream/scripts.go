@@ -41,9 +41,10 @@ return s .. ':' .. epoch
 `)
 
 // sinceScript reads the stream after a seq and the current position in one
-// step. A channel with no epoch gets one (so the first publication keeps
-// the epoch a reader saw). With KEYS[3] (the presence events stream) it
-// also returns the id of its last entry: Subscribe tails from there.
+// step, writing nothing. A channel with no epoch has seq 0 and the epoch
+// ARGV[3] (kept by the node, not stored: a subscriber must cost Redis
+// nothing; see emptyEpochArg). With KEYS[3] (the presence events stream)
+// it also returns the id of its last entry: Subscribe tails from there.
 //
 // KEYS: stream, meta[, events]. ARGV: 1 since, 2 limit, 3 epoch to use if
 // none, 4 meta TTL s.
@@ -54,12 +55,10 @@ local epoch = redis.call('hget', KEYS[2], 'e')
 local seq = 0
 if not epoch then
   epoch = ARGV[3]
-  redis.call('del', KEYS[1])
-  redis.call('hset', KEYS[2], 'e', epoch, 's', 0)
 else
   seq = tonumber(redis.call('hget', KEYS[2], 's') or '0')
+  redis.call('expire', KEYS[2], ARGV[4])
 end
-redis.call('expire', KEYS[2], ARGV[4])
 local since = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local entries = {}

@@ -62,6 +62,13 @@ type chanState struct {
 	last     uint64 // last delivered seq in epoch (the XREAD cursor)
 	evCursor string // id of the last presence event seen
 	pruneAt  time.Time
+
+	// Guarded by the shard's mu. empty is the epoch Since handed out while
+	// the channel had no epoch in Redis (nothing is stored for it; see
+	// emptyEpochArg), "" none; seen counts the reads that found entries
+	// (and reconnects), each of which forgets empty.
+	empty string
+	seen  uint64
 }
 
 // shard is one tailer of a Redis server: a dedicated connection on which
@@ -75,6 +82,7 @@ type shard struct {
 
 	tailID      atomic.Int64 // CLIENT ID of the tail connection
 	reconnected atomic.Bool  // the tail connection was (re)made: validate
+	lostTail    atomic.Bool  // the tail connection failed or was made again: forget empty epochs
 	seenGen     atomic.Uint64
 
 	mu      sync.Mutex
@@ -123,7 +131,9 @@ func newShard(b *Broker, addr string, cmd *goredis.Client) *shard {
 		if err != nil {
 			return err
 		}
-		sh.tailID.Store(id)
+		if sh.tailID.Swap(id) != 0 {
+			sh.lostTail.Store(true)
+		}
 		sh.reconnected.Store(true)
 		return nil
 	}
@@ -194,6 +204,10 @@ func (sh *shard) tailLoop(ctx context.Context) {
 			continue
 		}
 		validated := false
+		if sh.lostTail.Swap(false) {
+			// Entries may have come and gone unseen.
+			sh.forgetEmpty()
+		}
 		if sh.reconnected.Swap(false) || time.Since(lastValidate) >= cfg.ValidateInterval {
 			if err := sh.validate(ctx, chans); err != nil {
 				sh.reconnected.Store(true)
@@ -235,6 +249,7 @@ func (sh *shard) tailLoop(ctx context.Context) {
 				return
 			}
 			sh.reconnected.Store(true)
+			sh.lostTail.Store(true)
 			cfg.Logger.Warn("redis-streams: read", "addr", sh.addr, "err", err)
 			sleep(ctx, backoff)
 			backoff = min(2*backoff, cfg.ReconnectMax)
@@ -256,6 +271,16 @@ func (sh *shard) tailLoop(ctx context.Context) {
 				streams[2*len(chans)+2*(-1-i)+1] = st.evCursor
 			}
 		}
+	}
+}
+
+// forgetEmpty drops every empty-channel epoch the shard's channels hold.
+func (sh *shard) forgetEmpty() {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	for _, st := range sh.chans {
+		st.empty = ""
+		st.seen++
 	}
 }
 
@@ -305,6 +330,12 @@ func (sh *shard) validate(ctx context.Context, chans []*chanState) error {
 // epoch that changed under the reader, or a gap) is preceded by what
 // XRANGE still holds of the gap.
 func (sh *shard) deliverPubs(ctx context.Context, st *chanState, msgs []goredis.XMessage) {
+	if len(msgs) > 0 {
+		sh.mu.Lock()
+		st.empty = ""
+		st.seen++
+		sh.mu.Unlock()
+	}
 	pubs := make([]brokers.Publication, 0, len(msgs))
 	for _, m := range msgs {
 		seq, ok := seqOf(m.ID)

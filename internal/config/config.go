@@ -287,6 +287,13 @@ type Server struct {
 	// MaxConnections caps the WebSocket connections of this node; 0 = no cap.
 	// Key server.max_connections, default 100000, >= 0.
 	MaxConnections int
+	// MaxChannels caps the channels this node holds a broker subscription
+	// for (every channel one of its clients subscribes to, kept a moment
+	// after the last one leaves). A subscribe that needs one more is
+	// refused with `unavailable`, so anonymous clients subscribing to
+	// ever new channels cannot grow the node's (and its broker's) state
+	// without bound. Key server.max_channels, default 100000, >= 1.
+	MaxChannels int
 	// AcceptRate caps new connections per second (burst: one second's
 	// worth), so a reconnect storm cannot take a node down; 0 = no cap.
 	// Key server.accept_rate, default 100, >= 0.
@@ -362,6 +369,7 @@ func Default() Config {
 			Workers:        0,
 			AllowedOrigins: []string{},
 			MaxConnections: 100000,
+			MaxChannels:    100000,
 			AcceptRate:     1000,
 			DrainWindow:    30 * time.Second,
 			GCPercent:      50,

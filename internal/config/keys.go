@@ -96,6 +96,7 @@ var settings = []setting{
 	intKey("server.workers", 0, func(c *Config) *int { return &c.Server.Workers }),
 	listKey("server.allowed_origins", `origins like "https://app.example.com" or "https://*.example.com"`, isOrigin, func(c *Config) *[]string { return &c.Server.AllowedOrigins }),
 	intKey("server.max_connections", 0, func(c *Config) *int { return &c.Server.MaxConnections }),
+	intKey("server.max_channels", 1, func(c *Config) *int { return &c.Server.MaxChannels }),
 	intKey("server.accept_rate", 0, func(c *Config) *int { return &c.Server.AcceptRate }),
 	durationKey("server.drain_window", 0, func(c *Config) *time.Duration { return &c.Server.DrainWindow }),
 	intKey("server.gc_percent", 10, func(c *Config) *int { return &c.Server.GCPercent }),

@@ -12,12 +12,13 @@ import (
 var ErrAuth = errors.New("nats: the server refused this node's credential (wrong or missing)")
 
 // Wrap names the backend, operation and channel in err, and marks
-// connection trouble as brokers.ErrUnavailable. nil stays nil.
+// connection trouble and a missing stream (IsOutage) as
+// brokers.ErrUnavailable. nil stays nil.
 func Wrap(backend, op, ch string, err error) error {
 	if err == nil {
 		return nil
 	}
-	if IsConnErr(err) {
+	if IsOutage(err) {
 		return fmt.Errorf("%s: %s %s: %w: %w", backend, op, ch, brokers.ErrUnavailable, err)
 	}
 	return fmt.Errorf("%s: %s %s: %w", backend, op, ch, err)

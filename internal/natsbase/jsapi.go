@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // The JetStream API calls the brokers make without the jetstream package's
@@ -52,10 +53,23 @@ const (
 	errCodeNoMessage            = 10037
 )
 
-// IsStreamNotFound reports an API error saying the stream does not exist.
+// IsStreamNotFound reports an API error saying the stream does not exist
+// (either this package's APIError or the jetstream package's).
 func IsStreamNotFound(err error) bool {
 	var ae *APIError
-	return errors.As(err, &ae) && ae.ErrCode == errCodeStreamNotFound
+	if errors.As(err, &ae) && ae.ErrCode == errCodeStreamNotFound {
+		return true
+	}
+	var je *jetstream.APIError
+	return errors.Is(err, jetstream.ErrStreamNotFound) || errors.As(err, &je) && je.ErrorCode == errCodeStreamNotFound
+}
+
+// IsOutage reports an error the node cannot serve through until the server
+// side is back: the connection (IsConnErr) or a missing stream, which the
+// node re-creates. No responders is both: with JetStream on, a publish to a
+// subject no stream holds has none.
+func IsOutage(err error) bool {
+	return IsConnErr(err) || IsStreamNotFound(err)
 }
 
 type msgGetRequest struct {
@@ -105,7 +119,10 @@ func parseMsgGet(data []byte) (*StoredMsg, error) {
 		return nil, fmt.Errorf("jetstream: bad message get answer: %w", err)
 	}
 	if resp.Error != nil {
-		if resp.Error.Code == 404 || resp.Error.ErrCode == errCodeNoMessage {
+		// A missing stream is a 404 too, but not "no message": the node
+		// must notice it (and re-create the stream), not read it as an
+		// empty channel.
+		if resp.Error.ErrCode != errCodeStreamNotFound && (resp.Error.Code == 404 || resp.Error.ErrCode == errCodeNoMessage) {
 			return nil, ErrNotFound
 		}
 		return nil, resp.Error

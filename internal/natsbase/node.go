@@ -119,10 +119,15 @@ func (n *Node[C, E]) ClientURL() string {
 	return n.Srv.ClientURL()
 }
 
-// Ping implements brokers.Pinger: a round trip to the server.
+// Ping implements brokers.Pinger: a round trip to the server, with no
+// publish waiting in the outbox (while one does, publishes do not reach
+// the other nodes).
 func (n *Node[C, E]) Ping(ctx context.Context) error {
 	if err := n.Check(ctx); err != nil {
 		return fmt.Errorf("%s: ping: %w", n.Name, err)
+	}
+	if k := n.Outbox.Len(); k > 0 {
+		return fmt.Errorf("%s: ping: %w: %d publishes waiting in the outbox", n.Name, brokers.ErrUnavailable, k)
 	}
 	ctx, cancel := n.OpCtx(ctx)
 	defer cancel()

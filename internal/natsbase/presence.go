@@ -119,6 +119,15 @@ func (p *Presence) Ensure(ctx context.Context, js jetstream.JetStream) error {
 	return nil
 }
 
+// Check asks the server for the presence stream (one round trip): an error
+// that IsStreamNotFound says it is gone.
+func (p *Presence) Check(ctx context.Context, js jetstream.JetStream) error {
+	if _, err := js.Stream(ctx, p.stream); err != nil {
+		return fmt.Errorf("presence stream %s: %w", p.stream, err)
+	}
+	return nil
+}
+
 // EventSubject is what a node subscribes to for ch's presence events.
 func (p *Presence) EventSubject(ch string) string {
 	return Subject(p.eventPre, ch) + ".*.*"
