@@ -12,7 +12,7 @@ import (
 )
 
 // metrics are the node's Prometheus metrics, on a registry of its own (no
-// global state), served at /metrics. Hot-path counters are plain
+// global state), served at /metrics on the operational listener. Hot-path counters are plain
 // prometheus counters (one atomic add); per-delivery counts are added once
 // per fan-out, not once per subscriber.
 type metrics struct {
@@ -38,6 +38,7 @@ type metrics struct {
 const (
 	rejAcceptRate      = "accept_rate"
 	rejMaxConnections  = "max_connections"
+	rejHTTPConnections = "http_connections"
 	rejUserConnections = "user_connections"
 	rejPublishRate     = "publish_rate"
 	rejSubscriptions   = "subscriptions"
@@ -53,8 +54,10 @@ func newMetrics(s *Server) *metrics {
 	f := func(c prometheus.Collector) { m.reg.MustRegister(c) }
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "syncgate_connections", Help: "Open WebSocket connections."},
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "syncgate_connections", Help: "Open WebSocket and SSE connections."},
 		func() float64 { return float64(s.nconns.Load()) }))
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "syncgate_http_connections", Help: "Open plain HTTP connections (not upgraded to WebSocket or SSE), idle keep-alive included."},
+		func() float64 { return float64(s.nhttp.Load()) }))
 	m.subscriptions = prometheus.NewGauge(prometheus.GaugeOpts{Name: "syncgate_subscriptions", Help: "Client subscriptions on this node."})
 	f(m.subscriptions)
 	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "syncgate_channels", Help: "Channels this node is subscribed to on the broker."},
@@ -79,7 +82,7 @@ func newMetrics(s *Server) *metrics {
 	for _, c := range []prometheus.Collector{m.published, m.fanouts, m.deliveries, m.bytesOut, m.publishDur, m.slowConsumers, m.rejections, m.disconnects, m.catchup} {
 		f(c)
 	}
-	for _, k := range []string{rejAcceptRate, rejMaxConnections, rejUserConnections, rejPublishRate, rejSubscriptions, rejMessageSize, rejOrigin, rejHandshake, rejAuth, rejForbidden} {
+	for _, k := range []string{rejAcceptRate, rejMaxConnections, rejHTTPConnections, rejUserConnections, rejPublishRate, rejSubscriptions, rejMessageSize, rejOrigin, rejHandshake, rejAuth, rejForbidden} {
 		m.rejections.WithLabelValues(k) // export zeros, so alerts can use rate()
 	}
 	for _, r := range []string{"recovered", "not_recovered", "failed"} {

@@ -70,6 +70,7 @@ func TestBrowser(t *testing.T) {
 		"SYNCGATE_NATS_STORAGE=memory",
 		"SYNCGATE_SERVER_DRAIN_WINDOW=100ms",
 		"SYNCGATE_LOG_LEVEL=warn",
+		"SYNCGATE_METRICS_LISTEN=off", // three nodes on one host: none takes the default metrics port
 	}
 	a := &gatewayProc{t: t, name: "a", bin: bin, dir: dir, addr: addrA, env: append([]string{
 		"SYNCGATE_LISTEN=" + addrA,
@@ -89,6 +90,7 @@ func TestBrowser(t *testing.T) {
 		"SYNCGATE_AUTH_HMAC_SECRET=" + secret,
 		"SYNCGATE_BROKER_TYPE=memory",
 		"SYNCGATE_LOG_LEVEL=warn",
+		"SYNCGATE_METRICS_LISTEN=off",
 	}}
 	a.start()
 	t.Cleanup(a.stop)

@@ -318,6 +318,11 @@ log:
 				"SYNCGATE_SERVER_TLS_CERT_FILE=/c.pem",
 				"SYNCGATE_SERVER_TLS_KEY_FILE=/k.pem",
 				"SYNCGATE_DEBUG_PPROF_LISTEN=127.0.0.1:6060",
+				"SYNCGATE_METRICS_LISTEN=127.0.0.1:9191",
+				"SYNCGATE_METRICS_TOKEN=0123456789abcdef",
+				"SYNCGATE_SERVER_MAX_HTTP_CONNECTIONS=13",
+				"SYNCGATE_SERVER_HTTP_TIMEOUT=4s",
+				"SYNCGATE_SERVER_HTTP_IDLE_TIMEOUT=5s",
 				"SYNCGATE_SERVER_IO=goroutine",
 				"SYNCGATE_SERVER_WORKERS=4",
 				"SYNCGATE_LOG_LEVEL=warn",
@@ -326,6 +331,7 @@ log:
 			want: Config{
 				Auth:   Auth{HMACSecret: strings.Repeat("k", 32), PublicKeyFile: "/k.pem", JWKSURL: "https://id.example.com/jwks", Issuer: "iss", Audience: "aud", ChannelsClaim: "perms", PublicNamespaces: []string{"lobby", "news"}},
 				Debug:  Debug{PprofListen: "127.0.0.1:6060"},
+				Metrics: Metrics{Listen: "127.0.0.1:9191", Token: "0123456789abcdef"},
 				Listen: ":9000",
 				Broker: Broker{Type: "memory"},
 				Redis: Redis{Addrs: []string{"10.0.0.1:6379", "10.0.0.2:6380"}, Cluster: true, SentinelMaster: "mymaster",
@@ -346,7 +352,8 @@ log:
 					PublishBurst:          9,
 				},
 				Server: Server{IO: "goroutine", Workers: 4, AllowedOrigins: []string{"https://a.example.com", "https://*.example.com"},
-					MaxConnections: 11, AcceptRate: 12, DrainWindow: 3 * time.Second, GCPercent: 80, TLS: TLS{CertFile: "/c.pem", KeyFile: "/k.pem"}},
+					MaxConnections: 11, AcceptRate: 12, DrainWindow: 3 * time.Second, GCPercent: 80, TLS: TLS{CertFile: "/c.pem", KeyFile: "/k.pem"},
+					MaxHTTPConnections: 13, HTTPTimeout: 4 * time.Second, HTTPIdleTimeout: 5 * time.Second},
 				Log: Log{Level: "warn", Format: "json"},
 			},
 		},
@@ -360,6 +367,11 @@ log:
 				c.History.TTL = 6 * time.Second // env over file
 				c.Presence.JoinLeave = false
 			}),
+		},
+		{
+			name: "metrics listener off",
+			env:  []string{"SYNCGATE_METRICS_LISTEN=off"},
+			want: with(func(c *Config) { c.Metrics.Listen = "off" }),
 		},
 		{
 			name: "first duplicate env entry wins",
@@ -486,6 +498,16 @@ func TestLoadErrors(t *testing.T) {
 			name: "bad listen address",
 			env:  []string{"SYNCGATE_LISTEN=8080"},
 			want: []string{`listen (env SYNCGATE_LISTEN): want a host:port address like ":8080" or "127.0.0.1:8080", got "8080"`},
+		},
+		{
+			name: "bad metrics address",
+			env:  []string{"SYNCGATE_METRICS_LISTEN=yes"},
+			want: []string{`metrics.listen (env SYNCGATE_METRICS_LISTEN): want a host:port address like ":8080" or "127.0.0.1:8080", or "off", got "yes"`},
+		},
+		{
+			name: "short metrics token",
+			env:  []string{"SYNCGATE_METRICS_TOKEN=abc"},
+			want: []string{`metrics.token (env SYNCGATE_METRICS_TOKEN): want a bearer token (at least 16 bytes) or empty, got "abc"`},
 		},
 		{
 			name: "empty leaf in file",
