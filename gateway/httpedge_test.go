@@ -131,6 +131,17 @@ func TestHTTPPubBodyDeadline(t *testing.T) {
 			}
 			h.expectClosed(t, 5*time.Second)
 		})
+		t.Run("chunked body over the limit", func(t *testing.T) {
+			h := dialHTTP(t, ts.addr)
+			n := ts.cfg.Client.MaxMessageSize + 1
+			h.send(t, fmt.Sprintf("POST /pub HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n",
+				n, strings.Repeat("a", n)))
+			resp, body := h.response(t)
+			if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(body, "too_large") {
+				t.Fatalf("POST /pub with a chunked body over the limit: %d %s, want 413 too_large", resp.StatusCode, body)
+			}
+			h.expectClosed(t, 5*time.Second)
+		})
 		t.Run("a complete publish still works", func(t *testing.T) {
 			h := dialHTTP(t, ts.addr)
 			payload := `{"ch":"doc:p","data":{"n":1}}`
