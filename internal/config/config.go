@@ -247,7 +247,7 @@ type Server struct {
 	MaxConnections int
 	// MaxHTTPConnections caps the plain HTTP connections (not upgraded to
 	// WebSocket or SSE; idle keep-alive included), which cost a goroutine
-	// and buffers each; 0 = no cap.
+	// and about 20 KiB each; 0 = no cap.
 	// Key server.max_http_connections, default 10000, >= 0.
 	MaxHTTPConnections int
 	// HTTPTimeout bounds reading one HTTP request (head and body) and
