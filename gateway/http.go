@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -18,7 +19,11 @@ import (
 // (an SSE stream or a WebSocket upgrade, which then count as Conns), so
 // idle keep-alive connections are bounded like any other: by
 // server.max_connections together with WebSockets, and by
-// server.max_http_connections on their own.
+// server.max_http_connections on their own. At a cap, a new connection
+// first takes the place of an idle keep-alive one (closed, like nginx
+// reclaiming keep-alive connections), so connections parked between
+// requests cannot lock others out; only a node full of requests in
+// progress, each bounded by server.http_timeout, refuses with 503.
 
 // newHTTPServer builds the public HTTP server: every request must arrive
 // within server.http_timeout (head within client.handshake_timeout), and a
@@ -39,27 +44,87 @@ func (s *Server) newHTTPServer(h http.Handler) *http.Server {
 }
 
 // takeHTTPSlot counts a new plain HTTP connection, or returns the rejection
-// kind and the message for the client when the node is full.
+// kind and the message for the client when the node is full and no idle
+// keep-alive connection could make room.
 func (s *Server) takeHTTPSlot() (kind, msg string) {
 	n := s.nhttp.Add(1)
-	if max := s.cfg.Server.MaxHTTPConnections; max > 0 && n > int64(max) {
+	if max := s.cfg.Server.MaxHTTPConnections; max > 0 && n > int64(max) && !s.evictIdleHTTP() {
 		s.nhttp.Add(-1)
 		return rejHTTPConnections, "too many HTTP connections (server.max_http_connections); retry shortly"
 	}
-	if max := s.cfg.Server.MaxConnections; max > 0 && s.nconns.Load()+n > int64(max) {
+	if max := s.cfg.Server.MaxConnections; max > 0 && s.nconns.Load()+n > int64(max) && !s.evictIdleHTTP() {
 		s.nhttp.Add(-1)
 		return rejMaxConnections, "node is full (server.max_connections); try another node"
 	}
 	return "", ""
 }
 
-// httpConnState gives a connection's slot back when net/http is done with
-// it. StateHijacked and StateClosed are terminal and exclusive: each
-// connection reaches exactly one of them.
-func (s *Server) httpConnState(_ net.Conn, st http.ConnState) {
-	if st == http.StateHijacked || st == http.StateClosed {
+// httpConnState tracks which connections are idle between requests, and
+// gives a connection's slot back when net/http is done with it.
+// StateHijacked and StateClosed are terminal and exclusive: each connection
+// reaches exactly one of them. A connection reading its next request head
+// is still StateIdle (net/http marks it active once the head is read), so a
+// trickled head can be evicted too.
+func (s *Server) httpConnState(c net.Conn, st http.ConnState) {
+	switch st {
+	case http.StateIdle:
+		s.idle.add(c)
+	case http.StateActive:
+		s.idle.remove(c)
+	case http.StateHijacked, http.StateClosed:
+		s.idle.remove(c)
 		s.nhttp.Add(-1)
 	}
+}
+
+// evictIdleHTTP closes one idle keep-alive connection to make room for a
+// new one. Its slot is given back when net/http sees it closed, so the count
+// may exceed a cap by the evictions in flight, for a moment.
+func (s *Server) evictIdleHTTP() bool {
+	if !s.idle.closeOne() {
+		return false
+	}
+	s.metrics.httpEvictions.Inc()
+	return true
+}
+
+// idleConns are the plain HTTP connections waiting for their next request.
+type idleConns struct {
+	mu sync.Mutex
+	m  map[net.Conn]struct{}
+}
+
+func (ic *idleConns) add(c net.Conn) {
+	ic.mu.Lock()
+	if ic.m == nil {
+		ic.m = make(map[net.Conn]struct{})
+	}
+	ic.m[c] = struct{}{}
+	ic.mu.Unlock()
+}
+
+func (ic *idleConns) remove(c net.Conn) {
+	ic.mu.Lock()
+	delete(ic.m, c)
+	ic.mu.Unlock()
+}
+
+// closeOne closes some idle connection (any: under attack most are the
+// attacker's) and reports whether there was one.
+func (ic *idleConns) closeOne() bool {
+	var victim net.Conn
+	ic.mu.Lock()
+	for c := range ic.m {
+		victim = c
+		delete(ic.m, c)
+		break
+	}
+	ic.mu.Unlock()
+	if victim == nil {
+		return false
+	}
+	_ = victim.Close() // not under the lock: no I/O while holding it
+	return true
 }
 
 // newOpsServer builds the server of the operational listener

@@ -204,20 +204,31 @@ func TestHTTPSlowloris(t *testing.T) {
 	})
 }
 
+// stallPub starts a POST /pub whose body never completes: a request in
+// progress until server.http_timeout.
+func stallPub(t *testing.T, addr string) *rawHTTP {
+	t.Helper()
+	h := dialHTTP(t, addr)
+	h.send(t, "POST /pub HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+	return h
+}
+
+func httpConns(t *testing.T, ts *testServer) float64 {
+	t.Helper()
+	return scrape(t, ts, "syncgate_http_connections")
+}
+
 func TestHTTPConnectionLimits(t *testing.T) {
-	t.Run("max_http_connections", func(t *testing.T) {
-		ts := startServer(t, "epoll", func(c *config.Config) { c.Server.MaxHTTPConnections = 3 })
+	t.Run("max_http_connections refuses when all are busy", func(t *testing.T) {
+		ts := startServer(t, "epoll", func(c *config.Config) {
+			c.Server.MaxHTTPConnections = 3
+			c.Server.HTTPTimeout = 5 * time.Second
+		})
 		var held []*rawHTTP
 		for range 3 {
-			h := dialHTTP(t, ts.addr)
-			if code := h.get(t, "/healthz"); code != 200 {
-				t.Fatalf("GET /healthz: %d", code)
-			}
-			held = append(held, h) // idle keep-alive from now on
+			held = append(held, stallPub(t, ts.addr))
 		}
-		if v := scrape(t, ts, "syncgate_http_connections"); v != 3 {
-			t.Fatalf("syncgate_http_connections = %v, want 3", v)
-		}
+		waitFor(t, 5*time.Second, "3 HTTP connections", func() bool { return httpConns(t, ts) == 3 })
 		h := dialHTTP(t, ts.addr)
 		h.send(t, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
 		resp, body := h.response(t)
@@ -228,20 +239,53 @@ func TestHTTPConnectionLimits(t *testing.T) {
 		assertMetric(t, ts, `syncgate_limit_rejections_total{kind="http_connections"}`, 1)
 		// A slot comes back when a connection goes.
 		held[0].nc.Close()
-		waitFor(t, 5*time.Second, "2 HTTP connections", func() bool { return scrape(t, ts, "syncgate_http_connections") == 2 })
+		waitFor(t, 5*time.Second, "2 HTTP connections", func() bool { return httpConns(t, ts) == 2 })
 		if code := dialHTTP(t, ts.addr).get(t, "/healthz"); code != 200 {
 			t.Fatalf("GET /healthz after a slot freed: %d", code)
 		}
 	})
+	t.Run("idle keep-alive connections make room", func(t *testing.T) {
+		ts := startServer(t, "epoll", func(c *config.Config) { c.Server.MaxHTTPConnections = 3 })
+		var held []*rawHTTP
+		for range 3 {
+			h := dialHTTP(t, ts.addr)
+			if code := h.get(t, "/healthz"); code != 200 {
+				t.Fatalf("GET /healthz: %d", code)
+			}
+			held = append(held, h) // idle keep-alive from now on
+		}
+		if v := httpConns(t, ts); v != 3 {
+			t.Fatalf("syncgate_http_connections = %v, want 3", v)
+		}
+		// Parked connections do not lock a new client out: one of them is
+		// closed instead. (net/http marks a connection idle just after
+		// writing its response: retry until it has.)
+		waitFor(t, 5*time.Second, "a 4th HTTP connection admitted", func() bool {
+			return dialHTTP(t, ts.addr).get(t, "/healthz") == 200
+		})
+		assertMetric(t, ts, "syncgate_http_idle_evictions_total", 1)
+		waitFor(t, 5*time.Second, "3 HTTP connections", func() bool { return httpConns(t, ts) == 3 })
+		closed := 0
+		for _, h := range held {
+			_ = h.nc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+			if _, err := h.br.ReadByte(); errors.Is(err, io.EOF) {
+				closed++
+			}
+		}
+		if closed != 1 {
+			t.Fatalf("%d of the 3 idle connections closed, want 1", closed)
+		}
+	})
 	t.Run("max_connections counts HTTP", func(t *testing.T) {
-		ts := startServer(t, "epoll", func(c *config.Config) { c.Server.MaxConnections = 2 })
+		ts := startServer(t, "epoll", func(c *config.Config) {
+			c.Server.MaxConnections = 2
+			c.Server.HTTPTimeout = 5 * time.Second
+		})
 		dial(t, ts)
 		waitFor(t, 5*time.Second, "1 connection", func() bool { return ts.srv.Connections() == 1 })
-		h := dialHTTP(t, ts.addr)
-		if code := h.get(t, "/healthz"); code != 200 {
-			t.Fatalf("GET /healthz: %d", code)
-		}
-		// One WebSocket and one idle HTTP connection fill a node of 2.
+		busy := stallPub(t, ts.addr)
+		waitFor(t, 5*time.Second, "1 HTTP connection", func() bool { return httpConns(t, ts) == 1 })
+		// One WebSocket and one HTTP request in progress fill a node of 2.
 		if code := dialStatus(t, ts.url(), nil); code != 503 {
 			t.Fatalf("WebSocket on a full node: status %d, want 503", code)
 		}
@@ -250,7 +294,29 @@ func TestHTTPConnectionLimits(t *testing.T) {
 		if resp, body := h2.response(t); resp.StatusCode != 503 || !strings.Contains(body, "server.max_connections") {
 			t.Fatalf("HTTP on a full node: %d %q, want 503 naming server.max_connections", resp.StatusCode, body)
 		}
-		// The keep-alive connection may still become a WebSocket: it
+		// An idle keep-alive connection instead makes room for a WebSocket.
+		busy.nc.Close()
+		waitFor(t, 5*time.Second, "0 HTTP connections", func() bool { return httpConns(t, ts) == 0 })
+		idle := dialHTTP(t, ts.addr)
+		if code := idle.get(t, "/healthz"); code != 200 {
+			t.Fatalf("GET /healthz: %d", code)
+		}
+		waitFor(t, 5*time.Second, "a WebSocket admitted in place of the idle HTTP connection", func() bool {
+			return dialStatus(t, ts.url(), nil) == 101
+		})
+		idle.expectClosed(t, 5*time.Second)
+	})
+	t.Run("keep-alive connection upgraded at the cap", func(t *testing.T) {
+		ts := startServer(t, "epoll", func(c *config.Config) {
+			c.Server.MaxConnections = 2
+			c.Server.HTTPTimeout = 300 * time.Millisecond
+		})
+		dial(t, ts)
+		h := dialHTTP(t, ts.addr)
+		if code := h.get(t, "/healthz"); code != 200 {
+			t.Fatalf("GET /healthz: %d", code)
+		}
+		// The node is full, but this connection is already counted: it
 		// moves from the HTTP count to the connection count.
 		h.send(t, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
 			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
@@ -260,11 +326,11 @@ func TestHTTPConnectionLimits(t *testing.T) {
 			t.Fatalf("upgrade on the keep-alive connection: %v %v", resp, err)
 		}
 		waitFor(t, 5*time.Second, "2 connections, 0 HTTP", func() bool {
-			return ts.srv.Connections() == 2 && scrape(t, ts, "syncgate_http_connections") == 0
+			return ts.srv.Connections() == 2 && httpConns(t, ts) == 0
 		})
 		// Past server.http_timeout the upgraded connection is still served
 		// (hijacking cleared net/http's deadlines).
-		time.Sleep(1500 * time.Millisecond)
+		time.Sleep(time.Second)
 		if n := ts.srv.Connections(); n != 2 {
 			t.Fatalf("%d connections after the HTTP timeout, want 2", n)
 		}

@@ -60,6 +60,7 @@ type Server struct {
 	conns   [16]connShard
 	nconns  atomic.Int64 // registered Conns: WebSocket and SSE
 	nhttp   atomic.Int64 // plain HTTP connections owned by s.http (keep-alive included)
+	idle    idleConns    // those of them waiting for their next request
 	metrics *metrics
 
 	auth      *authenticator // nil when auth is off
@@ -321,7 +322,7 @@ func (s *Server) handshake(nc net.Conn) {
 		}
 		return
 	}
-	if max := s.cfg.Server.MaxConnections; max > 0 && s.openConns() >= int64(max) {
+	if max := s.cfg.Server.MaxConnections; max > 0 && s.openConns() >= int64(max) && !s.evictIdleHTTP() {
 		s.reject(rejMaxConnections)
 		refuseHTTP(nc, http.StatusServiceUnavailable, "node is full (server.max_connections); try another node", true)
 		return

@@ -247,7 +247,8 @@ type Server struct {
 	MaxConnections int
 	// MaxHTTPConnections caps the plain HTTP connections (not upgraded to
 	// WebSocket or SSE; idle keep-alive included), which cost a goroutine
-	// and about 20 KiB each; 0 = no cap.
+	// and about 20 KiB each; 0 = no cap. At the cap an idle keep-alive
+	// connection is closed to make room, if there is one.
 	// Key server.max_http_connections, default 10000, >= 0.
 	MaxHTTPConnections int
 	// HTTPTimeout bounds reading one HTTP request (head and body) and
