@@ -372,21 +372,34 @@ func TestMetricsListener(t *testing.T) {
 	})
 	t.Run("token", func(t *testing.T) {
 		const token = "metrics-token-0123456789"
-		ts := startServer(t, "epoll", func(c *config.Config) { c.Metrics.Token = token })
-		for auth, want := range map[string]int{
-			"": 401, "Bearer wrong-token-0123456789": 401, "Basic " + token: 401, "Bearer " + token: 200,
-		} {
-			req, _ := http.NewRequest("GET", "http://"+ts.metricsAddr+"/metrics", nil)
-			if auth != "" {
-				req.Header.Set("Authorization", auth)
-			}
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp.Body.Close()
-			if resp.StatusCode != want {
-				t.Errorf("Authorization %q: %d, want %d", auth, resp.StatusCode, want)
+		// pprof on a port picked here: the node binds debug.pprof_listen
+		// itself.
+		pl, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		pprofAddr := pl.Addr().String()
+		pl.Close()
+		ts := startServer(t, "epoll", func(c *config.Config) {
+			c.Metrics.Token = token
+			c.Debug.PprofListen = pprofAddr
+		})
+		for _, url := range []string{"http://" + ts.metricsAddr + "/metrics", "http://" + pprofAddr + "/debug/pprof/cmdline"} {
+			for auth, want := range map[string]int{
+				"": 401, "Bearer wrong-token-0123456789": 401, "Basic " + token: 401, "Bearer " + token: 200,
+			} {
+				req, _ := http.NewRequest("GET", url, nil)
+				if auth != "" {
+					req.Header.Set("Authorization", auth)
+				}
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != want {
+					t.Errorf("GET %s with Authorization %q: %d, want %d", url, auth, resp.StatusCode, want)
+				}
 			}
 		}
 	})
