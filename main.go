@@ -64,11 +64,22 @@ func run() error {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
 	log.Info("syncgate listening", "addr", ln.Addr().String(), "broker", cfg.Broker.Type, "io", cfg.Server.IO, "node", srv.NodeID())
+	// /metrics has a listener of its own, never the public one.
+	var mln net.Listener
+	if cfg.Metrics.On() {
+		if mln, err = net.Listen("tcp", cfg.Metrics.Listen); err != nil {
+			return fmt.Errorf("metrics.listen %s: %w (set another address, or off)", cfg.Metrics.Listen, err)
+		}
+		log.Info("metrics listening", "addr", mln.Addr().String())
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
+	if mln != nil {
+		go func() { errc <- srv.ServeMetrics(mln) }()
+	}
 	select {
 	case err := <-errc:
 		return err

@@ -143,7 +143,9 @@ func launchGateway(bin, dir string, port int, env []string) (*gatewayProc, error
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
-	cmd.Env = append(cmd.Env, "SYNCGATE_LISTEN="+g.addr, "SYNCGATE_LOG_LEVEL=warn")
+	// Several gateways run side by side: none binds the default metrics
+	// port (127.0.0.1:9090), which only one of them could have.
+	cmd.Env = append(cmd.Env, "SYNCGATE_LISTEN="+g.addr, "SYNCGATE_LOG_LEVEL=warn", "SYNCGATE_METRICS_LISTEN=off")
 	// The default broker embeds a NATS server on a fixed port (4222) and a
 	// store under the working directory: give it a free port and the run's
 	// directory, so runs (and tests) side by side do not collide. env,

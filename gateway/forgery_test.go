@@ -485,7 +485,7 @@ func TestHostileBrokerPayload(t *testing.T) {
 	_, broken = late.snapshot()
 	checkMsgs("catch-up", pubs, broken)
 
-	code, body := httpGet(t, "http://"+ts.addr+"/metrics")
+	code, body := httpGet(t, "http://"+ts.metricsAddr+"/metrics")
 	if code != 200 {
 		t.Fatalf("metrics: %d", code)
 	}

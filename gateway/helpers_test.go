@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"testing"
 	"time"
@@ -24,16 +25,18 @@ func TestMain(m *testing.M) {
 var ioModes = []string{"epoll", "goroutine"}
 
 type testServer struct {
-	srv    *gateway.Server
-	addr   string
-	cfg    config.Config
-	broker *memory.Broker // for tests that write to the broker directly
+	srv         *gateway.Server
+	addr        string
+	metricsAddr string // the operational listener (/metrics)
+	cfg         config.Config
+	broker      *memory.Broker // for tests that write to the broker directly
 }
 
 func (ts *testServer) url() string { return "ws://" + ts.addr + "/ws" }
 
 // startServer runs a gateway on a random loopback port with the memory
-// broker; it is shut down when the test ends.
+// broker, and its metrics listener on another; it is shut down when the test
+// ends.
 func startServer(t testing.TB, mode string, edit func(*config.Config)) *testServer {
 	t.Helper()
 	cfg := config.Default()
@@ -50,6 +53,12 @@ func startServer(t testing.TB, mode string, edit func(*config.Config)) *testServ
 		t.Fatalf("gateway.New: %v", err)
 	}
 	addr, done := wstest.Serve(t, srv, cfg.Listen)
+	mln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mdone := make(chan error, 1)
+	go func() { mdone <- srv.ServeMetrics(mln) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -59,8 +68,11 @@ func startServer(t testing.TB, mode string, edit func(*config.Config)) *testServ
 		if err := <-done; err != gateway.ErrServerClosed {
 			t.Errorf("serve returned %v", err)
 		}
+		if err := <-mdone; err != gateway.ErrServerClosed {
+			t.Errorf("serve metrics returned %v", err)
+		}
 	})
-	return &testServer{srv: srv, addr: addr, cfg: cfg, broker: b}
+	return &testServer{srv: srv, addr: addr, metricsAddr: mln.Addr().String(), cfg: cfg, broker: b}
 }
 
 func dial(t testing.TB, ts *testServer) *wstest.Client {

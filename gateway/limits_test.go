@@ -142,10 +142,11 @@ func TestLimits(t *testing.T) {
 	})
 }
 
-// scrape returns the value of one metric line from /metrics.
+// scrape returns the value of one metric line from /metrics, on the
+// metrics listener.
 func scrape(t *testing.T, ts *testServer, series string) float64 {
 	t.Helper()
-	_, body := httpGet(t, "http://"+ts.addr+"/metrics")
+	_, body := httpGet(t, "http://"+ts.metricsAddr+"/metrics")
 	for _, line := range strings.Split(body, "\n") {
 		if name, val, ok := strings.Cut(line, " "); ok && name == series {
 			f, err := strconv.ParseFloat(val, 64)

@@ -12,7 +12,7 @@ import (
 )
 
 // metrics are the node's Prometheus metrics, on a registry of its own (no
-// global state), served at /metrics. Hot-path counters are plain
+// global state), served at /metrics on the operational listener. Hot-path counters are plain
 // prometheus counters (one atomic add); per-delivery counts are added once
 // per fan-out, not once per subscriber.
 type metrics struct {
@@ -26,6 +26,7 @@ type metrics struct {
 	bytesOut      prometheus.Counter
 	publishDur    prometheus.Histogram
 	slowConsumers prometheus.Counter
+	httpEvictions prometheus.Counter
 	rejections    *prometheus.CounterVec
 	disconnects   *prometheus.CounterVec
 	catchup       *prometheus.CounterVec
@@ -42,6 +43,7 @@ type metrics struct {
 const (
 	rejAcceptRate      = "accept_rate"
 	rejMaxConnections  = "max_connections"
+	rejHTTPConnections = "http_connections"
 	rejUserConnections = "user_connections"
 	rejPublishRate     = "publish_rate"
 	rejSubscriptions   = "subscriptions"
@@ -58,8 +60,10 @@ func newMetrics(s *Server) *metrics {
 	f := func(c prometheus.Collector) { m.reg.MustRegister(c) }
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "syncgate_connections", Help: "Open WebSocket connections."},
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "syncgate_connections", Help: "Open WebSocket and SSE connections."},
 		func() float64 { return float64(s.nconns.Load()) }))
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "syncgate_http_connections", Help: "Open plain HTTP connections (not upgraded to WebSocket or SSE), idle keep-alive included."},
+		func() float64 { return float64(s.nhttp.Load()) }))
 	m.subscriptions = prometheus.NewGauge(prometheus.GaugeOpts{Name: "syncgate_subscriptions", Help: "Client subscriptions on this node."})
 	f(m.subscriptions)
 	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "syncgate_channels", Help: "Channels this node is subscribed to on the broker."},
@@ -78,6 +82,7 @@ func newMetrics(s *Server) *metrics {
 	m.publishDur = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "syncgate_publish_duration_seconds", Help: "Time for the broker to accept a client publish.",
 		Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16)})
 	m.slowConsumers = prometheus.NewCounter(prometheus.CounterOpts{Name: "syncgate_slow_consumer_disconnects_total", Help: "Clients disconnected because their outbound queue was full."})
+	m.httpEvictions = prometheus.NewCounter(prometheus.CounterOpts{Name: "syncgate_http_idle_evictions_total", Help: "Idle keep-alive HTTP connections closed to make room for a new connection at a connection cap."})
 	m.rejections = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "syncgate_limit_rejections_total", Help: "Requests refused by a limit or a check, by kind."}, []string{"kind"})
 	m.disconnects = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "syncgate_disconnects_total", Help: "Connections closed by the server, by disconnect code."}, []string{"code"})
 	m.catchup = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "syncgate_catchup_total", Help: "Subscribes with since, by result (recovered, not_recovered, failed)."}, []string{"result"})
@@ -88,10 +93,10 @@ func newMetrics(s *Server) *metrics {
 	for _, k := range []string{payloadKindPublication, payloadKindHistory, payloadKindPresence} {
 		m.brokerRejected.WithLabelValues(k)
 	}
-	for _, c := range []prometheus.Collector{m.published, m.fanouts, m.deliveries, m.bytesOut, m.publishDur, m.slowConsumers, m.rejections, m.disconnects, m.catchup, m.brokerRejected, m.brokerRewritten} {
+	for _, c := range []prometheus.Collector{m.published, m.fanouts, m.deliveries, m.bytesOut, m.publishDur, m.slowConsumers, m.httpEvictions, m.rejections, m.disconnects, m.catchup, m.brokerRejected, m.brokerRewritten} {
 		f(c)
 	}
-	for _, k := range []string{rejAcceptRate, rejMaxConnections, rejUserConnections, rejPublishRate, rejSubscriptions, rejChannels, rejMessageSize, rejOrigin, rejHandshake, rejAuth, rejForbidden} {
+	for _, k := range []string{rejAcceptRate, rejMaxConnections, rejHTTPConnections, rejUserConnections, rejPublishRate, rejSubscriptions, rejChannels, rejMessageSize, rejOrigin, rejHandshake, rejAuth, rejForbidden} {
 		m.rejections.WithLabelValues(k) // export zeros, so alerts can use rate()
 	}
 	for _, r := range []string{"recovered", "not_recovered", "failed"} {

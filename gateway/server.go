@@ -23,7 +23,6 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/time/rate"
 
 	"github.com/syncgate/syncgate/brokers"
@@ -59,7 +58,9 @@ type Server struct {
 	writeTimeout  time.Duration
 
 	conns   [16]connShard
-	nconns  atomic.Int64
+	nconns  atomic.Int64 // registered Conns: WebSocket and SSE
+	nhttp   atomic.Int64 // plain HTTP connections owned by s.http (keep-alive included)
+	idle    idleConns    // those of them waiting for their next request
 	metrics *metrics
 
 	auth      *authenticator // nil when auth is off
@@ -74,6 +75,7 @@ type Server struct {
 	payloadLog *rate.Limiter // bounds the log lines about malformed broker payloads
 
 	pprof *http.Server
+	ops   *http.Server // metrics.listen: /metrics, never on the public listener
 
 	http   *http.Server
 	httpLn *chanListener
@@ -176,12 +178,12 @@ func New(cfg config.Config, b brokers.Broker, log *slog.Logger) (*Server, error)
 	mux.HandleFunc("GET /healthz", s.handleHealthz)
 	mux.HandleFunc("GET /readyz", s.handleReadyz)
 	mux.HandleFunc("GET /ws", s.handleWSUpgradeHTTP)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /sse", s.handleSSE)
 	mux.HandleFunc("POST /pub", s.handlePub)
 	mux.HandleFunc("GET /presence", s.handlePresence)
 	s.routes(mux)
-	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: cfg.Client.HandshakeTimeout, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	s.http = s.newHTTPServer(mux)
+	s.ops = s.newOpsServer()
 	if cfg.Debug.PprofListen != "" {
 		if err := s.startPprof(cfg.Debug.PprofListen); err != nil {
 			s.stopIO()
@@ -202,8 +204,12 @@ func New(cfg config.Config, b brokers.Broker, log *slog.Logger) (*Server, error)
 // NodeID is this node's id; client ids start with it.
 func (s *Server) NodeID() string { return s.nodeID }
 
-// Connections is the number of open WebSocket connections.
+// Connections is the number of open WebSocket and SSE connections.
 func (s *Server) Connections() int { return int(s.nconns.Load()) }
+
+// openConns counts every connection against server.max_connections:
+// WebSocket and SSE ones, and plain HTTP ones (idle keep-alive included).
+func (s *Server) openConns() int64 { return s.nconns.Load() + s.nhttp.Load() }
 
 func (s *Server) now() int64 { return s.clock.Load() }
 
@@ -305,13 +311,21 @@ func (s *Server) handshake(nc net.Conn) {
 		return
 	}
 	if !bytes.Equal(requestPath(head), []byte("/ws")) {
+		if kind, msg := s.takeHTTPSlot(); kind != "" {
+			s.reject(kind)
+			refuseHTTP(nc, http.StatusServiceUnavailable, msg, true)
+			return
+		}
+		// net/http sets its own deadlines from here (server.http_timeout,
+		// server.http_idle_timeout); httpConnState gives the slot back.
 		_ = nc.SetDeadline(time.Time{})
 		if !s.httpLn.push(&prefixConn{Conn: nc, prefix: append(head, rest...)}) {
+			s.nhttp.Add(-1)
 			_ = nc.Close()
 		}
 		return
 	}
-	if max := s.cfg.Server.MaxConnections; max > 0 && s.nconns.Load() >= int64(max) {
+	if max := s.cfg.Server.MaxConnections; max > 0 && s.openConns() >= int64(max) && !s.evictIdleHTTP() {
 		s.reject(rejMaxConnections)
 		refuseHTTP(nc, http.StatusServiceUnavailable, "node is full (server.max_connections); try another node", true)
 		return
@@ -417,9 +431,11 @@ func (s *Server) handleWSUpgradeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.attach(unwrapPrefix(nc), rest, r.URL.Query().Get("token"))
 }
 
-// admitHTTP applies the handshake checks to a /ws request on the HTTP path.
+// admitHTTP applies the handshake checks to a /ws or /sse request on the
+// HTTP path. The request's own connection is already counted (in nhttp), and
+// upgrading it moves it to nconns: only a node over its cap refuses it.
 func (s *Server) admitHTTP(w http.ResponseWriter, r *http.Request) bool {
-	if max := s.cfg.Server.MaxConnections; max > 0 && s.nconns.Load() >= int64(max) {
+	if max := s.cfg.Server.MaxConnections; max > 0 && s.openConns() > int64(max) {
 		s.reject(rejMaxConnections)
 		w.Header().Set("Retry-After", "1")
 		http.Error(w, "node is full (server.max_connections); try another node", http.StatusServiceUnavailable)
@@ -577,11 +593,12 @@ func (s *Server) presenceLoop() {
 func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(map[string]any{
-		"status":      "ok",
-		"node":        s.nodeID,
-		"connections": s.nconns.Load(),
-		"goroutines":  runtime.NumGoroutine(),
-		"io":          map[bool]string{true: "epoll", false: "goroutine"}[s.epoll],
+		"status":           "ok",
+		"node":             s.nodeID,
+		"connections":      s.nconns.Load(),
+		"http_connections": s.nhttp.Load(),
+		"goroutines":       runtime.NumGoroutine(),
+		"io":               map[bool]string{true: "epoll", false: "goroutine"}[s.epoll],
 	})
 }
 
@@ -638,6 +655,7 @@ wait:
 	}
 	s.httpLn.Close()
 	_ = s.http.Close()
+	_ = s.ops.Close()
 	if s.pprof != nil {
 		_ = s.pprof.Close()
 	}
@@ -698,13 +716,18 @@ func (s *Server) startPprof(addr string) error {
 	if err != nil {
 		return fmt.Errorf("gateway: debug.pprof_listen %s: %w", addr, err)
 	}
+	if !isLoopback(ln.Addr()) && s.cfg.Metrics.Token == "" {
+		s.log.Warn("pprof is served beyond this host without a token; set metrics.token or bind debug.pprof_listen to 127.0.0.1", "addr", ln.Addr().String())
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	s.pprof = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// No WriteTimeout: profile and trace stream for ?seconds= (30 s default).
+	s.pprof = &http.Server{Handler: s.requireToken(mux), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second,
+		IdleTimeout: time.Minute, MaxHeaderBytes: maxRequestHead, ErrorLog: s.http.ErrorLog}
 	s.owned.Add(1)
 	go func() { defer s.owned.Done(); _ = s.pprof.Serve(ln) }()
 	return nil

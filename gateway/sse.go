@@ -3,7 +3,9 @@ package gateway
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -320,14 +322,32 @@ func (s *Server) handlePub(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, int64(s.cfg.Client.MaxMessageSize)+1))
-	if err != nil {
-		writeJSONError(w, http.StatusBadRequest, codeBadRequest, "reading body: "+err.Error())
+	// The body must fit client.max_message_size and arrive within
+	// server.http_timeout (the server's read deadline); past the size the
+	// connection is closed after the answer, unread bytes and all.
+	limit := int64(s.cfg.Client.MaxMessageSize)
+	if r.ContentLength > limit {
+		s.reject(rejMessageSize)
+		w.Header().Set("Connection", "close")
+		writeJSONError(w, http.StatusRequestEntityTooLarge, codeTooLarge, "body exceeds client.max_message_size")
 		return
 	}
-	if len(body) > s.cfg.Client.MaxMessageSize {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if _, tooLarge := errors.AsType[*http.MaxBytesError](err); tooLarge {
 		s.reject(rejMessageSize)
 		writeJSONError(w, http.StatusRequestEntityTooLarge, codeTooLarge, "body exceeds client.max_message_size")
+		return
+	}
+	if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+		// The write deadline (server.http_timeout too) is about to pass:
+		// leave a second to say why.
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(time.Second))
+		w.Header().Set("Connection", "close")
+		writeJSONError(w, http.StatusRequestTimeout, codeBadRequest, "request body not received within server.http_timeout")
+		return
+	}
+	if err != nil {
+		writeJSONError(w, http.StatusBadRequest, codeBadRequest, "reading body: "+err.Error())
 		return
 	}
 	var req struct {

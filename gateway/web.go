@@ -7,7 +7,7 @@ import (
 )
 
 // routes registers the browser-facing HTTP endpoints (client library, demo
-// page) on the node's HTTP mux, beside /healthz, /readyz and /metrics.
+// page) on the node's HTTP mux, beside /healthz and /readyz.
 func (s *Server) routes(mux *http.ServeMux) {
 	mux.Handle("GET /client.js", web.ClientJS())
 	mux.Handle("GET /{$}", web.Demo())

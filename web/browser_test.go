@@ -72,6 +72,7 @@ func TestBrowser(t *testing.T) {
 		"SYNCGATE_NATS_TOKEN=browser-test-nats-token-0123",
 		"SYNCGATE_SERVER_DRAIN_WINDOW=100ms",
 		"SYNCGATE_LOG_LEVEL=warn",
+		"SYNCGATE_METRICS_LISTEN=off", // three nodes on one host: none takes the default metrics port
 	}
 	a := &gatewayProc{t: t, name: "a", bin: bin, dir: dir, addr: addrA, env: append([]string{
 		"SYNCGATE_LISTEN=" + addrA,
@@ -91,6 +92,7 @@ func TestBrowser(t *testing.T) {
 		"SYNCGATE_AUTH_HMAC_SECRET=" + secret,
 		"SYNCGATE_BROKER_TYPE=memory",
 		"SYNCGATE_LOG_LEVEL=warn",
+		"SYNCGATE_METRICS_LISTEN=off",
 	}}
 	a.start()
 	t.Cleanup(a.stop)

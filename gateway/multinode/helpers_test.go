@@ -3,6 +3,7 @@ package multinode_test
 import (
 	"context"
 	"log/slog"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -17,10 +18,11 @@ const wait = 10 * time.Second
 
 // node is one gateway on a loopback port.
 type node struct {
-	srv    *gateway.Server
-	addr   string
-	broker brokers.Broker
-	once   sync.Once
+	srv         *gateway.Server
+	addr        string
+	metricsAddr string // the operational listener (/metrics)
+	broker      brokers.Broker
+	once        sync.Once
 }
 
 // startNode runs a gateway on b; it is shut down when the test ends.
@@ -45,11 +47,20 @@ func startNodeLog(t *testing.T, b brokers.Broker, log *slog.Logger, edit func(*c
 		t.Fatalf("gateway.New: %v", err)
 	}
 	addr, done := wstest.Serve(t, srv, cfg.Listen)
-	n := &node{srv: srv, addr: addr, broker: b}
+	mln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mdone := make(chan error, 1)
+	go func() { mdone <- srv.ServeMetrics(mln) }()
+	n := &node{srv: srv, addr: addr, metricsAddr: mln.Addr().String(), broker: b}
 	t.Cleanup(func() {
 		n.shutdown(t)
 		if err := <-done; err != gateway.ErrServerClosed {
 			t.Errorf("serve returned %v", err)
+		}
+		if err := <-mdone; err != gateway.ErrServerClosed {
+			t.Errorf("serve metrics returned %v", err)
 		}
 	})
 	return n

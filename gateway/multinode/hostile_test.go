@@ -67,7 +67,7 @@ func TestHostileNATSPayload(t *testing.T) {
 		t.Fatalf("got %v", got)
 	}
 	sub.None(200*time.Millisecond, func(m wstest.Msg) bool { return m.Op() == "msg" })
-	_, body := httpGetBody(t, "http://"+n.addr+"/metrics")
+	_, body := httpGetBody(t, "http://"+n.metricsAddr+"/metrics")
 	if !strings.Contains(body, `syncgate_broker_payload_rejected_total{kind="publication"} 4`) ||
 		!strings.Contains(body, `syncgate_broker_payload_rewritten_total 1`) {
 		t.Fatalf("metrics:\n%s", grepLines(body, "syncgate_broker_payload"))

@@ -115,7 +115,7 @@ func TestNoRedisCredentialInLogsOrMetrics(t *testing.T) {
 func checkMetrics(t *testing.T, secret string, nodes ...*node) {
 	t.Helper()
 	for _, n := range nodes {
-		resp, err := http.Get("http://" + n.addr + "/metrics")
+		resp, err := http.Get("http://" + n.metricsAddr + "/metrics")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -27,6 +27,7 @@ type Config struct {
 	Client   Client
 	Auth     Auth
 	Server   Server
+	Metrics  Metrics
 	Debug    Debug
 	Log      Log
 }
@@ -253,6 +254,22 @@ type Auth struct {
 // On reports whether authentication is configured.
 func (a Auth) On() bool { return a.HMACSecret != "" || a.PublicKeyFile != "" || a.JWKSURL != "" }
 
+// Metrics configures the operational listener that serves /metrics. It is
+// never the public listener: scrapes reach the node on its own address.
+type Metrics struct {
+	// Listen is the address /metrics is served on, host:port; "off" (or
+	// empty) serves no metrics.
+	// Key metrics.listen, default "127.0.0.1:9090" (this host only).
+	Listen string
+	// Token, when set, is required as "Authorization: Bearer <token>" on
+	// /metrics and on pprof (debug.pprof_listen).
+	// Key metrics.token, default "", at least 16 bytes when set.
+	Token string
+}
+
+// On reports whether the metrics listener is enabled.
+func (m Metrics) On() bool { return m.Listen != "" && m.Listen != "off" }
+
 // Debug holds operator tooling.
 type Debug struct {
 	// PprofListen serves net/http/pprof on this address; empty = off.
@@ -284,7 +301,8 @@ type Server struct {
 	// every origin. Requests without an Origin header (non-browsers) pass.
 	// Key server.allowed_origins, default [].
 	AllowedOrigins []string
-	// MaxConnections caps the WebSocket connections of this node; 0 = no cap.
+	// MaxConnections caps the connections of this node: WebSocket, SSE
+	// and plain HTTP (keep-alive included) together; 0 = no cap.
 	// Key server.max_connections, default 100000, >= 0.
 	MaxConnections int
 	// MaxChannels caps the channels this node holds a broker subscription
@@ -294,6 +312,21 @@ type Server struct {
 	// ever new channels cannot grow the node's (and its broker's) state
 	// without bound. Key server.max_channels, default 100000, >= 1.
 	MaxChannels int
+	// MaxHTTPConnections caps the plain HTTP connections (not upgraded to
+	// WebSocket or SSE; idle keep-alive included), which cost a goroutine
+	// and about 20 KiB each; 0 = no cap. At the cap an idle keep-alive
+	// connection is closed to make room, if there is one.
+	// Key server.max_http_connections, default 10000, >= 0.
+	MaxHTTPConnections int
+	// HTTPTimeout bounds reading one HTTP request (head and body) and
+	// writing its response. SSE streams and WebSocket upgrades are not cut
+	// by it once they start.
+	// Key server.http_timeout, default 10s, > 0.
+	HTTPTimeout time.Duration
+	// HTTPIdleTimeout closes a keep-alive HTTP connection that has been
+	// idle between requests for this long.
+	// Key server.http_idle_timeout, default 75s, > 0.
+	HTTPIdleTimeout time.Duration
 	// AcceptRate caps new connections per second (burst: one second's
 	// worth), so a reconnect storm cannot take a node down; 0 = no cap.
 	// Key server.accept_rate, default 100, >= 0.
@@ -373,6 +406,13 @@ func Default() Config {
 			AcceptRate:     1000,
 			DrainWindow:    30 * time.Second,
 			GCPercent:      50,
+
+			MaxHTTPConnections: 10000,
+			HTTPTimeout:        10 * time.Second,
+			HTTPIdleTimeout:    75 * time.Second,
+		},
+		Metrics: Metrics{
+			Listen: "127.0.0.1:9090",
 		},
 		Log: Log{
 			Level:  "info",

@@ -98,10 +98,16 @@ var settings = []setting{
 	intKey("server.max_connections", 0, func(c *Config) *int { return &c.Server.MaxConnections }),
 	intKey("server.max_channels", 1, func(c *Config) *int { return &c.Server.MaxChannels }),
 	intKey("server.accept_rate", 0, func(c *Config) *int { return &c.Server.AcceptRate }),
+	intKey("server.max_http_connections", 0, func(c *Config) *int { return &c.Server.MaxHTTPConnections }),
+	durationKey("server.http_timeout", 0, func(c *Config) *time.Duration { return &c.Server.HTTPTimeout }),
+	durationKey("server.http_idle_timeout", 0, func(c *Config) *time.Duration { return &c.Server.HTTPIdleTimeout }),
 	durationKey("server.drain_window", 0, func(c *Config) *time.Duration { return &c.Server.DrainWindow }),
 	intKey("server.gc_percent", 10, func(c *Config) *int { return &c.Server.GCPercent }),
 	stringKey("server.tls.cert_file", "a PEM certificate file path or empty", anyString, func(c *Config) *string { return &c.Server.TLS.CertFile }),
 	stringKey("server.tls.key_file", "a PEM key file path or empty", anyString, func(c *Config) *string { return &c.Server.TLS.KeyFile }),
+
+	stringKey("metrics.listen", addrWant+`, or "off"`, offOr(checkAddr), func(c *Config) *string { return &c.Metrics.Listen }),
+	stringKey("metrics.token", "a bearer token (at least 16 bytes) or empty", emptyOr(minLen(16)), func(c *Config) *string { return &c.Metrics.Token }),
 
 	stringKey("debug.pprof_listen", addrWant+" or empty", emptyOr(checkAddr), func(c *Config) *string { return &c.Debug.PprofListen }),
 
@@ -311,6 +317,12 @@ func nonEmpty(s string) bool { return s != "" }
 
 func emptyOr(ok func(string) bool) func(string) bool {
 	return func(s string) bool { return s == "" || ok(s) }
+}
+
+// offOr accepts "off" (or empty, which env cannot express) besides what ok
+// accepts.
+func offOr(ok func(string) bool) func(string) bool {
+	return func(s string) bool { return s == "" || s == "off" || ok(s) }
 }
 
 // listKey is a list of strings each accepted by ok: a YAML list, or one
