@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -26,6 +27,13 @@ type scratch struct {
 	cmd command
 	enc []byte
 	fs  frameState // the connection's read state while this worker reads
+
+	// frames counts the frames handled in this read turn (the per-turn
+	// budget, see readAvailable); completed is set by onData when a
+	// message (or an oversize one being discarded) ended, which restarts
+	// client.frame_timeout for whatever follows it.
+	frames    int
+	completed bool
 
 	// rawRead and rawWritev bound to this scratch, made once per worker, so
 	// a syscall.RawConn call allocates nothing and connections hold no
@@ -91,6 +99,17 @@ type Conn struct {
 	rdSched   atomic.Int32
 	connected bool
 	fs        *frameState // nil unless a frame or message is incomplete
+	// partialAt is when the unfinished frame or fragmented message in fs
+	// started (unix ns), 0 when fs is nil: the heartbeat sweep closes a
+	// connection that keeps one past client.frame_timeout. partialBytes is
+	// what fs holds, as counted in Server.partialBytes; -1 once released
+	// by cleanup. Both are written by the reader and read by others.
+	partialAt    atomic.Int64
+	partialBytes atomic.Int64
+	// Control frames (ping/pong) received in the second ctlSec (the
+	// server clock's unix seconds, truncated): client.control_frame_rate.
+	ctlSec   uint32
+	ctlCount uint32
 
 	// Subscriptions; guarded by smu (the reader adds, cleanup removes). A
 	// slice, not a map: most connections hold one or a few.
@@ -145,8 +164,15 @@ func (c *Conn) scheduleRead() {
 	}
 }
 
-// maxReadsPerTurn bounds how long one busy connection keeps a worker.
-const maxReadsPerTurn = 16
+// A read turn ends after maxReadsPerTurn reads or maxFramesPerTurn frames,
+// whichever comes first; a connection with more input then goes to the back
+// of the pool's queue, so one client sending as fast as it can (tiny frames
+// are ~5,000 per read buffer) takes its turn with the others instead of
+// keeping a worker (and a CPU) to itself.
+const (
+	maxReadsPerTurn  = 4
+	maxFramesPerTurn = 256
+)
 
 // readTask reads until EAGAIN and handles what arrived. The rdSched counter
 // makes sure one worker at a time runs it and that an edge arriving while it
@@ -165,9 +191,13 @@ func (c *Conn) readTask(s *scratch) {
 }
 
 func (c *Conn) readAvailable(s *scratch) (more bool) {
+	s.frames = 0
 	for range maxReadsPerTurn {
 		if c.finished.Load() {
 			return false
+		}
+		if s.frames >= maxFramesPerTurn {
+			return true
 		}
 		s.rn, s.rerr = 0, nil
 		if err := c.rc.Read(s.readFn); err != nil {
@@ -199,6 +229,12 @@ func (c *Conn) readLoop(readSize int) {
 		if n > 0 {
 			c.lastSeen.Store(c.srv.now())
 			c.onData(s, s.rbuf[:n])
+			if s.frames >= maxFramesPerTurn {
+				// The same turn-taking as the pool's: let other
+				// goroutines (other connections' readers) run.
+				s.frames = 0
+				runtime.Gosched()
+			}
 		}
 		if err != nil || c.finished.Load() {
 			c.fail()
@@ -210,17 +246,43 @@ func (c *Conn) readLoop(readSize int) {
 // ---- frame parsing ----
 
 // onData consumes bytes from the socket. b may be the worker's buffer; what
-// is kept past this call is copied into memory the connection owns.
+// is kept past this call is copied into memory the connection owns: a
+// partial frame into a buffer of exactly that frame's size (see
+// fillPending), counted against server.max_partial_bytes.
 func (c *Conn) onData(s *scratch, b []byte) {
 	st := &s.fs
 	*st = frameState{}
 	if c.fs != nil {
 		*st = *c.fs
 	}
+	s.completed = false
 	if len(st.pending) > 0 {
-		st.pending = append(st.pending, b...)
-		b = st.pending
+		// Finish the frame an earlier read started, then go on with the
+		// rest of b straight from the read buffer.
+		var whole bool
+		b, whole = c.fillPending(st, b)
+		if whole {
+			p := st.pending
+			st.pending = nil
+			c.parseFrames(s, st, p) // exactly one frame (or its header)
+		}
 	}
+	if len(st.pending) == 0 && len(b) > 0 {
+		if rest := c.parseFrames(s, st, b); len(rest) > 0 && !c.isClosing() {
+			st.pending = make([]byte, len(rest), max(frameNeed(st, rest, c.srv.cfg.Client.MaxMessageSize), len(rest)))
+			copy(st.pending, rest)
+		}
+	}
+	if c.isClosing() {
+		st.pending, st.frag = nil, nil // nothing more is read: hold nothing
+	}
+	c.keepFrameState(s, st)
+	*st = frameState{}
+}
+
+// parseFrames handles the whole frames at the start of b and returns the
+// bytes of an incomplete frame left at its end.
+func (c *Conn) parseFrames(s *scratch, st *frameState, b []byte) []byte {
 	for len(b) > 0 && !c.isClosing() {
 		if st.discard > 0 {
 			n := int64(len(b))
@@ -229,19 +291,22 @@ func (c *Conn) onData(s *scratch, b []byte) {
 			}
 			st.discard -= n
 			b = b[n:]
+			if st.discard == 0 && !st.skipMsg {
+				s.completed = true // the oversize message is behind us
+			}
 			continue
 		}
 		h, ok, err := parseHeader(b)
 		if err != nil {
 			c.protocolError(ws.StatusProtocolError, "bad frame header")
-			return
+			return nil
 		}
 		if !ok {
 			break
 		}
 		if reason := checkHeader(st, &h); reason != "" {
 			c.protocolError(ws.StatusProtocolError, reason)
-			return
+			return nil
 		}
 		if h.op.IsData() || h.op == ws.OpContinuation {
 			if st.skipMsg || c.tooLarge(st, &h) {
@@ -250,6 +315,9 @@ func (c *Conn) onData(s *scratch, b []byte) {
 				st.discard = h.length
 				st.skipMsg = !h.fin
 				b = b[h.size:]
+				if st.discard == 0 && !st.skipMsg {
+					s.completed = true
+				}
 				continue
 			}
 		}
@@ -260,26 +328,10 @@ func (c *Conn) onData(s *scratch, b []byte) {
 		payload := b[h.size:end]
 		ws.Cipher(payload, h.mask, 0)
 		b = b[end:]
+		s.frames++
 		c.handleFrame(s, st, &h, payload)
 	}
-	switch {
-	case len(b) == 0:
-		st.pending = nil
-	case len(st.pending) > 0 && &b[0] == &st.pending[len(st.pending)-len(b)]:
-		n := copy(st.pending, b)
-		st.pending = st.pending[:n]
-	default:
-		st.pending = append([]byte(nil), b...)
-	}
-	if st.idle() {
-		c.fs = nil
-	} else {
-		if c.fs == nil {
-			c.fs = new(frameState)
-		}
-		*c.fs = *st
-	}
-	*st = frameState{}
+	return b
 }
 
 // checkHeader applies RFC 6455's rules; it returns why a frame is invalid.
@@ -303,11 +355,7 @@ func checkHeader(st *frameState, h *clientHeader) string {
 
 // tooLarge reports (and answers, once per message) a message over the limit.
 func (c *Conn) tooLarge(st *frameState, h *clientHeader) bool {
-	total := h.length
-	if h.op == ws.OpContinuation {
-		total += int64(len(st.frag))
-	}
-	if total <= int64(c.srv.cfg.Client.MaxMessageSize) {
+	if !exceeds(st, h, c.srv.cfg.Client.MaxMessageSize) {
 		return false
 	}
 	c.sendError(0, codeTooLarge, "message exceeds client.max_message_size ("+itoa(c.srv.cfg.Client.MaxMessageSize)+" bytes); it was discarded")
@@ -320,22 +368,32 @@ func (c *Conn) handleFrame(s *scratch, st *frameState, h *clientHeader, payload 
 	switch h.op {
 	case ws.OpText, ws.OpBinary:
 		if h.fin {
+			s.completed = true
 			c.handleMessage(s, h.op, payload)
 			return
 		}
 		st.frag = append([]byte(nil), payload...)
 		st.fragOp, st.inFrag = h.op, true
 	case ws.OpContinuation:
-		st.frag = append(st.frag, payload...)
+		st.frag = appendFrag(st.frag, payload, c.srv.cfg.Client.MaxMessageSize)
 		if h.fin {
 			msg := st.frag
 			st.frag, st.inFrag = nil, false
+			s.completed = true
 			c.handleMessage(s, st.fragOp, msg)
 		}
 	case ws.OpPing:
-		c.sendFrame(controlFrame(ws.OpPong, payload))
+		if !c.controlAllowed() {
+			return
+		}
+		if len(payload) == 0 {
+			c.sendFrame(emptyPong)
+		} else {
+			c.sendFrame(controlFrame(ws.OpPong, payload))
+		}
 	case ws.OpPong:
 		// Nothing to do: any byte received already counts as activity.
+		c.controlAllowed()
 	case ws.OpClose:
 		code, reason := ws.StatusNormalClosure, ""
 		switch {

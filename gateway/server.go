@@ -58,9 +58,12 @@ type Server struct {
 	brokerTimeout time.Duration
 	writeTimeout  time.Duration
 
-	conns   [16]connShard
-	nconns  atomic.Int64
-	metrics *metrics
+	conns  [16]connShard
+	nconns atomic.Int64
+	// partialBytes is what all connections hold in unfinished frames and
+	// fragmented messages, bounded by server.max_partial_bytes (partial.go).
+	partialBytes atomic.Int64
+	metrics      *metrics
 
 	auth      *authenticator // nil when auth is off
 	acceptLim *rate.Limiter  // nil when server.accept_rate is 0
@@ -511,7 +514,7 @@ func (s *Server) clockLoop() {
 
 // heartbeatLoop disconnects clients silent for 2x the ping interval.
 func (s *Server) heartbeatLoop() {
-	interval := min(time.Second, s.cfg.Client.PingInterval/2)
+	interval := min(time.Second, s.cfg.Client.PingInterval/2, s.cfg.Client.FrameTimeout/2)
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	limit := int64((2 * s.cfg.Client.PingInterval).Seconds())
@@ -523,7 +526,8 @@ func (s *Server) heartbeatLoop() {
 		case <-s.ctx.Done():
 			return
 		case <-t.C:
-			now := time.Now().Unix()
+			wall := time.Now()
+			now, nowNano := wall.Unix(), wall.UnixNano()
 			connectBy := int64(s.cfg.Client.HandshakeTimeout.Seconds()) + 1
 			var queued int64
 			s.eachConn(func(c *Conn) {
@@ -533,6 +537,9 @@ func (s *Server) heartbeatLoop() {
 				switch {
 				case c.sse == nil && now-c.lastSeen.Load() > limit:
 					c.closeWith("timeout", "no message from the client for 2x the ping interval", true, ws.StatusGoingAway, false)
+				case c.frameTimedOut(nowNano):
+					s.reject(rejFrameTimeout)
+					c.closeWith("frame_timeout", "a frame or fragmented message was not finished within client.frame_timeout", true, ws.StatusPolicyViolation, false)
 				case s.auth != nil && !c.authed.Load() && now-c.opened > connectBy:
 					s.reject(rejAuth)
 					c.closeWith("unauthorized", "no successful connect within client.handshake_timeout", false, ws.StatusPolicyViolation, false)
