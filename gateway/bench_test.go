@@ -132,11 +132,11 @@ func BenchmarkNeighbourLatency(b *testing.B) {
 	for _, mode := range ioModes {
 		for _, fl := range floods {
 			b.Run(mode+"/flood="+fl.name, func(b *testing.B) {
-				ts := startServer(b, mode, nil)
+				ts := startServer(b, mode, func(c *config.Config) { c.Server.Workers = 1 })
 				victim := rawDial(b, ts.addr, nil)
 				roundTrips(b, victim, 100) // warm up
 				if fl.frame != nil {
-					stop := startFlood(b, ts.addr, fl.frame)
+					_, stop := startFlood(b, ts.addr, fl.frame)
 					defer stop()
 					time.Sleep(100 * time.Millisecond) // let the flood build up
 				}

@@ -166,22 +166,35 @@ func (c *Conn) scheduleRead() {
 
 // A read turn ends after maxReadsPerTurn reads or maxFramesPerTurn frames,
 // whichever comes first; a connection with more input then goes to the back
-// of the pool's queue, so one client sending as fast as it can (tiny frames
-// are ~5,000 per read buffer) takes its turn with the others instead of
-// keeping a worker (and a CPU) to itself.
+// of the pool's queue, so one client sending as fast as it can takes its
+// turn with the others instead of keeping a worker (and a CPU) to itself.
+// A whole read buffer of tiny frames is ~5,000 of them, so a connection
+// whose turn ended on the frame budget reads at most shortReadSize bytes a
+// read in its next turn (a task of kind taskReadShort): its turns stay
+// short for as long as it floods, without any state kept in the connection.
 const (
 	maxReadsPerTurn  = 4
 	maxFramesPerTurn = 256
+	shortReadSize    = 2 << 10
 )
 
-// readTask reads until EAGAIN and handles what arrived. The rdSched counter
-// makes sure one worker at a time runs it and that an edge arriving while it
-// runs is not lost.
-func (c *Conn) readTask(s *scratch) {
+// readTask reads until EAGAIN (or the end of its turn) and handles what
+// arrived. The rdSched counter makes sure one worker at a time runs it and
+// that an edge arriving while it runs is not lost.
+func (c *Conn) readTask(s *scratch, short bool) {
 	for {
 		n := c.rdSched.Load()
-		if more := c.readAvailable(s); more {
-			c.srv.rpool.submit(task{c, taskRead}) // yield to others; rdSched stays > 0
+		if more, flooding := c.readAvailable(s, short); more {
+			// Yield to others: back of the pool's queue (rdSched stays
+			// > 0), and off the CPU, so goroutines waiting for one (the
+			// poller, other connections' workers) run before this
+			// connection's next turn.
+			kind := taskRead
+			if flooding {
+				kind = taskReadShort
+			}
+			c.srv.rpool.submit(task{c, kind})
+			runtime.Gosched()
 			return
 		}
 		if c.rdSched.Add(-n) == 0 {
@@ -190,19 +203,31 @@ func (c *Conn) readTask(s *scratch) {
 	}
 }
 
-func (c *Conn) readAvailable(s *scratch) (more bool) {
+// readAvailable runs one turn. more reports input left for another turn;
+// flooding, that the turn ended on the frame budget.
+func (c *Conn) readAvailable(s *scratch, short bool) (more, flooding bool) {
+	full := s.rbuf
+	if short && len(full) > shortReadSize {
+		s.rbuf = full[:shortReadSize]
+	}
+	more, flooding = c.readTurn(s)
+	s.rbuf = full
+	return more, flooding
+}
+
+func (c *Conn) readTurn(s *scratch) (more, flooding bool) {
 	s.frames = 0
 	for range maxReadsPerTurn {
 		if c.finished.Load() {
-			return false
+			return false, false
 		}
 		if s.frames >= maxFramesPerTurn {
-			return true
+			return true, true
 		}
 		s.rn, s.rerr = 0, nil
 		if err := c.rc.Read(s.readFn); err != nil {
 			c.fail()
-			return false
+			return false, false
 		}
 		n, err := s.rn, s.rerr
 		if n > 0 {
@@ -211,13 +236,13 @@ func (c *Conn) readAvailable(s *scratch) (more bool) {
 			continue
 		}
 		if err != nil && isEAGAIN(err) {
-			return false
+			return false, false
 		}
 		// n == 0: orderly shutdown by the peer; or a real error.
 		c.fail()
-		return false
+		return false, false
 	}
-	return true
+	return true, s.frames >= maxFramesPerTurn
 }
 
 // ---- reading (goroutine mode) ----

@@ -7,6 +7,7 @@ type taskKind uint8
 
 const (
 	taskRead taskKind = iota
+	taskReadShort // a read turn of a connection that ran out of its frame budget
 	taskWrite
 )
 

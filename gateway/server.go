@@ -161,7 +161,7 @@ func New(cfg config.Config, b brokers.Broker, log *slog.Logger) (*Server, error)
 		if workers == 0 {
 			workers = max(8, 4*runtime.GOMAXPROCS(0))
 		}
-		s.rpool = newPool(workers, newScratch(readBufferSize), func(sc *scratch, t task) { t.c.readTask(sc) })
+		s.rpool = newPool(workers, newScratch(readBufferSize), func(sc *scratch, t task) { t.c.readTask(sc, t.kind == taskReadShort) })
 		s.wpool = newPool(max(2, runtime.GOMAXPROCS(0)), newScratch(0), func(sc *scratch, t task) { t.c.writeTask(sc) })
 	}
 
