@@ -6,8 +6,8 @@ import "sync"
 type taskKind uint8
 
 const (
-	taskRead taskKind = iota
-	taskReadShort // a read turn of a connection that ran out of its frame budget
+	taskRead      taskKind = iota
+	taskReadShort          // a read turn of a connection that ran out of its frame budget
 	taskWrite
 )
 
