@@ -153,3 +153,57 @@ func queued(c *Conn) []byte {
 	}
 	return b
 }
+
+// BenchmarkReadFrames is the read path for tiny frames: one op is one read
+// of 4 KiB of empty text frames and pongs (nothing is sent back). whole:
+// reads end on a frame boundary; split: every read ends inside a frame,
+// which the connection must keep until the next read (one small
+// allocation, the frame's exact size).
+func BenchmarkReadFrames(b *testing.B) {
+	for _, split := range []bool{false, true} {
+		name := "whole"
+		if split {
+			name = "split"
+		}
+		b.Run(name, func(b *testing.B) {
+			cfg := config.Default()
+			cfg.Server.IO = "goroutine"
+			cfg.Client.ControlFrameRate = 0
+			cfg.Server.DrainWindow = 10 * time.Millisecond
+			srv, err := New(cfg, memory.New(memory.Config{}), nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				_ = srv.Shutdown(ctx)
+			}()
+			a, p := net.Pipe()
+			p.Close()
+			c := srv.newConn(a, false)
+			defer c.fail()
+			c.connected = true
+			frames := []byte{0x81, 0x80, 0, 0, 0, 0, 0x8A, 0x80, 0, 0, 0, 0}
+			stream := bytes.Repeat(frames, 4096/len(frames)+1)
+			chunk := 4096 - 4096%len(frames) // whole frames
+			if split {
+				chunk = 4096 // a read ends 4 bytes into a frame
+			}
+			s := newScratch(0)()
+			buf := make([]byte, chunk)
+			off := 0
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				copy(buf, stream[off:]) // onData unmasks in place
+				c.onData(s, buf)
+				off = (off + chunk) % len(frames)
+			}
+			b.StopTimer()
+			if c.isClosing() {
+				b.Fatal("connection closed")
+			}
+		})
+	}
+}
