@@ -126,6 +126,9 @@ func TestTrickledFrameIsClosed(t *testing.T) {
 			}
 		})
 		assertMetric(t, ts, `syncgate_limit_rejections_total{kind="frame_timeout"}`, 2)
+		if v := scrape(t, ts, `syncgate_limit_rejections_total{kind="frame_timeout"}`); v != 2 {
+			t.Fatalf("frame_timeout rejections = %v, want 2 (one per connection)", v)
+		}
 	})
 }
 

@@ -514,7 +514,9 @@ func (s *Server) clockLoop() {
 
 // heartbeatLoop disconnects clients silent for 2x the ping interval.
 func (s *Server) heartbeatLoop() {
-	interval := min(time.Second, s.cfg.Client.PingInterval/2, s.cfg.Client.FrameTimeout/2)
+	// At least 10 ms: a tiny (valid) timeout must not make a busy sweep or
+	// a zero ticker.
+	interval := max(min(time.Second, s.cfg.Client.PingInterval/2, s.cfg.Client.FrameTimeout/2), 10*time.Millisecond)
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	limit := int64((2 * s.cfg.Client.PingInterval).Seconds())
@@ -537,7 +539,7 @@ func (s *Server) heartbeatLoop() {
 				switch {
 				case c.sse == nil && now-c.lastSeen.Load() > limit:
 					c.closeWith("timeout", "no message from the client for 2x the ping interval", true, ws.StatusGoingAway, false)
-				case c.frameTimedOut(nowNano):
+				case c.frameTimedOut(nowNano) && !c.isClosing(): // counted once
 					s.reject(rejFrameTimeout)
 					c.closeWith("frame_timeout", "a frame or fragmented message was not finished within client.frame_timeout", true, ws.StatusPolicyViolation, false)
 				case s.auth != nil && !c.authed.Load() && now-c.opened > connectBy:
