@@ -122,8 +122,11 @@ func (w countingWriter) Write(p []byte) (int, error) {
 // BenchmarkNeighbourLatency measures one client's round trip (a ping
 // command answered by pong) while another client floods the node: with no
 // flood, with tiny (empty) text frames written back to back, and with
-// WebSocket pings written back to back. One op is one round trip; p50 and
-// p99 are reported in microseconds.
+// WebSocket pings written back to back (closed past
+// client.control_frame_rate). The node has one read worker, as if every
+// worker were busy, so the flooder and the victim take turns on it. One op
+// is one round trip; p50 and p99 are reported in microseconds. The flooding
+// client runs in this process too, on the same cores.
 func BenchmarkNeighbourLatency(b *testing.B) {
 	floods := []struct {
 		name  string
