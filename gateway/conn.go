@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"net"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -186,15 +185,13 @@ func (c *Conn) readTask(s *scratch, short bool) {
 		n := c.rdSched.Load()
 		if more, flooding := c.readAvailable(s, short); more {
 			// Yield to others: back of the pool's queue (rdSched stays
-			// > 0), and off the CPU, so goroutines waiting for one (the
-			// poller, other connections' workers) run before this
-			// connection's next turn.
+			// > 0). (A runtime.Gosched here as well made the neighbours'
+			// p99 worse in BenchmarkNeighbourLatency, not better.)
 			kind := taskRead
 			if flooding {
 				kind = taskReadShort
 			}
 			c.srv.rpool.submit(task{c, kind})
-			runtime.Gosched()
 			return
 		}
 		if c.rdSched.Add(-n) == 0 {
@@ -254,12 +251,6 @@ func (c *Conn) readLoop(readSize int) {
 		if n > 0 {
 			c.lastSeen.Store(c.srv.now())
 			c.onData(s, s.rbuf[:n])
-			if s.frames >= maxFramesPerTurn {
-				// The same turn-taking as the pool's: let other
-				// goroutines (other connections' readers) run.
-				s.frames = 0
-				runtime.Gosched()
-			}
 		}
 		if err != nil || c.finished.Load() {
 			c.fail()
