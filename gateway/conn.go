@@ -98,13 +98,12 @@ type Conn struct {
 	rdSched   atomic.Int32
 	connected bool
 	fs        *frameState // nil unless a frame or message is incomplete
-	// partialAt is when the unfinished frame or fragmented message in fs
-	// started (unix ns), 0 when fs is nil: the heartbeat sweep closes a
-	// connection that keeps one past client.frame_timeout. partialBytes is
-	// what fs holds, as counted in Server.partialBytes; -1 once released
-	// by cleanup. Both are written by the reader and read by others.
-	partialAt    atomic.Int64
-	partialBytes atomic.Int64
+	// partial is what others may know of fs, in one word (an idle
+	// connection's size matters): when its unfinished frame or message
+	// started, for client.frame_timeout, and the bytes it holds, as
+	// counted in Server.partialBytes. Written by the reader; released by
+	// cleanup. See partial.go.
+	partial atomic.Uint64
 	// Control frames (ping/pong) received in the second ctlSec (the
 	// server clock's unix seconds, truncated): client.control_frame_rate.
 	ctlSec   uint32

@@ -11,7 +11,7 @@ import (
 //
 //   - A frame, or a fragmented message, must complete within
 //     client.frame_timeout of its first byte (the heartbeat sweep checks
-//     Conn.partialAt): trickling a byte at a time resets the idle timeout
+//     Conn.partial): trickling a byte at a time resets the idle timeout
 //     but not this one.
 //   - The bytes of unfinished frames and messages of every connection
 //     together stay under server.max_partial_bytes (Server.partialBytes);
@@ -107,31 +107,85 @@ func exceeds(st *frameState, h *clientHeader, limit int) bool {
 	return total > int64(limit)
 }
 
+// Conn.partial packs two things other goroutines need to know about the
+// reader's partial-frame state:
+//
+//	bits 0-31   when the unfinished frame or message started: milliseconds
+//	            since the server started (Server.sinceStart), with bit 0
+//	            set so that 0 means none; compared modulo 2^32 (49 days),
+//	            as a signed difference
+//	bits 32-62  bytes held, as counted in Server.partialBytes
+//	bit 63      released: cleanup gave the bytes back; nothing is held again
+const (
+	partialReleased = 1 << 63
+	maxPartialHeld  = 1<<31 - 1
+)
+
+func partialWord(at uint32, held int64) uint64 { return uint64(held)<<32 | uint64(at) }
+
+func partialHeld(v uint64) int64 { return int64(v>>32) & maxPartialHeld }
+
+// sinceStart is the clock of partial-frame start times: milliseconds since
+// the server started, truncated to 32 bits.
+func (s *Server) sinceStart() uint32 { return uint32(time.Since(s.started).Milliseconds()) }
+
 // keepFrameState stores the read state in the connection when a frame or
 // message is incomplete (and drops it when not), charges its bytes against
 // server.max_partial_bytes, and starts or restarts client.frame_timeout.
+// Only the connection's reader calls it.
 func (c *Conn) keepFrameState(s *scratch, st *frameState) {
+	old := c.partial.Load()
+	if old&partialReleased != 0 {
+		c.fs = nil // cleaned up: the connection is gone
+		return
+	}
 	if st.idle() {
 		c.fs = nil
-		if c.partialAt.Load() != 0 {
-			c.partialAt.Store(0)
-			c.chargePartial(0)
+		if old != 0 {
+			c.setPartial(old, 0, 0)
 		}
 		return
 	}
-	if !c.chargePartial(int64(cap(st.pending) + cap(st.frag))) {
+	held := int64(cap(st.pending) + cap(st.frag))
+	delta := held - partialHeld(old)
+	if delta > 0 && (held > maxPartialHeld || c.srv.partialBytes.Add(delta) > int64(c.srv.cfg.Server.MaxPartialBytes)) {
+		if held <= maxPartialHeld {
+			c.srv.partialBytes.Add(-delta)
+		}
+		c.setPartial(old, 0, 0)
 		c.fs = nil
-		c.partialAt.Store(0)
 		c.srv.reject(rejPartialBytes)
 		c.closeWith("overloaded", "partial frames on this node passed server.max_partial_bytes; reconnect", true, statusTryAgainLater, false)
 		return
+	}
+	at := uint32(old)
+	if s.completed || at == 0 {
+		at = c.srv.sinceStart() | 1
+	}
+	if !c.partial.CompareAndSwap(old, partialWord(at, held)) {
+		// Released meanwhile (only cleanup changes the word under the
+		// reader), and old's bytes given back with it.
+		if delta > 0 {
+			c.srv.partialBytes.Add(-delta)
+		}
+		c.fs = nil
+		return
+	}
+	if delta < 0 {
+		c.srv.partialBytes.Add(delta)
 	}
 	if c.fs == nil {
 		c.fs = new(frameState)
 	}
 	*c.fs = *st
-	if s.completed || c.partialAt.Load() == 0 {
-		c.partialAt.Store(time.Now().UnixNano())
+}
+
+// setPartial replaces old with (at, held), held <= old's, and gives the
+// difference back to the node; it does nothing once cleanup released the
+// connection.
+func (c *Conn) setPartial(old uint64, at uint32, held int64) {
+	if c.partial.CompareAndSwap(old, partialWord(at, held)) {
+		c.srv.partialBytes.Add(held - partialHeld(old))
 	}
 }
 
@@ -139,50 +193,25 @@ func (c *Conn) keepFrameState(s *scratch, st *frameState) {
 // is overloaded, the client may retry.
 const statusTryAgainLater ws.StatusCode = 1013
 
-// chargePartial sets the bytes this connection holds in partial frames to
-// n, moving the node's total by the difference. It reports false, charging
-// nothing more, when the increase would pass server.max_partial_bytes.
-// Only the connection's reader calls it; cleanup releases the charge
-// concurrently (releasePartial), after which nothing is charged.
-func (c *Conn) chargePartial(n int64) bool {
-	old := c.partialBytes.Load()
-	if old < 0 {
-		return true // released: the connection is gone, its state with it
-	}
-	delta := n - old
-	if delta > 0 {
-		if c.srv.partialBytes.Add(delta) > int64(c.srv.cfg.Server.MaxPartialBytes) {
-			c.srv.partialBytes.Add(-delta)
-			c.chargePartial(0)
-			return false
-		}
-	}
-	if !c.partialBytes.CompareAndSwap(old, n) {
-		// Released meanwhile, and old given back with it.
-		if delta > 0 {
-			c.srv.partialBytes.Add(-delta)
-		}
-		return true
-	}
-	if delta < 0 {
-		c.srv.partialBytes.Add(delta)
-	}
-	return true
-}
-
 // releasePartial gives back what the connection holds, once, when it is
-// cleaned up.
+// cleaned up; the reader charges nothing after it.
 func (c *Conn) releasePartial() {
-	if old := c.partialBytes.Swap(-1); old > 0 {
-		c.srv.partialBytes.Add(-old)
+	if old := c.partial.Swap(partialReleased); old&partialReleased == 0 {
+		c.srv.partialBytes.Add(-partialHeld(old))
 	}
 }
 
 // frameTimedOut reports whether the connection has kept an unfinished
-// frame or message past client.frame_timeout at unix time nowNano.
-func (c *Conn) frameTimedOut(nowNano int64) bool {
-	at := c.partialAt.Load()
-	return at != 0 && nowNano-at > int64(c.srv.cfg.Client.FrameTimeout)
+// frame or message past client.frame_timeout at nowMs (Server.sinceStart).
+func (c *Conn) frameTimedOut(nowMs uint32) bool {
+	v := c.partial.Load()
+	at := uint32(v)
+	if at == 0 || v&partialReleased != 0 {
+		return false
+	}
+	// Signed: a start stamped after the sweep read its clock is not late.
+	// (A timeout past 2^30 ms, 12 days, acts as 12 days.)
+	return int64(int32(nowMs-at)) > min(c.srv.cfg.Client.FrameTimeout.Milliseconds(), 1<<30)
 }
 
 // controlAllowed counts a ping or pong frame against

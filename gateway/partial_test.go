@@ -124,11 +124,15 @@ func FuzzSplitFrames(f *testing.F) {
 			}
 			split.onData(s, rest[:n])
 			rest = rest[n:]
-			if split.fs == nil && split.partialBytes.Load() > 0 {
-				t.Fatalf("idle read state holds %d partial bytes", split.partialBytes.Load())
+			w, sp := partialHeld(whole.partial.Load()), partialHeld(split.partial.Load())
+			if split.fs == nil && split.partial.Load() != 0 {
+				t.Fatalf("idle read state: partial word %x", split.partial.Load())
 			}
-			if held := srv.partialBytes.Load(); held != whole.partialBytes.Load()+split.partialBytes.Load() {
-				t.Fatalf("node counts %d partial bytes, its connections hold %d + %d", held, whole.partialBytes.Load(), split.partialBytes.Load())
+			if split.fs != nil && sp != int64(cap(split.fs.pending)+cap(split.fs.frag)) {
+				t.Fatalf("read state holds %d+%d bytes, %d counted", cap(split.fs.pending), cap(split.fs.frag), sp)
+			}
+			if held := srv.partialBytes.Load(); held != w+sp {
+				t.Fatalf("node counts %d partial bytes, its connections hold %d + %d", held, w, sp)
 			}
 		}
 		if a, b := queued(whole), queued(split); !bytes.Equal(a, b) {

@@ -63,6 +63,7 @@ type Server struct {
 	// partialBytes is what all connections hold in unfinished frames and
 	// fragmented messages, bounded by server.max_partial_bytes (partial.go).
 	partialBytes atomic.Int64
+	started      time.Time // the clock of partial-frame start times (partial.go)
 	metrics      *metrics
 
 	auth      *authenticator // nil when auth is off
@@ -111,6 +112,7 @@ func New(cfg config.Config, b brokers.Broker, log *slog.Logger) (*Server, error)
 		nodeID:        randomID(6),
 		brokerTimeout: 5 * time.Second,
 		writeTimeout:  10 * time.Second,
+		started:       time.Now(),
 		ctx:           ctx,
 		cancel:        cancel,
 	}
@@ -528,8 +530,7 @@ func (s *Server) heartbeatLoop() {
 		case <-s.ctx.Done():
 			return
 		case <-t.C:
-			wall := time.Now()
-			now, nowNano := wall.Unix(), wall.UnixNano()
+			now, nowMs := time.Now().Unix(), s.sinceStart()
 			connectBy := int64(s.cfg.Client.HandshakeTimeout.Seconds()) + 1
 			var queued int64
 			s.eachConn(func(c *Conn) {
@@ -539,7 +540,7 @@ func (s *Server) heartbeatLoop() {
 				switch {
 				case c.sse == nil && now-c.lastSeen.Load() > limit:
 					c.closeWith("timeout", "no message from the client for 2x the ping interval", true, ws.StatusGoingAway, false)
-				case c.frameTimedOut(nowNano) && !c.isClosing(): // counted once
+				case c.frameTimedOut(nowMs) && !c.isClosing(): // counted once
 					s.reject(rejFrameTimeout)
 					c.closeWith("frame_timeout", "a frame or fragmented message was not finished within client.frame_timeout", true, ws.StatusPolicyViolation, false)
 				case s.auth != nil && !c.authed.Load() && now-c.opened > connectBy:
