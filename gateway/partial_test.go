@@ -211,3 +211,36 @@ func BenchmarkReadFrames(b *testing.B) {
 		})
 	}
 }
+
+// TestFrameTimedOutClock checks the 32-bit millisecond clock of partial
+// frames: across its wrap, and with a start stamped after the sweep read
+// the clock.
+func TestFrameTimedOutClock(t *testing.T) {
+	cfg := config.Default()
+	cfg.Client.FrameTimeout = time.Second
+	c := &Conn{srv: &Server{cfg: cfg}}
+	for _, tc := range []struct {
+		at, now uint32
+		held    int64
+		want    bool
+	}{
+		{0, 5000, 0, false},                 // no partial frame
+		{1001, 2001, 10, false},             // exactly the timeout
+		{1001, 2003, 10, true},              // past it
+		{0xffffff01, 900, 0, true},          // past it, across the wrap (a discard holds 0 bytes)
+		{0xffffff01, 100, 0, false},         // within it, across the wrap
+		{5001, 4999, maxPartialHeld, false}, // stamped after the sweep's clock
+	} {
+		c.partial.Store(partialWord(tc.at, tc.held))
+		if got := c.frameTimedOut(tc.now); got != tc.want {
+			t.Errorf("started %#x, now %#x: timed out %v, want %v", tc.at, tc.now, got, tc.want)
+		}
+		if h := partialHeld(c.partial.Load()); h != tc.held {
+			t.Errorf("held %d, want %d", h, tc.held)
+		}
+	}
+	c.partial.Store(partialReleased | partialWord(1, 5))
+	if c.frameTimedOut(1 << 20) {
+		t.Error("a released connection timed out")
+	}
+}
