@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -116,4 +117,40 @@ type countingWriter struct{ n *atomic.Int64 }
 func (w countingWriter) Write(p []byte) (int, error) {
 	w.n.Add(int64(len(p)))
 	return len(p), nil
+}
+
+// BenchmarkNeighbourLatency measures one client's round trip (a ping
+// command answered by pong) while another client floods the node: with no
+// flood, with tiny (empty) text frames written back to back, and with
+// WebSocket pings written back to back (closed past
+// client.control_frame_rate). The node has one read worker, as if every
+// worker were busy, so the flooder and the victim take turns on it. One op
+// is one round trip; p50 and p99 are reported in microseconds. The flooding
+// client runs in this process too, on the same cores.
+func BenchmarkNeighbourLatency(b *testing.B) {
+	floods := []struct {
+		name  string
+		frame []byte
+	}{{"none", nil}, {"frames", emptyTextFrame}, {"pings", emptyPingFrame}}
+	for _, mode := range ioModes {
+		for _, fl := range floods {
+			b.Run(mode+"/flood="+fl.name, func(b *testing.B) {
+				ts := startServer(b, mode, func(c *config.Config) { c.Server.Workers = 1 })
+				victim := rawDial(b, ts.addr, nil)
+				roundTrips(b, victim, 100) // warm up
+				if fl.frame != nil {
+					_, stop := startFlood(b, ts.addr, fl.frame)
+					defer stop()
+					time.Sleep(100 * time.Millisecond) // let the flood build up
+				}
+				b.ReportAllocs()
+				b.ResetTimer()
+				rtts := roundTrips(b, victim, b.N)
+				b.StopTimer()
+				slices.Sort(rtts)
+				b.ReportMetric(float64(rtts[len(rtts)/2].Microseconds()), "p50-µs")
+				b.ReportMetric(float64(rtts[len(rtts)*99/100].Microseconds()), "p99-µs")
+			})
+		}
+	}
 }

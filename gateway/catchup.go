@@ -211,5 +211,6 @@ func (c *Conn) cleanup() {
 	if c.userSlot {
 		c.srv.giveUserSlot(c.user)
 	}
+	c.releasePartial()
 	c.srv.unregister(c)
 }

@@ -27,6 +27,13 @@ type scratch struct {
 	enc []byte
 	fs  frameState // the connection's read state while this worker reads
 
+	// frames counts the frames handled in this read turn (the per-turn
+	// budget, see readAvailable); completed is set by onData when a
+	// message (or an oversize one being discarded) ended, which restarts
+	// client.frame_timeout for whatever follows it.
+	frames    int
+	completed bool
+
 	// rawRead and rawWritev bound to this scratch, made once per worker, so
 	// a syscall.RawConn call allocates nothing and connections hold no
 	// closures.
@@ -91,6 +98,16 @@ type Conn struct {
 	rdSched   atomic.Int32
 	connected bool
 	fs        *frameState // nil unless a frame or message is incomplete
+	// partial is what others may know of fs, in one word (an idle
+	// connection's size matters): when its unfinished frame or message
+	// started, for client.frame_timeout, and the bytes it holds, as
+	// counted in Server.partialBytes. Written by the reader; released by
+	// cleanup. See partial.go.
+	partial atomic.Uint64
+	// Control frames (ping/pong) received in the second ctlSec (the
+	// server clock's unix seconds, truncated): client.control_frame_rate.
+	ctlSec   uint32
+	ctlCount uint32
 
 	// Subscriptions; guarded by smu (the reader adds, cleanup removes). A
 	// slice, not a map: most connections hold one or a few.
@@ -145,17 +162,35 @@ func (c *Conn) scheduleRead() {
 	}
 }
 
-// maxReadsPerTurn bounds how long one busy connection keeps a worker.
-const maxReadsPerTurn = 16
+// A read turn ends after maxReadsPerTurn reads or maxFramesPerTurn frames,
+// whichever comes first; a connection with more input then goes to the back
+// of the pool's queue, so one client sending as fast as it can takes its
+// turn with the others instead of keeping a worker (and a CPU) to itself.
+// A whole read buffer of tiny frames is ~5,000 of them, so a connection
+// whose turn ended on the frame budget reads at most shortReadSize bytes a
+// read in its next turn (a task of kind taskReadShort): its turns stay
+// short for as long as it floods, without any state kept in the connection.
+const (
+	maxReadsPerTurn  = 4
+	maxFramesPerTurn = 256
+	shortReadSize    = 2 << 10
+)
 
-// readTask reads until EAGAIN and handles what arrived. The rdSched counter
-// makes sure one worker at a time runs it and that an edge arriving while it
-// runs is not lost.
-func (c *Conn) readTask(s *scratch) {
+// readTask reads until EAGAIN (or the end of its turn) and handles what
+// arrived. The rdSched counter makes sure one worker at a time runs it and
+// that an edge arriving while it runs is not lost.
+func (c *Conn) readTask(s *scratch, short bool) {
 	for {
 		n := c.rdSched.Load()
-		if more := c.readAvailable(s); more {
-			c.srv.rpool.submit(task{c, taskRead}) // yield to others; rdSched stays > 0
+		if more, flooding := c.readAvailable(s, short); more {
+			// Yield to others: back of the pool's queue (rdSched stays
+			// > 0). (A runtime.Gosched here as well made the neighbours'
+			// p99 worse in BenchmarkNeighbourLatency, not better.)
+			kind := taskRead
+			if flooding {
+				kind = taskReadShort
+			}
+			c.srv.rpool.submit(task{c, kind})
 			return
 		}
 		if c.rdSched.Add(-n) == 0 {
@@ -164,15 +199,31 @@ func (c *Conn) readTask(s *scratch) {
 	}
 }
 
-func (c *Conn) readAvailable(s *scratch) (more bool) {
+// readAvailable runs one turn. more reports input left for another turn;
+// flooding, that the turn ended on the frame budget.
+func (c *Conn) readAvailable(s *scratch, short bool) (more, flooding bool) {
+	full := s.rbuf
+	if short && len(full) > shortReadSize {
+		s.rbuf = full[:shortReadSize]
+	}
+	more, flooding = c.readTurn(s)
+	s.rbuf = full
+	return more, flooding
+}
+
+func (c *Conn) readTurn(s *scratch) (more, flooding bool) {
+	s.frames = 0
 	for range maxReadsPerTurn {
 		if c.finished.Load() {
-			return false
+			return false, false
+		}
+		if s.frames >= maxFramesPerTurn {
+			return true, true
 		}
 		s.rn, s.rerr = 0, nil
 		if err := c.rc.Read(s.readFn); err != nil {
 			c.fail()
-			return false
+			return false, false
 		}
 		n, err := s.rn, s.rerr
 		if n > 0 {
@@ -181,13 +232,13 @@ func (c *Conn) readAvailable(s *scratch) (more bool) {
 			continue
 		}
 		if err != nil && isEAGAIN(err) {
-			return false
+			return false, false
 		}
 		// n == 0: orderly shutdown by the peer; or a real error.
 		c.fail()
-		return false
+		return false, false
 	}
-	return true
+	return true, s.frames >= maxFramesPerTurn
 }
 
 // ---- reading (goroutine mode) ----
@@ -210,17 +261,43 @@ func (c *Conn) readLoop(readSize int) {
 // ---- frame parsing ----
 
 // onData consumes bytes from the socket. b may be the worker's buffer; what
-// is kept past this call is copied into memory the connection owns.
+// is kept past this call is copied into memory the connection owns: a
+// partial frame into a buffer of exactly that frame's size (see
+// fillPending), counted against server.max_partial_bytes.
 func (c *Conn) onData(s *scratch, b []byte) {
 	st := &s.fs
 	*st = frameState{}
 	if c.fs != nil {
 		*st = *c.fs
 	}
+	s.completed = false
 	if len(st.pending) > 0 {
-		st.pending = append(st.pending, b...)
-		b = st.pending
+		// Finish the frame an earlier read started, then go on with the
+		// rest of b straight from the read buffer.
+		var whole bool
+		b, whole = c.fillPending(st, b)
+		if whole {
+			p := st.pending
+			st.pending = nil
+			c.parseFrames(s, st, p) // exactly one frame (or its header)
+		}
 	}
+	if len(st.pending) == 0 && len(b) > 0 {
+		if rest := c.parseFrames(s, st, b); len(rest) > 0 && !c.isClosing() {
+			st.pending = make([]byte, len(rest), max(frameNeed(st, rest, c.srv.cfg.Client.MaxMessageSize), len(rest)))
+			copy(st.pending, rest)
+		}
+	}
+	if c.isClosing() {
+		st.pending, st.frag = nil, nil // nothing more is read: hold nothing
+	}
+	c.keepFrameState(s, st)
+	*st = frameState{}
+}
+
+// parseFrames handles the whole frames at the start of b and returns the
+// bytes of an incomplete frame left at its end.
+func (c *Conn) parseFrames(s *scratch, st *frameState, b []byte) []byte {
 	for len(b) > 0 && !c.isClosing() {
 		if st.discard > 0 {
 			n := int64(len(b))
@@ -229,19 +306,22 @@ func (c *Conn) onData(s *scratch, b []byte) {
 			}
 			st.discard -= n
 			b = b[n:]
+			if st.discard == 0 && !st.skipMsg {
+				s.completed = true // the oversize message is behind us
+			}
 			continue
 		}
 		h, ok, err := parseHeader(b)
 		if err != nil {
 			c.protocolError(ws.StatusProtocolError, "bad frame header")
-			return
+			return nil
 		}
 		if !ok {
 			break
 		}
 		if reason := checkHeader(st, &h); reason != "" {
 			c.protocolError(ws.StatusProtocolError, reason)
-			return
+			return nil
 		}
 		if h.op.IsData() || h.op == ws.OpContinuation {
 			if st.skipMsg || c.tooLarge(st, &h) {
@@ -250,6 +330,9 @@ func (c *Conn) onData(s *scratch, b []byte) {
 				st.discard = h.length
 				st.skipMsg = !h.fin
 				b = b[h.size:]
+				if st.discard == 0 && !st.skipMsg {
+					s.completed = true
+				}
 				continue
 			}
 		}
@@ -260,26 +343,10 @@ func (c *Conn) onData(s *scratch, b []byte) {
 		payload := b[h.size:end]
 		ws.Cipher(payload, h.mask, 0)
 		b = b[end:]
+		s.frames++
 		c.handleFrame(s, st, &h, payload)
 	}
-	switch {
-	case len(b) == 0:
-		st.pending = nil
-	case len(st.pending) > 0 && &b[0] == &st.pending[len(st.pending)-len(b)]:
-		n := copy(st.pending, b)
-		st.pending = st.pending[:n]
-	default:
-		st.pending = append([]byte(nil), b...)
-	}
-	if st.idle() {
-		c.fs = nil
-	} else {
-		if c.fs == nil {
-			c.fs = new(frameState)
-		}
-		*c.fs = *st
-	}
-	*st = frameState{}
+	return b
 }
 
 // checkHeader applies RFC 6455's rules; it returns why a frame is invalid.
@@ -303,11 +370,7 @@ func checkHeader(st *frameState, h *clientHeader) string {
 
 // tooLarge reports (and answers, once per message) a message over the limit.
 func (c *Conn) tooLarge(st *frameState, h *clientHeader) bool {
-	total := h.length
-	if h.op == ws.OpContinuation {
-		total += int64(len(st.frag))
-	}
-	if total <= int64(c.srv.cfg.Client.MaxMessageSize) {
+	if !exceeds(st, h, c.srv.cfg.Client.MaxMessageSize) {
 		return false
 	}
 	c.sendError(0, codeTooLarge, "message exceeds client.max_message_size ("+itoa(c.srv.cfg.Client.MaxMessageSize)+" bytes); it was discarded")
@@ -320,22 +383,32 @@ func (c *Conn) handleFrame(s *scratch, st *frameState, h *clientHeader, payload 
 	switch h.op {
 	case ws.OpText, ws.OpBinary:
 		if h.fin {
+			s.completed = true
 			c.handleMessage(s, h.op, payload)
 			return
 		}
 		st.frag = append([]byte(nil), payload...)
 		st.fragOp, st.inFrag = h.op, true
 	case ws.OpContinuation:
-		st.frag = append(st.frag, payload...)
+		st.frag = appendFrag(st.frag, payload, c.srv.cfg.Client.MaxMessageSize)
 		if h.fin {
 			msg := st.frag
 			st.frag, st.inFrag = nil, false
+			s.completed = true
 			c.handleMessage(s, st.fragOp, msg)
 		}
 	case ws.OpPing:
-		c.sendFrame(controlFrame(ws.OpPong, payload))
+		if !c.controlAllowed() {
+			return
+		}
+		if len(payload) == 0 {
+			c.sendFrame(emptyPong)
+		} else {
+			c.sendFrame(controlFrame(ws.OpPong, payload))
+		}
 	case ws.OpPong:
 		// Nothing to do: any byte received already counts as activity.
+		c.controlAllowed()
 	case ws.OpClose:
 		code, reason := ws.StatusNormalClosure, ""
 		switch {

@@ -53,6 +53,9 @@ const (
 	rejHandshake       = "handshake_timeout"
 	rejAuth            = "unauthorized"
 	rejForbidden       = "forbidden"
+	rejFrameTimeout    = "frame_timeout"
+	rejPartialBytes    = "partial_bytes"
+	rejControlRate     = "control_rate"
 )
 
 func newMetrics(s *Server) *metrics {
@@ -96,7 +99,7 @@ func newMetrics(s *Server) *metrics {
 	for _, c := range []prometheus.Collector{m.published, m.fanouts, m.deliveries, m.bytesOut, m.publishDur, m.slowConsumers, m.httpEvictions, m.rejections, m.disconnects, m.catchup, m.brokerRejected, m.brokerRewritten} {
 		f(c)
 	}
-	for _, k := range []string{rejAcceptRate, rejMaxConnections, rejHTTPConnections, rejUserConnections, rejPublishRate, rejSubscriptions, rejChannels, rejMessageSize, rejOrigin, rejHandshake, rejAuth, rejForbidden} {
+	for _, k := range []string{rejAcceptRate, rejMaxConnections, rejHTTPConnections, rejUserConnections, rejPublishRate, rejSubscriptions, rejChannels, rejMessageSize, rejOrigin, rejHandshake, rejAuth, rejForbidden, rejFrameTimeout, rejPartialBytes, rejControlRate} {
 		m.rejections.WithLabelValues(k) // export zeros, so alerts can use rate()
 	}
 	for _, r := range []string{"recovered", "not_recovered", "failed"} {
@@ -104,6 +107,8 @@ func newMetrics(s *Server) *metrics {
 	}
 	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "syncgate_queue_bytes", Help: "Bytes waiting in client outbound queues (sampled every second)."},
 		func() float64 { return float64(m.queueBytes.Load()) }))
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "syncgate_partial_frame_bytes", Help: "Bytes held in unfinished client frames and fragmented messages (bounded by server.max_partial_bytes)."},
+		func() float64 { return float64(s.partialBytes.Load()) }))
 	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "syncgate_broker_up", Help: "1 when the broker answered its last ping (every second)."},
 		func() float64 {
 			if m.brokerUp.Load() {

@@ -6,7 +6,8 @@ import "sync"
 type taskKind uint8
 
 const (
-	taskRead taskKind = iota
+	taskRead      taskKind = iota
+	taskReadShort          // a read turn of a connection that ran out of its frame budget
 	taskWrite
 )
 
@@ -17,8 +18,9 @@ type task struct {
 
 // pool is a fixed set of goroutines draining a FIFO of tasks. Submitting
 // never blocks: the queue grows instead. It stays bounded because a
-// connection is queued at most once per kind at a time (see Conn.rdSched
-// and Conn.wrSched), so it never holds more than two tasks per connection.
+// connection has at most one read task (taskRead or taskReadShort) and one
+// write task queued at a time (see Conn.rdSched and Conn.wrSched), so it
+// never holds more than two tasks per connection.
 type pool struct {
 	mu     sync.Mutex
 	cond   sync.Cond

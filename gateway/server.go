@@ -62,6 +62,10 @@ type Server struct {
 	nhttp   atomic.Int64 // plain HTTP connections owned by s.http (keep-alive included)
 	idle    idleConns    // those of them waiting for their next request
 	metrics *metrics
+	// partialBytes is what all connections hold in unfinished frames and
+	// fragmented messages, bounded by server.max_partial_bytes (partial.go).
+	partialBytes atomic.Int64
+	started      time.Time // the clock of partial-frame start times (partial.go)
 
 	auth      *authenticator // nil when auth is off
 	acceptLim *rate.Limiter  // nil when server.accept_rate is 0
@@ -112,6 +116,7 @@ func New(cfg config.Config, b brokers.Broker, log *slog.Logger) (*Server, error)
 		nodeID:        randomID(6),
 		brokerTimeout: 5 * time.Second,
 		writeTimeout:  10 * time.Second,
+		started:       time.Now(),
 		ctx:           ctx,
 		cancel:        cancel,
 	}
@@ -163,7 +168,7 @@ func New(cfg config.Config, b brokers.Broker, log *slog.Logger) (*Server, error)
 		if workers == 0 {
 			workers = max(8, 4*runtime.GOMAXPROCS(0))
 		}
-		s.rpool = newPool(workers, newScratch(readBufferSize), func(sc *scratch, t task) { t.c.readTask(sc) })
+		s.rpool = newPool(workers, newScratch(readBufferSize), func(sc *scratch, t task) { t.c.readTask(sc, t.kind == taskReadShort) })
 		s.wpool = newPool(max(2, runtime.GOMAXPROCS(0)), newScratch(0), func(sc *scratch, t task) { t.c.writeTask(sc) })
 	}
 
@@ -530,7 +535,9 @@ func (s *Server) clockLoop() {
 
 // heartbeatLoop disconnects clients silent for 2x the ping interval.
 func (s *Server) heartbeatLoop() {
-	interval := min(time.Second, s.cfg.Client.PingInterval/2)
+	// At least 10 ms: a tiny (valid) timeout must not make a busy sweep or
+	// a zero ticker.
+	interval := max(min(time.Second, s.cfg.Client.PingInterval/2, s.cfg.Client.FrameTimeout/2), 10*time.Millisecond)
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	limit := int64((2 * s.cfg.Client.PingInterval).Seconds())
@@ -542,7 +549,7 @@ func (s *Server) heartbeatLoop() {
 		case <-s.ctx.Done():
 			return
 		case <-t.C:
-			now := time.Now().Unix()
+			now, nowMs := time.Now().Unix(), s.sinceStart()
 			connectBy := int64(s.cfg.Client.HandshakeTimeout.Seconds()) + 1
 			var queued int64
 			s.eachConn(func(c *Conn) {
@@ -552,6 +559,9 @@ func (s *Server) heartbeatLoop() {
 				switch {
 				case c.sse == nil && now-c.lastSeen.Load() > limit:
 					c.closeWith("timeout", "no message from the client for 2x the ping interval", true, ws.StatusGoingAway, false)
+				case c.frameTimedOut(nowMs) && !c.isClosing(): // counted once
+					s.reject(rejFrameTimeout)
+					c.closeWith("frame_timeout", "a frame or fragmented message was not finished within client.frame_timeout", true, ws.StatusPolicyViolation, false)
 				case s.auth != nil && !c.authed.Load() && now-c.opened > connectBy:
 					s.reject(rejAuth)
 					c.closeWith("unauthorized", "no successful connect within client.handshake_timeout", false, ws.StatusPolicyViolation, false)

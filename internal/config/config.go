@@ -219,6 +219,17 @@ type Client struct {
 	// PublishBurst is the token bucket's size.
 	// Key client.publish_burst, default 200, >= 1.
 	PublishBurst int
+	// FrameTimeout is how long a client has to finish a frame, or a
+	// fragmented message, once its first byte arrived; a client that
+	// trickles a frame is disconnected instead of holding its partial
+	// bytes (and defeating the idle timeout) forever.
+	// Key client.frame_timeout, default 10s, > 0.
+	FrameTimeout time.Duration
+	// ControlFrameRate caps the ping and pong frames one connection may
+	// send per second (counted per whole second); a client above it is
+	// disconnected with close code 1008. 0 = no cap.
+	// Key client.control_frame_rate, default 100, >= 0.
+	ControlFrameRate int
 }
 
 // Auth configures JWT authentication. Auth is on when any of HMACSecret,
@@ -327,6 +338,12 @@ type Server struct {
 	// idle between requests for this long.
 	// Key server.http_idle_timeout, default 75s, > 0.
 	HTTPIdleTimeout time.Duration
+	// MaxPartialBytes bounds the bytes of unfinished frames and
+	// fragmented messages held by all connections of this node together;
+	// the connection whose partial frame would pass it is closed (close
+	// code 1013), not the others. At least twice client.max_message_size.
+	// Key server.max_partial_bytes, default 67108864 (64 MiB), >= 512.
+	MaxPartialBytes int
 	// AcceptRate caps new connections per second (burst: one second's
 	// worth), so a reconnect storm cannot take a node down; 0 = no cap.
 	// Key server.accept_rate, default 100, >= 0.
@@ -392,20 +409,23 @@ func Default() Config {
 			MaxConnectionsPerUser: 100,
 			PublishRate:           100,
 			PublishBurst:          200,
+			FrameTimeout:          10 * time.Second,
+			ControlFrameRate:      100,
 		},
 		Auth: Auth{
 			ChannelsClaim:    "channels",
 			PublicNamespaces: []string{},
 		},
 		Server: Server{
-			IO:             "epoll",
-			Workers:        0,
-			AllowedOrigins: []string{},
-			MaxConnections: 100000,
-			MaxChannels:    100000,
-			AcceptRate:     1000,
-			DrainWindow:    30 * time.Second,
-			GCPercent:      50,
+			IO:              "epoll",
+			Workers:         0,
+			AllowedOrigins:  []string{},
+			MaxConnections:  100000,
+			MaxChannels:     100000,
+			MaxPartialBytes: 64 << 20,
+			AcceptRate:      1000,
+			DrainWindow:     30 * time.Second,
+			GCPercent:       50,
 
 			MaxHTTPConnections: 10000,
 			HTTPTimeout:        10 * time.Second,
@@ -470,6 +490,10 @@ func (c Config) Validate() error {
 	}
 	errs = append(errs, c.NATS.validate(c.Broker.Type)...)
 	errs = append(errs, c.Redis.validate()...)
+	if c.Client.MaxMessageSize > 0 && c.Server.MaxPartialBytes < 2*c.Client.MaxMessageSize {
+		errs = append(errs, fmt.Errorf("config: server.max_partial_bytes: want a whole number >= 2 x client.max_message_size (%d), got %d",
+			2*c.Client.MaxMessageSize, c.Server.MaxPartialBytes))
+	}
 	return errors.Join(errs...)
 }
 

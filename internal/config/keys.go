@@ -83,6 +83,8 @@ var settings = []setting{
 	intKey("client.max_connections_per_user", 0, func(c *Config) *int { return &c.Client.MaxConnectionsPerUser }),
 	intKey("client.publish_rate", 0, func(c *Config) *int { return &c.Client.PublishRate }),
 	intKey("client.publish_burst", 1, func(c *Config) *int { return &c.Client.PublishBurst }),
+	durationKey("client.frame_timeout", 0, func(c *Config) *time.Duration { return &c.Client.FrameTimeout }),
+	intKey("client.control_frame_rate", 0, func(c *Config) *int { return &c.Client.ControlFrameRate }),
 
 	stringKey("auth.hmac_secret", "a shared secret (at least 32 bytes) or empty", emptyOr(minLen(32)), func(c *Config) *string { return &c.Auth.HMACSecret }),
 	stringKey("auth.public_key_file", "a PEM public key file path or empty", anyString, func(c *Config) *string { return &c.Auth.PublicKeyFile }),
@@ -101,6 +103,7 @@ var settings = []setting{
 	intKey("server.max_http_connections", 0, func(c *Config) *int { return &c.Server.MaxHTTPConnections }),
 	durationKey("server.http_timeout", 0, func(c *Config) *time.Duration { return &c.Server.HTTPTimeout }),
 	durationKey("server.http_idle_timeout", 0, func(c *Config) *time.Duration { return &c.Server.HTTPIdleTimeout }),
+	intKey("server.max_partial_bytes", 512, func(c *Config) *int { return &c.Server.MaxPartialBytes }),
 	durationKey("server.drain_window", 0, func(c *Config) *time.Duration { return &c.Server.DrainWindow }),
 	intKey("server.gc_percent", 10, func(c *Config) *int { return &c.Server.GCPercent }),
 	stringKey("server.tls.cert_file", "a PEM certificate file path or empty", anyString, func(c *Config) *string { return &c.Server.TLS.CertFile }),
