@@ -89,7 +89,7 @@ func TestNoRedisCredentialInLogsOrMetrics(t *testing.T) {
 		return redis.New(redis.Config{Addrs: []string{srv.Addr()}, Username: user, Password: secret, Logger: log})
 	}
 	n1, n2 := startNodeLog(t, nb(), log, nil), startNodeLog(t, nb(), log, nil)
-	crossNode(t, n1, n2, true)
+	crossNodeEpochs(t, n1, n2, true, false)
 	srv.Restart()
 	checkMetrics(t, secret, n1, n2)
 
