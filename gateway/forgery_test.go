@@ -199,6 +199,9 @@ func openStrictSSE(t testing.TB, addr, query string, lastID string) *strictSSE {
 		}
 	}()
 	t.Cleanup(func() { cancel(); resp.Body.Close(); <-s.done })
+	// The headers come before the subscription is in place: wait for the
+	// first event (subscribed), so what is published next reaches s.
+	waitFor(t, 10*time.Second, "SSE subscribed", func() bool { evs, bad := s.snapshot(); return len(evs) > 0 || len(bad) > 0 })
 	return s
 }
 
