@@ -3,32 +3,93 @@ package gateway
 import (
 	"context"
 	"errors"
-	"fmt"
+	"time"
+
+	"github.com/gobwas/ws"
 
 	"github.com/syncgate/syncgate/brokers"
 )
 
-var errRecoveryOverflow = errors.New("too many messages arrived while catching up; subscribe again")
+var (
+	errRecoveryOverflow = errors.New("too many messages arrived while catching up; subscribe again")
+	errReadsBusy        = errors.New("too many catch-ups in progress on this node (history.max_reads, history.read_wait); try again")
+)
 
-// catchUp subscribes sb and sends the `subscribed` reply, gap-free:
+// Catch-up.
 //
-//  1. register sb (buffering) in the hub, which subscribes the node on the
-//     broker; from here on every new publication reaches sb.buf;
-//  2. read the channel's position and, for `since`, the missed history;
-//  3. under sb.mu: queue `subscribed` (with pubs when recovered), then the
-//     buffered publications newer than what history covered, then go live.
+// A `sub` with `since` replays what the client missed, read from history in
+// pages of at most history.page_bytes, each read holding one of the node's
+// history.max_reads slots (readHistory), so a storm of catch-ups waits its
+// turn instead of pulling unbounded bytes over the broker connection.
 //
-// A publication can show up both in history and in the buffer (published
-// between steps 1 and 2); deduplication by seq delivers it once. Live
-// publications continue from the last seq the client got, with no gap.
+// A client that opted in (`"stream": true` on `sub`, docs/protocol.md) gets
+// the first page in `subscribed` (`"more": true` when pages follow), the
+// other pages as `msg` frames, each queued only once the connection's queue
+// has room for it, and a `caught_up` marker; then live messages. The pages
+// after the first are sent by a goroutine of their own (streamCatchUp), so
+// the connection's reader stays free for its other commands.
+//
+// A client that did not opt in gets all missed messages in `subscribed`
+// as in v1, when they fit in half of client.max_queue_bytes; otherwise
+// `recovered: false` (reload from the source of truth) instead of a reply
+// its queue cannot hold.
+//
+// Gap-free, exactly once: the subscriber is registered (buffering) before
+// the first read, so every publication after it reaches sb.buf; pages are
+// checked to continue the seq exactly; at the end, the buffer is merged by
+// seq against the last seq sent (mergeBuffered). A buffer that overflowed
+// (too many live messages meanwhile) is dropped and the catch-up continues
+// from history, which holds what it dropped.
+
+// statusTryAgainLater is the RFC 6455 close code 1013 (registered by IANA).
+const statusTryAgainLater ws.StatusCode = 1013
+
+// pubOverhead is what a stored publication may add to the client's data
+// (the "from" member), for sizing history reads from max_message_size.
+const pubOverhead = 2048
+
+// pageMsgs is how many messages one history read may ask for.
+func (srv *Server) pageMsgs() int {
+	return max(1, srv.cfg.History.PageBytes/(srv.cfg.Client.MaxMessageSize+pubOverhead))
+}
+
+// readHistory is one bounded history read: it waits (at most
+// history.read_wait) for one of the node's read slots, then asks for at
+// most limit messages after since, within brokerTimeout.
+func (srv *Server) readHistory(ctx context.Context, ch string, since uint64, limit int) ([]brokers.Publication, brokers.Position, error) {
+	if limit > 0 {
+		t := time.NewTimer(srv.cfg.History.ReadWait)
+		select {
+		case srv.reads <- struct{}{}:
+			t.Stop()
+		case <-t.C:
+			srv.metrics.historyReadsBusy.Inc()
+			return nil, brokers.Position{}, errReadsBusy
+		case <-ctx.Done():
+			t.Stop()
+			return nil, brokers.Position{}, ctx.Err()
+		}
+		defer func() { <-srv.reads }()
+		srv.metrics.historyReads.Inc()
+	}
+	ctx, cancel := context.WithTimeout(ctx, srv.brokerTimeout)
+	defer cancel()
+	return srv.history.Since(ctx, ch, since, limit)
+}
+
+// catchUp subscribes sb and sends the `subscribed` reply. For a streaming
+// catch-up with more pages to go it starts streamCatchUp and returns; sb
+// is live once that goroutine has sent `caught_up`.
 func (srv *Server) catchUp(ctx context.Context, s *scratch, sb *sub, cmd *command) error {
+	stream := cmd.stream && cmd.hasSince && srv.history != nil
+	if stream {
+		// Live messages buffered meanwhile are merged in one go at the
+		// end; past a page's worth, continue from history instead.
+		sb.bufLimit = srv.cfg.History.PageBytes
+	}
 	if err := srv.hub.add(ctx, sb); err != nil {
 		return err
 	}
-	var (
-		pubs []brokers.Publication
-		pos  brokers.Position
-	)
 	// A provisional since (positions a node gave while its broker was
 	// down) resumes from the real position the provisional epoch was
 	// opened after; the messages the client got provisionally come again
@@ -38,22 +99,49 @@ func (srv *Server) catchUp(ctx context.Context, s *scratch, sb *sub, cmd *comman
 	if base, ok := brokers.ProvisionalBase(sinceEpoch); ok {
 		since, sinceEpoch = base.Seq, base.Epoch
 	}
+	var (
+		pubs      []brokers.Publication
+		pos       brokers.Position
+		recovered bool
+		more      bool
+		bytes     int
+	)
 	if srv.history != nil {
 		limit := 0
 		if cmd.hasSince {
-			limit = srv.cfg.History.Size
+			limit = srv.pageMsgs()
 		}
 		var err error
-		pubs, pos, err = srv.history.Since(ctx, sb.ch, since, limit)
+		pubs, pos, err = srv.readHistory(ctx, sb.ch, since, limit)
 		if err != nil {
 			return err
 		}
-		if !validEpoch(pos.Epoch) {
-			srv.metrics.brokerRejected.WithLabelValues(payloadKindHistory).Inc()
-			return fmt.Errorf("gateway: channel %s: the broker holds a malformed epoch %.64q", sb.ch, pos.Epoch)
+		bytes = pubsBytes(pubs)
+		recovered = cmd.hasSince && continues(since, sinceEpoch, pubs, pos)
+		more = recovered && lastSeq(since, pubs) < pos.Seq
+		if more && !stream {
+			// v1 reply: everything in one frame, if it fits.
+			budget := srv.cfg.Client.MaxQueueBytes / 2
+			for more && bytes <= budget {
+				last := lastSeq(since, pubs)
+				page, p, err := srv.readHistory(ctx, sb.ch, last, srv.pageMsgs())
+				if err != nil {
+					return err
+				}
+				if !continues(last, sinceEpoch, page, p) {
+					recovered, more = false, false
+					break
+				}
+				pubs, pos = append(pubs, page...), p
+				bytes += pubsBytes(page)
+				more = lastSeq(since, pubs) < pos.Seq
+			}
+			if recovered && (more || bytes > budget) {
+				recovered, more = false, false
+				srv.metrics.catchup.WithLabelValues("too_large").Inc()
+			}
 		}
 	}
-	recovered := cmd.hasSince && srv.history != nil && recoverable(since, sinceEpoch, pubs, pos)
 	if cmd.hasSince {
 		if recovered {
 			srv.metrics.catchup.WithLabelValues("recovered").Inc()
@@ -75,22 +163,16 @@ func (srv *Server) catchUp(ctx context.Context, s *scratch, sb *sub, cmd *comman
 	if cmd.hasSince {
 		if recovered {
 			b = append(b, `,"recovered":true,"pubs":[`...)
-			n := 0
-			for i := range pubs {
-				// History is as untrusted as live delivery (payload.go);
-				// a dropped entry leaves a seq gap in pubs.
-				data, ok := srv.brokerPubData(sb.ch, &pubs[i], payloadKindHistory)
-				if !ok {
-					continue
-				}
-				if n > 0 {
+			for i, p := range pubs {
+				if i > 0 {
 					b = append(b, ',')
 				}
-				n++
-				p := &pubs[i]
-				b = appendMsg(b, sb.ch, p.Seq, p.Epoch, p.Was, data)
+				b = appendMsg(b, sb.ch, p.Seq, p.Epoch, p.Was, p.Data)
 			}
 			b = append(b, ']')
+			if more {
+				b = append(b, `,"more":true`...)
+			}
 		} else {
 			b = append(b, `,"recovered":false`...)
 		}
@@ -99,38 +181,221 @@ func (srv *Server) catchUp(ctx context.Context, s *scratch, sb *sub, cmd *comman
 	s.enc = b[:0]
 	reply := textFrame(b)
 
+	last := pos.Seq
+	if recovered {
+		last = lastSeq(since, pubs)
+	}
+	if more {
+		// Streaming: the rest goes out from its own goroutine, paced by
+		// the client's reading.
+		sctx, cancel := context.WithCancel(srv.ctx)
+		sb.mu.Lock()
+		removed := sb.removed
+		sb.stop = cancel
+		sb.mu.Unlock()
+		if removed || !sb.c.waitRoom(sctx, len(reply)) {
+			cancel()
+			return nil
+		}
+		sb.mu.Lock()
+		if sb.removed {
+			sb.mu.Unlock()
+			return nil
+		}
+		sb.c.sendFrame(reply)
+		sb.mu.Unlock()
+		srv.metrics.catchupStreams.Inc()
+		srv.goOwned(func() {
+			defer srv.metrics.catchupStreams.Dec()
+			defer cancel()
+			srv.streamCatchUp(sctx, sb, last, pos.Epoch)
+		})
+		return nil
+	}
+
 	sb.mu.Lock()
 	defer sb.mu.Unlock()
 	if sb.overflow {
 		return errRecoveryOverflow
 	}
 	sb.c.sendFrame(reply)
-	m := mergeState{epoch: pos.Epoch, last: pos.Seq}
+	srv.goLive(sb, pos.Epoch, last)
+	return nil
+}
+
+// goLive queues the buffered publications newer than last in epoch and
+// makes sb live. sb.mu is held.
+func (srv *Server) goLive(sb *sub, epoch string, last uint64) {
+	m := mergeState{epoch: epoch, last: last}
 	for _, bp := range mergeBuffered(sb.buf, &m) {
 		sb.c.sendFrame(bp.frame)
 	}
 	sb.lastSeq, sb.provSeq = m.last, m.provSeq
-	sb.buf = nil
+	sb.buf, sb.bufBytes = nil, 0
 	sb.live.Store(true)
-	return nil
+}
+
+// streamCatchUp sends the history after last (in epoch) page by page,
+// each page once the client's queue has room for it, then the buffered
+// live publications and `caught_up`, and makes sb live. It stops when sb
+// is removed (unsub, disconnect) or ctx ends. If history no longer
+// continues from where the client is (truncated meanwhile, epoch changed)
+// it ends with `caught_up` and `recovered: false`. If the broker fails,
+// the connection is closed with reconnect: the client resubscribes from
+// the last seq it got.
+func (srv *Server) streamCatchUp(ctx context.Context, sb *sub, last uint64, epoch string) {
+	c := sb.c
+	limit := srv.pageMsgs()
+	for {
+		pubs, pos, err := srv.readHistory(ctx, sb.ch, last, limit)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			srv.log.Warn("catch-up interrupted", "client", c.id, "channel", sb.ch, "err", err)
+			srv.metrics.catchup.WithLabelValues("failed").Inc()
+			c.closeWith("unavailable", "catch-up interrupted: history unavailable; resubscribe from the last seq received", true, statusTryAgainLater, false)
+			return
+		}
+		if !continues(last, epoch, pubs, pos) {
+			srv.finishCatchUp(ctx, sb, pos, false)
+			return
+		}
+		if len(pubs) > 0 {
+			fb := newFrameBuilder(pubsBytes(pubs))
+			for i, p := range pubs {
+				if i > 0 {
+					fb.b = append(fb.b, '\n')
+				}
+				fb.b = appendMsg(fb.b, sb.ch, p.Seq, p.Epoch, p.Was, p.Data)
+			}
+			frame := fb.finish(ws.OpText)
+			if !c.waitRoom(ctx, len(frame)) {
+				return
+			}
+			sb.mu.Lock()
+			if sb.removed {
+				sb.mu.Unlock()
+				return
+			}
+			c.sendFrame(frame)
+			sb.mu.Unlock()
+			srv.metrics.catchupPages.Inc()
+			last = pubs[len(pubs)-1].Seq
+		}
+		if last < pos.Seq {
+			continue
+		}
+		sb.mu.Lock()
+		switch {
+		case sb.removed:
+			sb.mu.Unlock()
+			return
+		case sb.overflow:
+			// Live messages came faster than the catch-up: what was
+			// dropped is in history; read on from there.
+			sb.buf, sb.bufBytes, sb.overflow = nil, 0, false
+			sb.mu.Unlock()
+			continue
+		}
+		c.sendFrame(caughtUpFrame(sb.ch, pos.Seq, pos.Epoch, true))
+		srv.goLive(sb, pos.Epoch, last)
+		sb.mu.Unlock()
+		return
+	}
+}
+
+// finishCatchUp ends a streamed catch-up that cannot be completed from
+// history: `caught_up` with `recovered: false` at the channel's position
+// now, then live from there.
+func (srv *Server) finishCatchUp(ctx context.Context, sb *sub, pos brokers.Position, recovered bool) {
+	for {
+		sb.mu.Lock()
+		if sb.removed {
+			sb.mu.Unlock()
+			return
+		}
+		if !sb.overflow {
+			sb.c.sendFrame(caughtUpFrame(sb.ch, pos.Seq, pos.Epoch, recovered))
+			srv.goLive(sb, pos.Epoch, pos.Seq)
+			sb.mu.Unlock()
+			srv.metrics.catchup.WithLabelValues("not_recovered").Inc()
+			return
+		}
+		sb.buf, sb.bufBytes, sb.overflow = nil, 0, false
+		sb.mu.Unlock()
+		// Publications dropped from the buffer are at or below the
+		// position read now; later ones are buffered again.
+		_, p, err := srv.readHistory(ctx, sb.ch, 0, 0)
+		if err != nil {
+			if ctx.Err() == nil {
+				sb.c.closeWith("unavailable", "catch-up interrupted: history unavailable; resubscribe", true, statusTryAgainLater, false)
+			}
+			return
+		}
+		pos = p
+	}
+}
+
+func caughtUpFrame(ch string, seq uint64, epoch string, recovered bool) []byte {
+	var buf [512]byte
+	b := append(buf[:0], `{"op":"caught_up","ch":`...)
+	b = appendString(b, ch)
+	b = append(b, `,"seq":`...)
+	b = appendUint(b, seq)
+	if epoch != "" {
+		b = append(b, `,"epoch":`...)
+		b = appendString(b, epoch)
+	}
+	if recovered {
+		b = append(b, `,"recovered":true}`...)
+	} else {
+		b = append(b, `,"recovered":false}`...)
+	}
+	return textFrame(b)
+}
+
+// pubsBytes is about what pubs take encoded as msg objects.
+func pubsBytes(pubs []brokers.Publication) int {
+	n := 0
+	for _, p := range pubs {
+		n += len(p.Data) + len(p.Epoch) + len(p.Was.Epoch) + 128
+	}
+	return n
+}
+
+// lastSeq is the seq of the last of pubs, or since when there are none.
+func lastSeq(since uint64, pubs []brokers.Publication) uint64 {
+	if len(pubs) == 0 {
+		return since
+	}
+	return pubs[len(pubs)-1].Seq
+}
+
+// continues reports whether pubs continue exactly from since in the epoch
+// the client knew: same epoch, the next seqs without a hole, none beyond
+// the channel's position. An empty page continues only when nothing is
+// missing.
+func continues(since uint64, epoch string, pubs []brokers.Publication, pos brokers.Position) bool {
+	if pos.Epoch == "" || epoch != pos.Epoch || since > pos.Seq {
+		return false
+	}
+	if len(pubs) == 0 {
+		return since == pos.Seq
+	}
+	for i, p := range pubs {
+		if p.Seq != since+1+uint64(i) || p.Epoch != epoch {
+			return false
+		}
+	}
+	return pubs[len(pubs)-1].Seq <= pos.Seq
 }
 
 // recoverable reports whether pubs are exactly the messages after since in
 // the epoch the client knew: same epoch, nothing truncated, nothing beyond
 // the limit left out.
 func recoverable(since uint64, epoch string, pubs []brokers.Publication, pos brokers.Position) bool {
-	if pos.Epoch == "" || epoch != pos.Epoch || since > pos.Seq {
-		return false
-	}
-	if uint64(len(pubs)) != pos.Seq-since {
-		return false
-	}
-	for i, p := range pubs {
-		if p.Seq != since+1+uint64(i) {
-			return false
-		}
-	}
-	return true
+	return continues(since, epoch, pubs, pos) && lastSeq(since, pubs) == pos.Seq
 }
 
 // mergeState is where a subscriber stands while its buffer is merged: the
@@ -173,7 +438,6 @@ func mergeBuffered(buf []bufferedPub, m *mergeState) []bufferedPub {
 	}
 	return out
 }
-
 func (srv *Server) presenceJoin(ctx context.Context, sb *sub) {
 	if srv.presence == nil {
 		return
@@ -211,6 +475,5 @@ func (c *Conn) cleanup() {
 	if c.userSlot {
 		c.srv.giveUserSlot(c.user)
 	}
-	c.releasePartial()
 	c.srv.unregister(c)
 }

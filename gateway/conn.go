@@ -125,6 +125,7 @@ type Conn struct {
 	wrSched    atomic.Int32
 	wake       chan struct{} // goroutine mode: wakes the writer
 	closeTimer *time.Timer
+	room       chan struct{} // closed when the queue shrinks (waitRoom); nil without waiters
 
 	sse      *sseState // non-nil for a Server-Sent Events stream (sse.go)
 	finished atomic.Bool

@@ -73,7 +73,15 @@ type sub struct {
 
 	mu       sync.Mutex
 	buf      []bufferedPub
+	bufBytes int
+	// bufLimit bounds bufBytes (0: only maxBuffered counts); a streamed
+	// catch-up sets it so its final merge fits in the client's queue.
+	bufLimit int
 	overflow bool
+	// removed is set (under mu) once the subscription is taken out of the
+	// hub: a catch-up still running sends nothing more. stop cancels it.
+	removed bool
+	stop    func()
 
 	idx int // position in hubChannel.subs, guarded by the shard lock
 }
@@ -184,6 +192,14 @@ func (h *hub) add(ctx context.Context, s *sub) error {
 // remove unregisters s. After the last subscriber the broker subscription
 // lingers briefly, then is dropped.
 func (h *hub) remove(s *sub) {
+	s.mu.Lock()
+	s.removed = true
+	stop := s.stop
+	s.stop = nil
+	s.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
 	sh := h.shard(s.ch)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -302,10 +318,15 @@ func (s *sub) deliver(seq uint64, epoch string, prov bool, frame []byte) {
 	if !s.live.Load() {
 		s.mu.Lock()
 		if !s.live.Load() {
-			if len(s.buf) >= maxBuffered {
+			switch {
+			case s.overflow:
+			case len(s.buf) >= maxBuffered, s.bufLimit > 0 && s.bufBytes+len(frame) > s.bufLimit:
+				// The catch-up drops the buffer and reads on from history.
 				s.overflow = true
-			} else {
+				s.buf, s.bufBytes = nil, 0
+			default:
 				s.buf = append(s.buf, bufferedPub{seq, epoch, frame})
+				s.bufBytes += len(frame)
 			}
 			s.mu.Unlock()
 			return

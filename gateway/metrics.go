@@ -35,6 +35,11 @@ type metrics struct {
 	brokerRejected  *prometheus.CounterVec
 	brokerRewritten prometheus.Counter // valid but loose publications, re-encoded
 
+	historyReads     prometheus.Counter // history reads that took a slot
+	historyReadsBusy prometheus.Counter // catch-ups refused: no slot within history.read_wait
+	catchupPages     prometheus.Counter // pages sent by streamed catch-ups
+	catchupStreams   prometheus.Gauge   // streamed catch-ups in progress
+
 	queueBytes atomic.Int64 // sum of queued bytes, summed by the heartbeat sweep
 	brokerUp   atomic.Bool  // last Ping result, refreshed every second
 }
@@ -102,7 +107,16 @@ func newMetrics(s *Server) *metrics {
 	for _, k := range []string{rejAcceptRate, rejMaxConnections, rejHTTPConnections, rejUserConnections, rejPublishRate, rejSubscriptions, rejChannels, rejMessageSize, rejOrigin, rejHandshake, rejAuth, rejForbidden, rejFrameTimeout, rejPartialBytes, rejControlRate} {
 		m.rejections.WithLabelValues(k) // export zeros, so alerts can use rate()
 	}
-	for _, r := range []string{"recovered", "not_recovered", "failed"} {
+	m.historyReads = prometheus.NewCounter(prometheus.CounterOpts{Name: "syncgate_history_reads_total", Help: "History reads for catch-ups (each at most history.page_bytes)."})
+	m.historyReadsBusy = prometheus.NewCounter(prometheus.CounterOpts{Name: "syncgate_history_reads_busy_total", Help: "Catch-ups answered unavailable: no history read slot within history.read_wait."})
+	m.catchupPages = prometheus.NewCounter(prometheus.CounterOpts{Name: "syncgate_catchup_pages_total", Help: "History pages sent by streamed catch-ups after the first."})
+	m.catchupStreams = prometheus.NewGauge(prometheus.GaugeOpts{Name: "syncgate_catchup_streams", Help: "Streamed catch-ups in progress."})
+	for _, c := range []prometheus.Collector{m.historyReads, m.historyReadsBusy, m.catchupPages, m.catchupStreams} {
+		f(c)
+	}
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "syncgate_history_reads_in_flight", Help: "History reads running now (at most history.max_reads)."},
+		func() float64 { return float64(len(s.reads)) }))
+	for _, r := range []string{"recovered", "not_recovered", "failed", "too_large"} {
 		m.catchup.WithLabelValues(r)
 	}
 	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "syncgate_queue_bytes", Help: "Bytes waiting in client outbound queues (sampled every second)."},

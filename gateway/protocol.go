@@ -58,6 +58,9 @@ type command struct {
 	hasSince   bool
 	sinceSeq   uint64
 	sinceEpoch []byte
+	// stream: the client takes a catch-up in pages (`"stream": true` on
+	// sub, extension; docs/protocol.md).
+	stream bool
 }
 
 func (c *command) reset() { *c = command{} }
@@ -83,6 +86,7 @@ var (
 	errSinceType   = decodeErr(`"since" must be an object {"seq": N, "epoch": "E"}`)
 	errSinceSeq    = decodeErr(`"since.seq" must be a non-negative integer`)
 	errSinceEpoch  = decodeErr(`"since.epoch" must be a string`)
+	errStreamType  = decodeErr(`"stream" must be true or false`)
 	errDuplicateKy = decodeErr("duplicate key in object")
 )
 
@@ -179,6 +183,15 @@ func decodeObject(b []byte, start int, cmd *command) (int, error) {
 			bit = 64
 			if err := decodeSince(val, cmd); err != nil {
 				return 0, err
+			}
+		case "stream":
+			bit = 128
+			switch string(val) {
+			case "true":
+				cmd.stream = true
+			case "false":
+			default:
+				return 0, errStreamType
 			}
 		}
 		if bit != 0 {

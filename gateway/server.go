@@ -44,6 +44,7 @@ type Server struct {
 	history  brokers.History  // nil when the backend keeps none
 	presence brokers.Presence // nil when the backend keeps none
 	hub      *hub
+	reads    chan struct{} // history read slots (history.max_reads)
 
 	epoll  bool
 	poller *poller
@@ -121,6 +122,7 @@ func New(cfg config.Config, b brokers.Broker, log *slog.Logger) (*Server, error)
 		cancel:        cancel,
 	}
 	s.history, _ = b.(brokers.History)
+	s.reads = make(chan struct{}, cfg.History.MaxReads)
 	s.presence, _ = b.(brokers.Presence)
 	s.users = make(map[string]int)
 	s.payloadLog = rate.NewLimiter(rate.Every(time.Second), 5)

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"net"
 	"time"
 
@@ -56,6 +57,43 @@ func (c *Conn) sendJSON(s *scratch, obj []byte) {
 	c.sendFrame(textFrame(obj))
 }
 
+// waitRoom waits until the queue can take n more bytes without passing
+// client.max_queue_bytes (or is empty: a frame larger than the limit goes
+// out alone). It reports false when the connection is closing or ctx
+// ends. A streamed catch-up uses it to queue its next page only as fast as
+// the client reads.
+func (c *Conn) waitRoom(ctx context.Context, n int) bool {
+	for {
+		c.mu.Lock()
+		if c.closing {
+			c.mu.Unlock()
+			return false
+		}
+		if c.outBytes == 0 || c.outBytes+n <= c.srv.cfg.Client.MaxQueueBytes {
+			c.mu.Unlock()
+			return true
+		}
+		if c.room == nil {
+			c.room = make(chan struct{})
+		}
+		room := c.room
+		c.mu.Unlock()
+		select {
+		case <-room:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// wakeRoomLocked wakes the waitRoom callers to look again. c.mu is held.
+func (c *Conn) wakeRoomLocked() {
+	if c.room != nil {
+		close(c.room)
+		c.room = nil
+	}
+}
+
 func (c *Conn) sendError(id uint64, code, msg string) {
 	var buf [256]byte
 	c.sendFrame(textFrame(appendError(buf[:0], id, code, msg)))
@@ -109,6 +147,7 @@ func (c *Conn) closeFrames(dropQueue bool, frames ...[]byte) bool {
 		c.outBytes += len(f)
 	}
 	c.closeTimer = time.AfterFunc(closeGrace, c.fail)
+	c.wakeRoomLocked()
 	c.mu.Unlock()
 	c.scheduleFlush()
 	return true
@@ -132,6 +171,7 @@ func (c *Conn) dropLocked() {
 func (c *Conn) fail() {
 	c.mu.Lock()
 	c.closing = true
+	c.wakeRoomLocked()
 	c.mu.Unlock()
 	c.finish()
 }
@@ -206,6 +246,7 @@ func (c *Conn) consume(n int) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.outBytes -= n
+	c.wakeRoomLocked()
 	for n > 0 && c.head < len(c.out) {
 		rest := len(c.out[c.head]) - c.off
 		if n < rest {

@@ -170,6 +170,20 @@ type History struct {
 	// TTL is how long a channel's history is kept after its last message.
 	// Key history.ttl, default 10m, > 0.
 	TTL time.Duration
+	// PageBytes bounds one history read, and so one page of a catch-up:
+	// a read asks for at most PageBytes / (client.max_message_size + 2048)
+	// messages (at least one), the most bytes that many can take.
+	// Key history.page_bytes, default 262144, >= 4096.
+	PageBytes int
+	// MaxReads is how many history reads may run at once on this node;
+	// more catch-ups wait their turn. MaxReads * PageBytes bounds the
+	// history bytes in flight from the broker to this node.
+	// Key history.max_reads, default 4, >= 1.
+	MaxReads int
+	// ReadWait is how long a subscribe with since waits for a history read
+	// slot before it is answered `unavailable`.
+	// Key history.read_wait, default 10s, > 0.
+	ReadWait time.Duration
 }
 
 // Presence controls who-is-here tracking and join/leave events.
@@ -391,8 +405,11 @@ func Default() Config {
 			OutboxSize: 10000,
 		},
 		History: History{
-			Size: 1000,
-			TTL:  10 * time.Minute,
+			Size:      1000,
+			TTL:       10 * time.Minute,
+			PageBytes: 256 << 10,
+			MaxReads:  4,
+			ReadWait:  10 * time.Second,
 		},
 		Presence: Presence{
 			TTL:            60 * time.Second,

@@ -244,7 +244,7 @@ log:
 			want: with(func(c *Config) {
 				c.Listen = "127.0.0.1:9000"
 				c.Broker.Type = "memory"
-				c.History = History{Size: 0, TTL: 6 * time.Second}
+				c.History.Size, c.History.TTL = 0, 6*time.Second
 				c.Presence = Presence{TTL: time.Second, JoinLeave: false, JoinLeaveLimit: 0}
 				c.Client.PingInterval = time.Minute
 				c.Client.MaxMessageSize = 256
@@ -293,6 +293,9 @@ log:
 				"SYNCGATE_NATS_OUTBOX_SIZE=9",
 				"SYNCGATE_HISTORY_SIZE=5",
 				"SYNCGATE_HISTORY_TTL=6s",
+				"SYNCGATE_HISTORY_PAGE_BYTES=8192",
+				"SYNCGATE_HISTORY_MAX_READS=2",
+				"SYNCGATE_HISTORY_READ_WAIT=3s",
 				"SYNCGATE_PRESENCE_TTL=2s",
 				"SYNCGATE_PRESENCE_JOIN_LEAVE=false",
 				"SYNCGATE_PRESENCE_JOIN_LEAVE_LIMIT=10",
@@ -343,7 +346,7 @@ log:
 					SentinelAddrs: []string{"10.0.0.3:26379"}, Password: "pw", DB: 2, Prefix: "x", OutboxSize: 7},
 				NATS: NATS{URL: "nats://10.0.0.4:4222", Listen: "127.0.0.1:4333", StoreDir: "/tmp/n", ClusterListen: "127.0.0.1:6222",
 					Routes: []string{"127.0.0.1:6223", "127.0.0.1:6224"}, Storage: "memory", Replicas: 3, OutboxSize: 9},
-				History:  History{Size: 5, TTL: 6 * time.Second},
+				History:  History{Size: 5, TTL: 6 * time.Second, PageBytes: 8192, MaxReads: 2, ReadWait: 3 * time.Second},
 				Presence: Presence{TTL: 2 * time.Second, JoinLeave: false, JoinLeaveLimit: 10},
 				Client: Client{
 					PingInterval:     5 * time.Second,
@@ -429,7 +432,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name: "section given a scalar",
 			file: "history: 5\n",
-			want: []string{`"history"`, "want a section with keys history.size, history.ttl, got 5"},
+			want: []string{`"history"`, "want a section with keys history.size, history.ttl, history.page_bytes, history.max_reads, history.read_wait, got 5"},
 		},
 		{
 			name: "unknown env var",

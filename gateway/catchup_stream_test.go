@@ -1,0 +1,202 @@
+package gateway_test
+
+import (
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/syncgate/syncgate/internal/config"
+	"github.com/syncgate/syncgate/internal/wstest"
+)
+
+// bigHistory configures a node whose history is far larger than a
+// client's queue: 200 messages of 4 KB against a 64 KB queue.
+func bigHistory(c *config.Config) {
+	c.History.Size = 1000
+	c.Client.MaxQueueBytes = 64 << 10
+	c.Client.MaxMessageSize = 8 << 10
+	c.History.PageBytes = 16 << 10
+}
+
+// fill publishes n messages of about size bytes on ch and returns the
+// channel's epoch.
+func fill(t *testing.T, ts *testServer, ch string, n, size int) string {
+	t.Helper()
+	pub := dial(t, ts)
+	pub.Connect("writer")
+	pad := strings.Repeat("x", size)
+	var epoch string
+	for i := 1; i <= n; i++ {
+		ack := pub.MustCall("pub", map[string]any{"ch": ch, "data": map[string]any{"i": i, "pad": pad}}, "ack")
+		epoch = ack.Str("epoch")
+	}
+	pub.Close()
+	return epoch
+}
+
+// streamed reads a streamed catch-up to its end and returns the seqs and
+// data indexes received, in order, and the caught_up marker.
+func streamed(t *testing.T, c *wstest.Client, ch string, sub wstest.Msg) (seqs []uint64, caught wstest.Msg) {
+	t.Helper()
+	for _, p := range sub["pubs"].([]any) {
+		m := wstest.Msg(p.(map[string]any))
+		if d, _ := m["data"].(map[string]any); d["i"] != float64(m.Num("seq")) {
+			t.Fatalf("pub %v carries the wrong data", m.Num("seq"))
+		}
+		seqs = append(seqs, m.Num("seq"))
+	}
+	if sub["more"] != true {
+		return seqs, nil
+	}
+	for {
+		m := c.NextWithin(20*time.Second, "catch-up of "+ch, func(m wstest.Msg) bool {
+			return m.Str("ch") == ch || m.Op() == "disconnect" || m.Op() == "error"
+		})
+		switch m.Op() {
+		case "msg":
+			if d, _ := m["data"].(map[string]any); d["i"] != float64(m.Num("seq")) {
+				t.Fatalf("msg %v carries the wrong data", m.Num("seq"))
+			}
+			seqs = append(seqs, m.Num("seq"))
+		case "caught_up":
+			return seqs, m
+		default:
+			t.Fatalf("during catch-up: %v", m)
+		}
+	}
+}
+
+func checkSeqs(t *testing.T, seqs []uint64, from, to uint64) {
+	t.Helper()
+	if uint64(len(seqs)) != to-from+1 {
+		t.Fatalf("got %d messages, want %d (seqs %d..%d)", len(seqs), to-from+1, from, to)
+	}
+	for i, s := range seqs {
+		if s != from+uint64(i) {
+			t.Fatalf("message %d has seq %d, want %d", i, s, from+uint64(i))
+		}
+	}
+}
+
+// Attack (issue 11.4): a catch-up larger than client.max_queue_bytes used
+// to go out as one `subscribed` frame, so the client was cut off as a slow
+// consumer at once, every time it reconnected. A client that opts in to
+// streaming now gets it in pages, paced by its reading, exactly once.
+func TestCatchUpStreamsHistoryLargerThanQueue(t *testing.T) {
+	forModes(t, func(t *testing.T, mode string) {
+		ts := startServer(t, mode, bigHistory)
+		epoch := fill(t, ts, "doc:big", 200, 4<<10)
+
+		a := dial(t, ts)
+		r := a.MustCall("sub", map[string]any{"ch": "doc:big", "since": since(0, epoch), "stream": true}, "subscribed")
+		if r["recovered"] != true || r.Num("seq") != 200 || r["more"] != true {
+			t.Fatalf("subscribed = %v", r)
+		}
+		seqs, caught := streamed(t, a, "doc:big", r)
+		checkSeqs(t, seqs, 1, 200)
+		if caught["recovered"] != true || caught.Num("seq") != 200 || caught.Str("epoch") != epoch {
+			t.Fatalf("caught_up = %v", caught)
+		}
+		// Live continues right after, on the same connection.
+		p := dial(t, ts)
+		p.Pub("doc:big", map[string]any{"i": 201})
+		if m := a.NextOp("msg"); m.Num("seq") != 201 {
+			t.Fatalf("live after catch-up = %v", m)
+		}
+		a.None(200*time.Millisecond, func(m wstest.Msg) bool { return m.Op() == "disconnect" })
+	})
+}
+
+// A client that did not opt in never gets a page it cannot handle: a
+// catch-up too large for one frame is `recovered: false` (reload), not a
+// slow-consumer disconnect, and live messages follow.
+func TestCatchUpTooLargeForOldClient(t *testing.T) {
+	forModes(t, func(t *testing.T, mode string) {
+		ts := startServer(t, mode, bigHistory)
+		epoch := fill(t, ts, "doc:old", 200, 4<<10)
+
+		a := dial(t, ts)
+		r := a.MustCall("sub", map[string]any{"ch": "doc:old", "since": since(0, epoch)}, "subscribed")
+		if r["recovered"] != false || r.Num("seq") != 200 || r["pubs"] != nil || r["more"] != nil {
+			t.Fatalf("subscribed = %v", r)
+		}
+		p := dial(t, ts)
+		p.Pub("doc:old", map[string]any{"i": 201})
+		if m := a.NextOp("msg"); m.Num("seq") != 201 {
+			t.Fatalf("live after reset = %v", m)
+		}
+		// A small catch-up still comes whole, as in v1.
+		b := dial(t, ts)
+		r = b.MustCall("sub", map[string]any{"ch": "doc:old", "since": since(195, epoch)}, "subscribed")
+		if r["recovered"] != true || len(r["pubs"].([]any)) != 6 || r["more"] != nil {
+			t.Fatalf("small catch-up: %v", r)
+		}
+	})
+}
+
+// Live publications during a streamed catch-up merge in exactly once, also
+// when more arrive than the live buffer holds (the catch-up then reads on
+// from history).
+func TestCatchUpStreamWithLivePublishes(t *testing.T) {
+	forModes(t, func(t *testing.T, mode string) {
+		ts := startServer(t, mode, func(c *config.Config) {
+			bigHistory(c)
+			c.History.PageBytes = 4096 // one message per read; the live buffer overflows
+		})
+		epoch := fill(t, ts, "doc:live", 100, 2<<10)
+
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		stop := make(chan struct{})
+		defer close(stop)
+		p := wstest.Dial(t, ts.url(), wstest.NonFatal())
+		wg.Go(func() {
+			for i := 101; i <= 400; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if p.Call("pub", map[string]any{"ch": "doc:live", "data": map[string]any{"i": i, "pad": strings.Repeat("y", 2<<10)}}) == nil {
+					return
+				}
+			}
+		})
+		a := dial(t, ts)
+		r := a.MustCall("sub", map[string]any{"ch": "doc:live", "since": since(0, epoch), "stream": true}, "subscribed")
+		if r["recovered"] != true || r["more"] != true {
+			t.Fatalf("subscribed = %v", r)
+		}
+		seqs, caught := streamed(t, a, "doc:live", r)
+		if caught["recovered"] != true {
+			t.Fatalf("caught_up = %v", caught)
+		}
+		// Everything up to 400 arrives, in order, once.
+		for len(seqs) < 400 {
+			m := a.NextWithin(20*time.Second, "live msg", func(m wstest.Msg) bool { return m.Op() == "msg" || m.Op() == "disconnect" })
+			if m.Op() != "msg" {
+				t.Fatalf("got %v", m)
+			}
+			seqs = append(seqs, m.Num("seq"))
+		}
+		checkSeqs(t, seqs, 1, 400)
+		a.None(100*time.Millisecond, func(m wstest.Msg) bool { return m.Op() == "msg" })
+	})
+}
+
+// Unsubscribing in the middle of a streamed catch-up stops it: nothing for
+// the channel follows `unsubscribed`.
+func TestCatchUpStreamUnsub(t *testing.T) {
+	ts := startServer(t, "epoll", bigHistory)
+	epoch := fill(t, ts, "doc:u", 200, 4<<10)
+	a := dial(t, ts)
+	r := a.MustCall("sub", map[string]any{"ch": "doc:u", "since": since(0, epoch), "stream": true}, "subscribed")
+	if r["more"] != true {
+		t.Fatalf("subscribed = %v", r)
+	}
+	a.MustCall("unsub", map[string]any{"ch": "doc:u"}, "unsubscribed")
+	// Drop what was queued before the reply, then nothing more.
+	a.Drain(200*time.Millisecond, func(wstest.Msg) bool { return true })
+	a.None(300*time.Millisecond, func(m wstest.Msg) bool { return m.Str("ch") == "doc:u" })
+}
