@@ -161,6 +161,7 @@ type frame struct {
 	Exp       int64           `json:"exp"`
 	Recovered *bool           `json:"recovered"`
 	Pubs      []frame         `json:"pubs"`
+	More      bool            `json:"more"`
 	Users     []Member        `json:"users"`
 	Code      string          `json:"code"`
 	Message   string          `json:"message"`
@@ -787,7 +788,16 @@ func (c *Client) dispatch(cn *wsConn, f *frame) {
 		c.mu.Lock()
 		s := c.subs[f.Ch]
 		if s != nil && s.live && s.conn == cn {
-			s.deliverLocked(f)
+			if s.deliverLocked(f) && s.catching {
+				s.missed++
+			}
+		}
+		c.mu.Unlock()
+	case "caught_up":
+		c.mu.Lock()
+		s := c.subs[f.Ch]
+		if s != nil && s.live && s.conn == cn && s.catching {
+			s.caughtUpLocked(f)
 		}
 		c.mu.Unlock()
 	case "join", "leave":

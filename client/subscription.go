@@ -94,6 +94,10 @@ type Subscription struct {
 	subscribed chan struct{}
 	firstDone  bool
 	firstErr   error
+	// catching: a streamed catch-up is under way (`subscribed` said
+	// "more"); missed counts the messages it delivered so far.
+	catching bool
+	missed   int
 
 	qmu   sync.Mutex
 	q     []Event
@@ -160,6 +164,9 @@ func (c *Client) subCmdLocked(cn *wsConn, s *Subscription) []byte {
 	withSince := s.known
 	if withSince {
 		cmd["since"] = map[string]any{"seq": s.seq, "epoch": s.epoch}
+		// Take a large catch-up in pages (docs/protocol.md): the server
+		// paces them by how fast this client reads.
+		cmd["stream"] = true
 	}
 	s.conn, s.live = cn, false
 	cn.addPending(id, &pending{reply: make(chan *frame, 1), onReply: func(f *frame) { c.onSubscribed(s, cn, withSince, f) }})
@@ -182,12 +189,21 @@ func (c *Client) onSubscribed(s *Subscription, cn *wsConn, withSince bool, f *fr
 		s.end(err)
 		return
 	}
+	s.catching, s.missed = false, 0
 	if withSince && f.Recovered != nil && *f.Recovered {
 		n := 0
 		for i := range f.Pubs {
 			if s.deliverLocked(&f.Pubs[i]) {
 				n++
 			}
+		}
+		if f.More {
+			// The rest of the history follows as msg frames, then
+			// caught_up (caughtUpLocked).
+			s.catching, s.missed = true, n
+			s.known, s.live = true, true
+			s.firstDoneLocked(nil)
+			return
 		}
 		s.real = Position{Seq: f.Seq, Epoch: f.Epoch}
 		s.seq, s.epoch = f.Seq, f.Epoch
@@ -201,6 +217,20 @@ func (c *Client) onSubscribed(s *Subscription, cn *wsConn, withSince bool, f *fr
 	}
 	s.known, s.live = true, true
 	s.firstDoneLocked(nil)
+}
+
+// caughtUpLocked ends a streamed catch-up: Recovered after the replayed
+// messages, or Reset when the server could not finish it from history
+// (live messages follow from Seq+1). c.mu is held.
+func (s *Subscription) caughtUpLocked(f *frame) {
+	s.catching = false
+	if f.Recovered != nil && *f.Recovered {
+		s.push(Event{Type: Recovered, Channel: s.ch, Seq: s.seq, Epoch: s.epoch, Missed: s.missed})
+		return
+	}
+	s.seq, s.epoch = f.Seq, f.Epoch
+	s.real = Position{Seq: f.Seq, Epoch: f.Epoch}
+	s.push(Event{Type: Reset, Channel: s.ch, Seq: s.seq, Epoch: s.epoch})
 }
 
 func (s *Subscription) firstDoneLocked(err error) {
