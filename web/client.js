@@ -375,7 +375,11 @@ export class SyncGate {
 
   subCmd(ch, rec) {
     const cmd = { op: "sub", id: this.nextId++, ch };
-    if (rec.known) cmd.since = { seq: rec.seq, epoch: rec.epoch };
+    if (rec.known) {
+      cmd.since = { seq: rec.seq, epoch: rec.epoch };
+      // Take a large catch-up in pages paced by our reading (docs/protocol.md).
+      cmd.stream = true;
+    }
     rec.sentSince = rec.known;
     this.pending.set(cmd.id, {
       resolve: (r) => this.onSubscribed(ch, r),
@@ -398,7 +402,15 @@ export class SyncGate {
     const rec = this.channels.get(ch);
     if (!rec) return;
     const hadSince = rec.sentSince;
-    if (hadSince && r.recovered) {
+    rec.catching = null;
+    if (hadSince && r.recovered && r.more) {
+      // Streamed catch-up: the rest of the missed messages follow as msg
+      // frames, then caught_up (handle).
+      let missed = 0;
+      for (const m of r.pubs || []) if (this.deliver(m, rec)) missed++;
+      rec.live = true;
+      rec.catching = { missed };
+    } else if (hadSince && r.recovered) {
       let missed = 0;
       for (const m of r.pubs || []) if (this.deliver(m, rec)) missed++;
       rec.live = true;
@@ -469,7 +481,25 @@ export class SyncGate {
     switch (m.op) {
       case "msg": {
         const rec = this.channels.get(m.ch);
-        if (rec && rec.live) this.deliver(m, rec);
+        if (rec && rec.live && this.deliver(m, rec) && rec.catching) rec.catching.missed++;
+        return;
+      }
+      case "caught_up": {
+        // End of a streamed catch-up: recovered, or reset when the server
+        // could not finish it from history (live msgs follow from m.seq).
+        const rec = this.channels.get(m.ch);
+        if (!rec || !rec.catching) return;
+        const missed = rec.catching.missed;
+        rec.catching = null;
+        if (m.recovered) {
+          this.emit("recovered", { ch: m.ch, missed, seq: rec.seq, epoch: rec.epoch });
+        } else {
+          rec.seq = m.seq || 0;
+          rec.epoch = m.epoch || "";
+          rec.real = { seq: rec.seq, epoch: rec.epoch };
+          rec.known = true;
+          this.emit("reset", { ch: m.ch, seq: rec.seq, epoch: rec.epoch });
+        }
         return;
       }
       case "join":
