@@ -1,0 +1,271 @@
+package multinode_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/syncgate/syncgate/brokers/jetstream"
+	"github.com/syncgate/syncgate/internal/config"
+	"github.com/syncgate/syncgate/internal/wstest"
+)
+
+// storm is a catch-up storm on one node with the default broker
+// (JetStream, embedded server): Catchers clients catch up at once on a
+// history of History messages of Size bytes, while Bystanders pairs
+// publish and subscribe on channels of their own.
+type storm struct {
+	History, Size, Catchers, Bystanders int
+	// NoStorm runs the bystanders alone, for the baseline.
+	NoStorm bool
+}
+
+type stormResult struct {
+	latencies   []time.Duration // bystander publish -> delivery
+	bystanderOK int             // bystander messages delivered
+	errors      []string        // error/disconnect frames bystanders got
+	brokerLog   []string        // the broker's warnings (disconnects, slow consumers)
+	catchupTime time.Duration
+	peakRSS     int64 // VmHWM of this process, bytes
+}
+
+// warnLog keeps the broker's warnings.
+type warnLog struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (w *warnLog) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+func (w *warnLog) Handle(_ context.Context, r slog.Record) error {
+	s := r.Message
+	r.Attrs(func(a slog.Attr) bool { s += " " + a.String(); return true })
+	w.mu.Lock()
+	w.lines = append(w.lines, s)
+	w.mu.Unlock()
+	return nil
+}
+func (w *warnLog) WithAttrs([]slog.Attr) slog.Handler { return w }
+func (w *warnLog) WithGroup(string) slog.Handler      { return w }
+
+func (s storm) run(t testing.TB, edit func(*config.Config)) stormResult {
+	wl := &warnLog{}
+	b := jetstream.New(jetstream.Config{
+		Embedded:    jetstream.EmbeddedConfig{Listen: "127.0.0.1:0", StoreDir: t.TempDir()},
+		Storage:     jetstream.MemoryStorage,
+		HistorySize: s.History,
+		Log:         slog.New(wl),
+	})
+	n := startNodeTB(t, b, func(c *config.Config) {
+		c.History.Size = s.History
+		if edit != nil {
+			edit(c)
+		}
+	})
+	url := "ws://" + n.addr + "/ws"
+
+	const ch = "doc:storm"
+	var epoch string
+	if !s.NoStorm {
+		w := wstest.Dial(t, url)
+		w.Connect("writer")
+		pad := strings.Repeat("x", s.Size)
+		for i := 1; i <= s.History; i++ {
+			epoch = w.MustCall("pub", map[string]any{"ch": ch, "data": map[string]any{"i": i, "pad": pad}}, "ack").Str("epoch")
+		}
+		w.Close()
+	}
+
+	var res stormResult
+	var mu sync.Mutex
+	stop := make(chan struct{})
+	var bywg sync.WaitGroup
+	var ready sync.WaitGroup
+	for i := range s.Bystanders {
+		bch := "by:" + strconv.Itoa(i)
+		sub := wstest.Dial(t, url, wstest.NonFatal(), wstest.Named("bystander-sub "+bch))
+		pub := wstest.Dial(t, url, wstest.NonFatal(), wstest.Named("bystander-pub "+bch))
+		sub.Sub(bch)
+		ready.Add(1)
+		bywg.Go(func() { // publisher: one message every 20 ms
+			ready.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+				r := pub.Call("pub", map[string]any{"ch": bch, "data": time.Now().UnixNano()})
+				if r == nil {
+					return
+				}
+				if r.Op() != "ack" {
+					mu.Lock()
+					res.errors = append(res.errors, fmt.Sprint(r))
+					mu.Unlock()
+				}
+			}
+		})
+		bywg.Go(func() { // subscriber: latency of each delivery
+			var last uint64
+			for {
+				m := sub.TryNext(100*time.Millisecond, nil)
+				if m == nil {
+					select {
+					case <-stop:
+						return
+					default:
+						continue
+					}
+				}
+				now := time.Now().UnixNano()
+				mu.Lock()
+				switch m.Op() {
+				case "msg":
+					if last != 0 && m.Num("seq") != last+1 {
+						res.errors = append(res.errors, fmt.Sprintf("%s: seq %d after %d", bch, m.Num("seq"), last))
+					}
+					last = m.Num("seq")
+					sent, _ := m["data"].(float64)
+					res.latencies = append(res.latencies, time.Duration(now-int64(sent)))
+					res.bystanderOK++
+				default:
+					res.errors = append(res.errors, fmt.Sprint(m))
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	ready.Wait()
+	time.Sleep(300 * time.Millisecond) // bystander traffic before the storm
+
+	start := time.Now()
+	var cwg sync.WaitGroup
+	if !s.NoStorm {
+		for i := range s.Catchers {
+			c := wstest.Dial(t, url, wstest.NonFatal(), wstest.Named("catcher "+strconv.Itoa(i)))
+			cwg.Go(func() {
+				defer c.Close()
+				catchUp(t, c, ch, epoch, s.History)
+			})
+		}
+		cwg.Wait()
+	} else {
+		time.Sleep(2 * time.Second)
+	}
+	res.catchupTime = time.Since(start)
+	time.Sleep(300 * time.Millisecond) // bystander traffic after it
+	close(stop)
+	bywg.Wait()
+	res.peakRSS = peakRSS()
+	wl.mu.Lock()
+	res.brokerLog = slices.Clone(wl.lines)
+	wl.mu.Unlock()
+	return res
+}
+
+// catchUp takes a streamed catch-up from seq 0 and checks it: seqs 1..n,
+// each once, in order, with its own data, then caught_up recovered.
+func catchUp(t testing.TB, c *wstest.Client, ch, epoch string, n int) {
+	r := c.MustCall("sub", map[string]any{"ch": ch, "since": map[string]any{"seq": 0, "epoch": epoch}, "stream": true}, "subscribed")
+	if r == nil {
+		return
+	}
+	if r["recovered"] != true {
+		t.Errorf("%s: subscribed = %v", c.Name(), r["recovered"])
+		return
+	}
+	next := uint64(1)
+	check := func(m wstest.Msg) bool {
+		d, _ := m["data"].(map[string]any)
+		if m.Num("seq") != next || d["i"] != float64(next) {
+			t.Errorf("%s: got seq %d (data %v), want %d", c.Name(), m.Num("seq"), d["i"], next)
+			return false
+		}
+		next++
+		return true
+	}
+	for _, p := range r["pubs"].([]any) {
+		if !check(wstest.Msg(p.(map[string]any))) {
+			return
+		}
+	}
+	if r["more"] != true {
+		if next != uint64(n)+1 {
+			t.Errorf("%s: %d messages without more", c.Name(), next-1)
+		}
+		return
+	}
+	for {
+		m := c.NextWithin(60*time.Second, "the catch-up", nil)
+		if m == nil {
+			return
+		}
+		switch m.Op() {
+		case "msg":
+			if !check(m) {
+				return
+			}
+		case "caught_up":
+			if m["recovered"] != true || next != uint64(n)+1 {
+				t.Errorf("%s: caught_up %v after %d messages", c.Name(), m, next-1)
+			}
+			return
+		default:
+			t.Errorf("%s: during the catch-up: %v", c.Name(), m)
+			return
+		}
+	}
+}
+
+// peakRSS is this process's peak resident set (VmHWM), 0 if unknown.
+func peakRSS() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+func percentile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(float64(len(s))*p))]
+}
+
+// TestCatchUpStorm (issue 11.4, scaled to the suite's budget; the full size
+// is BenchmarkCatchUpStorm): many clients catch up at once on a large
+// history on one node while others publish and subscribe elsewhere. Every
+// catch-up is complete and exact, the node's broker connection never
+// drops or falls behind, and the bystanders see no error.
+func TestCatchUpStorm(t *testing.T) {
+	const catchers = 10
+	// The catchers only read (real clients ping while they catch up).
+	res := storm{History: 200, Size: 60 << 10, Catchers: catchers, Bystanders: 4}.run(t, func(c *config.Config) { c.Client.PingInterval = 5 * time.Minute })
+	if len(res.brokerLog) > 0 {
+		t.Errorf("broker warnings during the storm: %q", res.brokerLog)
+	}
+	if len(res.errors) > 0 {
+		t.Errorf("bystanders got: %q", res.errors)
+	}
+	if res.bystanderOK == 0 {
+		t.Errorf("bystanders got nothing")
+	}
+	t.Logf("storm: %d catch-ups of 200 x 60 KB in %v; bystanders: %d messages, p99 %v; peak RSS of the test process %d MB",
+		catchers, res.catchupTime.Round(time.Millisecond), res.bystanderOK, percentile(res.latencies, 0.99).Round(time.Microsecond), res.peakRSS>>20)
+}
