@@ -161,6 +161,27 @@ type Outboxer interface {
 	OutboxLen() int
 }
 
+// PendingReporter is implemented by backends that buffer what their
+// server delivers to this node; the gateway exports it as metrics, so an
+// operator sees a node falling behind before its server cuts it off.
+type PendingReporter interface {
+	Pending() PendingStats
+}
+
+// PendingStats is the delivery backlog between a backend's server and
+// this node, with the limits set on it.
+type PendingStats struct {
+	// Msgs is how many deliveries were received and not yet handed on.
+	Msgs int
+	// MsgLimit is where the client library starts dropping deliveries
+	// (a slow consumer; the backend fills the gap from history).
+	MsgLimit int
+	// ServerBytesLimit is how many bytes the server lets wait for this
+	// node's connection before it closes it as a slow consumer; 0 when
+	// it is not known (an external server's own setting).
+	ServerBytesLimit int64
+}
+
 // ProvisionalPrefix starts every provisional epoch.
 const ProvisionalPrefix = "~"
 

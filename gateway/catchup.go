@@ -41,9 +41,6 @@ var (
 // (too many live messages meanwhile) is dropped and the catch-up continues
 // from history, which holds what it dropped.
 
-// statusTryAgainLater is the RFC 6455 close code 1013 (registered by IANA).
-const statusTryAgainLater ws.StatusCode = 1013
-
 // pubOverhead is what a stored publication may add to the client's data
 // (the "from" member), for sizing history reads from max_message_size.
 const pubOverhead = 2048

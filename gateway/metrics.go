@@ -134,6 +134,14 @@ func newMetrics(s *Server) *metrics {
 		f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "syncgate_outbox_messages", Help: "Publishes waiting for the broker to come back."},
 			func() float64 { return float64(o.OutboxLen()) }))
 	}
+	if pr, ok := s.broker.(brokers.PendingReporter); ok {
+		f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "syncgate_broker_pending_messages", Help: "Deliveries from the broker received and not yet handed to the hub."},
+			func() float64 { return float64(pr.Pending().Msgs) }))
+		f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "syncgate_broker_pending_messages_limit", Help: "Deliveries the broker client buffers before it drops them (slow consumer)."},
+			func() float64 { return float64(pr.Pending().MsgLimit) }))
+		f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "syncgate_broker_server_max_pending_bytes", Help: "Bytes the broker server lets wait for this node's connection before cutting it (0: unknown)."},
+			func() float64 { return float64(pr.Pending().ServerBytesLimit) }))
+	}
 	return m
 }
 

@@ -3,6 +3,8 @@ package multinode_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"log/slog"
 	"os"
 	"slices"
@@ -34,6 +36,7 @@ type stormResult struct {
 	brokerLog   []string        // the broker's warnings (disconnects, slow consumers)
 	catchupTime time.Duration
 	peakRSS     int64 // VmHWM of this process, bytes
+	metrics     string
 }
 
 // warnLog keeps the broker's warnings.
@@ -164,6 +167,11 @@ func (s storm) run(t testing.TB, edit func(*config.Config)) stormResult {
 	close(stop)
 	bywg.Wait()
 	res.peakRSS = peakRSS()
+	if resp, err := http.Get("http://" + n.addr + "/metrics"); err == nil {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		res.metrics = string(b)
+	}
 	wl.mu.Lock()
 	res.brokerLog = slices.Clone(wl.lines)
 	wl.mu.Unlock()
@@ -265,6 +273,19 @@ func TestCatchUpStorm(t *testing.T) {
 	}
 	if res.bystanderOK == 0 {
 		t.Errorf("bystanders got nothing")
+	}
+	for _, want := range []string{
+		"syncgate_broker_server_max_pending_bytes 6.7108864e+07",
+		"syncgate_broker_pending_messages_limit 131072",
+		"syncgate_history_reads_busy_total 0",
+		"syncgate_catchup_streams 0",
+	} {
+		if !strings.Contains(res.metrics, want+"\n") {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	if !strings.Contains(res.metrics, "syncgate_history_reads_total ") || strings.Contains(res.metrics, "syncgate_history_reads_total 0\n") {
+		t.Errorf("no history reads counted")
 	}
 	t.Logf("storm: %d catch-ups of 200 x 60 KB in %v; bystanders: %d messages, p99 %v; peak RSS of the test process %d MB",
 		catchers, res.catchupTime.Round(time.Millisecond), res.bystanderOK, percentile(res.latencies, 0.99).Round(time.Microsecond), res.peakRSS>>20)

@@ -31,8 +31,14 @@ func startNode(t *testing.T, b brokers.Broker, edit func(*config.Config)) *node 
 	return startNodeLog(t, b, nil, edit)
 }
 
+// startNodeTB is startNode for tests and benchmarks.
+func startNodeTB(t testing.TB, b brokers.Broker, edit func(*config.Config)) *node {
+	t.Helper()
+	return startNodeLog(t, b, nil, edit)
+}
+
 // startNodeLog is startNode with the gateway logging to log.
-func startNodeLog(t *testing.T, b brokers.Broker, log *slog.Logger, edit func(*config.Config)) *node {
+func startNodeLog(t testing.TB, b brokers.Broker, log *slog.Logger, edit func(*config.Config)) *node {
 	t.Helper()
 	cfg := config.Default()
 	cfg.Listen = "127.0.0.1:0"
@@ -66,7 +72,7 @@ func startNodeLog(t *testing.T, b brokers.Broker, log *slog.Logger, edit func(*c
 	return n
 }
 
-func (n *node) shutdown(t *testing.T) {
+func (n *node) shutdown(t testing.TB) {
 	n.once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

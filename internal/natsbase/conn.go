@@ -197,6 +197,25 @@ func NewShards(n, size int, handle func(*nats.Msg)) *Shards {
 	return s
 }
 
+// Len is the messages waiting in all queues; Cap what they can hold.
+func (s *Shards) Len() int {
+	n := 0
+	for _, q := range s.queues {
+		n += len(q)
+	}
+	return n
+}
+
+// Cap is the messages all queues can hold before the client library drops
+// deliveries (a slow consumer).
+func (s *Shards) Cap() int {
+	n := 0
+	for _, q := range s.queues {
+		n += cap(q)
+	}
+	return n
+}
+
 // Queue returns the queue that ch's subscriptions feed.
 func (s *Shards) Queue(ch string) chan *nats.Msg {
 	return s.queues[maphash.String(s.seed, ch)%uint64(len(s.queues))]

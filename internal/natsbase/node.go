@@ -140,6 +140,21 @@ func (n *Node[C, E]) Ping(ctx context.Context) error {
 // OutboxLen is the number of publishes waiting for the server (a metric).
 func (n *Node[C, E]) OutboxLen() int { return n.Outbox.Len() }
 
+// Pending implements brokers.PendingReporter: the deliveries waiting in
+// the shard queues, their capacity, and the embedded server's limit on
+// bytes pending to a connection (ServerMaxPending; unknown for an external
+// server).
+func (n *Node[C, E]) Pending() brokers.PendingStats {
+	var st brokers.PendingStats
+	if sh := n.Shards; sh != nil {
+		st.Msgs, st.MsgLimit = sh.Len(), sh.Cap()
+	}
+	if n.Srv != nil {
+		st.ServerBytesLimit = ServerMaxPending
+	}
+	return st
+}
+
 // Check returns brokers.ErrClosed when the node is not running, else ctx's
 // error.
 func (n *Node[C, E]) Check(ctx context.Context) error {
@@ -304,6 +319,9 @@ func (p Public[C, E]) ClientURL() string { return p.n.ClientURL() }
 
 // OutboxLen is the number of publishes waiting for the server (a metric).
 func (p Public[C, E]) OutboxLen() int { return p.n.OutboxLen() }
+
+// Pending implements brokers.PendingReporter.
+func (p Public[C, E]) Pending() brokers.PendingStats { return p.n.Pending() }
 
 // Join implements brokers.Presence.
 func (p Public[C, E]) Join(ctx context.Context, ch string, m brokers.Member, ttl time.Duration) error {

@@ -102,6 +102,15 @@ func (c ServerConfig) checkCredential() error {
 // (generous: the machine may be loaded).
 const tlsTimeout = 5 * time.Second
 
+// ServerMaxPending is the embedded server's limit on bytes waiting to be
+// written to one client connection (nats-server max_pending); past it the
+// server closes the connection as a slow consumer, which for a gateway
+// node means every channel on it. Set here rather than left to the
+// server's default so it is a decision: the gateway keeps the history it
+// reads far below it (history.max_reads x history.page_bytes, 1 MiB by
+// default), and live delivery is drained by the shard goroutines.
+const ServerMaxPending = 64 << 20
+
 // serverReadyTimeout bounds how long StartServer waits for the listeners.
 const serverReadyTimeout = 10 * time.Second
 
@@ -164,6 +173,8 @@ func ServerOptions(cfg ServerConfig) (*server.Options, error) {
 		NoLog:     cfg.Log == nil,
 		JetStream: true,
 		StoreDir:  cfg.StoreDir,
+
+		MaxPending: ServerMaxPending,
 	}
 	routeUser, routePass := cfg.User, cfg.Password
 	if cfg.Token != "" {
