@@ -290,3 +290,38 @@ func TestCatchUpStorm(t *testing.T) {
 	t.Logf("storm: %d catch-ups of 200 x 60 KB in %v; bystanders: %d messages, p99 %v; peak RSS of the test process %d MB",
 		catchers, res.catchupTime.Round(time.Millisecond), res.bystanderOK, percentile(res.latencies, 0.99).Round(time.Microsecond), res.peakRSS>>20)
 }
+
+// BenchmarkCatchUpStorm is issue 11.4's full size: 50 clients catch up at
+// once on 1000 x 60 KB of history on one node (JetStream, embedded
+// server) while 8 pairs publish and subscribe on other channels; the
+// baseline runs the bystanders alone. It reports the bystanders' p99
+// publish-to-delivery latency and the peak RSS of the whole process
+// (gateway, embedded nats-server, all clients). Run with -benchtime=1x:
+//
+//	go test -run '^$' -bench CatchUpStorm -benchtime=1x ./gateway/multinode/
+func BenchmarkCatchUpStorm(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		s    storm
+	}{
+		{"baseline", storm{History: 1000, Size: 60 << 10, Bystanders: 8, NoStorm: true}},
+		{"storm", storm{History: 1000, Size: 60 << 10, Catchers: 50, Bystanders: 8}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for range b.N {
+				res := tc.s.run(b, func(c *config.Config) { c.Client.PingInterval = 5 * time.Minute })
+				if len(res.brokerLog) > 0 {
+					b.Errorf("broker warnings: %q", res.brokerLog)
+				}
+				if len(res.errors) > 0 {
+					b.Errorf("bystanders got: %q", res.errors)
+				}
+				b.ReportMetric(float64(percentile(res.latencies, 0.99).Microseconds())/1000, "bystander-p99-ms")
+				b.ReportMetric(float64(percentile(res.latencies, 0.5).Microseconds())/1000, "bystander-p50-ms")
+				b.ReportMetric(float64(res.peakRSS>>20), "peak-RSS-MB")
+				b.ReportMetric(res.catchupTime.Seconds(), "storm-s")
+			}
+		})
+	}
+}
