@@ -200,3 +200,19 @@ func TestCatchUpStreamUnsub(t *testing.T) {
 	a.Drain(200*time.Millisecond, func(wstest.Msg) bool { return true })
 	a.None(300*time.Millisecond, func(m wstest.Msg) bool { return m.Str("ch") == "doc:u" })
 }
+
+// "stream" must be a boolean; anything else is a bad_request that names it.
+func TestSubStreamFlagType(t *testing.T) {
+	ts := startServer(t, "epoll", nil)
+	a := dial(t, ts)
+	a.Send(map[string]any{"op": "sub", "ch": "doc:f", "stream": 1})
+	r := a.NextOp("error")
+	if r.Str("code") != "bad_request" || !strings.Contains(r.Str("message"), `"stream"`) {
+		t.Fatalf("reply = %v", r)
+	}
+	// stream without since is a plain subscribe.
+	r = a.MustCall("sub", map[string]any{"ch": "doc:f", "stream": true}, "subscribed")
+	if r["more"] != nil || r["recovered"] != nil {
+		t.Fatalf("subscribed = %v", r)
+	}
+}
