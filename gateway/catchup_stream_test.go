@@ -1,10 +1,19 @@
 package gateway_test
 
 import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 
 	"github.com/syncgate/syncgate/internal/config"
 	"github.com/syncgate/syncgate/internal/wstest"
@@ -214,5 +223,97 @@ func TestSubStreamFlagType(t *testing.T) {
 	r = a.MustCall("sub", map[string]any{"ch": "doc:f", "stream": true}, "subscribed")
 	if r["more"] != nil || r["recovered"] != nil {
 		t.Fatalf("subscribed = %v", r)
+	}
+}
+
+// A client that stops reading in the middle of a streamed catch-up holds
+// back only itself; if history moves past where it is meanwhile, the
+// catch-up ends with caught_up recovered:false at the channel's position
+// (the messages sent so far were exact) and live messages follow it.
+func TestCatchUpStreamOutrunByHistory(t *testing.T) {
+	ts := startServer(t, "epoll", bigHistory)
+	const ch = "doc:roll"
+	epoch := fill(t, ts, ch, 1000, 7<<10) // 7 MB: more than the socket buffers hold
+
+	// A client with a tiny receive buffer that does not read yet.
+	dialer := &net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		return errors.Join(err, serr)
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	hc := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext}}
+	defer hc.CloseIdleConnections()
+	ws, _, err := websocket.Dial(ctx, ts.url(), &websocket.DialOptions{HTTPClient: hc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	ws.SetReadLimit(16 << 20)
+	sub := fmt.Sprintf(`{"op":"sub","id":1,"ch":%q,"since":{"seq":0,"epoch":%q},"stream":true}`, ch, epoch)
+	if err := ws.Write(ctx, websocket.MessageText, []byte(sub)); err != nil {
+		t.Fatal(err)
+	}
+	// The stream stalls on the client's full queue; history rolls past it.
+	waitFor(t, 10*time.Second, "the catch-up to start", func() bool {
+		_, body := httpGet(t, "http://"+ts.addr+"/metrics")
+		return strings.Contains(body, "syncgate_catchup_streams 1\n")
+	})
+	fill(t, ts, ch, 1000, 1<<10)
+
+	var seqs []uint64
+	var caught map[string]any
+	for caught == nil {
+		_, data, err := ws.Read(ctx)
+		if err != nil {
+			t.Fatalf("after %d messages: %v", len(seqs), err)
+		}
+		for line := range strings.SplitSeq(string(data), "\n") {
+			var m map[string]any
+			if err := json.Unmarshal([]byte(line), &m); err != nil {
+				t.Fatalf("bad line %q: %v", line, err)
+			}
+			switch m["op"] {
+			case "subscribed":
+				if m["more"] != true {
+					t.Fatalf("subscribed: more = %v", m["more"])
+				}
+				for _, p := range m["pubs"].([]any) {
+					seqs = append(seqs, uint64(p.(map[string]any)["seq"].(float64)))
+				}
+			case "msg":
+				seqs = append(seqs, uint64(m["seq"].(float64)))
+			case "caught_up":
+				caught = m
+			default:
+				t.Fatalf("during the catch-up: %v", m)
+			}
+		}
+	}
+	if caught["recovered"] != false || caught["seq"] != float64(2000) || caught["epoch"] != epoch {
+		t.Fatalf("caught_up = %v", caught)
+	}
+	if len(seqs) == 0 || len(seqs) >= 1000 {
+		t.Fatalf("%d messages before caught_up: the client never stalled", len(seqs))
+	}
+	checkSeqs(t, seqs, 1, uint64(len(seqs)))
+	p := dial(t, ts)
+	p.Pub(ch, map[string]any{"i": 2001})
+	for {
+		_, data, err := ws.Read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(data, &m); err != nil {
+			t.Fatal(err)
+		}
+		if m["op"] == "msg" {
+			if m["seq"] != float64(2001) {
+				t.Fatalf("live after reset = %v", m)
+			}
+			return
+		}
 	}
 }
