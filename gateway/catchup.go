@@ -109,7 +109,9 @@ func (srv *Server) catchUp(ctx context.Context, s *scratch, sb *sub, cmd *comman
 			limit = srv.pageMsgs()
 		}
 		var err error
-		pubs, pos, err = srv.readHistory(ctx, sb.ch, since, limit)
+		// Reads have deadlines of their own (history.read_wait for a
+		// slot, then the broker timeout), not what is left of ctx's.
+		pubs, pos, err = srv.readHistory(srv.ctx, sb.ch, since, limit)
 		if err != nil {
 			return err
 		}
@@ -121,7 +123,7 @@ func (srv *Server) catchUp(ctx context.Context, s *scratch, sb *sub, cmd *comman
 			budget := srv.cfg.Client.MaxQueueBytes / 2
 			for more && bytes <= budget {
 				last := lastSeq(since, pubs)
-				page, p, err := srv.readHistory(ctx, sb.ch, last, srv.pageMsgs())
+				page, p, err := srv.readHistory(srv.ctx, sb.ch, last, srv.pageMsgs())
 				if err != nil {
 					return err
 				}
