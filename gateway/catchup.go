@@ -23,11 +23,11 @@ var (
 // turn instead of pulling unbounded bytes over the broker connection.
 //
 // A client that opted in (`"stream": true` on `sub`, docs/protocol.md) gets
-// the first page in `subscribed` (`"more": true` when pages follow), the
-// other pages as `msg` frames, each queued only once the connection's queue
-// has room for it, and a `caught_up` marker; then live messages. The pages
-// after the first are sent by a goroutine of their own (streamCatchUp), so
-// the connection's reader stays free for its other commands.
+// the first page in `subscribed` (`"more": true`), the other pages as `msg`
+// frames, each read and queued only once the connection's queue has room
+// for it, one page at a time per connection, and a `caught_up` marker;
+// then live messages. All of it runs in a goroutine of its own
+// (streamCatchUp), so the connection's reader never waits on the client.
 //
 // A client that did not opt in gets all missed messages in `subscribed`
 // as in v1, when they fit in half of client.max_queue_bytes; otherwise
@@ -74,9 +74,9 @@ func (srv *Server) readHistory(ctx context.Context, ch string, since uint64, lim
 	return srv.history.Since(ctx, ch, since, limit)
 }
 
-// catchUp subscribes sb and sends the `subscribed` reply. For a streaming
-// catch-up with more pages to go it starts streamCatchUp and returns; sb
-// is live once that goroutine has sent `caught_up`.
+// catchUp subscribes sb and sends the `subscribed` reply. For a streamed
+// catch-up it starts streamCatchUp and returns; sb is live once that
+// goroutine has sent `caught_up`.
 func (srv *Server) catchUp(ctx context.Context, s *scratch, sb *sub, cmd *command) error {
 	stream := cmd.stream && cmd.hasSince && srv.history != nil
 	if stream {
@@ -95,6 +95,28 @@ func (srv *Server) catchUp(ctx context.Context, s *scratch, sb *sub, cmd *comman
 	since, sinceEpoch := cmd.sinceSeq, string(cmd.sinceEpoch)
 	if base, ok := brokers.ProvisionalBase(sinceEpoch); ok {
 		since, sinceEpoch = base.Seq, base.Epoch
+	}
+	if stream {
+		// Everything, `subscribed` included, goes out from a goroutine
+		// of its own, paced by the client's reading: the reader never
+		// waits on a client that does not read.
+		sctx, cancel := context.WithCancel(srv.ctx)
+		sb.mu.Lock()
+		removed := sb.removed
+		sb.stop = cancel
+		sb.mu.Unlock()
+		if removed {
+			cancel()
+			return nil
+		}
+		id := cmd.id
+		srv.metrics.catchupStreams.Inc()
+		srv.goOwned(func() {
+			defer srv.metrics.catchupStreams.Dec()
+			defer cancel()
+			srv.streamCatchUp(sctx, sb, id, since, sinceEpoch)
+		})
+		return nil
 	}
 	var (
 		pubs      []brokers.Publication
@@ -118,7 +140,7 @@ func (srv *Server) catchUp(ctx context.Context, s *scratch, sb *sub, cmd *comman
 		bytes = pubsBytes(pubs)
 		recovered = cmd.hasSince && continues(since, sinceEpoch, pubs, pos)
 		more = recovered && lastSeq(since, pubs) < pos.Seq
-		if more && !stream {
+		if more {
 			// v1 reply: everything in one frame, if it fits.
 			budget := srv.cfg.Client.MaxQueueBytes / 2
 			for more && bytes <= budget {
@@ -169,9 +191,6 @@ func (srv *Server) catchUp(ctx context.Context, s *scratch, sb *sub, cmd *comman
 				b = appendMsg(b, sb.ch, p.Seq, p.Epoch, p.Was, p.Data)
 			}
 			b = append(b, ']')
-			if more {
-				b = append(b, `,"more":true`...)
-			}
 		} else {
 			b = append(b, `,"recovered":false`...)
 		}
@@ -184,34 +203,6 @@ func (srv *Server) catchUp(ctx context.Context, s *scratch, sb *sub, cmd *comman
 	if recovered {
 		last = lastSeq(since, pubs)
 	}
-	if more {
-		// Streaming: the rest goes out from its own goroutine, paced by
-		// the client's reading.
-		sctx, cancel := context.WithCancel(srv.ctx)
-		sb.mu.Lock()
-		removed := sb.removed
-		sb.stop = cancel
-		sb.mu.Unlock()
-		if removed || !sb.c.waitRoom(sctx, len(reply)) {
-			cancel()
-			return nil
-		}
-		sb.mu.Lock()
-		if sb.removed {
-			sb.mu.Unlock()
-			return nil
-		}
-		sb.c.sendFrame(reply)
-		sb.mu.Unlock()
-		srv.metrics.catchupStreams.Inc()
-		srv.goOwned(func() {
-			defer srv.metrics.catchupStreams.Dec()
-			defer cancel()
-			srv.streamCatchUp(sctx, sb, last, pos.Epoch)
-		})
-		return nil
-	}
-
 	sb.mu.Lock()
 	defer sb.mu.Unlock()
 	if sb.overflow {
@@ -234,56 +225,99 @@ func (srv *Server) goLive(sb *sub, epoch string, last uint64) {
 	sb.live.Store(true)
 }
 
-// streamCatchUp sends the history after last (in epoch) page by page,
-// each page once the client's queue has room for it, then the buffered
-// live publications and `caught_up`, and makes sb live. It stops when sb
-// is removed (unsub, disconnect) or ctx ends. If history no longer
-// continues from where the client is (truncated meanwhile, epoch changed)
-// it ends with `caught_up` and `recovered: false`. If the broker fails,
-// the connection is closed with reconnect: the client resubscribes from
-// the last seq it got.
-func (srv *Server) streamCatchUp(ctx context.Context, sb *sub, last uint64, epoch string) {
+// streamCatchUp runs a streamed catch-up of sb from since in epoch: the
+// first page in `subscribed` (with "more": true), the next ones as msg
+// frames, each page read and queued only once the client's queue has room
+// for it, then the buffered live publications and `caught_up`, and makes
+// sb live. id is the sub's id. It stops when sb is removed (unsub,
+// disconnect) or ctx ends. When history does not continue from since,
+// `subscribed` says recovered: false (and no caught_up follows); when it
+// stops continuing later (truncated while the client read slowly, epoch
+// changed) it ends with `caught_up` recovered: false. If the first read
+// fails the sub gets its error; if a later one fails the connection is
+// closed with reconnect, and the client resubscribes from the last seq it
+// got.
+func (srv *Server) streamCatchUp(ctx context.Context, sb *sub, id uint64, since uint64, epoch string) {
 	c := sb.c
 	limit := srv.pageMsgs()
+	first, last := true, since
+	jctx, cancel := context.WithTimeout(ctx, srv.brokerTimeout)
+	srv.presenceJoin(jctx, sb)
+	cancel()
+	// The connection may have closed meanwhile, its cleanup run before
+	// the join: leave again so no presence entry outlives the client.
+	defer func() {
+		if c.finished.Load() {
+			lctx, cancel := context.WithTimeout(srv.ctx, srv.brokerTimeout)
+			srv.presenceLeave(lctx, sb)
+			cancel()
+		}
+	}()
 	for {
-		pubs, pos, err := srv.readHistory(ctx, sb.ch, last, limit)
-		if ctx.Err() != nil {
+		pubs, pos, stop, err := srv.streamPage(ctx, sb, id, first, last, epoch, limit)
+		if stop {
+			if first && !c.isClosing() && srv.ctx.Err() == nil {
+				// Unsubscribed before `subscribed` went out: the sub
+				// still gets its answer.
+				c.sendError(id, codeBadRequest, "unsubscribed from "+sb.ch+" before the catch-up started")
+			}
 			return
 		}
 		if err != nil {
-			srv.log.Warn("catch-up interrupted", "client", c.id, "channel", sb.ch, "err", err)
 			srv.metrics.catchup.WithLabelValues("failed").Inc()
+			if first {
+				srv.hub.remove(sb)
+				c.smu.Lock()
+				if i := c.findSub(sb.ch); i >= 0 && c.subs[i] == sb {
+					c.dropSub(sb.ch)
+				}
+				c.smu.Unlock()
+				c.sendBrokerError(id, "subscribe", err)
+				lctx, cancel := context.WithTimeout(srv.ctx, srv.brokerTimeout)
+				srv.presenceLeave(lctx, sb)
+				cancel()
+				return
+			}
+			srv.log.Warn("catch-up interrupted", "client", c.id, "channel", sb.ch, "err", err)
 			c.closeWith("unavailable", "catch-up interrupted: history unavailable; resubscribe from the last seq received", true, statusTryAgainLater, false)
 			return
 		}
 		if !continues(last, epoch, pubs, pos) {
+			if first {
+				// Not recoverable: the v1 reply, then live from pos.
+				sb.mu.Lock()
+				switch {
+				case sb.removed:
+					sb.mu.Unlock()
+					return
+				case sb.overflow:
+					sb.buf, sb.bufBytes, sb.overflow = nil, 0, false
+					sb.mu.Unlock()
+					continue // read the position again
+				}
+				c.sendFrame(subscribedFrame(id, sb.ch, pos, true, false, nil, false))
+				srv.goLive(sb, pos.Epoch, pos.Seq)
+				sb.mu.Unlock()
+				srv.metrics.catchup.WithLabelValues("not_recovered").Inc()
+				return
+			}
 			srv.finishCatchUp(ctx, sb, pos, false)
 			return
 		}
+		if first {
+			srv.metrics.catchup.WithLabelValues("recovered").Inc()
+		}
+		first = false
 		if len(pubs) > 0 {
-			fb := newFrameBuilder(pubsBytes(pubs))
-			for i, p := range pubs {
-				if i > 0 {
-					fb.b = append(fb.b, '\n')
-				}
-				fb.b = appendMsg(fb.b, sb.ch, p.Seq, p.Epoch, p.Was, p.Data)
-			}
-			frame := fb.finish(ws.OpText)
-			if !c.waitRoom(ctx, len(frame)) {
-				return
-			}
-			sb.mu.Lock()
-			if sb.removed {
-				sb.mu.Unlock()
-				return
-			}
-			c.sendFrame(frame)
-			sb.mu.Unlock()
-			srv.metrics.catchupPages.Inc()
 			last = pubs[len(pubs)-1].Seq
 		}
 		if last < pos.Seq {
 			continue
+		}
+		// The buffered live messages (at most a page's bytes) go out in
+		// one go: wait for room for them first.
+		if !c.waitRoom(ctx, srv.cfg.History.PageBytes) {
+			return
 		}
 		sb.mu.Lock()
 		switch {
@@ -302,6 +336,91 @@ func (srv *Server) streamCatchUp(ctx context.Context, sb *sub, last uint64, epoc
 		sb.mu.Unlock()
 		return
 	}
+}
+
+// streamPage reads the page after last and, if it continues from last,
+// queues it: as `subscribed` with "more": true for the first page, as msg
+// frames after. A connection streams one page at a time however many
+// catch-ups it runs, and a page is read only once the queue has room for
+// it: a client that stops reading holds no history in memory beyond its
+// queue, whatever its subscriptions. stop reports that sb was removed or
+// ctx ended.
+func (srv *Server) streamPage(ctx context.Context, sb *sub, id uint64, first bool, last uint64, epoch string, limit int) (pubs []brokers.Publication, pos brokers.Position, stop bool, err error) {
+	c := sb.c
+	turn := c.pageTurn()
+	select {
+	case turn <- struct{}{}:
+	case <-ctx.Done():
+		return nil, pos, true, nil
+	}
+	defer func() { <-turn }()
+	if !c.waitRoom(ctx, srv.cfg.History.PageBytes) {
+		return nil, pos, true, nil
+	}
+	pubs, pos, err = srv.readHistory(ctx, sb.ch, last, limit)
+	if ctx.Err() != nil {
+		return nil, pos, true, nil
+	}
+	if err != nil || !continues(last, epoch, pubs, pos) || (!first && len(pubs) == 0) {
+		return pubs, pos, false, err
+	}
+	var frame []byte
+	if first {
+		frame = subscribedFrame(id, sb.ch, pos, true, true, pubs, true)
+	} else {
+		fb := newFrameBuilder(pubsBytes(pubs))
+		for i, p := range pubs {
+			if i > 0 {
+				fb.b = append(fb.b, '\n')
+			}
+			fb.b = appendMsg(fb.b, sb.ch, p.Seq, p.Epoch, p.Was, p.Data)
+		}
+		frame = fb.finish(ws.OpText)
+	}
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	if sb.removed {
+		return nil, pos, true, nil
+	}
+	c.sendFrame(frame)
+	if !first {
+		srv.metrics.catchupPages.Inc()
+	}
+	return pubs, pos, false, nil
+}
+
+// subscribedFrame encodes a `subscribed` reply.
+func subscribedFrame(id uint64, ch string, pos brokers.Position, hasSince, recovered bool, pubs []brokers.Publication, more bool) []byte {
+	fb := newFrameBuilder(128 + len(ch) + pubsBytes(pubs))
+	b := append(fb.b, `{"op":"subscribed"`...)
+	b = appendID(b, id)
+	b = append(b, `,"ch":`...)
+	b = appendString(b, ch)
+	b = append(b, `,"seq":`...)
+	b = appendUint(b, pos.Seq)
+	if pos.Epoch != "" {
+		b = append(b, `,"epoch":`...)
+		b = appendString(b, pos.Epoch)
+	}
+	if hasSince {
+		if recovered {
+			b = append(b, `,"recovered":true,"pubs":[`...)
+			for i, p := range pubs {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = appendMsg(b, ch, p.Seq, p.Epoch, p.Was, p.Data)
+			}
+			b = append(b, ']')
+			if more {
+				b = append(b, `,"more":true`...)
+			}
+		} else {
+			b = append(b, `,"recovered":false`...)
+		}
+	}
+	fb.b = append(b, '}')
+	return fb.finish(ws.OpText)
 }
 
 // finishCatchUp ends a streamed catch-up that cannot be completed from

@@ -239,6 +239,9 @@ func (c *Conn) cmdSub(s *scratch, cmd *command) {
 		c.sendBrokerError(cmd.id, "subscribe", err)
 		return
 	}
+	if cmd.stream && cmd.hasSince && c.srv.history != nil {
+		return // the streamed catch-up's goroutine joins (catchup.go)
+	}
 	c.srv.presenceJoin(ctx, sb)
 	// The connection may have closed while we talked to the broker; its
 	// cleanup has taken sb out already, but it may have run before the

@@ -126,6 +126,7 @@ type Conn struct {
 	wake       chan struct{} // goroutine mode: wakes the writer
 	closeTimer *time.Timer
 	room       chan struct{} // closed when the queue shrinks (waitRoom); nil without waiters
+	turn       chan struct{} // one streamed catch-up page at a time (pageTurn); nil until used
 
 	sse      *sseState // non-nil for a Server-Sent Events stream (sse.go)
 	finished atomic.Bool

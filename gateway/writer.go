@@ -86,6 +86,17 @@ func (c *Conn) waitRoom(ctx context.Context, n int) bool {
 	}
 }
 
+// pageTurn is the connection's one-page-at-a-time token for streamed
+// catch-ups (made on first use: most connections never stream).
+func (c *Conn) pageTurn() chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.turn == nil {
+		c.turn = make(chan struct{}, 1)
+	}
+	return c.turn
+}
+
 // wakeRoomLocked wakes the waitRoom callers to look again. c.mu is held.
 func (c *Conn) wakeRoomLocked() {
 	if c.room != nil {
