@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -71,7 +72,32 @@ func (srv *Server) readHistory(ctx context.Context, ch string, since uint64, lim
 	}
 	ctx, cancel := context.WithTimeout(ctx, srv.brokerTimeout)
 	defer cancel()
-	return srv.history.Since(ctx, ch, since, limit)
+	pubs, pos, err := srv.history.Since(ctx, ch, since, limit)
+	if err == nil && !validEpoch(pos.Epoch) {
+		srv.metrics.brokerRejected.WithLabelValues(payloadKindHistory).Inc()
+		return nil, brokers.Position{}, fmt.Errorf("gateway: channel %s: the broker holds a malformed epoch %.64q", ch, pos.Epoch)
+	}
+	return pubs, pos, err
+}
+
+// appendPubs appends pubs as msg objects separated by sep. History is as
+// untrusted as live delivery (payload.go): an entry that fails validation
+// is dropped (counted), leaving a seq gap.
+func (srv *Server) appendPubs(b []byte, ch string, pubs []brokers.Publication, sep byte) []byte {
+	n := 0
+	for i := range pubs {
+		data, ok := srv.brokerPubData(ch, &pubs[i], payloadKindHistory)
+		if !ok {
+			continue
+		}
+		if n > 0 {
+			b = append(b, sep)
+		}
+		n++
+		p := &pubs[i]
+		b = appendMsg(b, ch, p.Seq, p.Epoch, p.Was, data)
+	}
+	return b
 }
 
 // catchUp subscribes sb and sends the `subscribed` reply. For a streamed
@@ -184,12 +210,7 @@ func (srv *Server) catchUp(ctx context.Context, s *scratch, sb *sub, cmd *comman
 	if cmd.hasSince {
 		if recovered {
 			b = append(b, `,"recovered":true,"pubs":[`...)
-			for i, p := range pubs {
-				if i > 0 {
-					b = append(b, ',')
-				}
-				b = appendMsg(b, sb.ch, p.Seq, p.Epoch, p.Was, p.Data)
-			}
+			b = srv.appendPubs(b, sb.ch, pubs, ',')
 			b = append(b, ']')
 		} else {
 			b = append(b, `,"recovered":false`...)
@@ -295,7 +316,7 @@ func (srv *Server) streamCatchUp(ctx context.Context, sb *sub, id uint64, since 
 					sb.mu.Unlock()
 					continue // read the position again
 				}
-				c.sendFrame(subscribedFrame(id, sb.ch, pos, true, false, nil, false))
+				c.sendFrame(srv.subscribedFrame(id, sb.ch, pos, true, false, nil, false))
 				srv.goLive(sb, pos.Epoch, pos.Seq)
 				sb.mu.Unlock()
 				srv.metrics.catchup.WithLabelValues("not_recovered").Inc()
@@ -366,14 +387,12 @@ func (srv *Server) streamPage(ctx context.Context, sb *sub, id uint64, first boo
 	}
 	var frame []byte
 	if first {
-		frame = subscribedFrame(id, sb.ch, pos, true, true, pubs, true)
+		frame = srv.subscribedFrame(id, sb.ch, pos, true, true, pubs, true)
 	} else {
 		fb := newFrameBuilder(pubsBytes(pubs))
-		for i, p := range pubs {
-			if i > 0 {
-				fb.b = append(fb.b, '\n')
-			}
-			fb.b = appendMsg(fb.b, sb.ch, p.Seq, p.Epoch, p.Was, p.Data)
+		fb.b = srv.appendPubs(fb.b, sb.ch, pubs, '\n')
+		if len(fb.b) == maxFrameHeader {
+			return pubs, pos, false, nil // every entry was dropped
 		}
 		frame = fb.finish(ws.OpText)
 	}
@@ -390,7 +409,7 @@ func (srv *Server) streamPage(ctx context.Context, sb *sub, id uint64, first boo
 }
 
 // subscribedFrame encodes a `subscribed` reply.
-func subscribedFrame(id uint64, ch string, pos brokers.Position, hasSince, recovered bool, pubs []brokers.Publication, more bool) []byte {
+func (srv *Server) subscribedFrame(id uint64, ch string, pos brokers.Position, hasSince, recovered bool, pubs []brokers.Publication, more bool) []byte {
 	fb := newFrameBuilder(128 + len(ch) + pubsBytes(pubs))
 	b := append(fb.b, `{"op":"subscribed"`...)
 	b = appendID(b, id)
@@ -405,12 +424,7 @@ func subscribedFrame(id uint64, ch string, pos brokers.Position, hasSince, recov
 	if hasSince {
 		if recovered {
 			b = append(b, `,"recovered":true,"pubs":[`...)
-			for i, p := range pubs {
-				if i > 0 {
-					b = append(b, ',')
-				}
-				b = appendMsg(b, ch, p.Seq, p.Epoch, p.Was, p.Data)
-			}
+			b = srv.appendPubs(b, ch, pubs, ',')
 			b = append(b, ']')
 			if more {
 				b = append(b, `,"more":true`...)
@@ -593,5 +607,6 @@ func (c *Conn) cleanup() {
 	if c.userSlot {
 		c.srv.giveUserSlot(c.user)
 	}
+	c.releasePartial()
 	c.srv.unregister(c)
 }

@@ -275,7 +275,7 @@ func TestCatchUpStreamOutrunByHistory(t *testing.T) {
 	}
 	// The stream stalls on the client's full queue; history rolls past it.
 	waitFor(t, 10*time.Second, "the catch-up to start", func() bool {
-		_, body := httpGet(t, "http://"+ts.addr+"/metrics")
+		_, body := httpGet(t, "http://"+ts.metricsAddr+"/metrics")
 		return strings.Contains(body, "syncgate_catchup_streams 1\n")
 	})
 	fill(t, ts, ch, 1000, 1<<10)

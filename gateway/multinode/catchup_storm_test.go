@@ -166,7 +166,7 @@ func (s storm) run(t testing.TB, edit func(*config.Config)) stormResult {
 	close(stop)
 	bywg.Wait()
 	res.peakRSS = peakRSS()
-	if resp, err := http.Get("http://" + n.addr + "/metrics"); err == nil {
+	if resp, err := http.Get("http://" + n.metricsAddr + "/metrics"); err == nil {
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		res.metrics = string(b)
