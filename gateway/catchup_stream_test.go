@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -334,4 +335,62 @@ func TestCatchUpStreamOutrunByHistory(t *testing.T) {
 			return
 		}
 	}
+}
+
+// A client that asks for streamed catch-ups and never reads ties up no
+// read worker: with a single one, other clients' commands still run.
+func TestCatchUpStreamStalledClientBlocksNoReader(t *testing.T) {
+	ts := startServer(t, "epoll", func(c *config.Config) {
+		bigHistory(c)
+		c.Server.Workers = 1
+	})
+	var epochs []string
+	for i := range 3 {
+		epochs = append(epochs, fill(t, ts, fmt.Sprintf("doc:s%d", i), 400, 7<<10)) // 2.8 MB each
+	}
+	dialer := &net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		return errors.Join(err, serr)
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	hc := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext}}
+	defer hc.CloseIdleConnections()
+	ws, _, err := websocket.Dial(ctx, ts.url(), &websocket.DialOptions{HTTPClient: hc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	sub := func(i int) {
+		t.Helper()
+		cmd := fmt.Sprintf(`{"op":"sub","id":%d,"ch":"doc:s%d","since":{"seq":0,"epoch":%q},"stream":true}`, i+1, i, epochs[i])
+		if err := ws.Write(ctx, websocket.MessageText, []byte(cmd)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The first catch-up fills the client's queue and stalls...
+	sub(0)
+	waitFor(t, 10*time.Second, "the client's queue to fill", func() bool {
+		_, body := httpGet(t, "http://"+ts.metricsAddr+"/metrics")
+		for line := range strings.SplitSeq(body, "\n") {
+			if v, ok := strings.CutPrefix(line, "syncgate_queue_bytes "); ok {
+				f, _ := strconv.ParseFloat(v, 64)
+				return f > 32<<10
+			}
+		}
+		return false
+	})
+	// ...then more subscribes arrive on the stalled connection.
+	sub(1)
+	sub(2)
+	// Another client's command still runs on the node's only read worker.
+	other := dial(t, ts)
+	if r := other.Call("ping", nil); r == nil || r.Op() != "pong" {
+		t.Fatalf("ping = %v", r)
+	}
+	waitFor(t, 10*time.Second, "the catch-ups to start", func() bool {
+		_, body := httpGet(t, "http://"+ts.metricsAddr+"/metrics")
+		return strings.Contains(body, "syncgate_catchup_streams 3\n")
+	})
 }
