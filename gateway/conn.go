@@ -89,31 +89,22 @@ type Conn struct {
 	// Auth state. urlToken is the ?token= of the upgrade, dropped once used.
 	urlToken  string
 	ident     *identity    // nil when auth is off; replaced by refresh (reader only)
-	authed    atomic.Bool  // connect succeeded
 	expires   atomic.Int64 // unix seconds the token expires; 0 = never
-	userSlot  bool         // counted in Server.users (cleanup gives it back)
 	pubBucket *rate.Limiter
 
 	// Read side, owned by the single active reader.
-	rdSched   atomic.Int32
-	connected bool
-	fs        *frameState // nil unless a frame or message is incomplete
+	fs *frameState // nil unless a frame or message is incomplete
 	// partial is what others may know of fs, in one word (an idle
 	// connection's size matters): when its unfinished frame or message
 	// started, for client.frame_timeout, and the bytes it holds, as
 	// counted in Server.partialBytes. Written by the reader; released by
 	// cleanup. See partial.go.
 	partial atomic.Uint64
-	// Control frames (ping/pong) received in the second ctlSec (the
-	// server clock's unix seconds, truncated): client.control_frame_rate.
-	ctlSec   uint32
-	ctlCount uint32
 
 	// Subscriptions; guarded by smu (the reader adds, cleanup removes). A
 	// slice, not a map: most connections hold one or a few.
-	smu     sync.Mutex
-	subs    []*sub
-	cleaned bool // cleanup ran; no new subscriptions
+	smu  sync.Mutex
+	subs []*sub
 
 	// Write side, guarded by mu (see writer.go).
 	mu         sync.Mutex
@@ -121,17 +112,31 @@ type Conn struct {
 	head       int // out[head:] is unwritten
 	off        int // bytes of out[head] already written
 	outBytes   int
-	closing    bool
-	wrSched    atomic.Int32
 	wake       chan struct{} // goroutine mode: wakes the writer
 	closeTimer *time.Timer
 	room       chan struct{} // closed when the queue shrinks (waitRoom); nil without waiters
 	turn       chan struct{} // one streamed catch-up page at a time (pageTurn); nil until used
 
-	sse      *sseState // non-nil for a Server-Sent Events stream (sse.go)
-	finished atomic.Bool
-	done     chan struct{} // goroutine mode: closed by finish, stops the writer
-	regIdx   int           // position in the server's connection registry
+	sse    *sseState     // non-nil for a Server-Sent Events stream (sse.go)
+	done   chan struct{} // goroutine mode: closed by finish, stops the writer
+	regIdx int           // position in the server's connection registry
+
+	// The small fields last, packed together (an idle connection's size
+	// matters: Conn stays in the 352-byte size class). Each says who
+	// owns it.
+	authed   atomic.Bool  // connect succeeded
+	finished atomic.Bool  // see finish
+	rdSched  atomic.Int32 // read side
+	wrSched  atomic.Int32 // write side
+	// Control frames (ping/pong) received in the second ctlSec (the
+	// server clock's unix seconds, truncated): client.control_frame_rate.
+	// Reader only.
+	ctlSec    uint32
+	ctlCount  uint32
+	userSlot  bool // counted in Server.users (cleanup gives it back)
+	connected bool // reader only
+	cleaned   bool // guarded by smu: cleanup ran; no new subscriptions
+	closing   bool // guarded by mu
 }
 
 func (s *Server) newConn(nc net.Conn, epoll bool) *Conn {

@@ -64,7 +64,13 @@ type sub struct {
 	c  *Conn
 	ch string
 
-	live    atomic.Bool
+	live atomic.Bool
+	// overflow and removed are guarded by mu (below); they sit here
+	// beside live to pack sub into the 112-byte size class.
+	overflow bool
+	// removed is set (under mu) once the subscription is taken out of the
+	// hub: a catch-up still running sends nothing more. stop cancels it.
+	removed bool
 	lastSeq uint64 // written under mu before live; then only by delivery
 	// provSeq is the watermark of provisional publications (a node's own
 	// publishes during a broker outage), kept apart from lastSeq: they
@@ -77,11 +83,7 @@ type sub struct {
 	// bufLimit bounds bufBytes (0: only maxBuffered counts); a streamed
 	// catch-up sets it so its final merge fits in the client's queue.
 	bufLimit int
-	overflow bool
-	// removed is set (under mu) once the subscription is taken out of the
-	// hub: a catch-up still running sends nothing more. stop cancels it.
-	removed bool
-	stop    func()
+	stop     func()
 
 	idx int // position in hubChannel.subs, guarded by the shard lock
 }
