@@ -103,7 +103,7 @@ func (srv *Server) appendPubs(b []byte, ch string, pubs []brokers.Publication, s
 // catchUp subscribes sb and sends the `subscribed` reply. For a streamed
 // catch-up it starts streamCatchUp and returns; sb is live once that
 // goroutine has sent `caught_up`.
-func (srv *Server) catchUp(ctx context.Context, s *scratch, sb *sub, cmd *command) error {
+func (srv *Server) catchUp(ctx context.Context, s *scratch, sb *sub, cmd *command) (err error) {
 	stream := cmd.stream && cmd.hasSince && srv.history != nil
 	if stream {
 		// Live messages buffered meanwhile are merged in one go at the
@@ -112,6 +112,17 @@ func (srv *Server) catchUp(ctx context.Context, s *scratch, sb *sub, cmd *comman
 	}
 	if err := srv.hub.add(ctx, sb); err != nil {
 		return err
+	}
+	if !stream {
+		// Before the reply: a client holding `subscribed` is on the
+		// channel's presence list (a `presence` right after it lists
+		// it). A streamed catch-up's goroutine joins when it is done.
+		srv.presenceJoin(ctx, sb)
+		defer func() {
+			if err != nil {
+				srv.presenceLeave(ctx, sb)
+			}
+		}()
 	}
 	// A provisional since (positions a node gave while its broker was
 	// down) resumes from the real position the provisional epoch was

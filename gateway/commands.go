@@ -242,7 +242,6 @@ func (c *Conn) cmdSub(s *scratch, cmd *command) {
 	if cmd.stream && cmd.hasSince && c.srv.history != nil {
 		return // the streamed catch-up's goroutine joins (catchup.go)
 	}
-	c.srv.presenceJoin(ctx, sb)
 	// The connection may have closed while we talked to the broker; its
 	// cleanup has taken sb out already, but it may have run before the
 	// join above. Leave again so no presence entry outlives the client.

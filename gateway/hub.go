@@ -383,9 +383,22 @@ func (h *hub) HandlePresence(ch string, t brokers.PresenceEventType, m brokers.M
 	var buf [512]byte
 	frame := textFrame(appendPresenceEvent(buf[:0], t == brokers.Join, ch, m.User, m.Client))
 	for _, s := range hc.subs {
-		if s.live.Load() && s.c.id != m.Client {
+		if s.c.id == m.Client {
+			continue
+		}
+		if s.live.Load() {
+			s.c.sendFrame(frame)
+			continue
+		}
+		// Its catch-up sends `subscribed` and makes it live under s.mu:
+		// a subscriber whose reply is out but not yet marked live (the
+		// client may act on the reply at once) must not miss the event.
+		// One still catching up misses it, and lists presence itself.
+		s.mu.Lock()
+		if s.live.Load() {
 			s.c.sendFrame(frame)
 		}
+		s.mu.Unlock()
 	}
 }
 
