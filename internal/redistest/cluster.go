@@ -99,6 +99,21 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 		})
 	}
 	c.WaitOK(t)
+	// With cluster-require-full-coverage off a node says ok before it has
+	// learnt who serves every slot (CLUSTERDOWN Hash slot not served):
+	// a new cluster is ready when every node sees all slots served.
+	for _, s := range c.All() {
+		waitFor(t, 20*time.Second, "every slot served", func() error {
+			out, err := s.Do("CLUSTER", "INFO")
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(out, "cluster_slots_ok:16384") {
+				return fmt.Errorf("%s: not every slot served yet", s.Addr())
+			}
+			return nil
+		})
+	}
 	return c
 }
 
