@@ -1,9 +1,9 @@
 package gateway_test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"runtime"
 	"slices"
@@ -45,6 +45,9 @@ func benchFanout(b *testing.B, mode string, n int, paced bool) {
 	cfg.Server.IO = mode
 	cfg.Client.MaxQueueBytes = 64 << 20
 	cfg.Presence.JoinLeave = false
+	// The subscribers only read: a run longer than twice the ping interval
+	// would see them disconnected as silent.
+	cfg.Client.PingInterval = time.Hour
 	broker := memory.New(memory.Config{})
 	srv, err := gateway.New(cfg, broker, nil)
 	if err != nil {
@@ -61,36 +64,44 @@ func benchFanout(b *testing.B, mode string, n int, paced bool) {
 		srv.Shutdown(ctx)
 	}()
 
-	var received atomic.Int64
+	// delivered counts msg frames read, over all subscribers: the timer
+	// stops when every subscriber has read every message, counted frame by
+	// frame (not estimated from bytes: a byte count taken before every
+	// subscriber has its first frame underestimates a frame's size).
+	var delivered deliveryCounter
+	delivered.reached = make(chan struct{}, 1)
 	for range n {
 		rc := rawDial(b, ln.Addr().String(), nil)
 		rc.writeFrame(0x1, true, []byte(`{"op":"sub","id":1,"ch":"doc:bench"}`))
 		rc.readObj()
-		go func() {
-			_, _ = io.Copy(countingWriter{&received}, rc.br)
-		}()
+		rc.nc.SetReadDeadline(time.Time{})
+		go countFrames(rc.br, &delivered)
 	}
 	data := []byte(`"from":"bench","data":{"text":"hello, world","pos":12345}`)
 	ctx := context.Background()
-	// Frame size of one delivery, measured on a warm-up message.
+	// waitDeliveries blocks (no spinning: a spinning waiter keeps the
+	// scheduler from polling the network and delays every delivery by
+	// milliseconds) until target frames have been read.
+	// One timer for every wait: the harness allocates nothing per message.
+	timeout := time.NewTimer(time.Hour)
+	defer timeout.Stop()
+	waitDeliveries := func(target int64) {
+		delivered.target.Store(target)
+		timeout.Reset(60 * time.Second)
+		for delivered.n.Load() < target {
+			select {
+			case <-delivered.reached:
+			case <-timeout.C:
+				b.Fatalf("delivered %d of %d frames", delivered.n.Load(), target)
+			}
+		}
+	}
+	// A warm-up message, fully delivered before the timer starts.
 	if _, err := broker.Publish(ctx, "doc:bench", data); err != nil {
 		b.Fatal(err)
 	}
-	waitBytes := func(target int64) {
-		deadline := time.Now().Add(60 * time.Second)
-		for spins := 0; received.Load() < target; spins++ {
-			if spins%1024 == 1023 && time.Now().After(deadline) {
-				b.Fatalf("received %d of %d bytes", received.Load(), target)
-			}
-			runtime.Gosched()
-		}
-	}
-	for received.Load() < int64(n) {
-		time.Sleep(time.Millisecond)
-	}
-	waitBytes(received.Load())
-	frame := received.Load() / int64(n)
-	base := received.Load()
+	waitDeliveries(int64(n))
+	base := delivered.n.Load()
 
 	var ms0, ms1 runtime.MemStats
 	runtime.ReadMemStats(&ms0)
@@ -101,22 +112,66 @@ func benchFanout(b *testing.B, mode string, n int, paced bool) {
 			b.Fatal(err)
 		}
 		if paced {
-			waitBytes(base + int64(i+1)*int64(n)*frame)
+			waitDeliveries(base + int64(i+1)*int64(n))
 		}
 	}
-	waitBytes(base + int64(b.N)*int64(n)*frame)
+	waitDeliveries(base + int64(b.N)*int64(n))
 	b.StopTimer()
 	runtime.ReadMemStats(&ms1)
+	if got, want := delivered.n.Load(), base+int64(b.N)*int64(n); got != want {
+		b.Fatalf("delivered %d frames, want %d (a frame other than msg arrived)", got, want)
+	}
 	deliveries := float64(b.N) * float64(n)
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/deliveries, "ns/delivery")
 	b.ReportMetric(float64(ms1.Mallocs-ms0.Mallocs)/deliveries, "allocs/delivery")
 }
 
-type countingWriter struct{ n *atomic.Int64 }
+// deliveryCounter counts msg frames read by all subscribers; the reader
+// whose frame brings n to target signals reached (the waiter re-checks n,
+// so a stale signal is harmless).
+type deliveryCounter struct {
+	n, target atomic.Int64
+	reached   chan struct{}
+}
 
-func (w countingWriter) Write(p []byte) (int, error) {
-	w.n.Add(int64(len(p)))
-	return len(p), nil
+// countFrames reads server frames (unmasked) from br until it fails and
+// counts each text frame in d, discarding payloads without allocating.
+func countFrames(br *bufio.Reader, d *deliveryCounter) {
+	for {
+		h0, err := br.ReadByte()
+		if err != nil {
+			return
+		}
+		h1, err := br.ReadByte()
+		if err != nil {
+			return
+		}
+		size := uint64(h1 & 0x7f)
+		switch size {
+		case 126, 127:
+			k := 2
+			if size == 127 {
+				k = 8
+			}
+			size = 0
+			for range k {
+				c, err := br.ReadByte()
+				if err != nil {
+					return
+				}
+				size = size<<8 | uint64(c)
+			}
+		}
+		if _, err := br.Discard(int(size)); err != nil {
+			return
+		}
+		if h0&0x0f == 0x1 && d.n.Add(1) == d.target.Load() {
+			select {
+			case d.reached <- struct{}{}:
+			default:
+			}
+		}
+	}
 }
 
 // BenchmarkNeighbourLatency measures one client's round trip (a ping

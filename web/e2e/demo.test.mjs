@@ -113,12 +113,16 @@ try {
     step("screenshot: " + process.env.SCREENSHOT);
   }
 
-  // ---- a raw EventSource on node B, when /sse exists ----
-  const sseThere = await fetch(A + "/sse?ch=probe:x&user=probe", { signal: AbortSignal.timeout(2000) })
-    .then((r) => { const ok = r.status === 200; r.body?.cancel().catch(() => {}); return ok; })
-    .catch(() => false);
+  // ---- a raw EventSource on node B ----
+  // GET /sse is part of the protocol (docs/protocol.md): a node that does
+  // not answer it fails the test, it does not skip the SSE checks.
+  const sseProbe = await fetch(A + "/sse?ch=probe:x&user=probe", { signal: AbortSignal.timeout(5000) })
+    .then((r) => { const got = { status: r.status, type: r.headers.get("content-type") }; r.body?.cancel().catch(() => {}); return got; })
+    .catch((e) => ({ error: String(e) }));
+  assert.equal(sseProbe.status, 200, "GET /sse answers 200: " + JSON.stringify(sseProbe));
+  assert.match(sseProbe.type || "", /^text\/event-stream/, "GET /sse is an event stream: " + JSON.stringify(sseProbe));
   let eve = null;
-  if (sseThere) {
+  {
     eve = await browser.newPage();
     eve.on("pageerror", (e) => errors.push("eve: " + e.message));
     await eve.goto(B + "/client.js"); // any page of node B's origin
@@ -137,8 +141,6 @@ try {
     assert.equal(m.id, m.data.seq + ":" + m.data.epoch, "msg id is <seq>:<epoch>");
     assert.equal(m.data.from, "ann");
     step("EventSource on node B: subscribed, msg with id " + m.id);
-  } else {
-    step("GET /sse is not served: EventSource and SSE-transport checks skipped");
   }
 
   // ---- kill bob's node, edit meanwhile, bring it back: bob catches up ----
