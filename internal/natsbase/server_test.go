@@ -103,3 +103,28 @@ func TestRouteNeedsCredential(t *testing.T) {
 		t.Error("the server logged the credential")
 	}
 }
+
+// TestServerNoticesAtDebug: the embedded server's banner and routine
+// notices stay out of a node's log at info level and show at debug.
+func TestServerNoticesAtDebug(t *testing.T) {
+	for _, level := range []slog.Level{slog.LevelInfo, slog.LevelDebug} {
+		var logs syncBuffer
+		srv, err := StartServer(ServerConfig{
+			Listen: "127.0.0.1:0", StoreDir: t.TempDir(), Token: "notice-token-0123456789",
+			Log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: level})),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv.Shutdown()
+		srv.WaitForShutdown()
+		out := logs.String()
+		banner := strings.Contains(out, "Starting nats-server")
+		switch {
+		case level == slog.LevelInfo && out != "":
+			t.Errorf("at info the embedded server logged:\n%s", out)
+		case level == slog.LevelDebug && !banner:
+			t.Errorf("at debug the embedded server's banner is missing:\n%s", out)
+		}
+	}
+}
