@@ -1,21 +1,23 @@
 // Command syncgate runs one syncgate gateway node.
 //
 //	syncgate [--config config.yaml]
+//	syncgate check [--config config.yaml]
+//	syncgate --version
 //
 // Every config key can be overridden by an environment variable
 // SYNCGATE_<KEY> (dots become underscores), e.g. SYNCGATE_LISTEN=:9000.
+// cli.go holds the command line; this file runs the node.
 package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
@@ -30,19 +32,30 @@ import (
 )
 
 func main() {
-	if err := run(); err != nil {
+	cmd, err := parseArgs(os.Args[1:], os.Stderr)
+	switch {
+	case err != nil:
+	case cmd.help:
+		fmt.Print(usage)
+		return
+	case cmd.version:
+		fmt.Print(versionText())
+		return
+	case cmd.check:
+		err = check(cmd.config, os.Environ(), os.Stdout)
+	default:
+		err = run(cmd.config)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "syncgate:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
-	path := flag.String("config", "config.yaml", "config file (YAML); SYNCGATE_* env vars override it")
-	flag.Parse()
-	if _, err := os.Stat(*path); errors.Is(err, os.ErrNotExist) && !flagSet("config") {
-		*path = "" // no config.yaml in this directory: defaults and env only
-	}
-	cfg, err := config.Load(*path)
+// run runs a node on the config at path ("" for none) until SIGTERM or
+// SIGINT, then drains it.
+func run(path string) error {
+	cfg, err := config.Load(path)
 	if err != nil {
 		return err
 	}
@@ -63,15 +76,14 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
-	log.Info("syncgate listening", "addr", ln.Addr().String(), "broker", cfg.Broker.Type, "io", cfg.Server.IO, "node", srv.NodeID())
 	// /metrics has a listener of its own, never the public one.
 	var mln net.Listener
 	if cfg.Metrics.On() {
 		if mln, err = net.Listen("tcp", cfg.Metrics.Listen); err != nil {
 			return fmt.Errorf("metrics.listen %s: %w (set another address, or off)", cfg.Metrics.Listen, err)
 		}
-		log.Info("metrics listening", "addr", mln.Addr().String())
 	}
+	log.Info("syncgate serving", startupAttrs(cfg, srv.NodeID(), ln, mln)...)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -227,8 +239,54 @@ func newLogger(c config.Log) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, opts))
 }
 
-func flagSet(name string) bool {
-	set := false
-	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
-	return set
+// startupAttrs are the fields of the one line that says what the node
+// serves where: its listeners, broker, auth and drain window. No secret is
+// among them (URLs are masked).
+func startupAttrs(cfg config.Config, node string, ln, mln net.Listener) []any {
+	scheme := "http"
+	if cfg.Server.TLS.CertFile != "" {
+		scheme = "https"
+	}
+	metrics := "off"
+	if mln != nil {
+		metrics = "http://" + mln.Addr().String() + "/metrics"
+		if cfg.Metrics.Token != "" {
+			metrics += " (token)"
+		}
+	}
+	auth := "off"
+	if cfg.Auth.On() {
+		auth = "on"
+	}
+	var at string
+	switch cfg.Broker.Type {
+	case "nats", "jetstream":
+		at = config.MaskURLs(cfg.NATS.URL)
+		if at == "" {
+			at = "embedded NATS server on " + cfg.NATS.Listen + ", store " + cfg.NATS.StoreDir
+		}
+	case "redis", "redis-streams":
+		at = strings.Join(cfg.Redis.Addrs, ",")
+		if cfg.Redis.SentinelMaster != "" {
+			at = "sentinel master " + cfg.Redis.SentinelMaster + " via " + strings.Join(cfg.Redis.SentinelAddrs, ",")
+		}
+	case "memory":
+		at = "this process (no other node shares it)"
+	}
+	attrs := []any{
+		"version", strings.TrimSpace(strings.SplitN(versionText(), "\n", 2)[0]),
+		"node", node,
+		"listen", scheme + "://" + ln.Addr().String() + " (/ws /sse /pub /healthz /readyz)",
+		"metrics", metrics,
+		"broker", cfg.Broker.Type,
+		"broker_at", at,
+		"auth", auth,
+		"io", cfg.Server.IO,
+		"max_connections", cfg.Server.MaxConnections,
+		"drain_window", cfg.Server.DrainWindow.String(),
+	}
+	if cfg.Debug.PprofListen != "" {
+		attrs = append(attrs, "pprof", "http://"+cfg.Debug.PprofListen+"/debug/pprof/")
+	}
+	return attrs
 }

@@ -1,0 +1,156 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/syncgate/syncgate/internal/config"
+)
+
+func TestVersionText(t *testing.T) {
+	out := versionText()
+	for _, want := range []string{"syncgate ", "\ncommit ", runtime.Version()} {
+		if !strings.Contains(out, want) {
+			t.Errorf("--version output %q lacks %q", out, want)
+		}
+	}
+	version, commit = "v9.9.9", "0123abc"
+	defer func() { version, commit = "", "" }()
+	if out := versionText(); !strings.HasPrefix(out, "syncgate v9.9.9\ncommit 0123abc\n") {
+		t.Errorf("with ldflags: %q", out)
+	}
+}
+
+func TestParseArgs(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "node.yaml")
+	if err := os.WriteFile(file, []byte("listen: \":9000\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want command
+		err  string
+	}{
+		{args: nil, want: command{}}, // config: checked below
+		{args: []string{"--config", file}, want: command{config: file}},
+		{args: []string{"-config=" + file}, want: command{config: file}},
+		{args: []string{"check", "--config", file}, want: command{check: true, config: file}},
+		{args: []string{"--version"}, want: command{version: true}},
+		{args: []string{"--help"}, want: command{help: true}},
+		{args: []string{"-h"}, want: command{help: true}},
+		{args: []string{"--config", filepath.Join(dir, "missing.yaml")}, want: command{config: filepath.Join(dir, "missing.yaml")}},
+		{args: []string{"--bogus"}, err: "bogus"},
+		{args: []string{"serve"}, err: `unexpected argument "serve"`},
+	} {
+		got, err := parseArgs(tc.args, io.Discard)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%q: err %v, want one with %q", tc.args, err, tc.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%q: %v", tc.args, err)
+			continue
+		}
+		if tc.args == nil || (tc.want.version || tc.want.help) {
+			tc.want.config = got.config // the default depends on the working directory
+		}
+		if got != tc.want {
+			t.Errorf("%q: %+v, want %+v", tc.args, got, tc.want)
+		}
+	}
+	// The repository's config.yaml is the default file.
+	if got, _ := parseArgs(nil, io.Discard); got.config != "config.yaml" {
+		t.Errorf("no flags in the repository root: config %q, want config.yaml", got.config)
+	}
+}
+
+func TestHelpNamesEnvConvention(t *testing.T) {
+	for _, want := range []string{"SYNCGATE_<KEY>", "SYNCGATE_HISTORY_TTL", "check", "--version", "--config"} {
+		if !strings.Contains(usage, want) {
+			t.Errorf("--help lacks %q", want)
+		}
+	}
+}
+
+// TestCheck: the effective config with secrets masked and the variable
+// that set each overridden key; a bad value fails naming its key.
+func TestCheck(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "node.yaml")
+	if err := os.WriteFile(file, []byte("broker:\n  type: redis\nredis:\n  password: file-secret-0123456789\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	env := []string{"SYNCGATE_LISTEN=127.0.0.1:9001", "SYNCGATE_METRICS_TOKEN=env-secret-0123456789", "HOME=/x"}
+	if err := check(file, env, &out); err != nil {
+		t.Fatalf("check: %v", err)
+	}
+	s := out.String()
+	for _, want := range []string{
+		`listen: "127.0.0.1:9001"  # from SYNCGATE_LISTEN`,
+		`broker.type: "redis"` + "\n",
+		`redis.password: "xxxxx"` + "\n",
+		`metrics.token: "xxxxx"  # from SYNCGATE_METRICS_TOKEN`,
+		"# config OK",
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("check output lacks %q:\n%s", want, s)
+		}
+	}
+	if strings.Contains(s, "secret-0123456789") {
+		t.Errorf("check output shows a secret:\n%s", s)
+	}
+
+	for _, tc := range []struct {
+		path string
+		env  []string
+		want string
+	}{
+		{file, []string{"SYNCGATE_HISTORY_TTL=ten"}, `history.ttl (env SYNCGATE_HISTORY_TTL): want a Go duration`},
+		{file, []string{"SYNCGATE_HISTROY_TTL=1m"}, "SYNCGATE_HISTROY_TTL"},
+		{filepath.Join(dir, "missing.yaml"), nil, "missing.yaml"},
+		{file, []string{"SYNCGATE_AUTH_PUBLIC_KEY_FILE=" + filepath.Join(dir, "nokey.pem")}, "auth.public_key_file"},
+	} {
+		out.Reset()
+		err := check(tc.path, tc.env, &out)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("check %s %q: %v, want an error with %q", tc.path, tc.env, err, tc.want)
+		}
+		if strings.Contains(out.String(), "config OK") {
+			t.Errorf("check %q printed OK on error", tc.env)
+		}
+	}
+}
+
+// TestStartupLine: the startup line names the listeners, broker and auth,
+// and no secret.
+func TestStartupLine(t *testing.T) {
+	cfg := config.Default()
+	cfg.NATS.URL = "nats://u:url-secret-0123456789@10.0.0.1:4222"
+	cfg.NATS.User, cfg.NATS.Password = "u", "url-secret-0123456789"
+	cfg.Metrics.Token = "metrics-secret-0123456789"
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	line := fmt.Sprintln(startupAttrs(cfg, "n1", ln, ln)...)
+	for _, want := range []string{"http://" + ln.Addr().String(), "/metrics (token)", "jetstream", "nats://u:xxxxx@10.0.0.1:4222", "auth off"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("startup line %q lacks %q", line, want)
+		}
+	}
+	if strings.Contains(line, "secret") {
+		t.Errorf("startup line shows a secret: %s", line)
+	}
+}
