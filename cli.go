@@ -1,13 +1,17 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"runtime/debug"
 	"strings"
+	"time"
 
 	"github.com/syncgate/syncgate/internal/config"
 )
@@ -27,6 +31,11 @@ Usage:
   syncgate check [--config FILE]    validate the config file and the SYNCGATE_*
                                     environment, print the effective config
                                     (secrets masked); exit 1 on any error
+  syncgate health [--ready] [--config FILE]
+                                    ask the node on this host (at its listen
+                                    port) for /healthz, or /readyz with
+                                    --ready; exit 0 on 200 (a container
+                                    healthcheck: the image has no shell)
   syncgate --version                print version, commit and Go version
   syncgate --help                   print this help
 
@@ -46,16 +55,17 @@ Signals: SIGTERM or SIGINT drains the node over server.drain_window, then exits 
 
 // command is what the command line asks for.
 type command struct {
-	check, version, help bool
-	config               string // the file to load, "" for none
+	check, health, version, help bool
+	ready                        bool   // health: /readyz instead of /healthz
+	config                       string // the file to load, "" for none
 }
 
 // parseArgs reads the command line (without the program name). A missing
 // config.yaml is fine unless --config named it.
 func parseArgs(args []string, stderr io.Writer) (command, error) {
 	var c command
-	if len(args) > 0 && args[0] == "check" {
-		c.check = true
+	if len(args) > 0 && (args[0] == "check" || args[0] == "health") {
+		c.check, c.health = args[0] == "check", args[0] == "health"
 		args = args[1:]
 	}
 	fs := flag.NewFlagSet("syncgate", flag.ContinueOnError)
@@ -63,6 +73,9 @@ func parseArgs(args []string, stderr io.Writer) (command, error) {
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
 	path := fs.String("config", "config.yaml", "")
 	fs.BoolVar(&c.version, "version", false, "")
+	if c.health {
+		fs.BoolVar(&c.ready, "ready", false, "")
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			c.help = true
@@ -143,5 +156,40 @@ func check(path string, environ []string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "%s: %s\n", e.Key, e.Value)
 	}
 	fmt.Fprintln(stdout, "# config OK")
+	return nil
+}
+
+// health asks the node on this host for /healthz (or /readyz): at the
+// port of its listen key, on loopback when listen names no host.
+func health(path string, ready bool) error {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return err
+	}
+	host, port, err := net.SplitHostPort(cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %q: %w", cfg.Listen, err)
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	scheme, tr := "http", &http.Transport{DisableKeepAlives: true}
+	if cfg.Server.TLS.CertFile != "" {
+		// The node's own certificate, asked on its own address: what is
+		// checked is that it answers, not who it is.
+		scheme, tr.TLSClientConfig = "https", &tls.Config{InsecureSkipVerify: true} //nolint:gosec
+	}
+	url := scheme + "://" + net.JoinHostPort(host, port) + "/healthz"
+	if ready {
+		url = scheme + "://" + net.JoinHostPort(host, port) + "/readyz"
+	}
+	resp, err := (&http.Client{Timeout: 3 * time.Second, Transport: tr}).Get(url)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
 	return nil
 }

@@ -2,6 +2,7 @@
 //
 //	syncgate [--config config.yaml]
 //	syncgate check [--config config.yaml]
+//	syncgate health [--ready] [--config config.yaml]
 //	syncgate --version
 //
 // Every config key can be overridden by an environment variable
@@ -43,6 +44,8 @@ func main() {
 		return
 	case cmd.check:
 		err = check(cmd.config, os.Environ(), os.Stdout)
+	case cmd.health:
+		err = health(cmd.config, cmd.ready)
 	default:
 		err = run(cmd.config)
 	}
@@ -274,7 +277,7 @@ func startupAttrs(cfg config.Config, node string, ln, mln net.Listener) []any {
 		at = "this process (no other node shares it)"
 	}
 	attrs := []any{
-		"version", strings.TrimSpace(strings.SplitN(versionText(), "\n", 2)[0]),
+		"version", strings.TrimPrefix(strings.SplitN(versionText(), "\n", 2)[0], "syncgate "),
 		"node", node,
 		"listen", scheme + "://" + ln.Addr().String() + " (/ws /sse /pub /healthz /readyz)",
 		"metrics", metrics,

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -152,5 +153,36 @@ func TestStartupLine(t *testing.T) {
 	}
 	if strings.Contains(line, "secret") {
 		t.Errorf("startup line shows a secret: %s", line)
+	}
+}
+
+// TestHealth: syncgate health asks the node at its listen port, on
+// loopback when listen names no host, and fails unless it answers 200.
+func TestHealth(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	})}
+	go srv.Serve(ln)
+	defer srv.Close()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	file := filepath.Join(t.TempDir(), "node.yaml")
+	if err := os.WriteFile(file, []byte("listen: \":"+port+"\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := health(file, false); err != nil {
+		t.Errorf("health: %v", err)
+	}
+	if err := health(file, true); err == nil || !strings.Contains(err.Error(), "503") {
+		t.Errorf("health --ready against a 503: %v, want an error", err)
+	}
+	srv.Close()
+	if err := health(file, false); err == nil {
+		t.Error("health with nothing listening: no error")
 	}
 }
