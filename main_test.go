@@ -2,12 +2,14 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -184,5 +186,78 @@ func TestHealth(t *testing.T) {
 	srv.Close()
 	if err := health(file, false); err == nil {
 		t.Error("health with nothing listening: no error")
+	}
+}
+
+// TestDeployCommandLines: the command lines the shipped deploy files run
+// (image entrypoint and healthcheck, systemd ExecStart, Kubernetes args)
+// use flags and subcommands this binary has.
+func TestDeployCommandLines(t *testing.T) {
+	read := func(p string) string {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	var lines [][]string
+	docker := read("deploy/Dockerfile")
+	jsonArgs := func(directive string) []string {
+		m := regexp.MustCompile(`(?m)^` + directive + `\s*(\[.*\])\s*$`).FindStringSubmatch(docker)
+		if m == nil {
+			t.Fatalf("Dockerfile: no %s [...]", directive)
+		}
+		var args []string
+		if err := json.Unmarshal([]byte(m[1]), &args); err != nil {
+			t.Fatalf("Dockerfile %s: %v", directive, err)
+		}
+		return args
+	}
+	entry, cmd := jsonArgs("ENTRYPOINT"), jsonArgs("CMD")
+	if len(entry) != 1 || entry[0] != "/usr/local/bin/syncgate" {
+		t.Errorf("ENTRYPOINT %q", entry)
+	}
+	lines = append(lines, cmd)
+	hc := regexp.MustCompile(`(?m)^\s*CMD\s*(\[.*"health".*\])\s*$`).FindStringSubmatch(docker)
+	if hc == nil {
+		t.Fatal("Dockerfile: no HEALTHCHECK CMD running syncgate health")
+	}
+	var hcArgs []string
+	if err := json.Unmarshal([]byte(hc[1]), &hcArgs); err != nil {
+		t.Fatal(err)
+	}
+	lines = append(lines, hcArgs[1:])
+
+	exec := regexp.MustCompile(`(?m)^ExecStart=/usr/local/bin/syncgate (.*)$`).FindStringSubmatch(read("deploy/systemd/syncgate.service"))
+	if exec == nil {
+		t.Fatal("systemd: no ExecStart=/usr/local/bin/syncgate ...")
+	}
+	lines = append(lines, strings.Fields(exec[1]))
+
+	k8s := read("deploy/kubernetes/syncgate.yaml")
+	argsLine := regexp.MustCompile(`(?m)^\s*args:\s*(\[.*\])\s*$`).FindStringSubmatch(k8s)
+	if argsLine == nil {
+		t.Fatal("kubernetes: no args: [...]")
+	}
+	var k8sArgs []string
+	if err := json.Unmarshal([]byte(argsLine[1]), &k8sArgs); err != nil {
+		t.Fatalf("kubernetes args: %v", err)
+	}
+	lines = append(lines, k8sArgs)
+
+	for _, args := range lines {
+		c, err := parseArgs(args, io.Discard)
+		if err != nil || c.help || c.version {
+			t.Errorf("%q: %+v, %v", args, c, err)
+		}
+		if !c.check && c.config != "/etc/syncgate/config.yaml" {
+			t.Errorf("%q: config %q, want /etc/syncgate/config.yaml", args, c.config)
+		}
+	}
+	if !strings.Contains(docker, "COPY config.yaml /etc/syncgate/config.yaml") {
+		t.Error("the image does not ship a config at /etc/syncgate/config.yaml")
+	}
+	if !strings.Contains(docker, "-X main.version=${VERSION} -X main.commit=${COMMIT}") {
+		t.Error("the image build does not stamp main.version and main.commit")
 	}
 }
