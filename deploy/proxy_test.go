@@ -96,9 +96,13 @@ func proxyDrain(t *testing.T, start func(t *testing.T, n1, n2 string) string) {
 	publish(9)
 	for _, c := range clients {
 		c.await(t, published)
+		if c.wasClosed() {
+			t.Fatal("a client was disconnected before the drain")
+		}
 	}
 
 	// Drain node 1 while messages flow.
+	held := a.srv.Connections()
 	drained := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), wait)
@@ -115,19 +119,32 @@ func proxyDrain(t *testing.T, start func(t *testing.T, n1, n2 string) string) {
 	a.stopped = true
 
 	// Every client on node 1 was told to reconnect; it does, through the
-	// proxy, from where it was.
-	for _, c := range clients {
-		c.await(t, published) // to the end, or to its disconnect
-		c.settle(t)
-		c.resume(t, proxy, ch)
-	}
+	// proxy, from where it was, and gets what it missed and what follows.
 	publish(5)
+	resumed := 0
 	for _, c := range clients {
-		c.await(t, published)
+		resumed += follow(t, c, proxy, ch, published)
 		c.check(t, published)
 	}
-	if n := b.srv.Connections(); n != total {
-		t.Fatalf("node 2 holds %d connections, want all %d", n, total)
+	if resumed != held {
+		t.Errorf("%d clients reconnected, want the %d node 1 held", resumed, held)
+	}
+	waitFor(t, "every client on node 2", func() bool { return b.srv.Connections() == total })
+}
+
+// follow takes c's messages up to seq n, reconnecting it whenever it is
+// told to, and returns how often it reconnected.
+func follow(t *testing.T, c follower, proxy, ch string, n int) int {
+	t.Helper()
+	for resumed := 0; ; resumed++ {
+		c.await(t, n)
+		if !c.wasClosed() {
+			return resumed
+		}
+		if resumed == 3 {
+			t.Fatal("a client was told to reconnect 4 times")
+		}
+		c.resume(t, proxy, ch)
 	}
 }
 
@@ -136,10 +153,8 @@ type follower interface {
 	// await waits until the client has seen seq n, or until it is told
 	// to reconnect.
 	await(t *testing.T, n int)
-	// settle takes what arrives until 200 ms pass quietly or the client
-	// is told to reconnect (a client caught up on the drained node may
-	// not have read its disconnect yet).
-	settle(t *testing.T)
+	// wasClosed says whether the last await ended on a disconnect.
+	wasClosed() bool
 	// resume reconnects through the proxy, with since, if the client was
 	// told to.
 	resume(t *testing.T, proxy, ch string)
@@ -207,20 +222,7 @@ func (f *wsFollower) await(t *testing.T, n int) {
 	}
 }
 
-func (f *wsFollower) settle(t *testing.T) {
-	for !f.closed {
-		m := f.c.TryNext(200*time.Millisecond, func(m wstest.Msg) bool { return m.Op() == "msg" || m.Op() == "disconnect" })
-		switch {
-		case m == nil:
-			return
-		case m.Op() == "disconnect":
-			f.closed = true
-		default:
-			f.got = append(f.got, m.Num("seq"))
-			f.epoch = m.Str("epoch")
-		}
-	}
-}
+func (f *wsFollower) wasClosed() bool { return f.closed }
 
 func (f *wsFollower) resume(t *testing.T, proxy, ch string) {
 	t.Helper()
@@ -353,22 +355,7 @@ func (f *sseFollower) await(t *testing.T, n int) {
 	}
 }
 
-func (f *sseFollower) settle(t *testing.T) {
-	for !f.closed {
-		select {
-		case ev, ok := <-f.events:
-			if !ok || ev.eof {
-				f.closed = true
-				continue
-			}
-			if ev.name == "msg" {
-				f.record(t, ev)
-			}
-		case <-time.After(200 * time.Millisecond):
-			return
-		}
-	}
-}
+func (f *sseFollower) wasClosed() bool { return f.closed }
 
 func (f *sseFollower) record(t *testing.T, ev sseEvent) {
 	t.Helper()
@@ -389,9 +376,19 @@ func (f *sseFollower) resume(t *testing.T, proxy, ch string) {
 	f.body.Close()
 	f.open(t, proxy, ch)
 	ev := f.next(t, "subscribed")
-	if !strings.Contains(ev.data, `"recovered":true`) {
+	var sub struct {
+		Recovered bool
+		Pubs      []struct{ Seq uint64 }
+	}
+	if err := json.Unmarshal([]byte(ev.data), &sub); err != nil || !sub.Recovered {
 		t.Fatalf("%s: resumed from %s: %s, want recovered", f.name, f.lastID, ev.data)
 	}
+	// What it missed comes in the subscribed event; its id is the
+	// position after them.
+	for _, p := range sub.Pubs {
+		f.got = append(f.got, p.Seq)
+	}
+	f.lastID = ev.id
 }
 
 // node is one gateway on loopback, on a shared Redis.
