@@ -1,15 +1,17 @@
 // Command syncgate runs one syncgate gateway node.
 //
 //	syncgate [--config config.yaml]
+//	syncgate check [--config config.yaml]
+//	syncgate health [--ready] [--config config.yaml]
+//	syncgate --version
 //
 // Every config key can be overridden by an environment variable
 // SYNCGATE_<KEY> (dots become underscores), e.g. SYNCGATE_LISTEN=:9000.
+// cli.go holds the command line; this file runs the node.
 package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"net"
@@ -30,19 +32,32 @@ import (
 )
 
 func main() {
-	if err := run(); err != nil {
+	cmd, err := parseArgs(os.Args[1:], os.Stderr)
+	switch {
+	case err != nil:
+	case cmd.help:
+		fmt.Print(usage)
+		return
+	case cmd.version:
+		fmt.Print(versionText())
+		return
+	case cmd.check:
+		err = check(cmd.config, os.Environ(), os.Stdout)
+	case cmd.health:
+		err = health(cmd.config, cmd.ready)
+	default:
+		err = run(cmd.config)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "syncgate:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
-	path := flag.String("config", "config.yaml", "config file (YAML); SYNCGATE_* env vars override it")
-	flag.Parse()
-	if _, err := os.Stat(*path); errors.Is(err, os.ErrNotExist) && !flagSet("config") {
-		*path = "" // no config.yaml in this directory: defaults and env only
-	}
-	cfg, err := config.Load(*path)
+// run runs a node on the config at path ("" for none) until SIGTERM or
+// SIGINT, then drains it.
+func run(path string) error {
+	cfg, err := config.Load(path)
 	if err != nil {
 		return err
 	}
@@ -63,15 +78,14 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
-	log.Info("syncgate listening", "addr", ln.Addr().String(), "broker", cfg.Broker.Type, "io", cfg.Server.IO, "node", srv.NodeID())
 	// /metrics has a listener of its own, never the public one.
 	var mln net.Listener
 	if cfg.Metrics.On() {
 		if mln, err = net.Listen("tcp", cfg.Metrics.Listen); err != nil {
 			return fmt.Errorf("metrics.listen %s: %w (set another address, or off)", cfg.Metrics.Listen, err)
 		}
-		log.Info("metrics listening", "addr", mln.Addr().String())
 	}
+	log.Info("syncgate serving", startupAttrs(cfg, srv.NodeID(), ln, mln)...)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -225,10 +239,4 @@ func newLogger(c config.Log) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, opts))
-}
-
-func flagSet(name string) bool {
-	set := false
-	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
-	return set
 }

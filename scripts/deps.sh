@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs and is missing: redis-server (Debian's
-# package); for the browser test, Debian's chromium, Node.js and the npm
-# packages pinned in web/e2e/package-lock.json. Safe to run again; does
-# nothing when everything is there.
+# package); for the deploy/ tests, nginx, haproxy and promtool (Debian's
+# prometheus package, the only one that ships promtool); for the browser
+# test, Debian's chromium, Node.js and the npm packages pinned in
+# web/e2e/package-lock.json. Safe to run again; does nothing when
+# everything is there. The services these packages bring are not started
+# (the tests run their own processes on random loopback ports).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+# nginx and haproxy live in /usr/sbin, often not on a user's PATH.
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
@@ -15,7 +22,18 @@ if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+  # Keep the packages' services (nginx on :80, prometheus on :9090, ...)
+  # from starting: a policy-rc.d that denies them, during the install only.
+  policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+    $SUDO chmod 755 "$policy"
+  fi
+  status=0
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null || status=$?
+  [ -n "$policy" ] && $SUDO rm -f "$policy"
+  [ "$status" -eq 0 ] || exit "$status"
 fi
 # The browser test drives Chromium with playwright-core (no browser download).
 if [ ! -f web/e2e/node_modules/playwright-core/package.json ]; then

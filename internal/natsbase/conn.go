@@ -78,8 +78,13 @@ func Connect(ctx context.Context, cfg ConnConfig) (*Conn, error) {
 		nats.PingInterval(pingInterval),
 		nats.MaxPingsOutstanding(maxPingsOut),
 		nats.Timeout(dialTimeout),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			log.Warn("nats: disconnected", "err", err)
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			if nc.IsClosed() && err == nil {
+				// Our own Close, as the node stops: routine.
+				log.Debug("nats: connection closed")
+			} else {
+				log.Warn("nats: disconnected", "err", err)
+			}
 			notify(false)
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {

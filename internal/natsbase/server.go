@@ -273,11 +273,14 @@ func splitAddr(addr string) (string, int, error) {
 	return host, port, nil
 }
 
-// slogLogger adapts slog to the server's Logger. Fatal lines are logged as
-// errors: the process is not ours to exit.
+// slogLogger adapts slog to the server's Logger. Its notices (the startup
+// banner, listening ports, JetStream's settings: a dozen lines every start)
+// are routine inside a gateway node and go to debug; warnings and errors
+// surface as such. Fatal lines are logged as errors: the process is not
+// ours to exit.
 type slogLogger struct{ l *slog.Logger }
 
-func (s slogLogger) Noticef(format string, v ...any) { s.l.Info(fmt.Sprintf(format, v...)) }
+func (s slogLogger) Noticef(format string, v ...any) { s.l.Debug(fmt.Sprintf(format, v...)) }
 func (s slogLogger) Warnf(format string, v ...any)   { s.l.Warn(fmt.Sprintf(format, v...)) }
 func (s slogLogger) Fatalf(format string, v ...any)  { s.l.Error(fmt.Sprintf(format, v...)) }
 func (s slogLogger) Errorf(format string, v ...any)  { s.l.Error(fmt.Sprintf(format, v...)) }

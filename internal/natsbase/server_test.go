@@ -103,3 +103,60 @@ func TestRouteNeedsCredential(t *testing.T) {
 		t.Error("the server logged the credential")
 	}
 }
+
+// TestServerNoticesAtDebug: the embedded server's banner and routine
+// notices stay out of a node's log at info level and show at debug.
+func TestServerNoticesAtDebug(t *testing.T) {
+	for _, level := range []slog.Level{slog.LevelInfo, slog.LevelDebug} {
+		var logs syncBuffer
+		srv, err := StartServer(ServerConfig{
+			Listen: "127.0.0.1:0", StoreDir: t.TempDir(), Token: "notice-token-0123456789",
+			Log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: level})),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv.Shutdown()
+		srv.WaitForShutdown()
+		out := logs.String()
+		banner := strings.Contains(out, "Starting nats-server")
+		switch {
+		case level == slog.LevelInfo && out != "":
+			t.Errorf("at info the embedded server logged:\n%s", out)
+		case level == slog.LevelDebug && !banner:
+			t.Errorf("at debug the embedded server's banner is missing:\n%s", out)
+		}
+	}
+}
+
+// TestCloseIsNotADisconnect: the node closing its own connection (every
+// stop) logs no warning; a server that goes away still does.
+func TestCloseIsNotADisconnect(t *testing.T) {
+	srv, err := StartServer(ServerConfig{Listen: "127.0.0.1:0", StoreDir: t.TempDir(), Token: "close-token-0123456789"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
+	connect := func(logs *syncBuffer) *Conn {
+		c, err := Connect(t.Context(), ConnConfig{
+			URL:  srv.ClientURL(),
+			Auth: ClientAuth{Token: "close-token-0123456789"},
+			Log:  slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	var closed syncBuffer
+	connect(&closed).Close()
+	if strings.Contains(closed.String(), "level=WARN") {
+		t.Errorf("closing the connection logged a warning:\n%s", closed.String())
+	}
+	var lost syncBuffer
+	c := connect(&lost)
+	defer c.Close()
+	srv.Shutdown()
+	srv.WaitForShutdown()
+	waitFor(t, 10*time.Second, "a disconnect warning", func() bool { return strings.Contains(lost.String(), "nats: disconnected") })
+}

@@ -1,0 +1,14 @@
+package deploy
+
+import (
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/syncgate/syncgate/internal/redistest"
+)
+
+func TestMain(m *testing.M) {
+	redistest.QuietGoRedis()
+	goleak.VerifyTestMain(m)
+}
