@@ -695,8 +695,8 @@ func TestValidateBrokerSecurity(t *testing.T) {
 		edit func(c *Config)
 	}{
 		{"default: loopback, a credential made at start", func(*Config) {}},
-		{"localhost", func(c *Config) { c.NATS.Listen = "localhost:4222" }},
-		{"IPv6 loopback", func(c *Config) { c.NATS.Listen = "[::1]:4222" }},
+		{"localhost", func(c *Config) { c.NATS.Listen = "localhost:14222" }},
+		{"IPv6 loopback", func(c *Config) { c.NATS.Listen = "[::1]:14222" }},
 		{"exposed with user and password", func(c *Config) { c.NATS.Listen = ":4222"; c.NATS.User, c.NATS.Password = "u", "0123456789abcdef" }},
 		{"cluster with a token", func(c *Config) { c.NATS.ClusterListen = ":6222"; c.NATS.Token = "0123456789abcdef" }},
 		{"short password for an external server", func(c *Config) { c.NATS.URL = "nats://n:4222"; c.NATS.User, c.NATS.Password = "u", "p" }},

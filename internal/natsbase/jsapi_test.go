@@ -102,7 +102,7 @@ func TestStartServerBusyPort(t *testing.T) {
 
 func TestRedactURLs(t *testing.T) {
 	for in, want := range map[string]string{
-		"nats://127.0.0.1:4222":                     "nats://127.0.0.1:4222",
+		"nats://127.0.0.1:14222":                     "nats://127.0.0.1:14222",
 		"nats://u:secret@a:4222,tls://tok3n@b:4222": "nats://u:xxxxx@a:4222,tls://xxxxx@b:4222",
 		" nats://u:secret@a:4222 , nats://b:4222":   "nats://u:xxxxx@a:4222,nats://b:4222",
 		"nats://u:sec%zzret@a:4222":                 "(unparsable URL with credentials)",
@@ -157,11 +157,11 @@ func TestPlaintextRisk(t *testing.T) {
 		want string
 	}{
 		{ClientAuth{Token: "t"}, "nats://10.0.0.5:4222", "nats://10.0.0.5:4222"},
-		{ClientAuth{User: "u", Password: "p"}, "nats://127.0.0.1:4222,nats://n2:4222,tls://n3:4222", "nats://n2:4222"},
+		{ClientAuth{User: "u", Password: "p"}, "nats://127.0.0.1:14222,nats://n2:4222,tls://n3:4222", "nats://n2:4222"},
 		{ClientAuth{}, "nats://u:secret@n1:4222", "nats://u:xxxxx@n1:4222"},
 		{ClientAuth{Token: "t", CAFile: "ca.pem"}, "nats://n1:4222", ""},
 		{ClientAuth{Token: "t"}, "tls://n1:4222", ""},
-		{ClientAuth{Token: "t"}, "nats://localhost:4222,nats://[::1]:4222", ""},
+		{ClientAuth{Token: "t"}, "nats://localhost:14222,nats://[::1]:14222", ""},
 		{ClientAuth{NKeySeedFile: "seed.nk"}, "nats://n1:4222", ""},
 		{ClientAuth{}, "nats://n1:4222", ""},
 	} {

@@ -14,8 +14,8 @@ func TestWarnPlaintextPassword(t *testing.T) {
 		warn    string // "" = no warning
 	}{
 		{true, false, []string{"10.0.0.5:6379"}, "10.0.0.5:6379"},
-		{true, false, []string{"127.0.0.1:6379", "redis-2:6379"}, "redis-2:6379"},
-		{true, false, []string{"127.0.0.1:6379", "localhost:6380", "[::1]:6381"}, ""},
+		{true, false, []string{"127.0.0.1:16379", "redis-2:6379"}, "redis-2:6379"},
+		{true, false, []string{"127.0.0.1:16379", "localhost:16380", "[::1]:16381"}, ""},
 		{true, true, []string{"10.0.0.5:6379"}, ""},
 		{false, false, []string{"10.0.0.5:6379"}, ""},
 	} {
