@@ -22,13 +22,14 @@ import (
 	"github.com/syncgate/syncgate/gateway"
 	"github.com/syncgate/syncgate/internal/config"
 	"github.com/syncgate/syncgate/internal/redistest"
+	"github.com/syncgate/syncgate/internal/testdeps"
 	"github.com/syncgate/syncgate/internal/wstest"
 )
 
 // TestPrometheusRules: promtool accepts the rules and their unit tests
 // pass (the alerts fire on the series they are for, and not on others).
 func TestPrometheusRules(t *testing.T) {
-	bin := requireBin(t, "promtool")
+	bin := testdeps.Binary(t, "promtool")
 	for _, args := range [][]string{
 		{"check", "rules", "syncgate-rules.yml"},
 		{"test", "rules", "syncgate-rules.test.yml"},
@@ -223,9 +224,8 @@ func directive(t *testing.T, s, name string) time.Duration {
 }
 
 // TestSystemdUnit: systemd-analyze verify accepts the unit (where systemd
-// is installed; it is skipped elsewhere, even with TEST_REQUIRE_DEPS, as
-// containers often lack it), and its stop timeout and file limit fit the
-// node's defaults.
+// is installed, which make test requires), and its stop timeout and file
+// limit fit the node's defaults.
 func TestSystemdUnit(t *testing.T) {
 	b, err := os.ReadFile("systemd/syncgate.service")
 	if err != nil {
@@ -244,10 +244,7 @@ func TestSystemdUnit(t *testing.T) {
 		t.Errorf("LimitNOFILE %d, want above server.max_connections %d", n, def.Server.MaxConnections)
 	}
 
-	bin, err := exec.LookPath("systemd-analyze")
-	if err != nil {
-		t.Skip("systemd-analyze not installed: the unit's syntax is not checked here")
-	}
+	bin := testdeps.Binary(t, "systemd-analyze")
 	// verify wants ExecStart's binary to exist: this test binary stands in.
 	self, err := os.Executable()
 	if err != nil {

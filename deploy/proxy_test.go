@@ -21,6 +21,7 @@ import (
 	"github.com/syncgate/syncgate/gateway"
 	"github.com/syncgate/syncgate/internal/config"
 	"github.com/syncgate/syncgate/internal/redistest"
+	"github.com/syncgate/syncgate/internal/testdeps"
 	"github.com/syncgate/syncgate/internal/wstest"
 )
 
@@ -35,7 +36,7 @@ const wait = 15 * time.Second
 
 // TestNginx runs deploy/nginx/syncgate.conf in front of two nodes.
 func TestNginx(t *testing.T) {
-	bin := requireBin(t, "nginx")
+	bin := testdeps.Binary(t, "nginx")
 	proxyDrain(t, func(t *testing.T, n1, n2 string) string {
 		return startNginx(t, bin, n1, n2)
 	})
@@ -43,7 +44,7 @@ func TestNginx(t *testing.T) {
 
 // TestHAProxy runs deploy/haproxy/haproxy.cfg in front of two nodes.
 func TestHAProxy(t *testing.T) {
-	bin := requireBin(t, "haproxy")
+	bin := testdeps.Binary(t, "haproxy")
 	proxyDrain(t, func(t *testing.T, n1, n2 string) string {
 		return startHAProxy(t, bin, n1, n2)
 	})
@@ -545,29 +546,6 @@ func startProc(t *testing.T, name, logFile string, cmd *exec.Cmd, addr string) {
 type writerFunc func(p []byte)
 
 func (w writerFunc) Write(p []byte) (int, error) { w(p); return len(p), nil }
-
-// requireBin finds a proxy binary (also in /usr/sbin, often not on a
-// user's PATH), skipping the test without it, or failing it with
-// TEST_REQUIRE_DEPS set (scripts/deps.sh installs it).
-func requireBin(t *testing.T, name string) string {
-	t.Helper()
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	if p := filepath.Join("/usr/sbin", name); isExec(p) {
-		return p
-	}
-	if os.Getenv("TEST_REQUIRE_DEPS") != "" {
-		t.Fatalf("%s not found (run scripts/deps.sh)", name)
-	}
-	t.Skipf("%s not found (run scripts/deps.sh)", name)
-	return ""
-}
-
-func isExec(p string) bool {
-	st, err := os.Stat(p)
-	return err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0
-}
 
 func freeAddr(t *testing.T) string {
 	t.Helper()

@@ -19,6 +19,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/syncgate/syncgate/client"
+	"github.com/syncgate/syncgate/internal/testdeps"
 )
 
 // jsonGen generates JSON texts the way a hostile or careless client may
@@ -127,28 +128,6 @@ func sameJSON(a, b []byte) bool {
 	return reflect.DeepEqual(va, vb)
 }
 
-// nodeCmd finds node with a WebSocket global (node 22+, or 20/21 with
-// --experimental-websocket). Missing: skip, or fail under TEST_REQUIRE_DEPS
-// or CI.
-func nodeCmd(t *testing.T) []string {
-	t.Helper()
-	node, err := exec.LookPath("node")
-	if err == nil {
-		for _, flags := range [][]string{nil, {"--experimental-websocket"}} {
-			args := append(append([]string{node}, flags...), "-e", `process.exit(typeof WebSocket === "function" ? 0 : 1)`)
-			if exec.Command(args[0], args[1:]...).Run() == nil {
-				return append([]string{node}, flags...)
-			}
-		}
-	}
-	msg := "node (with a WebSocket global) is missing; run scripts/deps.sh"
-	if os.Getenv("TEST_REQUIRE_DEPS") != "" || os.Getenv("CI") != "" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return nil
-}
-
 // jsClient is web/client.js running under node (testdata/jsclient.mjs).
 type jsClient struct {
 	mu     sync.Mutex
@@ -255,7 +234,7 @@ func jsMsgs(t *testing.T, who string, events []map[string]any) []received {
 // whose data equals the published value as JSON, and nothing else; live
 // and through catch-up.
 func TestPublishedDataRoundTrip(t *testing.T) {
-	node := nodeCmd(t)
+	node := testdeps.Node(t)
 	ts := startServer(t, "epoll", nil)
 	const ch = "prop:1"
 
@@ -421,7 +400,7 @@ func TestPublishedDataRoundTrip(t *testing.T) {
 // nothing of the frame (the forged line between the broken ones is not
 // delivered), and reconnects.
 func TestJSClientProtocolError(t *testing.T) {
-	node := nodeCmd(t)
+	node := testdeps.Node(t)
 	var mu sync.Mutex
 	conns := 0
 	srv := newFakeWS(t, func(c *websocket.Conn, ctx context.Context) {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs and is missing: redis-server (Debian's
 # package); for the deploy/ tests, nginx, haproxy and promtool (Debian's
-# prometheus package, the only one that ships promtool); for the browser
+# prometheus package, the only one that ships promtool) and systemd-analyze
+# (systemd, to verify the unit); for the browser
 # test, Debian's chromium, Node.js and the npm packages pinned in
 # web/e2e/package-lock.json. Safe to run again; does nothing when
 # everything is there. The services these packages bring are not started
@@ -14,6 +15,7 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/syncgate/syncgate/internal/testdeps"
 )
 
 // TestBrowser runs web/e2e/demo.test.mjs: headless Chromium (Debian's
@@ -38,22 +39,12 @@ func TestBrowser(t *testing.T) {
 	if chromium == "" {
 		chromium = "/usr/bin/chromium"
 	}
-	nodeJS, err := exec.LookPath("node")
-	missing := func(what string) {
-		msg := what + " is missing; run scripts/deps.sh"
-		if os.Getenv("TEST_REQUIRE_DEPS") != "" || os.Getenv("CI") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	if err != nil {
-		missing("node")
-	}
+	nodeJS := testdeps.Binary(t, "node")
 	if _, err := os.Stat(chromium); err != nil {
-		missing(chromium)
+		testdeps.Missing(t, chromium)
 	}
 	if _, err := os.Stat("e2e/node_modules/playwright-core/package.json"); err != nil {
-		missing("web/e2e/node_modules (npm ci in web/e2e)")
+		testdeps.Missing(t, "web/e2e/node_modules (npm ci in web/e2e)")
 	}
 	start := time.Now()
 	dir := t.TempDir()

@@ -13,6 +13,7 @@ import (
 	"github.com/syncgate/syncgate/brokers/memory"
 	"github.com/syncgate/syncgate/gateway"
 	"github.com/syncgate/syncgate/internal/config"
+	"github.com/syncgate/syncgate/internal/testdeps"
 	"github.com/syncgate/syncgate/internal/wstest"
 )
 
@@ -22,13 +23,7 @@ import (
 // catch-up and must get every message once, in order, then `recovered`,
 // without being cut off.
 func TestClientJSStreamedCatchUp(t *testing.T) {
-	nodeJS, err := exec.LookPath("node")
-	if err != nil {
-		if os.Getenv("TEST_REQUIRE_DEPS") != "" || os.Getenv("CI") != "" {
-			t.Fatal("node is missing; run scripts/deps.sh")
-		}
-		t.Skip("node is missing; run scripts/deps.sh")
-	}
+	node := testdeps.Node(t)
 	cfg := config.Default()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Client.PublishRate = 0
@@ -70,7 +65,7 @@ func TestClientJSStreamedCatchUp(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, nodeJS, "--experimental-websocket", "--no-warnings", "e2e/catchup.test.mjs")
+	cmd := exec.CommandContext(ctx, node[0], append(node[1:], "--no-warnings", "e2e/catchup.test.mjs")...)
 	cmd.Env = append(os.Environ(), "CLIENT_JS="+mod, "WS_URL="+url, "CH="+ch, "EPOCH="+epoch, "N="+strconv.Itoa(n))
 	out, err := cmd.CombinedOutput()
 	if err != nil {

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/syncgate/syncgate/internal/testcert"
+	"github.com/syncgate/syncgate/internal/testdeps"
 )
 
 // Options configures a server started by Start.
@@ -84,16 +85,13 @@ func Binary() string {
 	return p
 }
 
-// Require skips (or, with TEST_REQUIRE_DEPS set, fails) t when no
+// Require skips (or, under make test, fails: see testdeps) t when no
 // redis-server binary is available, and returns the binary.
 func Require(t testing.TB) string {
 	t.Helper()
 	bin := Binary()
 	if bin == "" {
-		if os.Getenv("TEST_REQUIRE_DEPS") != "" {
-			t.Fatal("redistest: redis-server not found on PATH (run scripts/deps.sh)")
-		}
-		t.Skip("redistest: redis-server not found on PATH (run scripts/deps.sh)")
+		testdeps.Missing(t, "redis-server")
 	}
 	return bin
 }
