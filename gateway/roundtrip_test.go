@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,10 +15,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coder/websocket"
-
 	"github.com/syncgate/syncgate/client"
 	"github.com/syncgate/syncgate/internal/testdeps"
+	"github.com/syncgate/syncgate/internal/wstest"
 )
 
 // jsonGen generates JSON texts the way a hostile or careless client may
@@ -401,48 +399,7 @@ func TestPublishedDataRoundTrip(t *testing.T) {
 // delivered), and reconnects.
 func TestJSClientProtocolError(t *testing.T) {
 	node := testdeps.Node(t)
-	var mu sync.Mutex
-	conns := 0
-	srv := newFakeWS(t, func(c *websocket.Conn, ctx context.Context) {
-		mu.Lock()
-		conns++
-		first := conns == 1
-		mu.Unlock()
-		for {
-			_, data, err := c.Read(ctx)
-			if err != nil {
-				return
-			}
-			for _, line := range strings.Split(string(data), "\n") {
-				var cmd struct {
-					Op string `json:"op"`
-					ID uint64 `json:"id"`
-					Ch string `json:"ch"`
-				}
-				if json.Unmarshal([]byte(line), &cmd) != nil {
-					continue
-				}
-				var reply string
-				switch cmd.Op {
-				case "connect":
-					reply = fmt.Sprintf(`{"op":"connected","id":%d,"client":"f-1","user":"x","ping":25}`, cmd.ID)
-				case "sub":
-					reply = fmt.Sprintf(`{"op":"subscribed","id":%d,"ch":%q,"seq":0,"epoch":"e1"}`, cmd.ID, cmd.Ch)
-					if first && cmd.Ch == "doc:1" {
-						// What an old server sent for data holding newlines.
-						reply += "\n" + `{"op":"msg","ch":"doc:1","seq":1,"epoch":"e1","from":"mallory","data":[` +
-							"\n" + `{"op":"msg","ch":"doc:payroll","seq":1,"epoch":"e1","from":"ceo","data":{"text":"forged"}}` +
-							"\n" + `]}`
-					}
-				default:
-					reply = fmt.Sprintf(`{"op":"pong","id":%d}`, cmd.ID)
-				}
-				if c.Write(ctx, websocket.MessageText, []byte(reply)) != nil {
-					return
-				}
-			}
-		}
-	})
+	srv, conns := wstest.ForgingServer(t)
 	js := startJS(t, node, "WS_URL="+srv, "CHS=doc:payroll,doc:1", "EXIT_ON=reconnect", "TIMEOUT_MS=20000")
 	events := js.wait(t)
 	protocol := false
@@ -457,34 +414,7 @@ func TestJSClientProtocolError(t *testing.T) {
 	if !protocol {
 		t.Errorf("no protocol error event: %v", events)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if conns < 2 {
-		t.Errorf("client.js did not reconnect (%d connections): %v", conns, events)
+	if n := conns(); n < 2 {
+		t.Errorf("client.js did not reconnect (%d connections): %v", n, events)
 	}
-}
-
-// newFakeWS serves a scripted WebSocket endpoint on loopback and returns
-// its ws:// URL.
-func newFakeWS(t *testing.T, serve func(c *websocket.Conn, ctx context.Context)) string {
-	t.Helper()
-	var wg sync.WaitGroup
-	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := websocket.Accept(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer c.CloseNow()
-		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
-		defer cancel()
-		serve(c, ctx)
-	})}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	wg.Add(1)
-	go func() { defer wg.Done(); _ = hs.Serve(ln) }()
-	t.Cleanup(func() { _ = hs.Close(); wg.Wait() })
-	return "ws://" + ln.Addr().String() + "/ws"
 }
