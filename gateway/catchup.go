@@ -317,19 +317,12 @@ func (srv *Server) streamCatchUp(ctx context.Context, sb *sub, id uint64, since 
 		if !continues(last, epoch, pubs, pos) {
 			if first {
 				// Not recoverable: the v1 reply, then live from pos.
-				sb.mu.Lock()
-				switch {
-				case sb.removed:
-					sb.mu.Unlock()
+				switch srv.goLiveAfter(sb, srv.subscribedFrame(id, sb.ch, pos, true, false, nil, false), pos.Epoch, pos.Seq) {
+				case liveRemoved:
 					return
-				case sb.overflow:
-					sb.buf, sb.bufBytes, sb.overflow = nil, 0, false
-					sb.mu.Unlock()
+				case liveOverflow:
 					continue // read the position again
 				}
-				c.sendFrame(srv.subscribedFrame(id, sb.ch, pos, true, false, nil, false))
-				srv.goLive(sb, pos.Epoch, pos.Seq)
-				sb.mu.Unlock()
 				srv.metrics.catchup.WithLabelValues("not_recovered").Inc()
 				return
 			}
@@ -351,23 +344,41 @@ func (srv *Server) streamCatchUp(ctx context.Context, sb *sub, id uint64, since 
 		if !c.waitRoom(ctx, srv.cfg.History.PageBytes) {
 			return
 		}
-		sb.mu.Lock()
-		switch {
-		case sb.removed:
-			sb.mu.Unlock()
-			return
-		case sb.overflow:
+		if srv.goLiveAfter(sb, caughtUpFrame(sb.ch, pos.Seq, pos.Epoch, true), pos.Epoch, last) == liveOverflow {
 			// Live messages came faster than the catch-up: what was
 			// dropped is in history; read on from there.
-			sb.buf, sb.bufBytes, sb.overflow = nil, 0, false
-			sb.mu.Unlock()
 			continue
 		}
-		c.sendFrame(caughtUpFrame(sb.ch, pos.Seq, pos.Epoch, true))
-		srv.goLive(sb, pos.Epoch, last)
-		sb.mu.Unlock()
 		return
 	}
+}
+
+// liveResult is what goLiveAfter did.
+type liveResult uint8
+
+const (
+	liveOK       liveResult = iota // frame sent, sb live
+	liveRemoved                    // sb was taken out of the hub: nothing sent
+	liveOverflow                   // sb's live buffer overflowed: cleared, nothing sent
+)
+
+// goLiveAfter queues frame (the reply that ends a catch-up) and makes sb
+// live after last in epoch, under sb.mu, unless sb was removed or the live
+// messages buffered meanwhile overflowed; then the buffer is cleared and
+// the caller reads on from history, where what was dropped is.
+func (srv *Server) goLiveAfter(sb *sub, frame []byte, epoch string, last uint64) liveResult {
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	switch {
+	case sb.removed:
+		return liveRemoved
+	case sb.overflow:
+		sb.buf, sb.bufBytes, sb.overflow = nil, 0, false
+		return liveOverflow
+	}
+	sb.c.sendFrame(frame)
+	srv.goLive(sb, epoch, last)
+	return liveOK
 }
 
 // streamPage reads the page after last and, if it continues from last,
