@@ -6,9 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	natsjs "github.com/nats-io/nats.go/jetstream"
-
 	"github.com/syncgate/syncgate/brokers"
 	"github.com/syncgate/syncgate/brokers/jetstream"
 	"github.com/syncgate/syncgate/internal/natstest"
@@ -18,22 +15,7 @@ import (
 // anyone with access to the JetStream API can.
 func deleteStreams(t *testing.T, url string) {
 	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := natsjs.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	for _, name := range []string{"SG_HISTORY", "SG_PRESENCE"} {
-		if err := js.DeleteStream(ctx, name); err != nil {
-			t.Fatalf("delete stream %s: %v", name, err)
-		}
-	}
+	natstest.DeleteStreams(t, url, "SG_HISTORY", "SG_PRESENCE")
 }
 
 // waitOK polls f until it succeeds or the deadline passes.
@@ -127,15 +109,7 @@ func TestStreamsDeletedRepairedByCheck(t *testing.T) {
 	srv := natstest.RunServer(t)
 	n := startNode(t, jetstream.Config{URL: srv.URL(), CheckEvery: 100 * time.Millisecond})
 	deleteStreams(t, srv.URL())
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := natsjs.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t, srv.URL())
 	waitOK(t, "the streams back", 15*time.Second, func(ctx context.Context) error {
 		for _, name := range []string{"SG_HISTORY", "SG_PRESENCE"} {
 			if _, err := js.Stream(ctx, name); err != nil {
@@ -180,15 +154,7 @@ func TestSubscribeStoresNothing(t *testing.T) {
 		}
 		epochs[i] = pos.Epoch
 	}
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := natsjs.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t, srv.URL())
 	s, err := js.Stream(ctx, "SG_HISTORY")
 	if err != nil {
 		t.Fatal(err)
@@ -269,15 +235,7 @@ func TestEmptyEpochAcrossNodes(t *testing.T) {
 
 	// The channel's history goes away (as when it ages out): its next
 	// empty period has a new epoch, on both nodes.
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := natsjs.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t, srv.URL())
 	s, err := js.Stream(ctx, "SG_HISTORY")
 	if err != nil {
 		t.Fatal(err)

@@ -5,9 +5,6 @@ import (
 	"testing"
 	"time"
 
-	natsgo "github.com/nats-io/nats.go"
-	natsjs "github.com/nats-io/nats.go/jetstream"
-
 	"github.com/syncgate/syncgate/brokers"
 	"github.com/syncgate/syncgate/internal/natstest"
 )
@@ -25,15 +22,7 @@ func TestPresenceStreamDeleted(t *testing.T) {
 	if err := n.b.Join(ctx, "doc.p", m, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	nc, err := natsgo.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := natsjs.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t, srv.URL())
 	if err := js.DeleteStream(ctx, "SG_PRESENCE"); err != nil {
 		t.Fatal(err)
 	}

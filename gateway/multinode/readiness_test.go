@@ -1,14 +1,10 @@
 package multinode_test
 
 import (
-	"context"
 	"io"
 	"net/http"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go"
-	natsjs "github.com/nats-io/nats.go/jetstream"
 
 	"github.com/syncgate/syncgate/brokers/jetstream"
 	"github.com/syncgate/syncgate/internal/natstest"
@@ -40,22 +36,7 @@ func TestJetStreamStreamsDeleted(t *testing.T) {
 		t.Fatalf("/readyz before: %d", code)
 	}
 
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := natsjs.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	for _, name := range []string{"SG_HISTORY", "SG_PRESENCE"} {
-		if err := js.DeleteStream(ctx, name); err != nil {
-			t.Fatal(err)
-		}
-	}
+	natstest.DeleteStreams(t, srv.URL(), "SG_HISTORY", "SG_PRESENCE")
 	// A publish right after the deletion (accepted into the outbox, as
 	// before, or stored once the stream is back).
 	p := dial(t, n, "p")
