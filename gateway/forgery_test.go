@@ -617,3 +617,29 @@ func TestHTTPPubDataValidated(t *testing.T) {
 		t.Fatalf("broken frames %q", bad)
 	}
 }
+
+// A broker writer publishing a payload larger than any node would write
+// (data past client.max_message_size) must not reach subscribers: one such
+// message per second would otherwise fill every subscriber's queue and cut
+// them all off as slow consumers.
+func TestHostileBrokerOversize(t *testing.T) {
+	ts := startServer(t, "epoll", nil)
+	c := dialStrict(t, ts.url())
+	c.send(`{"op":"connect","id":1,"user":"victim"}`)
+	c.send(`{"op":"sub","id":2,"ch":"doc:1"}`)
+	c.waitOp("subscribed", 2)
+	big := `"from":"ceo","data":"` + strings.Repeat("x", 2*ts.cfg.Client.MaxMessageSize) + `"`
+	ctx := context.Background()
+	for _, p := range []string{big, `"from":"end","data":"end"`} {
+		if _, err := ts.broker.Publish(ctx, "doc:1", []byte(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 10*time.Second, "the last message", func() bool { return len(c.ops("msg")) > 0 && c.ops("msg")[len(c.ops("msg"))-1]["from"] == "end" })
+	if msgs := c.ops("msg"); len(msgs) != 1 {
+		t.Fatalf("got %d msgs, want only the last one: the oversize one was delivered", len(msgs))
+	}
+	if n := scrape(t, ts, `syncgate_broker_payload_rejected_total{kind="publication"}`); n != 1 {
+		t.Fatalf("rejected publications: %v, want 1", n)
+	}
+}

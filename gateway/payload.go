@@ -228,9 +228,15 @@ const (
 // (counted and logged). kind says where it came from. Our own nodes'
 // payloads pass unchanged and without allocation.
 func (s *Server) brokerPubData(ch string, p *brokers.Publication, kind string) ([]byte, bool) {
-	verdict := checkPubData(p.Data)
-	if !validEpoch(p.Epoch) || !validEpoch(p.Was.Epoch) {
-		verdict = payloadInvalid // an epoch is written raw into SSE's id: line
+	verdict := payloadInvalid
+	switch {
+	case !validEpoch(p.Epoch) || !validEpoch(p.Was.Epoch):
+		// an epoch is written raw into SSE's id: line
+	case len(p.Data) > s.cfg.Client.MaxMessageSize+pubOverhead:
+		// No node writes it (data is at most client.max_message_size):
+		// one would fill every subscriber's queue.
+	default:
+		verdict = checkPubData(p.Data)
 	}
 	switch verdict {
 	case payloadOK:
