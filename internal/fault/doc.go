@@ -42,3 +42,12 @@ const (
 	// presence, so they expire while connected.
 	PresenceRefreshSkipped = "presence-refresh-skipped"
 )
+
+// Names lists every fault, for the check that each one is caught.
+func Names() []string {
+	return []string{
+		NATSFlushNow, NATSOutboxDropped, JetStreamRefuseOutage, JetStreamOutboxDropped,
+		RedisPresenceTTLLong, CatchUpGap, MergeWatermarkOffByOne, LiveDedupeOff,
+		PresenceRefreshSkipped,
+	}
+}
