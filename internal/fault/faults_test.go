@@ -26,6 +26,8 @@ var faults = []struct {
 }{
 	{fault.NATSFlushNow, "brokers/nats", "^TestServerRestart$", "TestServerRestart", "may be lost"},
 	{fault.NATSOutboxDropped, "brokers/nats", "^TestServerRestart$", "TestServerRestart", "may be lost"},
+	{fault.NATSFlushNow, "gateway/multinode", "^TestCoreNATSServerRestart$", "TestCoreNATSServerRestart", "may be lost"},
+	{fault.JetStreamRefuseOutage, "gateway/multinode", "^TestJetStreamServerRestart$", "TestJetStreamServerRestart", "the outbox must hold them"},
 	{fault.JetStreamRefuseOutage, "brokers/jetstream", "^TestServerRestart$/^File$", "TestServerRestart", "the outbox must hold them"},
 	{fault.JetStreamOutboxDropped, "brokers/jetstream", "^TestServerRestart$/^File$", "TestServerRestart", "are not stored"},
 	{fault.RedisPresenceTTLLong, "brokers/redis/multinode", "^TestNodeCrash$", "TestNodeCrash", "want at most the presence TTL"},
@@ -92,7 +94,7 @@ func TestFaultsCaught(t *testing.T) {
 		if !built[f.pkg] {
 			continue
 		}
-		t.Run(f.name, func(t *testing.T) {
+		t.Run(f.name+"@"+f.pkg, func(t *testing.T) {
 			t.Parallel()
 			sem <- struct{}{}
 			defer func() { <-sem }()
