@@ -19,7 +19,7 @@ vet:
 # The fault-injection check alone (it also runs in `make test`): each
 # deliberate fault in internal/fault must make its named test fail.
 faults:
-	TEST_REQUIRE_DEPS=1 $(GO) test -count=1 -run '^TestFaultsCaught$$' -v ./internal/fault/
+	TEST_REQUIRE_DEPS=1 $(GO) test -race -count=1 -run '^TestFaultsCaught$$' -v ./internal/fault/
 
 # Short fuzzing of every decoder (the seed corpora also run in `make test`).
 fuzz:

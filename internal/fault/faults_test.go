@@ -38,8 +38,11 @@ var faults = []struct {
 }
 
 // TestFaultsCaught builds each package named above once with the
-// faultinject tag (without -race: the check is about what the tests
-// assert, not about races) and runs each fault's test in a child process.
+// faultinject tag and runs each fault's test in a child process. The
+// builds use -race when this test was built with it: then every package
+// the faults do not touch (nats-server, go-redis, ...) comes from the
+// build cache the surrounding `go test -race ./...` fills, and only the
+// packages importing internal/fault are compiled again.
 func TestFaultsCaught(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs test binaries; not in -short")
@@ -77,7 +80,11 @@ func TestFaultsCaught(t *testing.T) {
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			cmd := exec.CommandContext(t.Context(), goBin, "test", "-c", "-tags", "faultinject", "-o", out, "./"+pkg)
+			args := []string{"test", "-c", "-tags", "faultinject", "-o", out}
+			if raceBuild {
+				args = append(args, "-race")
+			}
+			cmd := exec.CommandContext(t.Context(), goBin, append(args, "./"+pkg)...)
 			cmd.Dir = root
 			if b, err := cmd.CombinedOutput(); err != nil {
 				t.Errorf("building %s with -tags faultinject: %v\n%s", pkg, err, b)
