@@ -109,13 +109,21 @@ func startHeldServer(t *testing.T, mode string, h *heldHistory) string {
 // merge watermark is off by one delivers one twice. The client must get
 // every seq after its since exactly once (also when the broker hands each
 // publication over twice), in order, across `subscribed`
-// and the live messages that follow.
+// and the live messages that follow, with and without the streamed
+// catch-up.
 func TestCatchUpHeldHistory(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
 		readFirst bool
 		twice     bool
-	}{{"ReadBeforePublishes", true, false}, {"ReadAfterPublishes", false, false}, {"Redelivered", true, true}} {
+		stream    bool // the streamed catch-up (docs/protocol.md)
+	}{
+		{"ReadBeforePublishes", true, false, false},
+		{"ReadAfterPublishes", false, false, false},
+		{"Redelivered", true, true, false},
+		{"StreamedReadBeforePublishes", true, false, true},
+		{"StreamedReadAfterPublishes", false, false, true},
+	} {
 		t.Run(tc.name, func(t *testing.T) {
 			forModes(t, func(t *testing.T, mode string) {
 				const ch = "doc:held"
@@ -137,7 +145,7 @@ func TestCatchUpHeldHistory(t *testing.T) {
 
 				h.armed <- struct{}{}
 				c := wstest.Dial(t, url)
-				c.SendRaw(fmt.Sprintf(`{"op":"sub","id":1,"ch":%q,"since":{"seq":2,"epoch":%q}}`, ch, epoch))
+				c.SendRaw(fmt.Sprintf(`{"op":"sub","id":1,"ch":%q,"since":{"seq":2,"epoch":%q},"stream":%t}`, ch, epoch, tc.stream))
 				select {
 				case <-h.reading:
 				case <-time.After(20 * time.Second):
