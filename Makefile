@@ -1,7 +1,7 @@
 # syncgate: `make run` starts a node, `make test` runs the whole suite.
 GO ?= go
 
-.PHONY: run test deps unit fuzz bench vet
+.PHONY: run test deps unit fuzz bench vet faults
 
 run:
 	$(GO) run .
@@ -15,6 +15,11 @@ test: deps vet
 
 vet:
 	$(GO) vet ./...
+
+# The fault-injection check alone (it also runs in `make test`): each
+# deliberate fault in internal/fault must make its named test fail.
+faults:
+	TEST_REQUIRE_DEPS=1 $(GO) test -race -count=1 -run '^TestFaultsCaught$$' -v ./internal/fault/
 
 # Short fuzzing of every decoder (the seed corpora also run in `make test`).
 fuzz:

@@ -9,6 +9,7 @@ import (
 	"github.com/gobwas/ws"
 
 	"github.com/syncgate/syncgate/brokers"
+	"github.com/syncgate/syncgate/internal/fault"
 )
 
 var (
@@ -585,7 +586,7 @@ func mergeBuffered(buf []bufferedPub, m *mergeState) []bufferedPub {
 		case bp.epoch != m.epoch:
 			m.epoch, m.last = bp.epoch, bp.seq
 			out = append(out, bp)
-		case bp.seq > m.last:
+		case bp.seq > m.last, fault.On(fault.MergeWatermarkOffByOne) && bp.seq == m.last:
 			m.last = bp.seq
 			out = append(out, bp)
 		}

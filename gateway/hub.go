@@ -10,6 +10,7 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/syncgate/syncgate/brokers"
+	"github.com/syncgate/syncgate/internal/fault"
 )
 
 // The hub maps channels to this node's subscribers. It holds exactly one
@@ -318,6 +319,9 @@ func (h *hub) HandlePublication(ch string, p brokers.Publication) {
 
 func (s *sub) deliver(seq uint64, epoch string, prov bool, frame []byte) {
 	if !s.live.Load() {
+		if fault.On(fault.CatchUpGap) {
+			return
+		}
 		s.mu.Lock()
 		if !s.live.Load() {
 			switch {
@@ -352,7 +356,7 @@ func (s *sub) accept(seq uint64, prov bool) bool {
 	if prov {
 		w = &s.provSeq
 	}
-	if seq <= *w {
+	if seq <= *w && !fault.On(fault.LiveDedupeOff) {
 		return false
 	}
 	*w = seq

@@ -27,6 +27,7 @@ import (
 
 	"github.com/syncgate/syncgate/brokers"
 	"github.com/syncgate/syncgate/internal/config"
+	"github.com/syncgate/syncgate/internal/fault"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown.
@@ -591,6 +592,9 @@ func (s *Server) presenceLoop() {
 		case <-s.ctx.Done():
 			return
 		case <-t.C:
+			if fault.On(fault.PresenceRefreshSkipped) {
+				continue
+			}
 			s.hub.members(func(ch string, ms []brokers.Member) {
 				ctx, cancel := context.WithTimeout(s.ctx, s.brokerTimeout)
 				if err := s.presence.Refresh(ctx, ch, ms, s.cfg.Presence.TTL); err != nil {

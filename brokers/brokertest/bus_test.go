@@ -2,6 +2,7 @@ package brokertest_test
 
 import (
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -23,6 +24,8 @@ var busFeatures = brokertest.Features{
 	Epoch:       true,
 	Presence:    true,
 	Pinger:      true,
+	// The memory sweep runs every third of the shortest TTL (100ms here).
+	ExpiryWithin: 150 * time.Millisecond,
 }
 
 // TestBus runs the suite, cross-node checks included, on membus: a fake

@@ -35,6 +35,7 @@ var mutants = []struct {
 	{"subscribe-late", "History/SubscribeThenSince"},
 	{"rejoin-announces", "Presence/JoinLeave"},
 	{"never-expires", "Presence/Expiry"},
+	{"expires-late", "Presence/Expiry"},
 	{"refresh-noop", "Presence/Refresh"},
 	{"close-leaks", "Lifecycle/Close"},
 	{"no-pinger", "Features"},
@@ -144,6 +145,8 @@ func (m *mutant) Join(ctx context.Context, ch string, mem brokers.Member, ttl ti
 	switch m.kind {
 	case "never-expires":
 		ttl = time.Hour
+	case "expires-late":
+		ttl *= 2
 	case "rejoin-announces":
 		ms, err := m.Broker.Members(ctx, ch)
 		if err != nil {

@@ -34,6 +34,11 @@ type Features struct {
 	Presence bool
 	// Pinger: the backend implements brokers.Pinger.
 	Pinger bool
+	// ExpiryWithin is the backend's documented bound (docs/brokers.md) on
+	// how long after its TTL a member that is not refreshed leaves; the
+	// suite's expiry check holds it to that plus expirySlack. Zero: the
+	// backend promises none, and only Suite.Wait bounds the wait.
+	ExpiryWithin time.Duration
 }
 
 // Suite is the conformance suite. New is required; the other fields are

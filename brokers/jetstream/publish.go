@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/syncgate/syncgate/brokers"
+	"github.com/syncgate/syncgate/internal/fault"
 	"github.com/syncgate/syncgate/internal/natsbase"
 )
 
@@ -338,7 +339,7 @@ func (b *Broker) enqueue(ch string, data []byte, id string, amb *attempt) (broke
 	if amb == nil {
 		e.was = strconv.FormatUint(pos.Seq, 10) + ":" + pos.Epoch
 	}
-	if !b.n.Outbox.PushLocked(e) {
+	if fault.On(fault.JetStreamRefuseOutage) || !b.n.Outbox.PushLocked(e) {
 		return brokers.Position{}, fmt.Errorf("jetstream: publish %s: %w: server unreachable and outbox full", ch, brokers.ErrUnavailable)
 	}
 	lp.Seq++
@@ -490,6 +491,10 @@ func (b *Broker) flushOutbox() bool {
 		e, ok := b.n.Outbox.Peek()
 		if !ok {
 			break
+		}
+		if fault.On(fault.JetStreamOutboxDropped) {
+			b.n.Outbox.Pop()
+			continue
 		}
 		ctx, cancel := b.n.BgCtx(5 * time.Second)
 		_, amb, err := b.publish(ctx, e.ch, e.data, e.id, e.was, e.amb)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -26,6 +27,8 @@ func TestConformance(t *testing.T) {
 		Epoch:       true,
 		Presence:    true,
 		Pinger:      true,
+		// The sweep runs every third of the shortest TTL (100ms here).
+		ExpiryWithin: 150 * time.Millisecond,
 	}, func(t *testing.T) brokers.Broker {
 		return memory.New(memory.Config{HistorySize: suiteHistorySize})
 	})

@@ -9,6 +9,7 @@ import (
 	natsgo "github.com/nats-io/nats.go"
 
 	"github.com/syncgate/syncgate/brokers"
+	"github.com/syncgate/syncgate/internal/fault"
 	"github.com/syncgate/syncgate/internal/natsbase"
 )
 
@@ -87,6 +88,9 @@ func (b *Broker) flusher() {
 		if n := b.n.NC.Stats().Reconnects; n != reconnects {
 			reconnects = n
 			hold = time.Now().Add(flushDelay)
+			if fault.On(fault.NATSFlushNow) {
+				hold = time.Time{}
+			}
 		}
 		if time.Since(lastCheck) >= presenceCheckEvery {
 			lastCheck = time.Now()
@@ -99,6 +103,10 @@ func (b *Broker) flusher() {
 			e, ok := b.n.Outbox.Peek()
 			if !ok {
 				break
+			}
+			if fault.On(fault.NATSOutboxDropped) {
+				b.n.Outbox.Pop()
+				continue
 			}
 			m := natsgo.NewMsg(b.pubPre + natsbase.Token(e.ch))
 			m.Header.Set(hdrLocal, b.nodeID)

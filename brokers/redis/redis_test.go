@@ -21,11 +21,12 @@ func TestMain(m *testing.M) {
 const suiteHistorySize = 100
 
 var suiteFeatures = brokertest.Features{
-	History:     true,
-	HistorySize: suiteHistorySize,
-	Epoch:       true,
-	Presence:    true,
-	Pinger:      true,
+	History:      true,
+	HistorySize:  suiteHistorySize,
+	Epoch:        true,
+	Presence:     true,
+	Pinger:       true,
+	ExpiryWithin: 250 * time.Millisecond, // docs/brokers.md: leave within the TTL plus 250 ms
 }
 
 // testConfig is a Config with short timeouts for tests.

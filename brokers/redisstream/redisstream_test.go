@@ -25,11 +25,12 @@ func TestMain(m *testing.M) {
 const suiteHistorySize = 2000
 
 var suiteFeatures = brokertest.Features{
-	History:     true,
-	HistorySize: suiteHistorySize,
-	Epoch:       true,
-	Presence:    true,
-	Pinger:      true,
+	History:      true,
+	HistorySize:  suiteHistorySize,
+	Epoch:        true,
+	Presence:     true,
+	Pinger:       true,
+	ExpiryWithin: 100 * time.Millisecond, // docs/brokers.md: leave within the TTL plus 100 ms
 }
 
 // testConfig is a Config with short timeouts for tests.

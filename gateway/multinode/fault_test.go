@@ -14,7 +14,8 @@ import (
 
 // TestJetStreamServerRestart: WebSocket clients publish on two gateway
 // nodes while their NATS server (file storage) is shut down and restarted.
-// Every acked publish must reach every subscriber, on both nodes, exactly
+// Every publish is acked (the outbox holds those the outage refuses);
+// every acked publish must reach every subscriber, on both nodes, exactly
 // once and in order in the channel's history epoch; what a subscriber got
 // in an outage epoch meanwhile (its own node's publishes, at once) comes
 // again under its real seq.
@@ -58,6 +59,9 @@ func TestJetStreamServerRestart(t *testing.T) {
 	wg.Wait()
 
 	total := len(acked[0]) + len(acked[1])
+	if total != 2*each {
+		t.Errorf("%d of %d publishes acked; during the outage the outbox must hold them (docs/brokers.md)", total, 2*each)
+	}
 	for _, s := range []*wstest.Client{s1, s2} {
 		var real []wstest.Msg
 		other := 0
@@ -95,9 +99,15 @@ func TestJetStreamServerRestart(t *testing.T) {
 		total, 2*each, total, epoch, total, outage[0], outage[1])
 }
 
-// TestCoreNATSServerRestart: the same on core NATS, which loses what is
-// published while a node is cut off. It checks no duplicate, per-publisher
-// order, and logs what each subscriber lost.
+// maxRestartLost is how many of one publisher's messages a core NATS
+// subscriber may lose to a server restart (brokers/nats TestServerRestart
+// holds the broker to the same bound).
+const maxRestartLost = 5
+
+// TestCoreNATSServerRestart: the same on core NATS, at most once. Every
+// publish is acked (the outbox holds it), and a subscriber loses at most
+// maxRestartLost of each publisher's messages: those in flight when the
+// server died (docs/brokers.md); no duplicate, each publisher in order.
 func TestCoreNATSServerRestart(t *testing.T) {
 	srv := natstest.RunServer(t)
 	newBroker := func() *nats.Broker { return nats.New(nats.Config{URL: srv.URL()}) }
@@ -129,9 +139,24 @@ func TestCoreNATSServerRestart(t *testing.T) {
 	time.Sleep(400 * time.Millisecond)
 	srv.Restart(t)
 	wg.Wait()
-	time.Sleep(2 * time.Second) // the outboxes are flushed a second after reconnecting
+	for i := range acked {
+		if acked[i] != each {
+			t.Errorf("publisher %d: %d of %d publishes acked; during the outage the outbox must hold them", i+1, acked[i], each)
+		}
+	}
+	total := acked[0] + acked[1]
 	for _, s := range []*wstest.Client{s1, s2} {
-		got := s.Drain(500*time.Millisecond, func(o wstest.Msg) bool { return o.Op() == "msg" })
+		// The outboxes are sent about a second after reconnecting; take
+		// messages until all acked ones came or none came for 5s.
+		var got []wstest.Msg
+		for len(got) < total {
+			m := s.TryNext(5*time.Second, func(o wstest.Msg) bool { return o.Op() == "msg" })
+			if m == nil {
+				break
+			}
+			got = append(got, m)
+		}
+		got = append(got, s.Drain(200*time.Millisecond, func(o wstest.Msg) bool { return o.Op() == "msg" })...)
 		seen := map[string]bool{}
 		next := [2]int{}
 		var from [2]int
@@ -150,5 +175,10 @@ func TestCoreNATSServerRestart(t *testing.T) {
 			from[p]++
 		}
 		t.Logf("%s: got %d of publisher 1's %d acked, %d of publisher 2's %d acked", s.Name(), from[0], acked[0], from[1], acked[1])
+		for p := range from {
+			if lost := acked[p] - from[p]; lost > maxRestartLost {
+				t.Errorf("%s lost %d of publisher %d's %d acked messages; at most %d may be lost (in flight when the server died)", s.Name(), lost, p+1, acked[p], maxRestartLost)
+			}
+		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/syncgate/syncgate/brokers"
+	"github.com/syncgate/syncgate/internal/fault"
 )
 
 // Presence: per channel, a hash client -> user and a sorted set client ->
@@ -186,6 +187,9 @@ func (p *Presence) Join(ctx context.Context, be PresenceBackend, ch string, m br
 	}
 	be.NoteTTL(ttl)
 	ms := max(ttl.Milliseconds(), 1)
+	if fault.On(fault.RedisPresenceTTLLong) {
+		ms = ms * 18 / 10
+	}
 	keys, arg := be.PresenceKeys(ch)
 	if err := p.call(ctx, be, ch, p.Scripts.Join, keys, arg, m.Client, m.User, msArg(ms), msArg(ms+KeyGrace.Milliseconds())); err != nil {
 		return fmt.Errorf("%s: join %s: %w", p.Name, ch, err)
@@ -216,6 +220,9 @@ func (p *Presence) Refresh(ctx context.Context, be PresenceBackend, ch string, m
 	be.NoteTTL(ttl)
 	keys, arg := be.PresenceKeys(ch)
 	ttlMS := max(ttl.Milliseconds(), 1)
+	if fault.On(fault.RedisPresenceTTLLong) {
+		ttlMS = ttlMS * 18 / 10
+	}
 	args := make([]any, 0, 3+len(ms))
 	args = append(args, arg, msArg(ttlMS), msArg(ttlMS+KeyGrace.Milliseconds()))
 	for _, m := range ms {
