@@ -1,0 +1,39 @@
+package gateway_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/syncgate/syncgate/brokers"
+	"github.com/syncgate/syncgate/gateway"
+)
+
+// TestDecodePublication: what the change feed accepts from the broker is
+// what a node fans out; hostile payloads fail.
+func TestDecodePublication(t *testing.T) {
+	ok := []struct{ in, from, data string }{
+		{`"from":"ann","data":{"a":1}`, "ann", `{"a":1}`},
+		{`"from":"a\"b","data":[1, 2]`, `a"b`, `[1,2]`},
+		{`"from":"","data":"x"`, "", `"x"`},
+	}
+	for _, c := range ok {
+		from, data, err := gateway.DecodePublication(brokers.Publication{Seq: 1, Epoch: "e", Data: []byte(c.in)}, 0)
+		if err != nil || from != c.from || string(data) != c.data {
+			t.Errorf("%s: got %q %q %v, want %q %q", c.in, from, data, err, c.from, c.data)
+		}
+	}
+	bad := []brokers.Publication{
+		{Epoch: "e", Data: []byte(`{"a":1}`)},
+		{Epoch: "e", Data: []byte(`"from":"x","data":{"a":1}} , {"op":"msg"`)},
+		{Epoch: "e", Data: []byte(`"from":"x","data":`)},
+		{Epoch: "e", Data: []byte("\"from\":\"x\xff\",\"data\":1")},
+		{Epoch: "bad\nepoch", Data: []byte(`"from":"x","data":1`)},
+		{Epoch: "e", Data: []byte(`"from":"x","data":"` + strings.Repeat("a", 3000) + `"`)}, // over 10 + the publisher's share
+	}
+	for i, p := range bad {
+		if _, _, err := gateway.DecodePublication(p, 10); !errors.Is(err, gateway.ErrBadPublication) {
+			t.Errorf("%d: %q accepted (%v)", i, p.Data, err)
+		}
+	}
+}
