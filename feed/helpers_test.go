@@ -3,15 +3,10 @@ package feed_test
 import (
 	"context"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/syncgate/syncgate/brokers"
 	"github.com/syncgate/syncgate/feed"
-	"github.com/syncgate/syncgate/gateway"
-	"github.com/syncgate/syncgate/internal/config"
-	"github.com/syncgate/syncgate/internal/wstest"
 )
 
 const wait = 10 * time.Second
@@ -68,41 +63,4 @@ func checkOrder(t *testing.T, pubs []feed.Publication, first map[string]uint64) 
 		count[p.Ch]++
 	}
 	return count
-}
-
-// node is one gateway on a loopback port.
-type node struct {
-	srv  *gateway.Server
-	addr string
-	once sync.Once
-}
-
-// startNode runs a gateway on b (not started: the gateway starts it);
-// it is shut down when the test ends.
-func startNode(t *testing.T, b brokers.Broker) *node {
-	t.Helper()
-	cfg := config.Default()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.Client.PublishRate = 0
-	cfg.Server.DrainWindow = 50 * time.Millisecond
-	srv, err := gateway.New(cfg, b, nil)
-	if err != nil {
-		t.Fatalf("gateway.New: %v", err)
-	}
-	addr, done := wstest.Serve(t, srv, cfg.Listen)
-	n := &node{srv: srv, addr: addr}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		<-done
-	})
-	return n
-}
-
-func (n *node) dial(t *testing.T, user string) *wstest.Client {
-	t.Helper()
-	c := wstest.Dial(t, "ws://"+n.addr+"/ws", wstest.Named(user), wstest.NonFatal())
-	c.Connect(user)
-	return c
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/syncgate/syncgate/brokers/jetstream"
 	"github.com/syncgate/syncgate/feed"
+	"github.com/syncgate/syncgate/internal/gwtest"
 	"github.com/syncgate/syncgate/internal/natstest"
 	"github.com/syncgate/syncgate/internal/wstest"
 )
@@ -153,8 +154,8 @@ func TestJetStreamFeedResume(t *testing.T) {
 func TestJetStreamFeedGateways(t *testing.T) {
 	srv := natstest.RunServer(t)
 	newBroker := func() *jetstream.Broker { return jetstream.New(jetstream.Config{URL: srv.URL()}) }
-	n1, n2 := startNode(t, newBroker()), startNode(t, newBroker())
-	c1, c2 := n1.dial(t, "ann"), n2.dial(t, "bob")
+	n1, n2 := gwtest.Start(t, newBroker(), nil), gwtest.Start(t, newBroker(), nil)
+	c1, c2 := n1.Dial(t, "ann"), n2.Dial(t, "bob")
 	const each = 15
 	acks := map[string]string{} // "ch/seq" -> epoch
 	var mu sync.Mutex
