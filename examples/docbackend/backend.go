@@ -29,7 +29,7 @@ type Backend struct {
 	// Log gets what the feed loop skips; nil discards.
 	Log *slog.Logger
 
-	applied, skipped atomic.Uint64
+	applied, skipped, redelivered atomic.Uint64
 }
 
 func (b *Backend) prefix() string {
@@ -83,14 +83,19 @@ func (b *Backend) Follow(ctx context.Context, f feed.Reader) error {
 		}
 		if ok {
 			b.applied.Add(1)
+		} else {
+			b.redelivered.Add(1)
 		}
 	}
 }
 
-// Applied and Skipped count the feed's publications applied and skipped
-// as malformed (redeliveries are neither).
-func (b *Backend) Applied() uint64 { return b.applied.Load() }
-func (b *Backend) Skipped() uint64 { return b.skipped.Load() }
+// Applied counts the feed's publications applied (malformed edits
+// included: they advance the position), Skipped the malformed ones,
+// Redelivered those at or before their document's position (the feed is
+// at least once: what follows the last persisted position after a crash).
+func (b *Backend) Applied() uint64     { return b.applied.Load() }
+func (b *Backend) Skipped() uint64     { return b.skipped.Load() }
+func (b *Backend) Redelivered() uint64 { return b.redelivered.Load() }
 
 // Handler serves
 //
@@ -173,4 +178,3 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
 }
-
