@@ -36,8 +36,10 @@ type JetStreamConfig struct {
 	// MaxMessageSize is the nodes' client.max_message_size; larger
 	// payloads are rejected as no node writes them. Default 65536.
 	MaxMessageSize int
-	// Buffer is how many messages the consumer pulls ahead. Default 256.
-	Buffer int
+	// BufferBytes bounds what the consumer pulls ahead, in bytes; it must
+	// exceed the servers' max_payload (1 MiB by default) or a message that
+	// large stalls the feed. Default 16 MiB.
+	BufferBytes int
 	// Log gets dropped entries; nil discards.
 	Log *slog.Logger
 }
@@ -78,8 +80,8 @@ func OpenJetStream(ctx context.Context, cfg JetStreamConfig, r Resume) (*JetStre
 	if cfg.Stream == "" {
 		cfg.Stream = natsbase.StreamName(cfg.Prefix, "HISTORY")
 	}
-	if cfg.Buffer <= 0 {
-		cfg.Buffer = 256
+	if cfg.BufferBytes <= 0 {
+		cfg.BufferBytes = 16 << 20
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -121,7 +123,7 @@ func OpenJetStream(ctx context.Context, cfg JetStreamConfig, r Resume) (*JetStre
 	if err != nil {
 		return nil, fmt.Errorf("feed: consumer on %s: %w", cfg.Stream, err)
 	}
-	f.msgs, err = c.Messages(jetstream.PullMaxMessages(cfg.Buffer))
+	f.msgs, err = c.Messages(jetstream.PullMaxBytes(cfg.BufferBytes))
 	if err != nil {
 		return nil, fmt.Errorf("feed: consumer on %s: %w", cfg.Stream, err)
 	}
