@@ -11,9 +11,7 @@ import (
 
 	"github.com/syncgate/syncgate/brokers/jetstream"
 	"github.com/syncgate/syncgate/feed"
-	"github.com/syncgate/syncgate/internal/gwtest"
 	"github.com/syncgate/syncgate/internal/natstest"
-	"github.com/syncgate/syncgate/internal/wstest"
 )
 
 // jsBroker starts a jetstream broker on srv (memory storage).
@@ -145,38 +143,5 @@ func TestJetStreamFeedResume(t *testing.T) {
 	}
 	if _, err := feed.OpenJetStream(context.Background(), feed.JetStreamConfig{Conn: nc}, feed.Resume{}); !errors.Is(err, feed.ErrConfig) {
 		t.Fatalf("no pattern: %v", err)
-	}
-}
-
-// TestJetStreamFeedGateways: publications made by WebSocket clients on
-// two gateways sharing the stream end up in the feed, in order per
-// channel, with the seq and epoch the clients were acked.
-func TestJetStreamFeedGateways(t *testing.T) {
-	srv := natstest.RunServer(t)
-	newBroker := func() *jetstream.Broker { return jetstream.New(jetstream.Config{URL: srv.URL()}) }
-	n1, n2 := gwtest.Start(t, newBroker(), nil), gwtest.Start(t, newBroker(), nil)
-	c1, c2 := n1.Dial(t, "ann"), n2.Dial(t, "bob")
-	const each = 15
-	acks := map[string]string{} // "ch/seq" -> epoch
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for i, c := range []*wstest.Client{c1, c2} {
-		wg.Go(func() {
-			for j := range each {
-				ack := c.Pub("doc:gw", map[string]any{"node": i, "j": j})
-				mu.Lock()
-				acks[fmt.Sprintf("doc:gw/%d", ack.Num("seq"))] = ack.Str("epoch")
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	f := openJS(t, natsConn(t, srv), "doc:*", feed.Resume{})
-	pubs := collect(t, f, 2*each)
-	checkOrder(t, pubs, nil)
-	for _, p := range pubs {
-		if acks[fmt.Sprintf("%s/%d", p.Ch, p.Seq)] != p.Epoch || (p.From != "ann" && p.From != "bob") {
-			t.Fatalf("feed %+v does not match the acks %v", p, acks)
-		}
 	}
 }
