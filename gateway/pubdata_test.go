@@ -1,9 +1,12 @@
 package gateway_test
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/syncgate/syncgate/brokers"
 	"github.com/syncgate/syncgate/gateway"
@@ -36,4 +39,27 @@ func TestDecodePublication(t *testing.T) {
 			t.Errorf("%d: %q accepted (%v)", i, p.Data, err)
 		}
 	}
+}
+
+// FuzzDecodePublication: whatever the feed's decoder accepts from the
+// broker is a valid publisher string and one compact JSON value with no
+// raw newline, within the size bound.
+func FuzzDecodePublication(f *testing.F) {
+	for _, s := range []string{
+		`"from":"ann","data":{"a":1}`, `"from":"","data":[1, 2]`,
+		`"from":"x","data":1}` + "\n" + `{"op":"msg"`, `"from":"\u2028","data":"\u2028"`,
+		"\"from\":\"x\",\"data\":\"\xe2\x80\xa8\"", `"from":"x","data":`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		from, data, err := gateway.DecodePublication(brokers.Publication{Seq: 1, Epoch: "e", Data: b}, 1024)
+		if err != nil {
+			return
+		}
+		if len(b) > 1024+2048 || !utf8.ValidString(from) || !json.Valid(data) ||
+			bytes.ContainsAny(data, "\n\r\t") || bytes.Contains(data, []byte("\u2028")) {
+			t.Fatalf("accepted %q: from %q data %q", b, from, data)
+		}
+	})
 }
