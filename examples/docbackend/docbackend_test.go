@@ -96,7 +96,8 @@ func (r *running) waitSeq(t *testing.T, id string, seq uint64) docbackend.Doc {
 func TestWalkthrough(t *testing.T) {
 	srv := natstest.RunServer(t)
 	newBroker := func() *jetstream.Broker { return jetstream.New(jetstream.Config{URL: srv.URL()}) }
-	n1, n2 := gwtest.Start(t, newBroker(), nil), gwtest.Start(t, newBroker(), nil)
+	b1 := newBroker()
+	n1, n2 := gwtest.Start(t, b1, nil), gwtest.Start(t, newBroker(), nil)
 	nc, err := nats.Connect(srv.URL())
 	if err != nil {
 		t.Fatal(err)
@@ -156,6 +157,19 @@ func TestWalkthrough(t *testing.T) {
 		t.Fatalf("after since %d got %v", d.Seq, m)
 	}
 	be.waitSeq(t, "42", d.Seq+1)
+
+	// A server-side change: what the server API's publish stores (a
+	// node's broker publication with the API's from), here published on
+	// node 1's broker directly until that API is in this tree.
+	if _, err := b1.Publish(context.Background(), "doc:42", []byte(`"from":"","data":{"set":{"title":"Imported"}}`)); err != nil {
+		t.Fatal(err)
+	}
+	if m := carol.Msgs("doc:42", 1, wait); len(m) != 1 || m[0].Num("seq") != d.Seq+2 {
+		t.Fatalf("server-side change: got %v", m)
+	}
+	if d := be.waitSeq(t, "42", d.Seq+2); string(d.State["title"]) != `"Imported"` {
+		t.Fatalf("server-side change not applied: %+v", d)
+	}
 }
 
 // TestPublishProxy: the backend's publish hook allows a normalised edit
