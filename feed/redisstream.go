@@ -205,8 +205,10 @@ func (f *RedisStream) checkEpochs(ctx context.Context, srv int) error {
 		part := chans[i:min(i+scanCount, len(chans))]
 		pipe := f.cfg.Clients[srv].Pipeline()
 		cmds := make([]*goredis.StringCmd, len(part))
+		exists := make([]*goredis.IntCmd, len(part))
 		for j, rc := range part {
 			cmds[j] = pipe.HGet(ctx, rc.meta, "e")
+			exists[j] = pipe.Exists(ctx, rc.key, rc.meta)
 		}
 		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, goredis.Nil) {
 			return fmt.Errorf("feed: epochs on %s: %w", f.cfg.Clients[srv].Options().Addr, err)
@@ -215,9 +217,13 @@ func (f *RedisStream) checkEpochs(ctx context.Context, srv int) error {
 			e, err := cmds[j].Result()
 			switch {
 			case errors.Is(err, goredis.Nil):
-				// No meta: the channel is gone (silent past MetaTTL).
-				// Forget it; if it comes back, SCAN finds it anew.
-				delete(f.chans, rc.ch)
+				// No meta. With the stream gone too the channel is gone
+				// (silent past MetaTTL): forget it; if it comes back,
+				// SCAN finds it anew. A stream without meta (written
+				// by hand) stays followed from its cursor.
+				if exists[j].Val() == 0 {
+					delete(f.chans, rc.ch)
+				}
 			case err == nil && e != rc.epoch:
 				rc.reset(e, 0)
 			}
@@ -236,9 +242,15 @@ func (f *RedisStream) checkEpochs(ctx context.Context, srv int) error {
 
 // readAll reads every server once, buffering what it finds.
 func (f *RedisStream) readAll(ctx context.Context) error {
+	// An idle pass blocks Poll in all, shared among its reads, so a new
+	// entry waits at most about Poll whatever the number of channels.
 	block := time.Duration(-1)
 	if f.idle {
-		block = max(f.cfg.Poll/time.Duration(len(f.cfg.Clients)), time.Millisecond)
+		reads := 0
+		for _, chans := range f.order {
+			reads += (len(chans) + readKeys - 1) / readKeys
+		}
+		block = max(f.cfg.Poll/time.Duration(max(reads, 1)), time.Millisecond)
 	}
 	found := false
 	for srv, chans := range f.order {
