@@ -3,6 +3,7 @@ package feed_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -141,5 +142,28 @@ func TestRedisStreamFeedEpoch(t *testing.T) {
 		if p.Epoch == was[p.Ch] {
 			t.Fatalf("%s: epoch %s did not change", p.Ch, p.Epoch)
 		}
+	}
+}
+
+// TestRedisStreamFeedManyChannels: more channels than one XREAD names
+// (64): every channel is read, including after an idle pass.
+func TestRedisStreamFeedManyChannels(t *testing.T) {
+	r1 := redistest.Start(t, redistest.Options{})
+	b := rsBroker(t, r1.Addr())
+	pub := func(ch string, data []byte) error { _, err := b.Publish(context.Background(), ch, data); return err }
+	var chs []string
+	for i := range 150 {
+		chs = append(chs, fmt.Sprintf("doc:%d", i))
+	}
+	publishMany(t, pub, chs, 1, 3)
+	f := openRS(t, redisClients(t, r1.Addr()), feed.Resume{})
+	count := checkOrder(t, collect(t, f, 450), nil)
+	if len(count) != 150 {
+		t.Fatalf("%d channels, want 150", len(count))
+	}
+	none(t, f)
+	publishMany(t, pub, chs[149:], 4, 1)
+	if p := collect(t, f, 1)[0]; p.Ch != chs[149] || p.Seq != 4 {
+		t.Fatalf("after idle: %+v", p)
 	}
 }
