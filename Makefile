@@ -28,6 +28,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzCatchupMerge$$' -fuzztime 30s ./gateway/
 	$(GO) test -run '^$$' -fuzz '^FuzzPubData$$' -fuzztime 30s ./gateway/
 	$(GO) test -run '^$$' -fuzz '^FuzzBrokerPayload$$' -fuzztime 30s ./gateway/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodePublication$$' -fuzztime 30s ./gateway/
 
 # Micro-benchmarks of the hot path.
 bench:
