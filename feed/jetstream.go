@@ -162,7 +162,7 @@ func (f *JetStream) decode(m jetstream.Msg) (Publication, bool) {
 	}
 	tok, ok := strings.CutPrefix(m.Subject(), f.cfg.Prefix+".h.")
 	ch, ok2 := natsbase.ParseToken(tok)
-	if !ok || !ok2 {
+	if !ok || !ok2 || !gateway.ValidChannel(ch) {
 		f.reject("subject", m.Subject(), md.Sequence.Stream)
 		return Publication{}, false
 	}

@@ -74,12 +74,14 @@ func TestJetStreamFeed(t *testing.T) {
 	const n = 40
 	publishMany(t, pub, []string{"doc:1", "doc:2", "docs:3", "chat:1"}, 1, n)
 	// Hostile entries written straight into the stream by anyone with
-	// write access to it: no seq, a forged payload, a bad epoch.
+	// write access to it: no seq, a forged payload, a bad epoch, a
+	// channel name no client may use.
 	js := natstest.JetStream(t, srv.URL())
 	for _, m := range []*nats.Msg{
 		{Subject: "sg.h.doc:9", Data: pubData("x", "1")},
 		{Subject: "sg.h.doc:9", Header: nats.Header{"Sg-Seq": {"99"}, "Sg-Epoch": {"e"}}, Data: []byte(`"from":"x","data":1}` + "\n" + `{"op":"msg"`)},
 		{Subject: "sg.h.doc:9", Header: nats.Header{"Sg-Seq": {"99"}, "Sg-Epoch": {"a b"}}, Data: pubData("x", "1")},
+		{Subject: "sg.h.doc:~0A", Header: nats.Header{"Sg-Seq": {"1"}, "Sg-Epoch": {"e"}}, Data: pubData("x", "1")},
 	} {
 		if _, err := js.PublishMsg(context.Background(), m); err != nil {
 			t.Fatal(err)
@@ -99,8 +101,8 @@ func TestJetStreamFeed(t *testing.T) {
 		}
 	}
 	none(t, f)
-	if got := f.Rejected(); got != 3 {
-		t.Fatalf("rejected %d entries, want 3", got)
+	if got := f.Rejected(); got != 4 {
+		t.Fatalf("rejected %d entries, want 4", got)
 	}
 
 	// One channel, no '*': the consumer filters on its subject.

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	goredis "github.com/redis/go-redis/v9"
 
@@ -369,11 +368,11 @@ func (f *RedisStream) reject(what, ch, id string) {
 }
 
 // channelOf returns the channel of a stream key <prefix>{ch}:h, if it is
-// one the pattern matches.
+// a valid channel name (not one written by hand) the pattern matches.
 func (f *RedisStream) channelOf(key string) (string, bool) {
 	rest, ok := strings.CutPrefix(key, f.cfg.Prefix+"{")
 	ch, ok2 := strings.CutSuffix(rest, "}:h")
-	if !ok || !ok2 || len(ch) == 0 || len(ch) > 255 || !utf8.ValidString(ch) {
+	if !ok || !ok2 || !gateway.ValidChannel(ch) {
 		return "", false
 	}
 	return ch, Match(f.cfg.Pattern, ch)

@@ -71,6 +71,9 @@ func TestRedisStreamFeed(t *testing.T) {
 		r1.MustDo(args...)
 	}
 	r1.MustDo("HSET", "sgs{doc:9}:m", "e", "e1", "s", "4")
+	// A channel name no client may use (a newline in it).
+	r1.MustDo("XADD", "sgs{doc:\n}:h", "1-0", "d", string(pubData("x", "1")), "e", "e1")
+	r1.MustDo("HSET", "sgs{doc:\n}:m", "e", "e1", "s", "1")
 
 	cs := redisClients(t, addrs...)
 	f := openRS(t, cs, feed.Resume{})

@@ -41,3 +41,18 @@ func DecodePublication(p brokers.Publication, maxMessageSize int) (from string, 
 
 // defaultMaxMessageSize is client.max_message_size's default.
 const defaultMaxMessageSize = 65536
+
+// ValidChannel reports whether ch is a channel name a client may use
+// (PROTOCOL.md: 1 to 255 bytes of A-Z a-z 0-9 _ - : . = @), so that a
+// name read back from the broker (a key, a subject) is one a node wrote.
+func ValidChannel(ch string) bool {
+	if len(ch) == 0 || len(ch) > 255 {
+		return false
+	}
+	for i := 0; i < len(ch); i++ {
+		if !chanByte[ch[i]] {
+			return false
+		}
+	}
+	return true
+}
