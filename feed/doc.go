@@ -43,8 +43,9 @@
 // # Hostile entries
 //
 // Anyone with write access to the stream or to Redis can put anything
-// there. An entry is delivered only if a node would fan it out: headers
-// or fields present and well-formed, epoch printable, payload at most
+// there. An entry is delivered only if a node would fan it out: a channel
+// name a client may use (gateway.ValidChannel), headers or fields present
+// and well-formed, epoch printable, payload at most
 // MaxMessageSize plus the publisher's share and of the exact shape a
 // node writes (gateway.DecodePublication). Others are dropped, counted
 // (Reader.Rejected) and logged.
