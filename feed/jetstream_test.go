@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -145,5 +146,44 @@ func TestJetStreamFeedResume(t *testing.T) {
 	}
 	if _, err := feed.OpenJetStream(context.Background(), feed.JetStreamConfig{Conn: nc}, feed.Resume{}); !errors.Is(err, feed.ErrConfig) {
 		t.Fatalf("no pattern: %v", err)
+	}
+}
+
+// TestJetStreamFeedStreamRecreated: the history stream is deleted (its
+// history lost) and the broker creates it anew; a token from the old
+// stream starts the feed at the new stream's beginning, where the
+// channel has a new epoch from seq 1.
+func TestJetStreamFeedStreamRecreated(t *testing.T) {
+	srv := natstest.RunServer(t)
+	b := jsBroker(t, srv)
+	nc := natsConn(t, srv)
+	pub := func(ch string, data []byte) error { _, err := b.Publish(context.Background(), ch, data); return err }
+	publishMany(t, pub, []string{"doc:1"}, 1, 5)
+	old := collect(t, openJS(t, nc, "doc:*", feed.Resume{}), 5)
+
+	natstest.DeleteStreams(t, srv.URL(), "SG_HISTORY")
+	publishMany(t, pub, []string{"doc:1"}, 6, 3) // held in the outbox until the stream is back
+	f := openJSWhenBack(t, nc, feed.Resume{After: old[4].Token})
+	pubs := collect(t, f, 3)
+	checkOrder(t, pubs, nil)
+	if pubs[0].Epoch == old[0].Epoch {
+		t.Fatalf("epoch %s did not change", pubs[0].Epoch)
+	}
+}
+
+// openJSWhenBack opens a feed once the history stream exists again.
+func openJSWhenBack(t *testing.T, nc *nats.Conn, r feed.Resume) *feed.JetStream {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for {
+		f, err := feed.OpenJetStream(context.Background(), feed.JetStreamConfig{Conn: nc, Pattern: "doc:*"}, r)
+		if err == nil {
+			t.Cleanup(func() { _ = f.Close() })
+			return f
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
