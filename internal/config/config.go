@@ -27,6 +27,7 @@ type Config struct {
 	Client   Client
 	Auth     Auth
 	Server   Server
+	Proxy    Proxy
 	Metrics  Metrics
 	Debug    Debug
 	Log      Log
@@ -374,6 +375,86 @@ type Server struct {
 	TLS TLS
 }
 
+// Proxy configures the event proxy: HTTP hooks into the application's
+// backend, asked on connect, token refresh, subscribe and publish
+// (docs/integration.md, "Event proxy"). A hook with an empty URL is off.
+type Proxy struct {
+	// Connect is asked on `connect` when the client brings no JWT (cookie
+	// sessions): the backend answers the user and the channel permissions.
+	Connect ProxyHook
+	// Refresh is asked every RefreshInterval for connections the connect
+	// hook admitted; needs Connect.
+	Refresh ProxyHook
+	// RefreshInterval is how long a connect (or refresh) answer holds
+	// before the refresh hook is asked again.
+	// Key proxy.refresh.interval, default 1m, >= 1s.
+	RefreshInterval time.Duration
+	// Subscribe is asked on `sub` (and for each SSE channel) after the
+	// static permission checks pass.
+	Subscribe ProxyHook
+	// Publish is asked on `pub` (and POST /pub) before the broker publish;
+	// it may replace the data.
+	Publish ProxyHook
+	// MaxConcurrency bounds the backend calls in flight on this node, over
+	// all hooks; a call that finds no slot within its hook's timeout fails
+	// with `unavailable`.
+	// Key proxy.max_concurrency, default 256, >= 1.
+	MaxConcurrency int
+	// RemoteAddr adds the client's remote address (ip:port of the TCP
+	// peer) to every hook request as "remote_addr".
+	// Key proxy.remote_addr, default false.
+	RemoteAddr bool
+}
+
+// ProxyHook is one event proxy hook. Keys proxy.<hook>.url, .timeout,
+// .headers, .cookies.
+type ProxyHook struct {
+	// URL receives the hook's POST; empty = hook off.
+	// Key proxy.<hook>.url, default "".
+	URL string
+	// Timeout bounds one call (waiting for a concurrency slot included).
+	// Key proxy.<hook>.timeout, default 2s, > 0.
+	Timeout time.Duration
+	// Headers lists request headers of the client's WebSocket upgrade (or
+	// SSE / POST /pub request) copied into the hook request ("headers").
+	// Cookie cannot be listed: use Cookies.
+	// Key proxy.<hook>.headers, default [].
+	Headers []string
+	// Cookies lists cookies of the client's request copied into the hook
+	// request ("cookies"). Needs server.allowed_origins (cross-site
+	// WebSocket hijacking).
+	// Key proxy.<hook>.cookies, default [].
+	Cookies []string
+}
+
+// On reports whether the hook is configured.
+func (h ProxyHook) On() bool { return h.URL != "" }
+
+// ForwardsCookies reports whether any hook forwards cookies.
+func (p Proxy) ForwardsCookies() bool {
+	return len(p.Connect.Cookies)+len(p.Refresh.Cookies)+len(p.Subscribe.Cookies)+len(p.Publish.Cookies) > 0
+}
+
+// validate checks what spans several proxy keys.
+func (p Proxy) validate(origins []string) []error {
+	var errs []error
+	if p.Refresh.On() && !p.Connect.On() {
+		errs = append(errs, errors.New("config: proxy.refresh.url: want empty unless proxy.connect.url is set (refresh renews connections the connect hook admitted)"))
+	}
+	if p.ForwardsCookies() {
+		ok := len(origins) > 0
+		for _, o := range origins {
+			if strings.TrimSpace(o) == "*" {
+				ok = false
+			}
+		}
+		if !ok {
+			errs = append(errs, errors.New(`config: proxy.<hook>.cookies: forwarding cookies authenticates browsers by cookie, which any web page could ride (cross-site WebSocket hijacking): want server.allowed_origins set to the app's origins (an allow-list like ["https://app.example.com"], not "*"), or no cookies forwarded`))
+		}
+	}
+	return errs
+}
+
 // Log configures the slog logger.
 type Log struct {
 	// Level is one of debug, info, warn, error.
@@ -448,6 +529,14 @@ func Default() Config {
 			HTTPTimeout:        10 * time.Second,
 			HTTPIdleTimeout:    75 * time.Second,
 		},
+		Proxy: Proxy{
+			Connect:         defaultHook(),
+			Refresh:         defaultHook(),
+			RefreshInterval: time.Minute,
+			Subscribe:       defaultHook(),
+			Publish:         defaultHook(),
+			MaxConcurrency:  256,
+		},
 		Metrics: Metrics{
 			Listen: "127.0.0.1:9090",
 		},
@@ -456,6 +545,10 @@ func Default() Config {
 			Format: "text",
 		},
 	}
+}
+
+func defaultHook() ProxyHook {
+	return ProxyHook{Timeout: 2 * time.Second, Headers: []string{}, Cookies: []string{}}
 }
 
 // Load reads the configuration from the YAML file at path and from the
@@ -507,6 +600,7 @@ func (c Config) Validate() error {
 	}
 	errs = append(errs, c.NATS.validate(c.Broker.Type)...)
 	errs = append(errs, c.Redis.validate()...)
+	errs = append(errs, c.Proxy.validate(c.Server.AllowedOrigins)...)
 	if c.Client.MaxMessageSize > 0 && c.Server.MaxPartialBytes < 2*c.Client.MaxMessageSize {
 		errs = append(errs, fmt.Errorf("config: server.max_partial_bytes: want a whole number >= 2 x client.max_message_size (%d), got %d",
 			2*c.Client.MaxMessageSize, c.Server.MaxPartialBytes))

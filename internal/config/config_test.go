@@ -335,8 +335,36 @@ log:
 				"SYNCGATE_SERVER_WORKERS=4",
 				"SYNCGATE_LOG_LEVEL=warn",
 				"SYNCGATE_LOG_FORMAT=json",
+				"SYNCGATE_PROXY_CONNECT_URL=http://127.0.0.1:3000/connect",
+				"SYNCGATE_PROXY_CONNECT_TIMEOUT=3s",
+				"SYNCGATE_PROXY_CONNECT_HEADERS=X-Request-Id,Authorization",
+				"SYNCGATE_PROXY_CONNECT_COOKIES=session",
+				"SYNCGATE_PROXY_REFRESH_URL=http://127.0.0.1:3000/refresh",
+				"SYNCGATE_PROXY_REFRESH_TIMEOUT=3s",
+				"SYNCGATE_PROXY_REFRESH_HEADERS=X-Request-Id,Authorization",
+				"SYNCGATE_PROXY_REFRESH_COOKIES=session",
+				"SYNCGATE_PROXY_SUBSCRIBE_URL=http://127.0.0.1:3000/subscribe",
+				"SYNCGATE_PROXY_SUBSCRIBE_TIMEOUT=3s",
+				"SYNCGATE_PROXY_SUBSCRIBE_HEADERS=X-Request-Id,Authorization",
+				"SYNCGATE_PROXY_SUBSCRIBE_COOKIES=session",
+				"SYNCGATE_PROXY_PUBLISH_URL=http://127.0.0.1:3000/publish",
+				"SYNCGATE_PROXY_PUBLISH_TIMEOUT=3s",
+				"SYNCGATE_PROXY_PUBLISH_HEADERS=X-Request-Id,Authorization",
+				"SYNCGATE_PROXY_PUBLISH_COOKIES=session",
+				"SYNCGATE_PROXY_REFRESH_INTERVAL=30s",
+				"SYNCGATE_PROXY_MAX_CONCURRENCY=9",
+				"SYNCGATE_PROXY_REMOTE_ADDR=true",
 			},
 			want: Config{
+				Proxy: Proxy{
+					Connect:         envHook("connect"),
+					Refresh:         envHook("refresh"),
+					RefreshInterval: 30 * time.Second,
+					Subscribe:       envHook("subscribe"),
+					Publish:         envHook("publish"),
+					MaxConcurrency:  9,
+					RemoteAddr:      true,
+				},
 				Auth:    Auth{HMACSecret: strings.Repeat("k", 32), PublicKeyFile: "/k.pem", JWKSURL: "https://id.example.com/jwks", Issuer: "iss", Audience: "aud", ChannelsClaim: "perms", PublicNamespaces: []string{"lobby", "news"}},
 				Debug:   Debug{PprofListen: "127.0.0.1:6060"},
 				Metrics: Metrics{Listen: "127.0.0.1:9191", Token: "0123456789abcdef"},
@@ -407,6 +435,11 @@ log:
 	}
 }
 
+func envHook(name string) ProxyHook {
+	return ProxyHook{URL: "http://127.0.0.1:3000/" + name, Timeout: 3 * time.Second,
+		Headers: []string{"X-Request-Id", "Authorization"}, Cookies: []string{"session"}}
+}
+
 func TestLoadErrors(t *testing.T) {
 	tests := []struct {
 		name string
@@ -433,6 +466,38 @@ func TestLoadErrors(t *testing.T) {
 			name: "section given a scalar",
 			file: "history: 5\n",
 			want: []string{`"history"`, "want a section with keys history.size, history.ttl, history.page_bytes, history.max_reads, history.read_wait, got 5"},
+		},
+		{
+			name: "proxy url not http",
+			env:  []string{"SYNCGATE_PROXY_PUBLISH_URL=ftp://x/y"},
+			want: []string{"config: proxy.publish.url (env SYNCGATE_PROXY_PUBLISH_URL): want an http(s) URL or empty, got \"ftp://x/y\""},
+		},
+		{
+			name: "proxy timeout zero",
+			file: "proxy:\n  connect:\n    timeout: 0s\n",
+			want: []string{"config: proxy.connect.timeout", "want a Go duration > 0, got 0s"},
+		},
+		{
+			name: "proxy Cookie as a header",
+			env:  []string{"SYNCGATE_PROXY_CONNECT_HEADERS=X-A,cookie"},
+			want: []string{"config: proxy.connect.headers", "not Cookie: see .cookies", `got "cookie"`},
+		},
+		{
+			name: "proxy refresh without connect",
+			env:  []string{"SYNCGATE_PROXY_REFRESH_URL=http://127.0.0.1:1/r"},
+			want: []string{"config: proxy.refresh.url: want empty unless proxy.connect.url is set"},
+		},
+		{
+			// Cross-site WebSocket hijacking: a cookie session without an
+			// origin allow-list lets any page connect as its visitor.
+			name: "proxy cookies without allowed origins",
+			env:  []string{"SYNCGATE_PROXY_CONNECT_URL=http://127.0.0.1:1/c", "SYNCGATE_PROXY_CONNECT_COOKIES=session"},
+			want: []string{"config: proxy.<hook>.cookies", "cross-site WebSocket hijacking", "want server.allowed_origins"},
+		},
+		{
+			name: "proxy concurrency zero",
+			env:  []string{"SYNCGATE_PROXY_MAX_CONCURRENCY=0"},
+			want: []string{"config: proxy.max_concurrency (env SYNCGATE_PROXY_MAX_CONCURRENCY): want a whole number >= 1, got 0"},
 		},
 		{
 			name: "unknown env var",

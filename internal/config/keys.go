@@ -112,6 +112,26 @@ var settings = []setting{
 	stringKey("server.tls.cert_file", "a PEM certificate file path or empty", anyString, func(c *Config) *string { return &c.Server.TLS.CertFile }),
 	stringKey("server.tls.key_file", "a PEM key file path or empty", anyString, func(c *Config) *string { return &c.Server.TLS.KeyFile }),
 
+	hookURL("connect", func(c *Config) *ProxyHook { return &c.Proxy.Connect }),
+	hookTimeout("connect", func(c *Config) *ProxyHook { return &c.Proxy.Connect }),
+	hookHeaders("connect", func(c *Config) *ProxyHook { return &c.Proxy.Connect }),
+	hookCookies("connect", func(c *Config) *ProxyHook { return &c.Proxy.Connect }),
+	hookURL("refresh", func(c *Config) *ProxyHook { return &c.Proxy.Refresh }),
+	hookTimeout("refresh", func(c *Config) *ProxyHook { return &c.Proxy.Refresh }),
+	hookHeaders("refresh", func(c *Config) *ProxyHook { return &c.Proxy.Refresh }),
+	hookCookies("refresh", func(c *Config) *ProxyHook { return &c.Proxy.Refresh }),
+	durationKey("proxy.refresh.interval", time.Second, func(c *Config) *time.Duration { return &c.Proxy.RefreshInterval }),
+	hookURL("subscribe", func(c *Config) *ProxyHook { return &c.Proxy.Subscribe }),
+	hookTimeout("subscribe", func(c *Config) *ProxyHook { return &c.Proxy.Subscribe }),
+	hookHeaders("subscribe", func(c *Config) *ProxyHook { return &c.Proxy.Subscribe }),
+	hookCookies("subscribe", func(c *Config) *ProxyHook { return &c.Proxy.Subscribe }),
+	hookURL("publish", func(c *Config) *ProxyHook { return &c.Proxy.Publish }),
+	hookTimeout("publish", func(c *Config) *ProxyHook { return &c.Proxy.Publish }),
+	hookHeaders("publish", func(c *Config) *ProxyHook { return &c.Proxy.Publish }),
+	hookCookies("publish", func(c *Config) *ProxyHook { return &c.Proxy.Publish }),
+	intKey("proxy.max_concurrency", 1, func(c *Config) *int { return &c.Proxy.MaxConcurrency }),
+	boolKey("proxy.remote_addr", func(c *Config) *bool { return &c.Proxy.RemoteAddr }),
+
 	stringKey("metrics.listen", addrWant+`, or "off"`, offOr(checkAddr), func(c *Config) *string { return &c.Metrics.Listen }),
 	stringKey("metrics.token", "a bearer token (at least 16 bytes) or empty", emptyOr(minLen(16)), func(c *Config) *string { return &c.Metrics.Token }),
 
@@ -120,6 +140,42 @@ var settings = []setting{
 	enumKey("log.level", logLevels, func(c *Config) *string { return &c.Log.Level }),
 	enumKey("log.format", logFormats, func(c *Config) *string { return &c.Log.Format }),
 }
+
+// The four keys of an event proxy hook (proxy.<hook>.url, .timeout,
+// .headers, .cookies).
+func hookURL(hook string, h func(*Config) *ProxyHook) setting {
+	return stringKey("proxy."+hook+".url", "an http(s) URL or empty", emptyOr(isHTTPURL), func(c *Config) *string { return &h(c).URL })
+}
+
+func hookTimeout(hook string, h func(*Config) *ProxyHook) setting {
+	return durationKey("proxy."+hook+".timeout", 0, func(c *Config) *time.Duration { return &h(c).Timeout })
+}
+
+func hookHeaders(hook string, h func(*Config) *ProxyHook) setting {
+	return listKey("proxy."+hook+".headers", `HTTP header names like "X-Request-Id" (not Cookie: see .cookies)`, isForwardHeader, func(c *Config) *[]string { return &h(c).Headers })
+}
+
+func hookCookies(hook string, h func(*Config) *ProxyHook) setting {
+	return listKey("proxy."+hook+".cookies", `cookie names like "session"`, isToken, func(c *Config) *[]string { return &h(c).Cookies })
+}
+
+// isToken accepts an RFC 7230 token: what header and cookie names are made of.
+func isToken(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("!#$%&'*+-.^_`|~", c)) {
+			return false
+		}
+	}
+	return true
+}
+
+// isForwardHeader is a header name other than Cookie, which is forwarded
+// only by name through proxy.<hook>.cookies (and only with an origin
+// allow-list).
+func isForwardHeader(s string) bool { return isToken(s) && !strings.EqualFold(s, "Cookie") }
 
 // setting ties one config key to one Config field.
 type setting struct {
