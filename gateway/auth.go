@@ -48,6 +48,7 @@ type identity struct {
 	expires time.Time
 	sub     []string // channel patterns the user may subscribe to
 	pub     []string // channel patterns the user may publish to
+	proxied bool     // granted by the event proxy's connect hook, not a token
 }
 
 type authenticator struct {

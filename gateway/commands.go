@@ -22,7 +22,7 @@ func (c *Conn) handleCommand(s *scratch, cmd *command) {
 		return
 	}
 	if !c.connected && cmd.op != opConnect {
-		if c.srv.auth != nil {
+		if c.srv.auth != nil || c.srv.proxy.on(hookConnect) {
 			c.srv.reject(rejAuth)
 			c.sendError(cmd.id, codeUnauthorized, "connect with a token first")
 			return
@@ -60,6 +60,19 @@ func (c *Conn) cmdConnect(s *scratch, cmd *command) {
 	var id *identity
 	user := "anon-" + c.id
 	switch {
+	case c.srv.proxy.on(hookConnect) && c.useConnectProxy(cmd):
+		// No JWT: the application's backend decides (cookie sessions).
+		ans := c.askProxy(cmd.id, hookConnect, "", nil)
+		if ans == nil {
+			return
+		}
+		if ans.user == "" {
+			c.srv.proxy.errs.WithLabelValues(hookNames[hookConnect], pxErrBadJSON).Inc()
+			c.sendError(cmd.id, codeUnavailable, "connect proxy unavailable, try again")
+			return
+		}
+		id = proxyIdentity(ans)
+		user = id.user
 	case c.srv.auth != nil:
 		token := string(cmd.token)
 		if token == "" {
@@ -119,6 +132,12 @@ func (c *Conn) admit(id uint64, user string, ident *identity) bool {
 	if ident != nil && !ident.expires.IsZero() {
 		c.expires.Store(ident.expires.Unix())
 	}
+	if ident != nil && ident.proxied && c.px != nil {
+		c.px.proxied.Store(true)
+		if c.srv.proxy.on(hookRefresh) {
+			c.expires.Store(time.Now().Add(c.srv.cfg.Proxy.RefreshInterval).Unix())
+		}
+	}
 	c.connected = true
 	c.authed.Store(true)
 	return true
@@ -132,6 +151,10 @@ func (c *Conn) admit(id uint64, user string, ident *identity) bool {
 func (c *Conn) cmdRefresh(s *scratch, cmd *command) {
 	if c.srv.auth == nil {
 		c.sendError(cmd.id, codeBadRequest, "refresh needs auth to be on")
+		return
+	}
+	if c.px != nil && c.px.proxied.Load() {
+		c.sendError(cmd.id, codeBadRequest, "this connection was admitted by the connect proxy, which the server refreshes itself")
 		return
 	}
 	ctx, cancel := context.WithTimeout(c.srv.ctx, c.srv.brokerTimeout)
@@ -160,10 +183,11 @@ func (c *Conn) cmdRefresh(s *scratch, cmd *command) {
 // presence): always with auth off; with auth on, by the token's sub
 // patterns or a public namespace.
 func (c *Conn) canSubscribe(ch string) bool {
-	if c.srv.auth == nil {
+	id := c.identity()
+	if c.srv.auth == nil && id == nil {
 		return true
 	}
-	if c.ident != nil && matchAny(c.ident.sub, ch) {
+	if id != nil && matchAny(id.sub, ch) {
 		return true
 	}
 	if ns, _, ok := strings.Cut(ch, ":"); ok {
@@ -177,7 +201,8 @@ func (c *Conn) canSubscribe(ch string) bool {
 }
 
 func (c *Conn) canPublish(ch string) bool {
-	return c.srv.auth == nil || (c.ident != nil && matchAny(c.ident.pub, ch))
+	id := c.identity()
+	return (c.srv.auth == nil && id == nil) || (id != nil && matchAny(id.pub, ch))
 }
 
 func (c *Conn) forbidden(id uint64, what, ch string) {
@@ -218,6 +243,9 @@ func (c *Conn) cmdSub(s *scratch, cmd *command) {
 	if n >= c.srv.cfg.Client.MaxSubscriptions {
 		c.srv.reject(rejSubscriptions)
 		c.sendError(cmd.id, codeBadRequest, "too many subscriptions: client.max_subscriptions is "+itoa(c.srv.cfg.Client.MaxSubscriptions))
+		return
+	}
+	if c.srv.proxy.on(hookSubscribe) && c.askProxy(cmd.id, hookSubscribe, ch, nil) == nil {
 		return
 	}
 	sb := &sub{c: c, ch: ch}
@@ -294,8 +322,18 @@ func (c *Conn) cmdPub(s *scratch, cmd *command) {
 			return
 		}
 	}
+	data := cmd.data
+	if c.srv.proxy.on(hookPublish) {
+		ans := c.askProxy(cmd.id, hookPublish, ch, cmd.data)
+		if ans == nil {
+			return
+		}
+		if ans.data != nil {
+			data = ans.data // the backend's replacement, validated and compact
+		}
+	}
 	// The broker copies data, so the worker's scratch buffer can hold it.
-	s.enc = appendPubData(s.enc[:0], c.user, cmd.data)
+	s.enc = appendPubData(s.enc[:0], c.user, data)
 	ctx, cancel := context.WithTimeout(c.srv.ctx, c.srv.brokerTimeout)
 	start := time.Now()
 	pos, err := c.srv.broker.Publish(ctx, ch, s.enc)

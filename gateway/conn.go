@@ -25,6 +25,9 @@ type scratch struct {
 
 	cmd command
 	enc []byte
+	// loop is set for the epoll read pool's scratches: a command that
+	// would block on the event proxy must not run on them (proxyconn.go).
+	loop bool
 	fs  frameState // the connection's read state while this worker reads
 
 	// frames counts the frames handled in this read turn (the per-turn
@@ -66,6 +69,16 @@ func newScratch(readSize int) func() *scratch {
 	}
 }
 
+// loopScratch is newScratch for the epoll read pool (scratch.loop).
+func loopScratch(readSize int) func() *scratch {
+	mk := newScratch(readSize)
+	return func() *scratch {
+		s := mk()
+		s.loop = true
+		return s
+	}
+}
+
 // Conn is one client WebSocket connection.
 //
 // Read side: bytes are consumed by exactly one goroutine at a time (a pool
@@ -85,6 +98,8 @@ type Conn struct {
 
 	lastSeen atomic.Int64 // unix seconds of the last byte received
 	opened   int64        // unix seconds the connection was attached
+
+	px *connProxy // event proxy state (proxyconn.go); nil without hooks
 
 	// Auth state. urlToken is the ?token= of the upgrade, dropped once used.
 	urlToken  string
@@ -458,6 +473,14 @@ func (c *Conn) handleMessage(s *scratch, op ws.OpCode, msg []byte) {
 			return
 		}
 		end, err := decodeObject(msg, i, &s.cmd)
+		if c.px != nil && c.deferProxied(s, msg, i, end, err) {
+			if err == nil {
+				i = end
+			} else if i = nextLine(msg, i); i < 0 {
+				return
+			}
+			continue
+		}
 		if err != nil {
 			// The reply carries the command's id when it can be read.
 			c.sendError(salvageID(msg, i), codeBadRequest, decodeErrorText(err))
@@ -473,6 +496,28 @@ func (c *Conn) handleMessage(s *scratch, op ws.OpCode, msg []byte) {
 		i = end
 		c.handleCommand(s, &s.cmd)
 	}
+}
+
+// deferProxied hands the object at msg[i:] to the connection's proxy queue
+// when it must wait for (or itself needs) an event proxy call.
+func (c *Conn) deferProxied(s *scratch, msg []byte, i, end int, err error) bool {
+	if err == nil {
+		return c.deferCommand(s, msg[i:end], &s.cmd)
+	}
+	j := nextLine(msg, i)
+	if j < 0 {
+		j = len(msg)
+	}
+	return c.deferCommand(s, msg[i:j], nil)
+}
+
+// nextLine returns the index after the next '\n' at or after i, or -1.
+func nextLine(msg []byte, i int) int {
+	j := indexByte(msg[i:], '\n')
+	if j < 0 {
+		return -1
+	}
+	return i + j + 1
 }
 
 func decodeErrorText(err error) string {

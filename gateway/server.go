@@ -70,6 +70,7 @@ type Server struct {
 	started      time.Time // the clock of partial-frame start times (partial.go)
 
 	auth      *authenticator // nil when auth is off
+	proxy     *eventProxy    // nil without event proxy hooks
 	acceptLim *rate.Limiter  // nil when server.accept_rate is 0
 	tlsConfig *tls.Config    // nil without server.tls
 	origins   []string       // server.allowed_origins, lower-cased
@@ -152,6 +153,7 @@ func New(cfg config.Config, b brokers.Broker, log *slog.Logger) (*Server, error)
 	s.clock.Store(time.Now().Unix())
 	s.hub = newHub(s, b)
 	s.metrics = newMetrics(s)
+	s.proxy = newEventProxy(cfg, s.metrics.reg)
 
 	s.epoll = cfg.Server.IO == "epoll" && epollSupported
 	if cfg.Server.IO == "epoll" && !epollSupported {
@@ -171,7 +173,7 @@ func New(cfg config.Config, b brokers.Broker, log *slog.Logger) (*Server, error)
 		if workers == 0 {
 			workers = max(8, 4*runtime.GOMAXPROCS(0))
 		}
-		s.rpool = newPool(workers, newScratch(readBufferSize), func(sc *scratch, t task) { t.c.readTask(sc, t.kind == taskReadShort) })
+		s.rpool = newPool(workers, loopScratch(readBufferSize), func(sc *scratch, t task) { t.c.readTask(sc, t.kind == taskReadShort) })
 		s.wpool = newPool(max(2, runtime.GOMAXPROCS(0)), newScratch(0), func(sc *scratch, t task) { t.c.writeTask(sc) })
 	}
 
@@ -339,6 +341,10 @@ func (s *Server) handshake(nc net.Conn) {
 		return
 	}
 	var token string
+	var hdr http.Header // the headers the event proxy may forward, and Origin
+	if s.proxy != nil {
+		hdr = make(http.Header)
+	}
 	up := ws.Upgrader{
 		OnRequest: func(uri []byte) error {
 			if _, q, ok := bytes.Cut(uri, []byte("?")); ok {
@@ -353,7 +359,18 @@ func (s *Server) handshake(nc net.Conn) {
 				s.reject(rejOrigin)
 				return ws.RejectConnectionError(ws.RejectionStatus(http.StatusForbidden), ws.RejectionReason("origin not allowed"))
 			}
+			if hdr != nil {
+				if k := strings.ToLower(string(key)); k == "origin" || k == "cookie" || contains(s.proxy.headers, k) {
+					hdr.Add(k, string(value))
+				}
+			}
 			return nil
+		},
+		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
+			if !s.cookieOriginOK(hdr) {
+				return nil, ws.RejectConnectionError(ws.RejectionStatus(http.StatusForbidden), ws.RejectionReason("origin required: this node authenticates by cookie"))
+			}
+			return nil, nil
 		},
 	}
 	if _, err := up.Upgrade(&replayRW{r: bytes.NewReader(head), w: nc}); err != nil {
@@ -362,7 +379,25 @@ func (s *Server) handshake(nc net.Conn) {
 		return
 	}
 	_ = nc.SetDeadline(time.Time{})
-	s.attach(nc, rest, token)
+	s.attach(nc, rest, token, s.newConnProxy(nc.RemoteAddr().String(), "websocket", httpHeaderGetter(hdr)))
+}
+
+// cookieOriginOK refuses a request that would forward a cookie to the
+// event proxy unless it comes from an allowed origin: a browser sends the
+// victim's cookies with a WebSocket (or SSE, or form POST) request any
+// page starts, so a cookie session without this check lets every web page
+// act as its visitor (cross-site WebSocket hijacking). A request without
+// Origin is refused too: every browser sends one on these requests.
+func (s *Server) cookieOriginOK(h http.Header) bool {
+	if h == nil || !s.proxy.forwardsCookie(h.Values("cookie")) {
+		return true
+	}
+	o := h.Get("origin")
+	if o == "" || len(s.origins) == 0 || !s.originAllowed(o) {
+		s.reject(rejOrigin)
+		return false
+	}
+	return true
 }
 
 // refuseHTTP answers a connection we will not serve with a short HTTP error
@@ -436,7 +471,7 @@ func (s *Server) handleWSUpgradeHTTP(w http.ResponseWriter, r *http.Request) {
 		p, _ := rw.Reader.Peek(n)
 		rest = bytes.Clone(p)
 	}
-	s.attach(unwrapPrefix(nc), rest, r.URL.Query().Get("token"))
+	s.attach(unwrapPrefix(nc), rest, r.URL.Query().Get("token"), s.newConnProxy(r.RemoteAddr, "websocket", httpHeaderGetter(r.Header)))
 }
 
 // admitHTTP applies the handshake checks to a /ws or /sse request on the
@@ -454,12 +489,16 @@ func (s *Server) admitHTTP(w http.ResponseWriter, r *http.Request) bool {
 		http.Error(w, "origin not allowed", http.StatusForbidden)
 		return false
 	}
+	if s.proxy != nil && !s.cookieOriginOK(r.Header) {
+		http.Error(w, "origin required: this node authenticates by cookie", http.StatusForbidden)
+		return false
+	}
 	return true
 }
 
 // attach turns an upgraded socket into a Conn and starts serving it. rest
 // holds bytes the client sent right after its handshake (already read).
-func (s *Server) attach(nc net.Conn, rest []byte, token string) {
+func (s *Server) attach(nc net.Conn, rest []byte, token string, px *connProxy) {
 	s.mu.Lock()
 	closed := s.closed
 	s.mu.Unlock()
@@ -470,6 +509,7 @@ func (s *Server) attach(nc net.Conn, rest []byte, token string) {
 	}
 	c := s.newConn(nc, s.epoll)
 	c.urlToken = token
+	c.px = px
 	s.register(c)
 	if len(rest) > 0 {
 		c.onData(newScratch(0)(), rest)
@@ -565,10 +605,10 @@ func (s *Server) heartbeatLoop() {
 				case c.frameTimedOut(nowMs) && !c.isClosing(): // counted once
 					s.reject(rejFrameTimeout)
 					c.closeWith("frame_timeout", "a frame or fragmented message was not finished within client.frame_timeout", true, ws.StatusPolicyViolation, false)
-				case s.auth != nil && !c.authed.Load() && now-c.opened > connectBy:
+				case (s.auth != nil || s.proxy.on(hookConnect)) && !c.authed.Load() && now-c.opened > connectBy:
 					s.reject(rejAuth)
 					c.closeWith("unauthorized", "no successful connect within client.handshake_timeout", false, ws.StatusPolicyViolation, false)
-				case c.expires.Load() != 0 && now >= c.expires.Load():
+				case c.expires.Load() != 0 && now >= c.expires.Load() && !c.refreshDue(now):
 					c.closeWith("token_expired", "the token expired; reconnect with a fresh token (or send refresh before exp)", true, ws.StatusPolicyViolation, false)
 				default:
 					queued += c.shrinkIdle()

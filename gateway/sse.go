@@ -98,6 +98,7 @@ func (s *Server) handleSSE(w http.ResponseWriter, r *http.Request) {
 	_ = brw // nothing meaningful can follow a GET on this connection
 
 	c := s.newConn(nc, false)
+	c.px = s.newConnProxy(r.RemoteAddr, "sse", httpHeaderGetter(r.Header))
 	c.sse = &sseState{single: len(chs) == 1, pos: make(map[string]ssePos, len(chs)), lastPing: s.now()}
 	if !c.admit(0, orAnon(user, c), ident) {
 		c.fail()
@@ -129,6 +130,11 @@ func orAnon(user string, c *Conn) string {
 // httpIdentity authenticates an HTTP request (Bearer token or ?token=), or
 // takes ?user= when auth is off. It answers the request itself on failure.
 func (s *Server) httpIdentity(w http.ResponseWriter, r *http.Request) (string, *identity, bool) {
+	if s.proxy.on(hookConnect) {
+		if id, ok, done := s.httpProxyIdentity(w, r); done {
+			return orEmpty(id), id, ok
+		}
+	}
 	if s.auth == nil {
 		u := r.URL.Query().Get("user")
 		if len(u) > maxUserLen {
@@ -384,6 +390,11 @@ func (s *Server) handlePub(w http.ResponseWriter, r *http.Request) {
 		s.reject(rejPublishRate)
 		writeJSONError(w, http.StatusTooManyRequests, codeRateLimited, "publish rate over client.publish_rate")
 		return
+	}
+	if s.proxy.on(hookPublish) {
+		if req.Data, ok = s.httpPublishHook(w, r, user, req.Ch, req.Data); !ok {
+			return
+		}
 	}
 	start := time.Now()
 	pos, err := s.broker.Publish(r.Context(), req.Ch, appendPubData(nil, user, req.Data))

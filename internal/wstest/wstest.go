@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -65,11 +66,25 @@ func NonFatal() Option { return func(c *Client) { c.nonFatal = true } }
 // cannot); the connection is closed when the test ends.
 func Dial(t testing.TB, url string, opts ...Option) *Client {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	ws, _, err := websocket.Dial(ctx, url, nil)
+	c, err := DialHeader(t, url, nil, opts...)
 	if err != nil {
 		t.Fatalf("dial %s: %v", url, err)
+	}
+	return c
+}
+
+// DialHeader is Dial sending hdr (Cookie, Origin, ...) with the upgrade
+// request; a refused upgrade is returned as the error, with the status.
+func DialHeader(t testing.TB, url string, hdr http.Header, opts ...Option) (*Client, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ws, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPHeader: hdr})
+	if err != nil {
+		if resp != nil {
+			return nil, fmt.Errorf("status %d: %w", resp.StatusCode, err)
+		}
+		return nil, err
 	}
 	ws.SetReadLimit(16 << 20)
 	c := &Client{t: t, ws: ws, in: make(chan Msg, 100000), done: make(chan struct{})}
@@ -78,7 +93,7 @@ func Dial(t testing.TB, url string, opts ...Option) *Client {
 	}
 	go c.readLoop()
 	t.Cleanup(c.Close)
-	return c
+	return c, nil
 }
 
 func (c *Client) readLoop() {

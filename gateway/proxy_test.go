@@ -1,0 +1,536 @@
+package gateway_test
+
+import (
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/syncgate/syncgate/internal/config"
+	"github.com/syncgate/syncgate/internal/wstest"
+)
+
+// proxyCall is one request a test backend received.
+type proxyCall struct {
+	Client    string            `json:"client"`
+	User      string            `json:"user"`
+	Ch        string            `json:"ch"`
+	Data      json.RawMessage   `json:"data"`
+	Transport string            `json:"transport"`
+	Remote    string            `json:"remote_addr"`
+	Headers   map[string]string `json:"headers"`
+	Cookies   map[string]string `json:"cookies"`
+}
+
+// backend is a real HTTP event proxy backend on a loopback port; answer
+// writes the response to each call.
+type backend struct {
+	*httptest.Server
+	mu    sync.Mutex
+	calls []proxyCall
+}
+
+func newBackend(t testing.TB, answer func(w http.ResponseWriter, c proxyCall)) *backend {
+	b := &backend{}
+	b.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var c proxyCall
+		if r.Method != http.MethodPost || r.Header.Get("Content-Type") != "application/json" {
+			http.Error(w, "want a JSON POST", http.StatusBadRequest)
+			return
+		}
+		if err := json.NewDecoder(r.Body).Decode(&c); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		b.mu.Lock()
+		b.calls = append(b.calls, c)
+		b.mu.Unlock()
+		answer(w, c)
+	}))
+	t.Cleanup(b.Close)
+	return b
+}
+
+func (b *backend) received() []proxyCall {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]proxyCall(nil), b.calls...)
+}
+
+// metric returns the value of one exposition line of /metrics (0 if absent).
+func metric(t testing.TB, ts *testServer, line string) float64 {
+	t.Helper()
+	_, body := httpGet(t, "http://"+ts.metricsAddr+"/metrics")
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(line) + ` (\S+)$`).FindStringSubmatch(body)
+	if m == nil {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(m[1], 64)
+	return v
+}
+
+// TestProxyPublish: allow, replace (subscribers see the backend's data,
+// compact), deny with the backend's code and message, an unknown code
+// mapped to forbidden with its message bounded and sanitized; the request
+// carries client, user, ch, data and transport.
+func TestProxyPublish(t *testing.T) {
+	forModes(t, func(t *testing.T, mode string) {
+		be := newBackend(t, func(w http.ResponseWriter, c proxyCall) {
+			var d map[string]string
+			_ = json.Unmarshal(c.Data, &d)
+			switch d["x"] {
+			case "replace":
+				io.WriteString(w, `{"data": { "y" : [1, 2], "by": "backend" }}`)
+			case "deny":
+				io.WriteString(w, `{"error":{"code":"rate_limited","message":"slow down"}}`)
+			case "odd":
+				io.WriteString(w, `{"error":{"code":"teapot","message":"`+strings.Repeat("é", 300)+`\n\u2028\u0007"}}`)
+			default:
+				io.WriteString(w, `{}`)
+			}
+		})
+		ts := startServer(t, mode, func(c *config.Config) { c.Proxy.Publish.URL = be.URL })
+		sub, pub := dial(t, ts), dial(t, ts)
+		sub.Connect("reader")
+		sub.Sub("doc:1")
+		conn := pub.Connect("writer")
+
+		pub.Pub("doc:1", map[string]any{"x": "allow"})
+		if m := sub.NextOp("msg"); jsonStr(m["data"]) != `{"x":"allow"}` {
+			t.Fatalf("allowed msg %v", m)
+		}
+		pub.Pub("doc:1", map[string]any{"x": "replace"})
+		m := sub.NextOp("msg")
+		if jsonStr(m["data"]) != `{"by":"backend","y":[1,2]}` || m.Num("seq") != 2 || m.Str("from") != "writer" {
+			t.Fatalf("replaced msg %v", m)
+		}
+		r := pub.MustCall("pub", map[string]any{"ch": "doc:1", "data": map[string]any{"x": "deny"}}, "error")
+		if r.Str("code") != "rate_limited" || r.Str("message") != "slow down" {
+			t.Fatalf("deny: %v", r)
+		}
+		r = pub.MustCall("pub", map[string]any{"ch": "doc:1", "data": map[string]any{"x": "odd"}}, "error")
+		if msg := r.Str("message"); r.Str("code") != "forbidden" || len(msg) > 256 || strings.ContainsAny(msg, "\n\u2028\a") || !strings.HasPrefix(msg, "éé") {
+			t.Fatalf("odd deny: %v (%d bytes)", r, len(r.Str("message")))
+		}
+		sub.None(100*time.Millisecond, func(m wstest.Msg) bool { return m.Op() == "msg" })
+
+		calls := be.received()
+		if len(calls) != 4 {
+			t.Fatalf("backend got %d calls, want 4", len(calls))
+		}
+		c := calls[0]
+		if c.Client != conn.Str("client") || c.User != "writer" || c.Ch != "doc:1" || string(c.Data) != `{"x":"allow"}` || c.Transport != "websocket" || c.Remote != "" {
+			t.Fatalf("request %+v", c)
+		}
+		if v := metric(t, ts, `syncgate_proxy_errors_total{hook="publish",reason="denied"}`); v != 2 {
+			t.Fatalf("denied count %v, want 2", v)
+		}
+		if v := metric(t, ts, `syncgate_proxy_duration_seconds_count{hook="publish"}`); v != 4 {
+			t.Fatalf("publish latency count %v, want 4", v)
+		}
+	})
+}
+
+// TestProxyFailClosed: every way a backend can fail gives the client
+// `unavailable`, nothing is published, and each is counted by reason.
+func TestProxyFailClosed(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, c proxyCall) {
+		switch c.Ch {
+		case "bad:json":
+			io.WriteString(w, `{"data": `)
+		case "bad:array":
+			io.WriteString(w, `[]`)
+		case "bad:status":
+			w.WriteHeader(http.StatusInternalServerError)
+			io.WriteString(w, `{}`)
+		case "bad:big":
+			io.WriteString(w, `{"pad":"`+strings.Repeat("x", 200<<10)+`"}`)
+		case "bad:data":
+			io.WriteString(w, `{"data":"`+strings.Repeat("x", 2000)+`"}`)
+		case "bad:slow":
+			time.Sleep(1500 * time.Millisecond)
+			io.WriteString(w, `{}`)
+		}
+	})
+	// A closed port: connection refused.
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	down := "http://" + ln.Addr().String() + "/publish"
+	ln.Close()
+
+	ts := startServer(t, "epoll", func(c *config.Config) {
+		c.Proxy.Publish.URL = be.URL
+		c.Proxy.Publish.Timeout = 300 * time.Millisecond
+		c.Client.MaxMessageSize = 1024
+		c.Server.MaxPartialBytes = 4096
+	})
+	tsDown := startServer(t, "epoll", func(c *config.Config) { c.Proxy.Publish.URL = down })
+	cl := dial(t, ts)
+	cl.Connect("u")
+	cl.Sub("bad:json")
+	for _, ch := range []string{"bad:json", "bad:array", "bad:status", "bad:big", "bad:data", "bad:slow"} {
+		r := cl.MustCall("pub", map[string]any{"ch": ch, "data": 1}, "error")
+		if r.Str("code") != "unavailable" || r.Str("message") != "publish proxy unavailable, try again" {
+			t.Fatalf("%s: %v", ch, r)
+		}
+	}
+	cl.None(100*time.Millisecond, func(m wstest.Msg) bool { return m.Op() == "msg" })
+	for reason, want := range map[string]float64{"bad_json": 2, "status": 1, "too_large": 1, "bad_data": 1, "timeout": 1} {
+		if v := metric(t, ts, `syncgate_proxy_errors_total{hook="publish",reason="`+reason+`"}`); v != want {
+			t.Errorf("reason %s counted %v, want %v", reason, v, want)
+		}
+	}
+	cd := dial(t, tsDown)
+	cd.Connect("u")
+	if r := cd.MustCall("pub", map[string]any{"ch": "a", "data": 1}, "error"); r.Str("code") != "unavailable" {
+		t.Fatalf("backend down: %v", r)
+	}
+	if v := metric(t, tsDown, `syncgate_proxy_errors_total{hook="publish",reason="unreachable"}`); v != 1 {
+		t.Fatalf("unreachable counted %v", v)
+	}
+}
+
+// TestProxySlowBackendBlocksNoOne: with one read worker, a client whose
+// publish waits for a backend that never answers in time does not hold up
+// another client's traffic: the other's 50 round trips all complete while
+// the slow call is pending (the order of arrival says so, not a clock),
+// and the slow client's later command is answered after its error, in
+// order.
+func TestProxySlowBackendBlocksNoOne(t *testing.T) {
+	release := make(chan struct{})
+	be := newBackend(t, func(w http.ResponseWriter, c proxyCall) {
+		if c.Ch == "slow" {
+			select {
+			case <-release:
+			case <-time.After(5 * time.Second):
+			}
+		}
+		io.WriteString(w, `{}`)
+	})
+	t.Cleanup(func() { close(release) })
+	ts := startServer(t, "epoll", func(c *config.Config) {
+		c.Server.Workers = 1
+		c.Proxy.Publish.URL = be.URL
+		c.Proxy.Publish.Timeout = 2 * time.Second
+	})
+	slow, fast := dial(t, ts), dial(t, ts)
+	slow.Connect("slow")
+	fast.Connect("fast")
+	fast.Sub("fast")
+	// The slow pub and a ping behind it, in one frame.
+	slow.SendRaw(`{"op":"pub","id":10,"ch":"slow","data":1}` + "\n" + `{"op":"ping","id":11}`)
+	waitFor(t, 2*time.Second, "the slow call to reach the backend", func() bool { return len(be.received()) == 1 })
+	for i := range 50 {
+		if i%2 == 0 {
+			fast.MustCall("ping", nil, "pong")
+		} else {
+			fast.Pub("fast", i)
+		}
+	}
+	if m := slow.TryNext(10*time.Millisecond, func(wstest.Msg) bool { return true }); m != nil {
+		t.Fatalf("the slow client was answered (%v) before its backend call ended", m)
+	}
+	r := slow.NextWithin(3*time.Second, "the slow pub's error", func(wstest.Msg) bool { return true })
+	if r.Num("id") != 10 || r.Str("code") != "unavailable" {
+		t.Fatalf("slow pub: %v", r)
+	}
+	if p := slow.NextWithin(time.Second, "the pong", func(wstest.Msg) bool { return true }); p.Op() != "pong" || p.Num("id") != 11 {
+		t.Fatalf("after the error: %v", p)
+	}
+}
+
+// TestProxyOrder: commands batched behind a proxied one are answered in the
+// order sent, a malformed one included.
+func TestProxyOrder(t *testing.T) {
+	forModes(t, func(t *testing.T, mode string) {
+		be := newBackend(t, func(w http.ResponseWriter, c proxyCall) {
+			time.Sleep(20 * time.Millisecond)
+			io.WriteString(w, `{}`)
+		})
+		ts := startServer(t, mode, func(c *config.Config) {
+			c.Proxy.Publish.URL = be.URL
+			c.Proxy.Subscribe.URL = be.URL
+		})
+		cl := dial(t, ts)
+		cl.Connect("u")
+		cl.SendRaw(strings.Join([]string{
+			`{"op":"pub","id":1,"ch":"o","data":1}`,
+			`{"op":"ping","id":2}`,
+			`{"op":"sub","id":3,"ch":"o"}`,
+			`{"op":"ping","id":4,"ch":5`,
+			`{"op":"pub","id":5,"ch":"o","data":2}`,
+			`{"op":"ping","id":6}`,
+		}, "\n"))
+		var ids []uint64
+		for len(ids) < 6 {
+			m := cl.NextWithin(3*time.Second, "replies", func(m wstest.Msg) bool { return m.Num("id") > 0 })
+			ids = append(ids, m.Num("id"))
+		}
+		if jsonStr(ids) != `[1,2,3,4,5,6]` {
+			t.Fatalf("reply order %v", ids)
+		}
+	})
+}
+
+// TestProxyConcurrencyBound: with proxy.max_concurrency 1, a second call
+// waits for the slot and, not getting it within its timeout, fails with
+// unavailable (reason concurrency); the backend never sees two at once.
+func TestProxyConcurrencyBound(t *testing.T) {
+	var inFlight, most atomic.Int32
+	release := make(chan struct{})
+	be := newBackend(t, func(w http.ResponseWriter, c proxyCall) {
+		n := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		if n > most.Load() {
+			most.Store(n)
+		}
+		if c.Ch == "hold" {
+			<-release
+		}
+		io.WriteString(w, `{}`)
+	})
+	ts := startServer(t, "epoll", func(c *config.Config) {
+		c.Proxy.Publish.URL = be.URL
+		c.Proxy.Publish.Timeout = 3 * time.Second
+		c.Proxy.Subscribe.URL = be.URL
+		c.Proxy.Subscribe.Timeout = 200 * time.Millisecond
+		c.Proxy.MaxConcurrency = 1
+	})
+	a, b := dial(t, ts), dial(t, ts)
+	a.Connect("a")
+	b.Connect("b")
+	a.Send(map[string]any{"op": "pub", "id": 1, "ch": "hold", "data": 1})
+	waitFor(t, 2*time.Second, "the held call", func() bool { return inFlight.Load() == 1 })
+	if r := b.MustCall("sub", map[string]any{"ch": "x"}, "error"); r.Str("code") != "unavailable" {
+		t.Fatalf("sub without a slot: %v", r)
+	}
+	close(release)
+	if r := a.NextOp("ack"); r.Num("id") != 1 {
+		t.Fatalf("held pub: %v", r)
+	}
+	b.Sub("x") // the slot is free again
+	if most.Load() != 1 {
+		t.Fatalf("backend saw %d calls at once", most.Load())
+	}
+	if v := metric(t, ts, `syncgate_proxy_errors_total{hook="subscribe",reason="concurrency"}`); v != 1 {
+		t.Fatalf("concurrency counted %v", v)
+	}
+}
+
+// TestProxySubscribe: the subscribe hook runs after the static checks and
+// its deny reaches the client; allowed channels subscribe.
+func TestProxySubscribe(t *testing.T) {
+	forModes(t, func(t *testing.T, mode string) {
+		be := newBackend(t, func(w http.ResponseWriter, c proxyCall) {
+			if strings.HasPrefix(c.Ch, "secret:") {
+				io.WriteString(w, `{"error":{"code":"forbidden","message":"not shared with `+c.User+`"}}`)
+				return
+			}
+			io.WriteString(w, `{}`)
+		})
+		ts := startServer(t, mode, func(c *config.Config) { c.Proxy.Subscribe.URL = be.URL })
+		cl := dial(t, ts)
+		cl.Connect("bob")
+		cl.Sub("doc:1")
+		r := cl.MustCall("sub", map[string]any{"ch": "secret:1"}, "error")
+		if r.Str("code") != "forbidden" || r.Str("message") != "not shared with bob" {
+			t.Fatalf("deny: %v", r)
+		}
+		// Invalid names never reach the backend.
+		cl.MustCall("sub", map[string]any{"ch": "bad name"}, "error")
+		if n := len(be.received()); n != 2 {
+			t.Fatalf("backend got %d calls, want 2", n)
+		}
+	})
+}
+
+const appOrigin = "https://app.example.com"
+
+// cookieServer runs a node whose connect hook authenticates by the
+// "session" cookie: sid-alice is alice with doc:* to read and doc:1 to
+// write; anything else is unauthorized.
+func cookieServer(t *testing.T, mode string, edit func(*config.Config)) (*testServer, *backend) {
+	be := newBackend(t, func(w http.ResponseWriter, c proxyCall) {
+		if c.Cookies["session"] != "sid-alice" {
+			io.WriteString(w, `{"error":{"code":"unauthorized","message":"no session"}}`)
+			return
+		}
+		io.WriteString(w, `{"user":"alice","channels":{"sub":["doc:*"],"pub":["doc:1"]}}`)
+	})
+	ts := startServer(t, mode, func(c *config.Config) {
+		c.Proxy.Connect.URL = be.URL
+		c.Proxy.Connect.Cookies = []string{"session"}
+		c.Proxy.Connect.Headers = []string{"User-Agent"}
+		c.Server.AllowedOrigins = []string{appOrigin}
+		if edit != nil {
+			edit(c)
+		}
+	})
+	return ts, be
+}
+
+func cookieHeader(origin, sid string) http.Header {
+	h := http.Header{"Cookie": {"session=" + sid + "; other=x"}, "User-Agent": {"proxy-test"}}
+	if origin != "" {
+		h.Set("Origin", origin)
+	}
+	return h
+}
+
+// TestProxyConnectCookieSession: a browser-like client with a session
+// cookie and no JWT connects as the user the backend names, with the
+// backend's permissions; the backend sees the forwarded cookie and header
+// only (not the other cookie).
+func TestProxyConnectCookieSession(t *testing.T) {
+	forModes(t, func(t *testing.T, mode string) {
+		ts, be := cookieServer(t, mode, nil)
+		cl, err := wstest.DialHeader(t, ts.url(), cookieHeader(appOrigin, "sid-alice"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := cl.MustCall("sub", map[string]any{"ch": "doc:1"}, "error"); r.Str("code") != "unauthorized" {
+			t.Fatalf("sub before connect: %v", r)
+		}
+		c := cl.MustCall("connect", map[string]any{"user": "mallory"}, "connected")
+		if c.Str("user") != "alice" {
+			t.Fatalf("connected %v, want alice (the backend's user, not the client's)", c)
+		}
+		cl.Sub("doc:7")
+		cl.Pub("doc:1", "hi")
+		if r := cl.MustCall("pub", map[string]any{"ch": "doc:7", "data": 1}, "error"); r.Str("code") != "forbidden" {
+			t.Fatalf("pub outside the backend's permissions: %v", r)
+		}
+		if r := cl.MustCall("sub", map[string]any{"ch": "chat:1"}, "error"); r.Str("code") != "forbidden" {
+			t.Fatalf("sub outside the backend's permissions: %v", r)
+		}
+		calls := be.received()
+		if len(calls) != 1 || calls[0].Transport != "websocket" || calls[0].User != "" ||
+			jsonStr(calls[0].Cookies) != `{"session":"sid-alice"}` || jsonStr(calls[0].Headers) != `{"User-Agent":"proxy-test"}` {
+			t.Fatalf("connect calls %+v", calls)
+		}
+
+		bad, err := wstest.DialHeader(t, ts.url(), cookieHeader(appOrigin, "stolen"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := bad.MustCall("connect", nil, "error"); r.Str("code") != "unauthorized" || r.Str("message") != "no session" {
+			t.Fatalf("bad session: %v", r)
+		}
+	})
+}
+
+// TestProxyCookieHijackRefused reproduces cross-site WebSocket hijacking:
+// a page on another origin opens a WebSocket to the node; the browser
+// attaches the victim's session cookie. The upgrade is refused (403), as
+// is one with the cookie and no Origin at all, and the backend is never
+// asked. The same over SSE and POST /pub.
+func TestProxyCookieHijackRefused(t *testing.T) {
+	forModes(t, func(t *testing.T, mode string) {
+		ts, be := cookieServer(t, mode, func(c *config.Config) { c.Proxy.Publish.URL = "http://127.0.0.1:1/unused" })
+		for _, origin := range []string{"https://evil.example", ""} {
+			_, err := wstest.DialHeader(t, ts.url(), cookieHeader(origin, "sid-alice"))
+			if err == nil || !strings.Contains(err.Error(), "status 403") {
+				t.Fatalf("origin %q with the victim's cookie: err %v, want a 403", origin, err)
+			}
+			if _, code := openSSE(t, ts, "ch=doc:1", cookieHeader(origin, "sid-alice")); code != http.StatusForbidden {
+				t.Fatalf("SSE from origin %q: %d, want 403", origin, code)
+			}
+			if code, _ := postPub(t, ts, "", `{"ch":"doc:1","data":1}`, cookieHeader(origin, "sid-alice")); code != http.StatusForbidden {
+				t.Fatalf("POST /pub from origin %q: %d, want 403", origin, code)
+			}
+		}
+		if n := len(be.received()); n != 0 {
+			t.Fatalf("backend asked %d times for hijacked requests", n)
+		}
+		// The app's own origin works.
+		cl, err := wstest.DialHeader(t, ts.url(), cookieHeader(appOrigin, "sid-alice"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cl.MustCall("connect", nil, "connected")
+		if v := metric(t, ts, `syncgate_limit_rejections_total{kind="origin"}`); v < 6 {
+			t.Fatalf("origin rejections %v, want >= 6", v)
+		}
+	})
+}
+
+// TestProxySSECookieSession: SSE and POST /pub authenticate through the
+// connect hook too, and POST /pub goes through the publish hook.
+func TestProxySSECookieSession(t *testing.T) {
+	pubBE := newBackend(t, func(w http.ResponseWriter, c proxyCall) {
+		io.WriteString(w, `{"data":{"replaced":true}}`)
+	})
+	ts, be := cookieServer(t, "epoll", func(c *config.Config) { c.Proxy.Publish.URL = pubBE.URL })
+	s, code := openSSE(t, ts, "ch=doc:1", cookieHeader(appOrigin, "sid-alice"))
+	if code != 200 {
+		t.Fatalf("SSE: %d", code)
+	}
+	s.nextEvent("subscribed")
+	if _, code := openSSE(t, ts, "ch=chat:1", cookieHeader(appOrigin, "sid-alice")); code != http.StatusForbidden {
+		t.Fatalf("SSE outside permissions: %d", code)
+	}
+	if code, r := postPub(t, ts, "", `{"ch":"doc:1","data":{"x":1}}`, cookieHeader(appOrigin, "nobody")); code != 401 || r.Str("code") != "unauthorized" {
+		t.Fatalf("POST /pub without a session: %d %v", code, r)
+	}
+	if code, r := postPub(t, ts, "", `{"ch":"doc:1","data":{"x":1}}`, cookieHeader(appOrigin, "sid-alice")); code != 200 || r.Op() != "ack" {
+		t.Fatalf("POST /pub: %d %v", code, r)
+	}
+	m := s.nextEvent("msg")
+	if m.data.Str("from") != "alice" || jsonStr(m.data["data"]) != `{"replaced":true}` {
+		t.Fatalf("SSE msg %+v", m)
+	}
+	calls := be.received()
+	if len(calls) < 3 || calls[0].Transport != "sse" || calls[len(calls)-1].Transport != "http" {
+		t.Fatalf("connect calls %+v", calls)
+	}
+	if pc := pubBE.received(); len(pc) != 1 || pc[0].User != "alice" || pc[0].Transport != "http" {
+		t.Fatalf("publish calls %+v", pc)
+	}
+}
+
+// TestProxyRefresh: a proxy-admitted connection is refreshed every
+// proxy.refresh.interval; a refresh answer's channels replace the
+// permissions, and a deny disconnects with the backend's code and message.
+func TestProxyRefresh(t *testing.T) {
+	var n atomic.Int32
+	refresh := newBackend(t, func(w http.ResponseWriter, c proxyCall) {
+		if n.Add(1) == 1 {
+			io.WriteString(w, `{"channels":{"sub":["doc:*","chat:*"],"pub":[]}}`)
+			return
+		}
+		io.WriteString(w, `{"error":{"code":"forbidden","message":"session revoked"}}`)
+	})
+	ts, _ := cookieServer(t, "epoll", func(c *config.Config) {
+		c.Proxy.Refresh.URL = refresh.URL
+		c.Proxy.Refresh.Cookies = []string{"session"}
+		c.Proxy.RefreshInterval = time.Second
+	})
+	cl, err := wstest.DialHeader(t, ts.url(), cookieHeader(appOrigin, "sid-alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl.MustCall("connect", nil, "connected")
+	cl.MustCall("sub", map[string]any{"ch": "chat:1"}, "error")
+	waitFor(t, 5*time.Second, "the first refresh", func() bool { return n.Load() >= 1 })
+	waitFor(t, 2*time.Second, "new permissions", func() bool {
+		r := cl.Call("sub", map[string]any{"ch": "chat:1"})
+		return r.Op() == "subscribed"
+	})
+	if r := cl.MustCall("pub", map[string]any{"ch": "doc:1", "data": 1}, "error"); r.Str("code") != "forbidden" {
+		t.Fatalf("pub after refresh took it away: %v", r)
+	}
+	d := cl.NextWithin(5*time.Second, "the disconnect", func(m wstest.Msg) bool { return m.Op() == "disconnect" })
+	if d.Str("code") != "forbidden" || d.Str("reason") != "session revoked" || d["reconnect"] != false {
+		t.Fatalf("disconnect %v", d)
+	}
+	if c := refresh.received(); c[0].User != "alice" || c[0].Cookies["session"] != "sid-alice" {
+		t.Fatalf("refresh call %+v", c[0])
+	}
+}
