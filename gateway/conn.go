@@ -28,7 +28,7 @@ type scratch struct {
 	// loop is set for the epoll read pool's scratches: a command that
 	// would block on the event proxy must not run on them (proxyconn.go).
 	loop bool
-	fs  frameState // the connection's read state while this worker reads
+	fs   frameState // the connection's read state while this worker reads
 
 	// frames counts the frames handled in this read turn (the per-turn
 	// budget, see readAvailable); completed is set by onData when a

@@ -110,15 +110,15 @@ func newEventProxy(cfg config.Config, reg *prometheus.Registry) *eventProxy {
 	// One client, its connections reused across calls and hooks; bounded
 	// like everything else (the per-call timeout is the request context).
 	tr := &http.Transport{
-		Proxy:                 nil, // the backend is addressed directly
-		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:          pc.MaxConcurrency,
-		MaxIdleConnsPerHost:   pc.MaxConcurrency,
-		MaxConnsPerHost:       pc.MaxConcurrency,
-		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: 30 * time.Second,
+		Proxy:                  nil, // the backend is addressed directly
+		DialContext:            (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:           pc.MaxConcurrency,
+		MaxIdleConnsPerHost:    pc.MaxConcurrency,
+		MaxConnsPerHost:        pc.MaxConcurrency,
+		IdleConnTimeout:        90 * time.Second,
+		ResponseHeaderTimeout:  30 * time.Second,
 		MaxResponseHeaderBytes: 16 << 10,
-		ForceAttemptHTTP2:     true,
+		ForceAttemptHTTP2:      true,
 	}
 	p.client = &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	p.dur = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "syncgate_proxy_duration_seconds",
