@@ -85,8 +85,23 @@ func TestBrowser(t *testing.T) {
 		"SYNCGATE_LOG_LEVEL=warn",
 		"SYNCGATE_METRICS_LISTEN=off",
 	}}
+	// Node D: no JWT; its connect proxy (cookieBackend, below) maps the
+	// "session" cookie to a user: the cookie-session page.
+	addrD := freeAddr(t)
+	backend := newCookieBackend(t)
+	d := &gatewayProc{t: t, name: "d", bin: bin, dir: dir, addr: addrD, env: []string{
+		"SYNCGATE_LISTEN=" + addrD,
+		"SYNCGATE_BROKER_TYPE=memory",
+		"SYNCGATE_PROXY_CONNECT_URL=" + backend.url,
+		"SYNCGATE_PROXY_CONNECT_COOKIES=session",
+		"SYNCGATE_SERVER_ALLOWED_ORIGINS=http://" + addrD,
+		"SYNCGATE_LOG_LEVEL=warn",
+		"SYNCGATE_METRICS_LISTEN=off",
+	}}
 	a.start()
 	t.Cleanup(a.stop)
+	d.start()
+	t.Cleanup(d.stop)
 	b.start()
 	t.Cleanup(b.stop)
 	c.start()
@@ -98,6 +113,10 @@ func TestBrowser(t *testing.T) {
 	mux := http.NewServeMux()
 	mux.Handle("/fake/ws", fake)
 	mux.HandleFunc("/fake/stats", fake.stats)
+	mux.HandleFunc("/evil", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		fmt.Fprintln(w, "<!doctype html><title>another origin</title>")
+	})
 	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost || r.URL.Query().Get("node") != "b" {
 			http.Error(w, "POST /stop?node=b or /start?node=b", http.StatusBadRequest)
@@ -132,6 +151,7 @@ func TestBrowser(t *testing.T) {
 	script.Dir = "e2e"
 	script.Env = append(cleanEnv(),
 		"NODE_A=http://"+addrA, "NODE_B=http://"+addrB, "NODE_C=http://"+addrC, "AUTH_SECRET="+secret,
+		"NODE_D=http://"+addrD,
 		"CONTROL=http://"+ln.Addr().String(),
 		"CHROMIUM="+chromium, "SCREENSHOT="+shot)
 	script.WaitDelay = 5 * time.Second
@@ -148,6 +168,54 @@ func TestBrowser(t *testing.T) {
 		t.Fatalf("browser script: %v (after %v)", err, time.Since(start).Round(time.Millisecond))
 	}
 	t.Logf("browser test took %v", time.Since(start).Round(time.Millisecond))
+	// The page's connect went through the backend with its cookie; the
+	// other origin's attempt never reached it.
+	if got := backend.sessions(); len(got) == 0 || got[len(got)-1] != "sid-carol" {
+		t.Fatalf("connect proxy saw sessions %q, want sid-carol", got)
+	}
+}
+
+// cookieBackend is node D's connect proxy: session cookie "sid-carol" is
+// user carol with doc:* to read and write; anything else is unauthorized.
+type cookieBackend struct {
+	url  string
+	mu   sync.Mutex
+	seen []string
+}
+
+func newCookieBackend(t *testing.T) *cookieBackend {
+	b := &cookieBackend{}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Cookies map[string]string `json:"cookies"`
+		}
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		b.mu.Lock()
+		b.seen = append(b.seen, req.Cookies["session"])
+		b.mu.Unlock()
+		if req.Cookies["session"] != "sid-carol" {
+			io.WriteString(w, `{"error":{"code":"unauthorized","message":"no session"}}`)
+			return
+		}
+		io.WriteString(w, `{"user":"carol","channels":{"sub":["doc:*"],"pub":["doc:*"]}}`)
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	b.url = "http://" + ln.Addr().String() + "/connect"
+	return b
+}
+
+func (b *cookieBackend) sessions() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.seen...)
 }
 
 // gatewayProc is one syncgate process.

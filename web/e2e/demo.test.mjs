@@ -189,6 +189,7 @@ try {
     step("JS client on SSE + POST: reads the document, its edits reach node B");
   }
   if (process.env.NODE_C) await authChecks();
+  if (process.env.NODE_D) await cookieChecks();
   await frameChecks();
   assert.deepEqual(errors, [], "page errors");
   step("ok");
@@ -246,6 +247,58 @@ async function authChecks() {
   assert.deepEqual(r.gotSSE.sort(), ["from sse", "from ws"]);
   step(`auth on: token (3 s) refreshed on the same connection (${r.issued} tokens issued); a client whose WebSocket never opens fell back to SSE + POST with its token`);
   await page.close();
+}
+
+// cookieChecks runs against node D: no JWT anywhere; node D's connect proxy
+// (the Go test's backend) maps the "session" cookie to a user and its
+// channels. A page of node D's origin sets the cookie and connects with a
+// plain SyncGate client. Then a page of another origin on the same host
+// (the browser attaches the same cookie: cookies ignore the port) opens a
+// WebSocket to node D: cross-site WebSocket hijacking, which node D must
+// refuse.
+async function cookieChecks() {
+  const D = process.env.NODE_D;
+  const page = await browser.newPage();
+  page.on("pageerror", (e) => errors.push("cookie page: " + e.message));
+  await page.goto(D + "/client.js");
+  const r = await page.evaluate(async () => {
+    document.cookie = "session=sid-carol; path=/";
+    const { SyncGate } = await import("/client.js");
+    const sg = new SyncGate({ minBackoff: 50 });
+    const got = [];
+    sg.on("msg", (m) => got.push(m.data));
+    await sg.subscribe("doc:cookie");
+    await sg.publish("doc:cookie", { from: "cookie session" });
+    for (let i = 0; i < 100 && got.length < 1; i++) await new Promise((r) => setTimeout(r, 20));
+    let denied = null;
+    await sg.subscribe("chat:cookie").catch((e) => (denied = e.code || String(e)));
+    const out = { user: sg.user, state: sg.state, got, denied };
+    sg.close();
+    return out;
+  });
+  assert.equal(r.user, "carol", "connected as the backend's user: " + JSON.stringify(r));
+  assert.deepEqual(r.got, [{ from: "cookie session" }]);
+  assert.equal(r.denied, "forbidden", "channels outside the backend's permissions: " + JSON.stringify(r));
+  step("cookie session: connected through the connect proxy as " + r.user + " with no JWT; subscribe/publish within the backend's permissions, others forbidden");
+  await page.close();
+
+  const evil = await browser.newPage();
+  evil.on("pageerror", (e) => errors.push("evil page: " + e.message));
+  await evil.goto(CONTROL + "/evil");
+  const h = await evil.evaluate(async (wsURL) => {
+    const out = { cookieVisible: document.cookie.includes("session=sid-carol") };
+    out.result = await new Promise((resolve) => {
+      const ws = new WebSocket(wsURL);
+      ws.onopen = () => { resolve("open"); ws.close(); };
+      ws.onerror = () => resolve("refused");
+      setTimeout(() => resolve("timeout"), 5000);
+    });
+    return out;
+  }, D.replace(/^http/, "ws") + "/ws");
+  assert.ok(h.cookieVisible, "the other origin's page shares the victim's cookie jar: " + JSON.stringify(h));
+  assert.equal(h.result, "refused", "a WebSocket from another origin carrying the session cookie: " + JSON.stringify(h));
+  step("cookie session: a page of another origin (same host, same cookie) cannot open a WebSocket to the node");
+  await evil.close();
 }
 
 // frameChecks points the client at a scripted server (the test's /fake/ws)
