@@ -534,3 +534,36 @@ func TestProxyRefresh(t *testing.T) {
 		t.Fatalf("refresh call %+v", c[0])
 	}
 }
+
+// TestProxyConnectWithJWT: with auth on and a connect hook, a client that
+// brings a token is decided by the token (the hook is not asked); one
+// without is decided by the hook.
+func TestProxyConnectWithJWT(t *testing.T) {
+	ts, be := cookieServer(t, "epoll", withHMAC)
+	tok := hsToken(t, userClaims("tokenuser", []string{"jwt:*"}, nil, time.Minute))
+	cl, err := wstest.DialHeader(t, ts.url(), cookieHeader(appOrigin, "sid-alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := cl.MustCall("connect", map[string]any{"token": tok}, "connected"); c.Str("user") != "tokenuser" {
+		t.Fatalf("with a token: %v", c)
+	}
+	cl.Sub("jwt:1")
+	if n := len(be.received()); n != 0 {
+		t.Fatalf("connect hook asked %d times for a token connection", n)
+	}
+	bad := dial(t, ts)
+	if r := bad.MustCall("connect", map[string]any{"token": "garbage"}, "error"); r.Str("code") != "unauthorized" {
+		t.Fatalf("bad token: %v", r)
+	}
+	if n := len(be.received()); n != 0 {
+		t.Fatalf("a bad token fell through to the hook (%d calls)", n)
+	}
+	cookie, err := wstest.DialHeader(t, ts.url(), cookieHeader(appOrigin, "sid-alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := cookie.MustCall("connect", nil, "connected"); c.Str("user") != "alice" {
+		t.Fatalf("without a token: %v", c)
+	}
+}

@@ -22,7 +22,7 @@ import (
 // it, so the reader and the runner never run commands at the same time.
 // The queue is bounded (proxyQueueCmds commands and 2 x
 // client.max_message_size bytes); a client that passes it while its
-// backend calls are pending is disconnected (rate_limited).
+// backend calls are pending is disconnected (rate_limited, no reconnect).
 //
 // In goroutine mode (and for SSE and POST /pub, served on their own
 // goroutines) a command calls the backend inline: only its connection
@@ -121,7 +121,7 @@ func (c *Conn) deferCommand(s *scratch, raw []byte, cmd *command) bool {
 	}
 	if len(px.queue) >= proxyQueueCmds || px.queued+len(raw) > 2*c.srv.cfg.Client.MaxMessageSize {
 		px.mu.Unlock()
-		c.closeWith("rate_limited", "too many commands waiting for the event proxy", true, ws.StatusPolicyViolation, false)
+		c.closeWith("rate_limited", "too many commands waiting for the event proxy", false, ws.StatusPolicyViolation, false)
 		return true
 	}
 	px.queue = append(px.queue, bytes.Clone(raw))
