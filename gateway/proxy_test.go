@@ -567,3 +567,32 @@ func TestProxyConnectWithJWT(t *testing.T) {
 		t.Fatalf("without a token: %v", c)
 	}
 }
+
+// TestProxyQueueBound: while a connection's publish waits for the backend,
+// what it sends next is queued, up to 256 commands; a client that sends
+// more is disconnected (rate_limited), and nothing it queued runs.
+func TestProxyQueueBound(t *testing.T) {
+	release := make(chan struct{})
+	be := newBackend(t, func(w http.ResponseWriter, c proxyCall) {
+		<-release
+		io.WriteString(w, `{}`)
+	})
+	ts := startServer(t, "epoll", func(c *config.Config) { c.Proxy.Publish.URL = be.URL })
+	cl := dial(t, ts)
+	cl.Connect("u")
+	cl.Send(map[string]any{"op": "pub", "id": 1, "ch": "q", "data": 1})
+	waitFor(t, 2*time.Second, "the held call", func() bool { return len(be.received()) == 1 })
+	var batch []string
+	for i := range 300 {
+		batch = append(batch, `{"op":"ping","id":`+strconv.Itoa(i+2)+`}`)
+	}
+	cl.SendRaw(strings.Join(batch, "\n"))
+	d := cl.NextWithin(3*time.Second, "the disconnect", func(m wstest.Msg) bool { return m.Op() == "disconnect" })
+	close(release)
+	if d.Str("code") != "rate_limited" || d["reconnect"] != false {
+		t.Fatalf("disconnect %v", d)
+	}
+	if m := cl.TryNext(200*time.Millisecond, func(m wstest.Msg) bool { return m.Op() == "pong" }); m != nil {
+		t.Fatalf("a queued command ran after the disconnect: %v", m)
+	}
+}
