@@ -335,10 +335,16 @@ func TestProxySubscribe(t *testing.T) {
 			}
 			io.WriteString(w, `{}`)
 		})
-		ts := startServer(t, mode, func(c *config.Config) { c.Proxy.Subscribe.URL = be.URL })
+		ts := startServer(t, mode, func(c *config.Config) {
+			c.Proxy.Subscribe.URL = be.URL
+			c.Proxy.RemoteAddr = true
+		})
 		cl := dial(t, ts)
 		cl.Connect("bob")
 		cl.Sub("doc:1")
+		if c := be.received()[0]; c.User != "bob" || c.Ch != "doc:1" || !strings.HasPrefix(c.Remote, "127.0.0.1:") {
+			t.Fatalf("subscribe call %+v: want bob, doc:1 and the loopback remote address", c)
+		}
 		r := cl.MustCall("sub", map[string]any{"ch": "secret:1"}, "error")
 		if r.Str("code") != "forbidden" || r.Str("message") != "not shared with bob" {
 			t.Fatalf("deny: %v", r)

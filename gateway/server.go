@@ -715,7 +715,10 @@ wait:
 	if s.pprof != nil {
 		_ = s.pprof.Close()
 	}
-	s.owned.Wait()
+	s.owned.Wait() // hook calls included (each bounded by its timeout)
+	if s.proxy != nil {
+		s.proxy.client.CloseIdleConnections()
+	}
 	s.hub.stopTimers()
 	s.cancel()
 	s.bg.Wait()
