@@ -180,8 +180,9 @@ func (c *Conn) cmdRefresh(s *scratch, cmd *command) {
 }
 
 // canSubscribe says whether the user may subscribe to ch (and see its
-// presence): always with auth off; with auth on, by the token's sub
-// patterns or a public namespace.
+// presence): always with auth off and no connect-hook identity; otherwise
+// by the sub patterns of the token (or of the event proxy's connect or
+// refresh answer) or a public namespace.
 func (c *Conn) canSubscribe(ch string) bool {
 	id := c.identity()
 	if c.srv.auth == nil && id == nil {
