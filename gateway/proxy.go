@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -47,6 +48,10 @@ var hookNames = [numHooks]string{"connect", "refresh", "subscribe", "publish"}
 // data up to client.max_message_size on top of it.
 const proxyMaxAnswer = 16 << 10
 
+// proxyMaxWaiting bounds the calls waiting for a concurrency slot, in
+// multiples of proxy.max_concurrency.
+const proxyMaxWaiting = 4
+
 // proxyMaxMessage bounds the message of a deny passed on to the client.
 const proxyMaxMessage = 256
 
@@ -70,6 +75,10 @@ type eventProxy struct {
 	maxData int // client.max_message_size
 	client  *http.Client
 	sem     chan struct{}
+	// waiting counts calls waiting for a slot; past proxyMaxWaiting x
+	// proxy.max_concurrency a call fails at once, so a dead backend
+	// cannot gather a goroutine per client for a whole timeout.
+	waiting atomic.Int64
 	// capture lists the headers (lower case) and cookies any hook
 	// forwards: kept per connection from its upgrade request.
 	headers []string
@@ -125,7 +134,11 @@ func newEventProxy(cfg config.Config, reg *prometheus.Registry) *eventProxy {
 		Help: "Event proxy calls by hook: time from asking for a concurrency slot to the answer read.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}, []string{"hook"})
 	p.errs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "syncgate_proxy_errors_total",
 		Help: "Event proxy calls that did not allow, by hook and reason (denied = the backend answered an error; every other reason made the client's command unavailable)."}, []string{"hook", "reason"})
-	reg.MustRegister(p.dur, p.errs)
+	reg.MustRegister(p.dur, p.errs,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "syncgate_proxy_calls_in_flight", Help: "Event proxy calls holding a slot (at most proxy.max_concurrency)."},
+			func() float64 { return float64(len(p.sem)) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "syncgate_proxy_calls_waiting", Help: "Event proxy calls waiting for a slot (at most 4 x proxy.max_concurrency)."},
+			func() float64 { return float64(p.waiting.Load()) }))
 	for i, h := range p.hooks {
 		if h.On() {
 			p.dur.WithLabelValues(hookNames[i])
@@ -256,8 +269,18 @@ func (p *eventProxy) call(ctx context.Context, h hook, ci clientInfo, ch string,
 	}
 	select {
 	case p.sem <- struct{}{}:
-	case <-ctx.Done():
-		return fail(pxErrBusy)
+	default:
+		if p.waiting.Add(1) > int64(proxyMaxWaiting*cap(p.sem)) {
+			p.waiting.Add(-1)
+			return fail(pxErrBusy)
+		}
+		select {
+		case p.sem <- struct{}{}:
+			p.waiting.Add(-1)
+		case <-ctx.Done():
+			p.waiting.Add(-1)
+			return fail(pxErrBusy)
+		}
 	}
 	defer func() { <-p.sem }()
 	defer func() { p.dur.WithLabelValues(name).Observe(time.Since(start).Seconds()) }()

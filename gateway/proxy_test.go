@@ -602,3 +602,54 @@ func TestProxyQueueBound(t *testing.T) {
 		t.Fatalf("a queued command ran after the disconnect: %v", m)
 	}
 }
+
+// TestProxyWaitBound: at most 4 x proxy.max_concurrency calls wait for a
+// slot; the next fails at once (before any of the waiting ones is
+// answered), and the waiting ones go through once the slot frees.
+func TestProxyWaitBound(t *testing.T) {
+	release := make(chan struct{})
+	be := newBackend(t, func(w http.ResponseWriter, c proxyCall) {
+		if c.Ch == "hold" {
+			<-release
+		}
+		io.WriteString(w, `{}`)
+	})
+	ts := startServer(t, "epoll", func(c *config.Config) {
+		c.Proxy.Subscribe.URL = be.URL
+		c.Proxy.Subscribe.Timeout = 5 * time.Second
+		c.Proxy.MaxConcurrency = 1
+	})
+	holder := dial(t, ts)
+	holder.Connect("h")
+	holder.Send(map[string]any{"op": "sub", "id": 1, "ch": "hold"})
+	waitFor(t, 2*time.Second, "the held call", func() bool { return len(be.received()) == 1 })
+	var waiters []*wstest.Client
+	for i := range 4 {
+		w := dial(t, ts)
+		w.Connect("w" + strconv.Itoa(i))
+		w.Send(map[string]any{"op": "sub", "id": 1, "ch": "x"})
+		waiters = append(waiters, w)
+	}
+	waitFor(t, 2*time.Second, "four waiting calls", func() bool {
+		return metric(t, ts, "syncgate_proxy_calls_waiting") == 4 && metric(t, ts, "syncgate_proxy_calls_in_flight") == 1
+	})
+	extra := dial(t, ts)
+	extra.Connect("extra")
+	if r := extra.MustCall("sub", map[string]any{"ch": "x"}, "error"); r.Str("code") != "unavailable" {
+		t.Fatalf("fifth waiter: %v", r)
+	}
+	for _, w := range waiters {
+		if m := w.TryNext(10*time.Millisecond, func(m wstest.Msg) bool { return m.Num("id") == 1 }); m != nil {
+			t.Fatalf("a waiting call was answered (%v) while the slot was held", m)
+		}
+	}
+	if v := metric(t, ts, `syncgate_proxy_errors_total{hook="subscribe",reason="concurrency"}`); v != 1 {
+		t.Fatalf("concurrency failures %v, want 1", v)
+	}
+	close(release)
+	for _, w := range waiters {
+		if m := w.NextWithin(5*time.Second, "the waiter's reply", func(m wstest.Msg) bool { return m.Num("id") == 1 }); m.Op() != "subscribed" {
+			t.Fatalf("waiter got %v", m)
+		}
+	}
+}
