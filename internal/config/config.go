@@ -29,6 +29,7 @@ type Config struct {
 	Server   Server
 	Proxy    Proxy
 	Metrics  Metrics
+	API      API
 	Debug    Debug
 	Log      Log
 }
@@ -296,6 +297,30 @@ type Metrics struct {
 // On reports whether the metrics listener is enabled.
 func (m Metrics) On() bool { return m.Listen != "" && m.Listen != "off" }
 
+// API configures the server API (HTTP JSON, for the application backend)
+// and the control messages nodes exchange through the broker for it.
+type API struct {
+	// Listen is the address of the server API's own listener, host:port;
+	// "off" (or empty) serves no API. Setting it requires Keys.
+	// Key api.listen, default "off" (an API needs keys; bind it to
+	// loopback or a private network, e.g. "127.0.0.1:9091").
+	Listen string
+	// Keys are the accepted API keys ("Authorization: apikey <key>"),
+	// several at once so a key can be rotated without downtime.
+	// Key api.keys, default [], each at least 16 bytes.
+	Keys []string
+	// ClusterSecret signs (HMAC-SHA256) the control messages every node
+	// sends and accepts on the broker's internal channel: disconnect,
+	// unsubscribe, revoke and node summaries. Empty: this node neither
+	// sends nor accepts any (cross-node API actions act on this node
+	// only). Must be the same on every node.
+	// Key api.cluster_secret, default "", at least 32 bytes when set.
+	ClusterSecret string
+}
+
+// On reports whether the server API listener is enabled.
+func (a API) On() bool { return a.Listen != "" && a.Listen != "off" }
+
 // Debug holds operator tooling.
 type Debug struct {
 	// PprofListen serves net/http/pprof on this address; empty = off.
@@ -540,6 +565,10 @@ func Default() Config {
 		Metrics: Metrics{
 			Listen: "127.0.0.1:9090",
 		},
+		API: API{
+			Listen: "off",
+			Keys:   []string{},
+		},
 		Log: Log{
 			Level:  "info",
 			Format: "text",
@@ -601,11 +630,30 @@ func (c Config) Validate() error {
 	errs = append(errs, c.NATS.validate(c.Broker.Type)...)
 	errs = append(errs, c.Redis.validate()...)
 	errs = append(errs, c.Proxy.validate(c.Server.AllowedOrigins)...)
+	errs = append(errs, c.API.validate(c.Broker.Type)...)
 	if c.Client.MaxMessageSize > 0 && c.Server.MaxPartialBytes < 2*c.Client.MaxMessageSize {
 		errs = append(errs, fmt.Errorf("config: server.max_partial_bytes: want a whole number >= 2 x client.max_message_size (%d), got %d",
 			2*c.Client.MaxMessageSize, c.Server.MaxPartialBytes))
 	}
 	return errors.Join(errs...)
+}
+
+// validate checks what no single key can: an API needs keys, and an API
+// on a cluster broker needs the secret its control messages are signed
+// with (without it, disconnect, unsubscribe and revoke would reach this
+// node only).
+func (a API) validate(broker string) []error {
+	if !a.On() {
+		return nil
+	}
+	var errs []error
+	if len(a.Keys) == 0 {
+		errs = append(errs, fmt.Errorf("config: api.keys (env SYNCGATE_API_KEYS): want at least one API key (16 bytes or more) when api.listen is set (%q); or set api.listen to \"off\"", a.Listen))
+	}
+	if broker != "memory" && a.ClusterSecret == "" {
+		errs = append(errs, fmt.Errorf("config: api.cluster_secret (env SYNCGATE_API_CLUSTER_SECRET): want a shared secret (at least 32 bytes, the same on every node) when api.listen is set with broker.type %s; it signs the control messages nodes exchange through the broker", broker))
+	}
+	return errs
 }
 
 // applyFile sets c from the YAML file at path. The error is for a file that

@@ -19,6 +19,8 @@ var secretKeys = map[string]bool{
 	"nats.token":              true,
 	"auth.hmac_secret":        true,
 	"metrics.token":           true,
+	"api.keys":                true,
+	"api.cluster_secret":      true,
 }
 
 // Masked replaces a secret's value (and the password of a URL) in
@@ -52,6 +54,9 @@ func (c Config) Effective() []Entry {
 		case *[]string:
 			q := make([]string, len(*p))
 			for i, item := range *p {
+				if secretKeys[s.key] {
+					item = Masked
+				}
 				q[i] = strconv.Quote(MaskURLs(item))
 			}
 			v = "[" + strings.Join(q, ", ") + "]"

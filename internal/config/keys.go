@@ -135,6 +135,10 @@ var settings = []setting{
 	stringKey("metrics.listen", addrWant+`, or "off"`, offOr(checkAddr), func(c *Config) *string { return &c.Metrics.Listen }),
 	stringKey("metrics.token", "a bearer token (at least 16 bytes) or empty", emptyOr(minLen(16)), func(c *Config) *string { return &c.Metrics.Token }),
 
+	stringKey("api.listen", addrWant+`, or "off"`, offOr(checkAddr), func(c *Config) *string { return &c.API.Listen }),
+	listKey("api.keys", "API keys (each at least 16 bytes, no comma)", minLen(16), func(c *Config) *[]string { return &c.API.Keys }),
+	stringKey("api.cluster_secret", "a shared secret (at least 32 bytes) or empty", emptyOr(minLen(32)), func(c *Config) *string { return &c.API.ClusterSecret }),
+
 	stringKey("debug.pprof_listen", addrWant+" or empty", emptyOr(checkAddr), func(c *Config) *string { return &c.Debug.PprofListen }),
 
 	enumKey("log.level", logLevels, func(c *Config) *string { return &c.Log.Level }),
