@@ -28,6 +28,7 @@ import (
 	redisbroker "github.com/syncgate/syncgate/brokers/redis"
 	"github.com/syncgate/syncgate/brokers/redisstream"
 	"github.com/syncgate/syncgate/gateway"
+	"github.com/syncgate/syncgate/gateway/serverapi"
 	"github.com/syncgate/syncgate/internal/config"
 )
 
@@ -85,14 +86,28 @@ func run(path string) error {
 			return fmt.Errorf("metrics.listen %s: %w (set another address, or off)", cfg.Metrics.Listen, err)
 		}
 	}
-	log.Info("syncgate serving", startupAttrs(cfg, srv.NodeID(), ln, mln)...)
+	// The server API has a listener of its own too, and needs keys.
+	var api *serverapi.Server
+	var aln net.Listener
+	if cfg.API.On() {
+		if api, err = serverapi.New(apiConfig(cfg), srv, log); err != nil {
+			return err
+		}
+		if aln, err = net.Listen("tcp", cfg.API.Listen); err != nil {
+			return fmt.Errorf("api.listen %s: %w (set another address, or off)", cfg.API.Listen, err)
+		}
+	}
+	log.Info("syncgate serving", startupAttrs(cfg, srv.NodeID(), ln, mln, aln)...)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- srv.Serve(ln) }()
 	if mln != nil {
 		go func() { errc <- srv.ServeMetrics(mln) }()
+	}
+	if api != nil {
+		go func() { errc <- api.Serve(aln) }()
 	}
 	select {
 	case err := <-errc:
@@ -104,7 +119,19 @@ func run(path string) error {
 	// flush, leave presence and close the broker after it.
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.Server.DrainWindow+10*time.Second)
 	defer cancel()
+	if api != nil {
+		_ = api.Shutdown(sctx)
+	}
 	return srv.Shutdown(sctx)
+}
+
+// apiConfig is the server API's config: a request body holds at most one
+// client.max_message_size of data, plus room for a broadcast's channels.
+func apiConfig(cfg config.Config) serverapi.Config {
+	return serverapi.Config{
+		Keys:         cfg.API.Keys,
+		MaxBodyBytes: int64(cfg.Client.MaxMessageSize) + 512<<10,
+	}
 }
 
 func newBroker(cfg config.Config) (brokers.Broker, error) {

@@ -147,7 +147,7 @@ func TestStartupLine(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	line := fmt.Sprintln(startupAttrs(cfg, "n1", ln, ln)...)
+	line := fmt.Sprintln(startupAttrs(cfg, "n1", ln, ln, nil)...)
 	for _, want := range []string{"http://" + ln.Addr().String(), "/metrics (token)", "jetstream", "nats://u:xxxxx@10.0.0.1:4222", "auth off"} {
 		if !strings.Contains(line, want) {
 			t.Errorf("startup line %q lacks %q", line, want)

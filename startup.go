@@ -10,7 +10,7 @@ import (
 // startupAttrs are the fields of the one line that says what the node
 // serves where: its listeners, broker, auth and drain window. No secret is
 // among them (URLs are masked).
-func startupAttrs(cfg config.Config, node string, ln, mln net.Listener) []any {
+func startupAttrs(cfg config.Config, node string, ln, mln, aln net.Listener) []any {
 	scheme := "http"
 	if cfg.Server.TLS.CertFile != "" {
 		scheme = "https"
@@ -21,6 +21,14 @@ func startupAttrs(cfg config.Config, node string, ln, mln net.Listener) []any {
 		if cfg.Metrics.Token != "" {
 			metrics += " (token)"
 		}
+	}
+	api := "off"
+	if aln != nil {
+		api = "http://" + aln.Addr().String() + "/api/<method> (apikey)"
+	}
+	control := "off (api.cluster_secret empty: API actions reach this node only)"
+	if cfg.API.ClusterSecret != "" {
+		control = "signed"
 	}
 	auth := "off"
 	if cfg.Auth.On() {
@@ -46,6 +54,8 @@ func startupAttrs(cfg config.Config, node string, ln, mln net.Listener) []any {
 		"node", node,
 		"listen", scheme + "://" + ln.Addr().String() + " (/ws /sse /pub /healthz /readyz)",
 		"metrics", metrics,
+		"api", api,
+		"control", control,
 		"broker", cfg.Broker.Type,
 		"broker_at", at,
 		"auth", auth,

@@ -46,6 +46,7 @@ import (
 type identity struct {
 	user    string
 	expires time.Time
+	issued  int64    // the token's iat, unix seconds; 0 when it has none
 	sub     []string // channel patterns the user may subscribe to
 	pub     []string // channel patterns the user may publish to
 	proxied bool     // granted by the event proxy's connect hook, not a token
@@ -120,6 +121,9 @@ func (a *authenticator) verify(ctx context.Context, token string) (*identity, er
 	id := &identity{user: sub}
 	if exp, _ := claims.GetExpirationTime(); exp != nil {
 		id.expires = exp.Time
+	}
+	if iat, _ := claims.GetIssuedAt(); iat != nil {
+		id.issued = iat.Unix()
 	}
 	if perms, ok := claims[a.cfg.ChannelsClaim].(map[string]any); ok {
 		id.sub = stringList(perms["sub"])

@@ -82,6 +82,9 @@ func (c *Conn) cmdConnect(s *scratch, cmd *command) {
 		ctx, cancel := context.WithTimeout(c.srv.ctx, c.srv.brokerTimeout)
 		id, err = c.srv.auth.verify(ctx, token)
 		cancel()
+		if err == nil && c.srv.revoked(id) {
+			err = errTokenRevoked
+		}
 		if err != nil {
 			c.srv.reject(rejAuth)
 			c.sendError(cmd.id, codeUnauthorized, err.Error())
@@ -127,7 +130,7 @@ func (c *Conn) admit(id uint64, user string, ident *identity) bool {
 	}
 	c.userSlot = !anonymous
 	c.user = user
-	c.ident = ident
+	c.ident.Store(ident)
 	c.urlToken = ""
 	if ident != nil && !ident.expires.IsZero() {
 		c.expires.Store(ident.expires.Unix())
@@ -160,6 +163,9 @@ func (c *Conn) cmdRefresh(s *scratch, cmd *command) {
 	ctx, cancel := context.WithTimeout(c.srv.ctx, c.srv.brokerTimeout)
 	id, err := c.srv.auth.verify(ctx, string(cmd.token))
 	cancel()
+	if err == nil && c.srv.revoked(id) {
+		err = errTokenRevoked
+	}
 	if err != nil {
 		c.srv.reject(rejAuth)
 		c.sendError(cmd.id, codeUnauthorized, err.Error())
@@ -170,7 +176,7 @@ func (c *Conn) cmdRefresh(s *scratch, cmd *command) {
 		c.sendError(cmd.id, codeUnauthorized, "the new token is for another user")
 		return
 	}
-	c.ident = id
+	c.ident.Store(id)
 	c.expires.Store(id.expires.Unix())
 	b := append(s.enc[:0], `{"op":"refreshed"`...)
 	b = appendID(b, cmd.id)

@@ -103,8 +103,8 @@ type Conn struct {
 
 	// Auth state. urlToken is the ?token= of the upgrade, dropped once used.
 	urlToken  string
-	ident     *identity    // nil when auth is off; replaced by refresh (reader only)
-	expires   atomic.Int64 // unix seconds the token expires; 0 = never
+	ident     atomic.Pointer[identity] // nil when auth is off; replaced by refresh (written by the reader, read by revoke)
+	expires   atomic.Int64             // unix seconds the token expires; 0 = never
 	pubBucket *rate.Limiter
 
 	// Read side, owned by the single active reader.

@@ -270,6 +270,10 @@ func (h *hub) stopTimers() {
 
 // HandlePublication implements brokers.Handler.
 func (h *hub) HandlePublication(ch string, p brokers.Publication) {
+	if ch == ControlChannel {
+		h.srv.handleControl(p.Data)
+		return
+	}
 	sh := h.shard(ch)
 	sh.mu.RLock()
 	defer sh.mu.RUnlock()

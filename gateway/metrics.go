@@ -35,6 +35,10 @@ type metrics struct {
 	brokerRejected  *prometheus.CounterVec
 	brokerRewritten prometheus.Counter // valid but loose publications, re-encoded
 
+	// Control messages (control.go): dropped by reason, applied by op.
+	controlRejected *prometheus.CounterVec
+	controlApplied  *prometheus.CounterVec
+
 	historyReads     prometheus.Counter // history reads that took a slot
 	historyReadsBusy prometheus.Counter // catch-ups refused: no slot within history.read_wait
 	catchupPages     prometheus.Counter // pages sent by streamed catch-ups
@@ -111,7 +115,14 @@ func newMetrics(s *Server) *metrics {
 	m.historyReadsBusy = prometheus.NewCounter(prometheus.CounterOpts{Name: "syncgate_history_reads_busy_total", Help: "Catch-ups answered unavailable: no history read slot within history.read_wait."})
 	m.catchupPages = prometheus.NewCounter(prometheus.CounterOpts{Name: "syncgate_catchup_pages_total", Help: "History pages sent by streamed catch-ups after the first."})
 	m.catchupStreams = prometheus.NewGauge(prometheus.GaugeOpts{Name: "syncgate_catchup_streams", Help: "Streamed catch-ups in progress."})
-	for _, c := range []prometheus.Collector{m.historyReads, m.historyReadsBusy, m.catchupPages, m.catchupStreams} {
+	m.controlRejected = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "syncgate_control_rejected_total",
+		Help: "Control messages from the broker dropped, by reason (signature, decode, stale, replay, size, queue_full)."}, []string{"reason"})
+	m.controlApplied = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "syncgate_control_applied_total",
+		Help: "Control messages from other nodes applied, by op (disconnect, unsubscribe, revoke, summary)."}, []string{"op"})
+	for _, r := range []string{ctlRejSize, ctlRejSignature, ctlRejDecode, ctlRejStale, ctlRejReplay, ctlRejQueue} {
+		m.controlRejected.WithLabelValues(r)
+	}
+	for _, c := range []prometheus.Collector{m.historyReads, m.historyReadsBusy, m.catchupPages, m.catchupStreams, m.controlRejected, m.controlApplied} {
 		f(c)
 	}
 	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "syncgate_history_reads_in_flight", Help: "History reads running now (at most history.max_reads)."},

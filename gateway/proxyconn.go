@@ -66,7 +66,7 @@ func (c *Conn) identity() *identity {
 			return id
 		}
 	}
-	return c.ident
+	return c.ident.Load()
 }
 
 func (c *Conn) clientInfo() clientInfo {

@@ -15,6 +15,7 @@ import (
 	"net/http/pprof"
 	"net/url"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -81,6 +82,9 @@ type Server struct {
 
 	payloadLog *rate.Limiter // bounds the log lines about malformed broker payloads
 
+	ctl     *control // control messages through the broker (control.go)
+	version string   // this binary's version, in node summaries
+
 	pprof *http.Server
 	ops   *http.Server // metrics.listen: /metrics, never on the public listener
 
@@ -128,6 +132,8 @@ func New(cfg config.Config, b brokers.Broker, log *slog.Logger) (*Server, error)
 	s.presence, _ = b.(brokers.Presence)
 	s.users = make(map[string]int)
 	s.payloadLog = rate.NewLimiter(rate.Every(time.Second), 5)
+	s.ctl = newControl(cfg.API.ClusterSecret)
+	s.version = buildVersion()
 	for _, o := range cfg.Server.AllowedOrigins {
 		s.origins = append(s.origins, strings.ToLower(strings.TrimSuffix(o, "/")))
 	}
@@ -202,7 +208,8 @@ func New(cfg config.Config, b brokers.Broker, log *slog.Logger) (*Server, error)
 			return nil, err
 		}
 	}
-	s.bg.Add(5)
+	s.bg.Add(6)
+	go func() { defer s.bg.Done(); s.controlLoop() }()
 	go func() { defer s.bg.Done(); s.brokerLoop() }()
 	go func() { defer s.bg.Done(); _ = s.http.Serve(s.httpLn) }()
 	go func() { defer s.bg.Done(); s.clockLoop() }()
@@ -226,6 +233,21 @@ func (s *Server) now() int64 { return s.clock.Load() }
 func (s *Server) nextClientID() (uint64, string) {
 	n := s.clientSeq.Add(1)
 	return n, s.nodeID + "-" + strconv.FormatUint(n, 36)
+}
+
+// buildVersion is the module version and VCS revision of this binary.
+func buildVersion() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v := info.Main.Version
+	for _, st := range info.Settings {
+		if st.Key == "vcs.revision" && len(st.Value) >= 12 {
+			v += " " + st.Value[:12]
+		}
+	}
+	return v
 }
 
 func randomID(n int) string {

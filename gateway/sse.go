@@ -76,7 +76,7 @@ func (s *Server) handleSSE(w http.ResponseWriter, r *http.Request) {
 	if !s.admitHTTP(w, r) {
 		return
 	}
-	probe := &Conn{srv: s, ident: ident}
+	probe := s.probeConn(ident)
 	for _, ch := range chs {
 		if !probe.canSubscribe(ch) {
 			s.reject(rejForbidden)
@@ -148,6 +148,9 @@ func (s *Server) httpIdentity(w http.ResponseWriter, r *http.Request) (string, *
 		token = strings.TrimPrefix(h, "Bearer ")
 	}
 	id, err := s.auth.verify(r.Context(), token)
+	if err == nil && s.revoked(id) {
+		err = errTokenRevoked
+	}
 	if err != nil {
 		s.reject(rejAuth)
 		writeJSONError(w, http.StatusUnauthorized, codeUnauthorized, err.Error())
@@ -293,7 +296,7 @@ func (s *Server) handlePresence(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusBadRequest, codeBadRequest, errChannelName.Error())
 		return
 	}
-	if !(&Conn{srv: s, ident: ident}).canSubscribe(ch) {
+	if !(s.probeConn(ident)).canSubscribe(ch) {
 		s.reject(rejForbidden)
 		writeJSONError(w, http.StatusForbidden, codeForbidden, "not allowed to see the presence of "+ch)
 		return
@@ -377,7 +380,7 @@ func (s *Server) handlePub(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusBadRequest, codeBadRequest, `"data" must be valid JSON in UTF-8, nested at most 64 deep`)
 		return
 	}
-	probe := &Conn{srv: s, ident: ident}
+	probe := s.probeConn(ident)
 	if !probe.canPublish(req.Ch) {
 		s.reject(rejForbidden)
 		writeJSONError(w, http.StatusForbidden, codeForbidden, "not allowed to publish to "+req.Ch)
@@ -406,6 +409,14 @@ func (s *Server) handlePub(w http.ResponseWriter, r *http.Request) {
 	s.metrics.published.Inc()
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(appendAck(nil, 0, req.Ch, pos.Seq, pos.Epoch))
+}
+
+// probeConn is a connection-less Conn holding ident, to ask its
+// permission checks (canSubscribe, canPublish) for an HTTP request.
+func (s *Server) probeConn(ident *identity) *Conn {
+	c := &Conn{srv: s}
+	c.ident.Store(ident)
+	return c
 }
 
 func (s *Server) allowHTTPPublish(user string) bool {
