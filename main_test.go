@@ -142,13 +142,15 @@ func TestStartupLine(t *testing.T) {
 	cfg.NATS.URL = "nats://u:url-secret-0123456789@10.0.0.1:4222"
 	cfg.NATS.User, cfg.NATS.Password = "u", "url-secret-0123456789"
 	cfg.Metrics.Token = "metrics-secret-0123456789"
+	cfg.API.Keys = []string{"api-key-secret-0123456789"}
+	cfg.API.ClusterSecret = "cluster-secret-0123456789-0123456789"
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	line := fmt.Sprintln(startupAttrs(cfg, "n1", ln, ln, nil)...)
-	for _, want := range []string{"http://" + ln.Addr().String(), "/metrics (token)", "jetstream", "nats://u:xxxxx@10.0.0.1:4222", "auth off"} {
+	line := fmt.Sprintln(startupAttrs(cfg, "n1", ln, ln, ln)...)
+	for _, want := range []string{"http://" + ln.Addr().String(), "/metrics (token)", "/api/<method> (apikey)", "control on, signed", "jetstream", "nats://u:xxxxx@10.0.0.1:4222", "auth off"} {
 		if !strings.Contains(line, want) {
 			t.Errorf("startup line %q lacks %q", line, want)
 		}

@@ -26,9 +26,9 @@ func startupAttrs(cfg config.Config, node string, ln, mln, aln net.Listener) []a
 	if aln != nil {
 		api = "http://" + aln.Addr().String() + "/api/<method> (apikey)"
 	}
-	control := "off (api.cluster_secret empty: API actions reach this node only)"
+	control := "off: server API actions reach this node only"
 	if cfg.API.ClusterSecret != "" {
-		control = "signed"
+		control = "on, signed"
 	}
 	auth := "off"
 	if cfg.Auth.On() {
