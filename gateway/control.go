@@ -135,6 +135,11 @@ func (c *control) sign(m *controlMsg) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	return c.signBody(body)
+}
+
+// signBody returns the wire form of a JSON body.
+func (c *control) signBody(body []byte) ([]byte, error) {
 	mac := hmac.New(sha256.New, c.secret)
 	mac.Write(body)
 	out := make([]byte, 0, macHexBytes+len(body))
