@@ -174,11 +174,14 @@ func serverAPICluster(t *testing.T, newBroker func() brokers.Broker, kind string
 
 	// An attacker who can write to the broker publishes control messages:
 	// unsigned, signed with another secret, oversized. Nobody is touched.
-	attacker := newBroker()
-	if err := attacker.Start(ctx, brokertest.NewRecorder()); err != nil {
+	attacker, rec := newBroker(), brokertest.NewRecorder()
+	if err := attacker.Start(ctx, rec); err != nil {
 		t.Fatal(err)
 	}
 	defer attacker.Close()
+	if err := attacker.Subscribe(ctx, gateway.ControlChannel); err != nil { // to capture and replay
+		t.Fatal(err)
+	}
 	body := `{"op":"disconnect","node":"evil","ts":` + strconv.FormatInt(time.Now().UnixMilli(), 10) + `,"nonce":"n1","user":"ann"}`
 	forged := [][]byte{
 		[]byte(body),
@@ -238,6 +241,27 @@ func serverAPICluster(t *testing.T, newBroker func() brokers.Broker, kind string
 		t.Fatalf("carl got %v", m)
 	}
 	bob.MustCall("ping", nil, "pong")
+
+	// The attacker captured that signed disconnect and replays it: carl's
+	// new connection stays.
+	var captured []byte
+	waitFor(t, wait, "the attacker sees the signed disconnect", func() bool {
+		for _, p := range rec.Publications(gateway.ControlChannel) {
+			if strings.Contains(string(p.Data), `"op":"disconnect"`) && strings.Contains(string(p.Data), `"carl"`) {
+				captured = p.Data
+				return true
+			}
+		}
+		return false
+	})
+	carl2 := connectAs(t, n2, "carl", time.Now())
+	if _, err := attacker.Publish(ctx, gateway.ControlChannel, captured); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, wait, "node 2 drops the replay", func() bool {
+		return metricValue(t, n2, `syncgate_control_rejected_total{reason="replay"}`) >= 1
+	})
+	carl2.MustCall("ping", nil, "pong")
 }
 
 // metricValue reads one series from n's /metrics (0 when absent).
