@@ -811,6 +811,20 @@ func (c *Client) dispatch(cn *wsConn, f *frame) {
 			s.push(Event{Type: t, Channel: f.Ch, User: f.User, Client: f.Client})
 		}
 		c.mu.Unlock()
+	case "unsubscribed":
+		// No id: the server ended the subscription (server API
+		// unsubscribe); it is not resubscribed on reconnect.
+		c.mu.Lock()
+		s := c.subs[f.Ch]
+		if s != nil && s.conn == cn {
+			delete(c.subs, f.Ch)
+		} else {
+			s = nil
+		}
+		c.mu.Unlock()
+		if s != nil {
+			s.end(ErrUnsubscribedByServer)
+		}
 	case "disconnect":
 		cn.mu.Lock()
 		cn.disconnect = f

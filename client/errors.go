@@ -13,6 +13,10 @@ var (
 	ErrConnectionLost = errors.New("client: connection lost")
 	// ErrUnsubscribed ends a Subscription after Unsubscribe.
 	ErrUnsubscribed = errors.New("client: unsubscribed")
+	// ErrUnsubscribedByServer ends a Subscription the server ended (the
+	// application backend's server API unsubscribe); it wraps
+	// ErrUnsubscribed. The channel is not resubscribed on reconnect.
+	ErrUnsubscribedByServer = fmt.Errorf("%w by the server", ErrUnsubscribed)
 	// ErrAlreadySubscribed: Subscribe on a channel this Client is
 	// subscribed to.
 	ErrAlreadySubscribed = errors.New("client: already subscribed")

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/syncgate/syncgate/brokers/memory"
+	"github.com/syncgate/syncgate/client"
 	"github.com/syncgate/syncgate/client/api"
 	"github.com/syncgate/syncgate/gateway"
 	"github.com/syncgate/syncgate/gateway/serverapi"
@@ -235,6 +236,30 @@ func TestReservedChannel(t *testing.T) {
 		if r.Op() != "error" || r.Str("code") != "bad_request" {
 			t.Fatalf("%s %s = %v; want bad_request", op, gateway.ControlChannel, r)
 		}
+	}
+}
+
+// TestGoClientUnsubscribedByServer: the Go client ends a Subscription the
+// server API unsubscribed, with ErrUnsubscribedByServer.
+func TestGoClientUnsubscribedByServer(t *testing.T) {
+	n := startNode(t, nil)
+	ctx := t.Context()
+	cl, err := client.Dial(ctx, n.ws, client.Options{User: "ann"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	sub, err := cl.Subscribe(ctx, "doc:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.api.Unsubscribe(ctx, "ann", "doc:1"); err != nil {
+		t.Fatal(err)
+	}
+	nctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := sub.Next(nctx); !errors.Is(err, client.ErrUnsubscribedByServer) || !errors.Is(err, client.ErrUnsubscribed) {
+		t.Fatalf("Next = %v; want ErrUnsubscribedByServer", err)
 	}
 }
 
