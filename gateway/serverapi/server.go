@@ -148,6 +148,9 @@ func New(cfg Config, gw *gateway.Server, log *slog.Logger) (*Server, error) {
 
 // Serve serves the API on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
+	if ta, ok := ln.Addr().(*net.TCPAddr); ok && !ta.IP.IsLoopback() {
+		s.log.Warn("the server API is served beyond this host over plain HTTP: API keys cross the network in clear; bind api.listen to loopback or a private network, or put TLS in front", "addr", ln.Addr().String())
+	}
 	err := s.http.Serve(ln)
 	if errors.Is(err, http.ErrServerClosed) {
 		return ErrServerClosed
