@@ -506,6 +506,16 @@ export class SyncGate {
       case "leave":
         if (this.channels.has(m.ch)) this.emit(m.op, m);
         return;
+      case "unsubscribed": {
+        // No id: the server ended the subscription (the application's
+        // server API); it is not resubscribed on reconnect.
+        const rec = this.channels.get(m.ch);
+        if (!rec) return;
+        this.channels.delete(m.ch);
+        for (const w of rec.waiters) w.reject(new SyncGateError("unsubscribed", "unsubscribed from " + m.ch + " by the server"));
+        this.emit("unsubscribed", { ch: m.ch, byServer: true });
+        return;
+      }
       case "disconnect":
         this.lastDisconnect = m;
         return;
