@@ -10,6 +10,7 @@ import (
 	"errors"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -34,16 +35,20 @@ import (
 // only.
 //
 // Messages are handled off the broker's delivery goroutine, by one worker
-// fed through a bounded queue (a flood is dropped and counted, never
-// blocks delivery of other channels).
+// fed through a queue bounded in count and bytes (a flood is dropped and
+// counted, never blocks delivery of other channels).
 
 // ControlChannel is the broker channel nodes exchange control messages on.
 const ControlChannel = "$syncgate:control"
 
 const (
-	maxControlBytes = 256 << 10
+	// maxControlBytes bounds one control message: a summary of
+	// maxSummaryChannels channels of 255-byte names fits (about 290 KiB).
+	maxControlBytes = 512 << 10
 	controlSkew     = 30 * time.Second
 	controlQueue    = 1024
+	// maxControlQueued bounds the bytes waiting in the control queue.
+	maxControlQueued = 16 << 20
 	// summaryEvery is how often each node publishes its summary; the
 	// cluster view (Nodes, Channels) drops a node not heard from for
 	// 3 x summaryEvery.
@@ -102,6 +107,7 @@ type ChannelSummary struct {
 type control struct {
 	secret []byte // nil: off
 	queue  chan []byte
+	queued atomic.Int64 // bytes in queue
 
 	mu     sync.Mutex
 	nonces map[string]int64 // nonce -> unix ms it may be forgotten
@@ -243,9 +249,15 @@ func (s *Server) handleControl(data []byte) {
 		s.metrics.controlRejected.WithLabelValues(ctlRejSize).Inc()
 		return
 	}
+	if s.ctl.queued.Add(int64(len(data))) > maxControlQueued {
+		s.ctl.queued.Add(-int64(len(data)))
+		s.metrics.controlRejected.WithLabelValues(ctlRejQueue).Inc()
+		return
+	}
 	select {
 	case s.ctl.queue <- bytes.Clone(data):
 	default:
+		s.ctl.queued.Add(-int64(len(data)))
 		s.metrics.controlRejected.WithLabelValues(ctlRejQueue).Inc()
 	}
 }
@@ -276,6 +288,7 @@ func (s *Server) controlLoop() {
 		case <-s.ctx.Done():
 			return
 		case p := <-s.ctl.queue:
+			s.ctl.queued.Add(-int64(len(p)))
 			s.applyControl(p)
 		case <-t.C:
 			if subscribed {

@@ -59,9 +59,23 @@ func TestControlVerify(t *testing.T) {
 			t.Errorf("%s: verify = %v, %q; want dropped for %q", tc.name, m, why, tc.why)
 		}
 	}
+	// The largest summary a node makes fits in a control message.
+	big := &NodeSummary{Node: "n1", Version: strings.Repeat("v", 255)}
+	for i := range maxSummaryChannels {
+		name := strings.Repeat("c", 250) + strings.Repeat("0", 5-len(itoa(i))) + itoa(i)
+		big.Channels = append(big.Channels, ChannelSummary{Ch: name, Subscribers: 1 << 30})
+	}
+	p, err := sender.sign(&controlMsg{Op: ctlSummary, Node: "n1", TS: now.UnixMilli(), Nonce: "big", Summary: big})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, why := receiver.verify(p, now); m == nil {
+		t.Fatalf("the largest summary (%d bytes) is dropped: %s", len(p), why)
+	}
+
 	// A signed body with an unknown field is refused by the decoder.
 	sm := &controlMsg{Op: ctlDisconnect, Node: "n1", TS: now.UnixMilli(), Nonce: "uf", User: "ann"}
-	p, _ := sender.sign(sm)
+	p, _ = sender.sign(sm)
 	body := append(p[macHexBytes:len(p)-1:len(p)-1], []byte(`,"extra":1}`)...)
 	resigned, _ := sender.signBody(body)
 	if m, why := receiver.verify(resigned, now); m != nil || why != ctlRejDecode {

@@ -186,7 +186,7 @@ func serverAPICluster(t *testing.T, newBroker func() brokers.Broker, kind string
 	forged := [][]byte{
 		[]byte(body),
 		[]byte(strings.Repeat("0", 64) + body),
-		[]byte(strings.Repeat("a", 300<<10)),
+		[]byte(strings.Repeat("a", 600<<10)),
 	}
 	for _, p := range forged {
 		if _, err := attacker.Publish(ctx, gateway.ControlChannel, p); err != nil {

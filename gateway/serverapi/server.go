@@ -216,7 +216,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		label = "unknown"
 	}
 	s.m.requests.WithLabelValues(label).Inc()
-	res, err := s.serve(r, name, ok && known, m)
+	res, err := s.serve(w, r, name, ok && known, m)
 	if err != nil {
 		ae := toAPIError(err)
 		if ae.code == codeInternal {
@@ -236,7 +236,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.m.latency.WithLabelValues(label).Observe(time.Since(start).Seconds())
 }
 
-func (s *Server) serve(r *http.Request, name string, known bool, m method) (any, error) {
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, name string, known bool, m method) (any, error) {
 	// The key first: nothing of the body is read for a caller without one.
 	if !s.authorized(r) {
 		return nil, &apiError{http.StatusUnauthorized, codeUnauthorized, `want "Authorization: apikey <key>" with a key of api.keys`}
@@ -247,7 +247,7 @@ func (s *Server) serve(r *http.Request, name string, known bool, m method) (any,
 	if r.Method != http.MethodPost {
 		return nil, &apiError{http.StatusMethodNotAllowed, codeBadVerb, "want POST"}
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, s.cfg.MaxBodyBytes))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 			return nil, &apiError{http.StatusRequestEntityTooLarge, codeTooLarge, fmt.Sprintf("request body over %d bytes", s.cfg.MaxBodyBytes)}
