@@ -20,6 +20,8 @@ func TestEffectiveMasksSecrets(t *testing.T) {
 	c.NATS.URL = "nats://u:url-pass-1234567890@10.0.0.1:4222,nats://url-token-1234567890@10.0.0.2:4222"
 	c.Auth.JWKSURL = "https://j:jwks-pass-1234567890@idp.example.com/keys"
 	c.Redis.Addrs = []string{"10.0.0.9:6379"}
+	c.API.Keys = []string{"api-key-one-1234567890", "api-key-two-1234567890"}
+	c.API.ClusterSecret = "cluster-secret-1234567890123456789012"
 	var all strings.Builder
 	got := map[string]string{}
 	for _, e := range c.Effective() {
@@ -29,26 +31,28 @@ func TestEffectiveMasksSecrets(t *testing.T) {
 			t.Errorf("%s: env %s", e.Key, e.Env)
 		}
 	}
-	for _, secret := range []string{"redis-pass", "sentinel-pass", "nats-pass", "nats-token", "hmac-secret", "metrics-token", "url-pass", "url-token", "jwks-pass"} {
+	for _, secret := range []string{"redis-pass", "sentinel-pass", "nats-pass", "nats-token", "hmac-secret", "metrics-token", "url-pass", "url-token", "jwks-pass", "api-key", "cluster-secret"} {
 		if strings.Contains(all.String(), secret) {
 			t.Errorf("effective config shows %q:\n%s", secret, all.String())
 		}
 	}
 	for key, want := range map[string]string{
-		"redis.password":   `"xxxxx"`,
-		"redis.username":   `""`,
-		"redis.addrs":      `["10.0.0.9:6379"]`,
-		"history.ttl":      "10m0s",
-		"history.size":     "1000",
-		"redis.cluster":    "false",
-		"nats.url":         `"nats://u:xxxxx@10.0.0.1:4222,nats://xxxxx@10.0.0.2:4222"`,
-		"auth.jwks_url":    `"https://j:xxxxx@idp.example.com/keys"`,
-		"metrics.listen":   `"127.0.0.1:9090"`,
-		"metrics.token":    `"xxxxx"`,
-		"nats.token":       `"xxxxx"`,
-		"listen":           `":8080"`,
-		"broker.type":      `"jetstream"`,
-		"auth.hmac_secret": `"xxxxx"`,
+		"redis.password":     `"xxxxx"`,
+		"redis.username":     `""`,
+		"redis.addrs":        `["10.0.0.9:6379"]`,
+		"history.ttl":        "10m0s",
+		"history.size":       "1000",
+		"redis.cluster":      "false",
+		"nats.url":           `"nats://u:xxxxx@10.0.0.1:4222,nats://xxxxx@10.0.0.2:4222"`,
+		"auth.jwks_url":      `"https://j:xxxxx@idp.example.com/keys"`,
+		"metrics.listen":     `"127.0.0.1:9090"`,
+		"metrics.token":      `"xxxxx"`,
+		"api.keys":           `["xxxxx", "xxxxx"]`,
+		"api.cluster_secret": `"xxxxx"`,
+		"nats.token":         `"xxxxx"`,
+		"listen":             `":8080"`,
+		"broker.type":        `"jetstream"`,
+		"auth.hmac_secret":   `"xxxxx"`,
 	} {
 		if got[key] != want {
 			t.Errorf("%s = %s, want %s", key, got[key], want)
