@@ -53,9 +53,12 @@ const (
 	// cluster view (Nodes, Channels) drops a node not heard from for
 	// 3 x summaryEvery.
 	summaryEvery = 2 * time.Second
-	// maxSummaryChannels bounds the channels one summary lists (the
-	// busiest first); Truncated says when there were more.
+	// maxSummaryChannels and maxSummaryBytes bound the channels one
+	// summary lists (the busiest first; Truncated says when there were
+	// more): summaries are stored in the control channel's history on the
+	// log backends, every summaryEvery from every node.
 	maxSummaryChannels = 1000
+	maxSummaryBytes    = 96 << 10
 	maxNodes           = 1000
 	// revokeKeep is how long a revocation is kept; tokens issued before
 	// it and still valid later than that are accepted again.
@@ -376,8 +379,13 @@ func (s *Server) LocalSummary() NodeSummary {
 		a, b := sum.Channels[i], sum.Channels[j]
 		return a.Subscribers > b.Subscribers || a.Subscribers == b.Subscribers && a.Ch < b.Ch
 	})
-	if len(sum.Channels) > maxSummaryChannels {
-		sum.Channels, sum.Truncated = sum.Channels[:maxSummaryChannels], true
+	size := 0
+	for i, c := range sum.Channels {
+		size += len(c.Ch) + 32 // {"ch":"...","subscribers":N},
+		if i == maxSummaryChannels || size > maxSummaryBytes {
+			sum.Channels, sum.Truncated = sum.Channels[:i], true
+			break
+		}
 	}
 	return sum
 }
