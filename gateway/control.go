@@ -73,7 +73,19 @@ const (
 	ctlUnsubscribe = "unsubscribe"
 	ctlRevoke      = "revoke"
 	ctlSummary     = "summary"
+	// A node that (re)subscribes says hello; the others answer with their
+	// revocations, in messages of at most maxRevokedPerMsg.
+	ctlHello       = "hello"
+	ctlRevocations = "revocations"
 )
+
+const maxRevokedPerMsg = 1000
+
+// revocation is one entry of a revocations message.
+type revocation struct {
+	User   string `json:"user"`
+	Before int64  `json:"before"` // unix seconds
+}
 
 // controlMsg is the body of a control message.
 type controlMsg struct {
@@ -86,6 +98,7 @@ type controlMsg struct {
 	Reconnect bool         `json:"reconnect,omitempty"`
 	Before    int64        `json:"before,omitempty"` // unix seconds
 	Summary   *NodeSummary `json:"summary,omitempty"`
+	Revoked   []revocation `json:"revoked,omitempty"`
 }
 
 // NodeSummary is one node's view of itself, as the server API's info and
@@ -224,6 +237,18 @@ func (m *controlMsg) valid() bool {
 		return validUser(m.User) && validChannel([]byte(m.Ch))
 	case ctlRevoke:
 		return validUser(m.User) && m.Before > 0
+	case ctlHello:
+		return true
+	case ctlRevocations:
+		if len(m.Revoked) == 0 || len(m.Revoked) > maxRevokedPerMsg {
+			return false
+		}
+		for _, r := range m.Revoked {
+			if !validUser(r.User) || r.Before <= 0 {
+				return false
+			}
+		}
+		return true
 	case ctlSummary:
 		s := m.Summary
 		if s == nil || s.Node != m.Node || len(s.Version) > 255 || s.Connections < 0 || len(s.Channels) > maxSummaryChannels {
@@ -282,6 +307,9 @@ func (s *Server) controlLoop() {
 			cancel()
 			if err == nil {
 				subscribed = true
+				if err := s.sendControl(s.ctx, &controlMsg{Op: ctlHello}); err != nil && s.ctx.Err() == nil {
+					s.log.Warn("control channel: hello not sent; revocations made before this node started are not known to it", "err", err)
+				}
 				s.publishSummary()
 			} else if s.ctx.Err() == nil {
 				s.log.Warn("control channel: subscribe failed; retrying", "err", err)
@@ -323,6 +351,15 @@ func (s *Server) applyControl(p []byte) {
 		if _, err := s.revokeLocal(m.User, m.Before); err != nil {
 			s.log.Error("revoke from another node not recorded", "user", m.User, "err", err)
 		}
+	case ctlHello:
+		s.sendRevocations()
+	case ctlRevocations:
+		for _, r := range m.Revoked {
+			if _, err := s.revokeLocal(r.User, r.Before); err != nil {
+				s.log.Error("revocation from another node not recorded", "user", r.User, "err", err)
+				break
+			}
+		}
 	case ctlSummary:
 		s.ctl.mu.Lock()
 		if _, known := s.ctl.nodes[m.Node]; known || len(s.ctl.nodes) < maxNodes {
@@ -352,6 +389,28 @@ func (s *Server) sendControl(ctx context.Context, m *controlMsg) error {
 	defer cancel()
 	_, err = s.broker.Publish(ctx, ControlChannel, p)
 	return err
+}
+
+// sendRevocations publishes this node's revocations still in force, for a
+// node that just started (hello).
+func (s *Server) sendRevocations() {
+	cutoff := time.Now().Add(-revokeKeep).Unix()
+	var all []revocation
+	s.ctl.rmu.Lock()
+	for u, b := range s.ctl.revoked {
+		if b > cutoff {
+			all = append(all, revocation{User: u, Before: b})
+		}
+	}
+	s.ctl.rmu.Unlock()
+	for len(all) > 0 && s.ctx.Err() == nil {
+		n := min(len(all), maxRevokedPerMsg)
+		if err := s.sendControl(s.ctx, &controlMsg{Op: ctlRevocations, Revoked: all[:n]}); err != nil {
+			s.log.Warn("control channel: revocations not sent to a new node", "err", err)
+			return
+		}
+		all = all[n:]
+	}
 }
 
 func (s *Server) publishSummary() {

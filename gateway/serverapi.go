@@ -179,8 +179,8 @@ func (s *Server) UnsubscribeUser(ctx context.Context, user, ch string) (int, err
 // RevokeUser makes every node refuse user's tokens issued (JWT iat) before
 // before, and close the connections that hold one: this node now, the
 // others through the broker (see DisconnectUser). Revocations are kept in
-// each node's memory for 7 days; a node started after a revocation does
-// not know it.
+// each node's memory for 7 days; a node that starts later gets them from
+// the running nodes (control.go, hello).
 func (s *Server) RevokeUser(ctx context.Context, user string, before time.Time) (int, error) {
 	if !validUser(user) {
 		return 0, badInput(`"user" must be 1 to 255 bytes of UTF-8`)

@@ -262,6 +262,17 @@ func serverAPICluster(t *testing.T, newBroker func() brokers.Broker, kind string
 		return metricValue(t, n2, `syncgate_control_rejected_total{reason="replay"}`) >= 1
 	})
 	carl2.MustCall("ping", nil, "pong")
+
+	// A node started after the revoke learns it from the others (hello,
+	// revocations) and refuses ann's old token too.
+	n3 := startNode(t, newBroker(), apiNode(kind))
+	waitFor(t, wait, "node 3 refuses the revoked token", func() bool {
+		c3 := dial(t, n3, "ann-on-3")
+		defer c3.Close()
+		r := c3.Call("connect", map[string]any{"token": userToken(t, "ann", old)})
+		return r.Op() == "error" && strings.Contains(r.Str("message"), "revoked")
+	})
+	connectAs(t, n3, "ann", time.Now().Add(time.Second))
 }
 
 // metricValue reads one series from n's /metrics (0 when absent).
