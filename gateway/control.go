@@ -18,9 +18,11 @@ import (
 )
 
 // The control plane: what the server API does to users on every node
-// (disconnect, unsubscribe, revoke) and what each node tells the others
-// about itself (a summary: connections, channels, version) travels as
-// publications on one internal channel of the broker, ControlChannel.
+// (disconnect, unsubscribe, revoke), what each node tells the others about
+// itself (a summary: connections, channels, version, every summaryEvery),
+// and the revocations a starting node asks for (hello -> revocations)
+// travel as publications on one internal channel of the broker,
+// ControlChannel.
 //
 // ControlChannel contains '$', which no client channel name may
 // (validChannel), so no client and no server API call can subscribe or

@@ -54,6 +54,14 @@ func TestControlVerify(t *testing.T) {
 		{"bad channel", msg(func(m *controlMsg) { m.Op, m.Ch = ctlUnsubscribe, "a b" }), ctlRejDecode},
 		{"summary of another node", msg(func(m *controlMsg) { m.Op, m.User, m.Summary = ctlSummary, "", &NodeSummary{Node: "n2"} }), ctlRejDecode},
 		{"signed unknown field", unknownField, ctlRejSignature},
+		{"empty revocations", msg(func(m *controlMsg) { m.Op, m.User = ctlRevocations, "" }), ctlRejDecode},
+		{"too many revocations", msg(func(m *controlMsg) {
+			m.Op, m.User, m.Revoked = ctlRevocations, "", make([]revocation, maxRevokedPerMsg+1)
+			for i := range m.Revoked {
+				m.Revoked[i] = revocation{User: "u", Before: 1}
+			}
+		}), ctlRejDecode},
+		{"revocation without time", msg(func(m *controlMsg) { m.Op, m.User, m.Revoked = ctlRevocations, "", []revocation{{User: "u"}} }), ctlRejDecode},
 	} {
 		if m, why := receiver.verify(tc.p, now); m != nil || why != tc.why {
 			t.Errorf("%s: verify = %v, %q; want dropped for %q", tc.name, m, why, tc.why)
