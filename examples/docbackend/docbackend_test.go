@@ -158,10 +158,8 @@ func TestWalkthrough(t *testing.T) {
 	}
 	be.waitSeq(t, "42", d.Seq+1)
 
-	// A server-side change: what the server API's publish stores (a
-	// node's broker publication with the API's from), here published on
-	// node 1's broker directly until that API is in this tree.
-	if _, err := b1.Publish(context.Background(), "doc:42", []byte(`"from":"","data":{"set":{"title":"Imported"}}`)); err != nil {
+	// A server-side change through node 1's server API.
+	if _, err := n1.API(t).Publish(context.Background(), "doc:42", []byte(`{"set":{"title":"Imported"}}`), ""); err != nil {
 		t.Fatal(err)
 	}
 	if m := carol.Msgs("doc:42", 1, wait); len(m) != 1 || m[0].Num("seq") != d.Seq+2 {

@@ -5,11 +5,14 @@ package gwtest
 
 import (
 	"context"
+	"net"
 	"testing"
 	"time"
 
 	"github.com/syncgate/syncgate/brokers"
+	"github.com/syncgate/syncgate/client/api"
 	"github.com/syncgate/syncgate/gateway"
+	"github.com/syncgate/syncgate/gateway/serverapi"
 	"github.com/syncgate/syncgate/internal/config"
 	"github.com/syncgate/syncgate/internal/wstest"
 )
@@ -54,4 +57,31 @@ func (n *Node) Dial(t testing.TB, user string) *wstest.Client {
 	c := wstest.Dial(t, "ws://"+n.Addr+"/ws", wstest.Named(user), wstest.NonFatal())
 	c.Connect(user)
 	return c
+}
+
+// APIKey is the key of the server API that API serves.
+const APIKey = "gwtest-api-key-0123456789"
+
+// API serves n's server API (gateway/serverapi) on a loopback port, with
+// key APIKey, and returns a client of it. It is shut down when the test
+// ends, before the node.
+func (n *Node) API(t testing.TB) *api.Client {
+	t.Helper()
+	s, err := serverapi.New(serverapi.Config{Keys: []string{APIKey}}, n.Srv, nil)
+	if err != nil {
+		t.Fatalf("serverapi.New: %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = s.Serve(ln); close(done) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = s.Shutdown(ctx)
+		<-done
+	})
+	return api.New("http://"+ln.Addr().String(), APIKey, api.Options{})
 }
