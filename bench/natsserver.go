@@ -12,7 +12,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/syncgate/syncgate/internal/natsbase"
+	"github.com/syncgate/syncgate/internal/natsserver"
 )
 
 const natsServerArg = "natsserver"
@@ -22,7 +22,7 @@ const natsTokenEnv = "BENCH_NATS_TOKEN"
 
 // natsToken is the NATS credential of every server and gateway this bench
 // process starts (set once, read only).
-var natsToken = natsbase.RandomToken()
+var natsToken = natsserver.RandomToken()
 
 // natsServerMain runs a NATS server on -listen with its JetStream data in
 // -store until SIGTERM, SIGINT or the parent's death (Pdeathsig).
@@ -40,7 +40,7 @@ func natsServerMain(args []string) int {
 		fmt.Fprintln(os.Stderr, "natsserver: no token in", natsTokenEnv)
 		return 2
 	}
-	s, err := natsbase.StartServer(natsbase.ServerConfig{Listen: *listen, StoreDir: *store, Token: token})
+	s, err := natsserver.StartServer(natsserver.ServerConfig{Listen: *listen, StoreDir: *store, Token: token})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "natsserver:", err)
 		return 1

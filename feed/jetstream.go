@@ -14,7 +14,7 @@ import (
 
 	"github.com/syncgate/syncgate/brokers"
 	"github.com/syncgate/syncgate/gateway"
-	"github.com/syncgate/syncgate/internal/natsbase"
+	"github.com/syncgate/syncgate/internal/natsname"
 )
 
 // JetStreamConfig configures a feed over the jetstream broker's history
@@ -74,11 +74,11 @@ func OpenJetStream(ctx context.Context, cfg JetStreamConfig, r Resume) (*JetStre
 	if cfg.Prefix == "" {
 		cfg.Prefix = "sg"
 	}
-	if !natsbase.ValidPrefix(cfg.Prefix) {
+	if !natsname.ValidPrefix(cfg.Prefix) {
 		return nil, fmt.Errorf("%w: Prefix %q is not a subject prefix", ErrConfig, cfg.Prefix)
 	}
 	if cfg.Stream == "" {
-		cfg.Stream = natsbase.StreamName(cfg.Prefix, "HISTORY")
+		cfg.Stream = natsname.StreamName(cfg.Prefix, "HISTORY")
 	}
 	if cfg.BufferBytes <= 0 {
 		cfg.BufferBytes = 16 << 20
@@ -108,7 +108,7 @@ func OpenJetStream(ctx context.Context, cfg JetStreamConfig, r Resume) (*JetStre
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 	}
 	if !strings.Contains(cfg.Pattern, "*") {
-		occ.FilterSubjects = []string{cfg.Prefix + ".h." + natsbase.Token(cfg.Pattern)}
+		occ.FilterSubjects = []string{cfg.Prefix + ".h." + natsname.Token(cfg.Pattern)}
 	}
 	switch {
 	case r.After == "":
@@ -161,7 +161,7 @@ func (f *JetStream) decode(m jetstream.Msg) (Publication, bool) {
 		return Publication{}, false
 	}
 	tok, ok := strings.CutPrefix(m.Subject(), f.cfg.Prefix+".h.")
-	ch, ok2 := natsbase.ParseToken(tok)
+	ch, ok2 := natsname.ParseToken(tok)
 	if !ok || !ok2 || !gateway.ValidChannel(ch) {
 		f.reject("subject", m.Subject(), md.Sequence.Stream)
 		return Publication{}, false

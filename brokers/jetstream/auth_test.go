@@ -9,8 +9,10 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/syncgate/syncgate/brokers/brokertest"
+	"github.com/syncgate/syncgate/brokers/internal/natsbase"
 	"github.com/syncgate/syncgate/brokers/jetstream"
-	"github.com/syncgate/syncgate/internal/natsbase"
+	"github.com/syncgate/syncgate/internal/natsname"
+	"github.com/syncgate/syncgate/internal/natsserver"
 	"github.com/syncgate/syncgate/internal/testcert"
 )
 
@@ -34,7 +36,7 @@ func TestEmbeddedRefusesAnonymous(t *testing.T) {
 		if err == nil {
 			// The attack as it worked: snoop on everything, then forge.
 			sub, serr := nc.SubscribeSync(">")
-			perr := nc.Publish("sg.h."+natsbase.Token(ch), []byte(`{"from":"alice","data":"forged"}`))
+			perr := nc.Publish("sg.h."+natsname.Token(ch), []byte(`{"from":"alice","data":"forged"}`))
 			_ = nc.Flush()
 			nc.Close()
 			t.Fatalf("a client without the node's credential connected to the embedded server (subscribed to everything: %v, forged publish error: %v)", serr == nil && sub != nil, perr)
@@ -68,7 +70,7 @@ func TestEmbeddedExposedNeedsCredential(t *testing.T) {
 			b.Close()
 			t.Fatalf("%s: started an exposed embedded server with no credential", name)
 		}
-		if !errors.Is(err, natsbase.ErrNoCredential) {
+		if !errors.Is(err, natsserver.ErrNoCredential) {
 			t.Fatalf("%s: %v, want ErrNoCredential", name, err)
 		}
 	}

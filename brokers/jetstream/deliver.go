@@ -13,7 +13,8 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/syncgate/syncgate/brokers"
-	"github.com/syncgate/syncgate/internal/natsbase"
+	"github.com/syncgate/syncgate/brokers/internal/natsbase"
+	"github.com/syncgate/syncgate/internal/natsname"
 )
 
 // How publications reach a node: the stream republishes every message it
@@ -116,7 +117,7 @@ func (b *Broker) Subscribe(ctx context.Context, ch string) error {
 		}
 		return nil
 	}
-	tok := natsbase.Token(ch)
+	tok := natsname.Token(ch)
 	c := &channel{name: strings.Clone(ch), hist: b.histPre + tok, started: make(chan struct{})}
 	defer close(c.started)
 	c.mu.Lock()

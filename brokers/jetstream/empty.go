@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	"github.com/syncgate/syncgate/internal/natsbase"
+	"github.com/syncgate/syncgate/internal/natsname"
 )
 
 // The epoch of a channel with no stored message. Since must return one
@@ -73,7 +73,7 @@ func (b *Broker) emptyEpoch(ctx context.Context, ch string, c *channel, gen uint
 		return *old // a concurrent Since got here first
 	}
 	c.empty.Store(&e)
-	sub, err := b.n.NC.ChanSubscribe(b.emptyPre+natsbase.Token(c.name), b.n.Shards.Queue(c.name))
+	sub, err := b.n.NC.ChanSubscribe(b.emptyPre+natsname.Token(c.name), b.n.Shards.Queue(c.name))
 	if err == nil {
 		c.emptySub = sub
 	}
@@ -107,7 +107,7 @@ func (b *Broker) firstEpoch(ctx context.Context, ch string) string {
 func (b *Broker) askEmpty(ctx context.Context, ch string) (string, bool) {
 	ctx, cancel := context.WithTimeout(ctx, emptyAskTimeout)
 	defer cancel()
-	m, err := b.n.NC.RequestWithContext(ctx, b.emptyPre+natsbase.Token(ch), nil)
+	m, err := b.n.NC.RequestWithContext(ctx, b.emptyPre+natsname.Token(ch), nil)
 	if err != nil || !validEpoch(m.Data) {
 		return "", false
 	}

@@ -7,7 +7,8 @@ import (
 	"time"
 
 	"github.com/syncgate/syncgate/brokers"
-	"github.com/syncgate/syncgate/internal/natsbase"
+	"github.com/syncgate/syncgate/brokers/internal/natsbase"
+	"github.com/syncgate/syncgate/internal/natsname"
 )
 
 // Since implements brokers.History. The latest position comes from the
@@ -22,7 +23,7 @@ func (b *Broker) Since(ctx context.Context, ch string, since uint64, limit int) 
 	}
 	ctx, cancel := b.n.OpCtx(ctx)
 	defer cancel()
-	subj := b.histPre + natsbase.Token(ch)
+	subj := b.histPre + natsname.Token(ch)
 	c, gen := b.channelGen(ch)
 	last, err := natsbase.GetLast(ctx, b.n.NC.Conn, b.cfg.Stream, subj)
 	if errors.Is(err, natsbase.ErrNotFound) {

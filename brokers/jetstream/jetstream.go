@@ -14,15 +14,21 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/syncgate/syncgate/brokers"
-	"github.com/syncgate/syncgate/internal/natsbase"
+	"github.com/syncgate/syncgate/brokers/internal/natsbase"
+	"github.com/syncgate/syncgate/internal/natsname"
+	"github.com/syncgate/syncgate/internal/natsserver"
 )
 
 // EmbeddedConfig configures the in-process server a Broker starts when
 // Config.URL is empty.
-type EmbeddedConfig = natsbase.ServerConfig
+type EmbeddedConfig = natsserver.ServerConfig
 
 // ClientAuth is the credential and TLS a Broker uses with Config.URL.
 type ClientAuth = natsbase.ClientAuth
+
+// ErrAuth: the server refused the Broker's credential (wrong or missing);
+// Start's error wraps it.
+var ErrAuth = natsbase.ErrAuth
 
 // StorageType is where the stream keeps its messages.
 type StorageType = jetstream.StorageType
@@ -154,7 +160,7 @@ func New(cfg Config) *Broker {
 		cfg.Prefix = DefaultPrefix
 	}
 	if cfg.Stream == "" {
-		cfg.Stream = natsbase.StreamName(cfg.Prefix, "HISTORY")
+		cfg.Stream = natsname.StreamName(cfg.Prefix, "HISTORY")
 	}
 	if cfg.Replicas <= 0 {
 		cfg.Replicas = 1
@@ -239,7 +245,7 @@ func (b *Broker) setup(ctx context.Context, nc *natsbase.Conn) error {
 	b.js = js
 	b.n.Pres = natsbase.NewPresence(nc.Conn, natsbase.PresenceConfig{
 		Prefix:   b.cfg.Prefix,
-		Stream:   natsbase.StreamName(b.cfg.Prefix, "PRESENCE"),
+		Stream:   natsname.StreamName(b.cfg.Prefix, "PRESENCE"),
 		Storage:  b.cfg.Storage,
 		Replicas: b.cfg.Replicas,
 	})

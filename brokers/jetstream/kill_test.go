@@ -16,11 +16,11 @@ import (
 
 	"github.com/syncgate/syncgate/brokers/brokertest"
 	"github.com/syncgate/syncgate/brokers/jetstream"
-	"github.com/syncgate/syncgate/internal/natsbase"
+	"github.com/syncgate/syncgate/internal/natsserver"
 )
 
 // The test binary doubles as a standalone nats-server (the embedded one,
-// natsbase.StartServer), so a test can kill it with SIGKILL: with
+// natsserver.StartServer), so a test can kill it with SIGKILL: with
 // childListenEnv set, TestMain runs the server instead of the tests.
 const (
 	childListenEnv = "SYNCGATE_TEST_NATS_CHILD_LISTEN"
@@ -39,7 +39,7 @@ func TestMain(m *testing.M) {
 // natsChildMain runs the embedded server until its stdin is closed (the
 // test ends, or its process dies) or it is killed.
 func natsChildMain(listen, store, token string) int {
-	s, err := natsbase.StartServer(natsbase.ServerConfig{Listen: listen, StoreDir: store, Token: token})
+	s, err := natsserver.StartServer(natsserver.ServerConfig{Listen: listen, StoreDir: store, Token: token})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "nats child:", err)
 		return 1
@@ -90,7 +90,7 @@ func startNATSChild(t *testing.T) *natsChild {
 	}
 	listen := ln.Addr().String()
 	ln.Close()
-	c := &natsChild{t: t, listen: listen, dir: t.TempDir(), token: natsbase.RandomToken(), startTimeout: 30 * time.Second}
+	c := &natsChild{t: t, listen: listen, dir: t.TempDir(), token: natsserver.RandomToken(), startTimeout: 30 * time.Second}
 	c.start()
 	t.Cleanup(c.stop)
 	return c

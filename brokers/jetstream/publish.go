@@ -13,8 +13,9 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/syncgate/syncgate/brokers"
+	"github.com/syncgate/syncgate/brokers/internal/natsbase"
 	"github.com/syncgate/syncgate/internal/fault"
-	"github.com/syncgate/syncgate/internal/natsbase"
+	"github.com/syncgate/syncgate/internal/natsname"
 )
 
 // How a channel's seq stays contiguous with publishers on many nodes:
@@ -135,7 +136,7 @@ func (b *Broker) pubState(ch string) *pubState {
 	if st == nil {
 		// ch may alias the caller's buffer: keep a copy.
 		ch = strings.Clone(ch)
-		st = &pubState{subj: b.histPre + natsbase.Token(ch)}
+		st = &pubState{subj: b.histPre + natsname.Token(ch)}
 		b.pubs[ch] = st
 	}
 	return st

@@ -12,8 +12,8 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/syncgate/syncgate/brokers/brokertest"
+	"github.com/syncgate/syncgate/brokers/internal/natsbase"
 	"github.com/syncgate/syncgate/brokers/nats"
-	"github.com/syncgate/syncgate/internal/natsbase"
 	"github.com/syncgate/syncgate/internal/natstest"
 	"github.com/syncgate/syncgate/internal/testcert"
 )

@@ -9,7 +9,7 @@ import (
 	natsgo "github.com/nats-io/nats.go"
 
 	"github.com/syncgate/syncgate/brokers"
-	"github.com/syncgate/syncgate/internal/natsbase"
+	"github.com/syncgate/syncgate/internal/natsname"
 )
 
 // Subscribe implements brokers.Broker: one core subscription for the
@@ -54,7 +54,7 @@ func (b *Broker) Subscribe(ctx context.Context, ch string) error {
 }
 
 func (b *Broker) subscribeLocked(c *channel, q chan *natsgo.Msg) error {
-	sub, err := b.n.NC.ChanSubscribe(b.pubPre+natsbase.Token(c.name), q)
+	sub, err := b.n.NC.ChanSubscribe(b.pubPre+natsname.Token(c.name), q)
 	if err != nil {
 		return err
 	}

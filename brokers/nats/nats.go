@@ -13,15 +13,21 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/syncgate/syncgate/brokers"
-	"github.com/syncgate/syncgate/internal/natsbase"
+	"github.com/syncgate/syncgate/brokers/internal/natsbase"
+	"github.com/syncgate/syncgate/internal/natsname"
+	"github.com/syncgate/syncgate/internal/natsserver"
 )
 
 // EmbeddedConfig configures the in-process server a Broker starts when
 // Config.URL is empty.
-type EmbeddedConfig = natsbase.ServerConfig
+type EmbeddedConfig = natsserver.ServerConfig
 
 // ClientAuth is the credential and TLS a Broker uses with Config.URL.
 type ClientAuth = natsbase.ClientAuth
+
+// ErrAuth: the server refused the Broker's credential (wrong or missing);
+// Start's error wraps it.
+var ErrAuth = natsbase.ErrAuth
 
 // Defaults for the zero Config.
 const (
@@ -164,7 +170,7 @@ func (b *Broker) setupPresence(ctx context.Context, nc *natsbase.Conn) error {
 	}
 	pres := natsbase.NewPresence(nc.Conn, natsbase.PresenceConfig{
 		Prefix:   b.cfg.Prefix,
-		Stream:   natsbase.StreamName(b.cfg.Prefix, "PRESENCE"),
+		Stream:   natsname.StreamName(b.cfg.Prefix, "PRESENCE"),
 		Storage:  b.cfg.PresenceStorage,
 		Replicas: b.cfg.PresenceReplicas,
 	})

@@ -9,8 +9,9 @@ import (
 	natsgo "github.com/nats-io/nats.go"
 
 	"github.com/syncgate/syncgate/brokers"
+	"github.com/syncgate/syncgate/brokers/internal/natsbase"
 	"github.com/syncgate/syncgate/internal/fault"
-	"github.com/syncgate/syncgate/internal/natsbase"
+	"github.com/syncgate/syncgate/internal/natsname"
 )
 
 // Publish implements brokers.Broker. Core NATS gives no order number: the
@@ -23,7 +24,7 @@ func (b *Broker) Publish(ctx context.Context, ch string, data []byte) (brokers.P
 		return brokers.Position{}, fmt.Errorf("nats: publish %s: %w", ch, err)
 	}
 	if b.n.NC.IsConnected() && b.n.Outbox.Len() == 0 {
-		err := b.n.NC.Publish(b.pubPre+natsbase.Token(ch), data)
+		err := b.n.NC.Publish(b.pubPre+natsname.Token(ch), data)
 		if err == nil {
 			return brokers.Position{}, nil
 		}
@@ -108,7 +109,7 @@ func (b *Broker) flusher() {
 				b.n.Outbox.Pop()
 				continue
 			}
-			m := natsgo.NewMsg(b.pubPre + natsbase.Token(e.ch))
+			m := natsgo.NewMsg(b.pubPre + natsname.Token(e.ch))
 			m.Header.Set(hdrLocal, b.nodeID)
 			m.Data = e.data
 			if err := b.n.NC.PublishMsg(m); err != nil {

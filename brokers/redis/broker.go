@@ -16,7 +16,7 @@ import (
 	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/syncgate/syncgate/brokers"
-	"github.com/syncgate/syncgate/internal/redisbase"
+	"github.com/syncgate/syncgate/brokers/internal/redisbase"
 )
 
 // Lifecycle states of a Broker.
@@ -28,7 +28,7 @@ const (
 
 // Broker is the Redis backend. Create it with New; see the package doc.
 type Broker struct {
-	// BoundPresence implements brokers.Presence (internal/redisbase).
+	// BoundPresence implements brokers.Presence (brokers/internal/redisbase).
 	redisbase.BoundPresence
 
 	cfg Config

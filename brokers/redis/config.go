@@ -7,7 +7,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/syncgate/syncgate/internal/redisbase"
+	"github.com/syncgate/syncgate/brokers/internal/redisbase"
 )
 
 // Defaults for the zero Config, in one place.

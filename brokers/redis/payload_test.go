@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/syncgate/syncgate/brokers"
-	"github.com/syncgate/syncgate/internal/redisbase"
+	"github.com/syncgate/syncgate/brokers/internal/redisbase"
 )
 
 // encodeEvent is the Go twin of what the Lua scripts publish, for tests.

@@ -9,10 +9,10 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/syncgate/syncgate/brokers"
-	"github.com/syncgate/syncgate/internal/redisbase"
+	"github.com/syncgate/syncgate/brokers/internal/redisbase"
 )
 
-// Presence is internal/redisbase's: per channel, a hash client -> user
+// Presence is brokers/internal/redisbase's: per channel, a hash client -> user
 // and a sorted set client -> expiry, kept by scripts that prune the
 // expired first and announce joins and leaves on the channel's pub/sub
 // channel. Each node also prunes the channels it subscribed when a member

@@ -3,7 +3,7 @@ package redis
 import (
 	goredis "github.com/redis/go-redis/v9"
 
-	"github.com/syncgate/syncgate/internal/redisbase"
+	"github.com/syncgate/syncgate/brokers/internal/redisbase"
 )
 
 // The Lua scripts. Each runs atomically on the Redis that owns the channel,
@@ -104,10 +104,10 @@ return {epoch, seq}
 `)
 
 // resetScript starts a new epoch when a channel's seq went backwards
-// (internal/redisbase). KEYS: history, meta.
+// (brokers/internal/redisbase). KEYS: history, meta.
 var resetScript = redisbase.ResetScript
 
-// presenceScripts are the presence scripts (internal/redisbase), which
+// presenceScripts are the presence scripts (brokers/internal/redisbase), which
 // announce on the channel's pub/sub channel (KEYS[3]) with the publish
 // command in ARGV[1]: the j and l payloads above.
 var presenceScripts = redisbase.NewPresenceScripts(`

@@ -15,12 +15,12 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/syncgate/syncgate/brokers"
-	"github.com/syncgate/syncgate/internal/redisbase"
+	"github.com/syncgate/syncgate/brokers/internal/redisbase"
 )
 
 // Broker is the redis-streams backend. Make one with New.
 type Broker struct {
-	// BoundPresence implements brokers.Presence (internal/redisbase).
+	// BoundPresence implements brokers.Presence (brokers/internal/redisbase).
 	redisbase.BoundPresence
 
 	cfg Config

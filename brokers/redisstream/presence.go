@@ -6,10 +6,10 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
-	"github.com/syncgate/syncgate/internal/redisbase"
+	"github.com/syncgate/syncgate/brokers/internal/redisbase"
 )
 
-// Presence is internal/redisbase's (the redis backend's design): per
+// Presence is brokers/internal/redisbase's (the redis backend's design): per
 // channel a hash client -> user and a sorted set client -> expiry, kept by
 // scripts that prune the expired first and announce each join and leave,
 // atomically, so a leave is announced once. Events are appended to the

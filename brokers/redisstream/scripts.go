@@ -3,7 +3,7 @@ package redisstream
 import (
 	goredis "github.com/redis/go-redis/v9"
 
-	"github.com/syncgate/syncgate/internal/redisbase"
+	"github.com/syncgate/syncgate/brokers/internal/redisbase"
 )
 
 // The Lua scripts. Each runs atomically on the Redis that owns the channel,
@@ -76,10 +76,10 @@ return {epoch, seq, entries}
 `)
 
 // resetScript starts a new epoch when a channel's seq went backwards
-// (internal/redisbase). KEYS: stream, meta.
+// (brokers/internal/redisbase). KEYS: stream, meta.
 var resetScript = redisbase.ResetScript
 
-// presenceScripts are the presence scripts (internal/redisbase, shared
+// presenceScripts are the presence scripts (brokers/internal/redisbase, shared
 // with the redis backend), which announce on the channel's events stream
 // (KEYS[3]), capped near ARGV[1] entries (eventsMaxLen).
 var presenceScripts = redisbase.NewPresenceScripts(`

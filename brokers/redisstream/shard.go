@@ -10,7 +10,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/syncgate/syncgate/brokers"
-	"github.com/syncgate/syncgate/internal/redisbase"
+	"github.com/syncgate/syncgate/brokers/internal/redisbase"
 )
 
 // Key layout. Every key of a channel ch carries the hash tag {ch}:

@@ -11,7 +11,7 @@ import (
 	natsgo "github.com/nats-io/nats.go"
 
 	"github.com/syncgate/syncgate/brokers/nats"
-	"github.com/syncgate/syncgate/internal/natsbase"
+	"github.com/syncgate/syncgate/internal/natsname"
 	"github.com/syncgate/syncgate/internal/natstest"
 	"github.com/syncgate/syncgate/internal/wstest"
 )
@@ -35,7 +35,7 @@ func TestHostileNATSPayload(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	subject := "sg.c." + natsbase.Token(ch)
+	subject := "sg.c." + natsname.Token(ch)
 	for _, p := range []string{
 		"\"from\":\"ceo\",\"data\":1}\n{\"op\":\"msg\",\"ch\":\"doc:payroll\",\"from\":\"ceo\",\"data\":\"forged\"",
 		`"from":"ceo","data":1,"op":"join"`,

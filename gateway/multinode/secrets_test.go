@@ -13,7 +13,6 @@ import (
 	"github.com/syncgate/syncgate/brokers/brokertest"
 	"github.com/syncgate/syncgate/brokers/jetstream"
 	"github.com/syncgate/syncgate/brokers/redis"
-	"github.com/syncgate/syncgate/internal/natsbase"
 	"github.com/syncgate/syncgate/internal/redistest"
 )
 
@@ -60,7 +59,7 @@ func TestNoCredentialInLogsOrMetrics(t *testing.T) {
 		bad.Close()
 		t.Fatal("a wrong password was accepted")
 	}
-	if !errors.Is(err, natsbase.ErrAuth) {
+	if !errors.Is(err, jetstream.ErrAuth) {
 		t.Errorf("wrong password: %v, want ErrAuth", err)
 	}
 	if strings.Contains(err.Error(), secret) {

@@ -26,7 +26,7 @@ const (
 	// and then drops them instead of storing them.
 	JetStreamOutboxDropped = "jetstream-outbox-dropped"
 	// RedisPresenceTTLLong: the Redis presence scripts keep members 1.8
-	// times the TTL (internal/redisbase).
+	// times the TTL (brokers/internal/redisbase).
 	RedisPresenceTTLLong = "redis-presence-ttl-long"
 	// CatchUpGap: publications that reach a subscriber before it is live
 	// are dropped instead of buffered: the gap of registering in the hub

@@ -1,4 +1,4 @@
-package natsbase
+package natsname
 
 import "strings"
 

@@ -1,6 +1,8 @@
-package natsbase
+package natsserver
 
 import (
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -286,3 +288,11 @@ func (s slogLogger) Fatalf(format string, v ...any)  { s.l.Error(fmt.Sprintf(for
 func (s slogLogger) Errorf(format string, v ...any)  { s.l.Error(fmt.Sprintf(format, v...)) }
 func (s slogLogger) Debugf(format string, v ...any)  { s.l.Debug(fmt.Sprintf(format, v...)) }
 func (s slogLogger) Tracef(string, ...any)           {}
+
+// RandomToken returns a fresh 256-bit token, for an embedded server that
+// only this process talks to.
+func RandomToken() string {
+	var b [32]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand panics instead)
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}

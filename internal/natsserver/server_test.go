@@ -1,4 +1,4 @@
-package natsbase
+package natsserver
 
 import (
 	"bytes"
@@ -129,34 +129,49 @@ func TestServerNoticesAtDebug(t *testing.T) {
 	}
 }
 
-// TestCloseIsNotADisconnect: the node closing its own connection (every
-// stop) logs no warning; a server that goes away still does.
-func TestCloseIsNotADisconnect(t *testing.T) {
-	srv, err := StartServer(ServerConfig{Listen: "127.0.0.1:0", StoreDir: t.TempDir(), Token: "close-token-0123456789"})
+func TestStartServerBusyPort(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
-	connect := func(logs *syncBuffer) *Conn {
-		c, err := Connect(t.Context(), ConnConfig{
-			URL:  srv.ClientURL(),
-			Auth: ClientAuth{Token: "close-token-0123456789"},
-			Log:  slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
-		})
-		if err != nil {
-			t.Fatal(err)
+	defer ln.Close()
+	start := time.Now()
+	_, err = StartServer(ServerConfig{Listen: ln.Addr().String(), StoreDir: t.TempDir(), Token: "t"})
+	if err == nil || !strings.Contains(err.Error(), "address already in use") || time.Since(start) > 2*time.Second {
+		t.Fatalf("StartServer on a busy port: %v after %v, want a quick address-in-use error", err, time.Since(start))
+	}
+}
+
+// TestServerOptionsCredential: the embedded server never runs without a
+// credential; half-set or conflicting ones are refused; routes carry it.
+func TestServerOptionsCredential(t *testing.T) {
+	base := ServerConfig{Listen: "127.0.0.1:0", StoreDir: t.TempDir()}
+	for name, edit := range map[string]func(c *ServerConfig){
+		"none":             func(*ServerConfig) {},
+		"user only":        func(c *ServerConfig) { c.User = "u" },
+		"password only":    func(c *ServerConfig) { c.Password = "p" },
+		"token and user":   func(c *ServerConfig) { c.Token, c.User, c.Password = "t", "u", "p" },
+		"cert without key": func(c *ServerConfig) { c.Token, c.TLSCertFile = "t", "c.pem" },
+		"cluster TLS, no CA": func(c *ServerConfig) {
+			c.Token, c.TLSCertFile, c.TLSKeyFile, c.ClusterListen, c.Routes = "t", "c", "k", "127.0.0.1:0", []string{"127.0.0.1:1"}
+		},
+	} {
+		c := base
+		edit(&c)
+		if _, err := ServerOptions(c); err == nil {
+			t.Errorf("%s: ServerOptions accepted it", name)
 		}
-		return c
 	}
-	var closed syncBuffer
-	connect(&closed).Close()
-	if strings.Contains(closed.String(), "level=WARN") {
-		t.Errorf("closing the connection logged a warning:\n%s", closed.String())
+	c := base
+	c.Token, c.ClusterListen, c.Routes = "tok", "127.0.0.1:0", []string{"127.0.0.1:6222"}
+	opts, err := ServerOptions(c)
+	if err != nil {
+		t.Fatal(err)
 	}
-	var lost syncBuffer
-	c := connect(&lost)
-	defer c.Close()
-	srv.Shutdown()
-	srv.WaitForShutdown()
-	waitFor(t, 10*time.Second, "a disconnect warning", func() bool { return strings.Contains(lost.String(), "nats: disconnected") })
+	if opts.Authorization != "tok" || opts.Cluster.Username == "" || opts.Cluster.Password != "tok" {
+		t.Fatalf("token %q, cluster user %q password %q", opts.Authorization, opts.Cluster.Username, opts.Cluster.Password)
+	}
+	if p, _ := opts.Routes[0].User.Password(); p != "tok" {
+		t.Fatalf("route URL %v does not carry the credential", opts.Routes[0])
+	}
 }

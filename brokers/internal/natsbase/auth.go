@@ -1,14 +1,13 @@
 package natsbase
 
 import (
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/url"
 	"strings"
 
 	"github.com/nats-io/nats.go"
+	"github.com/syncgate/syncgate/internal/natsserver"
 )
 
 // ClientAuth is how a node proves itself to NATS servers it dials by URL,
@@ -71,16 +70,8 @@ func (a ClientAuth) options() ([]nats.Option, error) {
 }
 
 // serverAuth is the credential a node presents to its own embedded server.
-func serverAuth(cfg ServerConfig) ClientAuth {
+func serverAuth(cfg natsserver.ServerConfig) ClientAuth {
 	return ClientAuth{User: cfg.User, Password: cfg.Password, Token: cfg.Token}
-}
-
-// RandomToken returns a fresh 256-bit token, for an embedded server that
-// only this process talks to.
-func RandomToken() string {
-	var b [32]byte
-	_, _ = rand.Read(b[:]) // never fails (crypto/rand panics instead)
-	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
 // RedactURLs returns the comma-separated server URLs with any password
@@ -126,7 +117,7 @@ func (a ClientAuth) plaintextRisk(urls string) []string {
 		if u.User != nil {
 			withURLSecret = true
 		}
-		if !IsLoopback(u.Hostname()) {
+		if !natsserver.IsLoopback(u.Hostname()) {
 			risky = append(risky, RedactURLs(p))
 		}
 	}

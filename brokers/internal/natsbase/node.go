@@ -12,6 +12,8 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/syncgate/syncgate/brokers"
+	"github.com/syncgate/syncgate/internal/natsname"
+	"github.com/syncgate/syncgate/internal/natsserver"
 )
 
 // Lifecycle states of a Node.
@@ -142,7 +144,7 @@ func (n *Node[C, E]) OutboxLen() int { return n.Outbox.Len() }
 
 // Pending implements brokers.PendingReporter: the deliveries waiting in
 // the shard queues, their capacity, and the embedded server's limit on
-// bytes pending to a connection (ServerMaxPending; unknown for an external
+// bytes pending to a connection (natsserver.ServerMaxPending; unknown for an external
 // server).
 func (n *Node[C, E]) Pending() brokers.PendingStats {
 	var st brokers.PendingStats
@@ -150,7 +152,7 @@ func (n *Node[C, E]) Pending() brokers.PendingStats {
 		st.Msgs, st.MsgLimit = sh.Len(), sh.Cap()
 	}
 	if n.Srv != nil {
-		st.ServerBytesLimit = ServerMaxPending
+		st.ServerBytesLimit = natsserver.ServerMaxPending
 	}
 	return st
 }
@@ -215,7 +217,7 @@ func (n *Node[C, E]) Channels() []C {
 
 // Lookup returns the subscribed channel named by a subject token.
 func (n *Node[C, E]) Lookup(tok string) C {
-	name, ok := ParseToken(tok)
+	name, ok := natsname.ParseToken(tok)
 	if !ok {
 		var none C
 		return none
@@ -345,13 +347,13 @@ func (p Public[C, E]) Members(ctx context.Context, ch string) ([]brokers.Member,
 
 // StartConfig is what Node.Start needs of a backend.
 type StartConfig struct {
-	URL        string       // the server to connect to; "" starts Embedded
-	Auth       ClientAuth   // the credential and TLS used with URL
-	Embedded   ServerConfig // the embedded server's settings
-	Prefix     string       // the subject prefix (checked)
-	ClientName string       // the connection's name on the server
-	Shards     int          // delivery shards
-	QueueSize  int          // per shard
+	URL        string                  // the server to connect to; "" starts Embedded
+	Auth       ClientAuth              // the credential and TLS used with URL
+	Embedded   natsserver.ServerConfig // the embedded server's settings
+	Prefix     string                  // the subject prefix (checked)
+	ClientName string                  // the connection's name on the server
+	Shards     int                     // delivery shards
+	QueueSize  int                     // per shard
 	// Handle runs on a delivery shard for each message received.
 	Handle func(*nats.Msg)
 	// Setup runs once connected (streams, presence, subscriptions); its
@@ -373,7 +375,7 @@ func (n *Node[C, E]) Start(ctx context.Context, h brokers.Handler, sc StartConfi
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("%s: start: %w", n.Name, err)
 	}
-	if !ValidPrefix(sc.Prefix) {
+	if !natsname.ValidPrefix(sc.Prefix) {
 		return fmt.Errorf("%s: start: bad subject prefix %q", n.Name, sc.Prefix)
 	}
 	n.LifeMu.Lock()
@@ -392,15 +394,15 @@ func (n *Node[C, E]) Start(ctx context.Context, h brokers.Handler, sc StartConfi
 		emb := sc.Embedded
 		if !emb.HasCredential() {
 			if emb.Exposed() {
-				return fmt.Errorf("%s: start: %w: the embedded server listens on %q or has a cluster, so it needs a credential", n.Name, ErrNoCredential, emb.Listen)
+				return fmt.Errorf("%s: start: %w: the embedded server listens on %q or has a cluster, so it needs a credential", n.Name, natsserver.ErrNoCredential, emb.Listen)
 			}
 			// Loopback only and nobody else configured: this process is
 			// the server's only intended client. The server still asks
 			// for a credential; a random one, held only in memory, keeps
 			// every other local process out.
-			emb.Token = RandomToken()
+			emb.Token = natsserver.RandomToken()
 		}
-		srv, err := StartServer(emb)
+		srv, err := natsserver.StartServer(emb)
 		if err != nil {
 			return fmt.Errorf("%s: start: %w", n.Name, err)
 		}

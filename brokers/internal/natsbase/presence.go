@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/syncgate/syncgate/brokers"
+	"github.com/syncgate/syncgate/internal/natsname"
 )
 
 // Presence keeps presence lists in a JetStream stream, one subject per
@@ -130,11 +131,11 @@ func (p *Presence) Check(ctx context.Context, js jetstream.JetStream) error {
 
 // EventSubject is what a node subscribes to for ch's presence events.
 func (p *Presence) EventSubject(ch string) string {
-	return Subject(p.eventPre, ch) + ".*.*"
+	return natsname.Subject(p.eventPre, ch) + ".*.*"
 }
 
 func (p *Presence) entrySubject(ch string, m brokers.Member) string {
-	return Subject(p.subjPre, ch, m.Client, m.User)
+	return natsname.Subject(p.subjPre, ch, m.Client, m.User)
 }
 
 // ttlSeconds rounds ttl up to whole seconds, the server's unit.
@@ -327,7 +328,7 @@ func (p *Presence) Refresh(ctx context.Context, ch string, ms []brokers.Member, 
 // leader (a replica may lag behind a Join that already returned): the
 // subjects of the channel's entries, then each one's entry, pipelined.
 func (p *Presence) Members(ctx context.Context, ch string) ([]brokers.Member, error) {
-	subjects, err := Subjects(ctx, p.nc, p.stream, Subject(p.subjPre, ch)+".*.*")
+	subjects, err := Subjects(ctx, p.nc, p.stream, natsname.Subject(p.subjPre, ch)+".*.*")
 	if err != nil {
 		return nil, err
 	}
@@ -362,13 +363,13 @@ func (p *Presence) parseEntrySubject(subj, pre string) (brokers.Member, bool) {
 	if i < 0 {
 		return brokers.Member{}, false
 	}
-	user, ok1 := ParseToken(rest[i+1:])
+	user, ok1 := natsname.ParseToken(rest[i+1:])
 	rest = rest[:i]
 	j := strings.LastIndexByte(rest, '.')
 	if j < 0 {
 		return brokers.Member{}, false
 	}
-	client, ok2 := ParseToken(rest[j+1:])
+	client, ok2 := natsname.ParseToken(rest[j+1:])
 	if !ok1 || !ok2 {
 		return brokers.Member{}, false
 	}
