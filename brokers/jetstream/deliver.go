@@ -99,9 +99,13 @@ func (b *Broker) Subscribe(ctx context.Context, ch string) error {
 	if b.offline() {
 		return fmt.Errorf("jetstream: subscribe %s: %w: server unreachable", ch, brokers.ErrUnavailable)
 	}
-	b.n.ChansMu.Lock()
-	if c := b.n.Chans[ch]; c != nil {
-		b.n.ChansMu.Unlock()
+	tok := natsname.Token(ch)
+	c, fresh := b.n.Register(ch, func() *channel {
+		c := &channel{name: strings.Clone(ch), hist: b.histPre + tok, started: make(chan struct{})}
+		c.mu.Lock() // until subscribed: whoever finds it waits
+		return c
+	})
+	if !fresh {
 		// Subscribed already, or being subscribed by a concurrent call:
 		// its promise holds once it is ready.
 		select {
@@ -117,12 +121,7 @@ func (b *Broker) Subscribe(ctx context.Context, ch string) error {
 		}
 		return nil
 	}
-	tok := natsname.Token(ch)
-	c := &channel{name: strings.Clone(ch), hist: b.histPre + tok, started: make(chan struct{})}
 	defer close(c.started)
-	c.mu.Lock()
-	b.n.Chans[c.name] = c
-	b.n.ChansMu.Unlock()
 	err := b.subscribeLocked(c, tok)
 	c.mu.Unlock()
 	if err == nil {
@@ -136,13 +135,13 @@ func (b *Broker) Subscribe(ctx context.Context, ch string) error {
 }
 
 func (b *Broker) subscribeLocked(c *channel, tok string) error {
-	q := b.n.Shards.Queue(c.name)
-	sub, err := b.n.NC.ChanSubscribe(b.livePre+tok, q)
+	q := b.n.Queue(c.name)
+	sub, err := b.n.Conn().ChanSubscribe(b.livePre+tok, q)
 	if err != nil {
 		return err
 	}
 	c.subs = append(c.subs, sub)
-	sub, err = b.n.NC.ChanSubscribe(b.n.Pres.EventSubject(c.name), q)
+	sub, err = b.n.Conn().ChanSubscribe(b.n.Presence().EventSubject(c.name), q)
 	if err != nil {
 		return err
 	}
@@ -156,10 +155,10 @@ func (b *Broker) subscribeLocked(c *channel, tok string) error {
 func (b *Broker) startPosition(ctx context.Context, c *channel) error {
 	ctx, cancel := b.n.OpCtx(ctx)
 	defer cancel()
-	if err := b.n.NC.FlushWithContext(ctx); err != nil {
+	if err := b.n.Conn().FlushWithContext(ctx); err != nil {
 		return err
 	}
-	last, err := natsbase.GetLast(ctx, b.n.NC.Conn, b.cfg.Stream, c.hist)
+	last, err := natsbase.GetLast(ctx, b.n.Conn().Conn, b.cfg.Stream, c.hist)
 	if err != nil && !errors.Is(err, natsbase.ErrNotFound) {
 		return err
 	}
@@ -257,9 +256,9 @@ func (b *Broker) dispatchLocked(c *channel, m *nats.Msg) {
 		b.onLive(c, m)
 		return
 	}
-	typ, mem, ok := b.n.Pres.Event(m)
+	typ, mem, ok := b.n.Presence().Event(m)
 	if ok && c.filter.Pass(typ, mem, time.Now()) {
-		b.n.Handler.HandlePresence(c.name, typ, mem)
+		b.n.Handler().HandlePresence(c.name, typ, mem)
 	}
 }
 
@@ -298,7 +297,7 @@ func (b *Broker) acceptLocked(c *channel, sseq uint64, h nats.Header, data []byt
 		return
 	}
 	c.seq, c.epoch = seq, epoch
-	b.n.Handler.HandlePublication(c.name, brokers.Publication{Seq: seq, Epoch: epoch, Data: data, Was: wasOf(h)})
+	b.n.Handler().HandlePublication(c.name, brokers.Publication{Seq: seq, Epoch: epoch, Data: data, Was: wasOf(h)})
 }
 
 // fillLocked reads c's stored messages after c.lastStream up to stream seq
@@ -315,11 +314,11 @@ func (b *Broker) fillLocked(c *channel, upTo, nextSeq uint64, nextEpoch string) 
 			time.Sleep(time.Duration(try) * 20 * time.Millisecond)
 		}
 		ctx, cancel := b.n.BgCtx(5 * time.Second)
-		msgs, err := natsbase.DirectBatch(ctx, b.n.NC.Conn, b.cfg.Stream, c.hist, c.lastStream+1, batch, upTo)
+		msgs, err := natsbase.DirectBatch(ctx, b.n.Conn().Conn, b.cfg.Stream, c.hist, c.lastStream+1, batch, upTo)
 		cancel()
 		if err != nil {
 			b.noteErr(err)
-			b.n.Log.Warn("jetstream: filling a gap", "channel", c.name, "err", err)
+			b.n.Log().Warn("jetstream: filling a gap", "channel", c.name, "err", err)
 			return
 		}
 		for _, sm := range msgs {
@@ -336,10 +335,10 @@ func (b *Broker) fillLocked(c *channel, upTo, nextSeq uint64, nextEpoch string) 
 	ctx, cancel := b.n.BgCtx(5 * time.Second)
 	defer cancel()
 	for !complete() && c.lastStream < upTo {
-		sm, err := natsbase.GetNext(ctx, b.n.NC.Conn, b.cfg.Stream, c.hist, c.lastStream+1)
+		sm, err := natsbase.GetNext(ctx, b.n.Conn().Conn, b.cfg.Stream, c.hist, c.lastStream+1)
 		if err != nil || sm.Seq > upTo {
 			if err != nil && !errors.Is(err, natsbase.ErrNotFound) {
-				b.n.Log.Warn("jetstream: filling a gap", "channel", c.name, "err", err)
+				b.n.Log().Warn("jetstream: filling a gap", "channel", c.name, "err", err)
 			}
 			return
 		}
@@ -353,7 +352,7 @@ func (b *Broker) sweep() bool {
 	chans := b.n.Channels()
 	ok := true
 	for _, c := range chans {
-		if b.n.Ctx.Err() != nil {
+		if b.n.Closing() {
 			return false
 		}
 		c.mu.Lock()
@@ -362,7 +361,7 @@ func (b *Broker) sweep() bool {
 		c.invalidateLocked()
 		if c.active && c.ready {
 			ctx, cancel := b.n.BgCtx(5 * time.Second)
-			last, err := natsbase.GetLast(ctx, b.n.NC.Conn, b.cfg.Stream, c.hist)
+			last, err := natsbase.GetLast(ctx, b.n.Conn().Conn, b.cfg.Stream, c.hist)
 			cancel()
 			switch {
 			case errors.Is(err, natsbase.ErrNotFound):

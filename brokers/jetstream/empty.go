@@ -73,7 +73,7 @@ func (b *Broker) emptyEpoch(ctx context.Context, ch string, c *channel, gen uint
 		return *old // a concurrent Since got here first
 	}
 	c.empty.Store(&e)
-	sub, err := b.n.NC.ChanSubscribe(b.emptyPre+natsname.Token(c.name), b.n.Shards.Queue(c.name))
+	sub, err := b.n.Conn().ChanSubscribe(b.emptyPre+natsname.Token(c.name), b.n.Queue(c.name))
 	if err == nil {
 		c.emptySub = sub
 	}
@@ -82,7 +82,7 @@ func (b *Broker) emptyEpoch(ctx context.Context, ch string, c *channel, gen uint
 		// So that the server has the subscription before another node
 		// asks (not under c.mu: that would hold up deliveries).
 		fctx, cancel := context.WithTimeout(ctx, emptyAskTimeout)
-		_ = b.n.NC.FlushWithContext(fctx)
+		_ = b.n.Conn().FlushWithContext(fctx)
 		cancel()
 	}
 	return e
@@ -107,7 +107,7 @@ func (b *Broker) firstEpoch(ctx context.Context, ch string) string {
 func (b *Broker) askEmpty(ctx context.Context, ch string) (string, bool) {
 	ctx, cancel := context.WithTimeout(ctx, emptyAskTimeout)
 	defer cancel()
-	m, err := b.n.NC.RequestWithContext(ctx, b.emptyPre+natsname.Token(ch), nil)
+	m, err := b.n.Conn().RequestWithContext(ctx, b.emptyPre+natsname.Token(ch), nil)
 	if err != nil || !validEpoch(m.Data) {
 		return "", false
 	}

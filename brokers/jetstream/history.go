@@ -25,7 +25,7 @@ func (b *Broker) Since(ctx context.Context, ch string, since uint64, limit int) 
 	defer cancel()
 	subj := b.histPre + natsname.Token(ch)
 	c, gen := b.channelGen(ch)
-	last, err := natsbase.GetLast(ctx, b.n.NC.Conn, b.cfg.Stream, subj)
+	last, err := natsbase.GetLast(ctx, b.n.Conn().Conn, b.cfg.Stream, subj)
 	if errors.Is(err, natsbase.ErrNotFound) {
 		return nil, brokers.Position{Epoch: b.emptyEpoch(ctx, ch, c, gen)}, nil
 	}
@@ -114,7 +114,7 @@ func (b *Broker) readSeqs(ctx context.Context, subj string, startStream, skip, f
 		if try > 0 {
 			time.Sleep(time.Duration(try) * 20 * time.Millisecond)
 		}
-		msgs, err := natsbase.DirectBatch(ctx, b.n.NC.Conn, b.cfg.Stream, subj, startStream, int(skip+to-from+1), upTo)
+		msgs, err := natsbase.DirectBatch(ctx, b.n.Conn().Conn, b.cfg.Stream, subj, startStream, int(skip+to-from+1), upTo)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -133,7 +133,7 @@ func (b *Broker) readSeqs(ctx context.Context, subj string, startStream, skip, f
 		next = r.lastStream + 1
 	}
 	for !r.tail && next <= upTo {
-		sm, err := natsbase.GetNext(ctx, b.n.NC.Conn, b.cfg.Stream, subj, next)
+		sm, err := natsbase.GetNext(ctx, b.n.Conn().Conn, b.cfg.Stream, subj, next)
 		if errors.Is(err, natsbase.ErrNotFound) {
 			break
 		}
@@ -159,7 +159,7 @@ func (b *Broker) firstFrom(ctx context.Context, subj string, probe, upTo uint64)
 		if try > 0 {
 			time.Sleep(time.Duration(try) * 20 * time.Millisecond)
 		}
-		msgs, err := natsbase.DirectBatch(ctx, b.n.NC.Conn, b.cfg.Stream, subj, probe, 1, upTo)
+		msgs, err := natsbase.DirectBatch(ctx, b.n.Conn().Conn, b.cfg.Stream, subj, probe, 1, upTo)
 		if err != nil {
 			return nil, err
 		}
@@ -167,7 +167,7 @@ func (b *Broker) firstFrom(ctx context.Context, subj string, probe, upTo uint64)
 			return msgs[0], nil
 		}
 	}
-	return natsbase.GetNext(ctx, b.n.NC.Conn, b.cfg.Stream, subj, probe)
+	return natsbase.GetNext(ctx, b.n.Conn().Conn, b.cfg.Stream, subj, probe)
 }
 
 // rangeReader collects the publications of seqs from..to in one epoch from

@@ -243,12 +243,12 @@ func (b *Broker) setup(ctx context.Context, nc *natsbase.Conn) error {
 		return err
 	}
 	b.js = js
-	b.n.Pres = natsbase.NewPresence(nc.Conn, natsbase.PresenceConfig{
+	b.n.SetPresence(natsbase.NewPresence(nc.Conn, natsbase.PresenceConfig{
 		Prefix:   b.cfg.Prefix,
 		Stream:   natsname.StreamName(b.cfg.Prefix, "PRESENCE"),
 		Storage:  b.cfg.Storage,
 		Replicas: b.cfg.Replicas,
-	})
+	}))
 	sctx, cancel := context.WithTimeout(ctx, setupTimeout)
 	err = b.n.SetupRetry(sctx, b.ensureStreams)
 	cancel()
@@ -272,7 +272,7 @@ func (b *Broker) ensureStreams(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return b.n.Pres.Ensure(ctx, b.js)
+	return b.n.Presence().Ensure(ctx, b.js)
 }
 
 func (b *Broker) ensureHistory(ctx context.Context) (changed bool, err error) {
@@ -287,7 +287,7 @@ func (b *Broker) ensureHistory(ctx context.Context) (changed bool, err error) {
 
 // offline reports whether publishes must go through the outbox.
 func (b *Broker) offline() bool {
-	return !b.n.NC.IsConnected() || b.jsDown.Load()
+	return !b.n.Conn().IsConnected() || b.jsDown.Load()
 }
 
 func randomID(n int) string {

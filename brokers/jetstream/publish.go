@@ -89,10 +89,10 @@ func (b *Broker) Publish(ctx context.Context, ch string, data []byte) (brokers.P
 	ctx, cancel := b.n.OpCtx(ctx)
 	defer cancel()
 	id := b.newID()
-	if !b.offline() && b.n.Outbox.Len() > 0 {
+	if !b.offline() && b.n.Outbox().Len() > 0 {
 		b.waitDrained(ctx)
 	}
-	if b.offline() || b.n.Outbox.Len() > 0 {
+	if b.offline() || b.n.Outbox().Len() > 0 {
 		return b.enqueue(ch, data, id, nil)
 	}
 	pos, amb, err := b.publish(ctx, ch, data, id, "", nil)
@@ -102,7 +102,7 @@ func (b *Broker) Publish(ctx context.Context, ch string, data []byte) (brokers.P
 	if errors.Is(ctx.Err(), context.Canceled) && !errors.Is(err, natsbase.ErrDisconnected) {
 		// The caller gave up (or the broker is closing): not accepted. It
 		// may still have been stored, like any publish whose ack is lost.
-		if b.n.State.Load() != natsbase.StateRunning {
+		if !b.n.Running() {
 			err = brokers.ErrClosed
 		}
 		return brokers.Position{}, fmt.Errorf("jetstream: publish %s: %w", ch, err)
@@ -123,7 +123,7 @@ func (b *Broker) newID() string {
 // waitDrained waits (briefly) for the flusher to empty the outbox.
 func (b *Broker) waitDrained(ctx context.Context) {
 	deadline := time.Now().Add(drainWait)
-	for wait := time.Millisecond; b.n.Outbox.Len() > 0 && time.Now().Before(deadline) && ctx.Err() == nil; wait = min(2*wait, 20*time.Millisecond) {
+	for wait := time.Millisecond; b.n.Outbox().Len() > 0 && time.Now().Before(deadline) && ctx.Err() == nil; wait = min(2*wait, 20*time.Millisecond) {
 		time.Sleep(wait)
 	}
 }
@@ -230,7 +230,7 @@ func (b *Broker) send(ctx context.Context, st *pubState, subj string, data []byt
 	if a.was != "" {
 		m.Header[hdrWas] = []string{a.was}
 	}
-	sseq, err := natsbase.Publish(ctx, b.n.NC.Conn, m)
+	sseq, err := natsbase.Publish(ctx, b.n.Conn().Conn, m)
 	switch {
 	case err == nil:
 		st.known, st.sseq, st.seq, st.epoch = true, sseq, a.seq, a.epoch
@@ -280,7 +280,7 @@ func notSent(err error) bool {
 
 // reload reads the channel's last stored message from the stream leader.
 func (b *Broker) reload(ctx context.Context, st *pubState, subj string) error {
-	last, err := natsbase.GetLast(ctx, b.n.NC.Conn, b.cfg.Stream, subj)
+	last, err := natsbase.GetLast(ctx, b.n.Conn().Conn, b.cfg.Stream, subj)
 	switch {
 	case errors.Is(err, natsbase.ErrNotFound):
 		st.known, st.sseq, st.seq, st.epoch = true, 0, 0, ""
@@ -298,7 +298,7 @@ func (b *Broker) reload(ctx context.Context, st *pubState, subj string) error {
 // a.expect being the last). retry: nothing is there, so it was not stored
 // (yet): send the same attempt again.
 func (b *Broker) resolve(ctx context.Context, subj string, a *attempt) (pos brokers.Position, stored, retry bool, err error) {
-	next, err := natsbase.GetNext(ctx, b.n.NC.Conn, b.cfg.Stream, subj, a.expect+1)
+	next, err := natsbase.GetNext(ctx, b.n.Conn().Conn, b.cfg.Stream, subj, a.expect+1)
 	switch {
 	case errors.Is(err, natsbase.ErrNotFound):
 		return pos, false, true, nil
@@ -324,8 +324,8 @@ func seqOf(h nats.Header) (uint64, string) {
 // publication is stored with its real position and delivered again under
 // it; the epoch change tells clients to resync (see doc.go).
 func (b *Broker) enqueue(ch string, data []byte, id string, amb *attempt) (brokers.Position, error) {
-	b.n.Outbox.Lock()
-	defer b.n.Outbox.Unlock()
+	b.n.Outbox().Lock()
+	defer b.n.Outbox().Unlock()
 	ch = strings.Clone(ch) // may alias the caller's buffer
 	lp := b.local[ch]
 	if lp == nil {
@@ -340,7 +340,7 @@ func (b *Broker) enqueue(ch string, data []byte, id string, amb *attempt) (broke
 	if amb == nil {
 		e.was = strconv.FormatUint(pos.Seq, 10) + ":" + pos.Epoch
 	}
-	if fault.On(fault.JetStreamRefuseOutage) || !b.n.Outbox.PushLocked(e) {
+	if fault.On(fault.JetStreamRefuseOutage) || !b.n.Outbox().PushLocked(e) {
 		return brokers.Position{}, fmt.Errorf("jetstream: publish %s: %w: server unreachable and outbox full", ch, brokers.ErrUnavailable)
 	}
 	lp.Seq++
@@ -386,20 +386,13 @@ func wasOf(h nats.Header) brokers.Position {
 // deliverLocal hands an outage publication to the Handler if this node
 // serves ch.
 func (b *Broker) deliverLocal(ch string, pos brokers.Position, data []byte) {
-	b.n.DeliverMu.RLock()
-	defer b.n.DeliverMu.RUnlock()
-	if b.n.State.Load() != natsbase.StateRunning {
-		return
-	}
-	c := b.n.Channel(ch)
-	if c == nil {
-		return
-	}
-	c.mu.Lock()
-	if c.active && c.ready {
-		b.n.Handler.HandlePublication(c.name, brokers.Publication{Seq: pos.Seq, Epoch: pos.Epoch, Data: data})
-	}
-	c.mu.Unlock()
+	b.n.DeliverLocal(ch, func(c *channel, h brokers.Handler) {
+		c.mu.Lock()
+		if c.active && c.ready {
+			h.HandlePublication(c.name, brokers.Publication{Seq: pos.Seq, Epoch: pos.Epoch, Data: data})
+		}
+		c.mu.Unlock()
+	})
 }
 
 // flusher sends the outbox when the server is back, recovers after a
@@ -420,17 +413,17 @@ func (b *Broker) flusher() {
 	var lastWarn time.Time
 	for {
 		select {
-		case <-b.n.Ctx.Done():
+		case <-b.n.Done():
 			return
-		case <-b.n.Kick:
+		case <-b.n.Kicked():
 		case <-tick.C:
 		}
-		if !b.n.NC.IsConnected() {
+		if !b.n.Conn().IsConnected() {
 			continue
 		}
-		if n := b.n.NC.Stats().Reconnects; n != b.reconnects {
+		if n := b.n.Conn().Stats().Reconnects; n != b.reconnects {
 			if err := b.recoverStreams(); err != nil {
-				b.n.Log.Warn("jetstream: recovering after reconnect", "err", err)
+				b.n.Log().Warn("jetstream: recovering after reconnect", "err", err)
 				continue
 			}
 			b.reconnects = n
@@ -443,7 +436,7 @@ func (b *Broker) flusher() {
 			if err := b.checkStreams(); err != nil {
 				if time.Since(lastWarn) >= 10*time.Second {
 					lastWarn = time.Now()
-					b.n.Log.Warn("jetstream: checking the streams", "err", err)
+					b.n.Log().Warn("jetstream: checking the streams", "err", err)
 				}
 				// Go on: flushing fails by itself while a stream is
 				// missing, and works if only the check cannot.
@@ -475,11 +468,11 @@ func (b *Broker) recoverStreams() error {
 	if err != nil {
 		return err
 	}
-	if err := b.n.Pres.Ensure(ctx, b.js); err != nil {
+	if err := b.n.Presence().Ensure(ctx, b.js); err != nil {
 		return err
 	}
 	if changed {
-		b.n.Log.Warn("jetstream: the history stream was created anew; its history is lost")
+		b.n.Log().Warn("jetstream: the history stream was created anew; its history is lost")
 		b.resetPositions()
 	}
 	return nil
@@ -489,12 +482,12 @@ func (b *Broker) recoverStreams() error {
 // whether the outbox is empty.
 func (b *Broker) flushOutbox() bool {
 	for {
-		e, ok := b.n.Outbox.Peek()
+		e, ok := b.n.Outbox().Peek()
 		if !ok {
 			break
 		}
 		if fault.On(fault.JetStreamOutboxDropped) {
-			b.n.Outbox.Pop()
+			b.n.Outbox().Pop()
 			continue
 		}
 		ctx, cancel := b.n.BgCtx(5 * time.Second)
@@ -504,22 +497,22 @@ func (b *Broker) flushOutbox() bool {
 			b.noteErr(err)
 			if amb != nil {
 				e.amb = amb
-				b.n.Outbox.Replace(e)
+				b.n.Outbox().Replace(e)
 			}
-			if amb != nil || natsbase.IsOutage(err) || b.n.Ctx.Err() != nil {
+			if amb != nil || natsbase.IsOutage(err) || b.n.Closing() {
 				return false
 			}
-			b.n.Log.Error("jetstream: dropping an outbox publication the server refuses", "channel", e.ch, "err", err)
+			b.n.Log().Error("jetstream: dropping an outbox publication the server refuses", "channel", e.ch, "err", err)
 		}
-		b.n.Outbox.Pop()
+		b.n.Outbox().Pop()
 	}
-	b.n.Outbox.Lock()
-	empty := b.n.Outbox.LenLocked() == 0
+	b.n.Outbox().Lock()
+	empty := b.n.Outbox().LenLocked() == 0
 	if empty {
 		clear(b.local)
 		b.jsDown.Store(false)
 	}
-	b.n.Outbox.Unlock()
+	b.n.Outbox().Unlock()
 	return empty
 }
 

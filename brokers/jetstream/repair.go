@@ -30,9 +30,9 @@ func (b *Broker) noteErr(err error) error {
 	if err == nil {
 		return nil
 	}
-	if natsbase.IsStreamNotFound(err) || errors.Is(err, nats.ErrNoResponders) && b.n.NC.IsConnected() {
+	if natsbase.IsStreamNotFound(err) || errors.Is(err, nats.ErrNoResponders) && b.n.Conn().IsConnected() {
 		if !b.needRepair.Swap(true) {
-			b.n.Log.Warn("jetstream: a stream seems to be missing; checking", "err", err)
+			b.n.Log().Warn("jetstream: a stream seems to be missing; checking", "err", err)
 		}
 		b.n.Poke()
 	}
@@ -48,7 +48,7 @@ func (b *Broker) Ping(ctx context.Context) error {
 	if err := b.n.Check(ctx); err != nil {
 		return fmt.Errorf("jetstream: ping: %w", err)
 	}
-	if !b.n.NC.IsConnected() {
+	if !b.n.Conn().IsConnected() {
 		return fmt.Errorf("jetstream: ping: %w: not connected", brokers.ErrUnavailable)
 	}
 	if b.needRepair.Load() {
@@ -79,7 +79,7 @@ func (b *Broker) probeStreams(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("history stream %s: %w", b.cfg.Stream, err)
 	}
-	if err := b.n.Pres.Check(ctx, b.js); err != nil {
+	if err := b.n.Presence().Check(ctx, b.js); err != nil {
 		return 0, err
 	}
 	return s.CachedInfo().Created.UnixNano(), nil
@@ -95,14 +95,14 @@ func (b *Broker) checkStreams() error {
 	created, err := b.probeStreams(ctx)
 	switch {
 	case natsbase.IsStreamNotFound(err):
-		b.n.Log.Warn("jetstream: a stream was deleted under the node; creating it again", "err", err)
+		b.n.Log().Warn("jetstream: a stream was deleted under the node; creating it again", "err", err)
 		if err := b.recoverStreams(); err != nil {
 			return err
 		}
 	case err != nil:
 		return err
 	case created != b.created.Load():
-		b.n.Log.Warn("jetstream: the history stream was created anew; its history is lost")
+		b.n.Log().Warn("jetstream: the history stream was created anew; its history is lost")
 		b.created.Store(created)
 		b.resetPositions()
 	default:

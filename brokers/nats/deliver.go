@@ -22,25 +22,24 @@ func (b *Broker) Subscribe(ctx context.Context, ch string) error {
 	if err := b.n.Check(ctx); err != nil {
 		return fmt.Errorf("nats: subscribe %s: %w", ch, err)
 	}
-	b.n.ChansMu.Lock()
-	if c := b.n.Chans[ch]; c != nil {
-		b.n.ChansMu.Unlock()
+	c, fresh := b.n.Register(ch, func() *channel {
+		c := &channel{name: strings.Clone(ch)}
+		c.mu.Lock() // until subscribed: whoever finds it waits
+		return c
+	})
+	if !fresh {
 		return nil
 	}
-	c := &channel{name: strings.Clone(ch)}
-	c.mu.Lock()
-	b.n.Chans[c.name] = c
-	b.n.ChansMu.Unlock()
 
-	q := b.n.Shards.Queue(ch)
+	q := b.n.Queue(ch)
 	err := b.subscribeLocked(c, q)
 	if err == nil {
 		c.active = true
 	}
 	c.mu.Unlock()
-	if err == nil && b.n.NC.IsConnected() {
+	if err == nil && b.n.Conn().IsConnected() {
 		ctx, cancel := b.n.OpCtx(ctx)
-		err = b.n.NC.FlushWithContext(ctx)
+		err = b.n.Conn().FlushWithContext(ctx)
 		cancel()
 		if err != nil {
 			err = fmt.Errorf("%w: %w", brokers.ErrUnavailable, err)
@@ -54,13 +53,13 @@ func (b *Broker) Subscribe(ctx context.Context, ch string) error {
 }
 
 func (b *Broker) subscribeLocked(c *channel, q chan *natsgo.Msg) error {
-	sub, err := b.n.NC.ChanSubscribe(b.pubPre+natsname.Token(c.name), q)
+	sub, err := b.n.Conn().ChanSubscribe(b.pubPre+natsname.Token(c.name), q)
 	if err != nil {
 		return err
 	}
 	c.subs = append(c.subs, sub)
-	if b.n.Pres != nil {
-		sub, err := b.n.NC.ChanSubscribe(b.n.Pres.EventSubject(c.name), q)
+	if b.n.Presence() != nil {
+		sub, err := b.n.Conn().ChanSubscribe(b.n.Presence().EventSubject(c.name), q)
 		if err != nil {
 			return err
 		}
@@ -99,15 +98,15 @@ func (b *Broker) handle(m *natsgo.Msg) {
 		}
 		c.mu.Lock()
 		if c.active {
-			b.n.Handler.HandlePublication(c.name, brokers.Publication{Data: m.Data})
+			b.n.Handler().HandlePublication(c.name, brokers.Publication{Data: m.Data})
 		}
 		c.mu.Unlock()
 		return
 	}
-	if b.n.Pres == nil {
+	if b.n.Presence() == nil {
 		return
 	}
-	typ, mem, ok := b.n.Pres.Event(m)
+	typ, mem, ok := b.n.Presence().Event(m)
 	if !ok {
 		return
 	}
@@ -120,7 +119,7 @@ func (b *Broker) handle(m *natsgo.Msg) {
 	}
 	c.mu.Lock()
 	if c.active && c.filter.Pass(typ, mem, time.Now()) {
-		b.n.Handler.HandlePresence(c.name, typ, mem)
+		b.n.Handler().HandlePresence(c.name, typ, mem)
 	}
 	c.mu.Unlock()
 }

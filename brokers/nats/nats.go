@@ -165,7 +165,7 @@ func (b *Broker) setupPresence(ctx context.Context, nc *natsbase.Conn) error {
 	ctx, cancel := context.WithTimeout(ctx, setupTimeout)
 	defer cancel()
 	if _, err := js.AccountInfo(ctx); errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
-		b.n.Log.Warn("nats: the server has no JetStream: presence is off")
+		b.n.Log().Warn("nats: the server has no JetStream: presence is off")
 		return nil
 	}
 	pres := natsbase.NewPresence(nc.Conn, natsbase.PresenceConfig{
@@ -177,7 +177,7 @@ func (b *Broker) setupPresence(ctx context.Context, nc *natsbase.Conn) error {
 	if err := b.n.SetupRetry(ctx, func(ctx context.Context) error { return pres.Ensure(ctx, js) }); err != nil {
 		return err
 	}
-	b.n.Pres = pres
+	b.n.SetPresence(pres)
 	b.js = js
 	return nil
 }
@@ -190,18 +190,18 @@ const presenceCheckEvery = 2 * time.Second
 // checkPresence re-creates the presence stream when it is gone. The
 // members it listed are lost: clients show up again when they resubscribe.
 func (b *Broker) checkPresence() {
-	if b.n.Pres == nil {
+	if b.n.Presence() == nil {
 		return
 	}
 	ctx, cancel := b.n.BgCtx(5 * time.Second)
 	defer cancel()
-	err := b.n.Pres.Check(ctx, b.js)
+	err := b.n.Presence().Check(ctx, b.js)
 	if !natsbase.IsStreamNotFound(err) {
 		return
 	}
-	b.n.Log.Warn("nats: the presence stream is gone; creating it again", "err", err)
-	if err := b.n.Pres.Ensure(ctx, b.js); err != nil {
-		b.n.Log.Warn("nats: re-creating the presence stream", "err", err)
+	b.n.Log().Warn("nats: the presence stream is gone; creating it again", "err", err)
+	if err := b.n.Presence().Ensure(ctx, b.js); err != nil {
+		b.n.Log().Warn("nats: re-creating the presence stream", "err", err)
 	}
 }
 

@@ -23,8 +23,8 @@ func (b *Broker) Publish(ctx context.Context, ch string, data []byte) (brokers.P
 	if err := b.n.Check(ctx); err != nil {
 		return brokers.Position{}, fmt.Errorf("nats: publish %s: %w", ch, err)
 	}
-	if b.n.NC.IsConnected() && b.n.Outbox.Len() == 0 {
-		err := b.n.NC.Publish(b.pubPre+natsname.Token(ch), data)
+	if b.n.Conn().IsConnected() && b.n.Outbox().Len() == 0 {
+		err := b.n.Conn().Publish(b.pubPre+natsname.Token(ch), data)
 		if err == nil {
 			return brokers.Position{}, nil
 		}
@@ -37,28 +37,19 @@ func (b *Broker) Publish(ctx context.Context, ch string, data []byte) (brokers.P
 
 // enqueue accepts a publication into the outbox and delivers it locally.
 func (b *Broker) enqueue(ch string, data []byte) error {
-	b.n.Outbox.Lock()
-	defer b.n.Outbox.Unlock()
-	if !b.n.Outbox.PushLocked(outboxEntry{ch: strings.Clone(ch), data: append([]byte(nil), data...)}) {
+	b.n.Outbox().Lock()
+	defer b.n.Outbox().Unlock()
+	if !b.n.Outbox().PushLocked(outboxEntry{ch: strings.Clone(ch), data: append([]byte(nil), data...)}) {
 		return fmt.Errorf("nats: publish %s: %w: server unreachable and outbox full", ch, brokers.ErrUnavailable)
 	}
-	b.n.DeliverMu.RLock()
-	defer b.n.DeliverMu.RUnlock()
-	if b.n.State.Load() != natsbase.StateRunning {
-		return nil
-	}
-	c := b.n.Channel(ch)
-	if c != nil {
+	b.n.DeliverLocal(ch, func(c *channel, h brokers.Handler) {
 		c.mu.Lock()
 		if c.active {
-			b.n.Handler.HandlePublication(c.name, brokers.Publication{Data: data})
+			h.HandlePublication(c.name, brokers.Publication{Data: data})
 		}
 		c.mu.Unlock()
-	}
-	select {
-	case b.n.Kick <- struct{}{}:
-	default:
-	}
+	})
+	b.n.Poke()
 	return nil
 }
 
@@ -73,20 +64,20 @@ const flushDelay = natsbase.ReconnectWait + natsbase.ReconnectJitter + 250*time.
 func (b *Broker) flusher() {
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
-	reconnects := b.n.NC.Stats().Reconnects
+	reconnects := b.n.Conn().Stats().Reconnects
 	var hold time.Time
 	lastCheck := time.Now()
 	for {
 		select {
-		case <-b.n.Ctx.Done():
+		case <-b.n.Done():
 			return
-		case <-b.n.Kick:
+		case <-b.n.Kicked():
 		case <-tick.C:
 		}
-		if !b.n.NC.IsConnected() {
+		if !b.n.Conn().IsConnected() {
 			continue
 		}
-		if n := b.n.NC.Stats().Reconnects; n != reconnects {
+		if n := b.n.Conn().Stats().Reconnects; n != reconnects {
 			reconnects = n
 			hold = time.Now().Add(flushDelay)
 			if fault.On(fault.NATSFlushNow) {
@@ -100,22 +91,22 @@ func (b *Broker) flusher() {
 		if time.Now().Before(hold) {
 			continue
 		}
-		for b.n.NC.IsConnected() {
-			e, ok := b.n.Outbox.Peek()
+		for b.n.Conn().IsConnected() {
+			e, ok := b.n.Outbox().Peek()
 			if !ok {
 				break
 			}
 			if fault.On(fault.NATSOutboxDropped) {
-				b.n.Outbox.Pop()
+				b.n.Outbox().Pop()
 				continue
 			}
 			m := natsgo.NewMsg(b.pubPre + natsname.Token(e.ch))
 			m.Header.Set(hdrLocal, b.nodeID)
 			m.Data = e.data
-			if err := b.n.NC.PublishMsg(m); err != nil {
+			if err := b.n.Conn().PublishMsg(m); err != nil {
 				break
 			}
-			b.n.Outbox.Pop()
+			b.n.Outbox().Pop()
 		}
 	}
 }

@@ -18,9 +18,9 @@ import (
 
 // Lifecycle states of a Node.
 const (
-	StateNew int32 = iota
-	StateRunning
-	StateClosed
+	stateNew int32 = iota
+	stateRunning
+	stateClosed
 )
 
 // Channel is what a Node needs of a backend's subscribed channel.
@@ -32,33 +32,42 @@ type Channel interface {
 
 // Node is the state and the plumbing both NATS backends share: lifecycle,
 // connection, embedded server, delivery shards, subscribed channels, outbox
-// and presence. A backend holds one and sets the fields in its Start; Name
-// ("nats", "jetstream") prefixes errors and logs.
+// and presence. Its state is its own: a backend holds one, starts it with
+// Start and reaches that state only through the methods below, so the lock
+// rules (lifeMu for Start and Close, chansMu for the channel map, deliverMu
+// between local deliveries and Close) are kept here alone. Name ("nats",
+// "jetstream") prefixes errors and logs.
+//
+// What Start sets (the connection, handler, presence, shards, lifetime
+// context) is written once under lifeMu before the state becomes running
+// and only read afterwards, so its accessors take no lock; a backend calls
+// them only after a successful Start (and its Setup, Handle and Run
+// callbacks, which Start orders after what they read).
 type Node[C Channel, E any] struct {
-	Name string
-	Log  *slog.Logger
+	name string
+	log  *slog.Logger
 
-	LifeMu  sync.Mutex
-	State   atomic.Int32
-	Handler brokers.Handler
-	Srv     *server.Server // embedded, owned; nil when connecting to a URL
-	NC      *Conn
-	Pres    *Presence       // nil without JetStream (core NATS)
-	Ctx     context.Context // cancelled by Close
-	Cancel  context.CancelFunc
-	Shards  *Shards
-	Kick    chan struct{} // wakes the backend's flusher
-	WG      sync.WaitGroup
+	lifeMu  sync.Mutex
+	state   atomic.Int32
+	handler brokers.Handler
+	srv     *server.Server // embedded, owned; nil when connecting to a URL
+	nc      *Conn
+	pres    *Presence       // nil without JetStream (core NATS)
+	ctx     context.Context // cancelled by Close
+	cancel  context.CancelFunc
+	shards  *Shards
+	kick    chan struct{} // wakes the backend's flusher
+	wg      sync.WaitGroup
 
-	// DeliverMu: local deliveries (publishes during an outage) hold it for
+	// deliverMu: local deliveries (publishes during an outage) hold it for
 	// reading; Close takes it for writing, so none runs after Close.
-	DeliverMu sync.RWMutex
-	Inflight  Inflight // requests to end when the connection drops
+	deliverMu sync.RWMutex
+	inflight  Inflight // requests to end when the connection drops
 
-	ChansMu sync.Mutex
-	Chans   map[string]C
+	chansMu sync.Mutex
+	chans   map[string]C
 
-	Outbox *Outbox[E]
+	outbox *Outbox[E]
 }
 
 // NewNode returns a Node with its maps and channels made.
@@ -67,58 +76,58 @@ func NewNode[C Channel, E any](name string, log *slog.Logger, outboxSize int) *N
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Node[C, E]{
-		Name:   name,
-		Log:    log,
-		Chans:  make(map[string]C),
-		Outbox: NewOutbox[E](outboxSize),
-		Kick:   make(chan struct{}, 1),
+		name:   name,
+		log:    log,
+		chans:  make(map[string]C),
+		outbox: NewOutbox[E](outboxSize),
+		kick:   make(chan struct{}, 1),
 	}
 }
 
-// Close stops delivery and the backend's goroutines (those in WG), closes
+// Close stops delivery and the backend's goroutines (StartConfig.Run), closes
 // the connection and shuts the embedded server down. Publishes still in the
 // outbox are lost; their number is logged.
 func (n *Node[C, E]) Close() error {
-	n.LifeMu.Lock()
-	defer n.LifeMu.Unlock()
-	if n.State.Swap(StateClosed) != StateRunning {
+	n.lifeMu.Lock()
+	defer n.lifeMu.Unlock()
+	if n.state.Swap(stateClosed) != stateRunning {
 		return nil
 	}
-	n.Cancel()
-	n.DeliverMu.Lock()
+	n.cancel()
+	n.deliverMu.Lock()
 	//lint:ignore SA2001 waiting for the readers is the point
-	n.DeliverMu.Unlock()
-	n.WG.Wait()
-	if k := n.Outbox.Len(); k > 0 {
-		n.Log.Warn(n.Name+": closing with publishes still in the outbox; they are lost", "count", k)
+	n.deliverMu.Unlock()
+	n.wg.Wait()
+	if k := n.outbox.Len(); k > 0 {
+		n.log.Warn(n.name+": closing with publishes still in the outbox; they are lost", "count", k)
 	}
-	n.NC.Close()
-	n.Shards.Stop()
-	n.ChansMu.Lock()
-	for _, c := range n.Chans {
+	n.nc.Close()
+	n.shards.Stop()
+	n.chansMu.Lock()
+	for _, c := range n.chans {
 		c.Deactivate()
 	}
-	clear(n.Chans)
-	n.ChansMu.Unlock()
-	n.StopServer()
+	clear(n.chans)
+	n.chansMu.Unlock()
+	n.stopServer()
 	return nil
 }
 
-// StopServer shuts the embedded server down, if there is one.
-func (n *Node[C, E]) StopServer() {
-	if n.Srv != nil {
-		n.Srv.Shutdown()
-		n.Srv.WaitForShutdown()
+// stopServer shuts the embedded server down, if there is one.
+func (n *Node[C, E]) stopServer() {
+	if n.srv != nil {
+		n.srv.Shutdown()
+		n.srv.WaitForShutdown()
 	}
 }
 
 // ClientURL is the client URL of the embedded server ("" with a URL set),
 // so a second node can connect to it.
 func (n *Node[C, E]) ClientURL() string {
-	if n.Srv == nil {
+	if n.srv == nil {
 		return ""
 	}
-	return n.Srv.ClientURL()
+	return n.srv.ClientURL()
 }
 
 // Ping implements brokers.Pinger: a round trip to the server, with no
@@ -126,21 +135,21 @@ func (n *Node[C, E]) ClientURL() string {
 // the other nodes).
 func (n *Node[C, E]) Ping(ctx context.Context) error {
 	if err := n.Check(ctx); err != nil {
-		return fmt.Errorf("%s: ping: %w", n.Name, err)
+		return fmt.Errorf("%s: ping: %w", n.name, err)
 	}
-	if k := n.Outbox.Len(); k > 0 {
-		return fmt.Errorf("%s: ping: %w: %d publishes waiting in the outbox", n.Name, brokers.ErrUnavailable, k)
+	if k := n.outbox.Len(); k > 0 {
+		return fmt.Errorf("%s: ping: %w: %d publishes waiting in the outbox", n.name, brokers.ErrUnavailable, k)
 	}
 	ctx, cancel := n.OpCtx(ctx)
 	defer cancel()
-	if err := n.NC.FlushWithContext(ctx); err != nil {
-		return fmt.Errorf("%s: ping: %w: %w", n.Name, brokers.ErrUnavailable, err)
+	if err := n.nc.FlushWithContext(ctx); err != nil {
+		return fmt.Errorf("%s: ping: %w: %w", n.name, brokers.ErrUnavailable, err)
 	}
 	return nil
 }
 
 // OutboxLen is the number of publishes waiting for the server (a metric).
-func (n *Node[C, E]) OutboxLen() int { return n.Outbox.Len() }
+func (n *Node[C, E]) OutboxLen() int { return n.outbox.Len() }
 
 // Pending implements brokers.PendingReporter: the deliveries waiting in
 // the shard queues, their capacity, and the embedded server's limit on
@@ -148,10 +157,10 @@ func (n *Node[C, E]) OutboxLen() int { return n.Outbox.Len() }
 // server).
 func (n *Node[C, E]) Pending() brokers.PendingStats {
 	var st brokers.PendingStats
-	if sh := n.Shards; sh != nil {
+	if sh := n.shards; sh != nil {
 		st.Msgs, st.MsgLimit = sh.Len(), sh.Cap()
 	}
-	if n.Srv != nil {
+	if n.srv != nil {
 		st.ServerBytesLimit = natsserver.ServerMaxPending
 	}
 	return st
@@ -160,7 +169,7 @@ func (n *Node[C, E]) Pending() brokers.PendingStats {
 // Check returns brokers.ErrClosed when the node is not running, else ctx's
 // error.
 func (n *Node[C, E]) Check(ctx context.Context) error {
-	if n.State.Load() != StateRunning {
+	if n.state.Load() != stateRunning {
 		return brokers.ErrClosed
 	}
 	return ctx.Err()
@@ -169,22 +178,22 @@ func (n *Node[C, E]) Check(ctx context.Context) error {
 // OpCtx bounds a call's context by the node's lifetime and the connection:
 // Close and a lost connection end it (see Inflight).
 func (n *Node[C, E]) OpCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	ctx, done := n.Inflight.Context(ctx, n.Ctx)
+	ctx, done := n.inflight.Context(ctx, n.ctx)
 	return ctx, context.CancelFunc(done)
 }
 
 // BgCtx is OpCtx for the node's own work, bounded by d.
 func (n *Node[C, E]) BgCtx(d time.Duration) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithTimeout(n.Ctx, d)
-	ctx, done := n.Inflight.Context(ctx, n.Ctx)
+	ctx, cancel := context.WithTimeout(n.ctx, d)
+	ctx, done := n.inflight.Context(ctx, n.ctx)
 	return ctx, func() { done(); cancel() }
 }
 
-// Notify is the connection's state callback: a lost connection ends the
+// notify is the connection's state callback: a lost connection ends the
 // requests in flight; any change wakes the flusher.
-func (n *Node[C, E]) Notify(connected bool) {
+func (n *Node[C, E]) notify(connected bool) {
 	if !connected {
-		n.Inflight.CancelAll()
+		n.inflight.CancelAll()
 	}
 	n.Poke()
 }
@@ -192,24 +201,89 @@ func (n *Node[C, E]) Notify(connected bool) {
 // Poke wakes the flusher.
 func (n *Node[C, E]) Poke() {
 	select {
-	case n.Kick <- struct{}{}:
+	case n.kick <- struct{}{}:
 	default:
+	}
+}
+
+// Log is the node's logger.
+func (n *Node[C, E]) Log() *slog.Logger { return n.log }
+
+// Conn is the connection (after Start).
+func (n *Node[C, E]) Conn() *Conn { return n.nc }
+
+// Handler is the handler given to Start.
+func (n *Node[C, E]) Handler() brokers.Handler { return n.handler }
+
+// Presence is the presence store set by SetPresence (nil without one).
+func (n *Node[C, E]) Presence() *Presence { return n.pres }
+
+// SetPresence sets the presence store; only StartConfig.Setup calls it
+// (Start holds lifeMu and publishes it with the running state).
+func (n *Node[C, E]) SetPresence(p *Presence) { n.pres = p }
+
+// Outbox is the queue of publishes waiting for the server.
+func (n *Node[C, E]) Outbox() *Outbox[E] { return n.outbox }
+
+// Queue is the delivery shard queue for channel ch.
+func (n *Node[C, E]) Queue(ch string) chan *nats.Msg { return n.shards.Queue(ch) }
+
+// Running reports whether the node is started and not closed.
+func (n *Node[C, E]) Running() bool { return n.state.Load() == stateRunning }
+
+// Done is closed when Close begins.
+func (n *Node[C, E]) Done() <-chan struct{} { return n.ctx.Done() }
+
+// Closing reports whether Close has begun.
+func (n *Node[C, E]) Closing() bool { return n.ctx.Err() != nil }
+
+// Kicked receives when Poke was called (the flusher waits on it).
+func (n *Node[C, E]) Kicked() <-chan struct{} { return n.kick }
+
+// Register returns the subscribed channel ch, or, when there is none,
+// registers newC() under ch and returns it with fresh true. newC runs under
+// the channel-map lock, so it must not call back into the Node; a backend
+// may lock the new channel there, so no one who finds it sees it
+// half-built.
+func (n *Node[C, E]) Register(ch string, newC func() C) (c C, fresh bool) {
+	n.chansMu.Lock()
+	defer n.chansMu.Unlock()
+	if c, ok := n.chans[ch]; ok {
+		return c, false
+	}
+	c = newC()
+	n.chans[ch] = c
+	return c, true
+}
+
+// DeliverLocal runs deliver with the subscribed channel ch and the handler,
+// if the node is running and serves ch; Close waits for it, so nothing is
+// delivered after Close returns.
+func (n *Node[C, E]) DeliverLocal(ch string, deliver func(c C, h brokers.Handler)) {
+	n.deliverMu.RLock()
+	defer n.deliverMu.RUnlock()
+	if !n.Running() {
+		return
+	}
+	var none C
+	if c := n.Channel(ch); c != none {
+		deliver(c, n.handler)
 	}
 }
 
 // Channel returns the subscribed channel ch (the zero C when none).
 func (n *Node[C, E]) Channel(ch string) C {
-	n.ChansMu.Lock()
-	defer n.ChansMu.Unlock()
-	return n.Chans[ch]
+	n.chansMu.Lock()
+	defer n.chansMu.Unlock()
+	return n.chans[ch]
 }
 
 // Channels returns the subscribed channels.
 func (n *Node[C, E]) Channels() []C {
-	n.ChansMu.Lock()
-	defer n.ChansMu.Unlock()
-	cs := make([]C, 0, len(n.Chans))
-	for _, c := range n.Chans {
+	n.chansMu.Lock()
+	defer n.chansMu.Unlock()
+	cs := make([]C, 0, len(n.chans))
+	for _, c := range n.chans {
 		cs = append(cs, c)
 	}
 	return cs
@@ -228,18 +302,18 @@ func (n *Node[C, E]) Lookup(tok string) C {
 // Forget removes c from the subscribed channels if it is still the one
 // registered under name.
 func (n *Node[C, E]) Forget(name string, c C) {
-	n.ChansMu.Lock()
-	if n.Chans[name] == c {
-		delete(n.Chans, name)
+	n.chansMu.Lock()
+	if n.chans[name] == c {
+		delete(n.chans, name)
 	}
-	n.ChansMu.Unlock()
+	n.chansMu.Unlock()
 }
 
 // Unsubscribe ends the node's subscription to ch: drop ends the channel's
 // own subscriptions (after it is forgotten, so nothing new finds it).
 func (n *Node[C, E]) Unsubscribe(ctx context.Context, ch string, drop func(C)) error {
 	if err := n.Check(ctx); err != nil {
-		return fmt.Errorf("%s: unsubscribe %s: %w", n.Name, ch, err)
+		return fmt.Errorf("%s: unsubscribe %s: %w", n.name, ch, err)
 	}
 	var none C
 	if c := n.Channel(ch); c != none {
@@ -253,10 +327,10 @@ var errNoPresence = fmt.Errorf("%w: presence needs JetStream on the NATS server"
 
 func (n *Node[C, E]) presenceCheck(ctx context.Context, op, ch string) error {
 	if err := n.Check(ctx); err != nil {
-		return fmt.Errorf("%s: %s %s: %w", n.Name, op, ch, err)
+		return fmt.Errorf("%s: %s %s: %w", n.name, op, ch, err)
 	}
-	if n.Pres == nil {
-		return fmt.Errorf("%s: %s %s: %w", n.Name, op, ch, errNoPresence)
+	if n.pres == nil {
+		return fmt.Errorf("%s: %s %s: %w", n.name, op, ch, errNoPresence)
 	}
 	return nil
 }
@@ -268,7 +342,7 @@ func (n *Node[C, E]) Join(ctx context.Context, ch string, m brokers.Member, ttl 
 	}
 	ctx, cancel := n.OpCtx(ctx)
 	defer cancel()
-	return Wrap(n.Name, "join", ch, n.Pres.Join(ctx, ch, m, ttl))
+	return Wrap(n.name, "join", ch, n.pres.Join(ctx, ch, m, ttl))
 }
 
 // Leave implements brokers.Presence.
@@ -278,7 +352,7 @@ func (n *Node[C, E]) Leave(ctx context.Context, ch string, m brokers.Member) err
 	}
 	ctx, cancel := n.OpCtx(ctx)
 	defer cancel()
-	return Wrap(n.Name, "leave", ch, n.Pres.Leave(ctx, ch, m))
+	return Wrap(n.name, "leave", ch, n.pres.Leave(ctx, ch, m))
 }
 
 // Refresh implements brokers.Presence.
@@ -288,7 +362,7 @@ func (n *Node[C, E]) Refresh(ctx context.Context, ch string, ms []brokers.Member
 	}
 	ctx, cancel := n.OpCtx(ctx)
 	defer cancel()
-	return Wrap(n.Name, "refresh", ch, n.Pres.Refresh(ctx, ch, ms, ttl))
+	return Wrap(n.name, "refresh", ch, n.pres.Refresh(ctx, ch, ms, ttl))
 }
 
 // Members implements brokers.Presence.
@@ -298,13 +372,15 @@ func (n *Node[C, E]) Members(ctx context.Context, ch string) ([]brokers.Member, 
 	}
 	ctx, cancel := n.OpCtx(ctx)
 	defer cancel()
-	ms, err := n.Pres.Members(ctx, ch)
-	return ms, Wrap(n.Name, "members", ch, err)
+	ms, err := n.pres.Members(ctx, ch)
+	return ms, Wrap(n.name, "members", ch, err)
 }
 
 // Public is what a backend's Broker exports of its Node: the Broker embeds
-// it, so Close, Ping, ClientURL, OutboxLen and the brokers.Presence methods
-// are the Node's, while the Node's fields stay out of the Broker's API.
+// it, so Close, Ping, ClientURL, OutboxLen, Pending and the
+// brokers.Presence methods are the Node's, while the methods only a
+// backend calls (Start, Register, DeliverLocal, ...) stay out of the
+// Broker's API.
 type Public[C Channel, E any] struct{ n *Node[C, E] }
 
 // PublicOf returns n's exported methods.
@@ -356,11 +432,11 @@ type StartConfig struct {
 	QueueSize  int                     // per shard
 	// Handle runs on a delivery shard for each message received.
 	Handle func(*nats.Msg)
-	// Setup runs once connected (streams, presence, subscriptions); its
-	// error ends Start, closing what was opened.
+	// Setup runs once connected (streams, presence via SetPresence,
+	// subscriptions); its error ends Start, closing what was opened.
 	Setup func(ctx context.Context, nc *Conn) error
-	// Run, when set, runs in WG while the node runs (the flusher); it
-	// returns when Ctx is done.
+	// Run, when set, runs while the node runs (the flusher); it returns
+	// when Done is closed. Close waits for it.
 	Run func()
 	// SlowConsumer: see ConnConfig.
 	SlowConsumer func(subject string)
@@ -370,31 +446,31 @@ type StartConfig struct {
 // runs the backend's setup and starts delivery to h.
 func (n *Node[C, E]) Start(ctx context.Context, h brokers.Handler, sc StartConfig) error {
 	if h == nil {
-		return fmt.Errorf("%s: start: nil handler", n.Name)
+		return fmt.Errorf("%s: start: nil handler", n.name)
 	}
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("%s: start: %w", n.Name, err)
+		return fmt.Errorf("%s: start: %w", n.name, err)
 	}
 	if !natsname.ValidPrefix(sc.Prefix) {
-		return fmt.Errorf("%s: start: bad subject prefix %q", n.Name, sc.Prefix)
+		return fmt.Errorf("%s: start: bad subject prefix %q", n.name, sc.Prefix)
 	}
-	n.LifeMu.Lock()
-	defer n.LifeMu.Unlock()
-	switch n.State.Load() {
-	case StateRunning:
-		return fmt.Errorf("%s: start: already started", n.Name)
-	case StateClosed:
-		return fmt.Errorf("%s: start: %w", n.Name, brokers.ErrClosed)
+	n.lifeMu.Lock()
+	defer n.lifeMu.Unlock()
+	switch n.state.Load() {
+	case stateRunning:
+		return fmt.Errorf("%s: start: already started", n.name)
+	case stateClosed:
+		return fmt.Errorf("%s: start: %w", n.name, brokers.ErrClosed)
 	}
 	auth := sc.Auth
 	if risky := auth.plaintextRisk(sc.URL); sc.URL != "" && len(risky) > 0 {
-		n.Log.Warn(n.Name+": the NATS credential may go to servers off this host in plain text (nats:// URL, no CA): use tls:// URLs and nats.tls.ca_file", "servers", risky)
+		n.log.Warn(n.name+": the NATS credential may go to servers off this host in plain text (nats:// URL, no CA): use tls:// URLs and nats.tls.ca_file", "servers", risky)
 	}
 	if sc.URL == "" {
 		emb := sc.Embedded
 		if !emb.HasCredential() {
 			if emb.Exposed() {
-				return fmt.Errorf("%s: start: %w: the embedded server listens on %q or has a cluster, so it needs a credential", n.Name, natsserver.ErrNoCredential, emb.Listen)
+				return fmt.Errorf("%s: start: %w: the embedded server listens on %q or has a cluster, so it needs a credential", n.name, natsserver.ErrNoCredential, emb.Listen)
 			}
 			// Loopback only and nobody else configured: this process is
 			// the server's only intended client. The server still asks
@@ -404,29 +480,29 @@ func (n *Node[C, E]) Start(ctx context.Context, h brokers.Handler, sc StartConfi
 		}
 		srv, err := natsserver.StartServer(emb)
 		if err != nil {
-			return fmt.Errorf("%s: start: %w", n.Name, err)
+			return fmt.Errorf("%s: start: %w", n.name, err)
 		}
-		n.Srv = srv
+		n.srv = srv
 		auth = serverAuth(emb)
 	}
-	nc, err := Connect(ctx, ConnConfig{URL: sc.URL, Server: n.Srv, Auth: auth, Name: sc.ClientName, Log: n.Log, Notify: n.Notify, SlowConsumer: sc.SlowConsumer})
+	nc, err := Connect(ctx, ConnConfig{URL: sc.URL, Server: n.srv, Auth: auth, Name: sc.ClientName, Log: n.log, Notify: n.notify, SlowConsumer: sc.SlowConsumer})
 	if err != nil {
-		n.StopServer()
-		return fmt.Errorf("%s: start: %w", n.Name, err)
+		n.stopServer()
+		return fmt.Errorf("%s: start: %w", n.name, err)
 	}
-	n.NC = nc
+	n.nc = nc
 	if err := sc.Setup(ctx, nc); err != nil {
 		nc.Close()
-		n.StopServer()
-		return fmt.Errorf("%s: start: %w", n.Name, err)
+		n.stopServer()
+		return fmt.Errorf("%s: start: %w", n.name, err)
 	}
-	n.Ctx, n.Cancel = context.WithCancel(context.Background())
-	n.Handler = h
-	n.Shards = NewShards(sc.Shards, sc.QueueSize, sc.Handle)
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.handler = h
+	n.shards = NewShards(sc.Shards, sc.QueueSize, sc.Handle)
 	if sc.Run != nil {
-		n.WG.Go(sc.Run)
+		n.wg.Go(sc.Run)
 	}
-	n.State.Store(StateRunning)
+	n.state.Store(stateRunning)
 	return nil
 }
 
@@ -439,7 +515,7 @@ func (n *Node[C, E]) SetupRetry(ctx context.Context, f func(ctx context.Context)
 		defer cancel()
 		err := f(ctx)
 		if err != nil {
-			n.Log.Info(n.Name+": waiting for JetStream", "err", err)
+			n.log.Info(n.name+": waiting for JetStream", "err", err)
 		}
 		return err
 	})
