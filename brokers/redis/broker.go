@@ -28,8 +28,8 @@ const (
 
 // Broker is the Redis backend. Create it with New; see the package doc.
 type Broker struct {
-	// BoundPresence implements brokers.Presence (brokers/internal/redisbase).
-	redisbase.BoundPresence
+	// Presence implements brokers.Presence (brokers/internal/redisbase).
+	*redisbase.Presence
 
 	cfg Config
 
@@ -79,7 +79,7 @@ var (
 func New(cfg Config) *Broker {
 	cfg = cfg.withDefaults()
 	b := &Broker{cfg: cfg, nodeID: randomID()}
-	b.BoundPresence = presence.Bind(presenceBackend{b})
+	b.Presence = redisbase.NewPresence("redis", presenceScripts, errBadReply, presenceBackend{b})
 	b.nodeField = "n:" + b.nodeID
 	b.histSizeArg = strconv.Itoa(max(cfg.HistorySize, 0))
 	b.histTTLArg = msToArg(cfg.HistoryTTL.Milliseconds())

@@ -9,7 +9,6 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/syncgate/syncgate/brokers"
-	"github.com/syncgate/syncgate/brokers/internal/redisbase"
 )
 
 // Presence is brokers/internal/redisbase's: per channel, a hash client -> user
@@ -19,8 +18,7 @@ import (
 // is due to expire (it learns expiries from the join events and from its
 // own calls), so a crashed node's members leave within the TTL (plus one
 // filler tick) even when nobody calls Join or Refresh.
-var presence = redisbase.Presence{Name: "redis", Scripts: presenceScripts, BadReply: errBadReply}
-
+//
 // presenceBackend is the broker as redisbase.Presence needs it.
 type presenceBackend struct{ b *Broker }
 

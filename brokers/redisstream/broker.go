@@ -20,8 +20,8 @@ import (
 
 // Broker is the redis-streams backend. Make one with New.
 type Broker struct {
-	// BoundPresence implements brokers.Presence (brokers/internal/redisbase).
-	redisbase.BoundPresence
+	// Presence implements brokers.Presence (brokers/internal/redisbase).
+	*redisbase.Presence
 
 	cfg Config
 
@@ -61,7 +61,7 @@ func New(cfg Config) *Broker {
 		histTTLArg: strconv.FormatInt(max(c.HistoryTTL.Milliseconds(), 1), 10),
 		metaTTLArg: strconv.FormatInt(max(int64(c.MetaTTL/time.Second), 1), 10),
 	}
-	b.BoundPresence = presence.Bind(presenceBackend{b})
+	b.Presence = redisbase.NewPresence("redis-streams", presenceScripts, errBadReply, presenceBackend{b})
 	return b
 }
 

@@ -5,8 +5,6 @@ import (
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
-
-	"github.com/syncgate/syncgate/brokers/internal/redisbase"
 )
 
 // Presence is brokers/internal/redisbase's (the redis backend's design): per
@@ -14,8 +12,7 @@ import (
 // scripts that prune the expired first and announce each join and leave,
 // atomically, so a leave is announced once. Events are appended to the
 // channel's events stream, which the tailers read with the messages.
-var presence = redisbase.Presence{Name: "redis-streams", Scripts: presenceScripts, BadReply: errBadReply}
-
+//
 // presenceBackend is the broker as redisbase.Presence needs it.
 type presenceBackend struct{ b *Broker }
 

@@ -168,57 +168,64 @@ type PresenceBackend interface {
 	NoteTTL(ttl time.Duration)
 }
 
-// Presence implements the methods of brokers.Presence for a backend.
+// Presence implements brokers.Presence for a backend: a Broker embeds the
+// one NewPresence returns.
 type Presence struct {
-	// Name starts every error ("redis", "redis-streams").
-	Name    string
-	Scripts PresenceScripts
-	// BadReply is the error of a reply the scripts do not give.
-	BadReply error
+	name     string // starts every error ("redis", "redis-streams")
+	scripts  PresenceScripts
+	badReply error // the error of a reply the scripts do not give
+	be       PresenceBackend
+}
+
+// NewPresence returns the presence of backend be: name starts every error,
+// scripts are its presence scripts, badReply is the error of a reply they
+// do not give.
+func NewPresence(name string, scripts PresenceScripts, badReply error, be PresenceBackend) *Presence {
+	return &Presence{name: name, scripts: scripts, badReply: badReply, be: be}
 }
 
 // Join implements brokers.Presence.Join.
-func (p *Presence) Join(ctx context.Context, be PresenceBackend, ch string, m brokers.Member, ttl time.Duration) error {
+func (p *Presence) Join(ctx context.Context, ch string, m brokers.Member, ttl time.Duration) error {
 	if ttl <= 0 {
-		return fmt.Errorf("%s: join %s: ttl %v: must be positive", p.Name, ch, ttl)
+		return fmt.Errorf("%s: join %s: ttl %v: must be positive", p.name, ch, ttl)
 	}
-	if err := be.Check(ctx); err != nil {
-		return fmt.Errorf("%s: join %s: %w", p.Name, ch, err)
+	if err := p.be.Check(ctx); err != nil {
+		return fmt.Errorf("%s: join %s: %w", p.name, ch, err)
 	}
-	be.NoteTTL(ttl)
+	p.be.NoteTTL(ttl)
 	ms := max(ttl.Milliseconds(), 1)
 	if fault.On(fault.RedisPresenceTTLLong) {
 		ms = ms * 18 / 10
 	}
-	keys, arg := be.PresenceKeys(ch)
-	if err := p.call(ctx, be, ch, p.Scripts.Join, keys, arg, m.Client, m.User, msArg(ms), msArg(ms+KeyGrace.Milliseconds())); err != nil {
-		return fmt.Errorf("%s: join %s: %w", p.Name, ch, err)
+	keys, arg := p.be.PresenceKeys(ch)
+	if err := p.call(ctx, ch, p.scripts.Join, keys, arg, m.Client, m.User, msArg(ms), msArg(ms+KeyGrace.Milliseconds())); err != nil {
+		return fmt.Errorf("%s: join %s: %w", p.name, ch, err)
 	}
 	return nil
 }
 
 // Leave implements brokers.Presence.Leave.
-func (p *Presence) Leave(ctx context.Context, be PresenceBackend, ch string, m brokers.Member) error {
-	if err := be.Check(ctx); err != nil {
-		return fmt.Errorf("%s: leave %s: %w", p.Name, ch, err)
+func (p *Presence) Leave(ctx context.Context, ch string, m brokers.Member) error {
+	if err := p.be.Check(ctx); err != nil {
+		return fmt.Errorf("%s: leave %s: %w", p.name, ch, err)
 	}
-	keys, arg := be.PresenceKeys(ch)
-	if err := p.call(ctx, be, ch, p.Scripts.Leave, keys, arg, m.Client); err != nil {
-		return fmt.Errorf("%s: leave %s: %w", p.Name, ch, err)
+	keys, arg := p.be.PresenceKeys(ch)
+	if err := p.call(ctx, ch, p.scripts.Leave, keys, arg, m.Client); err != nil {
+		return fmt.Errorf("%s: leave %s: %w", p.name, ch, err)
 	}
 	return nil
 }
 
 // Refresh implements brokers.Presence.Refresh.
-func (p *Presence) Refresh(ctx context.Context, be PresenceBackend, ch string, ms []brokers.Member, ttl time.Duration) error {
+func (p *Presence) Refresh(ctx context.Context, ch string, ms []brokers.Member, ttl time.Duration) error {
 	if ttl <= 0 {
-		return fmt.Errorf("%s: refresh %s: ttl %v: must be positive", p.Name, ch, ttl)
+		return fmt.Errorf("%s: refresh %s: ttl %v: must be positive", p.name, ch, ttl)
 	}
-	if err := be.Check(ctx); err != nil {
-		return fmt.Errorf("%s: refresh %s: %w", p.Name, ch, err)
+	if err := p.be.Check(ctx); err != nil {
+		return fmt.Errorf("%s: refresh %s: %w", p.name, ch, err)
 	}
-	be.NoteTTL(ttl)
-	keys, arg := be.PresenceKeys(ch)
+	p.be.NoteTTL(ttl)
+	keys, arg := p.be.PresenceKeys(ch)
 	ttlMS := max(ttl.Milliseconds(), 1)
 	if fault.On(fault.RedisPresenceTTLLong) {
 		ttlMS = ttlMS * 18 / 10
@@ -228,26 +235,26 @@ func (p *Presence) Refresh(ctx context.Context, be PresenceBackend, ch string, m
 	for _, m := range ms {
 		args = append(args, m.Client)
 	}
-	if err := p.call(ctx, be, ch, p.Scripts.Refresh, keys, args...); err != nil {
-		return fmt.Errorf("%s: refresh %s: %w", p.Name, ch, err)
+	if err := p.call(ctx, ch, p.scripts.Refresh, keys, args...); err != nil {
+		return fmt.Errorf("%s: refresh %s: %w", p.name, ch, err)
 	}
 	return nil
 }
 
-// Members implements brokers.Presence.Members. It lists unexpired members
+// Members implements brokers.Presence.Members: the unexpired members,
 // sorted by expiry.
-func (p *Presence) Members(ctx context.Context, be PresenceBackend, ch string) ([]brokers.Member, error) {
-	if err := be.Check(ctx); err != nil {
-		return nil, fmt.Errorf("%s: members %s: %w", p.Name, ch, err)
+func (p *Presence) Members(ctx context.Context, ch string) ([]brokers.Member, error) {
+	if err := p.be.Check(ctx); err != nil {
+		return nil, fmt.Errorf("%s: members %s: %w", p.name, ch, err)
 	}
-	keys, _ := be.PresenceKeys(ch)
-	res, err := be.Run(ctx, ch, p.Scripts.Members, keys[:2])
+	keys, _ := p.be.PresenceKeys(ch)
+	res, err := p.be.Run(ctx, ch, p.scripts.Members, keys[:2])
 	if err != nil {
-		return nil, fmt.Errorf("%s: members %s: %w", p.Name, ch, err)
+		return nil, fmt.Errorf("%s: members %s: %w", p.name, ch, err)
 	}
 	vals, ok := res.([]any)
 	if !ok || len(vals)%2 != 0 {
-		return nil, fmt.Errorf("%s: members %s: %w", p.Name, ch, p.BadReply)
+		return nil, fmt.Errorf("%s: members %s: %w", p.name, ch, p.badReply)
 	}
 	out := make([]brokers.Member, 0, len(vals)/2)
 	for i := 0; i < len(vals); i += 2 {
@@ -260,50 +267,19 @@ func (p *Presence) Members(ctx context.Context, be PresenceBackend, ch string) (
 
 // call runs a presence script and schedules the channel's next prune from
 // its reply (nextExpiry).
-func (p *Presence) call(ctx context.Context, be PresenceBackend, ch string, sc *goredis.Script, keys []string, args ...any) error {
-	res, err := be.Run(ctx, ch, sc, keys, args...)
+func (p *Presence) call(ctx context.Context, ch string, sc *goredis.Script, keys []string, args ...any) error {
+	res, err := p.be.Run(ctx, ch, sc, keys, args...)
 	if err != nil {
 		return err
 	}
 	next, ok := res.(int64)
 	if !ok {
-		return p.BadReply
+		return p.badReply
 	}
 	if next >= 0 {
-		be.NotePrune(ch, time.Now().Add(time.Duration(next)*time.Millisecond))
+		p.be.NotePrune(ch, time.Now().Add(time.Duration(next)*time.Millisecond))
 	}
 	return nil
 }
 
 func msArg(ms int64) string { return strconv.FormatInt(ms, 10) }
-
-// BoundPresence is a Presence bound to its backend. A Broker embeds it, so
-// that its methods implement brokers.Presence.
-type BoundPresence struct {
-	p  *Presence
-	be PresenceBackend
-}
-
-// Bind binds p to be.
-func (p *Presence) Bind(be PresenceBackend) BoundPresence { return BoundPresence{p, be} }
-
-// Join implements brokers.Presence.
-func (x BoundPresence) Join(ctx context.Context, ch string, m brokers.Member, ttl time.Duration) error {
-	return x.p.Join(ctx, x.be, ch, m, ttl)
-}
-
-// Leave implements brokers.Presence.
-func (x BoundPresence) Leave(ctx context.Context, ch string, m brokers.Member) error {
-	return x.p.Leave(ctx, x.be, ch, m)
-}
-
-// Refresh implements brokers.Presence.
-func (x BoundPresence) Refresh(ctx context.Context, ch string, ms []brokers.Member, ttl time.Duration) error {
-	return x.p.Refresh(ctx, x.be, ch, ms, ttl)
-}
-
-// Members implements brokers.Presence: the unexpired members, sorted by
-// expiry.
-func (x BoundPresence) Members(ctx context.Context, ch string) ([]brokers.Member, error) {
-	return x.p.Members(ctx, x.be, ch)
-}
