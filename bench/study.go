@@ -46,6 +46,7 @@ type studyOptions struct {
 	Gateway  string
 	Out      string
 	Docs     bool
+	NoProbe  bool // skip the agreement probe on the memory and redis rows
 	From     string // a results file to regenerate the docs from
 
 	Rates          []float64 // latency: total msg/s
@@ -82,6 +83,7 @@ func parseStudyArgs(args []string) (studyOptions, error) {
 	backends := fs.String("backends", "", "comma-separated subset of "+strings.Join(allBackends, ","))
 	fs.StringVar(&o.Gateway, "gateway", "", "use this gateway binary instead of building one")
 	fs.StringVar(&o.Out, "out", "", "directory for the JSON results (default bench/results in the repo)")
+	fs.BoolVar(&o.NoProbe, "no-probe", false, "skip the agreement probe (fanout scenario, one subscriber per channel) on the memory and redis rows")
 	fs.BoolVar(&o.Docs, "docs", true, "write docs/benchmarks-study.md and docs/plots/study-*.svg")
 	latFor := fs.Duration("latency-for", 0, "override the duration of each latency run (0: the mode's)")
 	stepFor := fs.Duration("step-for", 0, "override the duration of each new throughput step (0: the mode's)")

@@ -329,14 +329,14 @@ func runLoad(ctx context.Context, urls []string, spec loadSpec, p *progress, lab
 				now := time.Now().UnixNano()
 				switch ev.Type {
 				case sgclient.Message:
-					var m studyMsg
-					if json.Unmarshal(ev.Data, &m) != nil {
+					id, sent, ok := scanStudyMsg(ev.Data)
+					if !ok {
 						t.badPayload++
 						continue
 					}
-					if t.record(m.I) {
+					if t.record(id) {
 						uniqueDelivered.Add(1)
-						h.record((now - m.T) / 1000)
+						h.record((now - sent) / 1000)
 					}
 				case sgclient.Recovered:
 					t.recovered++
@@ -427,6 +427,7 @@ func runLoad(ctx context.Context, urls []string, spec loadSpec, p *progress, lab
 		offset := interval * time.Duration(c) / time.Duration(spec.Channels)
 		pubWG.Go(func() {
 			pubEnd := start.Add(spec.Duration + 5*time.Second)
+			name, buf := spec.channel(c), make([]byte, 0, 48)
 			for i := range perChan {
 				if time.Now().After(pubEnd) {
 					nUnsent.Add(int64(perChan - i))
@@ -441,7 +442,7 @@ func runLoad(ctx context.Context, urls []string, spec loadSpec, p *progress, lab
 					lags[c] = max(lags[c], -d)
 				}
 				pctx, pcancel := context.WithTimeout(ctx, spec.PublishTimeout)
-				_, err := pubs[c].Publish(pctx, spec.channel(c), studyMsg{I: i, T: sched.UnixNano()})
+				_, err := pubs[c].Publish(pctx, name, json.RawMessage(appendStudyMsg(buf[:0], i, sched.UnixNano())))
 				pcancel()
 				if err == nil {
 					acked[c][i] = true

@@ -38,6 +38,9 @@ type studyBackend struct {
 	Embedded   string      `json:"broker_embedded,omitempty"`
 	Killed     string      `json:"crash_killed,omitempty"` // which process the crash run kills
 	Throughput *tputResult `json:"throughput,omitempty"`
+	// Agreement: the study's latency against the minimal probe's at the
+	// first latency rate (memory and redis rows).
+	Agreement *agreement `json:"agreement,omitempty"`
 }
 
 // studyResults is the JSON file and the input of the docs.
@@ -128,6 +131,9 @@ func runStudy(ctx context.Context, o studyOptions, out, logw io.Writer) (*studyR
 		if ctx.Err() != nil {
 			rs.Backends = append(rs.Backends, b)
 			break
+		}
+		if probeBackends[name] && len(o.Rates) > 0 && !o.NoProbe {
+			b.Agreement = studyAgreement(ctx, o, spec, bin, tmp, lat, p)
 		}
 		p.printf("=== %s: crash ===", name)
 		r, err := studyCrash(ctx, o, spec, bin, tmp, p)
