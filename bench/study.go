@@ -78,8 +78,8 @@ var allBackends = []string{"memory", "redis", "redis-sharded", "redis-cluster", 
 func parseStudyArgs(args []string) (studyOptions, error) {
 	o := studyOptions{Args: append([]string{"study"}, args...)}
 	fs := flag.NewFlagSet("study", flag.ContinueOnError)
-	quick := fs.Bool("quick", false, "quick run (the default): latency at 1k msg/s for 4 s, throughput steps 1k/2k/5k msg/s of 3 s as time allows, a 8 s crash run; under 5 minutes")
-	fs.BoolVar(&o.Full, "full", false, "full run: latency at 1k, 5k and 20k msg/s (3 runs of 5 s each, medians), throughput steps 1k to 50k msg/s (new steps 6 s) as time allows, a 24 s crash run; about 30 minutes")
+	quick := fs.Bool("quick", false, "quick run (the default): latency at 1k msg/s for 4 s, throughput steps 1k/1.5k/2k/3k/4k/6k/8k msg/s of 3 s as time allows, a 8 s crash run; under 5 minutes")
+	fs.BoolVar(&o.Full, "full", false, "full run: latency at 1k, 5k and 20k msg/s (3 runs of 5 s each, medians), throughput steps 500, 1k, 1.5k, 2k, 3k, 4k, 6k, 8k ... 50k msg/s (new steps 6 s) as time allows, a 24 s crash run; about 30 minutes")
 	backends := fs.String("backends", "", "comma-separated subset of "+strings.Join(allBackends, ","))
 	fs.StringVar(&o.Gateway, "gateway", "", "use this gateway binary instead of building one")
 	fs.StringVar(&o.Out, "out", "", "directory for the JSON results (default bench/results in the repo)")
@@ -113,7 +113,7 @@ func parseStudyArgs(args []string) (studyOptions, error) {
 	if o.Full {
 		o.Rates, o.Reps = []float64{1000, 5000, 20000}, 3
 		o.LatencyFor = 5 * time.Second
-		o.TputSteps = []float64{1000, 2000, 5000, 10000, 20000, 50000}
+		o.TputSteps = []float64{500, 1000, 1500, 2000, 3000, 4000, 6000, 8000, 12000, 16000, 24000, 32000, 50000}
 		o.TputFor = 6 * time.Second
 		o.CrashFor, o.CrashAt, o.CrashPause = 24*time.Second, 8*time.Second, 4*time.Second
 		o.Drain = 5 * time.Second
@@ -121,7 +121,7 @@ func parseStudyArgs(args []string) (studyOptions, error) {
 	} else {
 		o.Rates, o.Reps = []float64{1000}, 1
 		o.LatencyFor = 4 * time.Second
-		o.TputSteps = []float64{1000, 2000, 5000}
+		o.TputSteps = []float64{1000, 1500, 2000, 3000, 4000, 6000, 8000}
 		o.TputFor = 3 * time.Second
 		o.CrashFor, o.CrashAt, o.CrashPause = 8*time.Second, 2*time.Second, 2*time.Second
 		o.Drain = 3 * time.Second

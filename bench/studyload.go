@@ -143,6 +143,9 @@ type loadResult struct {
 	DeliveriesPerS float64 `json:"deliveries_per_s"`
 	GatewayCPUS    float64 `json:"gateway_cpu_s"`
 	BrokerCPUS     float64 `json:"broker_cpu_s"`
+	// HarnessCPUS: CPU seconds of the study process itself (publishers
+	// and subscribers) in the same window (-1: not measured).
+	HarnessCPUS float64 `json:"harness_cpu_s"`
 }
 
 // cpuPerM is CPU seconds per million deliveries, -1 if unknown.
@@ -266,7 +269,7 @@ func refusal(err error) string {
 func runLoad(ctx context.Context, urls []string, spec loadSpec, p *progress, label string,
 	during func(ctx context.Context, start time.Time, event func(string, ...any))) (res loadResult, err error) {
 	res = loadResult{Rate: spec.Rate, Channels: spec.Channels, Subs: spec.Channels * spec.SubsPerChannel, DurationS: spec.Duration.Seconds(), Reasons: map[string]int{},
-		GatewayCPUS: -1, BrokerCPUS: -1}
+		GatewayCPUS: -1, BrokerCPUS: -1, HarnessCPUS: -1}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -409,6 +412,7 @@ func runLoad(ctx context.Context, urls []string, spec loadSpec, p *progress, lab
 	start := time.Now().Add(200 * time.Millisecond)
 	res.LoadStart = loadAvg()
 	var gw0, br0 time.Duration
+	h0, herr := readCPU(os.Getpid())
 	if spec.CPU != nil {
 		gw0, br0 = spec.CPU()
 	}
@@ -507,6 +511,9 @@ wait:
 	if spec.CPU != nil {
 		gw1, br1 := spec.CPU()
 		res.GatewayCPUS, res.BrokerCPUS = (gw1 - gw0).Seconds(), (br1 - br0).Seconds()
+	}
+	if h1, err := readCPU(os.Getpid()); err == nil && herr == nil {
+		res.HarnessCPUS = (h1 - h0).Seconds()
 	}
 	// Let late duplicates arrive, then stop the readers.
 	_ = sleepCtx(ctx, 500*time.Millisecond)

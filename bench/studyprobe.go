@@ -202,3 +202,39 @@ func studyAgreement(ctx context.Context, o studyOptions, spec backendSpec, bin, 
 	a = checkAgreement(a)
 	return &a
 }
+
+// agreementRows is the agreement table: the study's latency over all its
+// subscribers against the probe's, per probed backend.
+func agreementRows(rs *studyResults) [][]string {
+	rows := [][]string{{"backend", "msg/s", "study p50", "probe p50", "p50 diff", "study p99", "probe p99", "p99 diff", "verdict"}}
+	for _, b := range rs.Backends {
+		a := b.Agreement
+		if a == nil {
+			continue
+		}
+		verdict := "agree"
+		if !a.OK {
+			verdict = "FLAG: " + firstLine(a.Flag)
+		}
+		pct := func(v float64) string {
+			if v > 1e6 || a.Error != "" {
+				return "-"
+			}
+			return fmt.Sprintf("%+.0f %%", 100*v)
+		}
+		rows = append(rows, []string{b.Name, fmt.Sprintf("%.0f", a.Rate), f2(a.StudyP50), f2(a.ProbeP50), pct(a.DiffP50),
+			f2(a.StudyP99), f2(a.ProbeP99), pct(a.DiffP99), verdict})
+	}
+	return rows
+}
+
+// agreementFailed lists the flagged rows.
+func agreementFailed(rs *studyResults) []string {
+	var out []string
+	for _, b := range rs.Backends {
+		if b.Agreement != nil && !b.Agreement.OK {
+			out = append(out, b.Name+": "+b.Agreement.Flag)
+		}
+	}
+	return out
+}

@@ -80,17 +80,26 @@ func cpuCells(b studyBackend, r loadResult) (string, string) {
 	return gw, cell(cpuPerM(r.BrokerCPUS, r.Deliveries))
 }
 
+// harnessCell is the study process's own CPU seconds per million
+// deliveries (older result files have none: "-").
+func harnessCell(r loadResult) string {
+	if r.HarnessCPUS <= 0 {
+		return "-"
+	}
+	return f2(cpuPerM(r.HarnessCPUS, r.Deliveries))
+}
+
 // latencyRows is the latency table at one rate.
 func latencyRows(rs *studyResults, rate float64) [][]string {
 	rows := [][]string{{"backend", "nodes", "acked/sent/sched", "A p50", "A p99", "cross p50", "cross p90", "cross p99", "cross p99.9", "cross max", "lost", "dup", "out of order",
-		"deliveries/s", "gateway CPU s per M deliveries", "broker CPU s per M deliveries", "load avg"}}
+		"deliveries/s", "gateway CPU s per M deliveries", "broker CPU s per M deliveries", "harness CPU s per M deliveries", "load avg"}}
 	for _, b := range rs.Backends {
 		if b.Skipped != "" {
 			continue
 		}
 		if r, ok := latencyAt(b, rate); ok {
 			if r.Error != "" && r.Scheduled == 0 {
-				rows = append(rows, []string{b.Name, fmt.Sprint(b.Nodes), "error", "", "", "", "", "", "", "", "", "", "", "", "", "", ""})
+				rows = append(rows, []string{b.Name, fmt.Sprint(b.Nodes), "error", "", "", "", "", "", "", "", "", "", "", "", "", "", "", ""})
 				continue
 			}
 			cross := r.CrossNode
@@ -105,7 +114,7 @@ func latencyRows(rs *studyResults, rate float64) [][]string {
 				f2(r.SameNode.P50), f2(r.SameNode.P99),
 				dash(cross.P50), dash(cross.P90), dash(cross.P99), dash(cross.P999), dash(cross.Max),
 				fmt.Sprint(r.Lost), fmt.Sprint(r.Dup), fmt.Sprint(r.OutOfOrder),
-				fmt.Sprintf("%.0f", r.DeliveriesPerS), gw, br, fmt.Sprintf("%.1f-%.1f", r.LoadStart, r.LoadEnd)})
+				fmt.Sprintf("%.0f", r.DeliveriesPerS), gw, br, harnessCell(r), fmt.Sprintf("%.1f-%.1f", r.LoadStart, r.LoadEnd)})
 		}
 	}
 	return rows
@@ -206,6 +215,10 @@ func printStudy(w io.Writer, rs *studyResults) {
 		fmt.Fprintf(w, "\nlatency, %g msg/s on node A, ms from the scheduled send time (A = subscribers on node A, cross = on node B):\n", rate)
 		printRows(w, latencyRows(rs, rate))
 	}
+	if rows := agreementRows(rs); len(rows) > 1 {
+		fmt.Fprintf(w, "\nagreement with the minimal probe (all subscribers; flag: p50 off by > %.0f %%%% or p99 by > %.0f %%%%):\n", 100*agreeP50, 100*agreeP99)
+		printRows(w, rows)
+	}
 	if rows := tputRows(rs); len(rows) > 1 {
 		fmt.Fprintf(w, "\nthroughput: highest offered rate with p99 < %.0f ms and no loss:\n", tputP99Limit)
 		printRows(w, rows)
@@ -284,7 +297,7 @@ func writeStudyDocs(root string, rs *studyResults) error {
 
 	p := rs.Params
 	fmt.Fprintf(w, "## Latency\n\n")
-	fmt.Fprintf(w, "%v channels x %v subscribers (one connection each, alternating between node A and node B), one publisher connection per channel on node A publishing in order on an open-loop schedule for %v s. Latency is measured from the message's **scheduled** send time (corrected for coordinated omission: a publisher that falls behind does not hide the delay) to its arrival at the subscriber, recorded in an HdrHistogram. *A* columns are subscribers on the publishing node, *cross* columns subscribers on node B (the headline: a message crosses the broker). Loss, duplicates and reordering are counted per message id at every subscriber. A publisher still behind its schedule 5 s after the schedule's end stops: *sent* below *sched* means the backend (or the machine) could not keep up with the rate, and the latency columns cover the sent messages only. Milliseconds. *deliveries/s*: first copies delivered over the window from the start of publishing until every acked message had arrived; the CPU columns are the user+system CPU seconds (from /proc/<pid>/stat) of the two gateway processes and of the broker processes (redis-server, or none where the broker is embedded) in that window, per million deliveries. %s\n\n",
+	fmt.Fprintf(w, "%v channels x %v subscribers (one connection each, alternating between node A and node B), one publisher connection per channel on node A publishing in order on an open-loop schedule for %v s. Latency is measured from the message's **scheduled** send time (corrected for coordinated omission: a publisher that falls behind does not hide the delay) to its arrival at the subscriber, recorded in an HdrHistogram. *A* columns are subscribers on the publishing node, *cross* columns subscribers on node B (the headline: a message crosses the broker). Loss, duplicates and reordering are counted per message id at every subscriber. A publisher still behind its schedule 5 s after the schedule's end stops: *sent* below *sched* means the backend (or the machine) could not keep up with the rate, and the latency columns cover the sent messages only. Milliseconds. *deliveries/s*: first copies delivered over the window from the start of publishing until every acked message had arrived; the CPU columns are the user+system CPU seconds (from /proc/<pid>/stat) of the two gateway processes and of the broker processes (redis-server, or none where the broker is embedded) in that window, per million deliveries; *harness CPU* is the study process's own (its publishers and subscribers), so a reader can see what the load generator spends beside what it measures. %s\n\n",
 		p["latency_channels"], p["latency_subs_per_channel"], p["latency_duration_s"], repsNote(rs))
 	for _, rate := range studyRates(rs) {
 		fmt.Fprintf(w, "### %g msg/s\n\n", rate)
@@ -292,6 +305,17 @@ func writeStudyDocs(root string, rs *studyResults) error {
 		fmt.Fprintln(w)
 	}
 	fmt.Fprintf(w, "![latency CDF](plots/study-latency-cdf.svg)\n\n")
+	if rows := agreementRows(rs); len(rows) > 1 {
+		fmt.Fprintf(w, "### Agreement with a minimal probe\n\n")
+		fmt.Fprintf(w, "In the same invocation, on the memory and redis rows, a second load generator measures the same total rate over the same channels: the fanout scenario (`go run ./bench fanout`), raw WebSocket frames from loadgen processes of their own (subscribers and publishers in separate processes, each with its own loopback source addresses), payloads found by scanning bytes, **one** subscriber per channel spread over the same gateway nodes, on gateway and broker processes of its own. Its figures are the reference for what the gateway and broker add; a row is flagged when the study's p50 (all subscribers) differs from the probe's by more than %.0f %% or its p99 by more than %.0f %%, or when the probe lost anything.\n\n", 100*agreeP50, 100*agreeP99)
+		markdownRows(w, rows)
+		if f := agreementFailed(rs); len(f) > 0 {
+			fmt.Fprintf(w, "\n**Flagged:** %s. The study's latency on these rows is not the backend's alone: read them against the probe's.\n", strings.Join(f, "; "))
+		} else {
+			fmt.Fprintf(w, "\nNo row is flagged: on the probed rows the study's latency is the gateway's and broker's, within the limits above.\n")
+		}
+		fmt.Fprintln(w)
+	}
 
 	if hasTput {
 		fmt.Fprintf(w, "## Throughput\n\n")
