@@ -46,7 +46,7 @@ type studyOptions struct {
 	Gateway  string
 	Out      string
 	Docs     bool
-	NoProbe  bool // skip the agreement probe on the memory and redis rows
+	NoProbe  bool   // skip the agreement probe on the memory and redis rows
 	From     string // a results file to regenerate the docs from
 
 	Rates          []float64 // latency: total msg/s
