@@ -216,7 +216,7 @@ func printStudy(w io.Writer, rs *studyResults) {
 		printRows(w, latencyRows(rs, rate))
 	}
 	if rows := agreementRows(rs); len(rows) > 1 {
-		fmt.Fprintf(w, "\nagreement with the minimal probe (all subscribers; flag: p50 off by > %.0f %%%% or p99 by > %.0f %%%%):\n", 100*agreeP50, 100*agreeP99)
+		fmt.Fprintf(w, "\nagreement with the minimal probe (all subscribers; flag: p50 off by > %.0f %% or p99 by > %.0f %%):\n", 100*agreeP50, 100*agreeP99)
 		printRows(w, rows)
 	}
 	if rows := tputRows(rs); len(rows) > 1 {
@@ -374,7 +374,7 @@ func reasonsString(m map[string]int) string {
 // studyReading is the short reading of the trade-off, written from the
 // numbers.
 func studyReading(rs *studyResults) []string {
-	var out []string
+	out := harnessReading(rs)
 	rates := studyRates(rs)
 	if len(rates) > 0 {
 		rate := rates[0]
