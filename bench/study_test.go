@@ -89,9 +89,11 @@ func TestStudyDocs(t *testing.T) {
 		Machine: machine(), Params: map[string]any{"throughput_steps": []float64{1000, 2000}, "latency_rates": []float64{1000}, "latency_reps": 1},
 		Backends: []studyBackend{
 			{Name: "memory", Type: "memory", Nodes: 1, Latency: []loadResult{{Rate: 1000, Acked: 10, Scheduled: 10, SameNode: lat, All: lat}},
-				Crash: &loadResult{Scheduled: 100, Acked: 90, Refused: 10, LostMsgs: 5, Events: []string{"t=1s kill"}}},
+				Crash:     &loadResult{Scheduled: 100, Acked: 90, Refused: 10, LostMsgs: 5, Events: []string{"t=1s kill"}},
+				Agreement: &agreement{Backend: "memory", Rate: 1000, StudyP50: 0.9, StudyP99: 5.2, ProbeP50: 0.18, ProbeP99: 1.33}},
 			{Name: "redis", Type: "redis", Nodes: 2, Latency: []loadResult{{Rate: 1000, Acked: 10, Scheduled: 10, SameNode: lat, CrossNode: lat, All: lat}},
-				Crash: &loadResult{Scheduled: 100, Acked: 100}},
+				Crash:     &loadResult{Scheduled: 100, Acked: 100},
+				Agreement: &agreement{Backend: "redis", Rate: 1000, StudyP50: 1.1, StudyP99: 3, ProbeP50: 1, ProbeP99: 2.5}},
 			{Name: "redis-cluster", Type: "redis", Nodes: 2, Killed: "redis-server master 3 of 3",
 				Latency: []loadResult{okRun(1000, 10), okRun(1000, 12), okRun(1000, 11)},
 				Throughput: &tputResult{Steps: []tputStep{{Rate: 1000, Pass: true, FromLatency: true, Result: okRun(1000, 11)},
@@ -103,6 +105,12 @@ func TestStudyDocs(t *testing.T) {
 			{Name: "redis-streams", Type: "redis-streams", Nodes: 2, Skipped: "not built"},
 		},
 	}
+	for i, b := range rs.Backends {
+		if b.Agreement != nil {
+			a := checkAgreement(*b.Agreement)
+			rs.Backends[i].Agreement = &a
+		}
+	}
 	root := t.TempDir()
 	if err := writeStudyDocs(root, rs); err != nil {
 		t.Fatal(err)
@@ -113,12 +121,15 @@ func TestStudyDocs(t *testing.T) {
 	}
 	for _, want := range []string{"| redis | 2 | 10/10/10 |", "no acked message was lost with: redis", "memory 5 of 90 acked", "skipped: not built",
 		"## Throughput", "| redis-cluster | 1000 | 10000 | 11.00 | 500.00 | 250.00 |", "| nats | none (< 1000) |", "in gateway A",
-		"| redis-cluster | 2 | 300/300/300 |", "redis-server master 3 of 3", "what this run did: quick mode", "study-throughput.svg"} {
+		"| redis-cluster | 2 | 300/300/300 |", "redis-server master 3 of 3", "what this run did: quick mode", "study-throughput.svg",
+		"| memory | 1000 | 0.90 | 0.18 | +400 % | 5.20 | 1.33 | +291 % | FLAG: p50 differs by +400 % (limit 25 %) |",
+		"| redis | 1000 | 1.10 | 1.00 | +10 % | 3.00 | 2.50 | +20 % | agree |", "**Flagged:** memory: p50",
+		"Calibration (memory broker, one node, 1000 msg/s)", "Agreement check FAILED on memory", "study-latency-rate.svg"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("document lacks %q:\n%s", want, md)
 		}
 	}
-	for _, f := range []string{"study-latency-cdf.svg", "study-crash-lost.svg", "study-throughput.svg"} {
+	for _, f := range []string{"study-latency-cdf.svg", "study-crash-lost.svg", "study-throughput.svg", "study-latency-rate.svg"} {
 		if b, err := os.ReadFile(filepath.Join(root, "docs", "plots", f)); err != nil || !strings.Contains(string(b), "<svg") {
 			t.Errorf("%s: %v", f, err)
 		}

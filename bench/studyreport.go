@@ -273,6 +273,9 @@ func writeStudyDocs(root string, rs *studyResults) error {
 		if err := plotThroughput(rs, filepath.Join(plots, "study-throughput.svg")); err != nil {
 			return fmt.Errorf("throughput plot: %w", err)
 		}
+		if err := plotLatencyRate(rs, filepath.Join(plots, "study-latency-rate.svg")); err != nil {
+			return fmt.Errorf("latency-rate plot: %w", err)
+		}
 	}
 	var b strings.Builder
 	w := &b
@@ -323,6 +326,7 @@ func writeStudyDocs(root string, rs *studyResults) error {
 			p["latency_channels"], p["latency_subs_per_channel"], p["throughput_steps"], p["throughput_duration_s"], tputP99Limit)
 		markdownRows(w, tputRows(rs))
 		fmt.Fprintf(w, "\n![deliveries/s vs offered rate](plots/study-throughput.svg)\n\n")
+		fmt.Fprintf(w, "Latency against offered rate (p50, p99, p99.9 of each step; cross-node, the only node's for memory): the knee is where the curves turn up.\n\n![latency vs offered rate](plots/study-latency-rate.svg)\n\n")
 	}
 
 	fmt.Fprintf(w, "## Crash\n\n")
@@ -711,6 +715,68 @@ func plotThroughput(rs *studyResults, path string) error {
 		p.X.Min, p.Y.Min = 0, 0
 		grid[i/cols][i%cols] = p
 	}
+	return writeGrid(grid, cols, rowsN, path)
+}
+
+// plotLatencyRate draws, per backend, p50, p99 and p99.9 (cross-node; the
+// only node's for memory) against the offered rate of its throughput
+// steps, on a log scale: where the curve turns up is the backend's knee.
+func plotLatencyRate(rs *studyResults, path string) error {
+	var bs []studyBackend
+	for _, b := range rs.Backends {
+		if b.Skipped == "" && b.Throughput != nil && len(b.Throughput.Steps) > 0 {
+			bs = append(bs, b)
+		}
+	}
+	if len(bs) == 0 {
+		return nil
+	}
+	cols := min(3, len(bs))
+	rowsN := (len(bs) + cols - 1) / cols
+	grid := make([][]*plot.Plot, rowsN)
+	for i := range grid {
+		grid[i] = make([]*plot.Plot, cols)
+	}
+	for i, b := range bs {
+		p := plot.New()
+		p.Title.Text = b.Name
+		p.X.Label.Text = "offered msg/s"
+		p.Y.Label.Text = "ms (log)"
+		p.Y.Scale, p.Y.Tick.Marker = plot.LogScale{}, plot.LogTicks{}
+		p.Add(plotter.NewGrid())
+		sets := []struct {
+			name string
+			f    func(latStats) float64
+		}{{"p50", func(s latStats) float64 { return s.P50 }}, {"p99", func(s latStats) float64 { return s.P99 }}, {"p99.9", func(s latStats) float64 { return s.P999 }}}
+		for k, set := range sets {
+			var pts plotter.XYs
+			for _, st := range b.Throughput.Steps {
+				if v := set.f(stepP99(st.Result, b.Nodes)); v > 0 {
+					pts = append(pts, plotter.XY{X: st.Rate, Y: v})
+				}
+			}
+			if len(pts) == 0 {
+				continue
+			}
+			line, sc, err := plotter.NewLinePoints(pts)
+			if err != nil {
+				return err
+			}
+			line.Color, sc.Color = plotutil.Color(k), plotutil.Color(k)
+			p.Add(line, sc)
+			if i == 0 {
+				p.Legend.Add(set.name, line)
+				p.Legend.Top, p.Legend.Left = true, true
+			}
+		}
+		p.X.Min = 0
+		grid[i/cols][i%cols] = p
+	}
+	return writeGrid(grid, cols, rowsN, path)
+}
+
+// writeGrid draws a grid of plots (empty cells hidden) into an SVG file.
+func writeGrid(grid [][]*plot.Plot, cols, rowsN int, path string) error {
 	for r := range grid {
 		for c := range grid[r] {
 			if grid[r][c] == nil {

@@ -164,7 +164,7 @@ func runStudy(ctx context.Context, o studyOptions, out, logw io.Writer) (*studyR
 		if err := writeStudyDocs(root, rs); err != nil {
 			errs = append(errs, err)
 		} else {
-			fmt.Fprintln(out, "docs: docs/benchmarks-study.md, docs/plots/study-latency-cdf.svg, docs/plots/study-crash-lost.svg, docs/plots/study-throughput.svg")
+			fmt.Fprintln(out, "docs: docs/benchmarks-study.md, docs/plots/study-latency-cdf.svg, docs/plots/study-crash-lost.svg, docs/plots/study-throughput.svg, docs/plots/study-latency-rate.svg")
 		}
 	}
 	if ctx.Err() != nil {
