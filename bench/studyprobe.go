@@ -274,3 +274,87 @@ func harnessAt(b studyBackend, rate float64) string {
 	}
 	return "-"
 }
+
+// Which rows answer the seed question: the fire-and-forget brokers against
+// the logs.
+var (
+	fastBackends = []string{"redis", "nats"}
+	logBackends  = []string{"jetstream-file", "jetstream-memory", "redis-streams-aof-off", "redis-streams", "redis-streams-aof-always"}
+)
+
+// headLat is a backend's headline latency at rate: cross-node with two
+// nodes, else its only node's (medians of the repetitions).
+func headLat(b studyBackend, rate float64) (latStats, bool) {
+	r, ok := latencyAt(b, rate)
+	if !ok || r.All.Count == 0 {
+		return latStats{}, false
+	}
+	return stepP99(r, b.Nodes), true
+}
+
+// seedReading answers the study's question plainly: what Redis Pub/Sub and
+// NATS core buy in latency over the logs, what the logs buy in acked
+// messages kept through the crash, and where each backend's knee is.
+func seedReading(rs *studyResults) []string {
+	rates := studyRates(rs)
+	byName := map[string]studyBackend{}
+	for _, b := range rs.Backends {
+		if b.Skipped == "" {
+			byName[b.Name] = b
+		}
+	}
+	var out []string
+	if len(rates) > 0 {
+		rate := rates[0]
+		for _, f := range fastBackends {
+			fb, ok := byName[f]
+			if !ok {
+				continue
+			}
+			fl, ok := headLat(fb, rate)
+			if !ok {
+				continue
+			}
+			var parts []string
+			for _, l := range logBackends {
+				if ll, ok := headLat(byName[l], rate); ok {
+					parts = append(parts, fmt.Sprintf("%s %+.2f ms at p50, %+.2f ms at p99", l, ll.P50-fl.P50, ll.P99-fl.P99))
+				}
+			}
+			if len(parts) > 0 {
+				out = append(out, fmt.Sprintf("Latency bought by %s (p50 %.2f ms, p99 %.2f ms at %g msg/s) over the logs — what each log adds (negative: the log was faster in this run): %s.", f, fl.P50, fl.P99, rate, strings.Join(parts, "; ")))
+			}
+		}
+	}
+	var kept []string
+	for _, n := range append(append([]string{}, fastBackends...), logBackends...) {
+		if c := byName[n].Crash; c != nil && c.Scheduled > 0 {
+			kept = append(kept, fmt.Sprintf("%s lost %d of %d acked", n, c.LostMsgs, c.Acked))
+		}
+	}
+	if len(kept) > 0 {
+		out = append(out, "What the logs buy through a broker crash (acked messages missing at one subscriber or more): "+strings.Join(kept, ", ")+".")
+	}
+	var knees []string
+	for _, b := range rs.Backends {
+		t := b.Throughput
+		if b.Skipped != "" || t == nil || len(t.Steps) == 0 {
+			continue
+		}
+		k := fmt.Sprintf("%s sustained %.0f msg/s", b.Name, t.Max)
+		if t.Max == 0 {
+			k = fmt.Sprintf("%s none of the steps", b.Name)
+		}
+		if t.Stopped != "" {
+			k += " (" + t.Stopped + ")"
+		}
+		knees = append(knees, k)
+	}
+	if len(knees) > 0 {
+		out = append(out, "Knees (last step with p99 under 50 ms and nothing lost; the next step is where it broke): "+strings.Join(knees, "; ")+".")
+	}
+	if f := agreementFailed(rs); len(out) > 0 && len(f) > 0 {
+		out = append(out, "Caution: the agreement check flagged "+strings.Join(f, "; ")+", so the latency differences and knees above still carry the study harness's own cost; the probe's figures are the reference for those rows.")
+	}
+	return out
+}

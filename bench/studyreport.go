@@ -378,7 +378,7 @@ func reasonsString(m map[string]int) string {
 // studyReading is the short reading of the trade-off, written from the
 // numbers.
 func studyReading(rs *studyResults) []string {
-	out := harnessReading(rs)
+	out := append(harnessReading(rs), seedReading(rs)...)
 	rates := studyRates(rs)
 	if len(rates) > 0 {
 		rate := rates[0]
