@@ -11,6 +11,8 @@ import (
 	"time"
 
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/syncgate/syncgate/bench/internal/report"
 )
 
 // TestStudyTrack checks the per-subscriber accounting: first copies,
@@ -90,10 +92,10 @@ func TestStudyDocs(t *testing.T) {
 		Backends: []studyBackend{
 			{Name: "memory", Type: "memory", Nodes: 1, Latency: []loadResult{{Rate: 1000, Acked: 10, Scheduled: 10, SameNode: lat, All: lat}},
 				Crash:     &loadResult{Scheduled: 100, Acked: 90, Refused: 10, LostMsgs: 5, Events: []string{"t=1s kill"}},
-				Agreement: &agreement{Backend: "memory", Rate: 1000, StudyP50: 0.9, StudyP99: 5.2, ProbeP50: 0.18, ProbeP99: 1.33}},
+				Agreement: &report.Agreement{Backend: "memory", Rate: 1000, StudyP50: 0.9, StudyP99: 5.2, ProbeP50: 0.18, ProbeP99: 1.33}},
 			{Name: "redis", Type: "redis", Nodes: 2, Latency: []loadResult{{Rate: 1000, Acked: 10, Scheduled: 10, SameNode: lat, CrossNode: lat, All: lat}},
 				Crash:     &loadResult{Scheduled: 100, Acked: 100},
-				Agreement: &agreement{Backend: "redis", Rate: 1000, StudyP50: 1.1, StudyP99: 3, ProbeP50: 1, ProbeP99: 2.5}},
+				Agreement: &report.Agreement{Backend: "redis", Rate: 1000, StudyP50: 1.1, StudyP99: 3, ProbeP50: 1, ProbeP99: 2.5}},
 			{Name: "redis-cluster", Type: "redis", Nodes: 2, Killed: "redis-server master 3 of 3",
 				Latency: []loadResult{okRun(1000, 10), okRun(1000, 12), okRun(1000, 11)},
 				Throughput: &tputResult{Steps: []tputStep{{Rate: 1000, Pass: true, FromLatency: true, Result: okRun(1000, 11)},
@@ -107,7 +109,7 @@ func TestStudyDocs(t *testing.T) {
 	}
 	for i, b := range rs.Backends {
 		if b.Agreement != nil {
-			a := checkAgreement(*b.Agreement)
+			a := report.Check(*b.Agreement)
 			rs.Backends[i].Agreement = &a
 		}
 	}

@@ -22,6 +22,8 @@ import (
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
 
 	sgclient "github.com/syncgate/syncgate/client"
+
+	"github.com/syncgate/syncgate/bench/internal/load"
 )
 
 // loadSpec is one run: Channels channels, SubsPerChannel subscribers per
@@ -57,12 +59,8 @@ func (s loadSpec) channel(c int) string {
 	return s.Prefix + strconv.Itoa(c)
 }
 
-// studyMsg is the published payload: the per-channel message id and the
-// scheduled send time.
-type studyMsg struct {
-	I int   `json:"i"`
-	T int64 `json:"t"` // unix ns
-}
+// The published payload is {"i":id,"t":unix ns of the scheduled send},
+// pre-encoded by load.AppendMsg and scanned back by load.ScanMsg.
 
 // latStats are latencies in milliseconds.
 type latStats struct {
@@ -332,7 +330,7 @@ func runLoad(ctx context.Context, urls []string, spec loadSpec, p *progress, lab
 				now := time.Now().UnixNano()
 				switch ev.Type {
 				case sgclient.Message:
-					id, sent, ok := scanStudyMsg(ev.Data)
+					id, sent, ok := load.ScanMsg(ev.Data)
 					if !ok {
 						t.badPayload++
 						continue
@@ -446,7 +444,7 @@ func runLoad(ctx context.Context, urls []string, spec loadSpec, p *progress, lab
 					lags[c] = max(lags[c], -d)
 				}
 				pctx, pcancel := context.WithTimeout(ctx, spec.PublishTimeout)
-				_, err := pubs[c].Publish(pctx, name, json.RawMessage(appendStudyMsg(buf[:0], i, sched.UnixNano())))
+				_, err := pubs[c].Publish(pctx, name, json.RawMessage(load.AppendMsg(buf[:0], i, sched.UnixNano())))
 				pcancel()
 				if err == nil {
 					acked[c][i] = true

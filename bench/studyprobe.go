@@ -1,159 +1,22 @@
 //go:build linux
 
-// studyprobe.go keeps the study honest about its own harness: the payload
-// codec the study's subscribers use without a reflective decode, and the
-// agreement check between the study's latency and a second, minimal probe
-// (the fanout scenario's raw-frame loadgen processes, one subscriber per
-// channel) run in the same invocation.
+// studyprobe.go keeps the study honest about its own harness: it runs a
+// second, minimal probe (the fanout scenario's raw-frame loadgen
+// processes, one subscriber per channel) in the same invocation, checks
+// the study's latency against it (internal/report), and writes what the
+// harness adds and the plain answer to the study's question into the
+// reading.
 package main
 
 import (
 	"context"
 	"fmt"
-	"math"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/syncgate/syncgate/bench/internal/report"
 )
-
-// appendStudyMsg appends the payload {"i":I,"t":T} to b: the same bytes
-// encoding/json makes for studyMsg, built without reflection.
-func appendStudyMsg(b []byte, i int, t int64) []byte {
-	b = append(b, `{"i":`...)
-	b = strconv.AppendInt(b, int64(i), 10)
-	b = append(b, `,"t":`...)
-	b = strconv.AppendInt(b, t, 10)
-	return append(b, '}')
-}
-
-// scanStudyMsg finds the message id and send time in a payload
-// {"i":I,"t":T} by scanning its bytes, allowing the keys in either order
-// and blanks around them. Anything else (another key, a string, a negative
-// or oversized number) returns ok = false: the caller counts it as a bad
-// payload.
-func scanStudyMsg(b []byte) (i int, t int64, ok bool) {
-	var haveI, haveT bool
-	p := skipBlank(b, 0)
-	if p >= len(b) || b[p] != '{' {
-		return 0, 0, false
-	}
-	p = skipBlank(b, p+1)
-	for {
-		if p+4 > len(b) || b[p] != '"' || b[p+2] != '"' {
-			return 0, 0, false
-		}
-		key := b[p+1]
-		p = skipBlank(b, p+3)
-		if p >= len(b) || b[p] != ':' {
-			return 0, 0, false
-		}
-		p = skipBlank(b, p+1)
-		var v int64
-		n := 0
-		for ; p < len(b) && b[p] >= '0' && b[p] <= '9'; p, n = p+1, n+1 {
-			d := int64(b[p] - '0')
-			if v > (math.MaxInt64-d)/10 {
-				return 0, 0, false
-			}
-			v = v*10 + d
-		}
-		if n == 0 {
-			return 0, 0, false
-		}
-		switch {
-		case key == 'i' && !haveI:
-			i, haveI = int(v), true
-		case key == 't' && !haveT:
-			t, haveT = v, true
-		default:
-			return 0, 0, false
-		}
-		p = skipBlank(b, p)
-		if p >= len(b) {
-			return 0, 0, false
-		}
-		switch b[p] {
-		case ',':
-			p = skipBlank(b, p+1)
-		case '}':
-			if skipBlank(b, p+1) != len(b) || !haveI || !haveT {
-				return 0, 0, false
-			}
-			return i, t, true
-		default:
-			return 0, 0, false
-		}
-	}
-}
-
-func skipBlank(b []byte, p int) int {
-	for p < len(b) && (b[p] == ' ' || b[p] == '\t' || b[p] == '\n' || b[p] == '\r') {
-		p++
-	}
-	return p
-}
-
-// Agreement limits: the study's p50 may differ from the probe's by 25 %,
-// its p99 by 50 %.
-const (
-	agreeP50 = 0.25
-	agreeP99 = 0.50
-)
-
-// agreement compares one backend's study latency with the probe's at the
-// same offered rate.
-type agreement struct {
-	Backend  string  `json:"backend"`
-	Rate     float64 `json:"rate"`
-	StudyP50 float64 `json:"study_p50_ms"`
-	StudyP99 float64 `json:"study_p99_ms"`
-	ProbeP50 float64 `json:"probe_p50_ms"`
-	ProbeP99 float64 `json:"probe_p99_ms"`
-	// Relative differences (study - probe) / probe.
-	DiffP50 float64 `json:"diff_p50"`
-	DiffP99 float64 `json:"diff_p99"`
-	// ProbeLost: deliveries the probe lost (its latency then is not a
-	// reference).
-	ProbeLost int64  `json:"probe_lost"`
-	OK        bool   `json:"ok"`
-	Flag      string `json:"flag,omitempty"` // why not OK
-	Error     string `json:"error,omitempty"`
-}
-
-// checkAgreement fills the differences and the verdict of a.
-func checkAgreement(a agreement) agreement {
-	rel := func(s, p float64) float64 {
-		if p <= 0 {
-			if s <= 0 {
-				return 0
-			}
-			return 1e9
-		}
-		return (s - p) / p
-	}
-	a.DiffP50, a.DiffP99 = rel(a.StudyP50, a.ProbeP50), rel(a.StudyP99, a.ProbeP99)
-	a.OK, a.Flag = true, ""
-	switch {
-	case a.Error != "":
-		a.OK, a.Flag = false, "probe failed: "+a.Error
-	case a.ProbeLost > 0:
-		a.OK, a.Flag = false, fmt.Sprintf("probe lost %d deliveries", a.ProbeLost)
-	case a.StudyP50 <= 0 || a.ProbeP50 <= 0:
-		a.OK, a.Flag = false, "no latency measured"
-	case abs(a.DiffP50) > agreeP50:
-		a.OK, a.Flag = false, fmt.Sprintf("p50 differs by %+.0f %% (limit %.0f %%)", 100*a.DiffP50, 100*agreeP50)
-	case abs(a.DiffP99) > agreeP99:
-		a.OK, a.Flag = false, fmt.Sprintf("p99 differs by %+.0f %% (limit %.0f %%)", 100*a.DiffP99, 100*agreeP99)
-	}
-	return a
-}
-
-func abs(x float64) float64 {
-	if x < 0 {
-		return -x
-	}
-	return x
-}
 
 // probeBackends are the rows the probe runs on.
 var probeBackends = map[string]bool{"memory": true, "redis": true}
@@ -162,8 +25,8 @@ var probeBackends = map[string]bool{"memory": true, "redis": true}
 // the same channels and total rate as the study's latency run, one
 // subscriber per channel spread over the backend's nodes, raw frames from
 // loadgen processes of their own.
-func runProbe(ctx context.Context, o studyOptions, spec backendSpec, bin, tmp string, rate float64, p *progress) (agreement, error) {
-	a := agreement{Backend: spec.Name, Rate: rate}
+func runProbe(ctx context.Context, o studyOptions, spec backendSpec, bin, tmp string, rate float64, p *progress) (report.Agreement, error) {
+	a := report.Agreement{Backend: spec.Name, Rate: rate}
 	args := []string{"fanout", "-broker", spec.Type,
 		"-subs", strconv.Itoa(o.Channels), "-channels", strconv.Itoa(o.Channels),
 		"-rate", strconv.FormatFloat(rate/float64(o.Channels), 'f', -1, 64),
@@ -193,7 +56,7 @@ func runProbe(ctx context.Context, o studyOptions, spec backendSpec, bin, tmp st
 // studyAgreement runs the probe for one backend and compares it with the
 // study's (median) latency at the first latency rate; a failed probe is
 // an agreement that does not hold, with the error.
-func studyAgreement(ctx context.Context, o studyOptions, spec backendSpec, bin, tmp string, lat []loadResult, p *progress) *agreement {
+func studyAgreement(ctx context.Context, o studyOptions, spec backendSpec, bin, tmp string, lat []loadResult, p *progress) *report.Agreement {
 	rate := o.Rates[0]
 	a, err := runProbe(ctx, o, spec, bin, tmp, rate, p)
 	if err != nil {
@@ -203,7 +66,7 @@ func studyAgreement(ctx context.Context, o studyOptions, spec backendSpec, bin, 
 	if r, ok := latencyAt(studyBackend{Latency: lat}, rate); ok {
 		a.StudyP50, a.StudyP99 = r.All.P50, r.All.P99
 	}
-	a = checkAgreement(a)
+	a = report.Check(a)
 	return &a
 }
 

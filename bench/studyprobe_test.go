@@ -3,70 +3,9 @@
 package main
 
 import (
-	"encoding/json"
 	"strings"
 	"testing"
 )
-
-func TestScanStudyMsg(t *testing.T) {
-	// What encoding/json makes and what appendStudyMsg makes agree, and
-	// both scan back.
-	for _, m := range []studyMsg{{0, 0}, {7, 1733300000123456789}, {49_999_999, 1}} {
-		want, _ := json.Marshal(m)
-		got := appendStudyMsg(nil, m.I, m.T)
-		if string(got) != string(want) {
-			t.Fatalf("appendStudyMsg = %s, json = %s", got, want)
-		}
-		i, ts, ok := scanStudyMsg(got)
-		if !ok || i != m.I || ts != m.T {
-			t.Fatalf("scan %s = %d %d %v", got, i, ts, ok)
-		}
-	}
-	good := map[string][2]int64{
-		` { "t" : 5 , "i" : 3 } `: {3, 5},
-		"{\"i\":1,\n\"t\":2}":     {1, 2},
-	}
-	for in, w := range good {
-		i, ts, ok := scanStudyMsg([]byte(in))
-		if !ok || int64(i) != w[0] || ts != w[1] {
-			t.Errorf("scan %q = %d %d %v, want %v", in, i, ts, ok, w)
-		}
-	}
-	bad := []string{
-		``, `{}`, `{"i":1}`, `{"t":1}`, `{"i":1,"t":2,"x":3}`, `{"i":1,"i":2}`, `{"i":-1,"t":2}`,
-		`{"i":"1","t":2}`, `{"i":1,"t":2}x`, `{"i":1,"t":2`, `{"i":1.5,"t":2}`, `[1,2]`,
-		`{"i":1,"t":12345678901234567890}`, `{"ii":1,"t":2}`, `{"i" 1,"t":2}`,
-		strings.Repeat(`{`, 100),
-	}
-	for _, in := range bad {
-		if i, ts, ok := scanStudyMsg([]byte(in)); ok {
-			t.Errorf("scan %q = %d %d, want not ok", in, i, ts)
-		}
-	}
-}
-
-func TestCheckAgreement(t *testing.T) {
-	for _, c := range []struct {
-		a    agreement
-		ok   bool
-		flag string
-	}{
-		{agreement{StudyP50: 1, StudyP99: 3, ProbeP50: 1, ProbeP99: 3}, true, ""},
-		{agreement{StudyP50: 1.24, StudyP99: 4.4, ProbeP50: 1, ProbeP99: 3}, true, ""},
-		{agreement{StudyP50: 0.76, StudyP99: 1.6, ProbeP50: 1, ProbeP99: 3}, true, ""},
-		{agreement{StudyP50: 1.3, StudyP99: 3, ProbeP50: 1, ProbeP99: 3}, false, "p50 differs by +30 %"},
-		{agreement{StudyP50: 0.7, StudyP99: 3, ProbeP50: 1, ProbeP99: 3}, false, "p50 differs by -30 %"},
-		{agreement{StudyP50: 1, StudyP99: 12.8, ProbeP50: 1, ProbeP99: 2}, false, "p99 differs by +540 %"},
-		{agreement{StudyP50: 1, StudyP99: 3, ProbeP50: 1, ProbeP99: 3, ProbeLost: 4}, false, "probe lost 4"},
-		{agreement{StudyP50: 1, StudyP99: 3, Error: "boom"}, false, "probe failed: boom"},
-		{agreement{ProbeP50: 1, ProbeP99: 3}, false, "no latency"},
-	} {
-		got := checkAgreement(c.a)
-		if got.OK != c.ok || !strings.HasPrefix(got.Flag, c.flag) {
-			t.Errorf("checkAgreement(%+v) = ok %v flag %q, want %v %q", c.a, got.OK, got.Flag, c.ok, c.flag)
-		}
-	}
-}
 
 func TestSeedReading(t *testing.T) {
 	run := func(p50, p99 float64) []loadResult {

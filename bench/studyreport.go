@@ -22,6 +22,8 @@ import (
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
 	"gonum.org/v1/plot/vg/vgsvg"
+
+	"github.com/syncgate/syncgate/bench/internal/report"
 )
 
 func writeStudyJSON(dir string, rs *studyResults) (string, error) {
@@ -216,7 +218,7 @@ func printStudy(w io.Writer, rs *studyResults) {
 		printRows(w, latencyRows(rs, rate))
 	}
 	if rows := agreementRows(rs); len(rows) > 1 {
-		fmt.Fprintf(w, "\nagreement with the minimal probe (all subscribers; flag: p50 off by > %.0f %% or p99 by > %.0f %%):\n", 100*agreeP50, 100*agreeP99)
+		fmt.Fprintf(w, "\nagreement with the minimal probe (all subscribers; flag: p50 off by > %.0f %% or p99 by > %.0f %%):\n", 100*report.P50Limit, 100*report.P99Limit)
 		printRows(w, rows)
 	}
 	if rows := tputRows(rs); len(rows) > 1 {
@@ -310,7 +312,7 @@ func writeStudyDocs(root string, rs *studyResults) error {
 	fmt.Fprintf(w, "![latency CDF](plots/study-latency-cdf.svg)\n\n")
 	if rows := agreementRows(rs); len(rows) > 1 {
 		fmt.Fprintf(w, "### Agreement with a minimal probe\n\n")
-		fmt.Fprintf(w, "In the same invocation, on the memory and redis rows, a second load generator measures the same total rate over the same channels: the fanout scenario (`go run ./bench fanout`), raw WebSocket frames from loadgen processes of their own (subscribers and publishers in separate processes, each with its own loopback source addresses), payloads found by scanning bytes, **one** subscriber per channel spread over the same gateway nodes, on gateway and broker processes of its own. Its figures are the reference for what the gateway and broker add; a row is flagged when the study's p50 (all subscribers) differs from the probe's by more than %.0f %% or its p99 by more than %.0f %%, or when the probe lost anything.\n\n", 100*agreeP50, 100*agreeP99)
+		fmt.Fprintf(w, "In the same invocation, on the memory and redis rows, a second load generator measures the same total rate over the same channels: the fanout scenario (`go run ./bench fanout`), raw WebSocket frames from loadgen processes of their own (subscribers and publishers in separate processes, each with its own loopback source addresses), payloads found by scanning bytes, **one** subscriber per channel spread over the same gateway nodes, on gateway and broker processes of its own. Its figures are the reference for what the gateway and broker add; a row is flagged when the study's p50 (all subscribers) differs from the probe's by more than %.0f %% or its p99 by more than %.0f %%, or when the probe lost anything.\n\n", 100*report.P50Limit, 100*report.P99Limit)
 		markdownRows(w, rows)
 		if f := agreementFailed(rs); len(f) > 0 {
 			fmt.Fprintf(w, "\n**Flagged:** %s. The study's latency on these rows is not the backend's alone: read them against the probe's.\n", strings.Join(f, "; "))

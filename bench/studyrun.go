@@ -16,6 +16,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/syncgate/syncgate/bench/internal/report"
 )
 
 func signalContext() (context.Context, context.CancelFunc) {
@@ -40,7 +42,7 @@ type studyBackend struct {
 	Throughput *tputResult `json:"throughput,omitempty"`
 	// Agreement: the study's latency against the minimal probe's at the
 	// first latency rate (memory and redis rows).
-	Agreement *agreement `json:"agreement,omitempty"`
+	Agreement *report.Agreement `json:"agreement,omitempty"`
 }
 
 // studyResults is the JSON file and the input of the docs.
