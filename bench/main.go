@@ -21,7 +21,13 @@
 // conns.go, fanout.go and bigroom.go are the scenarios; cluster.go starts
 // several gateway nodes and their broker; report.go prints the table and
 // writes the JSON; mdsection.go rewrites a section of docs/benchmarks.md
-// with the table (-docs).
+// with the table (-docs). The study: study.go (options, backends, broker
+// processes), studyrun.go (the study's phases and time budget),
+// studyload.go (its measured runs), studyprobe.go (the agreement probe and
+// the harness statement), studyreport.go (tables, docs, plots);
+// natsserver.go is the NATS server of its crash runs; all.go runs every
+// scenario in turn. internal/load holds the payload codec, internal/report
+// the agreement check.
 //
 // Everything is bounded: connection counts, rates and durations have upper
 // limits, every phase has a timeout, all traffic stays on 127.0.0.0/8, and
