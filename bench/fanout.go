@@ -87,48 +87,103 @@ type latencyStats struct {
 	Mean  float64 `json:"mean"`
 }
 
+// runFanout runs the scenario in phases: start the nodes and the loadgen
+// processes and connect them (setupFanout), let the gateways settle
+// (settle), publish (publish), wait for the deliveries (drain), then read
+// the CPU and per-node figures (measure) and the latencies (collectFanout).
 func runFanout(ctx context.Context, o options, mode, broker, bin, tmp string, p *progress) (res *fanoutResult, gis []gatewayInfo, err error) {
 	s := &session{}
 	defer func() { gis = s.close() }()
-	nodes := o.nodes(broker)
 	res = &fanoutResult{
 		Subs: o.Subs, Channels: o.Channels, Rate: o.Rate, DurationS: o.Duration.Seconds(),
 		Payload: o.Payload, Broker: brokerLabel(broker),
 	}
-	if err = s.startNodes(ctx, bin, tmp, nodes, broker, gatewayEnv(o, mode), p); err != nil {
-		return res, gis, err
-	}
-	if err := sleepCtx(ctx, time.Second); err != nil {
-		return res, gis, err
-	}
-	base, err := s.snapshotAll()
+	rig, err := setupFanout(ctx, s, o, mode, broker, bin, tmp, p, res)
 	if err != nil {
 		return res, gis, err
 	}
-	res.RSSBaselineKiB = base[0].Status.RSSKiB
+	loaded, before, err := rig.settle(ctx, o, p, res)
+	if err != nil {
+		return res, gis, err
+	}
+	beforeAll := sum64(before)
+	lg0, br0 := s.loadgenCPU(), s.brokerCPU()
+	pr, err := rig.publish(ctx, o, p, loaded[0].At, beforeAll)
+	if err != nil {
+		return res, gis, err
+	}
+	res.Scheduled = pr.Scheduled * o.Channels
+	res.PubAcks, res.PubErrors, res.MaxPubLagMs = pr.Acks, pr.Errors, ms(pr.MaxLag)
+	for c, n := range pr.Published {
+		res.Published += n
+		res.Expected += int64(n) * int64(subsOn(c, o.Subs, o.Channels))
+	}
+	received, err := rig.drain(ctx, res.Expected, beforeAll)
+	if err != nil {
+		return res, gis, err
+	}
+	if err := rig.measure(ctx, p, res, loaded, before, lg0, br0, received-beforeAll); err != nil {
+		return res, gis, err
+	}
+	if err := s.collectFanout(ctx, rig.subs, pr, o, res); err != nil {
+		return res, gis, err
+	}
+	p.printf("latency p50 %.2f ms, p99 %.2f ms, max %.2f ms; to last sub p50 %.2f ms, p99 %.2f ms; gateway %.2f µs CPU per delivery",
+		res.Latency.P50, res.Latency.P99, res.Latency.Max, res.ToLast.P50, res.ToLast.P99, res.CPUMicrosPerDlv)
+	return res, gis, problems(res, s)
+}
+
+// fanoutRig is what setupFanout leaves connected: the session, the
+// subscribers' loadgen processes per node (groups; all of them in subs),
+// the publishers' process, and the nodes' snapshots before any client.
+type fanoutRig struct {
+	s      *session
+	nodes  int
+	split  []int
+	groups [][]*loadgenProc
+	subs   []*loadgenProc
+	pub    *loadgenProc
+	base   []snapshot
+}
+
+// setupFanout starts the nodes and the loadgen processes and connects the
+// subscribers and the publishers; it fills res's setup figures.
+func setupFanout(ctx context.Context, s *session, o options, mode, broker, bin, tmp string, p *progress, res *fanoutResult) (*fanoutRig, error) {
+	r := &fanoutRig{s: s, nodes: o.nodes(broker)}
+	if err := s.startNodes(ctx, bin, tmp, r.nodes, broker, gatewayEnv(o, mode), p); err != nil {
+		return nil, err
+	}
+	if err := sleepCtx(ctx, time.Second); err != nil {
+		return nil, err
+	}
+	var err error
+	if r.base, err = s.snapshotAll(); err != nil {
+		return nil, err
+	}
+	res.RSSBaselineKiB = r.base[0].Status.RSSKiB
 
 	// Subscribers are split evenly over the nodes, each node's share held
 	// by its own loadgen processes; the publishers go to node A.
-	split := splitEven(o.Subs, nodes)
-	groups := make([][]*loadgenProc, nodes)
-	for k, n := range split {
+	r.split = splitEven(o.Subs, r.nodes)
+	r.groups = make([][]*loadgenProc, r.nodes)
+	for k, n := range r.split {
 		procs := max(1, (n+o.PerProc-1)/o.PerProc)
-		if nodes == 1 {
+		if r.nodes == 1 {
 			procs = o.loadgenProcs()
 		}
 		first := len(s.lgs)
 		if err := s.startLoadgens(procs); err != nil {
-			return res, gis, err
+			return nil, err
 		}
-		groups[k] = s.lgs[first:]
+		r.groups[k] = s.lgs[first:]
 		res.LoadgenProcs += procs
 	}
 	if err := s.startLoadgens(1); err != nil {
-		return res, gis, err
+		return nil, err
 	}
-	subs, pub := s.lgs[:res.LoadgenProcs], s.lgs[res.LoadgenProcs]
+	r.subs, r.pub = s.lgs[:res.LoadgenProcs], s.lgs[res.LoadgenProcs]
 	first := 0
-	for k, n := range split {
+	for k, n := range r.split {
 		srcs := sourcesFor(k, n+o.Channels)
 		res.SourceAddrs += len(srcs)
 		dial := lgCommand{
@@ -136,36 +191,42 @@ func runFanout(ctx context.Context, o options, mode, broker, bin, tmp string, p 
 			Channels: o.Channels, Concurrency: o.Concurrency, Timeout: 20 * time.Second, PingInterval: o.PingInterval,
 		}
 		label := "subscribers"
-		if nodes > 1 {
+		if r.nodes > 1 {
 			label = "subscribers on node " + nodeName(k)
 		}
-		p.printf("connecting %d subscribers over %d channels to %s from %d loadgen processes", n, o.Channels, s.gws[k].addr, len(groups[k]))
-		d, err := s.dialAll(ctx, p, groups[k], dial, n, label)
+		p.printf("connecting %d subscribers over %d channels to %s from %d loadgen processes", n, o.Channels, s.gws[k].addr, len(r.groups[k]))
+		d, err := s.dialAll(ctx, p, r.groups[k], dial, n, label)
 		res.Dial.add(d)
 		if err != nil {
-			return res, gis, err
+			return nil, err
 		}
 		first += n
 	}
 	// Publishers get the indexes after the subscribers: connection i is on
 	// channel i % C, so the C publishers cover every channel once.
 	pubDial := lgCommand{
-		Cmd: cmdDial, URL: "ws://" + s.gw.addr + "/ws", Sources: sourcesFor(0, split[0]+o.Channels), Role: rolePub, First: o.Subs,
+		Cmd: cmdDial, URL: "ws://" + s.gw.addr + "/ws", Sources: sourcesFor(0, r.split[0]+o.Channels), Role: rolePub, First: o.Subs,
 		Channels: o.Channels, Concurrency: o.Concurrency, Timeout: 20 * time.Second, PingInterval: o.PingInterval,
 	}
-	if res.PubDial, err = s.dialAll(ctx, p, []*loadgenProc{pub}, pubDial, o.Channels, "publishers"); err != nil {
-		return res, gis, err
+	if res.PubDial, err = s.dialAll(ctx, p, []*loadgenProc{r.pub}, pubDial, o.Channels, "publishers"); err != nil {
+		return nil, err
 	}
+	return r, nil
+}
 
+// settle waits o.Settle and then for the gateways to go idle; it returns
+// the nodes' snapshots then and each node's deliveries counted so far.
+func (r *fanoutRig) settle(ctx context.Context, o options, p *progress, res *fanoutResult) ([]snapshot, []int64, error) {
+	s := r.s
 	p.printf("settling for %s, then waiting for the gateways to go idle", o.Settle)
 	if err := sleepCtx(ctx, o.Settle); err != nil {
-		return res, gis, err
+		return nil, nil, err
 	}
 	res.Quiet = true
 	for _, g := range s.gws {
 		wait, quiet, err := g.waitQuiet(ctx, 30*time.Second)
 		if err != nil {
-			return res, gis, err
+			return nil, nil, err
 		}
 		res.QuietWaitS += wait.Seconds()
 		if !quiet {
@@ -175,27 +236,30 @@ func runFanout(ctx context.Context, o options, mode, broker, bin, tmp string, p 
 	}
 	loaded, err := s.snapshotAll()
 	if err != nil {
-		return res, gis, err
+		return nil, nil, err
 	}
 	for _, sn := range loaded {
 		res.HealthConns += sn.Conns
 	}
 	res.RSSLoadedKiB, res.GoroutinesLoaded = loaded[0].Status.RSSKiB, loaded[0].Goroutines
 	p.printf("ready: gateways report %d connections, node A RSS %s, %d goroutines", res.HealthConns, mib(loaded[0].Status.RSSKiB), loaded[0].Goroutines)
-	before := make([]int64, nodes)
-	for k := range groups {
-		if before[k], err = s.count(ctx, groups[k]); err != nil {
-			return res, gis, err
+	before := make([]int64, r.nodes)
+	for k := range r.groups {
+		if before[k], err = s.count(ctx, r.groups[k]); err != nil {
+			return nil, nil, err
 		}
 	}
-	beforeAll := sum64(before)
+	return loaded, before, nil
+}
 
-	// Publish, watching deliveries once a second.
-	lg0, br0 := s.loadgenCPU(), s.brokerCPU()
+// publish has the publishers' process publish for o.Duration, printing the
+// deliveries once a second, and returns its account.
+func (r *fanoutRig) publish(ctx context.Context, o options, p *progress, from time.Time, beforeAll int64) (*publishResult, error) {
+	s := r.s
 	p.printf("publishing %g msg/s on each of %d channels for %s", o.Rate, o.Channels, o.Duration)
 	pubCmd := lgCommand{Cmd: cmdPublish, Rate: o.Rate, Duration: o.Duration, Payload: o.Payload}
-	if err := pub.send(pubCmd); err != nil {
-		return res, gis, err
+	if err := r.pub.send(pubCmd); err != nil {
+		return nil, err
 	}
 	type answer struct {
 		ev  lgEvent
@@ -203,61 +267,62 @@ func runFanout(ctx context.Context, o options, mode, broker, bin, tmp string, p 
 	}
 	answered := make(chan answer, 1)
 	go func() {
-		ev, err := pub.await(ctx, evPublished, o.Duration+60*time.Second)
+		ev, err := r.pub.await(ctx, evPublished, o.Duration+60*time.Second)
 		answered <- answer{ev, err}
 	}()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	var pr *publishResult
-	sent := 0.0
-	for pr == nil {
+	for {
 		select {
 		case a := <-answered:
 			if a.err != nil {
-				return res, gis, a.err
+				return nil, a.err
 			}
-			pr = a.ev.Published
+			return a.ev.Published, nil
 		case <-tick.C:
-			n, err := s.count(ctx, subs)
+			n, err := s.count(ctx, r.subs)
 			if err != nil {
-				return res, gis, err
+				return nil, err
 			}
 			if err := s.aliveAll(); err != nil {
-				return res, gis, err
+				return nil, err
 			}
-			el := time.Since(loaded[0].At)
-			sent = min(o.Duration.Seconds(), el.Seconds()) * o.Rate * float64(o.Channels)
+			el := time.Since(from)
+			sent := min(o.Duration.Seconds(), el.Seconds()) * o.Rate * float64(o.Channels)
 			p.printf("publishing: %s/%s, ~%.0f sent, %d deliveries so far (%.0f%% of those due)",
 				el.Round(time.Second), o.Duration, sent, n-beforeAll, 100*float64(n-beforeAll)/max(1, sent*float64(o.Subs)/float64(o.Channels)))
 		}
 	}
-	res.Scheduled = pr.Scheduled * o.Channels
-	res.PubAcks, res.PubErrors, res.MaxPubLagMs = pr.Acks, pr.Errors, ms(pr.MaxLag)
-	for c, n := range pr.Published {
-		res.Published += n
-		res.Expected += int64(n) * int64(subsOn(c, o.Subs, o.Channels))
-	}
+}
 
-	// Wait until everything arrived, or nothing more arrives for 3 s.
+// drain waits until every expected delivery arrived, or nothing more
+// arrives for 3 s (30 s at most), and returns the subscribers' count.
+func (r *fanoutRig) drain(ctx context.Context, expected, beforeAll int64) (int64, error) {
 	received, lastChange, drainStart := int64(0), time.Now(), time.Now()
 	for {
-		n, err := s.count(ctx, subs)
+		n, err := r.s.count(ctx, r.subs)
 		if err != nil {
-			return res, gis, err
+			return 0, err
 		}
 		if n != received {
 			received, lastChange = n, time.Now()
 		}
-		if received-beforeAll >= res.Expected || time.Since(lastChange) > 3*time.Second || time.Since(drainStart) > 30*time.Second {
-			break
+		if received-beforeAll >= expected || time.Since(lastChange) > 3*time.Second || time.Since(drainStart) > 30*time.Second {
+			return received, nil
 		}
 		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
-			return res, gis, err
+			return 0, err
 		}
 	}
+}
+
+// measure fills res's CPU and memory figures over the window from loaded
+// to now, and the per-node figures with more than one node.
+func (r *fanoutRig) measure(ctx context.Context, p *progress, res *fanoutResult, loaded []snapshot, before []int64, lg0, br0 time.Duration, arrived int64) error {
+	s := r.s
 	end, err := s.snapshotAll()
 	if err != nil {
-		return res, gis, err
+		return err
 	}
 	lg1 := s.loadgenCPU()
 	res.CPUWindowS = end[0].At.Sub(loaded[0].At).Seconds()
@@ -267,33 +332,28 @@ func runFanout(ctx context.Context, o options, mode, broker, bin, tmp string, p 
 	res.LoadgenCPUS = (lg1 - lg0).Seconds()
 	res.BrokerCPUS = (s.brokerCPU() - br0).Seconds()
 	res.RSSAfterKiB, res.HWMKiB = end[0].Status.RSSKiB, end[0].Status.HWMKiB
-	p.printf("published %d messages; %d/%d deliveries arrived", res.Published, received-beforeAll, res.Expected)
-	if nodes > 1 {
-		for k, g := range s.gws {
-			n, err := s.count(ctx, groups[k])
-			if err != nil {
-				return res, gis, err
-			}
-			nd := nodeStats{
-				Node: nodeName(k), Addr: g.addr, Subs: split[k], Deliveries: n - before[k],
-				CPUS:           (end[k].CPU - loaded[k].CPU).Seconds(),
-				RSSBaselineKiB: base[k].Status.RSSKiB, RSSLoadedKiB: loaded[k].Status.RSSKiB, RSSAfterKiB: end[k].Status.RSSKiB,
-				Goroutines: loaded[k].Goroutines, HealthConns: loaded[k].Conns,
-			}
-			if nd.Deliveries > 0 {
-				nd.CPUMicrosPerDlv = nd.CPUS * 1e6 / float64(nd.Deliveries)
-			}
-			res.Nodes = append(res.Nodes, nd)
-			p.printf("node %s: %d deliveries, %.2fs CPU, %.2f µs per delivery", nd.Node, nd.Deliveries, nd.CPUS, nd.CPUMicrosPerDlv)
+	p.printf("published %d messages; %d/%d deliveries arrived", res.Published, arrived, res.Expected)
+	if r.nodes == 1 {
+		return nil
+	}
+	for k, g := range s.gws {
+		n, err := s.count(ctx, r.groups[k])
+		if err != nil {
+			return err
 		}
+		nd := nodeStats{
+			Node: nodeName(k), Addr: g.addr, Subs: r.split[k], Deliveries: n - before[k],
+			CPUS:           (end[k].CPU - loaded[k].CPU).Seconds(),
+			RSSBaselineKiB: r.base[k].Status.RSSKiB, RSSLoadedKiB: loaded[k].Status.RSSKiB, RSSAfterKiB: end[k].Status.RSSKiB,
+			Goroutines: loaded[k].Goroutines, HealthConns: loaded[k].Conns,
+		}
+		if nd.Deliveries > 0 {
+			nd.CPUMicrosPerDlv = nd.CPUS * 1e6 / float64(nd.Deliveries)
+		}
+		res.Nodes = append(res.Nodes, nd)
+		p.printf("node %s: %d deliveries, %.2fs CPU, %.2f µs per delivery", nd.Node, nd.Deliveries, nd.CPUS, nd.CPUMicrosPerDlv)
 	}
-
-	if err := s.collectFanout(ctx, subs, pr, o, res); err != nil {
-		return res, gis, err
-	}
-	p.printf("latency p50 %.2f ms, p99 %.2f ms, max %.2f ms; to last sub p50 %.2f ms, p99 %.2f ms; gateway %.2f µs CPU per delivery",
-		res.Latency.P50, res.Latency.P99, res.Latency.Max, res.ToLast.P50, res.ToLast.P99, res.CPUMicrosPerDlv)
-	return res, gis, problems(res, s)
+	return nil
 }
 
 // brokerCPU is the CPU time used so far by the shared broker process; 0
