@@ -49,6 +49,7 @@ func runProbe(ctx context.Context, o studyOptions, spec backendSpec, bin, tmp st
 		return a, fmt.Errorf("probe: %w", err)
 	}
 	a.ProbeP50, a.ProbeP99, a.ProbeLost = res.Latency.P50, res.Latency.P99, res.Lost
+	a.ProbeHarnessCPU = cpuPerM(res.LoadgenCPUS, res.Received)
 	p.printf("%s probe: p50 %.2f ms p99 %.2f ms lost %d (%.0fs)", spec.Name, a.ProbeP50, a.ProbeP99, a.ProbeLost, time.Since(t0).Seconds())
 	return a, nil
 }
@@ -65,6 +66,9 @@ func studyAgreement(ctx context.Context, o studyOptions, spec backendSpec, bin, 
 	}
 	if r, ok := latencyAt(studyBackend{Latency: lat}, rate); ok {
 		a.StudyP50, a.StudyP99 = r.All.P50, r.All.P99
+		if r.HarnessCPUS > 0 {
+			a.StudyHarnessCPU = cpuPerM(r.HarnessCPUS, r.Deliveries)
+		}
 	}
 	a = report.Check(a)
 	return &a
@@ -73,7 +77,8 @@ func studyAgreement(ctx context.Context, o studyOptions, spec backendSpec, bin, 
 // agreementRows is the agreement table: the study's latency over all its
 // subscribers against the probe's, per probed backend.
 func agreementRows(rs *studyResults) [][]string {
-	rows := [][]string{{"backend", "msg/s", "study p50", "probe p50", "p50 diff", "study p99", "probe p99", "p99 diff", "verdict"}}
+	rows := [][]string{{"backend", "msg/s", "study p50", "probe p50", "p50 diff", "study p99", "probe p99", "p99 diff",
+		"study harness CPU s per M", "probe harness CPU s per M", "verdict"}}
 	for _, b := range rs.Backends {
 		a := b.Agreement
 		if a == nil {
@@ -90,7 +95,7 @@ func agreementRows(rs *studyResults) [][]string {
 			return fmt.Sprintf("%+.0f %%", 100*v)
 		}
 		rows = append(rows, []string{b.Name, fmt.Sprintf("%.0f", a.Rate), f2(a.StudyP50), f2(a.ProbeP50), pct(a.DiffP50),
-			f2(a.StudyP99), f2(a.ProbeP99), pct(a.DiffP99), verdict})
+			f2(a.StudyP99), f2(a.ProbeP99), pct(a.DiffP99), cpuCell(a.StudyHarnessCPU), cpuCell(a.ProbeHarnessCPU), verdict})
 	}
 	return rows
 }
@@ -220,4 +225,12 @@ func seedReading(rs *studyResults) []string {
 		out = append(out, "Caution: the agreement check flagged "+strings.Join(f, "; ")+", so the latency differences and knees above still carry the study harness's own cost; the probe's figures are the reference for those rows.")
 	}
 	return out
+}
+
+// cpuCell is a CPU-per-million figure, "-" when not measured.
+func cpuCell(v float64) string {
+	if v <= 0 {
+		return "-"
+	}
+	return f2(v)
 }

@@ -25,10 +25,14 @@ type Agreement struct {
 	DiffP99 float64 `json:"diff_p99"`
 	// ProbeLost: deliveries the probe lost (its latency then is not a
 	// reference).
-	ProbeLost int64  `json:"probe_lost"`
-	OK        bool   `json:"ok"`
-	Flag      string `json:"flag,omitempty"` // why not OK
-	Error     string `json:"error,omitempty"`
+	ProbeLost int64 `json:"probe_lost"`
+	// CPU seconds per million deliveries of the study's own process and
+	// of the probe's loadgen processes (-1 or 0: not measured).
+	StudyHarnessCPU float64 `json:"study_harness_cpu_s_per_m,omitempty"`
+	ProbeHarnessCPU float64 `json:"probe_harness_cpu_s_per_m,omitempty"`
+	OK              bool    `json:"ok"`
+	Flag            string  `json:"flag,omitempty"` // why not OK
+	Error           string  `json:"error,omitempty"`
 }
 
 // Check fills the differences and the verdict of a.
