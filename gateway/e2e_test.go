@@ -280,6 +280,8 @@ func TestHeartbeatTimeout(t *testing.T) {
 		if a.IsClosed() {
 			t.Fatal("the pinging client was disconnected")
 		}
+		// Counted where docs/security.md says.
+		assertMetric(t, ts, `syncgate_disconnects_total{code="timeout"}`, 1)
 	})
 }
 

@@ -218,6 +218,11 @@ func TestSlowConsumerIsDisconnected(t *testing.T) {
 			t.Fatalf("leave = %v", l)
 		}
 		waitFor(t, 5*time.Second, "slow connection closed", func() bool { return ts.srv.Connections() == 2 })
+		// Counted where docs/security.md says: not a limit rejection.
+		if v := scrape(t, ts, "syncgate_slow_consumer_disconnects_total"); v != 1 {
+			t.Fatalf("syncgate_slow_consumer_disconnects_total = %v, want 1", v)
+		}
+		assertMetric(t, ts, `syncgate_disconnects_total{code="slow_consumer"}`, 1)
 	})
 }
 
