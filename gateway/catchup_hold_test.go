@@ -76,13 +76,16 @@ func (t twiceHandler) HandlePublication(ch string, p brokers.Publication) {
 }
 
 // startHeldServer is startServer with a heldHistory broker.
-func startHeldServer(t *testing.T, mode string, h *heldHistory) string {
+func startHeldServer(t *testing.T, mode string, h *heldHistory, tweak ...func(*config.Config)) string {
 	t.Helper()
 	cfg := config.Default()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Server.IO = mode
 	cfg.Client.PublishRate = 0
 	cfg.Server.DrainWindow = 50 * time.Millisecond
+	for _, f := range tweak {
+		f(&cfg)
+	}
 	h.Broker = memory.New(memory.Config{HistorySize: cfg.History.Size, HistoryTTL: cfg.History.TTL})
 	srv, err := gateway.New(cfg, h, nil)
 	if err != nil {
@@ -179,4 +182,46 @@ func TestCatchUpHeldHistory(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestHistoryReadWait: with history.max_reads reads in flight, a `sub` with
+// since waits its turn for history.read_wait, then is answered
+// `unavailable` (docs/security.md, docs/protocol.md); not sooner.
+func TestHistoryReadWait(t *testing.T) {
+	forModes(t, func(t *testing.T, mode string) {
+		const ch = "doc:readwait"
+		h := &heldHistory{ch: ch, readFirst: true, reading: make(chan struct{}), release: make(chan struct{}), armed: make(chan struct{}, 1)}
+		url := startHeldServer(t, mode, h, func(c *config.Config) {
+			c.History.MaxReads = 1
+			c.History.ReadWait = 300 * time.Millisecond
+		})
+		defer close(h.release)
+		if _, err := h.Broker.Publish(t.Context(), ch, []byte(`"from":"w","data":1`)); err != nil {
+			t.Fatal(err)
+		}
+		first := wstest.Dial(t, url)
+		epoch := first.Sub(ch).Str("epoch")
+		first.Close()
+
+		h.armed <- struct{}{}
+		held := wstest.Dial(t, url)
+		held.SendRaw(fmt.Sprintf(`{"op":"sub","id":1,"ch":%q,"since":{"seq":0,"epoch":%q}}`, ch, epoch))
+		select {
+		case <-h.reading:
+		case <-time.After(20 * time.Second):
+			t.Fatal("the catch-up never read history")
+		}
+		// The one read slot is taken: the next catch-up waits, then fails.
+		c := wstest.Dial(t, url)
+		start := time.Now()
+		c.SendRaw(fmt.Sprintf(`{"op":"sub","id":2,"ch":%q,"since":{"seq":0,"epoch":%q}}`, ch, epoch))
+		r := c.NextWithin(10*time.Second, "reply to the waiting sub", func(m wstest.Msg) bool { return m.Op() == "subscribed" || m.Op() == "error" })
+		waited := time.Since(start)
+		if r.Op() != "error" || r.Str("code") != "unavailable" {
+			t.Fatalf("reply = %v, want error unavailable", r)
+		}
+		if waited < 250*time.Millisecond || waited > 3*time.Second {
+			t.Fatalf("unavailable after %v, want history.read_wait (300ms) to 3s", waited)
+		}
+	})
 }

@@ -384,7 +384,7 @@ func (c *Conn) sendBrokerError(id uint64, what string, err error) {
 	case errors.Is(err, errTooManyChannels):
 		c.srv.reject(rejChannels)
 		c.sendError(id, codeUnavailable, what+": this node serves server.max_channels ("+itoa(c.srv.cfg.Server.MaxChannels)+") channels already; try again later")
-	case errors.Is(err, errRecoveryOverflow):
+	case errors.Is(err, errRecoveryOverflow), errors.Is(err, errReadsBusy):
 		c.sendError(id, codeUnavailable, what+": "+err.Error())
 	case errors.Is(err, brokers.ErrUnavailable), errors.Is(err, brokers.ErrClosed),
 		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
