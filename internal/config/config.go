@@ -186,6 +186,11 @@ type History struct {
 	// slot before it is answered `unavailable`.
 	// Key history.read_wait, default 10s, > 0.
 	ReadWait time.Duration
+	// SnapshotMaxBytes bounds a channel snapshot (the `snap` op,
+	// docs/protocol.md): larger ones are refused, and one loaded from the
+	// broker larger than this is rejected as corrupt.
+	// Key history.snapshot_max_bytes, default 1048576, >= 1024.
+	SnapshotMaxBytes int
 }
 
 // Presence controls who-is-here tracking and join/leave events.
@@ -516,6 +521,8 @@ func Default() Config {
 			PageBytes: 256 << 10,
 			MaxReads:  4,
 			ReadWait:  10 * time.Second,
+
+			SnapshotMaxBytes: 1 << 20,
 		},
 		Presence: Presence{
 			TTL:            60 * time.Second,

@@ -294,6 +294,7 @@ log:
 				"SYNCGATE_HISTORY_SIZE=5",
 				"SYNCGATE_HISTORY_TTL=6s",
 				"SYNCGATE_HISTORY_PAGE_BYTES=8192",
+				"SYNCGATE_HISTORY_SNAPSHOT_MAX_BYTES=2048",
 				"SYNCGATE_HISTORY_MAX_READS=2",
 				"SYNCGATE_HISTORY_READ_WAIT=3s",
 				"SYNCGATE_PRESENCE_TTL=2s",
@@ -378,7 +379,7 @@ log:
 					SentinelAddrs: []string{"10.0.0.3:26379"}, Password: "pw", DB: 2, Prefix: "x", OutboxSize: 7},
 				NATS: NATS{URL: "nats://10.0.0.4:4222", Listen: "127.0.0.1:4333", StoreDir: "/tmp/n", ClusterListen: "127.0.0.1:6222",
 					Routes: []string{"127.0.0.1:6223", "127.0.0.1:6224"}, Storage: "memory", Replicas: 3, OutboxSize: 9},
-				History:  History{Size: 5, TTL: 6 * time.Second, PageBytes: 8192, MaxReads: 2, ReadWait: 3 * time.Second},
+				History:  History{Size: 5, TTL: 6 * time.Second, PageBytes: 8192, MaxReads: 2, ReadWait: 3 * time.Second, SnapshotMaxBytes: 2048},
 				Presence: Presence{TTL: 2 * time.Second, JoinLeave: false, JoinLeaveLimit: 10},
 				Client: Client{
 					PingInterval:     5 * time.Second,
@@ -469,7 +470,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name: "section given a scalar",
 			file: "history: 5\n",
-			want: []string{`"history"`, "want a section with keys history.size, history.ttl, history.page_bytes, history.max_reads, history.read_wait, got 5"},
+			want: []string{`"history"`, "want a section with keys history.size, history.ttl, history.page_bytes, history.max_reads, history.read_wait, history.snapshot_max_bytes, got 5"},
 		},
 		{
 			name: "proxy url not http",

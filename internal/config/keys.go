@@ -73,6 +73,7 @@ var settings = []setting{
 	intKey("history.page_bytes", 4096, func(c *Config) *int { return &c.History.PageBytes }),
 	intKey("history.max_reads", 1, func(c *Config) *int { return &c.History.MaxReads }),
 	durationKey("history.read_wait", 0, func(c *Config) *time.Duration { return &c.History.ReadWait }),
+	intKey("history.snapshot_max_bytes", 1024, func(c *Config) *int { return &c.History.SnapshotMaxBytes }),
 
 	durationKey("presence.ttl", time.Second, func(c *Config) *time.Duration { return &c.Presence.TTL }),
 	boolKey("presence.join_leave", func(c *Config) *bool { return &c.Presence.JoinLeave }),
