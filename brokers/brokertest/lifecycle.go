@@ -18,6 +18,7 @@ func (h *harness) testFeatures(t *testing.T) {
 	_, hasHistory := b.(brokers.History)
 	_, hasPresence := b.(brokers.Presence)
 	_, hasPinger := b.(brokers.Pinger)
+	_, hasSnapshots := b.(brokers.Snapshots)
 	for _, c := range []struct {
 		name            string
 		declared, found bool
@@ -25,6 +26,7 @@ func (h *harness) testFeatures(t *testing.T) {
 		{"History", h.Features.History, hasHistory},
 		{"Presence", h.Features.Presence, hasPresence},
 		{"Pinger", h.Features.Pinger, hasPinger},
+		{"Snapshots", h.Features.Snapshots, hasSnapshots},
 	} {
 		if c.declared != c.found {
 			t.Errorf("Features.%s = %v, but %T implementing brokers.%s is %v", c.name, c.declared, b, c.name, c.found)

@@ -34,6 +34,8 @@ type Features struct {
 	Presence bool
 	// Pinger: the backend implements brokers.Pinger.
 	Pinger bool
+	// Snapshots: the backend implements brokers.Snapshots.
+	Snapshots bool
 	// ExpiryWithin is the backend's documented bound (docs/brokers.md) on
 	// how long after its TTL a member that is not refreshed leaves; the
 	// suite's expiry check holds it to that plus expirySlack. Zero: the
@@ -115,6 +117,12 @@ func (s Suite) Run(t *testing.T) {
 			t.Run("NeverSeen", h.testNeverSeen)
 			t.Run("Truncation", h.testTruncation)
 			t.Run("SubscribeThenSince", h.testSubscribeThenSince)
+		})
+	}
+	if s.Features.Snapshots {
+		t.Run("Snapshots", func(t *testing.T) {
+			t.Run("Rules", h.testSnapshotRules)
+			t.Run("Concurrent", h.testSnapshotConcurrent)
 		})
 	}
 	if s.Features.Presence {

@@ -71,6 +71,9 @@ type Broker struct {
 	minPresenceTTL atomic.Int64
 
 	shards [numShards]shard
+
+	snapMu sync.Mutex
+	snaps  map[string]brokers.Snapshot // latest snapshot per channel
 }
 
 type shard struct {

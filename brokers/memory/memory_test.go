@@ -22,6 +22,7 @@ const suiteHistorySize = 100
 
 func TestConformance(t *testing.T) {
 	brokertest.Run(t, brokertest.Features{
+		Snapshots:   true,
 		History:     true,
 		HistorySize: suiteHistorySize,
 		Epoch:       true,
