@@ -21,6 +21,7 @@ func TestMain(m *testing.M) {
 const suiteHistorySize = 100
 
 var suiteFeatures = brokertest.Features{
+	Snapshots:    true,
 	History:      true,
 	HistorySize:  suiteHistorySize,
 	Epoch:        true,

@@ -124,4 +124,4 @@ end
 var pruneScript = presenceScripts.Prune
 
 // allScripts are loaded on every shard when it connects.
-var allScripts = append([]*goredis.Script{publishScript, sinceScript, resetScript}, presenceScripts.All()...)
+var allScripts = append([]*goredis.Script{publishScript, sinceScript, resetScript, snapScript}, presenceScripts.All()...)
