@@ -105,6 +105,25 @@ func (srv *Server) appendPubs(b []byte, ch string, pubs []brokers.Publication, s
 // catch-up it starts streamCatchUp and returns; sb is live once that
 // goroutine has sent `caught_up`.
 func (srv *Server) catchUp(ctx context.Context, s *scratch, sb *sub, cmd *command) (err error) {
+	// A provisional since (positions a node gave while its broker was
+	// down) resumes from the real position the provisional epoch was
+	// opened after; the messages the client got provisionally come again
+	// with their real seqs and `was`, and the client skips applying them
+	// twice (docs/protocol.md).
+	since, sinceEpoch := cmd.sinceSeq, string(cmd.sinceEpoch)
+	if base, ok := brokers.ProvisionalBase(sinceEpoch); ok {
+		since, sinceEpoch = base.Seq, base.Epoch
+	}
+	// A sub with "snapshot": true that history cannot serve starts from
+	// the channel's snapshot (snapshot.go): a catch-up from its seq,
+	// preceded by the snapshot frame once that catch-up recovers.
+	var snapFrame []byte
+	if cmd.snapshot {
+		if p, f, ok := srv.snapshotStart(sb.ch, cmd.hasSince, since, sinceEpoch); ok {
+			since, sinceEpoch, snapFrame = p.Seq, p.Epoch, f
+			cmd.hasSince = true
+		}
+	}
 	stream := cmd.stream && cmd.hasSince && srv.history != nil
 	if stream {
 		// Live messages buffered meanwhile are merged in one go at the
@@ -125,15 +144,6 @@ func (srv *Server) catchUp(ctx context.Context, s *scratch, sb *sub, cmd *comman
 			}
 		}()
 	}
-	// A provisional since (positions a node gave while its broker was
-	// down) resumes from the real position the provisional epoch was
-	// opened after; the messages the client got provisionally come again
-	// with their real seqs and `was`, and the client skips applying them
-	// twice (docs/protocol.md).
-	since, sinceEpoch := cmd.sinceSeq, string(cmd.sinceEpoch)
-	if base, ok := brokers.ProvisionalBase(sinceEpoch); ok {
-		since, sinceEpoch = base.Seq, base.Epoch
-	}
 	if stream {
 		// Everything, `subscribed` included, goes out from a goroutine
 		// of its own, paced by the client's reading: the reader never
@@ -152,7 +162,7 @@ func (srv *Server) catchUp(ctx context.Context, s *scratch, sb *sub, cmd *comman
 		srv.goOwned(func() {
 			defer srv.metrics.catchupStreams.Dec()
 			defer cancel()
-			srv.streamCatchUp(sctx, sb, id, since, sinceEpoch)
+			srv.streamCatchUp(sctx, sb, id, since, sinceEpoch, snapFrame)
 		})
 		return nil
 	}
@@ -241,6 +251,9 @@ func (srv *Server) catchUp(ctx context.Context, s *scratch, sb *sub, cmd *comman
 	if sb.overflow {
 		return errRecoveryOverflow
 	}
+	if recovered && snapFrame != nil {
+		sb.c.sendFrame(snapFrame)
+	}
 	sb.c.sendFrame(reply)
 	srv.goLive(sb, pos.Epoch, last)
 	return nil
@@ -262,7 +275,8 @@ func (srv *Server) goLive(sb *sub, epoch string, last uint64) {
 // first page in `subscribed` (with "more": true), the next ones as msg
 // frames, each page read and queued only once the client's queue has room
 // for it, then the buffered live publications and `caught_up`, and makes
-// sb live. id is the sub's id. It stops when sb is removed (unsub,
+// sb live. id is the sub's id; snapFrame, when set, goes out just before
+// the first page (a catch-up from a snapshot, snapshot.go). It stops when sb is removed (unsub,
 // disconnect) or ctx ends. When history does not continue from since,
 // `subscribed` says recovered: false (and no caught_up follows); when it
 // stops continuing later (truncated while the client read slowly, epoch
@@ -270,7 +284,7 @@ func (srv *Server) goLive(sb *sub, epoch string, last uint64) {
 // fails the sub gets its error; if a later one fails the connection is
 // closed with reconnect, and the client resubscribes from the last seq it
 // got.
-func (srv *Server) streamCatchUp(ctx context.Context, sb *sub, id uint64, since uint64, epoch string) {
+func (srv *Server) streamCatchUp(ctx context.Context, sb *sub, id uint64, since uint64, epoch string, snapFrame []byte) {
 	c := sb.c
 	limit := srv.pageMsgs()
 	first, last := true, since
@@ -287,7 +301,7 @@ func (srv *Server) streamCatchUp(ctx context.Context, sb *sub, id uint64, since 
 		}
 	}()
 	for {
-		pubs, pos, stop, err := srv.streamPage(ctx, sb, id, first, last, epoch, limit)
+		pubs, pos, stop, err := srv.streamPage(ctx, sb, id, first, last, epoch, limit, snapFrame)
 		if stop {
 			if first && !c.isClosing() && srv.ctx.Err() == nil {
 				// Unsubscribed before `subscribed` went out: the sub
@@ -389,7 +403,7 @@ func (srv *Server) goLiveAfter(sb *sub, frame []byte, epoch string, last uint64)
 // it: a client that stops reading holds no history in memory beyond its
 // queue, whatever its subscriptions. stop reports that sb was removed or
 // ctx ended.
-func (srv *Server) streamPage(ctx context.Context, sb *sub, id uint64, first bool, last uint64, epoch string, limit int) (pubs []brokers.Publication, pos brokers.Position, stop bool, err error) {
+func (srv *Server) streamPage(ctx context.Context, sb *sub, id uint64, first bool, last uint64, epoch string, limit int, snapFrame []byte) (pubs []brokers.Publication, pos brokers.Position, stop bool, err error) {
 	c := sb.c
 	turn := c.pageTurn()
 	select {
@@ -423,6 +437,9 @@ func (srv *Server) streamPage(ctx context.Context, sb *sub, id uint64, first boo
 	defer sb.mu.Unlock()
 	if sb.removed {
 		return nil, pos, true, nil
+	}
+	if first && snapFrame != nil {
+		c.sendFrame(snapFrame) // the snapshot, then the messages after it
 	}
 	c.sendFrame(frame)
 	if !first {

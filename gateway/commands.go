@@ -45,6 +45,8 @@ func (c *Conn) handleCommand(s *scratch, cmd *command) {
 		c.cmdPub(s, cmd)
 	case opPresence:
 		c.cmdPresence(s, cmd)
+	case opSnap:
+		c.cmdSnap(s, cmd)
 	case opPing:
 		c.sendJSON(s, appendSimple(s.enc[:0], "pong", cmd.id, "", false))
 	}

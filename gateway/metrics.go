@@ -99,10 +99,10 @@ func newMetrics(s *Server) *metrics {
 	m.disconnects = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "syncgate_disconnects_total", Help: "Connections closed by the server, by disconnect code."}, []string{"code"})
 	m.catchup = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "syncgate_catchup_total", Help: "Subscribes with since, by result (recovered, not_recovered, failed)."}, []string{"result"})
 	m.brokerRejected = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "syncgate_broker_payload_rejected_total",
-		Help: "Payloads from the broker dropped because they failed validation, by kind (publication, history, presence)."}, []string{"kind"})
+		Help: "Payloads from the broker dropped because they failed validation, by kind (publication, history, presence, snapshot)."}, []string{"kind"})
 	m.brokerRewritten = prometheus.NewCounter(prometheus.CounterOpts{Name: "syncgate_broker_payload_rewritten_total",
 		Help: "Publications from the broker that were valid but not compact (an older node's, or written by hand) and were re-encoded."})
-	for _, k := range []string{payloadKindPublication, payloadKindHistory, payloadKindPresence} {
+	for _, k := range []string{payloadKindPublication, payloadKindHistory, payloadKindPresence, payloadKindSnapshot} {
 		m.brokerRejected.WithLabelValues(k)
 	}
 	for _, c := range []prometheus.Collector{m.published, m.fanouts, m.deliveries, m.bytesOut, m.publishDur, m.slowConsumers, m.httpEvictions, m.rejections, m.disconnects, m.catchup, m.brokerRejected, m.brokerRewritten} {

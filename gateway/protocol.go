@@ -21,6 +21,7 @@ const (
 	opPresence
 	opPing
 	opRefresh // extension: renew the token of an authenticated connection
+	opSnap    // extension: store a channel snapshot (snapshot.go)
 )
 
 var opNames = map[string]op{
@@ -31,6 +32,7 @@ var opNames = map[string]op{
 	"presence": opPresence,
 	"ping":     opPing,
 	"refresh":  opRefresh,
+	"snap":     opSnap,
 }
 
 // Error codes of PROTOCOL.md.
@@ -61,6 +63,10 @@ type command struct {
 	// stream: the client takes a catch-up in pages (`"stream": true` on
 	// sub, extension; docs/protocol.md).
 	stream bool
+	// snapshot: the client takes the channel's snapshot and the messages
+	// after it when history cannot serve its sub (`"snapshot": true`,
+	// extension; snapshot.go).
+	snapshot bool
 }
 
 func (c *command) reset() { *c = command{} }
@@ -87,6 +93,7 @@ var (
 	errSinceSeq    = decodeErr(`"since.seq" must be a non-negative integer`)
 	errSinceEpoch  = decodeErr(`"since.epoch" must be a string`)
 	errStreamType  = decodeErr(`"stream" must be true or false`)
+	errSnapType    = decodeErr(`"snapshot" must be true or false`)
 	errDuplicateKy = decodeErr("duplicate key in object")
 )
 
@@ -115,7 +122,7 @@ func decodeObject(b []byte, start int, cmd *command) (int, error) {
 	if i >= len(b) || b[i] != '{' {
 		return 0, errNotObject
 	}
-	var seen uint8
+	var seen uint16
 	i = skipWS(b, i+1)
 	empty := i < len(b) && b[i] == '}'
 	if empty {
@@ -138,7 +145,7 @@ func decodeObject(b []byte, start int, cmd *command) (int, error) {
 		}
 		val := b[vstart:end]
 		i = end
-		var bit uint8
+		var bit uint16
 		switch string(key) {
 		case "op":
 			bit = 1
@@ -179,7 +186,7 @@ func decodeObject(b []byte, start int, cmd *command) (int, error) {
 				return 0, errUserType
 			}
 			cmd.user = s
-		case "since":
+		case "since", "at": // "at" names the position of a snap
 			bit = 64
 			if err := decodeSince(val, cmd); err != nil {
 				return 0, err
@@ -192,6 +199,15 @@ func decodeObject(b []byte, start int, cmd *command) (int, error) {
 			case "false":
 			default:
 				return 0, errStreamType
+			}
+		case "snapshot":
+			bit = 256
+			switch string(val) {
+			case "true":
+				cmd.snapshot = true
+			case "false":
+			default:
+				return 0, errSnapType
 			}
 		}
 		if bit != 0 {

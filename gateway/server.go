@@ -43,8 +43,9 @@ type Server struct {
 	cfg      config.Config
 	log      *slog.Logger
 	broker   brokers.Broker
-	history  brokers.History  // nil when the backend keeps none
-	presence brokers.Presence // nil when the backend keeps none
+	history  brokers.History   // nil when the backend keeps none
+	presence brokers.Presence  // nil when the backend keeps none
+	snaps    brokers.Snapshots // nil when the backend keeps none
 	hub      *hub
 	reads    chan struct{} // history read slots (history.max_reads)
 
@@ -130,6 +131,7 @@ func New(cfg config.Config, b brokers.Broker, log *slog.Logger) (*Server, error)
 	s.history, _ = b.(brokers.History)
 	s.reads = make(chan struct{}, cfg.History.MaxReads)
 	s.presence, _ = b.(brokers.Presence)
+	s.snaps, _ = b.(brokers.Snapshots)
 	s.users = make(map[string]int)
 	s.payloadLog = rate.NewLimiter(rate.Every(time.Second), 5)
 	s.ctl = newControl(cfg.API.ClusterSecret)

@@ -1,0 +1,169 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/syncgate/syncgate/brokers"
+)
+
+// Channel snapshots (extension, docs/protocol.md "Snapshots").
+//
+// A client allowed to publish on a channel stores the channel's state as
+// it sees it with `snap`: `{"op":"snap","ch":C,"at":{"seq":S,"epoch":E},
+// "data":V}`, V any JSON value of at most history.snapshot_max_bytes
+// (compacted). The gateway checks that the channel has reached S in
+// epoch E (its position now, read from history), then the broker keeps
+// it under the rule of brokers.Snapshots: higher seq wins, an equal seq
+// keeps the first, another epoch replaces. The answer is `snapped` with
+// `stored` and the position of the snapshot the channel has now.
+//
+// A `sub` with `"snapshot": true` that history cannot serve (no `since`,
+// or a `since` history no longer continues from) and whose channel has a
+// snapshot of its current epoch is served from the snapshot: a
+// `snapshot` frame (ch, seq, epoch, data) and then the catch-up from the
+// snapshot's seq, exactly as a `sub` with that `since` (in `subscribed`
+// `pubs`, or streamed with `"stream": true`), so the client gets the
+// snapshot and then exactly the messages after it. The `snapshot` frame
+// goes out only when that catch-up recovers; otherwise the answer is the
+// usual `recovered: false`. A client that does not send `"snapshot": true`
+// never sees a `snapshot` frame.
+//
+// What the broker returns is untrusted (payload.go): a snapshot whose
+// epoch is malformed, whose data is over the limit or not JSON, or whose
+// seq is beyond the channel's position is ignored (counted in
+// syncgate_broker_payload_rejected_total{kind="snapshot"}), and the sub
+// is answered as if there were none.
+
+const payloadKindSnapshot = "snapshot"
+
+func (c *Conn) cmdSnap(s *scratch, cmd *command) {
+	ch, ok := c.channelArg(cmd)
+	if !ok {
+		return
+	}
+	switch {
+	case cmd.data == nil:
+		c.sendError(cmd.id, codeBadRequest, `missing "data"`)
+		return
+	case !cmd.hasSince || len(cmd.sinceEpoch) == 0:
+		c.sendError(cmd.id, codeBadRequest, `missing "at": {"seq": N, "epoch": "E"}, the position the snapshot covers`)
+		return
+	case cmd.sinceSeq == 0:
+		c.sendError(cmd.id, codeBadRequest, `"at.seq" must be at least 1`)
+		return
+	}
+	if !c.canPublish(ch) {
+		c.forbidden(cmd.id, "store a snapshot of", ch)
+		return
+	}
+	srv := c.srv
+	if srv.snaps == nil || srv.history == nil {
+		c.sendError(cmd.id, codeUnavailable, "this broker keeps no snapshots")
+		return
+	}
+	var data bytes.Buffer
+	if err := json.Compact(&data, cmd.data); err != nil {
+		c.sendError(cmd.id, codeBadRequest, `"data" is not valid JSON`)
+		return
+	}
+	if data.Len() > srv.cfg.History.SnapshotMaxBytes {
+		c.sendError(cmd.id, codeTooLarge, "snapshot over history.snapshot_max_bytes ("+itoa(srv.cfg.History.SnapshotMaxBytes)+")")
+		return
+	}
+	epoch := string(cmd.sinceEpoch)
+	_, pos, err := srv.readHistory(srv.ctx, ch, 0, 0)
+	if err != nil {
+		c.sendBrokerError(cmd.id, "snap", err)
+		return
+	}
+	if pos.Epoch != epoch || cmd.sinceSeq > pos.Seq {
+		c.sendError(cmd.id, codeBadRequest, fmt.Sprintf("snapshot at %d in epoch %.64q: the channel is at %d in epoch %.64q; a snapshot may only cover messages the channel has", cmd.sinceSeq, epoch, pos.Seq, pos.Epoch))
+		return
+	}
+	ctx, cancel := context.WithTimeout(srv.ctx, srv.brokerTimeout)
+	kept, now, err := srv.snaps.StoreSnapshot(ctx, ch, brokers.Snapshot{Seq: cmd.sinceSeq, Epoch: epoch, Data: data.Bytes()})
+	cancel()
+	if err != nil {
+		c.sendBrokerError(cmd.id, "snap", err)
+		return
+	}
+	b := append(s.enc[:0], `{"op":"snapped"`...)
+	b = appendID(b, cmd.id)
+	b = append(b, `,"ch":`...)
+	b = appendString(b, ch)
+	b = append(b, `,"stored":`...)
+	b = appendBool(b, kept)
+	b = append(b, `,"seq":`...)
+	b = appendUint(b, now.Seq)
+	b = append(b, `,"epoch":`...)
+	b = appendString(b, now.Epoch)
+	b = append(b, '}')
+	c.sendJSON(s, b)
+}
+
+func appendBool(b []byte, v bool) []byte {
+	if v {
+		return append(b, "true"...)
+	}
+	return append(b, "false"...)
+}
+
+// snapshotStart decides whether a `sub` with "snapshot": true is served
+// from the channel's snapshot. since/epoch are where the client stands
+// (hasSince false: nowhere). When history continues from there, or the
+// channel has no valid snapshot of its current epoch newer than since,
+// ok is false and the sub goes on as without the flag. Otherwise it
+// returns the snapshot's position (the catch-up's new since) and the
+// `snapshot` frame to send before the catch-up's first frame.
+func (srv *Server) snapshotStart(ch string, hasSince bool, since uint64, epoch string) (pos brokers.Position, frame []byte, ok bool) {
+	if srv.snaps == nil || srv.history == nil {
+		return pos, nil, false
+	}
+	pubs, cur, err := srv.readHistory(srv.ctx, ch, since, 1)
+	if err != nil {
+		return pos, nil, false // the catch-up's own read answers the error
+	}
+	if hasSince && continues(since, epoch, pubs, cur) {
+		return pos, nil, false
+	}
+	ctx, cancel := context.WithTimeout(srv.ctx, srv.brokerTimeout)
+	snap, found, err := srv.snaps.LoadSnapshot(ctx, ch)
+	cancel()
+	if err != nil {
+		srv.log.Warn("snapshot load failed", "channel", ch, "err", err)
+		return pos, nil, false
+	}
+	if !found {
+		return pos, nil, false
+	}
+	var data bytes.Buffer
+	switch {
+	case !validEpoch(snap.Epoch), len(snap.Data) > srv.cfg.History.SnapshotMaxBytes,
+		json.Compact(&data, snap.Data) != nil, data.Len() == 0:
+		srv.metrics.brokerRejected.WithLabelValues(payloadKindSnapshot).Inc()
+		srv.log.Warn("malformed snapshot from the broker ignored", "channel", ch, "bytes", len(snap.Data))
+		return pos, nil, false
+	case snap.Epoch != cur.Epoch:
+		return pos, nil, false // of an older history: useless
+	case snap.Seq > cur.Seq:
+		srv.metrics.brokerRejected.WithLabelValues(payloadKindSnapshot).Inc()
+		srv.log.Warn("snapshot beyond the channel's position ignored", "channel", ch, "seq", snap.Seq, "at", cur.Seq)
+		return pos, nil, false
+	case hasSince && epoch == snap.Epoch && since >= snap.Seq:
+		return pos, nil, false // the client is ahead of the snapshot already
+	}
+	b := make([]byte, 0, 64+len(ch)+len(snap.Epoch)+data.Len())
+	b = append(b, `{"op":"snapshot","ch":`...)
+	b = appendString(b, ch)
+	b = append(b, `,"seq":`...)
+	b = appendUint(b, snap.Seq)
+	b = append(b, `,"epoch":`...)
+	b = appendString(b, snap.Epoch)
+	b = append(b, `,"data":`...)
+	b = append(b, data.Bytes()...)
+	b = append(b, '}')
+	return brokers.Position{Seq: snap.Seq, Epoch: snap.Epoch}, textFrame(b), true
+}
