@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/syncgate/syncgate/brokers"
 	"github.com/syncgate/syncgate/internal/config"
@@ -211,4 +212,24 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestSnapNeedsPublish: a subscriber without publish permission cannot
+// store a snapshot (it would rewrite what late joiners load); nothing is
+// stored.
+func TestSnapNeedsPublish(t *testing.T) {
+	ts := startServer(t, "epoll", withHMAC)
+	w := dial(t, ts)
+	w.MustCall("connect", map[string]any{"token": hsToken(t, userClaims("writer", []string{"doc:*"}, []string{"doc:p"}, time.Hour))}, "connected")
+	epoch := w.Sub("doc:p").Str("epoch")
+	w.Pub("doc:p", 1)
+	r := dial(t, ts)
+	r.MustCall("connect", map[string]any{"token": hsToken(t, userClaims("reader", []string{"doc:*"}, nil, time.Hour))}, "connected")
+	if m := r.MustCall("snap", snapAt("doc:p", 1, epoch, "evil"), "error"); m.Str("code") != "forbidden" {
+		t.Fatalf("snap by a reader = %v, want forbidden", m)
+	}
+	if _, ok, _ := ts.broker.LoadSnapshot(t.Context(), "doc:p"); ok {
+		t.Fatal("a forbidden snap was stored")
+	}
+	w.MustCall("snap", snapAt("doc:p", 1, epoch, "good"), "snapped")
 }
