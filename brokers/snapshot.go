@@ -76,3 +76,9 @@ func DecodeSnapshot(b []byte) (Snapshot, error) {
 	}
 	return Snapshot{Seq: seq, Epoch: string(epoch), Data: data}, nil
 }
+
+// Clone returns s with its own copy of Data.
+func (s Snapshot) Clone() Snapshot {
+	s.Data = append([]byte(nil), s.Data...)
+	return s
+}

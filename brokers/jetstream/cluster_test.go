@@ -28,7 +28,7 @@ func TestClusterConformance(t *testing.T) {
 	warmUp(t, cfg(0))
 	brokertest.Suite{
 		Features: brokertest.Features{
-			History: true, HistorySize: suiteHistory, Epoch: true, Presence: true, Pinger: true,
+			History: true, HistorySize: suiteHistory, Epoch: true, Presence: true, Pinger: true, Snapshots: true,
 		},
 		New: func(t *testing.T) brokers.Broker { return jetstream.New(cfg(0)) },
 		NewPair: func(t *testing.T) (brokers.Broker, brokers.Broker) {

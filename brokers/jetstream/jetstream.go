@@ -128,6 +128,9 @@ type Broker struct {
 	natsbase.Public[*channel, outboxEntry] // Close, Ping, ClientURL, OutboxLen, presence
 	js                                     jetstream.JetStream
 
+	snapMu sync.Mutex
+	snapKV jetstream.KeyValue // the snapshot bucket, once created (snapshot.go)
+
 	created    atomic.Int64 // the history stream's creation time (unix ns)
 	reconnects uint64       // flusher only: the library's count at the last recovery
 
