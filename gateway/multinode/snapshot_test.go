@@ -4,20 +4,33 @@ import (
 	"testing"
 
 	"github.com/syncgate/syncgate/brokers"
+	"github.com/syncgate/syncgate/brokers/jetstream"
 	"github.com/syncgate/syncgate/brokers/redis"
+	"github.com/syncgate/syncgate/internal/natstest"
 	"github.com/syncgate/syncgate/internal/redistest"
 	"github.com/syncgate/syncgate/internal/wstest"
 )
 
-// TestSnapshotAcrossNodesRedis: a snapshot stored through node A, on a
+// TestSnapshotAcrossNodes: a snapshot stored through node A, on a
 // channel whose history window (10) has rolled past the start, is served
 // by node B to a late joiner as the snapshot and then exactly the
 // messages after it, then live messages published on A.
-func TestSnapshotAcrossNodesRedis(t *testing.T) {
-	srv := redistest.Start(t, redistest.Options{})
-	nb := func() brokers.Broker {
-		return redis.New(redis.Config{Addrs: []string{srv.Addr()}, HistorySize: 10})
-	}
+func TestSnapshotAcrossNodes(t *testing.T) {
+	t.Run("redis", func(t *testing.T) {
+		srv := redistest.Start(t, redistest.Options{})
+		snapshotAcrossNodes(t, func() brokers.Broker {
+			return redis.New(redis.Config{Addrs: []string{srv.Addr()}, HistorySize: 10})
+		})
+	})
+	t.Run("jetstream", func(t *testing.T) {
+		srv := natstest.RunServer(t)
+		snapshotAcrossNodes(t, func() brokers.Broker {
+			return jetstream.New(jetstream.Config{URL: srv.URL(), HistorySize: 10})
+		})
+	})
+}
+
+func snapshotAcrossNodes(t *testing.T, nb func() brokers.Broker) {
 	a, b := startNode(t, nb(), nil), startNode(t, nb(), nil)
 	const ch = "doc.snap"
 	w := wstest.Dial(t, "ws://"+a.addr+"/ws")
