@@ -63,7 +63,7 @@ func (b *Broker) StoreSnapshot(ctx context.Context, ch string, s brokers.Snapsho
 		case errors.Is(err, jetstream.ErrKeyNotFound):
 			if _, err := kv.Create(ctx, key, val); err == nil {
 				return true, s.Clone(), nil
-			} else if !errors.Is(err, jetstream.ErrKeyExists) {
+			} else if !casConflict(err) {
 				return false, brokers.Snapshot{}, fmt.Errorf("jetstream: snapshot %s: %w", ch, wrapKV(err))
 			}
 			continue // another writer created it: compare with theirs
@@ -77,7 +77,7 @@ func (b *Broker) StoreSnapshot(ctx context.Context, ch string, s brokers.Snapsho
 		// A malformed value is replaced.
 		if _, err := kv.Update(ctx, key, val, e.Revision()); err == nil {
 			return true, s.Clone(), nil
-		} else if !errors.Is(err, jetstream.ErrKeyExists) {
+		} else if !casConflict(err) {
 			return false, brokers.Snapshot{}, fmt.Errorf("jetstream: snapshot %s: %w", ch, wrapKV(err))
 		}
 	}
@@ -107,6 +107,14 @@ func (b *Broker) LoadSnapshot(ctx context.Context, ch string) (brokers.Snapshot,
 		return brokers.Snapshot{}, false, fmt.Errorf("jetstream: snapshot %s: %w", ch, err)
 	}
 	return s.Clone(), true, nil
+}
+
+// casConflict reports whether a Create or Update lost to another writer:
+// ErrKeyExists, which replicated buckets report as error code 10164.
+func casConflict(err error) bool {
+	var api *jetstream.APIError
+	return errors.Is(err, jetstream.ErrKeyExists) ||
+		(errors.As(err, &api) && (api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant))
 }
 
 // wrapKV marks the errors of an unreachable server as ErrUnavailable.
