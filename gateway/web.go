@@ -10,5 +10,6 @@ import (
 // page) on the node's HTTP mux, beside /healthz and /readyz.
 func (s *Server) routes(mux *http.ServeMux) {
 	mux.Handle("GET /client.js", web.ClientJS())
+	mux.Handle("GET /yjs.js", web.YjsJS())
 	mux.Handle("GET /{$}", web.Demo())
 }

@@ -153,11 +153,11 @@ export class SyncGate {
 
   /** subscribe(ch, {since: {seq, epoch}}) resolves with the `subscribed`
    *  reply. Messages arrive as `msg` events. */
-  subscribe(ch, { since } = {}) {
+  subscribe(ch, { since, snapshot } = {}) {
     let rec = this.channels.get(ch);
     if (rec && rec.live) return Promise.resolve(rec.reply);
     if (!rec) {
-      rec = { seq: 0, epoch: "", known: false, since: since || null, live: false, waiters: [], reply: null };
+      rec = { seq: 0, epoch: "", known: false, since: since || null, live: false, waiters: [], reply: null, snapshot: !!snapshot };
       if (since) {
         rec.seq = since.seq;
         rec.epoch = since.epoch || "";
@@ -192,6 +192,14 @@ export class SyncGate {
     this.connect().catch(() => {});
     if (this.transport === "sse" && this.state === "connected") return this.httpPublish(ch, data);
     return this.request({ op: "pub", ch, data });
+  }
+
+  /** snapshot(ch, seq, epoch, data) stores data as ch's snapshot covering
+   *  every message up to seq (extension, docs/protocol.md); resolves with
+   *  the `snapped` reply {stored, seq, epoch}. */
+  async snapshot(ch, seq, epoch, data) {
+    this.connect().catch(() => {});
+    return this.request({ op: "snap", ch, at: { seq, epoch }, data });
   }
 
   /** presence(ch) resolves with [{user, client}, ...]. */
@@ -380,6 +388,10 @@ export class SyncGate {
       // Take a large catch-up in pages paced by our reading (docs/protocol.md).
       cmd.stream = true;
     }
+    // A subscriber that asked for snapshots gets the channel's snapshot
+    // (a `snapshot` event) and the messages after it when history cannot
+    // serve it (docs/protocol.md).
+    if (rec.snapshot) cmd.snapshot = true;
     rec.sentSince = rec.known;
     this.pending.set(cmd.id, {
       resolve: (r) => this.onSubscribed(ch, r),
@@ -500,6 +512,19 @@ export class SyncGate {
           rec.known = true;
           this.emit("reset", { ch: m.ch, seq: rec.seq, epoch: rec.epoch });
         }
+        return;
+      }
+      case "snapshot": {
+        // The catch-up continues from the snapshot's position: the msgs
+        // after it follow in `subscribed` (or streamed).
+        const rec = this.channels.get(m.ch);
+        if (!rec) return;
+        rec.seq = m.seq || 0;
+        rec.epoch = m.epoch || "";
+        rec.real = { seq: rec.seq, epoch: rec.epoch };
+        rec.known = true;
+        rec.sentSince = true;
+        this.emit("snapshot", m);
         return;
       }
       case "join":

@@ -13,11 +13,14 @@ import (
 	"time"
 )
 
-//go:embed client.js index.html
+//go:embed client.js index.html yjs.js
 var files embed.FS
 
 // ClientJS serves client.js.
 func ClientJS() http.Handler { return serve("client.js", "text/javascript; charset=utf-8") }
+
+// YjsJS serves yjs.js, the Yjs provider (an ES module on client.js).
+func YjsJS() http.Handler { return serve("yjs.js", "text/javascript; charset=utf-8") }
 
 // Demo serves the demo page, index.html.
 func Demo() http.Handler { return serve("index.html", "text/html; charset=utf-8") }
