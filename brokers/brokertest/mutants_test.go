@@ -67,6 +67,7 @@ func TestMutantsFail(t *testing.T) {
 func TestMutantSuite(t *testing.T) {
 	kind := os.Getenv(mutantEnv)
 	f := busFeatures
+	f.Snapshots = true // the wrapped memory broker keeps them
 	if kind == "no-pinger" {
 		f.Pinger = true // declared, but the broker below does not implement it
 	}
