@@ -122,6 +122,11 @@ func (c *Conn) deferCommand(s *scratch, raw []byte, cmd *command) bool {
 			px.mu.Unlock()
 			return false
 		}
+		if !c.srv.proxy.reserveQueue(len(raw)) {
+			px.mu.Unlock()
+			c.queueFull(raw, cmd)
+			return true
+		}
 		px.busy = true
 		px.queue = append(px.queue, pxItem{raw: bytes.Clone(raw)})
 		px.queued = len(raw)
@@ -134,11 +139,41 @@ func (c *Conn) deferCommand(s *scratch, raw []byte, cmd *command) bool {
 		c.closeWith("rate_limited", "too many commands waiting for the event proxy", false, ws.StatusPolicyViolation, false)
 		return true
 	}
+	if !c.srv.proxy.reserveQueue(len(raw)) {
+		// Answered in its turn, behind what is queued already.
+		px.queue = append(px.queue, pxItem{frame: queueFullFrame(raw, cmd)})
+		px.mu.Unlock()
+		return true
+	}
 	px.queue = append(px.queue, pxItem{raw: bytes.Clone(raw)})
 	px.queued += len(raw)
 	px.mu.Unlock()
 	return true
 }
+
+// reserveQueue takes n bytes of the node's proxy queue budget
+// (proxy.max_queued_bytes), or reports that it has no room.
+func (p *eventProxy) reserveQueue(n int) bool {
+	if p.queued.Add(int64(n)) > p.maxQueued {
+		p.queued.Add(-int64(n))
+		p.queueFull.Inc()
+		return false
+	}
+	return true
+}
+
+// queueFullFrame answers a command the node's proxy queues had no room
+// for: `unavailable`, as when no concurrency slot is free.
+func queueFullFrame(raw []byte, cmd *command) []byte {
+	id := salvageID(raw, 0)
+	if cmd != nil {
+		id = cmd.id
+	}
+	var buf [256]byte
+	return textFrame(appendError(buf[:0], id, codeUnavailable, "the node's event proxy queues are full (proxy.max_queued_bytes); try again"))
+}
+
+func (c *Conn) queueFull(raw []byte, cmd *command) { c.sendFrame(queueFullFrame(raw, cmd)) }
 
 // sendUnanswering sends an error that answers no command (too_large, a
 // binary frame; no id). While commands wait in the proxy queue it is
@@ -172,6 +207,7 @@ func (c *Conn) runQueued() {
 	for {
 		px.mu.Lock()
 		if len(px.queue) == 0 || c.isClosing() {
+			c.srv.proxy.queued.Add(-int64(px.queued))
 			px.busy, px.queue, px.queued = false, nil, 0
 			px.mu.Unlock()
 			return
@@ -180,6 +216,7 @@ func (c *Conn) runQueued() {
 		px.queue[0] = pxItem{}
 		px.queue = px.queue[1:]
 		px.queued -= len(it.raw)
+		c.srv.proxy.queued.Add(-int64(len(it.raw)))
 		px.mu.Unlock()
 		if it.frame != nil {
 			c.sendFrame(it.frame)
