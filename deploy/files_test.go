@@ -20,6 +20,7 @@ import (
 
 	"github.com/syncgate/syncgate/brokers/redis"
 	"github.com/syncgate/syncgate/gateway"
+	"github.com/syncgate/syncgate/gateway/serverapi"
 	"github.com/syncgate/syncgate/internal/config"
 	"github.com/syncgate/syncgate/internal/redistest"
 	"github.com/syncgate/syncgate/internal/testdeps"
@@ -113,23 +114,30 @@ func TestRulesAndDashboardUseExportedMetrics(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"syncgate_broker_up", "syncgate_outbox_messages", "syncgate_slow_consumer_disconnects_total",
-		"syncgate_limit_rejections_total", "syncgate_catchup_total", "syncgate_publish_duration_seconds_bucket"} {
+		"syncgate_limit_rejections_total", "syncgate_catchup_total", "syncgate_publish_duration_seconds_bucket",
+		"syncgate_proxy_errors_total", "syncgate_proxy_queue_full_total", "syncgate_proxy_duration_seconds_bucket",
+		"syncgate_proxy_queued_bytes", "syncgate_api_requests_total", "syncgate_control_rejected_total"} {
 		if !strings.Contains(strings.Join(exprs, "\n"), want) {
 			t.Errorf("no rule or panel uses %s", want)
 		}
 	}
 }
 
-// scrapeNames runs a node on a real Redis (a backend with an outbox) and
-// returns the metric names its /metrics lists.
+// scrapeNames runs a node on a real Redis (a backend with an outbox), with
+// an event proxy hook and the server API configured, and returns the
+// metric names its /metrics lists.
 func scrapeNames(t *testing.T) map[string]bool {
 	t.Helper()
 	rds := redistest.Start(t, redistest.Options{})
 	cfg := config.Default()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Broker.Type = "redis"
+	cfg.Proxy.Publish.URL = "http://127.0.0.1:1/publish" // never called
 	srv, err := gateway.New(cfg, redis.New(redis.Config{Addrs: []string{rds.Addr()}}), nil)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := serverapi.New(serverapi.Config{Keys: []string{"scrape-test-key-0123456789"}}, srv, nil); err != nil {
 		t.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -314,10 +322,15 @@ func TestKubernetesManifests(t *testing.T) {
 	cmYAML, _ := dig(docs["ConfigMap/syncgate"], "data", "config.yaml").(string)
 	file := filepath.Join(t.TempDir(), "config.yaml")
 	writeFile(t, file, cmYAML)
-	env := []string{"SYNCGATE_AUTH_HMAC_SECRET=" + strings.Repeat("s", 32), "SYNCGATE_METRICS_TOKEN=" + strings.Repeat("m", 16), "SYNCGATE_REDIS_PASSWORD=p"}
+	env := []string{"SYNCGATE_AUTH_HMAC_SECRET=" + strings.Repeat("s", 32), "SYNCGATE_METRICS_TOKEN=" + strings.Repeat("m", 16), "SYNCGATE_REDIS_PASSWORD=p",
+		"SYNCGATE_API_KEYS=" + strings.Repeat("k", 48), "SYNCGATE_API_CLUSTER_SECRET=" + strings.Repeat("c", 64)}
 	cfg, err := config.LoadFrom(file, env)
 	if err != nil {
 		t.Fatalf("the ConfigMap's config.yaml with the Secret's variables: %v", err)
+	}
+	// Several replicas: server API actions must reach every node.
+	if cfg.API.Listen == "off" || cfg.API.ClusterSecret == "" {
+		t.Errorf("api.listen %q, cluster secret set %v: want the server API on, with api.cluster_secret", cfg.API.Listen, cfg.API.ClusterSecret != "")
 	}
 	grace, _ := pod["terminationGracePeriodSeconds"].(int)
 	if need := time.Duration(preStop)*time.Second + cfg.Server.DrainWindow + 10*time.Second; time.Duration(grace)*time.Second <= need {

@@ -291,6 +291,13 @@ func (srv *Server) streamCatchUp(ctx context.Context, sb *sub, id uint64, since 
 	jctx, cancel := context.WithTimeout(ctx, srv.brokerTimeout)
 	srv.presenceJoin(jctx, sb)
 	cancel()
+	// settle once `subscribed` is out: a server-side unsubscribe that
+	// landed meanwhile is carried out then (commands.go).
+	settle := func() {
+		lctx, cancel := context.WithTimeout(srv.ctx, srv.brokerTimeout)
+		c.settle(lctx, sb)
+		cancel()
+	}
 	// The connection may have closed meanwhile, its cleanup run before
 	// the join: leave again so no presence entry outlives the client.
 	defer func() {
@@ -339,6 +346,7 @@ func (srv *Server) streamCatchUp(ctx context.Context, sb *sub, id uint64, since 
 					continue // read the position again
 				}
 				srv.metrics.catchup.WithLabelValues("not_recovered").Inc()
+				settle()
 				return
 			}
 			srv.finishCatchUp(ctx, sb, pos, false)
@@ -346,6 +354,7 @@ func (srv *Server) streamCatchUp(ctx context.Context, sb *sub, id uint64, since 
 		}
 		if first {
 			srv.metrics.catchup.WithLabelValues("recovered").Inc()
+			settle()
 		}
 		first = false
 		if len(pubs) > 0 {

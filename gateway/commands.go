@@ -257,7 +257,7 @@ func (c *Conn) cmdSub(s *scratch, cmd *command) {
 	if c.srv.proxy.on(hookSubscribe) && c.askProxy(cmd.id, hookSubscribe, ch, nil) == nil {
 		return
 	}
-	sb := &sub{c: c, ch: ch}
+	sb := &sub{c: c, ch: ch, inflight: true}
 	c.smu.Lock()
 	if c.cleaned {
 		c.smu.Unlock()
@@ -277,8 +277,9 @@ func (c *Conn) cmdSub(s *scratch, cmd *command) {
 		return
 	}
 	if cmd.stream && cmd.hasSince && c.srv.history != nil {
-		return // the streamed catch-up's goroutine joins (catchup.go)
+		return // the streamed catch-up's goroutine joins and settles (catchup.go)
 	}
+	c.settle(ctx, sb)
 	// The connection may have closed while we talked to the broker; its
 	// cleanup has taken sb out already, but it may have run before the
 	// join above. Leave again so no presence entry outlives the client.
@@ -286,6 +287,30 @@ func (c *Conn) cmdSub(s *scratch, cmd *command) {
 		c.srv.hub.remove(sb)
 		c.srv.presenceLeave(ctx, sb)
 	}
+}
+
+// settle ends sb's in-flight state once its `sub` has joined presence and
+// sent `subscribed`. A server-side unsubscribe that landed while it was in
+// flight (unsubscribeLocal) is carried out now, so it cannot overtake the
+// sub: the client gets `unsubscribed` after `subscribed`, and no presence
+// entry is left. (A sub that fails instead answers with its error and
+// leaves on its own.)
+func (c *Conn) settle(ctx context.Context, sb *sub) {
+	c.smu.Lock()
+	sb.inflight = false
+	ask := sb.unsubAsked
+	if ask {
+		if i := c.findSub(sb.ch); i >= 0 && c.subs[i] == sb {
+			c.dropSub(sb.ch)
+		}
+	}
+	c.smu.Unlock()
+	if !ask {
+		return
+	}
+	c.srv.hub.remove(sb)
+	c.sendFrame(textFrame(appendSimple(nil, "unsubscribed", 0, sb.ch, true)))
+	c.srv.presenceLeave(ctx, sb)
 }
 
 func (c *Conn) cmdUnsub(s *scratch, cmd *command) {

@@ -395,7 +395,7 @@ func (c *Conn) tooLarge(st *frameState, h *clientHeader) bool {
 	if !exceeds(st, h, c.srv.cfg.Client.MaxMessageSize) {
 		return false
 	}
-	c.sendError(0, codeTooLarge, "message exceeds client.max_message_size ("+itoa(c.srv.cfg.Client.MaxMessageSize)+" bytes); it was discarded")
+	c.sendUnanswering(codeTooLarge, "message exceeds client.max_message_size ("+itoa(c.srv.cfg.Client.MaxMessageSize)+" bytes); it was discarded")
 	c.srv.reject(rejMessageSize)
 	st.frag, st.inFrag = nil, false
 	return true
@@ -459,7 +459,7 @@ func validCloseCode(code ws.StatusCode) bool {
 // handleMessage runs every JSON object of one complete message, in order.
 func (c *Conn) handleMessage(s *scratch, op ws.OpCode, msg []byte) {
 	if op == ws.OpBinary {
-		c.sendError(0, codeBadRequest, "binary frames are not supported: send JSON in text frames")
+		c.sendUnanswering(codeBadRequest, "binary frames are not supported: send JSON in text frames")
 		return
 	}
 	if !utf8.Valid(msg) {

@@ -484,14 +484,26 @@ func (s *Server) disconnectLocal(user string, reconnect bool) int {
 
 // unsubscribeLocal ends the subscriptions of this node's connections of
 // user to ch: each gets {"op":"unsubscribed","ch":...} (no id: not a
-// reply) and leaves the channel's presence.
+// reply) and leaves the channel's presence. A subscription whose `sub` is
+// still in flight is marked and ended by that sub when it is done
+// (Conn.settle), so the client never sees `unsubscribed` before
+// `subscribed` and no presence entry outlives it.
 func (s *Server) unsubscribeLocal(user, ch string) int {
 	var subs []*sub
+	n := 0
 	s.eachConn(func(c *Conn) {
 		if !c.authed.Load() || c.user != user {
 			return
 		}
 		c.smu.Lock()
+		if i := c.findSub(ch); i >= 0 && c.subs[i].inflight {
+			// Its sub is still in flight: settle carries this out
+			// when it is done, in order (commands.go).
+			c.subs[i].unsubAsked = true
+			c.smu.Unlock()
+			n++
+			return
+		}
 		sb := c.dropSub(ch)
 		c.smu.Unlock()
 		if sb != nil {
@@ -505,7 +517,7 @@ func (s *Server) unsubscribeLocal(user, ch string) int {
 		s.presenceLeave(ctx, sb)
 		cancel()
 	}
-	return len(subs)
+	return n + len(subs)
 }
 
 // errTokenRevoked: the token was issued before a revocation of its user.

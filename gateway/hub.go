@@ -72,7 +72,13 @@ type sub struct {
 	// removed is set (under mu) once the subscription is taken out of the
 	// hub: a catch-up still running sends nothing more. stop cancels it.
 	removed bool
-	lastSeq uint64 // written under mu before live; then only by delivery
+	// inflight is set (under c.smu) while the `sub` that made this
+	// subscription is still talking to the broker (hub add, presence
+	// join, catch-up); unsubAsked records a server-side unsubscribe that
+	// landed meanwhile, carried out by settle once the sub is done.
+	inflight   bool
+	unsubAsked bool
+	lastSeq    uint64 // written under mu before live; then only by delivery
 	// provSeq is the watermark of provisional publications (a node's own
 	// publishes during a broker outage), kept apart from lastSeq: they
 	// interleave with real ones and must not reset its dedupe.

@@ -122,6 +122,9 @@ func newMetrics(s *Server) *metrics {
 	for _, r := range []string{ctlRejSize, ctlRejSignature, ctlRejDecode, ctlRejStale, ctlRejReplay, ctlRejQueue} {
 		m.controlRejected.WithLabelValues(r)
 	}
+	for _, op := range []string{ctlDisconnect, ctlUnsubscribe, ctlRevoke, ctlHello, ctlRevocations, ctlSummary} {
+		m.controlApplied.WithLabelValues(op) // zeros, for rate() in the dashboard
+	}
 	for _, c := range []prometheus.Collector{m.historyReads, m.historyReadsBusy, m.catchupPages, m.catchupStreams, m.controlRejected, m.controlApplied} {
 		f(c)
 	}

@@ -79,22 +79,28 @@ type eventProxy struct {
 	// proxy.max_concurrency a call fails at once, so a dead backend
 	// cannot gather a goroutine per client for a whole timeout.
 	waiting atomic.Int64
+	// queued is the bytes of commands in all connections' proxy queues,
+	// at most maxQueued (proxy.max_queued_bytes).
+	queued    atomic.Int64
+	maxQueued int64
 	// capture lists the headers (lower case) and cookies any hook
 	// forwards: kept per connection from its upgrade request.
 	headers []string
 	cookies []string
 
-	dur  *prometheus.HistogramVec // by hook
-	errs *prometheus.CounterVec   // by hook, reason
+	dur       *prometheus.HistogramVec // by hook
+	errs      *prometheus.CounterVec   // by hook, reason
+	queueFull prometheus.Counter
 }
 
 func newEventProxy(cfg config.Config, reg *prometheus.Registry) *eventProxy {
 	pc := cfg.Proxy
 	p := &eventProxy{
-		hooks:   [numHooks]config.ProxyHook{pc.Connect, pc.Refresh, pc.Subscribe, pc.Publish},
-		remote:  pc.RemoteAddr,
-		maxData: cfg.Client.MaxMessageSize,
-		sem:     make(chan struct{}, pc.MaxConcurrency),
+		hooks:     [numHooks]config.ProxyHook{pc.Connect, pc.Refresh, pc.Subscribe, pc.Publish},
+		remote:    pc.RemoteAddr,
+		maxData:   cfg.Client.MaxMessageSize,
+		sem:       make(chan struct{}, pc.MaxConcurrency),
+		maxQueued: int64(pc.MaxQueuedBytes),
 	}
 	on := false
 	for _, h := range p.hooks {
@@ -134,11 +140,15 @@ func newEventProxy(cfg config.Config, reg *prometheus.Registry) *eventProxy {
 		Help: "Event proxy calls by hook: time from asking for a concurrency slot to the answer read.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}, []string{"hook"})
 	p.errs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "syncgate_proxy_errors_total",
 		Help: "Event proxy calls that did not allow, by hook and reason (denied = the backend answered an error; every other reason made the client's command unavailable)."}, []string{"hook", "reason"})
-	reg.MustRegister(p.dur, p.errs,
+	p.queueFull = prometheus.NewCounter(prometheus.CounterOpts{Name: "syncgate_proxy_queue_full_total",
+		Help: "Commands answered unavailable because this node's proxy queues held proxy.max_queued_bytes."})
+	reg.MustRegister(p.dur, p.errs, p.queueFull,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "syncgate_proxy_calls_in_flight", Help: "Event proxy calls holding a slot (at most proxy.max_concurrency)."},
 			func() float64 { return float64(len(p.sem)) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "syncgate_proxy_calls_waiting", Help: "Event proxy calls waiting for a slot (at most 4 x proxy.max_concurrency)."},
-			func() float64 { return float64(p.waiting.Load()) }))
+			func() float64 { return float64(p.waiting.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "syncgate_proxy_queued_bytes", Help: "Bytes of commands waiting in connections' proxy queues (at most proxy.max_queued_bytes)."},
+			func() float64 { return float64(p.queued.Load()) }))
 	for i, h := range p.hooks {
 		if h.On() {
 			p.dur.WithLabelValues(hookNames[i])

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/syncgate/syncgate/internal/config"
 	"github.com/syncgate/syncgate/internal/wstest"
 )
@@ -652,4 +653,86 @@ func TestProxyWaitBound(t *testing.T) {
 			t.Fatalf("waiter got %v", m)
 		}
 	}
+}
+
+// TestProxyQueueOrdersUnansweringErrors: errors that answer no command
+// (a binary frame, a message over client.max_message_size) sent while
+// commands wait in the proxy queue reach the client after those commands'
+// replies, in the order the client sent what caused them.
+func TestProxyQueueOrdersUnansweringErrors(t *testing.T) {
+	release := make(chan struct{})
+	be := newBackend(t, func(w http.ResponseWriter, c proxyCall) {
+		<-release
+		io.WriteString(w, `{}`)
+	})
+	ts := startServer(t, "epoll", func(c *config.Config) {
+		c.Proxy.Publish.URL = be.URL
+		c.Proxy.Publish.Timeout = 5 * time.Second
+		c.Client.MaxMessageSize = 1024
+	})
+	cl := dial(t, ts)
+	cl.Connect("u")
+	cl.Send(map[string]any{"op": "pub", "id": 1, "ch": "q", "data": 1})
+	waitFor(t, 2*time.Second, "the held call", func() bool { return len(be.received()) == 1 })
+	cl.Send(map[string]any{"op": "ping", "id": 2})
+	if err := cl.Conn().Write(t.Context(), websocket.MessageBinary, []byte(`{"op":"ping"}`)); err != nil {
+		t.Fatal(err)
+	}
+	cl.SendRaw(`{"op":"ping","id":3,"pad":"` + strings.Repeat("x", 2000) + `"}`)
+	cl.Send(map[string]any{"op": "ping", "id": 4})
+	time.Sleep(50 * time.Millisecond) // the reader has seen all of it
+	close(release)
+	var got []string
+	for len(got) < 5 {
+		m := cl.NextWithin(5*time.Second, "the answers", func(m wstest.Msg) bool { return m.Op() == "ack" || m.Op() == "pong" || m.Op() == "error" })
+		got = append(got, m.Op()+":"+strconv.FormatUint(m.Num("id"), 10)+":"+m.Str("code"))
+	}
+	want := []string{"ack:1:", "pong:2:", "error:0:bad_request", "error:0:too_large", "pong:4:"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("answers %v, want %v", got, want)
+	}
+}
+
+// TestProxyNodeQueueBound: the proxy queues of all connections together
+// hold at most proxy.max_queued_bytes; a command past it is answered
+// `unavailable` in its turn (its connection stays open, the commands
+// around it run), and the bytes are given back once the queues run.
+func TestProxyNodeQueueBound(t *testing.T) {
+	release := make(chan struct{})
+	be := newBackend(t, func(w http.ResponseWriter, c proxyCall) {
+		<-release
+		io.WriteString(w, `{}`)
+	})
+	ts := startServer(t, "epoll", func(c *config.Config) {
+		c.Proxy.Publish.URL = be.URL
+		c.Proxy.Publish.Timeout = 5 * time.Second
+		c.Client.MaxMessageSize = 40000
+		c.Proxy.MaxQueuedBytes = 65536
+	})
+	big := `"` + strings.Repeat("x", 39000) + `"`
+	a, b := dial(t, ts), dial(t, ts)
+	a.Connect("a")
+	b.Connect("b")
+	a.Send(map[string]any{"op": "pub", "id": 1, "ch": "q", "data": 1})
+	b.Send(map[string]any{"op": "pub", "id": 1, "ch": "q", "data": 1})
+	waitFor(t, 2*time.Second, "the held calls", func() bool { return len(be.received()) == 2 })
+	a.SendRaw(`{"op":"pub","id":2,"ch":"q","data":` + big + `}`)
+	waitFor(t, 2*time.Second, "a's queued pub", func() bool { return metric(t, ts, "syncgate_proxy_queued_bytes") > 39000 })
+	b.SendRaw(`{"op":"pub","id":2,"ch":"q","data":` + big + `}` + "\n" + `{"op":"ping","id":3}`)
+	waitFor(t, 2*time.Second, "b's refused pub", func() bool { return metric(t, ts, "syncgate_proxy_queue_full_total") == 1 })
+	close(release)
+	for _, tc := range []struct {
+		cl   *wstest.Client
+		want string
+	}{{a, "ack:1: ack:2:"}, {b, "ack:1: error:2:unavailable pong:3:"}} {
+		var got []string
+		for len(got) < len(strings.Fields(tc.want)) {
+			m := tc.cl.NextWithin(5*time.Second, "the answers", func(m wstest.Msg) bool { return m.Num("id") > 0 })
+			got = append(got, m.Op()+":"+strconv.FormatUint(m.Num("id"), 10)+":"+m.Str("code"))
+		}
+		if strings.Join(got, " ") != tc.want {
+			t.Fatalf("%s: answers %v, want %s", tc.cl.Name(), got, tc.want)
+		}
+	}
+	waitFor(t, 2*time.Second, "the queue budget given back", func() bool { return metric(t, ts, "syncgate_proxy_queued_bytes") == 0 })
 }

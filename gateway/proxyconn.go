@@ -23,6 +23,8 @@ import (
 // The queue is bounded (proxyQueueCmds commands and 2 x
 // client.max_message_size bytes); a client that passes it while its
 // backend calls are pending is disconnected (rate_limited, no reconnect).
+// Errors that answer no command (too_large, a binary frame) are queued
+// too while the queue is busy (sendUnanswering), so they keep their place.
 //
 // In goroutine mode (and for SSE and POST /pub, served on their own
 // goroutines) a command calls the backend inline: only its connection
@@ -40,8 +42,16 @@ type connProxy struct {
 
 	mu     sync.Mutex
 	busy   bool     // a runner owns the command stream
-	queue  [][]byte // raw commands waiting, oldest first
-	queued int      // their bytes
+	queue  []pxItem // what waits, oldest first
+	queued int      // the bytes of its raw commands
+}
+
+// pxItem is one entry of the proxy queue: a raw command, or (frame set)
+// an error that answers no command (too_large, a binary frame), which
+// goes out in its turn so it does not overtake earlier replies.
+type pxItem struct {
+	raw   []byte
+	frame []byte
 }
 
 const proxyQueueCmds = 256
@@ -112,8 +122,13 @@ func (c *Conn) deferCommand(s *scratch, raw []byte, cmd *command) bool {
 			px.mu.Unlock()
 			return false
 		}
+		if !c.srv.proxy.reserveQueue(len(raw)) {
+			px.mu.Unlock()
+			c.queueFull(raw, cmd)
+			return true
+		}
 		px.busy = true
-		px.queue = append(px.queue, bytes.Clone(raw))
+		px.queue = append(px.queue, pxItem{raw: bytes.Clone(raw)})
 		px.queued = len(raw)
 		px.mu.Unlock()
 		c.srv.goOwned(c.runQueued)
@@ -124,10 +139,64 @@ func (c *Conn) deferCommand(s *scratch, raw []byte, cmd *command) bool {
 		c.closeWith("rate_limited", "too many commands waiting for the event proxy", false, ws.StatusPolicyViolation, false)
 		return true
 	}
-	px.queue = append(px.queue, bytes.Clone(raw))
+	if !c.srv.proxy.reserveQueue(len(raw)) {
+		// Answered in its turn, behind what is queued already.
+		px.queue = append(px.queue, pxItem{frame: queueFullFrame(raw, cmd)})
+		px.mu.Unlock()
+		return true
+	}
+	px.queue = append(px.queue, pxItem{raw: bytes.Clone(raw)})
 	px.queued += len(raw)
 	px.mu.Unlock()
 	return true
+}
+
+// reserveQueue takes n bytes of the node's proxy queue budget
+// (proxy.max_queued_bytes), or reports that it has no room.
+func (p *eventProxy) reserveQueue(n int) bool {
+	if p.queued.Add(int64(n)) > p.maxQueued {
+		p.queued.Add(-int64(n))
+		p.queueFull.Inc()
+		return false
+	}
+	return true
+}
+
+// queueFullFrame answers a command the node's proxy queues had no room
+// for: `unavailable`, as when no concurrency slot is free.
+func queueFullFrame(raw []byte, cmd *command) []byte {
+	id := salvageID(raw, 0)
+	if cmd != nil {
+		id = cmd.id
+	}
+	var buf [256]byte
+	return textFrame(appendError(buf[:0], id, codeUnavailable, "the node's event proxy queues are full (proxy.max_queued_bytes); try again"))
+}
+
+func (c *Conn) queueFull(raw []byte, cmd *command) { c.sendFrame(queueFullFrame(raw, cmd)) }
+
+// sendUnanswering sends an error that answers no command (too_large, a
+// binary frame; no id). While commands wait in the proxy queue it is
+// queued behind them, so it reaches the client after their replies, in
+// the order the client sent what caused it. Called by the reader.
+func (c *Conn) sendUnanswering(code, msg string) {
+	var buf [256]byte
+	frame := textFrame(appendError(buf[:0], 0, code, msg))
+	if px := c.px; px != nil {
+		px.mu.Lock()
+		if px.busy {
+			if len(px.queue) >= proxyQueueCmds {
+				px.mu.Unlock()
+				c.closeWith("rate_limited", "too many commands waiting for the event proxy", false, ws.StatusPolicyViolation, false)
+				return
+			}
+			px.queue = append(px.queue, pxItem{frame: frame})
+			px.mu.Unlock()
+			return
+		}
+		px.mu.Unlock()
+	}
+	c.sendFrame(frame)
 }
 
 // runQueued runs the queued commands in order, calling hooks inline, then
@@ -138,15 +207,22 @@ func (c *Conn) runQueued() {
 	for {
 		px.mu.Lock()
 		if len(px.queue) == 0 || c.isClosing() {
+			c.srv.proxy.queued.Add(-int64(px.queued))
 			px.busy, px.queue, px.queued = false, nil, 0
 			px.mu.Unlock()
 			return
 		}
-		raw := px.queue[0]
-		px.queue[0] = nil
+		it := px.queue[0]
+		px.queue[0] = pxItem{}
 		px.queue = px.queue[1:]
-		px.queued -= len(raw)
+		px.queued -= len(it.raw)
+		c.srv.proxy.queued.Add(-int64(len(it.raw)))
 		px.mu.Unlock()
+		if it.frame != nil {
+			c.sendFrame(it.frame)
+			continue
+		}
+		raw := it.raw
 		if _, err := decodeObject(raw, 0, &s.cmd); err != nil {
 			c.sendError(salvageID(raw, 0), codeBadRequest, decodeErrorText(err))
 			continue

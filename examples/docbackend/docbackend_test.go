@@ -17,6 +17,7 @@ import (
 	"github.com/syncgate/syncgate/brokers/jetstream"
 	"github.com/syncgate/syncgate/examples/docbackend"
 	"github.com/syncgate/syncgate/feed"
+	"github.com/syncgate/syncgate/internal/config"
 	"github.com/syncgate/syncgate/internal/gwtest"
 	"github.com/syncgate/syncgate/internal/natstest"
 	"github.com/syncgate/syncgate/internal/wstest"
@@ -97,7 +98,13 @@ func TestWalkthrough(t *testing.T) {
 	srv := natstest.RunServer(t)
 	newBroker := func() *jetstream.Broker { return jetstream.New(jetstream.Config{URL: srv.URL()}) }
 	b1 := newBroker()
-	n1, n2 := gwtest.Start(t, b1, nil), gwtest.Start(t, newBroker(), nil)
+	// Edits go through the backend's publish hook (its web tier, up while
+	// the feed worker below restarts).
+	hookStore, _ := docbackend.OpenStore("")
+	hook := httptest.NewServer((&docbackend.Backend{Store: hookStore}).Handler())
+	defer hook.Close()
+	withHook := func(c *config.Config) { c.Proxy.Publish.URL = hook.URL + "/proxy/publish" }
+	n1, n2 := gwtest.Start(t, b1, withHook), gwtest.Start(t, newBroker(), withHook)
 	nc, err := nats.Connect(srv.URL())
 	if err != nil {
 		t.Fatal(err)
@@ -151,10 +158,14 @@ func TestWalkthrough(t *testing.T) {
 		t.Fatalf("subscribed %v, backend at seq %d epoch %s", sub, d.Seq, d.Epoch)
 	}
 	carol.None(200*time.Millisecond, func(m wstest.Msg) bool { return m.Op() == "msg" })
-	edit(bob, "b", 99)
+	bob.Pub("doc:42", map[string]any{"set": map[string]any{"note": "  hi  ", "b": 99}})
 	m := carol.Msgs("doc:42", 1, wait)
 	if len(m) != 1 || m[0].Num("seq") != d.Seq+1 {
 		t.Fatalf("after since %d got %v", d.Seq, m)
+	}
+	// The publish hook normalised the edit before anyone saw it.
+	if got := jsonOf(t, m[0]["data"]); got != `{"set":{"b":99,"note":"hi"}}` {
+		t.Fatalf("edit as received %s, want the hook's normalised form", got)
 	}
 	be.waitSeq(t, "42", d.Seq+1)
 
@@ -208,4 +219,13 @@ func TestPublishProxy(t *testing.T) {
 	if code, _ := call(big); code != http.StatusBadRequest {
 		t.Errorf("oversized request: %d", code)
 	}
+}
+
+func jsonOf(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

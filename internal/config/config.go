@@ -430,6 +430,12 @@ type Proxy struct {
 	// with `unavailable`.
 	// Key proxy.max_concurrency, default 256, >= 1.
 	MaxConcurrency int
+	// MaxQueuedBytes bounds the bytes of commands waiting in all of this
+	// node's connections' proxy queues together (each connection's queue
+	// also holds at most 2 x client.max_message_size); a command that
+	// would pass it is answered `unavailable` in its turn.
+	// Key proxy.max_queued_bytes, default 67108864 (64 MiB), >= 65536.
+	MaxQueuedBytes int
 	// RemoteAddr adds the client's remote address (ip:port of the TCP
 	// peer) to every hook request as "remote_addr".
 	// Key proxy.remote_addr, default false.
@@ -568,6 +574,7 @@ func Default() Config {
 			Subscribe:       defaultHook(),
 			Publish:         defaultHook(),
 			MaxConcurrency:  256,
+			MaxQueuedBytes:  64 << 20,
 		},
 		Metrics: Metrics{
 			Listen: "127.0.0.1:9090",

@@ -357,6 +357,7 @@ log:
 				"SYNCGATE_PROXY_PUBLISH_COOKIES=session",
 				"SYNCGATE_PROXY_REFRESH_INTERVAL=30s",
 				"SYNCGATE_PROXY_MAX_CONCURRENCY=9",
+				"SYNCGATE_PROXY_MAX_QUEUED_BYTES=70000",
 				"SYNCGATE_PROXY_REMOTE_ADDR=true",
 			},
 			want: Config{
@@ -367,6 +368,7 @@ log:
 					Subscribe:       envHook("subscribe"),
 					Publish:         envHook("publish"),
 					MaxConcurrency:  9,
+					MaxQueuedBytes:  70000,
 					RemoteAddr:      true,
 				},
 				Auth:    Auth{HMACSecret: strings.Repeat("k", 32), PublicKeyFile: "/k.pem", JWKSURL: "https://id.example.com/jwks", Issuer: "iss", Audience: "aud", ChannelsClaim: "perms", PublicNamespaces: []string{"lobby", "news"}},
@@ -503,6 +505,11 @@ func TestLoadErrors(t *testing.T) {
 			name: "proxy concurrency zero",
 			env:  []string{"SYNCGATE_PROXY_MAX_CONCURRENCY=0"},
 			want: []string{"config: proxy.max_concurrency (env SYNCGATE_PROXY_MAX_CONCURRENCY): want a whole number >= 1, got 0"},
+		},
+		{
+			name: "proxy queued bytes too small",
+			env:  []string{"SYNCGATE_PROXY_MAX_QUEUED_BYTES=100"},
+			want: []string{"config: proxy.max_queued_bytes (env SYNCGATE_PROXY_MAX_QUEUED_BYTES): want a whole number >= 65536, got 100"},
 		},
 		{
 			name: "unknown env var",

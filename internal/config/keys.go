@@ -131,6 +131,7 @@ var settings = []setting{
 	hookHeaders("publish", func(c *Config) *ProxyHook { return &c.Proxy.Publish }),
 	hookCookies("publish", func(c *Config) *ProxyHook { return &c.Proxy.Publish }),
 	intKey("proxy.max_concurrency", 1, func(c *Config) *int { return &c.Proxy.MaxConcurrency }),
+	intKey("proxy.max_queued_bytes", 65536, func(c *Config) *int { return &c.Proxy.MaxQueuedBytes }),
 	boolKey("proxy.remote_addr", func(c *Config) *bool { return &c.Proxy.RemoteAddr }),
 
 	stringKey("metrics.listen", addrWant+`, or "off"`, offOr(checkAddr), func(c *Config) *string { return &c.Metrics.Listen }),
