@@ -246,6 +246,9 @@ func (r *faultRun) analyze(t *testing.T) faultStats {
 				ns.ExactlyOnce++
 			case len(ks) == 0:
 				ns.Missing++
+				if ns.Missing <= 3 {
+					t.Logf("node %d: %s missing, acked at %+v", ni, p.id, p.pos)
+				}
 				if !redis.IsLocalEpoch(p.pos.Epoch) && p.pos.Epoch != "" && lastSeq[p.pos.Epoch] < p.pos.Seq {
 					ns.MissingByEpoch++
 				}

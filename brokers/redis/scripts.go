@@ -32,7 +32,10 @@ import (
 // publish counter, 8 publish command (publish or spublish), 9 the
 // provisional position the publication had (encodeWas; "" for none), 10
 // the epoch this node handed out for the channel while it was empty ("":
-// none; only used when the channel has no epoch).
+// none; only used when the channel has no epoch), 11 the counter of this
+// node's previous publication on the channel in the same pipeline (0:
+// none): unless that one was applied, this one is refused with an SGORDER
+// error (not applied; the writer replays it in order).
 //
 // Returns "<seq>:<epoch>" (one string: cheap to parse); seq 0 means this
 // node's message with this counter
@@ -42,6 +45,12 @@ import (
 // exact.
 var publishScript = goredis.NewScript(`
 local epoch = redis.call('hget', KEYS[2], 'e')
+if ARGV[11] ~= '0' then
+  local prev = epoch and redis.call('hget', KEYS[2], ARGV[6])
+  if not prev or tonumber(prev) < tonumber(ARGV[11]) then
+    return redis.error_reply('SGORDER the previous publication of this node on the channel was not applied')
+  end
+end
 if not epoch then
   if ARGV[10] ~= '' then
     epoch = ARGV[10]

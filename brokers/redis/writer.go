@@ -29,6 +29,13 @@ type pubReq struct {
 	// one this node handed out while it was empty (chanState.empty), read
 	// when the request is sent; "" when none.
 	first string
+	// after is the counter of the request before this one on the same
+	// channel in the same pipeline, 0 when none. The script applies this
+	// one only if that one was applied: a command rejected mid-pipeline
+	// (CLUSTERDOWN, MOVED, TRYAGAIN...) must not be overtaken by a later
+	// one of its channel, whose higher counter would make the replay of
+	// the rejected one look applied already (it was acked, then lost).
+	after uint64
 	// maybeApplied: an attempt went out on a connection that failed before
 	// its reply, so Redis may hold it already (without was). It is then
 	// not delivered locally: it reaches subscribers once, under its real
@@ -122,6 +129,9 @@ type writerState struct {
 	cmds  []*goredis.Cmd
 	// keys caches the boxed key names of recently published channels.
 	keys map[string]*boxedKeys
+	// last is the counter of each channel's latest request in the
+	// pipeline being built (pubReq.after).
+	last map[string]uint64
 }
 
 // boxedKeys are a channel's key names as interface values, boxed once.
@@ -320,7 +330,13 @@ func (sh *shard) send(w *writerState) (int, error) {
 	for attempt := 0; done < len(w.batch); attempt++ {
 		pipe := sh.cmd.Pipeline()
 		w.cmds = w.cmds[:0]
+		if w.last == nil {
+			w.last = make(map[string]uint64)
+		}
+		clear(w.last)
 		for _, r := range w.batch[done:] {
+			r.after = w.last[r.ch]
+			w.last[r.ch] = r.counter
 			k := w.keysOf(b, r.ch)
 			a := &b.args
 			r.first = ""
@@ -330,7 +346,7 @@ func (sh *shard) send(w *writerState) (int, error) {
 				}
 			}
 			r.args = append(r.args[:0], "evalsha", a.sha, 3, k.history, k.meta, k.pubsub,
-				(*dataArg)(r), a.histSize, a.histTTL, a.metaTTL, a.nodeID, a.nodeField, &r.counter, a.publishCmd, &r.was, &r.first)
+				(*dataArg)(r), a.histSize, a.histTTL, a.metaTTL, a.nodeID, a.nodeField, &r.counter, a.publishCmd, &r.was, &r.first, &r.after)
 			cmd := goredis.NewCmd(ctx, r.args...)
 			cmd.SetFirstKeyPos(3)
 			_ = pipe.Process(ctx, cmd)
@@ -407,7 +423,7 @@ func isConnErr(err error) bool {
 	}
 	var re goredis.Error
 	if errors.As(err, &re) {
-		for _, p := range []string{"READONLY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "OOM", "BUSY", "NOREPLICAS", "MOVED", "ASK"} {
+		for _, p := range []string{"READONLY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "OOM", "BUSY", "NOREPLICAS", "MOVED", "ASK", "SGORDER"} {
 			if goredis.HasErrorPrefix(err, p) {
 				return true
 			}

@@ -34,6 +34,18 @@ func TestOutageResume(t *testing.T) {
 		nb := func() brokers.Broker { return redis.New(redis.Config{Addrs: []string{srv.Addr()}}) }
 		outageResume(t, startNode(t, nb(), nil), startNode(t, nb(), nil), "doc.resume", srv.Kill, srv.Restart)
 	})
+	t.Run("redis-cluster", func(t *testing.T) {
+		c := redistest.StartCluster(t, redistest.ClusterOptions{Masters: 3, AOF: true})
+		nb := func() brokers.Broker { return redis.New(redis.Config{Addrs: c.Addrs(), Cluster: true}) }
+		n1, n2 := startNode(t, nb(), nil), startNode(t, nb(), nil)
+		ch := ""
+		for i := 0; ch == ""; i++ {
+			if name := fmt.Sprintf("doc.resume%d", i); n1.broker.(*redis.Broker).ShardOf(name) == 0 {
+				ch = name
+			}
+		}
+		outageResume(t, n1, n2, ch, c.Masters[0].Kill, c.Masters[0].Restart)
+	})
 }
 
 // applier is a client's view of one channel, kept the way docs/protocol.md

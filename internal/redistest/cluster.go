@@ -33,6 +33,9 @@ type ClusterOptions struct {
 	// cluster bus and replication use TLS, and CLUSTER SLOTS asked over
 	// TLS names the TLS ports (see TLSAddrs, TLSFiles).
 	TLS bool
+	// AOF turns on appendonly persistence (fsync always) on every node, so
+	// a node restarted in place keeps its data.
+	AOF bool
 }
 
 // StartCluster starts a cluster and waits until every node reports
@@ -54,7 +57,7 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 	if opts.User != "" {
 		args = append(args, "--masteruser", opts.User, "--masterauth", opts.Password)
 	}
-	node := Options{Args: args, User: opts.User, Password: opts.Password}
+	node := Options{Args: args, User: opts.User, Password: opts.Password, AOF: opts.AOF}
 	if opts.TLS {
 		f := testcert.Write(t)
 		node.TLS, node.TLSFiles = true, &f
