@@ -193,7 +193,7 @@ func parseSSEPositions(chs []string, s string) map[string]ssePos {
 // Called with c.mu held.
 func (st *sseState) event(frame []byte) []byte {
 	h, ok, _ := parseServerFrame(frame)
-	if !ok || h.op != ws.OpText {
+	if !ok || h.OpCode != ws.OpText {
 		return nil // close, pong: the stream just ends or ignores them
 	}
 	payload := frame[h.size:]
@@ -243,7 +243,7 @@ func parseServerFrame(f []byte) (clientHeader, bool, error) {
 	if len(f) < 2 {
 		return clientHeader{}, false, nil
 	}
-	h := clientHeader{op: ws.OpCode(f[0] & 0x0f), size: 2}
+	h := clientHeader{Header: ws.Header{OpCode: ws.OpCode(f[0] & 0x0f)}, size: 2}
 	switch f[1] & 0x7f {
 	case 126:
 		h.size = 4
