@@ -241,7 +241,7 @@ func (srv *Server) catchUp(ctx context.Context, s *scratch, sb *sub, cmd *comman
 	if sb.overflow {
 		return errRecoveryOverflow
 	}
-	sb.c.sendFrame(reply)
+	sb.c.sendFrame(event{"subscribed", sb.ch, pos.Seq, pos.Epoch}, reply)
 	srv.goLive(sb, pos.Epoch, last)
 	return nil
 }
@@ -251,7 +251,7 @@ func (srv *Server) catchUp(ctx context.Context, s *scratch, sb *sub, cmd *comman
 func (srv *Server) goLive(sb *sub, epoch string, last uint64) {
 	m := mergeState{epoch: epoch, last: last}
 	for _, bp := range mergeBuffered(sb.buf, &m) {
-		sb.c.sendFrame(bp.frame)
+		sb.c.sendFrame(event{"msg", sb.ch, bp.seq, bp.epoch}, bp.frame)
 	}
 	sb.lastSeq, sb.provSeq = m.last, m.provSeq
 	sb.buf, sb.bufBytes = nil, 0
@@ -318,7 +318,7 @@ func (srv *Server) streamCatchUp(ctx context.Context, sb *sub, id uint64, since 
 		if !continues(last, epoch, pubs, pos) {
 			if first {
 				// Not recoverable: the v1 reply, then live from pos.
-				switch srv.goLiveAfter(sb, srv.subscribedFrame(id, sb.ch, pos, true, false, nil, false), pos.Epoch, pos.Seq) {
+				switch srv.goLiveAfter(sb, event{"subscribed", sb.ch, pos.Seq, pos.Epoch}, srv.subscribedFrame(id, sb.ch, pos, true, false, nil, false), pos.Epoch, pos.Seq) {
 				case liveRemoved:
 					return
 				case liveOverflow:
@@ -345,7 +345,7 @@ func (srv *Server) streamCatchUp(ctx context.Context, sb *sub, id uint64, since 
 		if !c.waitRoom(ctx, srv.cfg.History.PageBytes) {
 			return
 		}
-		if srv.goLiveAfter(sb, caughtUpFrame(sb.ch, pos.Seq, pos.Epoch, true), pos.Epoch, last) == liveOverflow {
+		if srv.goLiveAfter(sb, event{op: "caught_up"}, caughtUpFrame(sb.ch, pos.Seq, pos.Epoch, true), pos.Epoch, last) == liveOverflow {
 			// Live messages came faster than the catch-up: what was
 			// dropped is in history; read on from there.
 			continue
@@ -367,7 +367,7 @@ const (
 // live after last in epoch, under sb.mu, unless sb was removed or the live
 // messages buffered meanwhile overflowed; then the buffer is cleared and
 // the caller reads on from history, where what was dropped is.
-func (srv *Server) goLiveAfter(sb *sub, frame []byte, epoch string, last uint64) liveResult {
+func (srv *Server) goLiveAfter(sb *sub, ev event, frame []byte, epoch string, last uint64) liveResult {
 	sb.mu.Lock()
 	defer sb.mu.Unlock()
 	switch {
@@ -377,7 +377,7 @@ func (srv *Server) goLiveAfter(sb *sub, frame []byte, epoch string, last uint64)
 		sb.buf, sb.bufBytes, sb.overflow = nil, 0, false
 		return liveOverflow
 	}
-	sb.c.sendFrame(frame)
+	sb.c.sendFrame(ev, frame)
 	srv.goLive(sb, epoch, last)
 	return liveOK
 }
@@ -409,9 +409,14 @@ func (srv *Server) streamPage(ctx context.Context, sb *sub, id uint64, first boo
 		return pubs, pos, false, err
 	}
 	var frame []byte
+	ev := event{"subscribed", sb.ch, pos.Seq, pos.Epoch}
 	if first {
 		frame = srv.subscribedFrame(id, sb.ch, pos, true, true, pubs, true)
 	} else {
+		// A page is msg objects, one a line (a stream shows only a page
+		// of one: sseState.event drops the others).
+		last := pubs[len(pubs)-1]
+		ev = event{"msg", sb.ch, last.Seq, last.Epoch}
 		fb := newFrameBuilder(pubsBytes(pubs))
 		fb.b = srv.appendPubs(fb.b, sb.ch, pubs, '\n')
 		if len(fb.b) == maxFrameHeader {
@@ -424,7 +429,7 @@ func (srv *Server) streamPage(ctx context.Context, sb *sub, id uint64, first boo
 	if sb.removed {
 		return nil, pos, true, nil
 	}
-	c.sendFrame(frame)
+	c.sendFrame(ev, frame)
 	if !first {
 		srv.metrics.catchupPages.Inc()
 	}
@@ -471,7 +476,7 @@ func (srv *Server) finishCatchUp(ctx context.Context, sb *sub, pos brokers.Posit
 			return
 		}
 		if !sb.overflow {
-			sb.c.sendFrame(caughtUpFrame(sb.ch, pos.Seq, pos.Epoch, recovered))
+			sb.c.sendFrame(event{op: "caught_up"}, caughtUpFrame(sb.ch, pos.Seq, pos.Epoch, recovered))
 			srv.goLive(sb, pos.Epoch, pos.Seq)
 			sb.mu.Unlock()
 			srv.metrics.catchup.WithLabelValues("not_recovered").Inc()

@@ -65,3 +65,17 @@ func closeFrame(code ws.StatusCode, reason string) []byte {
 	}
 	return controlFrame(ws.OpClose, ws.NewCloseFrameBody(code, reason))
 }
+
+// framePayload is the payload of a frame built here (textFrame,
+// frameBuilder): its header's size follows from the frame's length alone,
+// so nothing is read back.
+func framePayload(frame []byte) []byte {
+	switch n := len(frame); {
+	case n-2 < 126:
+		return frame[min(2, n):]
+	case n-4 <= 0xffff:
+		return frame[4:]
+	default:
+		return frame[maxFrameHeader:]
+	}
+}

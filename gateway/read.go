@@ -419,9 +419,9 @@ func (c *Conn) handleFrame(s *scratch, st *frameState, h *clientHeader, payload 
 			return
 		}
 		if len(payload) == 0 {
-			c.sendFrame(emptyPong)
+			c.sendFrame(event{}, emptyPong)
 		} else {
-			c.sendFrame(controlFrame(ws.OpPong, payload))
+			c.sendFrame(event{}, controlFrame(ws.OpPong, payload))
 		}
 	case ws.OpPong:
 		// Nothing to do: any byte received already counts as activity.
