@@ -128,7 +128,7 @@ func scrapeNames(t *testing.T) map[string]bool {
 	cfg := config.Default()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Broker.Type = "redis"
-	srv, err := gateway.New(cfg, redis.New(redis.Config{Addrs: []string{rds.Addr()}}), nil)
+	srv, err := gateway.New(cfg.Gateway(), redis.New(redis.Config{Addrs: []string{rds.Addr()}}), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -369,7 +369,7 @@ func (s *sub) accept(seq uint64, prov bool) bool {
 
 // HandlePresence implements brokers.Handler.
 func (h *hub) HandlePresence(ch string, t brokers.PresenceEventType, m brokers.Member) {
-	if !h.srv.cfg.Presence.JoinLeave {
+	if h.srv.cfg.Presence.NoJoinLeave {
 		return
 	}
 	sh := h.shard(ch)
