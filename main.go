@@ -67,11 +67,11 @@ func run(path string) error {
 		debug.SetGCPercent(cfg.Server.GCPercent)
 	}
 
-	b, err := newBroker(cfg)
+	b, err := newBroker(cfg, log)
 	if err != nil {
 		return err
 	}
-	srv, err := gateway.New(cfg, b, log)
+	srv, err := gateway.New(cfg.Gateway(), b, log)
 	if err != nil {
 		return err
 	}
@@ -90,7 +90,7 @@ func run(path string) error {
 	var api *serverapi.Server
 	var aln net.Listener
 	if cfg.API.On() {
-		if api, err = serverapi.New(apiConfig(cfg), srv, log); err != nil {
+		if api, err = serverapi.New(cfg.ServerAPI(), srv, log); err != nil {
 			return err
 		}
 		if aln, err = net.Listen("tcp", cfg.API.Listen); err != nil {
@@ -125,137 +125,29 @@ func run(path string) error {
 	return srv.Shutdown(sctx)
 }
 
-// apiConfig is the server API's config: a request body holds at most one
-// client.max_message_size of data, plus room for a broadcast's channels.
-func apiConfig(cfg config.Config) serverapi.Config {
-	return serverapi.Config{
-		Keys:         cfg.API.Keys,
-		MaxBodyBytes: int64(cfg.Client.MaxMessageSize) + 512<<10,
-	}
-}
-
-func newBroker(cfg config.Config) (brokers.Broker, error) {
+// newBroker builds the backend broker.type names, from its part of cfg.
+func newBroker(cfg config.Config, log *slog.Logger) (brokers.Broker, error) {
 	switch cfg.Broker.Type {
 	case "memory":
-		return memory.New(memory.Config{HistorySize: cfg.History.Size, HistoryTTL: cfg.History.TTL}), nil
+		return memory.New(cfg.Memory()), nil
 	case "nats":
-		return natsbroker.New(natsbroker.Config{
-			URL:              cfg.NATS.URL,
-			Auth:             natsAuth(cfg.NATS),
-			Embedded:         embeddedNATS(cfg),
-			OutboxSize:       outboxSize(cfg.NATS.OutboxSize),
-			PresenceStorage:  natsStorage(cfg.NATS.Storage),
-			PresenceReplicas: cfg.NATS.Replicas,
-			Log:              newLogger(cfg.Log),
-		}), nil
+		return natsbroker.New(cfg.NATSBroker(log)), nil
 	case "jetstream":
-		size := cfg.History.Size
-		if size == 0 {
-			size = -1 // history.size 0: keep no history (the last message still carries the seq)
-		}
-		return jsbroker.New(jsbroker.Config{
-			URL:         cfg.NATS.URL,
-			Auth:        natsAuth(cfg.NATS),
-			Embedded:    embeddedNATS(cfg),
-			Storage:     natsStorage(cfg.NATS.Storage),
-			Replicas:    cfg.NATS.Replicas,
-			HistorySize: size,
-			HistoryTTL:  cfg.History.TTL,
-			OutboxSize:  outboxSize(cfg.NATS.OutboxSize),
-			Log:         newLogger(cfg.Log),
-		}), nil
+		return jsbroker.New(cfg.JetStream(log)), nil
 	case "redis":
-		tlsConf, err := cfg.Redis.TLS.ClientConfig()
+		c, err := cfg.RedisBroker(log)
 		if err != nil {
 			return nil, err
 		}
-		size := cfg.History.Size
-		if size == 0 {
-			size = -1 // history.size 0: keep no history (seqs and epochs still work)
-		}
-		return redisbroker.New(redisbroker.Config{
-			Addrs:          cfg.Redis.Addrs,
-			Cluster:        cfg.Redis.Cluster,
-			SentinelMaster: cfg.Redis.SentinelMaster,
-			SentinelAddrs:  cfg.Redis.SentinelAddrs,
-			Username:       cfg.Redis.Username,
-			Password:       cfg.Redis.Password,
-			TLS:            tlsConf,
-
-			SentinelUsername: cfg.Redis.SentinelUsername,
-			SentinelPassword: cfg.Redis.SentinelPassword,
-			DB:               cfg.Redis.DB,
-			Prefix:           cfg.Redis.Prefix,
-			HistorySize:      size,
-			HistoryTTL:       cfg.History.TTL,
-			OutboxSize:       outboxSize(cfg.Redis.OutboxSize),
-			Logger:           newLogger(cfg.Log),
-		}), nil
+		return redisbroker.New(c), nil
 	case "redis-streams":
-		if cfg.Redis.Cluster || cfg.Redis.SentinelMaster != "" {
-			return nil, fmt.Errorf("broker.type redis-streams: redis.cluster and redis.sentinel_master are not supported")
-		}
-		tlsConf, err := cfg.Redis.TLS.ClientConfig()
+		c, err := cfg.RedisStream(log)
 		if err != nil {
 			return nil, err
 		}
-		// The streams are the transport: history.size 0 keeps the default.
-		return redisstream.New(redisstream.Config{
-			Addrs:       cfg.Redis.Addrs,
-			Username:    cfg.Redis.Username,
-			Password:    cfg.Redis.Password,
-			TLS:         tlsConf,
-			DB:          cfg.Redis.DB,
-			Prefix:      cfg.Redis.Prefix,
-			HistorySize: cfg.History.Size,
-			HistoryTTL:  cfg.History.TTL,
-			Logger:      newLogger(cfg.Log),
-		}), nil
+		return redisstream.New(c), nil
 	}
 	return nil, fmt.Errorf("broker.type %q is not built into this binary", cfg.Broker.Type)
-}
-
-// embeddedNATS configures the in-process NATS server started when
-// nats.url is empty.
-func embeddedNATS(cfg config.Config) natsbroker.EmbeddedConfig {
-	return natsbroker.EmbeddedConfig{
-		Listen:        cfg.NATS.Listen,
-		StoreDir:      cfg.NATS.StoreDir,
-		ClusterListen: cfg.NATS.ClusterListen,
-		Routes:        cfg.NATS.Routes,
-		Log:           newLogger(cfg.Log).With("component", "nats-server"),
-		User:          cfg.NATS.User,
-		Password:      cfg.NATS.Password,
-		Token:         cfg.NATS.Token,
-		TLSCertFile:   cfg.NATS.TLS.CertFile,
-		TLSKeyFile:    cfg.NATS.TLS.KeyFile,
-		TLSCAFile:     cfg.NATS.TLS.CAFile,
-	}
-}
-
-// natsAuth is the credential and TLS used with nats.url.
-func natsAuth(c config.NATS) natsbroker.ClientAuth {
-	return natsbroker.ClientAuth{
-		User: c.User, Password: c.Password, Token: c.Token,
-		NKeySeedFile: c.NKeySeedFile, CredsFile: c.CredsFile,
-		CAFile: c.TLS.CAFile, CertFile: c.TLS.CertFile, KeyFile: c.TLS.KeyFile,
-	}
-}
-
-// outboxSize maps nats.outbox_size (0: no outbox) onto the brokers' field
-// (0: default, negative: none).
-func outboxSize(n int) int {
-	if n == 0 {
-		return -1
-	}
-	return n
-}
-
-func natsStorage(s string) jsbroker.StorageType {
-	if s == "memory" {
-		return jsbroker.MemoryStorage
-	}
-	return jsbroker.FileStorage
 }
 
 func newLogger(c config.Log) *slog.Logger {

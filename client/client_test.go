@@ -63,7 +63,7 @@ func testConfig(edit func(*config.Config)) config.Config {
 // stopped before).
 func startNode(t testing.TB, cfg config.Config, b brokers.Broker) *node {
 	t.Helper()
-	srv, err := gateway.New(cfg, b, nil)
+	srv, err := gateway.New(cfg.Gateway(), b, nil)
 	if err != nil {
 		t.Fatalf("gateway.New: %v", err)
 	}

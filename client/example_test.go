@@ -10,7 +10,6 @@ import (
 	"github.com/syncgate/syncgate/brokers/memory"
 	"github.com/syncgate/syncgate/client"
 	"github.com/syncgate/syncgate/gateway"
-	"github.com/syncgate/syncgate/internal/config"
 )
 
 func Example() {
@@ -63,14 +62,12 @@ func Example() {
 
 // exampleNode starts an in-process node on a free loopback port.
 func exampleNode() (url string, stop func()) {
-	cfg := config.Default()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.Server.DrainWindow = 10 * time.Millisecond
+	cfg := gateway.Config{Server: gateway.ServerConfig{DrainWindow: 10 * time.Millisecond}}
 	srv, err := gateway.New(cfg, memory.New(memory.Config{HistorySize: 100, HistoryTTL: time.Minute}), nil)
 	if err != nil {
 		log.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -133,7 +133,7 @@ func scrapeNames(t *testing.T) map[string]bool {
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Broker.Type = "redis"
 	cfg.Proxy.Publish.URL = "http://127.0.0.1:1/publish" // never called
-	srv, err := gateway.New(cfg, redis.New(redis.Config{Addrs: []string{rds.Addr()}}), nil)
+	srv, err := gateway.New(cfg.Gateway(), redis.New(redis.Config{Addrs: []string{rds.Addr()}}), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -412,7 +412,7 @@ func startNode(t *testing.T, redisAddr string) *node {
 		Addrs: cfg.Redis.Addrs, HistorySize: cfg.History.Size, HistoryTTL: cfg.History.TTL,
 		DialTimeout: time.Second, ProbeInterval: 200 * time.Millisecond,
 	})
-	srv, err := gateway.New(cfg, b, nil)
+	srv, err := gateway.New(cfg.Gateway(), b, nil)
 	if err != nil {
 		t.Fatalf("gateway.New: %v", err)
 	}

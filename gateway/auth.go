@@ -20,8 +20,6 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-
-	"github.com/syncgate/syncgate/internal/config"
 )
 
 // Authentication: JWTs verified with github.com/golang-jwt/jwt/v5.
@@ -53,14 +51,14 @@ type identity struct {
 }
 
 type authenticator struct {
-	cfg     config.Auth
+	cfg     AuthConfig
 	hmac    []byte
 	pubKey  crypto.PublicKey // RSA or ECDSA, from auth.public_key_file
 	jwks    *jwksCache
 	methods []string
 }
 
-func newAuthenticator(cfg config.Auth, log *slog.Logger) (*authenticator, error) {
+func newAuthenticator(cfg AuthConfig, log *slog.Logger) (*authenticator, error) {
 	if !cfg.On() {
 		return nil, nil
 	}

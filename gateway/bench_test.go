@@ -49,7 +49,7 @@ func benchFanout(b *testing.B, mode string, n int, paced bool) {
 	// would see them disconnected as silent.
 	cfg.Client.PingInterval = time.Hour
 	broker := memory.New(memory.Config{})
-	srv, err := gateway.New(cfg, broker, nil)
+	srv, err := gateway.New(cfg.Gateway(), broker, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -117,10 +117,11 @@ func (srv *Server) catchUp(ctx context.Context, s *scratch, sb *sub, cmd *comman
 	// A sub with "snapshot": true that history cannot serve starts from
 	// the channel's snapshot (snapshot.go): a catch-up from its seq,
 	// preceded by the snapshot frame once that catch-up recovers.
-	var snapFrame []byte
+	var snapFrame snapOut
 	if cmd.snapshot {
 		if p, f, ok := srv.snapshotStart(sb.ch, cmd.hasSince, since, sinceEpoch); ok {
-			since, sinceEpoch, snapFrame = p.Seq, p.Epoch, f
+			since, sinceEpoch = p.Seq, p.Epoch
+			snapFrame = snapOut{event{"snapshot", sb.ch, p.Seq, p.Epoch}, f}
 			cmd.hasSince = true
 		}
 	}
@@ -251,10 +252,10 @@ func (srv *Server) catchUp(ctx context.Context, s *scratch, sb *sub, cmd *comman
 	if sb.overflow {
 		return errRecoveryOverflow
 	}
-	if recovered && snapFrame != nil {
-		sb.c.sendFrame(snapFrame)
+	if recovered && snapFrame.frame != nil {
+		sb.c.sendFrame(snapFrame.ev, snapFrame.frame)
 	}
-	sb.c.sendFrame(reply)
+	sb.c.sendFrame(event{"subscribed", sb.ch, pos.Seq, pos.Epoch}, reply)
 	srv.goLive(sb, pos.Epoch, last)
 	return nil
 }
@@ -264,7 +265,7 @@ func (srv *Server) catchUp(ctx context.Context, s *scratch, sb *sub, cmd *comman
 func (srv *Server) goLive(sb *sub, epoch string, last uint64) {
 	m := mergeState{epoch: epoch, last: last}
 	for _, bp := range mergeBuffered(sb.buf, &m) {
-		sb.c.sendFrame(bp.frame)
+		sb.c.sendFrame(event{"msg", sb.ch, bp.seq, bp.epoch}, bp.frame)
 	}
 	sb.lastSeq, sb.provSeq = m.last, m.provSeq
 	sb.buf, sb.bufBytes = nil, 0
@@ -284,7 +285,7 @@ func (srv *Server) goLive(sb *sub, epoch string, last uint64) {
 // fails the sub gets its error; if a later one fails the connection is
 // closed with reconnect, and the client resubscribes from the last seq it
 // got.
-func (srv *Server) streamCatchUp(ctx context.Context, sb *sub, id uint64, since uint64, epoch string, snapFrame []byte) {
+func (srv *Server) streamCatchUp(ctx context.Context, sb *sub, id uint64, since uint64, epoch string, snapFrame snapOut) {
 	c := sb.c
 	limit := srv.pageMsgs()
 	first, last := true, since
@@ -339,7 +340,7 @@ func (srv *Server) streamCatchUp(ctx context.Context, sb *sub, id uint64, since 
 		if !continues(last, epoch, pubs, pos) {
 			if first {
 				// Not recoverable: the v1 reply, then live from pos.
-				switch srv.goLiveAfter(sb, srv.subscribedFrame(id, sb.ch, pos, true, false, nil, false), pos.Epoch, pos.Seq) {
+				switch srv.goLiveAfter(sb, event{"subscribed", sb.ch, pos.Seq, pos.Epoch}, srv.subscribedFrame(id, sb.ch, pos, true, false, nil, false), pos.Epoch, pos.Seq) {
 				case liveRemoved:
 					return
 				case liveOverflow:
@@ -368,7 +369,7 @@ func (srv *Server) streamCatchUp(ctx context.Context, sb *sub, id uint64, since 
 		if !c.waitRoom(ctx, srv.cfg.History.PageBytes) {
 			return
 		}
-		if srv.goLiveAfter(sb, caughtUpFrame(sb.ch, pos.Seq, pos.Epoch, true), pos.Epoch, last) == liveOverflow {
+		if srv.goLiveAfter(sb, event{op: "caught_up"}, caughtUpFrame(sb.ch, pos.Seq, pos.Epoch, true), pos.Epoch, last) == liveOverflow {
 			// Live messages came faster than the catch-up: what was
 			// dropped is in history; read on from there.
 			continue
@@ -390,7 +391,7 @@ const (
 // live after last in epoch, under sb.mu, unless sb was removed or the live
 // messages buffered meanwhile overflowed; then the buffer is cleared and
 // the caller reads on from history, where what was dropped is.
-func (srv *Server) goLiveAfter(sb *sub, frame []byte, epoch string, last uint64) liveResult {
+func (srv *Server) goLiveAfter(sb *sub, ev event, frame []byte, epoch string, last uint64) liveResult {
 	sb.mu.Lock()
 	defer sb.mu.Unlock()
 	switch {
@@ -400,7 +401,7 @@ func (srv *Server) goLiveAfter(sb *sub, frame []byte, epoch string, last uint64)
 		sb.buf, sb.bufBytes, sb.overflow = nil, 0, false
 		return liveOverflow
 	}
-	sb.c.sendFrame(frame)
+	sb.c.sendFrame(ev, frame)
 	srv.goLive(sb, epoch, last)
 	return liveOK
 }
@@ -412,7 +413,7 @@ func (srv *Server) goLiveAfter(sb *sub, frame []byte, epoch string, last uint64)
 // it: a client that stops reading holds no history in memory beyond its
 // queue, whatever its subscriptions. stop reports that sb was removed or
 // ctx ended.
-func (srv *Server) streamPage(ctx context.Context, sb *sub, id uint64, first bool, last uint64, epoch string, limit int, snapFrame []byte) (pubs []brokers.Publication, pos brokers.Position, stop bool, err error) {
+func (srv *Server) streamPage(ctx context.Context, sb *sub, id uint64, first bool, last uint64, epoch string, limit int, snapFrame snapOut) (pubs []brokers.Publication, pos brokers.Position, stop bool, err error) {
 	c := sb.c
 	turn := c.pageTurn()
 	select {
@@ -432,9 +433,14 @@ func (srv *Server) streamPage(ctx context.Context, sb *sub, id uint64, first boo
 		return pubs, pos, false, err
 	}
 	var frame []byte
+	ev := event{"subscribed", sb.ch, pos.Seq, pos.Epoch}
 	if first {
 		frame = srv.subscribedFrame(id, sb.ch, pos, true, true, pubs, true)
 	} else {
+		// A page is msg objects, one a line (a stream shows only a page
+		// of one: sseState.event drops the others).
+		last := pubs[len(pubs)-1]
+		ev = event{"msg", sb.ch, last.Seq, last.Epoch}
 		fb := newFrameBuilder(pubsBytes(pubs))
 		fb.b = srv.appendPubs(fb.b, sb.ch, pubs, '\n')
 		if len(fb.b) == maxFrameHeader {
@@ -447,10 +453,10 @@ func (srv *Server) streamPage(ctx context.Context, sb *sub, id uint64, first boo
 	if sb.removed {
 		return nil, pos, true, nil
 	}
-	if first && snapFrame != nil {
-		c.sendFrame(snapFrame) // the snapshot, then the messages after it
+	if first && snapFrame.frame != nil {
+		c.sendFrame(snapFrame.ev, snapFrame.frame) // the snapshot, then the messages after it
 	}
-	c.sendFrame(frame)
+	c.sendFrame(ev, frame)
 	if !first {
 		srv.metrics.catchupPages.Inc()
 	}
@@ -497,7 +503,7 @@ func (srv *Server) finishCatchUp(ctx context.Context, sb *sub, pos brokers.Posit
 			return
 		}
 		if !sb.overflow {
-			sb.c.sendFrame(caughtUpFrame(sb.ch, pos.Seq, pos.Epoch, recovered))
+			sb.c.sendFrame(event{op: "caught_up"}, caughtUpFrame(sb.ch, pos.Seq, pos.Epoch, recovered))
 			srv.goLive(sb, pos.Epoch, pos.Seq)
 			sb.mu.Unlock()
 			srv.metrics.catchup.WithLabelValues("not_recovered").Inc()

@@ -87,7 +87,7 @@ func startHeldServer(t *testing.T, mode string, h *heldHistory, tweak ...func(*c
 		f(&cfg)
 	}
 	h.Broker = memory.New(memory.Config{HistorySize: cfg.History.Size, HistoryTTL: cfg.History.TTL})
-	srv, err := gateway.New(cfg, h, nil)
+	srv, err := gateway.New(cfg.Gateway(), h, nil)
 	if err != nil {
 		t.Fatalf("gateway.New: %v", err)
 	}

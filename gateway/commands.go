@@ -48,7 +48,7 @@ func (c *Conn) handleCommand(s *scratch, cmd *command) {
 	case opSnap:
 		c.cmdSnap(s, cmd)
 	case opPing:
-		c.sendJSON(s, appendSimple(s.enc[:0], "pong", cmd.id, "", false))
+		c.sendJSON(s, "pong", appendSimple(s.enc[:0], "pong", cmd.id, "", false))
 	}
 }
 
@@ -115,7 +115,7 @@ func (c *Conn) cmdConnect(s *scratch, cmd *command) {
 		b = appendUint(b, uint64(id.expires.Unix()))
 	}
 	b = append(b, '}')
-	c.sendJSON(s, b)
+	c.sendJSON(s, "connected", b)
 }
 
 // admit makes the connection a session of user, within the per-user
@@ -184,23 +184,23 @@ func (c *Conn) cmdRefresh(s *scratch, cmd *command) {
 	b = appendID(b, cmd.id)
 	b = append(b, `,"exp":`...)
 	b = appendUint(b, uint64(id.expires.Unix()))
-	c.sendJSON(s, append(b, '}'))
+	c.sendJSON(s, "refreshed", append(b, '}'))
 }
 
-// canSubscribe says whether the user may subscribe to ch (and see its
-// presence): always with auth off and no connect-hook identity; otherwise
-// by the sub patterns of the token (or of the event proxy's connect or
-// refresh answer) or a public namespace.
-func (c *Conn) canSubscribe(ch string) bool {
-	id := c.identity()
-	if c.srv.auth == nil && id == nil {
+// canSubscribe says whether the identity may subscribe to ch and see its
+// presence: always with auth off and no identity (a connect hook may give
+// one); otherwise by the identity's sub patterns (from the token, or from
+// the event proxy's connect or refresh answer) or a public namespace. A
+// WebSocket sub and presence, GET /sse and GET /presence all ask it.
+func (s *Server) canSubscribe(id *identity, ch string) bool {
+	if s.auth == nil && id == nil {
 		return true
 	}
 	if id != nil && matchAny(id.sub, ch) {
 		return true
 	}
 	if ns, _, ok := strings.Cut(ch, ":"); ok {
-		for _, p := range c.srv.cfg.Auth.PublicNamespaces {
+		for _, p := range s.cfg.Auth.PublicNamespaces {
 			if p == ns {
 				return true
 			}
@@ -209,9 +209,11 @@ func (c *Conn) canSubscribe(ch string) bool {
 	return false
 }
 
-func (c *Conn) canPublish(ch string) bool {
-	id := c.identity()
-	return (c.srv.auth == nil && id == nil) || (id != nil && matchAny(id.pub, ch))
+// canPublish says whether the identity may publish to ch, by the rules of
+// canSubscribe with the pub patterns: a WebSocket pub and POST /pub both
+// ask it.
+func (s *Server) canPublish(id *identity, ch string) bool {
+	return (s.auth == nil && id == nil) || (id != nil && matchAny(id.pub, ch))
 }
 
 func (c *Conn) forbidden(id uint64, what, ch string) {
@@ -245,7 +247,7 @@ func (c *Conn) cmdSub(s *scratch, cmd *command) {
 		c.sendError(cmd.id, codeBadRequest, "already subscribed to "+ch)
 		return
 	}
-	if !c.canSubscribe(ch) {
+	if !c.srv.canSubscribe(c.identity(), ch) {
 		c.forbidden(cmd.id, "subscribe to", ch)
 		return
 	}
@@ -309,7 +311,7 @@ func (c *Conn) settle(ctx context.Context, sb *sub) {
 		return
 	}
 	c.srv.hub.remove(sb)
-	c.sendFrame(textFrame(appendSimple(nil, "unsubscribed", 0, sb.ch, true)))
+	c.sendFrame(event{op: "unsubscribed"}, textFrame(appendSimple(nil, "unsubscribed", 0, sb.ch, true)))
 	c.srv.presenceLeave(ctx, sb)
 }
 
@@ -327,7 +329,7 @@ func (c *Conn) cmdUnsub(s *scratch, cmd *command) {
 	}
 	c.srv.hub.remove(sb)
 	// Reply first: no msg for ch follows the unsubscribed reply.
-	c.sendJSON(s, appendSimple(s.enc[:0], "unsubscribed", cmd.id, ch, true))
+	c.sendJSON(s, "unsubscribed", appendSimple(s.enc[:0], "unsubscribed", cmd.id, ch, true))
 	ctx, cancel := context.WithTimeout(c.srv.ctx, c.srv.brokerTimeout)
 	defer cancel()
 	c.srv.presenceLeave(ctx, sb)
@@ -342,7 +344,7 @@ func (c *Conn) cmdPub(s *scratch, cmd *command) {
 		c.sendError(cmd.id, codeBadRequest, `missing "data"`)
 		return
 	}
-	if !c.canPublish(ch) {
+	if !c.srv.canPublish(c.identity(), ch) {
 		c.forbidden(cmd.id, "publish to", ch)
 		return
 	}
@@ -378,7 +380,7 @@ func (c *Conn) cmdPub(s *scratch, cmd *command) {
 	}
 	c.srv.metrics.publishDur.Observe(time.Since(start).Seconds())
 	c.srv.metrics.published.Inc()
-	c.sendJSON(s, appendAck(s.enc[:0], cmd.id, ch, pos.Seq, pos.Epoch))
+	c.sendJSON(s, "ack", appendAck(s.enc[:0], cmd.id, ch, pos.Seq, pos.Epoch))
 }
 
 func (c *Conn) cmdPresence(s *scratch, cmd *command) {
@@ -386,7 +388,7 @@ func (c *Conn) cmdPresence(s *scratch, cmd *command) {
 	if !ok {
 		return
 	}
-	if !c.canSubscribe(ch) {
+	if !c.srv.canSubscribe(c.identity(), ch) {
 		c.forbidden(cmd.id, "see the presence of", ch)
 		return
 	}
@@ -402,7 +404,7 @@ func (c *Conn) cmdPresence(s *scratch, cmd *command) {
 		return
 	}
 	members = c.srv.brokerMembers(ch, members)
-	c.sendJSON(s, appendPresence(s.enc[:0], cmd.id, ch, members))
+	c.sendJSON(s, "presence", appendPresence(s.enc[:0], cmd.id, ch, members))
 }
 
 // sendBrokerError maps a broker failure onto the protocol's codes.

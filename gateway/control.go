@@ -508,7 +508,7 @@ func (s *Server) unsubscribeLocal(user, ch string) int {
 		c.smu.Unlock()
 		if sb != nil {
 			s.hub.remove(sb)
-			c.sendFrame(textFrame(appendSimple(nil, "unsubscribed", 0, ch, true)))
+			c.sendFrame(event{op: "unsubscribed"}, textFrame(appendSimple(nil, "unsubscribed", 0, ch, true)))
 			subs = append(subs, sb)
 		}
 	})

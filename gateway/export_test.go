@@ -3,13 +3,11 @@ package gateway
 import (
 	"context"
 	"log/slog"
-
-	"github.com/syncgate/syncgate/internal/config"
 )
 
 // VerifyTokenForTest runs the token verifier on an HS256 configuration.
 func VerifyTokenForTest(secret, token string) bool {
-	a, err := newAuthenticator(config.Auth{HMACSecret: secret, ChannelsClaim: "channels"}, slog.New(slog.DiscardHandler))
+	a, err := newAuthenticator(AuthConfig{HMACSecret: secret, ChannelsClaim: "channels"}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		panic(err)
 	}

@@ -546,7 +546,7 @@ func TestHostileBrokerEpoch(t *testing.T) {
 	cfg.Client.PublishRate = 0
 	cfg.Server.DrainWindow = 50 * time.Millisecond
 	b := &tapBroker{Broker: memory.New(memory.Config{HistorySize: 100, HistoryTTL: time.Minute})}
-	srv, err := gateway.New(cfg, b, nil)
+	srv, err := gateway.New(cfg.Gateway(), b, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -66,55 +66,16 @@ func closeFrame(code ws.StatusCode, reason string) []byte {
 	return controlFrame(ws.OpClose, ws.NewCloseFrameBody(code, reason))
 }
 
-// clientHeader is a parsed frame header from a client.
-type clientHeader struct {
-	fin    bool
-	rsv    byte
-	op     ws.OpCode
-	masked bool
-	mask   [4]byte
-	length int64
-	size   int // header bytes
-}
-
-// parseHeader parses a client frame header from b. ok is false when b does
-// not hold the whole header yet.
-func parseHeader(b []byte) (h clientHeader, ok bool, err error) {
-	if len(b) < 2 {
-		return h, false, nil
+// framePayload is the payload of a frame built here (textFrame,
+// frameBuilder): its header's size follows from the frame's length alone,
+// so nothing is read back.
+func framePayload(frame []byte) []byte {
+	switch n := len(frame); {
+	case n-2 < 126:
+		return frame[min(2, n):]
+	case n-4 <= 0xffff:
+		return frame[4:]
+	default:
+		return frame[maxFrameHeader:]
 	}
-	h.fin = b[0]&0x80 != 0
-	h.rsv = (b[0] & 0x70) >> 4
-	h.op = ws.OpCode(b[0] & 0x0f)
-	h.masked = b[1]&0x80 != 0
-	size := 2
-	l := int64(b[1] & 0x7f)
-	switch l {
-	case 126:
-		size += 2
-	case 127:
-		size += 8
-	}
-	if h.masked {
-		size += 4
-	}
-	if len(b) < size {
-		return h, false, nil
-	}
-	switch l {
-	case 126:
-		l = int64(binary.BigEndian.Uint16(b[2:4]))
-	case 127:
-		u := binary.BigEndian.Uint64(b[2:10])
-		if u>>63 != 0 {
-			return h, false, ws.ErrHeaderLengthMSB
-		}
-		l = int64(u)
-	}
-	h.length = l
-	if h.masked {
-		copy(h.mask[:], b[size-4:size])
-	}
-	h.size = size
-	return h, true, nil
 }

@@ -242,7 +242,7 @@ func FuzzFrameHeader(f *testing.F) {
 		if rerr != nil {
 			t.Fatalf("we parse, gobwas fails %x: %v", b, rerr)
 		}
-		if h.fin != ref.Fin || h.rsv != ref.Rsv || h.op != ref.OpCode || h.masked != ref.Masked || h.length != ref.Length || h.mask != ref.Mask {
+		if h.Header != ref {
 			t.Fatalf("header %x: ours %+v, gobwas %+v", b, h, ref)
 		}
 	})

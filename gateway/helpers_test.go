@@ -48,7 +48,7 @@ func startServer(t testing.TB, mode string, edit func(*config.Config)) *testServ
 		edit(&cfg)
 	}
 	b := memory.New(memory.Config{HistorySize: cfg.History.Size, HistoryTTL: cfg.History.TTL})
-	srv, err := gateway.New(cfg, b, nil)
+	srv, err := gateway.New(cfg.Gateway(), b, nil)
 	if err != nil {
 		t.Fatalf("gateway.New: %v", err)
 	}

@@ -323,11 +323,11 @@ func (h *hub) HandlePublication(ch string, p brokers.Publication) {
 	h.srv.metrics.fanouts.Inc()
 	h.srv.metrics.deliveries.Add(float64(len(hc.subs)))
 	for _, s := range hc.subs {
-		s.deliver(p.Seq, p.Epoch, prov, frame)
+		s.deliver(ch, p.Seq, p.Epoch, prov, frame)
 	}
 }
 
-func (s *sub) deliver(seq uint64, epoch string, prov bool, frame []byte) {
+func (s *sub) deliver(ch string, seq uint64, epoch string, prov bool, frame []byte) {
 	if !s.live.Load() {
 		if fault.On(fault.CatchUpGap) {
 			return
@@ -350,7 +350,7 @@ func (s *sub) deliver(seq uint64, epoch string, prov bool, frame []byte) {
 		s.mu.Unlock()
 	}
 	if s.accept(seq, prov) {
-		s.c.sendFrame(frame)
+		s.c.sendFrame(event{"msg", ch, seq, epoch}, frame)
 	}
 }
 
@@ -375,7 +375,7 @@ func (s *sub) accept(seq uint64, prov bool) bool {
 
 // HandlePresence implements brokers.Handler.
 func (h *hub) HandlePresence(ch string, t brokers.PresenceEventType, m brokers.Member) {
-	if !h.srv.cfg.Presence.JoinLeave {
+	if h.srv.cfg.Presence.NoJoinLeave {
 		return
 	}
 	sh := h.shard(ch)
@@ -395,13 +395,18 @@ func (h *hub) HandlePresence(ch string, t brokers.PresenceEventType, m brokers.M
 		return
 	}
 	var buf [512]byte
-	frame := textFrame(appendPresenceEvent(buf[:0], t == brokers.Join, ch, m.User, m.Client))
+	join := t == brokers.Join
+	frame := textFrame(appendPresenceEvent(buf[:0], join, ch, m.User, m.Client))
+	ev := event{op: "leave"}
+	if join {
+		ev.op = "join"
+	}
 	for _, s := range hc.subs {
 		if s.c.id == m.Client {
 			continue
 		}
 		if s.live.Load() {
-			s.c.sendFrame(frame)
+			s.c.sendFrame(ev, frame)
 			continue
 		}
 		// Its catch-up sends `subscribed` and makes it live under s.mu:
@@ -410,7 +415,7 @@ func (h *hub) HandlePresence(ch string, t brokers.PresenceEventType, m brokers.M
 		// One still catching up misses it, and lists presence itself.
 		s.mu.Lock()
 		if s.live.Load() {
-			s.c.sendFrame(frame)
+			s.c.sendFrame(ev, frame)
 		}
 		s.mu.Unlock()
 	}

@@ -258,7 +258,7 @@ func TestDrainLosesNothing(t *testing.T) {
 		cfg.Listen = "127.0.0.1:0"
 		cfg.Server.DrainWindow = drain
 		cfg.Client.PublishRate = 0
-		srv, err := gateway.New(cfg, nodes[node], nil)
+		srv, err := gateway.New(cfg.Gateway(), nodes[node], nil)
 		if err != nil {
 			t.Fatal(err)
 		}

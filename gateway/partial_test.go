@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/syncgate/syncgate/brokers/memory"
-	"github.com/syncgate/syncgate/internal/config"
 )
 
 // fuzzStream turns fuzz bytes into a stream of client frames, 3 bytes of
@@ -85,13 +84,13 @@ func FuzzSplitFrames(f *testing.F) {
 		if len(stream) == 0 {
 			return
 		}
-		cfg := config.Default()
+		var cfg Config
 		cfg.Server.IO = "goroutine"
 		cfg.Client.MaxMessageSize = 256
 		cfg.Client.MaxQueueBytes = 16 << 20
-		cfg.Client.ControlFrameRate = 0
+		cfg.Client.ControlFrameRate = -1
 		cfg.Server.DrainWindow = 10 * time.Millisecond
-		cfg.Presence.JoinLeave = false
+		cfg.Presence.NoJoinLeave = true
 		srv, err := New(cfg, memory.New(memory.Config{}), nil)
 		if err != nil {
 			t.Fatal(err)
@@ -170,9 +169,9 @@ func BenchmarkReadFrames(b *testing.B) {
 			name = "split"
 		}
 		b.Run(name, func(b *testing.B) {
-			cfg := config.Default()
+			var cfg Config
 			cfg.Server.IO = "goroutine"
-			cfg.Client.ControlFrameRate = 0
+			cfg.Client.ControlFrameRate = -1
 			cfg.Server.DrainWindow = 10 * time.Millisecond
 			srv, err := New(cfg, memory.New(memory.Config{}), nil)
 			if err != nil {
@@ -216,9 +215,9 @@ func BenchmarkReadFrames(b *testing.B) {
 // frames: across its wrap, and with a start stamped after the sweep read
 // the clock.
 func TestFrameTimedOutClock(t *testing.T) {
-	cfg := config.Default()
+	var cfg Config
 	cfg.Client.FrameTimeout = time.Second
-	c := &Conn{srv: &Server{cfg: cfg}}
+	c := &Conn{srv: &Server{cfg: cfg.WithDefaults()}}
 	for _, tc := range []struct {
 		at, now uint32
 		held    int64

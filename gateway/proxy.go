@@ -14,8 +14,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/syncgate/syncgate/internal/config"
 )
 
 // The event proxy: HTTP hooks into the application's backend
@@ -70,7 +68,7 @@ const (
 var pxReasons = []string{pxErrTimeout, pxErrUnreachable, pxErrStatus, pxErrBadJSON, pxErrTooLarge, pxErrBadData, pxErrBusy, pxDenied}
 
 type eventProxy struct {
-	hooks   [numHooks]config.ProxyHook
+	hooks   [numHooks]ProxyHook
 	remote  bool
 	maxData int // client.max_message_size
 	client  *http.Client
@@ -93,10 +91,10 @@ type eventProxy struct {
 	queueFull prometheus.Counter
 }
 
-func newEventProxy(cfg config.Config, reg *prometheus.Registry) *eventProxy {
+func newEventProxy(cfg Config, reg *prometheus.Registry) *eventProxy {
 	pc := cfg.Proxy
 	p := &eventProxy{
-		hooks:     [numHooks]config.ProxyHook{pc.Connect, pc.Refresh, pc.Subscribe, pc.Publish},
+		hooks:     [numHooks]ProxyHook{pc.Connect, pc.Refresh, pc.Subscribe, pc.Publish},
 		remote:    pc.RemoteAddr,
 		maxData:   cfg.Client.MaxMessageSize,
 		sem:       make(chan struct{}, pc.MaxConcurrency),

@@ -173,7 +173,9 @@ func queueFullFrame(raw []byte, cmd *command) []byte {
 	return textFrame(appendError(buf[:0], id, codeUnavailable, "the node's event proxy queues are full (proxy.max_queued_bytes); try again"))
 }
 
-func (c *Conn) queueFull(raw []byte, cmd *command) { c.sendFrame(queueFullFrame(raw, cmd)) }
+func (c *Conn) queueFull(raw []byte, cmd *command) {
+	c.sendFrame(event{op: "error"}, queueFullFrame(raw, cmd))
+}
 
 // sendUnanswering sends an error that answers no command (too_large, a
 // binary frame; no id). While commands wait in the proxy queue it is
@@ -196,7 +198,7 @@ func (c *Conn) sendUnanswering(code, msg string) {
 		}
 		px.mu.Unlock()
 	}
-	c.sendFrame(frame)
+	c.sendFrame(event{op: "error"}, frame)
 }
 
 // runQueued runs the queued commands in order, calling hooks inline, then
@@ -219,7 +221,7 @@ func (c *Conn) runQueued() {
 		c.srv.proxy.queued.Add(-int64(len(it.raw)))
 		px.mu.Unlock()
 		if it.frame != nil {
-			c.sendFrame(it.frame)
+			c.sendFrame(event{op: "error"}, it.frame) // queued frames are errors (sendUnanswering)
 			continue
 		}
 		raw := it.raw

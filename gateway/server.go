@@ -27,7 +27,6 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/syncgate/syncgate/brokers"
-	"github.com/syncgate/syncgate/internal/config"
 	"github.com/syncgate/syncgate/internal/fault"
 )
 
@@ -40,7 +39,7 @@ const readBufferSize = 32 << 10
 // Server is a syncgate node: it accepts WebSocket clients on its listeners,
 // runs their commands against the broker, and fans publications out.
 type Server struct {
-	cfg      config.Config
+	cfg      Config // WithDefaults applied: 0 means no cap
 	log      *slog.Logger
 	broker   brokers.Broker
 	history  brokers.History   // nil when the backend keeps none
@@ -109,10 +108,11 @@ type connShard struct {
 
 // New builds a server on b and starts b. The server owns b from now on:
 // Shutdown closes it.
-func New(cfg config.Config, b brokers.Broker, log *slog.Logger) (*Server, error) {
+func New(cfg Config, b brokers.Broker, log *slog.Logger) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg = cfg.WithDefaults()
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -122,8 +122,8 @@ func New(cfg config.Config, b brokers.Broker, log *slog.Logger) (*Server, error)
 		log:           log,
 		broker:        b,
 		nodeID:        randomID(6),
-		brokerTimeout: 5 * time.Second,
-		writeTimeout:  10 * time.Second,
+		brokerTimeout: cfg.Server.BrokerTimeout,
+		writeTimeout:  cfg.Server.WriteTimeout,
 		started:       time.Now(),
 		ctx:           ctx,
 		cancel:        cancel,
@@ -134,7 +134,7 @@ func New(cfg config.Config, b brokers.Broker, log *slog.Logger) (*Server, error)
 	s.snaps, _ = b.(brokers.Snapshots)
 	s.users = make(map[string]int)
 	s.payloadLog = rate.NewLimiter(rate.Every(time.Second), 5)
-	s.ctl = newControl(cfg.API.ClusterSecret)
+	s.ctl = newControl(cfg.ClusterSecret)
 	s.version = buildVersion()
 	for _, o := range cfg.Server.AllowedOrigins {
 		s.origins = append(s.origins, strings.ToLower(strings.TrimSuffix(o, "/")))
@@ -150,8 +150,8 @@ func New(cfg config.Config, b brokers.Broker, log *slog.Logger) (*Server, error)
 	if s.auth == nil {
 		log.Warn("authentication is OFF: any client may connect as any user and use any channel; set auth.hmac_secret, auth.public_key_file or auth.jwks_url before exposing this node")
 	}
-	if cfg.Server.TLS.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.Server.TLS.CertFile, cfg.Server.TLS.KeyFile)
+	if cfg.Server.TLSCertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.Server.TLSCertFile, cfg.Server.TLSKeyFile)
 		if err != nil {
 			cancel()
 			return nil, fmt.Errorf("gateway: server.tls: %w", err)

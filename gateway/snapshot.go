@@ -55,7 +55,7 @@ func (c *Conn) cmdSnap(s *scratch, cmd *command) {
 		c.sendError(cmd.id, codeBadRequest, `"at.seq" must be at least 1`)
 		return
 	}
-	if !c.canPublish(ch) {
+	if !c.srv.canPublish(c.identity(), ch) {
 		c.forbidden(cmd.id, "store a snapshot of", ch)
 		return
 	}
@@ -101,7 +101,7 @@ func (c *Conn) cmdSnap(s *scratch, cmd *command) {
 	b = append(b, `,"epoch":`...)
 	b = appendString(b, now.Epoch)
 	b = append(b, '}')
-	c.sendJSON(s, b)
+	c.sendJSON(s, "snapped", b)
 }
 
 func appendBool(b []byte, v bool) []byte {
@@ -166,4 +166,11 @@ func (srv *Server) snapshotStart(ch string, hasSince bool, since uint64, epoch s
 	b = append(b, data.Bytes()...)
 	b = append(b, '}')
 	return brokers.Position{Seq: snap.Seq, Epoch: snap.Epoch}, textFrame(b), true
+}
+
+// snapOut is a snapshot frame waiting to go out before its catch-up, with
+// the event the SSE transport needs to encode it (zero: none).
+type snapOut struct {
+	ev    event
+	frame []byte
 }

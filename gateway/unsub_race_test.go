@@ -42,7 +42,7 @@ func unsubscribeDuringSub(t *testing.T, since, sameEpoch bool) {
 		cfg.Server.IO = mode
 		cfg.Server.DrainWindow = 50 * time.Millisecond
 		h.Broker = memory.New(memory.Config{HistorySize: cfg.History.Size, HistoryTTL: cfg.History.TTL})
-		srv, err := gateway.New(cfg, h, nil)
+		srv, err := gateway.New(cfg.Gateway(), h, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -24,15 +24,27 @@ const closeGrace = time.Second
 // maxIov bounds the frames gathered into one writev (IOV_MAX is 1024).
 const maxIov = 1024
 
+// event is what the code queuing a frame knows of it: the op of the JSON
+// object the frame carries and, for msg and subscribed, the channel and
+// position. A WebSocket writes the frame; an SSE stream writes the same
+// JSON as an event built from this (sseState.event), never by reading the
+// frame back. A control frame has no op: a stream does not show it.
+type event struct {
+	op    string
+	ch    string
+	seq   uint64
+	epoch string
+}
+
 // sendFrame queues a frame. It never blocks.
-func (c *Conn) sendFrame(frame []byte) {
+func (c *Conn) sendFrame(ev event, frame []byte) {
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
 		return
 	}
 	if c.sse != nil {
-		if frame = c.sse.event(frame); frame == nil {
+		if frame = c.sse.event(ev, frame); frame == nil {
 			c.mu.Unlock()
 			return
 		}
@@ -49,12 +61,13 @@ func (c *Conn) sendFrame(frame []byte) {
 	c.scheduleFlush()
 }
 
-// sendJSON copies one encoded JSON object into its own frame and queues it.
-func (c *Conn) sendJSON(s *scratch, obj []byte) {
+// sendJSON copies one encoded JSON object, a reply of the given op, into
+// its own frame and queues it.
+func (c *Conn) sendJSON(s *scratch, op string, obj []byte) {
 	if s != nil {
 		s.enc = obj[:0]
 	}
-	c.sendFrame(textFrame(obj))
+	c.sendFrame(event{op: op}, textFrame(obj))
 }
 
 // waitRoom waits until the queue can take n more bytes without passing
@@ -107,7 +120,7 @@ func (c *Conn) wakeRoomLocked() {
 
 func (c *Conn) sendError(id uint64, code, msg string) {
 	var buf [256]byte
-	c.sendFrame(textFrame(appendError(buf[:0], id, code, msg)))
+	c.sendFrame(event{op: "error"}, textFrame(appendError(buf[:0], id, code, msg)))
 }
 
 func (c *Conn) isClosing() bool {
@@ -129,7 +142,7 @@ func (c *Conn) closeWith(code, reason string, reconnect bool, status ws.StatusCo
 
 // closeFrameOnly answers a client's close frame: no disconnect message.
 func (c *Conn) closeFrameOnly(status ws.StatusCode, reason string) {
-	c.closeFrames(false, closeFrame(status, reason))
+	c.closeFrames(false, nil, closeFrame(status, reason))
 }
 
 // protocolError closes a connection that broke RFC 6455.
@@ -138,7 +151,9 @@ func (c *Conn) protocolError(status ws.StatusCode, reason string) {
 	c.closeWith("bad_request", "websocket protocol error: "+reason, false, status, false)
 }
 
-func (c *Conn) closeFrames(dropQueue bool, frames ...[]byte) bool {
+// closeFrames queues the last frames, a disconnect message (nil for none)
+// and a close frame, and starts closing.
+func (c *Conn) closeFrames(dropQueue bool, disconnect, closing []byte) bool {
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
@@ -148,14 +163,18 @@ func (c *Conn) closeFrames(dropQueue bool, frames ...[]byte) bool {
 	if dropQueue {
 		c.dropLocked()
 	}
-	for _, f := range frames {
-		if c.sse != nil {
-			if f = c.sse.event(f); f == nil {
-				continue
-			}
+	if c.sse != nil {
+		// A stream ends with the disconnect event; it has no close frame.
+		closing = nil
+		if disconnect != nil {
+			disconnect = c.sse.event(event{op: "disconnect"}, disconnect)
 		}
-		c.out = append(c.out, f)
-		c.outBytes += len(f)
+	}
+	for _, f := range [2][]byte{disconnect, closing} {
+		if f != nil {
+			c.out = append(c.out, f)
+			c.outBytes += len(f)
+		}
 	}
 	c.closeTimer = time.AfterFunc(closeGrace, c.fail)
 	c.wakeRoomLocked()

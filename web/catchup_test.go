@@ -31,7 +31,7 @@ func TestClientJSStreamedCatchUp(t *testing.T) {
 	cfg.Client.MaxQueueBytes = 64 << 10
 	cfg.Client.MaxMessageSize = 8 << 10
 	cfg.History.PageBytes = 16 << 10
-	srv, err := gateway.New(cfg, memory.New(memory.Config{HistorySize: cfg.History.Size, HistoryTTL: cfg.History.TTL}), nil)
+	srv, err := gateway.New(cfg.Gateway(), memory.New(memory.Config{HistorySize: cfg.History.Size, HistoryTTL: cfg.History.TTL}), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,7 +26,7 @@ func TestClientJSSnapshot(t *testing.T) {
 	cfg.Client.PublishRate = 0
 	cfg.Server.DrainWindow = 50 * time.Millisecond
 	cfg.History.Size = 10
-	srv, err := gateway.New(cfg, memory.New(memory.Config{HistorySize: cfg.History.Size, HistoryTTL: cfg.History.TTL}), nil)
+	srv, err := gateway.New(cfg.Gateway(), memory.New(memory.Config{HistorySize: cfg.History.Size, HistoryTTL: cfg.History.TTL}), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,7 +28,7 @@ func TestClientJSUnsubscribedByServer(t *testing.T) {
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Broker.Type = "memory"
 	cfg.Server.DrainWindow = 50 * time.Millisecond
-	srv, err := gateway.New(cfg, memory.New(memory.Config{HistorySize: 10, HistoryTTL: time.Minute}), nil)
+	srv, err := gateway.New(cfg.Gateway(), memory.New(memory.Config{HistorySize: 10, HistoryTTL: time.Minute}), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

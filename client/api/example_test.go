@@ -12,7 +12,6 @@ import (
 	"github.com/syncgate/syncgate/client/api"
 	"github.com/syncgate/syncgate/gateway"
 	"github.com/syncgate/syncgate/gateway/serverapi"
-	"github.com/syncgate/syncgate/internal/config"
 )
 
 // The backend publishes a server-side change; a client sees it with the
@@ -72,10 +71,7 @@ func Example() {
 // exampleNode starts an in-process node (memory broker) with its server
 // API, each on a free loopback port.
 func exampleNode(key string) (wsURL, apiURL string, stop func()) {
-	cfg := config.Default()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.Broker.Type = "memory"
-	cfg.Server.DrainWindow = 10 * time.Millisecond
+	cfg := gateway.Config{Server: gateway.ServerConfig{DrainWindow: 10 * time.Millisecond}}
 	srv, err := gateway.New(cfg, memory.New(memory.Config{HistorySize: 100, HistoryTTL: time.Minute}), nil)
 	if err != nil {
 		log.Fatal(err)
@@ -84,7 +80,7 @@ func exampleNode(key string) (wsURL, apiURL string, stop func()) {
 	if err != nil {
 		log.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -48,7 +48,7 @@ func startNodeLog(t testing.TB, b brokers.Broker, log *slog.Logger, edit func(*c
 	if edit != nil {
 		edit(&cfg)
 	}
-	srv, err := gateway.New(cfg, b, log)
+	srv, err := gateway.New(cfg.Gateway(), b, log)
 	if err != nil {
 		t.Fatalf("gateway.New: %v", err)
 	}

@@ -50,7 +50,7 @@ func startNode(t testing.TB, edit func(*config.Config, *serverapi.Config)) *test
 	if edit != nil {
 		edit(&cfg, &acfg)
 	}
-	gw, err := gateway.New(cfg, memory.New(memory.Config{HistorySize: 100, HistoryTTL: time.Minute}), nil)
+	gw, err := gateway.New(cfg.Gateway(), memory.New(memory.Config{HistorySize: 100, HistoryTTL: time.Minute}), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

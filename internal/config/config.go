@@ -167,7 +167,7 @@ type NATSTLS struct {
 // History bounds the per-channel message history used for catch-up.
 type History struct {
 	// Size is how many messages are kept per channel; 0 disables history.
-	// Key history.size, default 100, >= 0.
+	// Key history.size, default 1000, >= 0.
 	Size int
 	// TTL is how long a channel's history is kept after its last message.
 	// Key history.ttl, default 10m, > 0.
@@ -391,7 +391,7 @@ type Server struct {
 	MaxPartialBytes int
 	// AcceptRate caps new connections per second (burst: one second's
 	// worth), so a reconnect storm cannot take a node down; 0 = no cap.
-	// Key server.accept_rate, default 100, >= 0.
+	// Key server.accept_rate, default 1000, >= 0.
 	AcceptRate int
 	// DrainWindow spreads the disconnects of a shutdown over this long.
 	// Key server.drain_window, default 30s, > 0.

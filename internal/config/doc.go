@@ -1,8 +1,16 @@
 // Package config loads the gateway configuration into a typed Config.
 //
 // It is the only package that imports viper; everything else receives a
-// Config (or one of its sections) by value and never reads files or the
-// environment itself.
+// Config by value and never reads files or the environment itself.
+//
+// # Mapping onto the packages
+//
+// The gateway and each backend own a Config of their own whose zero value
+// works (0 means the default there, a negative count means none). This
+// package alone maps the keys onto them (map.go: Gateway, Memory,
+// NATSBroker, JetStream, RedisBroker, RedisStream), translating the keys
+// whose 0 means "none" or "no cap", so one key has one meaning everywhere
+// (TestGatewayDefaults, TestZeroMeansNone).
 //
 // # Sources and precedence
 //
@@ -34,7 +42,8 @@
 //
 // Add the field to Config, its default to Default, one row to the settings
 // table, and the key with its comment to config.yaml; the tests fail until
-// all four agree.
+// all four agree. A key the gateway or a backend reads is also mapped onto
+// its Config in map.go.
 //
 // Load, LoadFrom and Validate keep no shared state and are safe to call from
 // several goroutines.

@@ -35,7 +35,7 @@ func Start(t testing.TB, b brokers.Broker, edit func(*config.Config)) *Node {
 	if edit != nil {
 		edit(&cfg)
 	}
-	srv, err := gateway.New(cfg, b, nil)
+	srv, err := gateway.New(cfg.Gateway(), b, nil)
 	if err != nil {
 		t.Fatalf("gateway.New: %v", err)
 	}

@@ -69,7 +69,7 @@ type node struct {
 func startNode(t *testing.T, addr string) *node {
 	t.Helper()
 	cfg := nodeConfig(addr)
-	srv, err := gateway.New(cfg, newBroker(cfg), nil)
+	srv, err := gateway.New(cfg.Gateway(), newBroker(cfg), nil)
 	if err != nil {
 		t.Fatalf("gateway.New: %v", err)
 	}
@@ -88,7 +88,7 @@ func startNode(t *testing.T, addr string) *node {
 // runChild runs one node until killed, printing its address.
 func runChild(addr string) {
 	cfg := nodeConfig(addr)
-	srv, err := gateway.New(cfg, newBroker(cfg), nil)
+	srv, err := gateway.New(cfg.Gateway(), newBroker(cfg), nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child:", err)
 		os.Exit(2)
