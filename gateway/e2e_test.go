@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -288,9 +289,21 @@ func TestHeartbeatTimeout(t *testing.T) {
 func TestHealthAndReady(t *testing.T) {
 	forModes(t, func(t *testing.T, mode string) {
 		ts := startServer(t, mode, nil)
+		c := dial(t, ts)
+		c.Connect("alice")
 		code, body := httpGet(t, "http://"+ts.addr+"/healthz")
 		if code != 200 || !strings.Contains(body, `"status":"ok"`) || !strings.Contains(body, `"io":"`+mode+`"`) {
 			t.Fatalf("healthz: %d %s", code, body)
+		}
+		// The documented fields: node id, connection and goroutine counts.
+		var h struct {
+			Node        string `json:"node"`
+			Connections *int   `json:"connections"`
+			Goroutines  int    `json:"goroutines"`
+		}
+		if err := json.Unmarshal([]byte(body), &h); err != nil || h.Node != ts.srv.NodeID() || h.Node == "" ||
+			h.Connections == nil || *h.Connections != 1 || h.Goroutines <= 0 {
+			t.Fatalf("healthz fields: %s (%v), want node %q, connections 1, goroutines > 0", body, err, ts.srv.NodeID())
 		}
 		code, body = httpGet(t, "http://"+ts.addr+"/readyz")
 		if code != 200 {

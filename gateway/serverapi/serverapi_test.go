@@ -279,3 +279,41 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestAPIKeyWrongKeysRefused: a key is accepted only when it equals one of
+// api.keys exactly. Every proper prefix of a configured key (the empty one
+// included), the key with one more byte, with any single byte changed, in
+// another case, or with a leading space is refused 401 and publishes
+// nothing; both configured keys are accepted. (That the comparison takes
+// the same time whatever the key is rests on the code, reviewed: sha256
+// of the offered key compared with subtle.ConstantTimeCompare against
+// every configured key; no test measures time.)
+func TestAPIKeyWrongKeysRefused(t *testing.T) {
+	n := startNode(t, nil)
+	pub := n.base + "/api/publish"
+	var wrong []string
+	for _, k := range []string{key, oldKey} {
+		for i := 0; i < len(k); i++ {
+			wrong = append(wrong, k[:i])
+			b := []byte(k)
+			b[i] ^= 0x01
+			wrong = append(wrong, string(b))
+		}
+		// (Trailing space is not a different key: HTTP trims it from
+		// header values before the server sees them.)
+		wrong = append(wrong, k+"x", k+k, " "+k, strings.ToUpper(k))
+	}
+	for _, w := range wrong {
+		if status, body := post(t, "POST", pub, "apikey "+w, `{"ch":"keys","data":1}`); status != 401 || !strings.Contains(body, `"code":"unauthorized"`) {
+			t.Fatalf("key %q: got %d %s, want 401 unauthorized", w, status, body)
+		}
+	}
+	if h, err := n.api.History(t.Context(), "keys", 0, 10); err != nil || h.Seq != 0 {
+		t.Fatalf("history = %+v, %v; want nothing published by a wrong key", h, err)
+	}
+	for _, k := range []string{key, oldKey} {
+		if status, body := post(t, "POST", pub, "apikey "+k, `{"ch":"keys","data":1}`); status != 200 {
+			t.Fatalf("configured key %q: got %d %s, want 200", k, status, body)
+		}
+	}
+}
