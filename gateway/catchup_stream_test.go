@@ -222,7 +222,7 @@ func TestCatchUpStreamUnsub(t *testing.T) {
 		}
 	}
 	if !answered { // the sub still gets an answer
-		if e := a.NextOp("error"); e.Num("id") != 1 {
+		if e := a.NextOp("error"); e.Num("id") != 1 || e.Str("code") != "bad_request" {
 			t.Fatalf("error = %v", e)
 		}
 	}

@@ -142,6 +142,10 @@ func TestProtocolViolationsClose(t *testing.T) {
 			for {
 				f := rc.readFrame()
 				if f.op == 0x1 && strings.Contains(string(f.payload), `"disconnect"`) {
+					// docs/protocol.md: code bad_request, reconnect false.
+					if !strings.Contains(string(f.payload), `"code":"bad_request"`) || !strings.Contains(string(f.payload), `"reconnect":false`) {
+						t.Fatalf("%s: disconnect = %s, want code bad_request, reconnect false", tc.name, f.payload)
+					}
 					sawDisconnect = true
 					continue
 				}

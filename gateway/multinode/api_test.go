@@ -204,7 +204,7 @@ func serverAPICluster(t *testing.T, newBroker func() brokers.Broker, kind string
 	if err != nil || !ar.Cluster || ar.Local != 0 {
 		t.Fatalf("unsubscribe = %+v, %v", ar, err)
 	}
-	if m := ann.NextOp("unsubscribed"); m.Str("ch") != "doc:1" {
+	if m := ann.NextOp("unsubscribed"); m.Str("ch") != "doc:1" || m["id"] != nil {
 		t.Fatalf("ann got %v", m)
 	}
 	waitFor(t, wait, "ann leaves presence", func() bool {
@@ -222,7 +222,7 @@ func serverAPICluster(t *testing.T, newBroker func() brokers.Broker, kind string
 	if err != nil || !ar.Cluster {
 		t.Fatalf("revoke = %+v, %v", ar, err)
 	}
-	if m := ann.NextOp("disconnect"); m.Str("code") != "token_revoked" {
+	if m := ann.NextOp("disconnect"); m.Str("code") != "token_revoked" || m["reconnect"] != true {
 		t.Fatalf("ann got %v, want disconnect token_revoked", m)
 	}
 	again := dial(t, n2, "ann-again")
