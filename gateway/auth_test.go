@@ -237,3 +237,41 @@ func FuzzVerifyToken(f *testing.F) {
 		}
 	})
 }
+
+// TestAuthClaimsChecked: the claim checks docs/security.md states. exp has
+// a 5 s leeway (2 s past is accepted, 8 s past refused), a future nbf is
+// refused, and iss / aud must match auth.issuer / auth.audience when set.
+func TestAuthClaimsChecked(t *testing.T) {
+	ts := startServer(t, "epoll", func(c *config.Config) {
+		withHMAC(c)
+		c.Auth.Issuer = "https://idp.example"
+		c.Auth.Audience = "syncgate"
+	})
+	now := time.Now()
+	tok := func(edit func(claims)) string {
+		c := claims{"sub": "alice", "exp": now.Add(time.Hour).Unix(), "iss": "https://idp.example", "aud": "syncgate"}
+		edit(c)
+		return hsToken(t, c)
+	}
+	for _, tc := range []struct {
+		name  string
+		edit  func(claims)
+		valid bool
+	}{
+		{"all good", func(claims) {}, true},
+		{"exp 2 s past: within the leeway", func(c claims) { c["exp"] = now.Add(-2 * time.Second).Unix() }, true},
+		{"exp 8 s past", func(c claims) { c["exp"] = now.Add(-8 * time.Second).Unix() }, false},
+		{"nbf in a minute", func(c claims) { c["nbf"] = now.Add(time.Minute).Unix() }, false},
+		{"other issuer", func(c claims) { c["iss"] = "https://evil.example" }, false},
+		{"no issuer", func(c claims) { delete(c, "iss") }, false},
+		{"other audience", func(c claims) { c["aud"] = "other" }, false},
+		{"no audience", func(c claims) { delete(c, "aud") }, false},
+	} {
+		c := dial(t, ts)
+		r := c.Call("connect", map[string]any{"token": tok(tc.edit)})
+		if tc.valid && r.Op() != "connected" || !tc.valid && (r.Op() != "error" || r.Str("code") != "unauthorized") {
+			t.Errorf("%s: %v", tc.name, r)
+		}
+		c.Close()
+	}
+}

@@ -139,6 +139,24 @@ func TestLimits(t *testing.T) {
 				t.Fatalf("origin %s: status %d, want %d", origin, code, want)
 			}
 		}
+		// No Origin (not a browser) is not checked.
+		if code := dialStatus(t, ts.url(), nil); code != 101 {
+			t.Fatalf("no origin: status %d, want 101", code)
+		}
+		// SSE streams are checked too.
+		req, err := http.NewRequest("GET", "http://"+ts.addr+"/sse?ch=doc:1", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Origin", "https://evil.com")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 403 {
+			t.Fatalf("SSE from another origin: status %d, want 403", resp.StatusCode)
+		}
 	})
 }
 
