@@ -264,99 +264,169 @@ func refusal(err error) string {
 // runLoad runs spec against the nodes (urls[0] is node A, where every
 // publisher connects). during, when set, runs alongside the publishing
 // with the schedule's start time and may append to the event timeline.
+//
+// It runs in phases: connect the subscribers and the publishers
+// (setupLoad), publish on the schedule (publish), wait for the deliveries
+// and measure the window (drain), then count every subscriber's copies
+// (tally).
 func runLoad(ctx context.Context, urls []string, spec loadSpec, p *progress, label string,
 	during func(ctx context.Context, start time.Time, event func(string, ...any))) (res loadResult, err error) {
 	res = loadResult{Rate: spec.Rate, Channels: spec.Channels, Subs: spec.Channels * spec.SubsPerChannel, DurationS: spec.Duration.Seconds(), Reasons: map[string]int{},
 		GatewayCPUS: -1, BrokerCPUS: -1, HarnessCPUS: -1}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-
-	var reconnects atomic.Int64
-	var uniqueDelivered atomic.Int64
-	var clientsMu sync.Mutex
-	var clients []*sgclient.Client
-	defer func() {
-		clientsMu.Lock()
-		defer clientsMu.Unlock()
-		var wg sync.WaitGroup
-		for _, c := range clients {
-			wg.Go(func() { _ = c.Close() })
-		}
-		wg.Wait()
-	}()
-	dial := func(url string) (*sgclient.Client, error) {
-		c, err := sgclient.Dial(ctx, url, sgclient.Options{
-			User:       "study",
-			MinBackoff: 100 * time.Millisecond,
-			MaxBackoff: time.Second,
-			OnState: func(s sgclient.State, _ error) {
-				if s == sgclient.StateReconnecting {
-					reconnects.Add(1)
-				}
-			},
-		})
-		if err != nil {
-			return nil, err
-		}
-		clientsMu.Lock()
-		clients = append(clients, c)
-		clientsMu.Unlock()
-		return c, nil
+	r := newLoadRig(ctx, urls, spec, p, label)
+	defer r.close()
+	defer func() { res.Events = r.eventList() }()
+	if err := r.setup(ctx); err != nil {
+		return res, err
 	}
+	pr, err := r.publish(ctx, during)
+	if pr != nil {
+		res.LoadStart = pr.loadStart
+	}
+	if err != nil {
+		return res, err
+	}
+	res.LoadEnd = pr.loadEnd
+	w, err := r.drain(ctx, pr)
+	if err != nil {
+		return res, err
+	}
+	res.Incomplete, res.WindowS, res.Deliveries, res.DeliveriesPerS = w.incomplete, w.window.Seconds(), w.deliveries, float64(w.deliveries)/w.window.Seconds()
+	if w.cpu {
+		res.GatewayCPUS, res.BrokerCPUS = w.gatewayCPU.Seconds(), w.brokerCPU.Seconds()
+	}
+	if w.harness {
+		res.HarnessCPUS = w.harnessCPU.Seconds()
+	}
+	r.stopReading(ctx)
+	r.tally(&res, pr)
+	return res, nil
+}
 
-	// Subscribers.
-	hists := []*lockedHist{newLockedHist(), newLockedHist()}
-	tracks := make([]*subTrack, 0, res.Subs)
+// loadRig is one run's connections and accounting: the clients (closed by
+// close), the subscribers' tracks with their readers, and the publishers,
+// one per channel on node A.
+type loadRig struct {
+	urls  []string
+	spec  loadSpec
+	p     *progress
+	label string
+
+	reconnects atomic.Int64
+	delivered  atomic.Int64 // first copies of a message id, over all subscribers
+
+	clientsMu sync.Mutex
+	clients   []*sgclient.Client
+
+	hists       []*lockedHist // by node of the subscriber (A, B)
+	tracks      []*subTrack
+	readers     sync.WaitGroup
+	readCtx     context.Context
+	stopReaders context.CancelFunc
+	pubs        []*sgclient.Client
+
+	eventsMu sync.Mutex
+	events   []string
+}
+
+func newLoadRig(ctx context.Context, urls []string, spec loadSpec, p *progress, label string) *loadRig {
+	r := &loadRig{urls: urls, spec: spec, p: p, label: label, hists: []*lockedHist{newLockedHist(), newLockedHist()}}
+	r.readCtx, r.stopReaders = context.WithCancel(ctx)
 	for c := range spec.Channels {
 		for j := range spec.SubsPerChannel {
-			tracks = append(tracks, &subTrack{ch: c, idx: j, node: j % len(urls)})
+			r.tracks = append(r.tracks, &subTrack{ch: c, idx: j, node: j % len(urls)})
 		}
 	}
-	var readers sync.WaitGroup
-	readCtx, stopReaders := context.WithCancel(ctx)
-	defer stopReaders()
-	// startReader reads t.sub until it ends; the returned channel is
-	// closed then.
-	startReader := func(t *subTrack) chan struct{} {
-		done := make(chan struct{})
-		h, sub := hists[t.node], t.sub
-		readers.Go(func() {
-			defer close(done)
-			for {
-				ev, err := sub.Next(readCtx)
-				if err != nil {
-					return
-				}
-				now := time.Now().UnixNano()
-				switch ev.Type {
-				case sgclient.Message:
-					id, sent, ok := load.ScanMsg(ev.Data)
-					if !ok {
-						t.badPayload++
-						continue
-					}
-					if t.record(id) {
-						uniqueDelivered.Add(1)
-						h.record((now - sent) / 1000)
-					}
-				case sgclient.Recovered:
-					t.recovered++
-					t.missed += ev.Missed
-				case sgclient.Reset:
-					t.resets++
-				case sgclient.Gap:
-					t.gaps++
-				}
-			}
-		})
-		return done
+	return r
+}
+
+// close stops the readers and closes every client the run dialled.
+func (r *loadRig) close() {
+	r.stopReaders()
+	r.clientsMu.Lock()
+	defer r.clientsMu.Unlock()
+	var wg sync.WaitGroup
+	for _, c := range r.clients {
+		wg.Go(func() { _ = c.Close() })
 	}
+	wg.Wait()
+}
+
+func (r *loadRig) eventList() []string {
+	r.eventsMu.Lock()
+	defer r.eventsMu.Unlock()
+	return r.events
+}
+
+func (r *loadRig) dial(ctx context.Context, url string) (*sgclient.Client, error) {
+	c, err := sgclient.Dial(ctx, url, sgclient.Options{
+		User:       "study",
+		MinBackoff: 100 * time.Millisecond,
+		MaxBackoff: time.Second,
+		OnState: func(s sgclient.State, _ error) {
+			if s == sgclient.StateReconnecting {
+				r.reconnects.Add(1)
+			}
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	r.clientsMu.Lock()
+	r.clients = append(r.clients, c)
+	r.clientsMu.Unlock()
+	return c, nil
+}
+
+// startReader reads t.sub until it ends; the returned channel is closed
+// then.
+func (r *loadRig) startReader(t *subTrack) chan struct{} {
+	done := make(chan struct{})
+	h, sub := r.hists[t.node], t.sub
+	r.readers.Go(func() {
+		defer close(done)
+		for {
+			ev, err := sub.Next(r.readCtx)
+			if err != nil {
+				return
+			}
+			now := time.Now().UnixNano()
+			switch ev.Type {
+			case sgclient.Message:
+				id, sent, ok := load.ScanMsg(ev.Data)
+				if !ok {
+					t.badPayload++
+					continue
+				}
+				if t.record(id) {
+					r.delivered.Add(1)
+					h.record((now - sent) / 1000)
+				}
+			case sgclient.Recovered:
+				t.recovered++
+				t.missed += ev.Missed
+			case sgclient.Reset:
+				t.resets++
+			case sgclient.Gap:
+				t.gaps++
+			}
+		}
+	})
+	return done
+}
+
+// setup subscribes every track (64 dials at a time) with its reader, dials
+// the publishers, and waits spec.Settle.
+func (r *loadRig) setup(ctx context.Context) error {
+	spec := r.spec
 	sem := make(chan struct{}, 64)
 	var dialWG sync.WaitGroup
 	var dialErrs atomic.Int64
 	var firstErr atomic.Value
 	t0 := time.Now()
-	for _, t := range tracks {
+	for _, t := range r.tracks {
 		dialWG.Add(1)
 		sem <- struct{}{}
 		go func() {
@@ -364,7 +434,7 @@ func runLoad(ctx context.Context, urls []string, spec loadSpec, p *progress, lab
 			defer func() { <-sem }()
 			dctx, dcancel := context.WithTimeout(ctx, 20*time.Second)
 			defer dcancel()
-			c, err := dial(urls[t.node])
+			c, err := r.dial(ctx, r.urls[t.node])
 			var sub *sgclient.Subscription
 			if err == nil {
 				sub, err = c.Subscribe(dctx, spec.channel(t.ch))
@@ -375,56 +445,81 @@ func runLoad(ctx context.Context, urls []string, spec loadSpec, p *progress, lab
 				return
 			}
 			t.client, t.sub = c, sub
-			t.reader = startReader(t)
+			t.reader = r.startReader(t)
 		}()
 	}
 	dialWG.Wait()
 	if n := dialErrs.Load(); n > 0 {
-		return res, fmt.Errorf("%s: %d of %d subscribers failed: %v", label, n, len(tracks), firstErr.Load())
+		return fmt.Errorf("%s: %d of %d subscribers failed: %v", r.label, n, len(r.tracks), firstErr.Load())
 	}
-	p.printf("%s: %d subscribers on %d node(s) in %.1fs", label, len(tracks), len(urls), time.Since(t0).Seconds())
+	r.p.printf("%s: %d subscribers on %d node(s) in %.1fs", r.label, len(r.tracks), len(r.urls), time.Since(t0).Seconds())
 
 	// Publishers: one connection per channel on node A, publishing its
 	// channel's messages in order.
-	pubs := make([]*sgclient.Client, spec.Channels)
-	for c := range pubs {
-		if pubs[c], err = dial(urls[0]); err != nil {
-			return res, fmt.Errorf("%s: publisher: %w", label, err)
+	r.pubs = make([]*sgclient.Client, spec.Channels)
+	for c := range r.pubs {
+		var err error
+		if r.pubs[c], err = r.dial(ctx, r.urls[0]); err != nil {
+			return fmt.Errorf("%s: publisher: %w", r.label, err)
 		}
 	}
 	settle := spec.Settle
 	if settle <= 0 {
 		settle = time.Second
 	}
-	if err := sleepCtx(ctx, settle); err != nil {
-		return res, err
-	}
+	return sleepCtx(ctx, settle)
+}
 
+// loadPublished is the account of the publishing phase: the schedule,
+// which messages were acked or refused and why, and the CPU times and
+// load average when it started.
+type loadPublished struct {
+	start     time.Time
+	perChan   int
+	acked     [][]bool
+	refused   [][]bool
+	reasons   []map[string]int
+	lags      []time.Duration
+	nAcked    int64
+	nRefused  int64
+	nUnsent   int64
+	resubbed  int64
+	resubFail int64
+
+	loadStart, loadEnd float64
+	gw0, br0           time.Duration // spec.CPU at the start
+	h0                 time.Duration // this process's CPU at the start
+	herr               error
+}
+
+// publish has each channel's publisher publish its messages on the
+// schedule, runs during and the drop/resubscribe alongside, and returns
+// once all of them ended (on ctx's end, the account so far and its error).
+func (r *loadRig) publish(ctx context.Context, during func(ctx context.Context, start time.Time, event func(string, ...any))) (*loadPublished, error) {
+	spec := r.spec
 	interval := time.Duration(float64(time.Second) * float64(spec.Channels) / spec.Rate)
-	perChan := int(spec.Duration / interval)
-	acked := make([][]bool, spec.Channels)
-	refused := make([][]bool, spec.Channels)
-	reasons := make([]map[string]int, spec.Channels)
-	lags := make([]time.Duration, spec.Channels)
+	pr := &loadPublished{perChan: int(spec.Duration / interval)}
+	perChan := pr.perChan
+	pr.acked, pr.refused = make([][]bool, spec.Channels), make([][]bool, spec.Channels)
+	pr.reasons, pr.lags = make([]map[string]int, spec.Channels), make([]time.Duration, spec.Channels)
 	var nAcked, nRefused, nUnsent atomic.Int64
 	start := time.Now().Add(200 * time.Millisecond)
-	res.LoadStart = loadAvg()
-	var gw0, br0 time.Duration
-	h0, herr := readCPU(os.Getpid())
+	pr.start = start
+	pr.loadStart = loadAvg()
+	pr.h0, pr.herr = readCPU(os.Getpid())
 	if spec.CPU != nil {
-		gw0, br0 = spec.CPU()
+		pr.gw0, pr.br0 = spec.CPU()
 	}
-	var eventsMu sync.Mutex
 	event := func(format string, a ...any) {
-		eventsMu.Lock()
-		defer eventsMu.Unlock()
+		r.eventsMu.Lock()
+		defer r.eventsMu.Unlock()
 		s := fmt.Sprintf("t=%5.1fs ", time.Since(start).Seconds()) + fmt.Sprintf(format, a...)
-		res.Events = append(res.Events, s)
-		p.printf("%s: %s", label, s)
+		r.events = append(r.events, s)
+		r.p.printf("%s: %s", r.label, s)
 	}
 	var pubWG sync.WaitGroup
 	for c := range spec.Channels {
-		acked[c], refused[c], reasons[c] = make([]bool, perChan), make([]bool, perChan), map[string]int{}
+		pr.acked[c], pr.refused[c], pr.reasons[c] = make([]bool, perChan), make([]bool, perChan), map[string]int{}
 		// Channels start spread over one interval.
 		offset := interval * time.Duration(c) / time.Duration(spec.Channels)
 		pubWG.Go(func() {
@@ -441,20 +536,20 @@ func runLoad(ctx context.Context, urls []string, spec loadSpec, p *progress, lab
 						return
 					}
 				} else {
-					lags[c] = max(lags[c], -d)
+					pr.lags[c] = max(pr.lags[c], -d)
 				}
 				pctx, pcancel := context.WithTimeout(ctx, spec.PublishTimeout)
-				_, err := pubs[c].Publish(pctx, name, json.RawMessage(load.AppendMsg(buf[:0], i, sched.UnixNano())))
+				_, err := r.pubs[c].Publish(pctx, name, json.RawMessage(load.AppendMsg(buf[:0], i, sched.UnixNano())))
 				pcancel()
 				if err == nil {
-					acked[c][i] = true
+					pr.acked[c][i] = true
 					nAcked.Add(1)
 				} else {
 					if ctx.Err() != nil {
 						return
 					}
-					refused[c][i] = true
-					reasons[c][refusal(err)]++
+					pr.refused[c][i] = true
+					pr.reasons[c][refusal(err)]++
 					nRefused.Add(1)
 				}
 			}
@@ -469,8 +564,9 @@ func runLoad(ctx context.Context, urls []string, spec loadSpec, p *progress, lab
 			wg.Go(func() { during(ctx, start, event) })
 		}
 		if spec.DropAt > 0 {
+			dial := func(url string) (*sgclient.Client, error) { return r.dial(ctx, url) }
 			wg.Go(func() {
-				dropReconnect(ctx, spec, start, tracks, urls, dial, startReader, event, &resubbed, &resubFailed)
+				dropReconnect(ctx, spec, start, r.tracks, r.urls, dial, r.startReader, event, &resubbed, &resubFailed)
 			})
 		}
 		wg.Wait()
@@ -486,48 +582,74 @@ wait:
 		case <-pubDone:
 			break wait
 		case <-ctx.Done():
-			return res, ctx.Err()
+			return pr, ctx.Err()
 		case <-tick.C:
-			p.printf("%s: published %d/%d (acked %d, refused %d), delivered %d",
-				label, nAcked.Load()+nRefused.Load(), total, nAcked.Load(), nRefused.Load(), uniqueDelivered.Load())
+			r.p.printf("%s: published %d/%d (acked %d, refused %d), delivered %d",
+				r.label, nAcked.Load()+nRefused.Load(), total, nAcked.Load(), nRefused.Load(), r.delivered.Load())
 		}
 	}
 	<-duringDone
-	res.LoadEnd = loadAvg()
-	// Drain: wait for every acked message at every subscriber, bounded.
-	want := nAcked.Load() * int64(spec.SubsPerChannel)
-	drainEnd := time.Now().Add(spec.Drain)
-	for uniqueDelivered.Load() < want && time.Now().Before(drainEnd) {
+	pr.loadEnd = loadAvg()
+	pr.nAcked, pr.nRefused, pr.nUnsent = nAcked.Load(), nRefused.Load(), nUnsent.Load()
+	pr.resubbed, pr.resubFail = resubbed.Load(), resubFailed.Load()
+	return pr, nil
+}
+
+// loadWindow is the measured window: from the start of publishing until
+// every acked message reached every subscriber or the drain ended.
+type loadWindow struct {
+	incomplete            bool
+	window                time.Duration
+	deliveries            int64
+	cpu                   bool // gatewayCPU and brokerCPU measured
+	gatewayCPU, brokerCPU time.Duration
+	harness               bool // harnessCPU measured
+	harnessCPU            time.Duration
+}
+
+// drain waits, at most spec.Drain, for every acked message at every
+// subscriber and returns the window with the CPU used in it.
+func (r *loadRig) drain(ctx context.Context, pr *loadPublished) (loadWindow, error) {
+	want := pr.nAcked * int64(r.spec.SubsPerChannel)
+	drainEnd := time.Now().Add(r.spec.Drain)
+	for r.delivered.Load() < want && time.Now().Before(drainEnd) {
 		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
-			return res, err
+			return loadWindow{}, err
 		}
 	}
-	res.Incomplete = uniqueDelivered.Load() < want
-	window := time.Since(start)
-	res.WindowS, res.Deliveries = window.Seconds(), uniqueDelivered.Load()
-	res.DeliveriesPerS = float64(res.Deliveries) / window.Seconds()
-	if spec.CPU != nil {
-		gw1, br1 := spec.CPU()
-		res.GatewayCPUS, res.BrokerCPUS = (gw1 - gw0).Seconds(), (br1 - br0).Seconds()
+	w := loadWindow{incomplete: r.delivered.Load() < want, window: time.Since(pr.start), deliveries: r.delivered.Load()}
+	if r.spec.CPU != nil {
+		gw1, br1 := r.spec.CPU()
+		w.cpu, w.gatewayCPU, w.brokerCPU = true, gw1-pr.gw0, br1-pr.br0
 	}
-	if h1, err := readCPU(os.Getpid()); err == nil && herr == nil {
-		res.HarnessCPUS = (h1 - h0).Seconds()
+	if h1, err := readCPU(os.Getpid()); err == nil && pr.herr == nil {
+		w.harness, w.harnessCPU = true, h1-pr.h0
 	}
-	// Let late duplicates arrive, then stop the readers.
-	_ = sleepCtx(ctx, 500*time.Millisecond)
-	stopReaders()
-	readers.Wait()
+	return w, nil
+}
 
-	res.Scheduled = total
-	res.Acked, res.Refused, res.Unsent = int(nAcked.Load()), int(nRefused.Load()), int(nUnsent.Load())
+// stopReading lets late duplicates arrive, then stops the readers; after
+// it the tracks are the run's alone.
+func (r *loadRig) stopReading(ctx context.Context) {
+	_ = sleepCtx(ctx, 500*time.Millisecond)
+	r.stopReaders()
+	r.readers.Wait()
+}
+
+// tally fills res's publish and delivery counts and latencies from the
+// publishing account and every subscriber's track.
+func (r *loadRig) tally(res *loadResult, pr *loadPublished) {
+	spec := r.spec
+	res.Scheduled = pr.perChan * spec.Channels
+	res.Acked, res.Refused, res.Unsent = int(pr.nAcked), int(pr.nRefused), int(pr.nUnsent)
 	for c := range spec.Channels {
-		for k, v := range reasons[c] {
+		for k, v := range pr.reasons[c] {
 			res.Reasons[k] += v
 		}
-		res.PublishLagMaxMs = math.Max(res.PublishLagMaxMs, float64(lags[c])/1e6)
+		res.PublishLagMaxMs = math.Max(res.PublishLagMaxMs, float64(pr.lags[c])/1e6)
 	}
 	subsOf := make([][]*subTrack, spec.Channels)
-	for _, t := range tracks {
+	for _, t := range r.tracks {
 		subsOf[t.ch] = append(subsOf[t.ch], t)
 		res.OutOfOrder += t.ooo
 		res.Recovered += t.recovered
@@ -538,12 +660,12 @@ wait:
 		res.Gaps += t.gaps
 	}
 	for c := range spec.Channels {
-		for i := range perChan {
+		for i := range pr.perChan {
 			missing := false
 			for _, t := range subsOf[c] {
 				n := t.copies(i)
 				switch {
-				case acked[c][i]:
+				case pr.acked[c][i]:
 					res.Expected++
 					switch {
 					case n > 0:
@@ -562,22 +684,21 @@ wait:
 					res.Dup += n - 1
 				}
 			}
-			if acked[c][i] && missing {
+			if pr.acked[c][i] && missing {
 				res.LostMsgs++
 			}
 		}
 	}
 	res.Lost = res.Expected - res.Delivered
-	res.Reconnects = reconnects.Load()
-	res.Resubscribed, res.ResubscribeFailed = int(resubbed.Load()), int(resubFailed.Load())
+	res.Reconnects = r.reconnects.Load()
+	res.Resubscribed, res.ResubscribeFailed = int(pr.resubbed), int(pr.resubFail)
 	all := hdrhistogram.New(1, 120_000_000, 3)
-	all.Merge(hists[0].h)
-	all.Merge(hists[1].h)
-	res.SameNode, res.All = statsOf(hists[0].h), statsOf(all)
-	if len(urls) > 1 {
-		res.CrossNode = statsOf(hists[1].h)
+	all.Merge(r.hists[0].h)
+	all.Merge(r.hists[1].h)
+	res.SameNode, res.All = statsOf(r.hists[0].h), statsOf(all)
+	if len(r.urls) > 1 {
+		res.CrossNode = statsOf(r.hists[1].h)
 	}
-	return res, nil
 }
 
 // dropReconnect closes the connections of the second half of each
