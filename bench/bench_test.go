@@ -17,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/syncgate/syncgate/bench/internal/proc"
 )
 
 func TestMain(m *testing.M) {
@@ -45,13 +47,13 @@ func testGateway(ctx context.Context, t *testing.T) string {
 		if testGW.bin = os.Getenv("BENCH_GATEWAY"); testGW.bin != "" {
 			return
 		}
-		root, err := findRepoRoot()
+		root, err := proc.FindRepoRoot()
 		if err != nil {
 			testGW.err = err
 			return
 		}
 		if testGW.dir, testGW.err = os.MkdirTemp("", "syncgate-bench-test-"); testGW.err == nil {
-			testGW.bin, testGW.err = buildGateway(ctx, root, testGW.dir)
+			testGW.bin, testGW.err = proc.BuildGateway(ctx, root, testGW.dir)
 		}
 	})
 	if testGW.err != nil {

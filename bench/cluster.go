@@ -19,6 +19,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+
+	"github.com/syncgate/syncgate/bench/internal/proc"
 )
 
 // startNodes starts n gateway nodes on broker (see the file comment) with
@@ -63,7 +65,7 @@ func (s *session) brokerEnv(ctx context.Context, dir string, n int, broker strin
 	}
 	switch broker {
 	case "redis", "redis-streams":
-		port, err := freePort()
+		port, err := proc.FreePort()
 		if err != nil {
 			return nil, err
 		}
@@ -83,7 +85,7 @@ func (s *session) brokerEnv(ctx context.Context, dir string, n int, broker strin
 		}
 		return envs, nil
 	case "nats", "jetstream":
-		port, err := freePort()
+		port, err := proc.FreePort()
 		if err != nil {
 			return nil, err
 		}

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/syncgate/syncgate/bench/internal/proc"
 )
 
 // fanoutResult is one run of the fanout scenario.
@@ -362,7 +364,7 @@ func (s *session) brokerCPU() time.Duration {
 	if s.broker == nil || s.broker.pid == 0 {
 		return 0
 	}
-	c, _ := readCPU(s.broker.pid)
+	c, _ := proc.ReadCPU(s.broker.pid)
 	return c
 }
 
@@ -530,7 +532,7 @@ func subsOn(ch, subs, channels int) int {
 // a second (the join storm after subscribing is over), at most max.
 func (g *gatewayProc) waitQuiet(ctx context.Context, max time.Duration) (time.Duration, bool, error) {
 	start := time.Now()
-	prev, err := readCPU(g.pid)
+	prev, err := proc.ReadCPU(g.pid)
 	if err != nil {
 		return 0, false, g.aliveOr(err)
 	}
@@ -538,7 +540,7 @@ func (g *gatewayProc) waitQuiet(ctx context.Context, max time.Duration) (time.Du
 		if err := sleepCtx(ctx, 500*time.Millisecond); err != nil {
 			return 0, false, err
 		}
-		cur, err := readCPU(g.pid)
+		cur, err := proc.ReadCPU(g.pid)
 		if err != nil {
 			return 0, false, g.aliveOr(err)
 		}

@@ -17,7 +17,7 @@
 // bench/results/<scenario>-<timestamp>.json.
 //
 // Files: main.go parses the command line and runs the scenarios; proc.go
-// starts, stops and measures processes; loadgen.go is the load process;
+// holds the scenarios' gateway and loadgen processes; loadgen.go is the load process;
 // conns.go, fanout.go and bigroom.go are the scenarios; cluster.go starts
 // several gateway nodes and their broker; report.go prints the table and
 // writes the JSON; mdsection.go rewrites a section of docs/benchmarks.md
@@ -26,8 +26,9 @@
 // studyload.go (its measured runs), studyprobe.go (the agreement probe and
 // the harness statement), studyreport.go (tables, docs, plots);
 // natsserver.go is the NATS server of its crash runs; all.go runs every
-// scenario in turn. internal/load holds the payload codec, internal/report
-// the agreement check.
+// scenario in turn. internal/proc starts, stops and measures every child
+// process (by PID, SIGTERM then SIGKILL); internal/load holds the payload
+// codec, internal/report the agreement check.
 //
 // Everything is bounded: connection counts, rates and durations have upper
 // limits, every phase has a timeout, all traffic stays on 127.0.0.0/8, and
@@ -46,6 +47,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/syncgate/syncgate/bench/internal/proc"
 )
 
 // Limits that keep every run bounded. One gateway process can hold about
@@ -354,7 +357,7 @@ func (o *options) loadgenProcs() int {
 // prints the table to out, progress to logw, and writes the JSON results.
 func run(ctx context.Context, o options, out, logw io.Writer) (*resultsFile, error) {
 	started := time.Now()
-	root, err := findRepoRoot()
+	root, err := proc.FindRepoRoot()
 	if err != nil {
 		return nil, err
 	}
@@ -381,7 +384,7 @@ func run(ctx context.Context, o options, out, logw io.Writer) (*resultsFile, err
 		rf.GatewaySource = sourceVersion(ctx, root)
 		p.printf("building the gateway (go build in %s)", root)
 		t := time.Now()
-		if bin, err = buildGateway(ctx, root, tmp); err != nil {
+		if bin, err = proc.BuildGateway(ctx, root, tmp); err != nil {
 			return nil, err
 		}
 		p.printf("built %s in %.1fs", rf.GatewaySource, time.Since(t).Seconds())

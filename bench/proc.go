@@ -1,17 +1,15 @@
 //go:build linux
 
-// proc.go starts, stops and measures the child processes: the gateway (built
-// once with go build, run on a random loopback port) and the loadgen
-// processes (this binary re-executed, spoken to with JSON lines on
-// stdin/stdout). It reads RSS, threads and CPU time from /proc. Every child
-// is started in its own process group with a parent-death signal, and is
-// stopped by PID: SIGTERM (gateway) or closing stdin (loadgen), then SIGKILL
-// after a timeout.
+// proc.go holds the scenarios' child processes, started and stopped with
+// package bench/internal/proc: the gateway (built once with go build, run
+// on a random loopback port) and the loadgen processes (this binary
+// re-executed, spoken to with JSON lines on stdin/stdout). A gateway is
+// stopped with SIGTERM, a loadgen by closing its stdin, then SIGKILL after
+// a timeout.
 package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -26,58 +24,21 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
+
+	"github.com/syncgate/syncgate/bench/internal/proc"
 )
-
-// findRepoRoot walks up from the working directory to the directory that
-// holds go.mod.
-func findRepoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for d := dir; ; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return d, nil
-		}
-		if filepath.Dir(d) == d {
-			return "", fmt.Errorf("no go.mod in %s or any parent: run bench from inside the repository", dir)
-		}
-	}
-}
-
-// buildGateway runs `go build -o <dir>/syncgate .` in the repository root.
-func buildGateway(ctx context.Context, root, dir string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-	defer cancel()
-	bin := filepath.Join(dir, "syncgate")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("building the gateway: %v\n%s", err, out)
-	}
-	return bin, nil
-}
-
-// childAttr puts a child in its own process group (a Ctrl-C in the terminal
-// reaches only bench, which then stops the children in order) and has the
-// kernel kill it if bench dies.
-func childAttr() *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-}
 
 // ---- the gateway process ----
 
 // gatewayProc is a running gateway.
 type gatewayProc struct {
-	cmd    *exec.Cmd
+	child  *proc.Child
 	pid    int
 	addr   string // 127.0.0.1:port
-	stderr *tailBuffer
-	done   chan struct{} // closed once the process has exited
+	stderr *proc.TailBuffer
+	done   <-chan struct{} // closed once the process has exited
 	client *http.Client
-	stopMu sync.Mutex
 }
 
 // gatewayInfo is what the results say about the gateway process.
@@ -98,7 +59,7 @@ type gatewayInfo struct {
 // for /healthz.
 func startGateway(ctx context.Context, bin, dir string, env []string) (*gatewayProc, error) {
 	for attempt := 1; ; attempt++ {
-		port, err := freePort()
+		port, err := proc.FreePort()
 		if err != nil {
 			return nil, err
 		}
@@ -118,20 +79,10 @@ func startGateway(ctx context.Context, bin, dir string, env []string) (*gatewayP
 	}
 }
 
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("finding a free port: %w", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
 func launchGateway(bin, dir string, port int, env []string) (*gatewayProc, error) {
 	g := &gatewayProc{
 		addr:   net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
-		stderr: newTailBuffer(64 << 10),
-		done:   make(chan struct{}),
+		stderr: proc.NewTailBuffer(64 << 10),
 		client: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}},
 	}
 	cmd := exec.Command(bin)
@@ -150,7 +101,7 @@ func launchGateway(bin, dir string, port int, env []string) (*gatewayProc, error
 	// store under the working directory: give it a free port and the run's
 	// directory, so runs (and tests) side by side do not collide. env,
 	// later, overrides both (the last value of a key wins).
-	natsPort, err := freePort()
+	natsPort, err := proc.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -162,12 +113,10 @@ func launchGateway(bin, dir string, port int, env []string) (*gatewayProc, error
 	cmd.Env = append(cmd.Env, env...)
 	cmd.Stdout = g.stderr
 	cmd.Stderr = g.stderr
-	cmd.SysProcAttr = childAttr()
-	if err := cmd.Start(); err != nil {
+	if g.child, err = proc.Start(cmd, nil); err != nil {
 		return nil, fmt.Errorf("starting the gateway: %w", err)
 	}
-	g.cmd, g.pid = cmd, cmd.Process.Pid
-	go func() { _ = cmd.Wait(); close(g.done) }()
+	g.pid, g.done = g.child.PID(), g.child.Done()
 	return g, nil
 }
 
@@ -216,7 +165,7 @@ func (g *gatewayProc) health() (health, error) {
 func (g *gatewayProc) alive() error {
 	select {
 	case <-g.done:
-		return fmt.Errorf("gateway (pid %d) exited: %s%s", g.pid, g.cmd.ProcessState, g.stderrNote())
+		return fmt.Errorf("gateway (pid %d) exited: %s%s", g.pid, g.child.State(), g.stderrNote())
 	default:
 		return nil
 	}
@@ -224,7 +173,7 @@ func (g *gatewayProc) alive() error {
 
 func (g *gatewayProc) stderrNote() string {
 	if s := strings.TrimSpace(g.stderr.String()); s != "" {
-		return "\ngateway stderr:\n" + indent(s)
+		return "\ngateway stderr:\n" + proc.Indent(s)
 	}
 	return ""
 }
@@ -232,22 +181,7 @@ func (g *gatewayProc) stderrNote() string {
 // stop sends SIGTERM (graceful shutdown) and SIGKILL after timeout. It
 // reports how the process ended.
 func (g *gatewayProc) stop(timeout time.Duration) string {
-	g.stopMu.Lock()
-	defer g.stopMu.Unlock()
-	select {
-	case <-g.done:
-		return "exited by itself: " + g.cmd.ProcessState.String()
-	default:
-	}
-	_ = g.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-g.done:
-		return "stopped with SIGTERM: " + g.cmd.ProcessState.String()
-	case <-time.After(timeout):
-		_ = g.cmd.Process.Kill()
-		<-g.done
-		return fmt.Sprintf("did not stop within %s of SIGTERM; killed", timeout)
-	}
+	return g.child.Terminate(timeout)
 }
 
 // ---- the loadgen processes ----
@@ -255,12 +189,12 @@ func (g *gatewayProc) stop(timeout time.Duration) string {
 // loadgenProc is a running loadgen child.
 type loadgenProc struct {
 	id     int
-	cmd    *exec.Cmd
+	child  *proc.Child
 	pid    int
 	stdin  io.WriteCloser
-	events chan lgEvent  // every event but progress; closed at exit
-	done   chan struct{} // closed once the process has exited
-	stderr *tailBuffer
+	events chan lgEvent    // every event but progress; closed at exit
+	done   <-chan struct{} // closed once the process has exited
+	stderr *proc.TailBuffer
 	// From progress events, for the parent's progress lines.
 	progDone, progFailed, progRefused atomic.Int64
 }
@@ -270,10 +204,9 @@ func startLoadgen(id int) (*loadgenProc, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &loadgenProc{id: id, events: make(chan lgEvent, 16), done: make(chan struct{}), stderr: newTailBuffer(16 << 10)}
+	l := &loadgenProc{id: id, events: make(chan lgEvent, 16), stderr: proc.NewTailBuffer(16 << 10)}
 	cmd := exec.Command(exe, loadgenArg)
 	cmd.Stderr = l.stderr
-	cmd.SysProcAttr = childAttr()
 	if l.stdin, err = cmd.StdinPipe(); err != nil {
 		return nil, err
 	}
@@ -281,11 +214,9 @@ func startLoadgen(id int) (*loadgenProc, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting loadgen: %w", err)
-	}
-	l.cmd, l.pid = cmd, cmd.Process.Pid
-	go func() {
+	// Events are read to the end of stdout before the process is waited
+	// for, as exec requires.
+	read := func() {
 		sc := bufio.NewScanner(stdout)
 		sc.Buffer(make([]byte, 64<<10), 256<<20)
 		for sc.Scan() {
@@ -302,9 +233,11 @@ func startLoadgen(id int) (*loadgenProc, error) {
 			l.events <- ev
 		}
 		close(l.events)
-		_ = cmd.Wait() // after stdout is read to the end, as exec requires
-		close(l.done)
-	}()
+	}
+	if l.child, err = proc.Start(cmd, read); err != nil {
+		return nil, fmt.Errorf("starting loadgen: %w", err)
+	}
+	l.pid, l.done = l.child.PID(), l.child.Done()
 	return l, nil
 }
 
@@ -328,7 +261,7 @@ func (l *loadgenProc) await(ctx context.Context, want string, timeout time.Durat
 		switch {
 		case !ok:
 			<-l.done
-			return ev, fmt.Errorf("loadgen %d (pid %d) exited (%s) while waiting for %q%s", l.id, l.pid, l.cmd.ProcessState, want, l.stderrNote())
+			return ev, fmt.Errorf("loadgen %d (pid %d) exited (%s) while waiting for %q%s", l.id, l.pid, l.child.State(), want, l.stderrNote())
 		case ev.Ev == evError:
 			return ev, fmt.Errorf("loadgen %d: %s", l.id, ev.Err)
 		case ev.Ev != want:
@@ -352,7 +285,7 @@ func (l *loadgenProc) call(ctx context.Context, cmd lgCommand, want string, time
 
 func (l *loadgenProc) stderrNote() string {
 	if s := strings.TrimSpace(l.stderr.String()); s != "" {
-		return "\nloadgen stderr:\n" + indent(s)
+		return "\nloadgen stderr:\n" + proc.Indent(s)
 	}
 	return ""
 }
@@ -361,12 +294,7 @@ func (l *loadgenProc) stderrNote() string {
 // and kills it if it has not exited within timeout.
 func (l *loadgenProc) stop(timeout time.Duration) {
 	_ = l.stdin.Close()
-	select {
-	case <-l.done:
-	case <-time.After(timeout):
-		_ = l.cmd.Process.Kill()
-		<-l.done
-	}
+	l.child.WaitOrKill(timeout)
 }
 
 // ---- a run's processes ----
@@ -449,115 +377,11 @@ func (s *session) startLoadgens(n int) error {
 func (s *session) loadgenCPU() time.Duration {
 	var total time.Duration
 	for _, l := range s.lgs {
-		if c, err := readCPU(l.pid); err == nil {
+		if c, err := proc.ReadCPU(l.pid); err == nil {
 			total += c
 		}
 	}
 	return total
-}
-
-// ---- /proc ----
-
-// procStatus is what bench reads from /proc/<pid>/status.
-type procStatus struct {
-	RSSKiB  int64 // VmRSS
-	HWMKiB  int64 // VmHWM, peak RSS
-	Threads int
-}
-
-func readStatus(pid int) (procStatus, error) {
-	var st procStatus
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return st, err
-	}
-	for line := range strings.Lines(string(b)) {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		f := strings.Fields(v)
-		if len(f) == 0 {
-			continue
-		}
-		n, _ := strconv.ParseInt(f[0], 10, 64)
-		switch k {
-		case "VmRSS":
-			st.RSSKiB = n
-		case "VmHWM":
-			st.HWMKiB = n
-		case "Threads":
-			st.Threads = int(n)
-		}
-	}
-	if st.RSSKiB == 0 {
-		return st, fmt.Errorf("/proc/%d/status: no VmRSS", pid)
-	}
-	return st, nil
-}
-
-// userHZ is the unit of utime and stime in /proc/<pid>/stat; the kernel
-// reports them in USER_HZ, which is 100 on Linux.
-const userHZ = 100
-
-// readCPU is utime+stime of the process, all threads included.
-func readCPU(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// The command name, field 2, is in parentheses and may hold spaces.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
-	}
-	f := strings.Fields(string(b[i+1:]))
-	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: too few fields", pid)
-	}
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
-	}
-	return time.Duration(ut+st) * time.Second / userHZ, nil
-}
-
-// ---- helpers ----
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	mu    sync.Mutex
-	max   int
-	buf   []byte
-	total int64
-}
-
-func newTailBuffer(max int) *tailBuffer { return &tailBuffer{max: max} }
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.total += int64(len(p))
-	t.buf = append(t.buf, p...)
-	if over := len(t.buf) - t.max; over > 0 {
-		t.buf = append(t.buf[:0], t.buf[over:]...)
-	}
-	return len(p), nil
-}
-
-func (t *tailBuffer) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.total > int64(len(t.buf)) {
-		return fmt.Sprintf("[... %d earlier bytes dropped]\n%s", t.total-int64(len(t.buf)), t.buf)
-	}
-	return string(t.buf)
-}
-
-func indent(s string) string {
-	return "  " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n  ")
 }
 
 // dialSummary is the outcome of one dial phase over all loadgens.
@@ -651,7 +475,7 @@ func (s *session) dialAll(ctx context.Context, p *progress, lgs []*loadgenProc, 
 	if len(errs) > 0 {
 		msg := errors.Join(errs...).Error()
 		if len(sum.Errors) > 0 {
-			msg += "\nfirst errors:\n" + indent(strings.Join(sum.Errors, "\n"))
+			msg += "\nfirst errors:\n" + proc.Indent(strings.Join(sum.Errors, "\n"))
 		}
 		return sum, fmt.Errorf("%s: %s%s", label, msg, s.stderrNotes())
 	}
@@ -675,7 +499,7 @@ func (s *session) stderrNotes() string {
 // snapshot is the gateway's state at one moment.
 type snapshot struct {
 	At         time.Time
-	Status     procStatus
+	Status     proc.Status
 	CPU        time.Duration
 	Goroutines int
 	Conns      int
@@ -687,10 +511,10 @@ func (g *gatewayProc) snapshot() (snapshot, error) {
 		return sn, err
 	}
 	var err error
-	if sn.Status, err = readStatus(g.pid); err != nil {
+	if sn.Status, err = proc.ReadStatus(g.pid); err != nil {
 		return sn, err
 	}
-	if sn.CPU, err = readCPU(g.pid); err != nil {
+	if sn.CPU, err = proc.ReadCPU(g.pid); err != nil {
 		return sn, err
 	}
 	h, err := g.health()

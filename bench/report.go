@@ -21,6 +21,8 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/syncgate/syncgate/bench/internal/proc"
 )
 
 // resultsFile is the JSON written for one bench invocation.
@@ -234,7 +236,7 @@ func printTable(w io.Writer, rf *resultsFile) {
 	for _, r := range rf.Runs {
 		label := runLabel(r.IO, r.Broker, r.Run, runs)
 		if r.Error != "" {
-			fmt.Fprintf(w, "\n%s: PROBLEM:\n%s\n", label, indent(r.Error))
+			fmt.Fprintf(w, "\n%s: PROBLEM:\n%s\n", label, proc.Indent(r.Error))
 		}
 		gws := r.Gateways
 		if len(gws) == 0 {
@@ -242,7 +244,7 @@ func printTable(w io.Writer, rf *resultsFile) {
 		}
 		for _, g := range gws {
 			if s := strings.TrimSpace(dropKnownWarnings(g.Stderr)); s != "" && !strings.Contains(r.Error, s) {
-				fmt.Fprintf(w, "\n%s: gateway %s stderr:\n%s\n", label, g.Addr, indent(s))
+				fmt.Fprintf(w, "\n%s: gateway %s stderr:\n%s\n", label, g.Addr, proc.Indent(s))
 			}
 			if g.Exit != "" && !strings.Contains(g.Exit, "SIGTERM: exit status 0") {
 				fmt.Fprintf(w, "\n%s: gateway %s %s\n", label, g.Addr, g.Exit)

@@ -32,9 +32,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
+	"github.com/syncgate/syncgate/bench/internal/proc"
 	"github.com/syncgate/syncgate/internal/redistest"
 )
 
@@ -289,10 +289,9 @@ type brokerProc struct {
 	args   []string
 	dir    string
 	addr   string
-	cmd    *exec.Cmd
+	child  *proc.Child // nil before the first start
 	pid    int
-	done   chan struct{}
-	stderr *tailBuffer
+	stderr *proc.TailBuffer
 }
 
 func newRedisProc(dir string, port int, persist []string) *brokerProc {
@@ -312,26 +311,24 @@ func newNATSProc(dir string, port int) (*brokerProc, error) {
 }
 
 func (b *brokerProc) start(ctx context.Context) error {
-	b.stderr = newTailBuffer(16 << 10)
-	b.done = make(chan struct{})
+	b.stderr = proc.NewTailBuffer(16 << 10)
 	cmd := exec.Command(b.bin, b.args...)
 	cmd.Dir = b.dir
 	if b.kind == "nats" {
 		cmd.Env = append(os.Environ(), natsTokenEnv+"="+natsToken)
 	}
 	cmd.Stdout, cmd.Stderr = b.stderr, b.stderr
-	cmd.SysProcAttr = childAttr()
-	if err := cmd.Start(); err != nil {
+	child, err := proc.Start(cmd, nil)
+	if err != nil {
 		return fmt.Errorf("starting %s: %w", b.kind, err)
 	}
-	b.cmd, b.pid = cmd, cmd.Process.Pid
-	done := b.done
-	go func() { _ = cmd.Wait(); close(done) }()
+	b.child, b.pid = child, child.PID()
+	done := child.Done()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		select {
 		case <-done:
-			return fmt.Errorf("%s (pid %d) exited at start: %s\n%s", b.kind, b.pid, cmd.ProcessState, indent(b.stderr.String()))
+			return fmt.Errorf("%s (pid %d) exited at start: %s\n%s", b.kind, b.pid, cmd.ProcessState, proc.Indent(b.stderr.String()))
 		default:
 		}
 		if b.ready() {
@@ -339,7 +336,7 @@ func (b *brokerProc) start(ctx context.Context) error {
 		}
 		if time.Now().After(deadline) {
 			b.kill()
-			return fmt.Errorf("%s on %s not ready after 30s\n%s", b.kind, b.addr, indent(b.stderr.String()))
+			return fmt.Errorf("%s on %s not ready after 30s\n%s", b.kind, b.addr, proc.Indent(b.stderr.String()))
 		}
 		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
 			b.kill()
@@ -373,33 +370,15 @@ func (b *brokerProc) ready() bool {
 
 // kill sends SIGKILL to the process (by PID) and waits for it.
 func (b *brokerProc) kill() {
-	if b.cmd == nil {
-		return
+	if b.child != nil {
+		b.child.Kill()
 	}
-	select {
-	case <-b.done:
-		return
-	default:
-	}
-	_ = syscall.Kill(b.pid, syscall.SIGKILL)
-	<-b.done
 }
 
 // stop sends SIGTERM and SIGKILL after 5 s.
 func (b *brokerProc) stop() {
-	if b.cmd == nil {
-		return
-	}
-	select {
-	case <-b.done:
-		return
-	default:
-	}
-	_ = syscall.Kill(b.pid, syscall.SIGTERM)
-	select {
-	case <-b.done:
-	case <-time.After(5 * time.Second):
-		b.kill()
+	if b.child != nil {
+		b.child.Terminate(5 * time.Second)
 	}
 }
 
@@ -437,7 +416,7 @@ func startCluster(ctx context.Context, spec backendSpec, bin, tmp string, separa
 		}
 		var addrs []string
 		for i := range spec.redisCount() {
-			port, err := freePort()
+			port, err := proc.FreePort()
 			if err != nil {
 				return nil, err
 			}
@@ -456,7 +435,7 @@ func startCluster(ctx context.Context, spec backendSpec, bin, tmp string, separa
 			}
 		}
 	case spec.NATS:
-		port, err := freePort()
+		port, err := proc.FreePort()
 		if err != nil {
 			return nil, err
 		}
@@ -517,12 +496,12 @@ func startCluster(ctx context.Context, spec backendSpec, bin, tmp string, separa
 // broker processes of the cluster (a process that is gone counts 0).
 func (c *cluster) cpu() (gateway, broker time.Duration) {
 	for _, g := range c.nodes {
-		if d, err := readCPU(g.pid); err == nil {
+		if d, err := proc.ReadCPU(g.pid); err == nil {
 			gateway += d
 		}
 	}
 	for _, b := range c.brokers {
-		if d, err := readCPU(b.pid); err == nil {
+		if d, err := proc.ReadCPU(b.pid); err == nil {
 			broker += d
 		}
 	}
@@ -545,8 +524,7 @@ func (c *cluster) crash() (string, int) {
 		return fmt.Sprintf("%s on %s", c.spec.victimName(), b.addr), pid
 	}
 	g := c.nodes[0]
-	_ = syscall.Kill(g.pid, syscall.SIGKILL)
-	<-g.done
+	g.child.Kill()
 	return "gateway node A (memory broker)", g.pid
 }
 
@@ -675,7 +653,7 @@ func supported(ctx context.Context, bin, tmp, t string) (bool, string) {
 		}
 	}
 	cmd.Env = append(cmd.Env, "SYNCGATE_BROKER_TYPE="+t, "SYNCGATE_LISTEN=256.0.0.1:1", "SYNCGATE_REDIS_ADDRS=127.0.0.1:1", "SYNCGATE_LOG_LEVEL=error")
-	cmd.SysProcAttr = childAttr()
+	cmd.SysProcAttr = proc.Attr()
 	out, _ := cmd.CombinedOutput()
 	s := string(out)
 	if strings.Contains(s, "not built into") || strings.Contains(s, "unknown broker") {

@@ -24,6 +24,7 @@ import (
 	sgclient "github.com/syncgate/syncgate/client"
 
 	"github.com/syncgate/syncgate/bench/internal/load"
+	"github.com/syncgate/syncgate/bench/internal/proc"
 )
 
 // loadSpec is one run: Channels channels, SubsPerChannel subscribers per
@@ -506,7 +507,7 @@ func (r *loadRig) publish(ctx context.Context, during func(ctx context.Context, 
 	start := time.Now().Add(200 * time.Millisecond)
 	pr.start = start
 	pr.loadStart = loadAvg()
-	pr.h0, pr.herr = readCPU(os.Getpid())
+	pr.h0, pr.herr = proc.ReadCPU(os.Getpid())
 	if spec.CPU != nil {
 		pr.gw0, pr.br0 = spec.CPU()
 	}
@@ -622,7 +623,7 @@ func (r *loadRig) drain(ctx context.Context, pr *loadPublished) (loadWindow, err
 		gw1, br1 := r.spec.CPU()
 		w.cpu, w.gatewayCPU, w.brokerCPU = true, gw1-pr.gw0, br1-pr.br0
 	}
-	if h1, err := readCPU(os.Getpid()); err == nil && pr.herr == nil {
+	if h1, err := proc.ReadCPU(os.Getpid()); err == nil && pr.herr == nil {
 		w.harness, w.harnessCPU = true, h1-pr.h0
 	}
 	return w, nil

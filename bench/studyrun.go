@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/syncgate/syncgate/bench/internal/proc"
 	"github.com/syncgate/syncgate/bench/internal/report"
 )
 
@@ -59,7 +60,7 @@ type studyResults struct {
 }
 
 func runStudy(ctx context.Context, o studyOptions, out, logw io.Writer) (*studyResults, error) {
-	root, err := findRepoRoot()
+	root, err := proc.FindRepoRoot()
 	if err != nil {
 		return nil, err
 	}
@@ -95,7 +96,7 @@ func runStudy(ctx context.Context, o studyOptions, out, logw io.Writer) (*studyR
 	if bin == "" {
 		rs.GatewaySource = sourceVersion(ctx, root)
 		p.printf("building the gateway")
-		if bin, err = buildGateway(ctx, root, tmp); err != nil {
+		if bin, err = proc.BuildGateway(ctx, root, tmp); err != nil {
 			return nil, err
 		}
 	}
@@ -299,7 +300,7 @@ func studyCrash(ctx context.Context, o studyOptions, spec backendSpec, bin, tmp 
 // studyFromFile prints the tables of a results file and writes the docs
 // from it (the document keeps the command and date of the run).
 func studyFromFile(path string, out io.Writer) error {
-	root, err := findRepoRoot()
+	root, err := proc.FindRepoRoot()
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,88 @@
+//go:build linux
+
+package proc
+
+import (
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestTerminate(t *testing.T) {
+	c, err := Start(exec.Command("sleep", "30"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Exited() || c.State() != nil {
+		t.Fatal("exited at once")
+	}
+	if got := c.Terminate(10 * time.Second); !strings.HasPrefix(got, "stopped with SIGTERM") {
+		t.Fatalf("Terminate = %q", got)
+	}
+	if got := c.Terminate(time.Second); !strings.HasPrefix(got, "exited by itself") {
+		t.Fatalf("second Terminate = %q", got)
+	}
+}
+
+// A child that ignores SIGTERM is killed after the timeout.
+func TestTerminateKills(t *testing.T) {
+	c, err := Start(exec.Command("sh", "-c", `trap "" TERM; exec sleep 30`), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // let the trap be set
+	if got := c.Terminate(200 * time.Millisecond); !strings.Contains(got, "killed") {
+		t.Fatalf("Terminate = %q", got)
+	}
+	if !c.Exited() {
+		t.Fatal("still running")
+	}
+}
+
+// read runs to the end of stdout before the child is waited for.
+func TestStartRead(t *testing.T) {
+	cmd := exec.Command("echo", "hello")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	c, err := Start(cmd, func() { got, _ = io.ReadAll(out) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.WaitOrKill(10 * time.Second) {
+		t.Fatal("echo did not exit")
+	}
+	if string(got) != "hello\n" {
+		t.Fatalf("read %q", got)
+	}
+}
+
+func TestTailBuffer(t *testing.T) {
+	tb := NewTailBuffer(4)
+	_, _ = tb.Write([]byte("abc"))
+	if got := tb.String(); got != "abc" {
+		t.Fatalf("String = %q", got)
+	}
+	_, _ = tb.Write([]byte("defg"))
+	if got := tb.String(); got != "[... 3 earlier bytes dropped]\ndefg" {
+		t.Fatalf("String = %q", got)
+	}
+}
+
+func TestReadSelf(t *testing.T) {
+	st, err := ReadStatus(os.Getpid())
+	if err != nil || st.RSSKiB <= 0 || st.Threads <= 0 {
+		t.Fatalf("ReadStatus = %+v, %v", st, err)
+	}
+	if _, err := ReadCPU(os.Getpid()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadCPU(-1); err == nil {
+		t.Fatal("ReadCPU(-1): no error")
+	}
+}
