@@ -14,14 +14,11 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"text/tabwriter"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
-	"gonum.org/v1/plot/vg/draw"
-	"gonum.org/v1/plot/vg/vgsvg"
 
 	"github.com/syncgate/syncgate/bench/internal/report"
 )
@@ -193,40 +190,23 @@ func tputRows(rs *studyResults) [][]string {
 	return rows
 }
 
-func printRows(w io.Writer, rows [][]string) {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	for _, r := range rows {
-		fmt.Fprintln(tw, strings.Join(r, "\t")+"\t")
-	}
-	tw.Flush()
-}
-
-func markdownRows(w io.Writer, rows [][]string) {
-	for i, r := range rows {
-		fmt.Fprintf(w, "| %s |\n", strings.Join(r, " | "))
-		if i == 0 {
-			fmt.Fprintf(w, "|%s\n", strings.Repeat("---|", len(r)))
-		}
-	}
-}
-
 func printStudy(w io.Writer, rs *studyResults) {
 	m := rs.Machine
 	fmt.Fprintf(w, "\ncommand: %s\nmachine: nproc=%d kernel=%s %s\ngateway: %s\n", rs.Command, m.NumCPU, m.Kernel, m.GoVersion, rs.GatewaySource)
 	for _, rate := range studyRates(rs) {
 		fmt.Fprintf(w, "\nlatency, %g msg/s on node A, ms from the scheduled send time (A = subscribers on node A, cross = on node B):\n", rate)
-		printRows(w, latencyRows(rs, rate))
+		report.PrintRows(w, latencyRows(rs, rate))
 	}
 	if rows := agreementRows(rs); len(rows) > 1 {
 		fmt.Fprintf(w, "\nagreement with the minimal probe (all subscribers; flag: p50 off by > %.0f %% or p99 by > %.0f %%):\n", 100*report.P50Limit, 100*report.P99Limit)
-		printRows(w, rows)
+		report.PrintRows(w, rows)
 	}
 	if rows := tputRows(rs); len(rows) > 1 {
 		fmt.Fprintf(w, "\nthroughput: highest offered rate with p99 < %.0f ms and no loss:\n", tputP99Limit)
-		printRows(w, rows)
+		report.PrintRows(w, rows)
 	}
 	fmt.Fprintln(w, "\ncrash: broker killed with SIGKILL mid-run and restarted on the same port and data:")
-	printRows(w, crashRows(rs))
+	report.PrintRows(w, crashRows(rs))
 	for _, b := range rs.Backends {
 		if b.Skipped != "" {
 			fmt.Fprintf(w, "%s: skipped: %s\n", b.Name, b.Skipped)
@@ -306,14 +286,14 @@ func writeStudyDocs(root string, rs *studyResults) error {
 		p["latency_channels"], p["latency_subs_per_channel"], p["latency_duration_s"], repsNote(rs))
 	for _, rate := range studyRates(rs) {
 		fmt.Fprintf(w, "### %g msg/s\n\n", rate)
-		markdownRows(w, latencyRows(rs, rate))
+		report.MarkdownRows(w, latencyRows(rs, rate))
 		fmt.Fprintln(w)
 	}
 	fmt.Fprintf(w, "![latency CDF](plots/study-latency-cdf.svg)\n\n")
 	if rows := agreementRows(rs); len(rows) > 1 {
 		fmt.Fprintf(w, "### Agreement with a minimal probe\n\n")
 		fmt.Fprintf(w, "In the same invocation, on the memory and redis rows, a second load generator measures the same total rate over the same channels: the fanout scenario (`go run ./bench fanout`), raw WebSocket frames from loadgen processes of their own (subscribers and publishers in separate processes, each with its own loopback source addresses), payloads found by scanning bytes, **one** subscriber per channel spread over the same gateway nodes, on gateway and broker processes of its own. Its figures are the reference for what the gateway and broker add; a row is flagged when the study's p50 (all subscribers) differs from the probe's by more than %.0f %% or its p99 by more than %.0f %%, or when the probe lost anything.\n\n", 100*report.P50Limit, 100*report.P99Limit)
-		markdownRows(w, rows)
+		report.MarkdownRows(w, rows)
 		if f := agreementFailed(rs); len(f) > 0 {
 			fmt.Fprintf(w, "\n**Flagged:** %s. The study's latency on these rows is not the backend's alone: read them against the probe's.\n", strings.Join(f, "; "))
 		} else {
@@ -326,7 +306,7 @@ func writeStudyDocs(root string, rs *studyResults) error {
 		fmt.Fprintf(w, "## Throughput\n\n")
 		fmt.Fprintf(w, "The same setup (%v channels x %v subscribers split over the two nodes, publishers on node A) at increasing offered rates %v msg/s in total, each step %v s on the same gateway and broker processes (channels of its own per step), stopping at the first step that is not sustained: a step is sustained when every message was published on schedule and acked, none was lost at any subscriber, and the cross-node p99 (the only node's for memory) stayed under %.0f ms. A step at a rate the latency runs already measured reuses them instead of running again (*latency run*). *Highest sustained*: the last sustained step; deliveries/s and CPU per million deliveries are those of that step (when even the first step failed, of the first step, marked with its rate). Where the broker is embedded (memory; nats and jetstream in gateway A) its CPU is inside the gateway CPU. Steps left out for time are said in *search ended*.\n\n",
 			p["latency_channels"], p["latency_subs_per_channel"], p["throughput_steps"], p["throughput_duration_s"], tputP99Limit)
-		markdownRows(w, tputRows(rs))
+		report.MarkdownRows(w, tputRows(rs))
 		fmt.Fprintf(w, "\n![deliveries/s vs offered rate](plots/study-throughput.svg)\n\n")
 		fmt.Fprintf(w, "Latency against offered rate (p50, p99, p99.9 of each step; cross-node, the only node's for memory): the knee is where the curves turn up.\n\n![latency vs offered rate](plots/study-latency-rate.svg)\n\n")
 	}
@@ -335,7 +315,7 @@ func writeStudyDocs(root string, rs *studyResults) error {
 	pause, _ := p["crash_pause_s"].(float64)
 	fmt.Fprintf(w, "%v msg/s over %v channels (%v subscribers per channel, alternating between the nodes) for %v s. At t=%v s the broker process is killed with SIGKILL; %v s later it is restarted on the same port and data directory. Every publish is either acked or refused (error or no answer within 2 s); every acked message is looked for at every subscriber of its channel. *acked msgs lost*: acked messages missing at one subscriber or more; *missing deliveries*: (acked message, subscriber) pairs never delivered, split into subscribers that stayed subscribed (their client may reconnect on its own) and the half of the subscribers that closed their connection %g s into the outage and subscribed again with `since` 2 s after the restart. *recovered*: catch-up events after a client reconnected (`sub` with `since` answered `recovered: true`), with the messages they replayed; *reset*: `recovered: false`. The subscribers use the Go client package, which applies the `was` rule of docs/protocol.md: a message that comes back after a broker outage under its durable position, naming a provisional position (epoch `~...`) the subscriber already received it under, is taken as a confirmation and not delivered again, so it is not counted in *dup*; *dup* counts copies the client did deliver twice (by message id). *out of order*: messages a subscriber got after a later message of the same publisher; with the redis and jetstream backends these are the publishes that were in flight when the broker connection failed: they may already be stored, so the node acks them but does not deliver them provisionally, and they arrive once, under their real position, after the publisher's next messages had arrived provisionally (docs/protocol.md).\n\n",
 		p["crash_rate"], p["crash_channels"], p["crash_subs_per_channel"], p["crash_duration_s"], p["crash_at_s"], p["crash_pause_s"], pause/2)
-	markdownRows(w, crashRows(rs))
+	report.MarkdownRows(w, crashRows(rs))
 	fmt.Fprintln(w)
 	for _, bk := range rs.Backends {
 		if bk.Crash == nil {
@@ -717,7 +697,7 @@ func plotThroughput(rs *studyResults, path string) error {
 		p.X.Min, p.Y.Min = 0, 0
 		grid[i/cols][i%cols] = p
 	}
-	return writeGrid(grid, cols, rowsN, path)
+	return report.WriteGrid(grid, cols, rowsN, path)
 }
 
 // plotLatencyRate draws, per backend, p50, p99 and p99.9 (cross-node; the
@@ -774,38 +754,7 @@ func plotLatencyRate(rs *studyResults, path string) error {
 		p.X.Min = 0
 		grid[i/cols][i%cols] = p
 	}
-	return writeGrid(grid, cols, rowsN, path)
-}
-
-// writeGrid draws a grid of plots (empty cells hidden) into an SVG file.
-func writeGrid(grid [][]*plot.Plot, cols, rowsN int, path string) error {
-	for r := range grid {
-		for c := range grid[r] {
-			if grid[r][c] == nil {
-				grid[r][c] = plot.New()
-				grid[r][c].HideAxes()
-			}
-		}
-	}
-	wd, ht := vg.Length(cols)*3.6*vg.Inch, vg.Length(rowsN)*3*vg.Inch
-	img := vgsvg.New(wd, ht)
-	dc := draw.New(img)
-	tiles := draw.Tiles{Rows: rowsN, Cols: cols, PadX: vg.Points(8), PadY: vg.Points(8), PadTop: vg.Points(4), PadBottom: vg.Points(4), PadLeft: vg.Points(4), PadRight: vg.Points(8)}
-	canvases := plot.Align(grid, tiles, dc)
-	for r := range grid {
-		for c := range grid[r] {
-			grid[r][c].Draw(canvases[r][c])
-		}
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if _, err := img.WriteTo(f); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return report.WriteGrid(grid, cols, rowsN, path)
 }
 
 // latencySummary is one result per rate (medians of the repetitions).

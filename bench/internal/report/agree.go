@@ -1,5 +1,7 @@
-// Package report holds the study report's pure parts: the agreement check
-// between the study's latency and the minimal probe's.
+// Package report holds the study report's parts that do not depend on the
+// study's result types: the agreement check between the study's latency
+// and the minimal probe's, the text and Markdown tables, and the SVG grid
+// of plots.
 package report
 
 import "fmt"
