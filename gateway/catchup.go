@@ -47,9 +47,30 @@ var (
 // (the "from" member), for sizing history reads from max_message_size.
 const pubOverhead = 2048
 
-// pageMsgs is how many messages one history read may ask for.
+// pageMsgs is how many messages one history read may ask for when
+// nothing is known of their size: as many of the largest possible message
+// as fit in history.page_bytes.
 func (srv *Server) pageMsgs() int {
 	return max(1, srv.cfg.History.PageBytes/(srv.cfg.Client.MaxMessageSize+pubOverhead))
+}
+
+// maxPageMsgs caps the messages of one streamed page however small they
+// are, and so what a page can exceed history.page_bytes by when messages
+// grow within a catch-up (docs/operations.md).
+const maxPageMsgs = 1000
+
+// nextPageMsgs is how many messages the next page of a streamed catch-up
+// asks for, once its largest message so far took largest bytes: as many
+// of those as fit in history.page_bytes, at least pageMsgs, at most
+// maxPageMsgs. Sizing every page for max_message_size made a catch-up of
+// small messages read 3 a time (defaults) and fall behind a busy channel
+// for good.
+func (srv *Server) nextPageMsgs(largest int) int {
+	n := srv.pageMsgs()
+	if largest > 0 {
+		n = max(n, min(srv.cfg.History.PageBytes/largest, maxPageMsgs))
+	}
+	return n
 }
 
 // readHistory is one bounded history read: it waits (at most
@@ -288,6 +309,7 @@ func (srv *Server) goLive(sb *sub, epoch string, last uint64) {
 func (srv *Server) streamCatchUp(ctx context.Context, sb *sub, id uint64, since uint64, epoch string, snapFrame snapOut) {
 	c := sb.c
 	limit := srv.pageMsgs()
+	largest := 0 // bytes of the largest message read so far (pubsBytes)
 	first, last := true, since
 	jctx, cancel := context.WithTimeout(ctx, srv.brokerTimeout)
 	srv.presenceJoin(jctx, sb)
@@ -361,6 +383,10 @@ func (srv *Server) streamCatchUp(ctx context.Context, sb *sub, id uint64, since 
 		if len(pubs) > 0 {
 			last = pubs[len(pubs)-1].Seq
 		}
+		for _, p := range pubs {
+			largest = max(largest, pubBytes(p))
+		}
+		limit = srv.nextPageMsgs(largest)
 		if last < pos.Seq {
 			continue
 		}
@@ -546,9 +572,14 @@ func caughtUpFrame(ch string, seq uint64, epoch string, recovered bool) []byte {
 func pubsBytes(pubs []brokers.Publication) int {
 	n := 0
 	for _, p := range pubs {
-		n += len(p.Data) + len(p.Epoch) + len(p.Was.Epoch) + 128
+		n += pubBytes(p)
 	}
 	return n
+}
+
+// pubBytes is what pubsBytes counts for one publication.
+func pubBytes(p brokers.Publication) int {
+	return len(p.Data) + len(p.Epoch) + len(p.Was.Epoch) + 128
 }
 
 // lastSeq is the seq of the last of pubs, or since when there are none.

@@ -78,6 +78,12 @@ func (t twiceHandler) HandlePublication(ch string, p brokers.Publication) {
 // startHeldServer is startServer with a heldHistory broker.
 func startHeldServer(t *testing.T, mode string, h *heldHistory, tweak ...func(*config.Config)) string {
 	t.Helper()
+	return startWrappedServer(t, mode, func(m *memory.Broker) brokers.Broker { h.Broker = m; return h }, tweak...)
+}
+
+// startWrappedServer is startServer with the memory broker wrapped by wrap.
+func startWrappedServer(t *testing.T, mode string, wrap func(*memory.Broker) brokers.Broker, tweak ...func(*config.Config)) string {
+	t.Helper()
 	cfg := config.Default()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Server.IO = mode
@@ -86,8 +92,8 @@ func startHeldServer(t *testing.T, mode string, h *heldHistory, tweak ...func(*c
 	for _, f := range tweak {
 		f(&cfg)
 	}
-	h.Broker = memory.New(memory.Config{HistorySize: cfg.History.Size, HistoryTTL: cfg.History.TTL})
-	srv, err := gateway.New(cfg.Gateway(), h, nil)
+	b := wrap(memory.New(memory.Config{HistorySize: cfg.History.Size, HistoryTTL: cfg.History.TTL}))
+	srv, err := gateway.New(cfg.Gateway(), b, nil)
 	if err != nil {
 		t.Fatalf("gateway.New: %v", err)
 	}

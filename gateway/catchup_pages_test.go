@@ -1,0 +1,132 @@
+package gateway_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/syncgate/syncgate/brokers"
+	"github.com/syncgate/syncgate/brokers/memory"
+	"github.com/syncgate/syncgate/internal/config"
+	"github.com/syncgate/syncgate/internal/wstest"
+)
+
+// countedHistory is a memory broker that counts the history reads on one
+// channel and makes each of them take delay, as a loaded broker does.
+type countedHistory struct {
+	*memory.Broker
+	ch    string
+	delay time.Duration
+	reads atomic.Int64
+}
+
+func (h *countedHistory) Since(ctx context.Context, ch string, since uint64, limit int) ([]brokers.Publication, brokers.Position, error) {
+	if ch == h.ch {
+		h.reads.Add(1)
+		if h.delay > 0 {
+			select {
+			case <-time.After(h.delay):
+			case <-ctx.Done():
+				return nil, brokers.Position{}, ctx.Err()
+			}
+		}
+	}
+	return h.Broker.Since(ctx, ch, since, limit)
+}
+
+// TestCatchUpStreamPagesSizedByMessages: a streamed catch-up sizes its
+// pages by the messages it reads, not by client.max_message_size. With
+// the defaults, pages sized for the largest message held 3 messages, so a
+// catch-up of 600 small ones took 200 history reads, and one racing a
+// channel that grows faster than 3 messages per read never reached
+// caught_up (the client was never told).
+func TestCatchUpStreamPagesSizedByMessages(t *testing.T) {
+	const ch = "doc:pages"
+	setup := func(t *testing.T, mode string, delay time.Duration) (*countedHistory, string, string) {
+		h := &countedHistory{ch: ch, delay: delay}
+		url := startWrappedServer(t, mode, func(m *memory.Broker) brokers.Broker { h.Broker = m; return h },
+			func(c *config.Config) { c.History.Size = 5000 })
+		for i := 1; i <= 600; i++ {
+			if _, err := h.Broker.Publish(t.Context(), ch, fmt.Appendf(nil, `"from":"w","data":{"i":%d}`, i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		first := wstest.Dial(t, url)
+		epoch := first.Sub(ch).Str("epoch")
+		first.Close()
+		return h, url, epoch
+	}
+	sub := func(t *testing.T, url, epoch string) (*wstest.Client, wstest.Msg) {
+		c := wstest.Dial(t, url)
+		c.SendRaw(fmt.Sprintf(`{"op":"sub","id":1,"ch":%q,"since":{"seq":0,"epoch":%q},"stream":true}`, ch, epoch))
+		r := c.Next(func(m wstest.Msg) bool { return m.Op() == "subscribed" || m.Op() == "error" })
+		if r.Op() != "subscribed" || r["recovered"] != true || r["more"] != true {
+			t.Fatalf("subscribed = %v", r)
+		}
+		return c, r
+	}
+
+	t.Run("FewReads", func(t *testing.T) {
+		forModes(t, func(t *testing.T, mode string) {
+			h, url, epoch := setup(t, mode, 0)
+			before := h.reads.Load()
+			c, r := sub(t, url, epoch)
+			seqs, caught := streamed(t, c, ch, r)
+			if caught["recovered"] != true {
+				t.Fatalf("caught_up = %v", caught)
+			}
+			checkSeqs(t, seqs, 1, 600)
+			// 3 (the first page, sized for the largest message), then
+			// pages of up to 1000 small messages.
+			if n := h.reads.Load() - before; n > 4 {
+				t.Fatalf("a catch-up of 600 small messages took %d history reads, want at most 4", n)
+			}
+		})
+	})
+
+	t.Run("OutrunsSteadyPublishing", func(t *testing.T) {
+		forModes(t, func(t *testing.T, mode string) {
+			// Every read takes 30 ms, the channel grows by 2 messages
+			// every 2 ms tick (a few hundred a second even on a loaded
+			// box): 3 messages a read (at most 100 a second) never catch
+			// up; pages sized by the messages do at once.
+			h, url, epoch := setup(t, mode, 30*time.Millisecond)
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			var published atomic.Int64
+			published.Store(600)
+			wg.Go(func() {
+				tick := time.NewTicker(2 * time.Millisecond)
+				defer tick.Stop()
+				for i := 601; i <= 3000; i++ {
+					if i%2 == 1 {
+						select {
+						case <-stop:
+							return
+						case <-tick.C:
+						}
+					}
+					if _, err := h.Broker.Publish(context.Background(), ch, fmt.Appendf(nil, `"from":"w","data":{"i":%d}`, i)); err != nil {
+						t.Error(err)
+						return
+					}
+					published.Store(int64(i))
+				}
+			})
+			defer wg.Wait()
+			defer close(stop)
+			c, r := sub(t, url, epoch)
+			seqs, caught := streamed(t, c, ch, r)
+			if caught["recovered"] != true {
+				t.Fatalf("caught_up = %v", caught)
+			}
+			if p := published.Load(); p >= 3000 {
+				t.Fatalf("caught_up only after publishing stopped (%d messages)", p)
+			}
+			checkSeqs(t, seqs, 1, seqs[len(seqs)-1])
+		})
+	})
+}
