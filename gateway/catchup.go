@@ -54,21 +54,23 @@ func (srv *Server) pageMsgs() int {
 	return max(1, srv.cfg.History.PageBytes/(srv.cfg.Client.MaxMessageSize+pubOverhead))
 }
 
-// maxPageMsgs caps the messages of one streamed page however small they
-// are, and so what a page can exceed history.page_bytes by when messages
-// grow within a catch-up (docs/operations.md).
-const maxPageMsgs = 1000
+// pageGrowth bounds how far a streamed page can exceed history.page_bytes:
+// a page asks for at most pageGrowth * pageMsgs messages, however small
+// those read so far, so one read never brings more than pageGrowth *
+// page_bytes even when messages grow within a catch-up (docs/operations.md),
+// and max_reads reads stay below the broker connection's pending limit.
+const pageGrowth = 16
 
 // nextPageMsgs is how many messages the next page of a streamed catch-up
-// asks for, once its largest message so far took largest bytes: as many
-// of those as fit in history.page_bytes, at least pageMsgs, at most
-// maxPageMsgs. Sizing every page for max_message_size made a catch-up of
-// small messages read 3 a time (defaults) and fall behind a busy channel
-// for good.
+// asks for, once its largest message so far took largest bytes
+// (pubBytes): as many of those as fit in history.page_bytes, at least
+// pageMsgs, at most pageGrowth * pageMsgs. Sizing every page for
+// max_message_size made a catch-up of small messages read 3 a time (the
+// defaults) and fall behind a busy channel for good.
 func (srv *Server) nextPageMsgs(largest int) int {
 	n := srv.pageMsgs()
 	if largest > 0 {
-		n = max(n, min(srv.cfg.History.PageBytes/largest, maxPageMsgs))
+		n = max(n, min(srv.cfg.History.PageBytes/largest, pageGrowth*n))
 	}
 	return n
 }

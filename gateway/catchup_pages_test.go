@@ -80,9 +80,10 @@ func TestCatchUpStreamPagesSizedByMessages(t *testing.T) {
 			}
 			checkSeqs(t, seqs, 1, 600)
 			// 3 (the first page, sized for the largest message), then
-			// pages of up to 1000 small messages.
-			if n := h.reads.Load() - before; n > 4 {
-				t.Fatalf("a catch-up of 600 small messages took %d history reads, want at most 4", n)
+			// pages of 16 * 3 small messages (pageGrowth): 14 reads in all
+			// (200 before).
+			if n := h.reads.Load() - before; n > 14 {
+				t.Fatalf("a catch-up of 600 small messages took %d history reads, want at most 14", n)
 			}
 		})
 	})
@@ -90,16 +91,16 @@ func TestCatchUpStreamPagesSizedByMessages(t *testing.T) {
 	t.Run("OutrunsSteadyPublishing", func(t *testing.T) {
 		forModes(t, func(t *testing.T, mode string) {
 			// Every read takes 30 ms, the channel grows by 2 messages
-			// every 2 ms tick (a few hundred a second even on a loaded
-			// box): 3 messages a read (at most 100 a second) never catch
-			// up; pages sized by the messages do at once.
+			// every 4 ms tick (500 a second, a few hundred even on a
+			// loaded box): 3 messages a read (at most 100 a second) never
+			// catch up; pages of 48 (1600 a second) do.
 			h, url, epoch := setup(t, mode, 30*time.Millisecond)
 			stop := make(chan struct{})
 			var wg sync.WaitGroup
 			var published atomic.Int64
 			published.Store(600)
 			wg.Go(func() {
-				tick := time.NewTicker(2 * time.Millisecond)
+				tick := time.NewTicker(4 * time.Millisecond)
 				defer tick.Stop()
 				for i := 601; i <= 3000; i++ {
 					if i%2 == 1 {
