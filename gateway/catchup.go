@@ -475,6 +475,11 @@ func (srv *Server) streamPage(ctx context.Context, sb *sub, id uint64, first boo
 			return pubs, pos, false, nil // every entry was dropped
 		}
 		frame = fb.finish(ws.OpText)
+		// A page of messages larger than the ones before it can exceed
+		// the room waited for above (nextPageMsgs): wait for its own.
+		if len(frame) > srv.cfg.History.PageBytes && !c.waitRoom(ctx, len(frame)) {
+			return nil, pos, true, nil
+		}
 	}
 	sb.mu.Lock()
 	defer sb.mu.Unlock()

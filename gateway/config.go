@@ -109,7 +109,8 @@ type ServerConfig struct {
 // HistoryConfig bounds catch-up reads (keys history.*; how much history a
 // channel keeps is the broker's).
 type HistoryConfig struct {
-	// PageBytes bounds one history read, and so one page of a catch-up.
+	// PageBytes bounds one history read, and so one page of a catch-up,
+	// at most pageGrowth x PageBytes when messages grow (nextPageMsgs).
 	// Default 256 KiB, at least 4096.
 	PageBytes int
 	// MaxReads is how many history reads may run at once. Default 4.

@@ -111,7 +111,7 @@ func newMetrics(s *Server) *metrics {
 	for _, k := range []string{rejAcceptRate, rejMaxConnections, rejHTTPConnections, rejUserConnections, rejPublishRate, rejSubscriptions, rejChannels, rejMessageSize, rejOrigin, rejHandshake, rejAuth, rejForbidden, rejFrameTimeout, rejPartialBytes, rejControlRate} {
 		m.rejections.WithLabelValues(k) // export zeros, so alerts can use rate()
 	}
-	m.historyReads = prometheus.NewCounter(prometheus.CounterOpts{Name: "syncgate_history_reads_total", Help: "History reads for catch-ups (each at most history.page_bytes)."})
+	m.historyReads = prometheus.NewCounter(prometheus.CounterOpts{Name: "syncgate_history_reads_total", Help: "History reads for catch-ups (sized to history.page_bytes)."})
 	m.historyReadsBusy = prometheus.NewCounter(prometheus.CounterOpts{Name: "syncgate_history_reads_busy_total", Help: "Catch-ups answered unavailable: no history read slot within history.read_wait."})
 	m.catchupPages = prometheus.NewCounter(prometheus.CounterOpts{Name: "syncgate_catchup_pages_total", Help: "History pages sent by streamed catch-ups after the first."})
 	m.catchupStreams = prometheus.NewGauge(prometheus.GaugeOpts{Name: "syncgate_catchup_streams", Help: "Streamed catch-ups in progress."})

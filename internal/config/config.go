@@ -173,13 +173,17 @@ type History struct {
 	// Key history.ttl, default 10m, > 0.
 	TTL time.Duration
 	// PageBytes bounds one history read, and so one page of a catch-up:
-	// a read asks for at most PageBytes / (client.max_message_size + 2048)
-	// messages (at least one), the most bytes that many can take.
+	// the first read asks for PageBytes / (client.max_message_size + 2048)
+	// messages (at least one), the most bytes that many can take; later
+	// pages of a streamed catch-up ask for as many of the largest message
+	// read so far as fit, at most 16 times that count, so a page exceeds
+	// PageBytes only when messages grow, and never 16 x PageBytes.
 	// Key history.page_bytes, default 262144, >= 4096.
 	PageBytes int
 	// MaxReads is how many history reads may run at once on this node;
 	// more catch-ups wait their turn. MaxReads * PageBytes bounds the
-	// history bytes in flight from the broker to this node.
+	// history bytes in flight from the broker to this node while message
+	// sizes hold steady, 16 x that when they grow within catch-ups.
 	// Key history.max_reads, default 4, >= 1.
 	MaxReads int
 	// ReadWait is how long a subscribe with since waits for a history read

@@ -110,7 +110,7 @@ const tlsTimeout = 5 * time.Second
 // node means every channel on it. Set here rather than left to the
 // server's default so it is a decision: the gateway keeps the history it
 // reads far below it (history.max_reads x history.page_bytes, 1 MiB by
-// default), and live delivery is drained by the shard goroutines.
+// default, 16 MiB when messages grow within catch-ups), and live delivery is drained by the shard goroutines.
 const ServerMaxPending = 64 << 20
 
 // serverReadyTimeout bounds how long StartServer waits for the listeners.
