@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -21,11 +22,15 @@ type countedHistory struct {
 	ch    string
 	delay time.Duration
 	reads atomic.Int64
+	limit atomic.Int64 // the largest limit a read asked for
 }
 
 func (h *countedHistory) Since(ctx context.Context, ch string, since uint64, limit int) ([]brokers.Publication, brokers.Position, error) {
 	if ch == h.ch {
 		h.reads.Add(1)
+		if int64(limit) > h.limit.Load() {
+			h.limit.Store(int64(limit))
+		}
 		if h.delay > 0 {
 			select {
 			case <-time.After(h.delay):
@@ -45,12 +50,16 @@ func (h *countedHistory) Since(ctx context.Context, ch string, since uint64, lim
 // caught_up (the client was never told).
 func TestCatchUpStreamPagesSizedByMessages(t *testing.T) {
 	const ch = "doc:pages"
-	setup := func(t *testing.T, mode string, delay time.Duration) (*countedHistory, string, string) {
+	setup := func(t *testing.T, mode string, delay time.Duration, grow ...int) (*countedHistory, string, string) {
 		h := &countedHistory{ch: ch, delay: delay}
 		url := startWrappedServer(t, mode, func(m *memory.Broker) brokers.Broker { h.Broker = m; return h },
-			func(c *config.Config) { c.History.Size = 5000 })
+			func(c *config.Config) { c.History.Size = 5000; c.Client.MaxQueueBytes = 8 << 20 })
 		for i := 1; i <= 600; i++ {
-			if _, err := h.Broker.Publish(t.Context(), ch, fmt.Appendf(nil, `"from":"w","data":{"i":%d}`, i)); err != nil {
+			pad := ""
+			if len(grow) > 0 && i > grow[0] && i <= grow[0]+60 {
+				pad = strings.Repeat("x", 60<<10) // near max_message_size
+			}
+			if _, err := h.Broker.Publish(t.Context(), ch, fmt.Appendf(nil, `"from":"w","data":{"i":%d,"pad":%q}`, i, pad)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -86,6 +95,25 @@ func TestCatchUpStreamPagesSizedByMessages(t *testing.T) {
 			t.Logf("%d history reads", n)
 			if n > 14 {
 				t.Fatalf("a catch-up of 600 small messages took %d history reads, want at most 14", n)
+			}
+		})
+	})
+
+	t.Run("GrowingMessages", func(t *testing.T) {
+		forModes(t, func(t *testing.T, mode string) {
+			// 300 small messages, 60 of 60 KiB, 240 small: the pages sized by
+			// the small ones meet the large ones, and ask for at most 16
+			// times the first page's 3 (16 x page_bytes at most).
+			h, url, epoch := setup(t, mode, 0, 300)
+			h.limit.Store(0)
+			c, r := sub(t, url, epoch)
+			seqs, caught := streamed(t, c, ch, r)
+			if caught["recovered"] != true {
+				t.Fatalf("caught_up = %v", caught)
+			}
+			checkSeqs(t, seqs, 1, 600)
+			if l := h.limit.Load(); l > 48 {
+				t.Fatalf("a read asked for %d messages, want at most 16 x 3", l)
 			}
 		})
 	})
