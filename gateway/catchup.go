@@ -215,9 +215,10 @@ func (srv *Server) catchUp(ctx context.Context, s *scratch, sb *sub, cmd *comman
 		if more {
 			// v1 reply: everything in one frame, if it fits.
 			budget := srv.cfg.Client.MaxQueueBytes / 2
+			largest := largestPub(0, pubs) // as in streamCatchUp
 			for more && bytes <= budget {
 				last := lastSeq(since, pubs)
-				page, p, err := srv.readHistory(srv.ctx, sb.ch, last, srv.pageMsgs())
+				page, p, err := srv.readHistory(srv.ctx, sb.ch, last, srv.nextPageMsgs(largest))
 				if err != nil {
 					return err
 				}
@@ -227,6 +228,7 @@ func (srv *Server) catchUp(ctx context.Context, s *scratch, sb *sub, cmd *comman
 				}
 				pubs, pos = append(pubs, page...), p
 				bytes += pubsBytes(page)
+				largest = largestPub(largest, page)
 				more = lastSeq(since, pubs) < pos.Seq
 			}
 			if recovered && (more || bytes > budget) {
@@ -385,9 +387,7 @@ func (srv *Server) streamCatchUp(ctx context.Context, sb *sub, id uint64, since 
 		if len(pubs) > 0 {
 			last = pubs[len(pubs)-1].Seq
 		}
-		for _, p := range pubs {
-			largest = max(largest, pubBytes(p))
-		}
+		largest = largestPub(largest, pubs)
 		limit = srv.nextPageMsgs(largest)
 		if last < pos.Seq {
 			continue
@@ -580,6 +580,14 @@ func pubsBytes(pubs []brokers.Publication) int {
 	n := 0
 	for _, p := range pubs {
 		n += pubBytes(p)
+	}
+	return n
+}
+
+// largestPub is the larger of n and the largest pubBytes of pubs.
+func largestPub(n int, pubs []brokers.Publication) int {
+	for _, p := range pubs {
+		n = max(n, pubBytes(p))
 	}
 	return n
 }

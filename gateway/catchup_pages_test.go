@@ -99,6 +99,26 @@ func TestCatchUpStreamPagesSizedByMessages(t *testing.T) {
 		})
 	})
 
+	t.Run("FewReadsV1", func(t *testing.T) {
+		forModes(t, func(t *testing.T, mode string) {
+			// A client without stream: true gets the 600 in `subscribed`,
+			// read in the same pages.
+			h, url, epoch := setup(t, mode, 0)
+			before := h.reads.Load()
+			c := wstest.Dial(t, url)
+			c.SendRaw(fmt.Sprintf(`{"op":"sub","id":1,"ch":%q,"since":{"seq":0,"epoch":%q}}`, ch, epoch))
+			r := c.Next(func(m wstest.Msg) bool { return m.Op() == "subscribed" || m.Op() == "error" })
+			if r.Op() != "subscribed" || r["recovered"] != true {
+				t.Fatalf("subscribed = %v", r)
+			}
+			seqs, _ := streamed(t, c, ch, r)
+			checkSeqs(t, seqs, 1, 600)
+			if n := h.reads.Load() - before; n > 14 {
+				t.Fatalf("a v1 catch-up of 600 small messages took %d history reads, want at most 14", n)
+			}
+		})
+	})
+
 	t.Run("GrowingMessages", func(t *testing.T) {
 		forModes(t, func(t *testing.T, mode string) {
 			// 300 small messages, 60 of 60 KiB, 240 small: the pages sized by
