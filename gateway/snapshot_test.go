@@ -1,11 +1,14 @@
 package gateway_test
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/syncgate/syncgate/brokers"
+	"github.com/syncgate/syncgate/brokers/memory"
+	"github.com/syncgate/syncgate/gateway"
 	"github.com/syncgate/syncgate/internal/config"
 	"github.com/syncgate/syncgate/internal/wstest"
 )
@@ -232,4 +235,58 @@ func TestSnapNeedsPublish(t *testing.T) {
 		t.Fatal("a forbidden snap was stored")
 	}
 	w.MustCall("snap", snapAt("doc:p", 1, epoch, "good"), "snapped")
+}
+
+// noSnapshots is a memory broker that keeps history but no snapshots (it
+// hides brokers.Snapshots), as redis-streams and nats core.
+type noSnapshots struct {
+	brokers.Broker
+	brokers.History
+}
+
+// TestSnapUnavailableWithoutSnapshots: on a broker that keeps no
+// snapshots, `snap` is answered `unavailable` and `snapshot: true` changes
+// nothing (no `snapshot` frame; the usual catch-up answer).
+func TestSnapUnavailableWithoutSnapshots(t *testing.T) {
+	cfg := config.Default()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Client.PublishRate = 0
+	cfg.Server.DrainWindow = 50 * time.Millisecond
+	mb := memory.New(memory.Config{HistorySize: cfg.History.Size, HistoryTTL: cfg.History.TTL})
+	srv, err := gateway.New(cfg.Gateway(), noSnapshots{mb, mb}, nil)
+	if err != nil {
+		t.Fatalf("gateway.New: %v", err)
+	}
+	addr, done := wstest.Serve(t, srv, cfg.Listen)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		if err := <-done; err != gateway.ErrServerClosed {
+			t.Errorf("serve returned %v", err)
+		}
+	})
+	c := wstest.Dial(t, "ws://"+addr+"/ws")
+	c.Connect("alice")
+	epoch := c.Sub("doc:n").Str("epoch")
+	for i := 1; i <= 3; i++ {
+		c.Pub("doc:n", i)
+	}
+	if r := c.MustCall("snap", snapAt("doc:n", 3, epoch, "three"), "error"); r.Str("code") != "unavailable" {
+		t.Fatalf("snap = %v, want error unavailable", r)
+	}
+	// A snapshot the memory broker underneath does hold is not served
+	// through a broker that does not offer snapshots.
+	if _, _, err := mb.StoreSnapshot(context.Background(), "doc:n", brokers.Snapshot{Seq: 3, Epoch: epoch, Data: []byte(`"three"`)}); err != nil {
+		t.Fatal(err)
+	}
+	d := wstest.Dial(t, "ws://"+addr+"/ws")
+	d.Connect("bob")
+	d.Send(map[string]any{"op": "sub", "id": 1, "ch": "doc:n", "since": since(1, "other-epoch"), "snapshot": true})
+	r := d.NextWithin(3*time.Second, "sub reply", func(m wstest.Msg) bool { return m.Str("ch") == "doc:n" || m.Op() == "error" })
+	if r.Op() != "subscribed" || r["recovered"] != false {
+		t.Fatalf("sub with snapshot: true = %v, want subscribed recovered false (no snapshot frame)", r)
+	}
 }
