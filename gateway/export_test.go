@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"log/slog"
+	"time"
 )
 
 // VerifyTokenForTest runs the token verifier on an HS256 configuration.
@@ -13,4 +14,14 @@ func VerifyTokenForTest(secret, token string) bool {
 	}
 	_, err = a.verify(context.Background(), token)
 	return err == nil
+}
+
+// AgeJWKSForTest moves the JWKS cache's last fetch and last fetch attempt
+// back by d, as if d had passed since (the cache reads the wall clock).
+func AgeJWKSForTest(s *Server, d time.Duration) {
+	c := s.auth.jwks
+	c.mu.Lock()
+	c.fetched = c.fetched.Add(-d)
+	c.tried = c.tried.Add(-d)
+	c.mu.Unlock()
 }
