@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +16,10 @@ import (
 
 	"github.com/syncgate/syncgate/internal/config"
 )
+
+// reconnectFor is the `reconnect` value docs/protocol.md gives each
+// disconnect code expectClose is used with.
+var reconnectFor = map[string]bool{"frame_timeout": true, "overloaded": true, "rate_limited": false}
 
 // expectClose reads frames until the server's close frame and checks the
 // disconnect code before it and the close status; other frames (pongs,
@@ -29,6 +34,13 @@ func (rc *rawConn) expectClose(code string, status uint16) int {
 			if strings.Contains(string(f.payload), `"disconnect"`) {
 				if !strings.Contains(string(f.payload), `"code":"`+code+`"`) {
 					rc.t.Fatalf("disconnect = %s, want code %s", f.payload, code)
+				}
+				var d struct {
+					Reconnect *bool `json:"reconnect"`
+				}
+				want, known := reconnectFor[code]
+				if err := json.Unmarshal(f.payload, &d); err != nil || !known || d.Reconnect == nil || *d.Reconnect != want {
+					rc.t.Fatalf("disconnect = %s (%v), want reconnect %v (documented: %v)", f.payload, err, want, known)
 				}
 				sawDisconnect = true
 			}
