@@ -1,9 +1,9 @@
 package jetstream_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
+	"github.com/syncgate/syncgate/internal/testlog"
 	"io"
 	"net"
 	"os"
@@ -59,25 +59,8 @@ type natsChild struct {
 	token        string
 	cmd          *exec.Cmd
 	stdin        io.WriteCloser
-	out          *lockedBuffer
+	out          *testlog.Buffer
 	startTimeout time.Duration
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // startNATSChild starts the server on a free loopback port; it is killed
@@ -106,7 +89,7 @@ func (c *natsChild) start() {
 	}
 	cmd := exec.Command(exe, "-test.run=^$")
 	cmd.Env = append(os.Environ(), childListenEnv+"="+c.listen, childStoreEnv+"="+c.dir, childTokenEnv+"="+c.token)
-	out := &lockedBuffer{}
+	out := &testlog.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	stdin, err := cmd.StdinPipe()
 	if err != nil {

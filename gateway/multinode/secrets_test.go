@@ -1,13 +1,12 @@
 package multinode_test
 
 import (
-	"bytes"
 	"errors"
+	"github.com/syncgate/syncgate/internal/testlog"
 	"io"
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/syncgate/syncgate/brokers/brokertest"
@@ -16,31 +15,13 @@ import (
 	"github.com/syncgate/syncgate/internal/redistest"
 )
 
-// syncBuffer is a log sink shared by several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestNoCredentialInLogsOrMetrics: two gateways share node 1's embedded
 // NATS server, which requires a user and password (node 2 has them in
 // its URL). Messages cross; nothing any of them logs at debug level, no
 // /metrics page and no error of a refused login shows the password.
 func TestNoCredentialInLogsOrMetrics(t *testing.T) {
 	const user, secret = "syncgate", "pw-7f3a9c-do-not-log"
-	var logs syncBuffer
+	var logs testlog.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 
 	b1 := jetstream.New(jetstream.Config{Log: log, Embedded: jetstream.EmbeddedConfig{
@@ -81,7 +62,7 @@ func TestNoCredentialInLogsOrMetrics(t *testing.T) {
 // reconnect and log in again).
 func TestNoRedisCredentialInLogsOrMetrics(t *testing.T) {
 	const user, secret = "syncgate", "pw-91be4d-do-not-log"
-	var logs syncBuffer
+	var logs testlog.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	srv := redistest.Start(t, redistest.Options{User: user, Password: secret})
 	nb := func() *redis.Broker {

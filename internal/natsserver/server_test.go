@@ -1,35 +1,17 @@
 package natsserver
 
 import (
-	"bytes"
 	"fmt"
+	"github.com/syncgate/syncgate/internal/testlog"
 	"log/slog"
 	"net"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
@@ -77,7 +59,7 @@ func TestRouteNeedsCredential(t *testing.T) {
 	}
 	clusterAddr := ln.Addr().String()
 	ln.Close()
-	var logs syncBuffer
+	var logs testlog.Buffer
 	srv, err := StartServer(ServerConfig{
 		Listen: "127.0.0.1:0", StoreDir: t.TempDir(),
 		ClusterListen: clusterAddr, Routes: []string{clusterAddr},
@@ -108,7 +90,7 @@ func TestRouteNeedsCredential(t *testing.T) {
 // notices stay out of a node's log at info level and show at debug.
 func TestServerNoticesAtDebug(t *testing.T) {
 	for _, level := range []slog.Level{slog.LevelInfo, slog.LevelDebug} {
-		var logs syncBuffer
+		var logs testlog.Buffer
 		srv, err := StartServer(ServerConfig{
 			Listen: "127.0.0.1:0", StoreDir: t.TempDir(), Token: "notice-token-0123456789",
 			Log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: level})),

@@ -1,31 +1,13 @@
 package natsbase
 
 import (
-	"bytes"
 	"github.com/syncgate/syncgate/internal/natsserver"
+	"github.com/syncgate/syncgate/internal/testlog"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestCloseIsNotADisconnect: the node closing its own connection (every
 // stop) logs no warning; a server that goes away still does.
@@ -35,7 +17,7 @@ func TestCloseIsNotADisconnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
-	connect := func(logs *syncBuffer) *Conn {
+	connect := func(logs *testlog.Buffer) *Conn {
 		c, err := Connect(t.Context(), ConnConfig{
 			URL:  srv.ClientURL(),
 			Auth: ClientAuth{Token: "close-token-0123456789"},
@@ -46,12 +28,12 @@ func TestCloseIsNotADisconnect(t *testing.T) {
 		}
 		return c
 	}
-	var closed syncBuffer
+	var closed testlog.Buffer
 	connect(&closed).Close()
 	if strings.Contains(closed.String(), "level=WARN") {
 		t.Errorf("closing the connection logged a warning:\n%s", closed.String())
 	}
-	var lost syncBuffer
+	var lost testlog.Buffer
 	c := connect(&lost)
 	defer c.Close()
 	srv.Shutdown()
