@@ -23,12 +23,14 @@
 // writes the JSON; mdsection.go rewrites a section of docs/benchmarks.md
 // with the table (-docs). The study: study.go (options, backends, broker
 // processes), studyrun.go (the study's phases and time budget),
-// studyload.go (its measured runs), studyprobe.go (the agreement probe and
-// the harness statement), studyreport.go (tables, docs, plots);
+// studyload.go (its measured runs), studyprobe.go (the agreement probe);
 // natsserver.go is the NATS server of its crash runs; all.go runs every
 // scenario in turn. internal/proc starts, stops and measures every child
 // process (by PID, SIGTERM then SIGKILL); internal/load holds the payload
-// codec, internal/report the agreement check.
+// codec; internal/study the study's result types and the pure functions
+// that judge them (a step's verdict, the median of repeated runs, the
+// agreement check); internal/report the tables, plots, the study's JSON,
+// its document and its reading.
 //
 // Everything is bounded: connection counts, rates and durations have upper
 // limits, every phase has a timeout, all traffic stays on 127.0.0.0/8, and
@@ -367,7 +369,7 @@ func run(ctx context.Context, o options, out, logw io.Writer) (*resultsFile, err
 		Command:  commandLine(o.Args),
 		Args:     o.Args,
 		Started:  started.UTC(),
-		Machine:  machine(),
+		Machine:  proc.ReadMachine(),
 		Options:  o.summary(),
 	}
 	printHeader(out, rf)

@@ -14,25 +14,22 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/syncgate/syncgate/bench/internal/proc"
 )
 
 // resultsFile is the JSON written for one bench invocation.
 type resultsFile struct {
-	Scenario string      `json:"scenario"`
-	Command  string      `json:"command"`
-	Args     []string    `json:"args"`
-	Started  time.Time   `json:"started"`
-	Finished time.Time   `json:"finished"`
-	Machine  machineInfo `json:"machine"`
+	Scenario string       `json:"scenario"`
+	Command  string       `json:"command"`
+	Args     []string     `json:"args"`
+	Started  time.Time    `json:"started"`
+	Finished time.Time    `json:"finished"`
+	Machine  proc.Machine `json:"machine"`
 	// GatewaySource is the commit the gateway was built from, "+dirty"
 	// when the working tree had uncommitted changes outside bench/.
 	GatewaySource string         `json:"gateway_source"`
@@ -64,35 +61,6 @@ func runLabel(mode, broker string, n, runs int) string {
 		l += fmt.Sprintf(" run %d/%d", n, runs)
 	}
 	return l
-}
-
-type machineInfo struct {
-	NumCPU     int    `json:"nproc"`
-	GOMAXPROCS int    `json:"gomaxprocs"`
-	Kernel     string `json:"kernel"`
-	GoVersion  string `json:"go_version"`
-	MemTotal   string `json:"mem_total,omitempty"`
-	NoFile     uint64 `json:"nofile_limit"`
-}
-
-func machine() machineInfo {
-	m := machineInfo{NumCPU: runtime.NumCPU(), GOMAXPROCS: runtime.GOMAXPROCS(0), GoVersion: runtime.Version()}
-	var u unix.Utsname
-	if unix.Uname(&u) == nil {
-		m.Kernel = strings.Join([]string{unix.ByteSliceToString(u.Sysname[:]), unix.ByteSliceToString(u.Release[:]), unix.ByteSliceToString(u.Machine[:])}, " ")
-	}
-	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
-		for line := range strings.Lines(string(b)) {
-			if v, ok := strings.CutPrefix(line, "MemTotal:"); ok {
-				m.MemTotal = strings.TrimSpace(v)
-			}
-		}
-	}
-	var rl unix.Rlimit
-	if unix.Getrlimit(unix.RLIMIT_NOFILE, &rl) == nil {
-		m.NoFile = rl.Cur
-	}
-	return m
 }
 
 // commandLine is how bench was invoked, as the user would type it.

@@ -25,6 +25,7 @@ import (
 
 	"github.com/syncgate/syncgate/bench/internal/load"
 	"github.com/syncgate/syncgate/bench/internal/proc"
+	"github.com/syncgate/syncgate/bench/internal/study"
 )
 
 // loadSpec is one run: Channels channels, SubsPerChannel subscribers per
@@ -62,98 +63,6 @@ func (s loadSpec) channel(c int) string {
 
 // The published payload is {"i":id,"t":unix ns of the scheduled send},
 // pre-encoded by load.AppendMsg and scanned back by load.ScanMsg.
-
-// latStats are latencies in milliseconds.
-type latStats struct {
-	Count int64   `json:"count"`
-	P50   float64 `json:"p50_ms"`
-	P90   float64 `json:"p90_ms"`
-	P99   float64 `json:"p99_ms"`
-	P999  float64 `json:"p999_ms"`
-	Max   float64 `json:"max_ms"`
-	// CDF is (percentile, ms) points for the plots.
-	CDF [][2]float64 `json:"cdf,omitempty"`
-}
-
-// loadResult is the outcome of one run.
-type loadResult struct {
-	Rate      float64 `json:"rate"`
-	Channels  int     `json:"channels"`
-	Subs      int     `json:"subscribers"`
-	DurationS float64 `json:"duration_s"`
-
-	// Publishes, one per scheduled message.
-	Scheduled int `json:"scheduled"`
-	Acked     int `json:"acked"`
-	Refused   int `json:"refused"`
-	// Unsent: scheduled messages never published because the publishers
-	// were still behind the schedule 5 s after it ended (saturation).
-	Unsent  int            `json:"unsent"`
-	Reasons map[string]int `json:"refused_reasons,omitempty"`
-	// How late the last publish left after its scheduled time.
-	PublishLagMaxMs float64 `json:"publish_lag_max_ms"`
-
-	// Deliveries, counted by message id at every subscriber.
-	Expected  int `json:"expected"`  // acked x subscribers of the channel
-	Delivered int `json:"delivered"` // of acked messages, first copy
-	Lost      int `json:"lost"`      // expected - delivered
-	// Lost, at subscribers that stayed connected (or reconnected on their
-	// own) and at those that closed and subscribed again with since.
-	LostStayed       int  `json:"lost_stayed"`
-	LostDropped      int  `json:"lost_dropped"`
-	LostMsgs         int  `json:"lost_msgs"`         // acked messages missing at >= 1 subscriber
-	Dup              int  `json:"dup"`               // extra copies of a message id
-	OutOfOrder       int  `json:"out_of_order"`      // ids below one already seen
-	RefusedDelivered int  `json:"refused_delivered"` // copies of refused messages that arrived
-	Incomplete       bool `json:"incomplete,omitempty"`
-
-	SameNode  latStats `json:"same_node"`  // subscribers on node A
-	CrossNode latStats `json:"cross_node"` // subscribers on node B
-	All       latStats `json:"all"`
-
-	Reconnects      int64 `json:"reconnects"`
-	Recovered       int   `json:"recovered"`        // Recovered events (catch-up after reconnect)
-	RecoveredMissed int   `json:"recovered_missed"` // messages replayed by them
-	Resets          int   `json:"resets"`           // recovered: false
-	Gaps            int   `json:"gaps"`
-	// Subscribers that closed their connection and subscribed again with
-	// since (DropAt), and those whose new subscription failed.
-	Resubscribed int `json:"resubscribed"`
-	// Recovered and Reset events by node of the subscriber (A, B).
-	RecoveredByNode   [2]int `json:"recovered_by_node"`
-	ResetsByNode      [2]int `json:"resets_by_node"`
-	ResubscribeFailed int    `json:"resubscribe_failed"`
-
-	// The machine's 1-minute load average when publishing started and
-	// ended (other processes compete for the CPUs too).
-	LoadStart float64  `json:"loadavg_start"`
-	LoadEnd   float64  `json:"loadavg_end"`
-	Events    []string `json:"events,omitempty"` // crash timeline
-	Error     string   `json:"error,omitempty"`
-
-	// Rep is the repetition (0-based) of a latency run.
-	Rep int `json:"rep,omitempty"`
-	// The measured window: from the start of publishing until every acked
-	// message reached every subscriber (or the drain ended); the first
-	// copies delivered in it, and the CPU seconds the gateway processes
-	// and the broker processes used in it (-1: not measured).
-	WindowS        float64 `json:"window_s"`
-	Deliveries     int64   `json:"deliveries"`
-	DeliveriesPerS float64 `json:"deliveries_per_s"`
-	GatewayCPUS    float64 `json:"gateway_cpu_s"`
-	BrokerCPUS     float64 `json:"broker_cpu_s"`
-	// HarnessCPUS: CPU seconds of the study process itself (publishers
-	// and subscribers) in the same window (-1: not measured).
-	HarnessCPUS float64 `json:"harness_cpu_s"`
-}
-
-// cpuPerM is CPU seconds per million deliveries, -1 if unknown.
-func cpuPerM(cpuS float64, deliveries int64) float64 {
-	if cpuS < 0 || deliveries <= 0 {
-		return -1
-	}
-	return cpuS / (float64(deliveries) / 1e6)
-}
 
 // subTrack is one subscriber's accounting; only its reader goroutine
 // touches it until the run ends.
@@ -219,29 +128,6 @@ func (l *lockedHist) record(us int64) {
 	l.mu.Unlock()
 }
 
-var cdfPercentiles = []float64{0, 5, 10, 20, 30, 40, 50, 60, 70, 75, 80, 85, 90, 92.5, 95, 97.5, 99, 99.5, 99.9, 99.95, 99.99, 99.999, 100}
-
-func statsOf(h *hdrhistogram.Histogram) latStats {
-	if h.TotalCount() == 0 {
-		return latStats{}
-	}
-	ms := func(v int64) float64 { return float64(v) / 1000 }
-	s := latStats{
-		Count: h.TotalCount(),
-		P50:   ms(h.ValueAtQuantile(50)), P90: ms(h.ValueAtQuantile(90)),
-		P99: ms(h.ValueAtQuantile(99)), P999: ms(h.ValueAtQuantile(99.9)),
-		Max: ms(h.Max()),
-	}
-	for _, q := range cdfPercentiles {
-		v := h.ValueAtQuantile(q)
-		if q == 100 {
-			v = h.Max()
-		}
-		s.CDF = append(s.CDF, [2]float64{q, ms(v)})
-	}
-	return s
-}
-
 func studyChan(c int) string { return "study-" + strconv.Itoa(c) }
 
 // refusal names why a publish failed.
@@ -271,8 +157,8 @@ func refusal(err error) string {
 // and measure the window (drain), then count every subscriber's copies
 // (tally).
 func runLoad(ctx context.Context, urls []string, spec loadSpec, p *progress, label string,
-	during func(ctx context.Context, start time.Time, event func(string, ...any))) (res loadResult, err error) {
-	res = loadResult{Rate: spec.Rate, Channels: spec.Channels, Subs: spec.Channels * spec.SubsPerChannel, DurationS: spec.Duration.Seconds(), Reasons: map[string]int{},
+	during func(ctx context.Context, start time.Time, event func(string, ...any))) (res study.Run, err error) {
+	res = study.Run{Rate: spec.Rate, Channels: spec.Channels, Subs: spec.Channels * spec.SubsPerChannel, DurationS: spec.Duration.Seconds(), Reasons: map[string]int{},
 		GatewayCPUS: -1, BrokerCPUS: -1, HarnessCPUS: -1}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -639,7 +525,7 @@ func (r *loadRig) stopReading(ctx context.Context) {
 
 // tally fills res's publish and delivery counts and latencies from the
 // publishing account and every subscriber's track.
-func (r *loadRig) tally(res *loadResult, pr *loadPublished) {
+func (r *loadRig) tally(res *study.Run, pr *loadPublished) {
 	spec := r.spec
 	res.Scheduled = pr.perChan * spec.Channels
 	res.Acked, res.Refused, res.Unsent = int(pr.nAcked), int(pr.nRefused), int(pr.nUnsent)
@@ -696,9 +582,9 @@ func (r *loadRig) tally(res *loadResult, pr *loadPublished) {
 	all := hdrhistogram.New(1, 120_000_000, 3)
 	all.Merge(r.hists[0].h)
 	all.Merge(r.hists[1].h)
-	res.SameNode, res.All = statsOf(r.hists[0].h), statsOf(all)
+	res.SameNode, res.All = study.StatsOf(r.hists[0].h), study.StatsOf(all)
 	if len(r.urls) > 1 {
-		res.CrossNode = statsOf(r.hists[1].h)
+		res.CrossNode = study.StatsOf(r.hists[1].h)
 	}
 }
 

@@ -1,16 +1,12 @@
-// Package report holds the study report's parts that do not depend on the
-// study's result types: the agreement check between the study's latency
-// and the minimal probe's, the text and Markdown tables, and the SVG grid
-// of plots.
-package report
+package study
 
 import "fmt"
 
 // Agreement limits: the study's p50 may differ from the probe's by 25 %,
 // its p99 by 50 %.
 const (
-	P50Limit = 0.25
-	P99Limit = 0.50
+	AgreeP50Limit = 0.25
+	AgreeP99Limit = 0.50
 )
 
 // Agreement compares one backend's study latency with the probe's at the
@@ -57,10 +53,10 @@ func Check(a Agreement) Agreement {
 		a.OK, a.Flag = false, fmt.Sprintf("probe lost %d deliveries", a.ProbeLost)
 	case a.StudyP50 <= 0 || a.ProbeP50 <= 0:
 		a.OK, a.Flag = false, "no latency measured"
-	case absf(a.DiffP50) > P50Limit:
-		a.OK, a.Flag = false, fmt.Sprintf("p50 differs by %+.0f %% (limit %.0f %%)", 100*a.DiffP50, 100*P50Limit)
-	case absf(a.DiffP99) > P99Limit:
-		a.OK, a.Flag = false, fmt.Sprintf("p99 differs by %+.0f %% (limit %.0f %%)", 100*a.DiffP99, 100*P99Limit)
+	case absf(a.DiffP50) > AgreeP50Limit:
+		a.OK, a.Flag = false, fmt.Sprintf("p50 differs by %+.0f %% (limit %.0f %%)", 100*a.DiffP50, 100*AgreeP50Limit)
+	case absf(a.DiffP99) > AgreeP99Limit:
+		a.OK, a.Flag = false, fmt.Sprintf("p99 differs by %+.0f %% (limit %.0f %%)", 100*a.DiffP99, 100*AgreeP99Limit)
 	}
 	return a
 }

@@ -1,0 +1,110 @@
+//go:build linux
+
+package report
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/syncgate/syncgate/bench/internal/proc"
+	"github.com/syncgate/syncgate/bench/internal/study"
+)
+
+// TestStudyDocs writes the document and the plots of made-up results into
+// a temporary directory.
+func TestStudyDocs(t *testing.T) {
+	h := hdrhistogram.New(1, 120_000_000, 3)
+	for i := range 1000 {
+		_ = h.RecordValue(int64(500 + i*10))
+	}
+	lat := study.StatsOf(h)
+	rs := &study.Results{
+		Scenario: "study", Mode: "quick", Command: "go run ./bench study", Started: time.Now().UTC(), Finished: time.Now().UTC(),
+		Machine: proc.ReadMachine(), Params: map[string]any{"throughput_steps": []float64{1000, 2000}, "latency_rates": []float64{1000}, "latency_reps": 1},
+		Backends: []study.Backend{
+			{Name: "memory", Type: "memory", Nodes: 1, Latency: []study.Run{{Rate: 1000, Acked: 10, Scheduled: 10, SameNode: lat, All: lat}},
+				Crash:     &study.Run{Scheduled: 100, Acked: 90, Refused: 10, LostMsgs: 5, Events: []string{"t=1s kill"}},
+				Agreement: &study.Agreement{Backend: "memory", Rate: 1000, StudyP50: 0.9, StudyP99: 5.2, ProbeP50: 0.18, ProbeP99: 1.33}},
+			{Name: "redis", Type: "redis", Nodes: 2, Latency: []study.Run{{Rate: 1000, Acked: 10, Scheduled: 10, SameNode: lat, CrossNode: lat, All: lat}},
+				Crash:     &study.Run{Scheduled: 100, Acked: 100},
+				Agreement: &study.Agreement{Backend: "redis", Rate: 1000, StudyP50: 1.1, StudyP99: 3, ProbeP50: 1, ProbeP99: 2.5, StudyHarnessCPU: 30, ProbeHarnessCPU: 12.5}},
+			{Name: "redis-cluster", Type: "redis", Nodes: 2, Killed: "redis-server master 3 of 3",
+				Latency: []study.Run{okRun(1000, 10), okRun(1000, 12), okRun(1000, 11)},
+				Throughput: &study.Tput{Steps: []study.TputStep{{Rate: 1000, Pass: true, FromLatency: true, Result: okRun(1000, 11)},
+					{Rate: 2000, Result: okRun(2000, 70), Why: "cross p99 70.0 ms >= 50 ms"}}, Max: 1000, Stopped: "2000 msg/s not sustained"},
+				Crash: &study.Run{Scheduled: 100, Acked: 100}},
+			{Name: "nats", Type: "nats", Nodes: 2, Embedded: "in gateway A",
+				Latency:    []study.Run{okRun(1000, 60)},
+				Throughput: &study.Tput{Steps: []study.TputStep{{Rate: 1000, FromLatency: true, Result: okRun(1000, 60)}}, Stopped: "1000 msg/s not sustained"}},
+			{Name: "redis-streams", Type: "redis-streams", Nodes: 2, Skipped: "not built"},
+		},
+	}
+	for i, b := range rs.Backends {
+		if b.Agreement != nil {
+			a := study.Check(*b.Agreement)
+			rs.Backends[i].Agreement = &a
+		}
+	}
+	root := t.TempDir()
+	if err := WriteStudyDocs(root, rs); err != nil {
+		t.Fatal(err)
+	}
+	md, err := os.ReadFile(filepath.Join(root, "docs", "benchmarks-study.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"| redis | 2 | 10/10/10 |", "no acked message was lost with: redis", "memory 5 of 90 acked", "skipped: not built",
+		"## Throughput", "| redis-cluster | 1000 | 10000 | 11.00 | 500.00 | 250.00 |", "| nats | none (< 1000) |", "in gateway A",
+		"| redis-cluster | 2 | 300/300/300 |", "redis-server master 3 of 3", "what this run did: quick mode", "study-throughput.svg",
+		"| memory | 1000 | 0.90 | 0.18 | +400 % | 5.20 | 1.33 | +291 % | - | - | FLAG: p50 differs by +400 % (limit 25 %) |",
+		"| redis | 1000 | 1.10 | 1.00 | +10 % | 3.00 | 2.50 | +20 % | 30.00 | 12.50 | agree |", "**Flagged:** memory: p50",
+		"Calibration (memory broker, one node, 1000 msg/s)", "Agreement check FAILED on memory", "study-latency-rate.svg",
+		"What the logs buy through a broker crash (acked messages missing at one subscriber or more): redis lost 0 of 100 acked.",
+		"Knees (last step with p99 under 50 ms and nothing lost; the next step is where it broke): redis-cluster sustained 1000 msg/s (2000 msg/s not sustained)",
+		"Caution: the agreement check flagged memory"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("document lacks %q:\n%s", want, md)
+		}
+	}
+	for _, f := range []string{"study-latency-cdf.svg", "study-crash-lost.svg", "study-throughput.svg", "study-latency-rate.svg"} {
+		if b, err := os.ReadFile(filepath.Join(root, "docs", "plots", f)); err != nil || !strings.Contains(string(b), "<svg") {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+}
+
+// okRun is a made-up run at rate that passes every check.
+func okRun(rate float64, p99 float64) study.Run {
+	st := study.LatStats{Count: 100, P50: 1, P99: p99}
+	return study.Run{Rate: rate, Scheduled: 100, Acked: 100, Expected: 1000, Delivered: 1000, SameNode: st, CrossNode: st, All: st,
+		DeliveriesPerS: rate * 10, Deliveries: 1000, GatewayCPUS: 0.5, BrokerCPUS: 0.25}
+}
+
+func TestSeedReading(t *testing.T) {
+	run := func(p50, p99 float64) []study.Run {
+		s := study.LatStats{Count: 10, P50: p50, P99: p99}
+		return []study.Run{{Rate: 1000, All: s, CrossNode: s, SameNode: s}}
+	}
+	rs := &study.Results{Backends: []study.Backend{
+		{Name: "redis", Nodes: 2, Latency: run(1, 3), Crash: &study.Run{Scheduled: 10, Acked: 10, LostMsgs: 4}},
+		{Name: "jetstream-file", Nodes: 2, Latency: run(2.5, 9), Crash: &study.Run{Scheduled: 10, Acked: 10}},
+	}}
+	got := strings.Join(seedReading(rs), "\n")
+	for _, want := range []string{
+		"Latency bought by redis (p50 1.00 ms, p99 3.00 ms at 1000 msg/s) over the logs",
+		"jetstream-file +1.50 ms at p50, +6.00 ms at p99",
+		"redis lost 4 of 10 acked, jetstream-file lost 0 of 10 acked",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("reading lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "Caution") || strings.Contains(got, "nats") {
+		t.Errorf("reading speaks of what it was not given:\n%s", got)
+	}
+}
