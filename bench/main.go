@@ -51,6 +51,7 @@ import (
 	"time"
 
 	"github.com/syncgate/syncgate/bench/internal/proc"
+	"github.com/syncgate/syncgate/bench/internal/report"
 )
 
 // Limits that keep every run bounded. One gateway process can hold about
@@ -441,7 +442,7 @@ func run(ctx context.Context, o options, out, logw io.Writer) (*resultsFile, err
 			path = filepath.Join(root, "docs", "benchmarks.md")
 		}
 		name := docsSection(o)
-		if err := rewriteSection(path, name, docsMarkdown(rf)); err != nil {
+		if err := report.RewriteSection(path, name, docsMarkdown(rf)); err != nil {
 			errs = append(errs, fmt.Errorf("-docs: %w", err))
 		} else {
 			fmt.Fprintf(out, "\nrewrote section %q of %s\n", name, path)

@@ -17,9 +17,9 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/syncgate/syncgate/bench/internal/proc"
+	"github.com/syncgate/syncgate/bench/internal/report"
 )
 
 // resultsFile is the JSON written for one bench invocation.
@@ -176,27 +176,7 @@ func printTable(w io.Writer, rf *resultsFile) {
 	for _, line := range cells {
 		line[0] = strings.ReplaceAll(line[0], "**", "") // markdown bold, for -docs
 	}
-	// Labels left-aligned, one right-aligned column per run.
-	widths := make([]int, len(cells[0]))
-	for _, line := range cells {
-		for i, c := range line {
-			widths[i] = max(widths[i], utf8.RuneCountInString(c))
-		}
-	}
-	for n, line := range cells {
-		fmt.Fprintf(w, "%-*s", widths[0], line[0])
-		for i, c := range line[1:] {
-			fmt.Fprintf(w, " | %*s", widths[i+1], c)
-		}
-		fmt.Fprintln(w)
-		if n == 0 {
-			sep := strings.Repeat("-", widths[0])
-			for _, wd := range widths[1:] {
-				sep += "-+-" + strings.Repeat("-", wd)
-			}
-			fmt.Fprintln(w, sep)
-		}
-	}
+	report.PrintColumns(w, cells)
 	runs := 1
 	for _, r := range rf.Runs {
 		runs = max(runs, r.Run)

@@ -18,3 +18,12 @@ func TestTables(t *testing.T) {
 		t.Fatalf("PrintRows: %q, want %q", txt.String(), want)
 	}
 }
+
+func TestPrintColumns(t *testing.T) {
+	var b strings.Builder
+	PrintColumns(&b, [][]string{{"fanout", "io=epoll"}, {"deliveries/s", "1044"}, {"lost", "0 (0)"}})
+	want := "fanout       | io=epoll\n-------------+---------\ndeliveries/s |     1044\nlost         |    0 (0)\n"
+	if b.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", b.String(), want)
+	}
+}
