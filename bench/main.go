@@ -32,6 +32,13 @@
 // agreement check); internal/report the tables, plots, the study's JSON,
 // its document and its reading.
 //
+// bench is a module of its own (bench/go.mod, github.com/syncgate/syncgate
+// replaced by the directory above), so that its dependencies (gonum/plot
+// and what it pulls in) stay out of the gateway's go.mod; the repository's
+// go.work joins the two, so `go run ./bench` works from the root, and
+// `make test` names ./bench/... beside ./... (which stops at a module's
+// edge).
+//
 // Everything is bounded: connection counts, rates and durations have upper
 // limits, every phase has a timeout, all traffic stays on 127.0.0.0/8, and
 // only processes started here are stopped, by PID.

@@ -127,21 +127,35 @@ func FreePort() (int, error) {
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
-// FindRepoRoot walks up from the working directory to the directory that
-// holds go.mod.
+// GatewayModule is the module path of the gateway bench measures; bench
+// is a module of its own inside the gateway's repository.
+const GatewayModule = "github.com/syncgate/syncgate"
+
+// FindRepoRoot walks up from the working directory to the directory whose
+// go.mod is the gateway's (GatewayModule), passing bench's own go.mod.
 func FindRepoRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err
 	}
 	for d := dir; ; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+		if b, err := os.ReadFile(filepath.Join(d, "go.mod")); err == nil && modulePath(b) == GatewayModule {
 			return d, nil
 		}
 		if filepath.Dir(d) == d {
-			return "", fmt.Errorf("no go.mod in %s or any parent: run bench from inside the repository", dir)
+			return "", fmt.Errorf("no go.mod of module %s in %s or any parent: run bench from inside the repository", GatewayModule, dir)
 		}
 	}
+}
+
+// modulePath is the path on the module line of a go.mod file ("" if none).
+func modulePath(gomod []byte) string {
+	for line := range strings.Lines(string(gomod)) {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "module"); ok && rest != "" && (rest[0] == ' ' || rest[0] == '\t') {
+			return strings.Trim(strings.TrimSpace(rest), `"`)
+		}
+	}
+	return ""
 }
 
 // BuildGateway runs `go build -o <dir>/syncgate .` in the repository root

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -84,5 +85,28 @@ func TestReadSelf(t *testing.T) {
 	}
 	if _, err := ReadCPU(-1); err == nil {
 		t.Fatal("ReadCPU(-1): no error")
+	}
+}
+
+// TestFindRepoRoot: from bench's own directory (a module of its own) the
+// root is the gateway's module, two levels up from this package.
+func TestFindRepoRoot(t *testing.T) {
+	root, err := FindRepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wd, _ := os.Getwd()
+	if want := filepath.Dir(filepath.Dir(filepath.Dir(wd))); root != want {
+		t.Errorf("root %s, want %s", root, want)
+	}
+	for in, want := range map[string]string{
+		"module github.com/syncgate/syncgate\n\ngo 1.26\n":      GatewayModule,
+		"// c\nmodule \"github.com/syncgate/syncgate/bench\"\n": GatewayModule + "/bench",
+		"modules x\n": "",
+		"go 1.26\n":   "",
+	} {
+		if got := modulePath([]byte(in)); got != want {
+			t.Errorf("modulePath(%q) = %q, want %q", in, got, want)
+		}
 	}
 }
