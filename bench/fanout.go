@@ -127,7 +127,7 @@ func runFanout(ctx context.Context, o options, mode, broker, bin, tmp string, p 
 	if err := rig.measure(ctx, p, res, loaded, before, lg0, br0, received-beforeAll); err != nil {
 		return res, gis, err
 	}
-	if err := s.collectFanout(ctx, rig.subs, pr, o, res); err != nil {
+	if _, err := s.collectFanout(ctx, rig.groups, pr, o, res); err != nil {
 		return res, gis, err
 	}
 	p.printf("latency p50 %.2f ms, p99 %.2f ms, max %.2f ms; to last sub p50 %.2f ms, p99 %.2f ms; gateway %.2f µs CPU per delivery",
@@ -151,21 +151,32 @@ type fanoutRig struct {
 // setupFanout starts the nodes and the loadgen processes and connects the
 // subscribers and the publishers; it fills res's setup figures.
 func setupFanout(ctx context.Context, s *session, o options, mode, broker, bin, tmp string, p *progress, res *fanoutResult) (*fanoutRig, error) {
-	r := &fanoutRig{s: s, nodes: o.nodes(broker)}
-	if err := s.startNodes(ctx, bin, tmp, r.nodes, broker, gatewayEnv(o, mode), p); err != nil {
+	nodes := o.nodes(broker)
+	if err := s.startNodes(ctx, bin, tmp, nodes, broker, gatewayEnv(o, mode), p); err != nil {
 		return nil, err
 	}
 	if err := sleepCtx(ctx, time.Second); err != nil {
 		return nil, err
 	}
-	var err error
-	if r.base, err = s.snapshotAll(); err != nil {
+	base, err := s.snapshotAll()
+	if err != nil {
 		return nil, err
 	}
-	res.RSSBaselineKiB = r.base[0].Status.RSSKiB
+	res.RSSBaselineKiB = base[0].Status.RSSKiB
+	r, err := connectFanout(ctx, s, o, p, res)
+	if r != nil {
+		r.base = base
+	}
+	return r, err
+}
 
-	// Subscribers are split evenly over the nodes, each node's share held
-	// by its own loadgen processes; the publishers go to node A.
+// connectFanout starts the loadgen processes and connects the subscribers
+// and the publishers to the session's running nodes (s.gws): the
+// subscribers split evenly over the nodes, each node's share held by its
+// own loadgen processes, the publishers (one per channel) on node A. It
+// fills res's connection figures.
+func connectFanout(ctx context.Context, s *session, o options, p *progress, res *fanoutResult) (*fanoutRig, error) {
+	r := &fanoutRig{s: s, nodes: len(s.gws)}
 	r.split = splitEven(o.Subs, r.nodes)
 	r.groups = make([][]*loadgenProc, r.nodes)
 	for k, n := range r.split {
@@ -183,7 +194,7 @@ func setupFanout(ctx context.Context, s *session, o options, mode, broker, bin, 
 	if err := s.startLoadgens(1); err != nil {
 		return nil, err
 	}
-	r.subs, r.pub = s.lgs[:res.LoadgenProcs], s.lgs[res.LoadgenProcs]
+	r.subs, r.pub = s.lgs[len(s.lgs)-1-res.LoadgenProcs:len(s.lgs)-1], s.lgs[len(s.lgs)-1]
 	first := 0
 	for k, n := range r.split {
 		srcs := sourcesFor(k, n+o.Channels)
@@ -210,6 +221,7 @@ func setupFanout(ctx context.Context, s *session, o options, mode, broker, bin, 
 		Cmd: cmdDial, URL: "ws://" + s.gw.addr + "/ws", Sources: sourcesFor(0, r.split[0]+o.Channels), Role: rolePub, First: o.Subs,
 		Channels: o.Channels, Concurrency: o.Concurrency, Timeout: 20 * time.Second, PingInterval: o.PingInterval,
 	}
+	var err error
 	if res.PubDial, err = s.dialAll(ctx, p, []*loadgenProc{r.pub}, pubDial, o.Channels, "publishers"); err != nil {
 		return nil, err
 	}
@@ -259,7 +271,7 @@ func (r *fanoutRig) settle(ctx context.Context, o options, p *progress, res *fan
 func (r *fanoutRig) publish(ctx context.Context, o options, p *progress, from time.Time, beforeAll int64) (*publishResult, error) {
 	s := r.s
 	p.printf("publishing %g msg/s on each of %d channels for %s", o.Rate, o.Channels, o.Duration)
-	pubCmd := lgCommand{Cmd: cmdPublish, Rate: o.Rate, Duration: o.Duration, Payload: o.Payload}
+	pubCmd := lgCommand{Cmd: cmdPublish, Rate: o.Rate, Duration: o.Duration, Payload: o.Payload, Overrun: o.Overrun}
 	if err := r.pub.send(pubCmd); err != nil {
 		return nil, err
 	}
@@ -416,45 +428,75 @@ func (d *dialSummary) add(o dialSummary) {
 	}
 }
 
-// collectFanout gathers and merges what every subscriber process saw.
-func (s *session) collectFanout(ctx context.Context, subs []*loadgenProc, pr *publishResult, o options, res *fanoutResult) error {
+// collectFanout gathers and merges what every subscriber process saw;
+// groups are the subscriber processes of each node. It returns each
+// node's latency histogram (microseconds).
+func (s *session) collectFanout(ctx context.Context, groups [][]*loadgenProc, pr *publishResult, o options, res *fanoutResult) ([]*hdrhistogram.Histogram, error) {
 	hist := hdrhistogram.New(histMin, histMax, histSig)
 	lastRecv := make([][]int64, o.Channels)
 	receivers := make([][]int32, o.Channels)
-	for _, l := range subs {
-		ev, err := l.call(ctx, lgCommand{Cmd: cmdCollect, Published: pr.Published}, evCollected, 60*time.Second)
-		if err != nil {
-			return err
-		}
-		c := ev.Collected
-		res.Received += c.Received
-		res.Lost += c.Missing
-		res.Duplicates += c.Duplicates
-		res.OutOfOrder += c.OutOfOrder
-		res.SeqGaps += c.SeqGaps
-		res.Unexpected += c.Unexpected
-		res.SubsWithLoss += c.SubsWithLoss
-		res.ConnsLost += c.Closed
-		res.ConnReasons = append(res.ConnReasons, c.Reasons...)
-		for op, n := range c.Ops {
-			if res.Ops == nil {
-				res.Ops = map[string]int64{}
+	perNode := make([]*hdrhistogram.Histogram, len(groups))
+	for k, subs := range groups {
+		perNode[k] = hdrhistogram.New(histMin, histMax, histSig)
+		for _, l := range subs {
+			h, err := collectOne(ctx, l, pr, o, res, lastRecv, receivers)
+			if err != nil {
+				return nil, err
 			}
-			res.Ops[op] += n
-		}
-		h, err := hdrhistogram.Decode(c.Hist)
-		if err != nil {
-			return fmt.Errorf("loadgen %d histogram: %w", l.id, err)
-		}
-		hist.Merge(h)
-		for ch := range min(len(c.LastRecv), o.Channels) {
-			lastRecv[ch] = mergeMax(lastRecv[ch], c.LastRecv[ch])
-			receivers[ch] = mergeSum(receivers[ch], c.Receivers[ch])
+			hist.Merge(h)
+			perNode[k].Merge(h)
 		}
 	}
 	res.Latency = histStats(hist)
+	res.ToLast, res.ToLastMissing, res.WindowS = toLast(pr, o, lastRecv, receivers)
+	if res.WindowS > 0 {
+		res.DeliveriesPerSec = float64(res.Received) / res.WindowS
+	}
+	if res.Received > 0 {
+		res.CPUMicrosPerDlv = res.GatewayCPUS * 1e6 / float64(res.Received)
+	}
+	return perNode, nil
+}
 
-	// Per message: when did its last subscriber get it?
+// collectOne adds one subscriber process's counts to res and its receive
+// times to lastRecv and receivers, and returns its latency histogram.
+func collectOne(ctx context.Context, l *loadgenProc, pr *publishResult, o options, res *fanoutResult,
+	lastRecv [][]int64, receivers [][]int32) (*hdrhistogram.Histogram, error) {
+	ev, err := l.call(ctx, lgCommand{Cmd: cmdCollect, Published: pr.Published}, evCollected, 60*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	c := ev.Collected
+	res.Received += c.Received
+	res.Lost += c.Missing
+	res.Duplicates += c.Duplicates
+	res.OutOfOrder += c.OutOfOrder
+	res.SeqGaps += c.SeqGaps
+	res.Unexpected += c.Unexpected
+	res.SubsWithLoss += c.SubsWithLoss
+	res.ConnsLost += c.Closed
+	res.ConnReasons = append(res.ConnReasons, c.Reasons...)
+	for op, n := range c.Ops {
+		if res.Ops == nil {
+			res.Ops = map[string]int64{}
+		}
+		res.Ops[op] += n
+	}
+	h, err := hdrhistogram.Decode(c.Hist)
+	if err != nil {
+		return nil, fmt.Errorf("loadgen %d histogram: %w", l.id, err)
+	}
+	for ch := range min(len(c.LastRecv), o.Channels) {
+		lastRecv[ch] = mergeMax(lastRecv[ch], c.LastRecv[ch])
+		receivers[ch] = mergeSum(receivers[ch], c.Receivers[ch])
+	}
+	return h, nil
+}
+
+// toLast is, per message, the time from its send until its last
+// subscriber got it; missing counts the messages some subscriber never
+// got; windowS is the time from the first send to the last receive.
+func toLast(pr *publishResult, o options, lastRecv [][]int64, receivers [][]int32) (st latencyStats, missing int, windowS float64) {
 	var toLast []int64
 	firstSend, lastRecvAll := int64(0), int64(0)
 	for ch, sends := range pr.SendNS {
@@ -466,22 +508,17 @@ func (s *session) collectFanout(ctx context.Context, subs []*loadgenProc, pr *pu
 			if i < len(receivers[ch]) && receivers[ch][i] == want {
 				toLast = append(toLast, lastRecv[ch][i]-sent)
 			} else {
-				res.ToLastMissing++
+				missing++
 			}
 			if i < len(lastRecv[ch]) {
 				lastRecvAll = max(lastRecvAll, lastRecv[ch][i])
 			}
 		}
 	}
-	res.ToLast = sliceStats(toLast)
 	if lastRecvAll > firstSend && firstSend > 0 {
-		res.WindowS = float64(lastRecvAll-firstSend) / 1e9
-		res.DeliveriesPerSec = float64(res.Received) / res.WindowS
+		windowS = float64(lastRecvAll-firstSend) / 1e9
 	}
-	if res.Received > 0 {
-		res.CPUMicrosPerDlv = res.GatewayCPUS * 1e6 / float64(res.Received)
-	}
-	return nil
+	return sliceStats(toLast), missing, windowS
 }
 
 // problems lists what went wrong in a fanout run, as an error.

@@ -66,6 +66,7 @@ const (
 	cmdCount   = "count"   // msgs received so far -> evCount
 	cmdCollect = "collect" // subscriber results -> evCollected
 	cmdPublish = "publish" // publish for a while -> evPublished
+	cmdReset   = "reset"   // forget what the subscribers and publishers counted -> evReset
 
 	evProgress  = "progress"
 	evDialed    = "dialed"
@@ -73,6 +74,7 @@ const (
 	evCount     = "count"
 	evCollected = "collected"
 	evPublished = "published"
+	evReset     = "reset"
 	evError     = "error"
 )
 
@@ -96,6 +98,10 @@ type lgCommand struct {
 	Rate     float64       `json:"rate,omitempty"`
 	Duration time.Duration `json:"duration,omitempty"`
 	Payload  int           `json:"payload,omitempty"`
+	// Overrun stops a publisher still behind its schedule this long after
+	// the schedule's end (0: it sends every message however late); the
+	// messages it never sent are Scheduled minus Published.
+	Overrun time.Duration `json:"overrun,omitempty"`
 
 	// collect: messages published on each channel
 	Published []int `json:"published,omitempty"`
@@ -156,6 +162,7 @@ type publishResult struct {
 	MaxLag    time.Duration `json:"max_lag"`   // worst delay of a send behind its schedule
 	Acks      int64         `json:"acks"`
 	Errors    []string      `json:"errors,omitempty"`
+	ErrCount  int           `json:"error_count,omitempty"` // all errors, Errors lists the first kinds
 }
 
 // srvMsg is the part of a server message the loadgen looks at.
@@ -320,8 +327,41 @@ func (lg *loadgen) handle(cmd lgCommand) lgEvent {
 		return lg.collect(cmd.Published)
 	case cmdPublish:
 		return lg.publish(cmd)
+	case cmdReset:
+		lg.reset()
+		return lgEvent{Ev: evReset}
 	}
 	return lgEvent{Ev: evError, Err: fmt.Sprintf("unknown command %q", cmd.Cmd)}
+}
+
+// reset starts a new measured run on the same connections: every
+// subscriber forgets the message ids it saw and its counts (not its last
+// seq: the channel's seq goes on), the latency histograms and receive
+// times are emptied, and the publishers' acks and errors are forgotten.
+// The parent calls it between runs, when nothing is in flight.
+func (lg *loadgen) reset() {
+	lg.mu.Lock()
+	conns := slices.Clone(lg.conns)
+	lg.mu.Unlock()
+	for _, c := range conns {
+		c.mu.Lock()
+		clear(c.seen)
+		c.received, c.dups, c.outOfOrder, c.gaps, c.unexpected = 0, 0, 0, 0, 0
+		c.mu.Unlock()
+	}
+	for i := range lg.shards {
+		sh := &lg.shards[i]
+		sh.mu.Lock()
+		sh.hist.Reset()
+		sh.lastRecv, sh.receivers = nil, nil
+		sh.mu.Unlock()
+	}
+	lg.received.Store(0)
+	lg.acks.Store(0)
+	lg.pubErrors.reset()
+	lg.ops.mu.Lock()
+	lg.ops.m = nil
+	lg.ops.mu.Unlock()
 }
 
 // shutdown stops the pinger and closes every connection.
@@ -961,6 +1001,7 @@ func (lg *loadgen) publish(cmd lgCommand) lgEvent {
 		pad = `,"pad":"` + string(bytes.Repeat([]byte("x"), cmd.Payload)) + `"`
 	}
 	start := time.Now().Add(50 * time.Millisecond)
+	end := start.Add(time.Duration(n) * period)
 	var wg sync.WaitGroup
 	for i, c := range pubs {
 		wg.Go(func() {
@@ -969,6 +1010,9 @@ func (lg *loadgen) publish(cmd lgCommand) lgEvent {
 			var buf []byte
 			for k := range n {
 				at := start.Add(offset + time.Duration(k)*period)
+				if cmd.Overrun > 0 && time.Since(end) > cmd.Overrun {
+					break // still behind its schedule: the rest is unsent
+				}
 				if d := time.Until(at); d > 0 {
 					time.Sleep(d)
 				}
@@ -996,7 +1040,7 @@ func (lg *loadgen) publish(cmd lgCommand) lgEvent {
 	}
 	res.MaxLag = slices.Max(lags)
 	res.Acks = lg.acks.Load()
-	res.Errors = lg.pubErrors.list()
+	res.Errors, res.ErrCount = lg.pubErrors.list(), lg.pubErrors.count()
 	return lgEvent{Ev: evPublished, Published: res}
 }
 
@@ -1023,6 +1067,20 @@ func (r *reasonSet) add(s string) {
 		r.order = append(r.order, s)
 	}
 	r.n[s]++
+}
+
+// reset forgets every reason.
+func (r *reasonSet) reset() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.order, r.n, r.total = nil, map[string]int{}, 0
+}
+
+// count is how many reasons were added, shown or not.
+func (r *reasonSet) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.total
 }
 
 // list is "reason (xN)" for the first distinct reasons.

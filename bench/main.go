@@ -133,6 +133,9 @@ type options struct {
 	PingInterval time.Duration
 	Settle       time.Duration
 	Window       time.Duration // conns: idle CPU window
+	// Overrun: publishers still behind their schedule this long after its
+	// end stop (0: never; the study sets it, no flag does).
+	Overrun time.Duration
 
 	Procs       int // loadgen processes; 0 = automatic
 	PerProc     int // most connections per loadgen process

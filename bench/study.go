@@ -78,7 +78,7 @@ var allBackends = []string{"memory", "redis", "redis-sharded", "redis-cluster", 
 func parseStudyArgs(args []string) (studyOptions, error) {
 	o := studyOptions{Args: append([]string{"study"}, args...)}
 	fs := flag.NewFlagSet("study", flag.ContinueOnError)
-	quick := fs.Bool("quick", false, "quick run (the default): latency at 1k msg/s for 4 s, throughput steps 1k/1.5k/2k/3k/4k/6k/8k msg/s of 3 s as time allows, a 8 s crash run; under 5 minutes")
+	quick := fs.Bool("quick", false, "quick run (the default): latency at 1k msg/s (3 runs of 3 s, medians), throughput steps 1k/1.5k/2k/3k/4k/6k/8k msg/s of 3 s as time allows, a 8 s crash run; under 5 minutes")
 	fs.BoolVar(&o.Full, "full", false, "full run: latency at 1k, 5k and 20k msg/s (3 runs of 5 s each, medians), throughput steps 500, 1k, 1.5k, 2k, 3k, 4k, 6k, 8k ... 50k msg/s (new steps 6 s) as time allows, a 24 s crash run; about 30 minutes")
 	backends := fs.String("backends", "", "comma-separated subset of "+strings.Join(allBackends, ","))
 	fs.StringVar(&o.Gateway, "gateway", "", "use this gateway binary instead of building one")
@@ -119,8 +119,8 @@ func parseStudyArgs(args []string) (studyOptions, error) {
 		o.Drain = 5 * time.Second
 		o.Budget, o.Limit = 29*time.Minute, 30*time.Minute
 	} else {
-		o.Rates, o.Reps = []float64{1000}, 1
-		o.LatencyFor = 4 * time.Second
+		o.Rates, o.Reps = []float64{1000}, 3
+		o.LatencyFor = 3 * time.Second
 		o.TputSteps = []float64{1000, 1500, 2000, 3000, 4000, 6000, 8000}
 		o.TputFor = 3 * time.Second
 		o.CrashFor, o.CrashAt, o.CrashPause = 8*time.Second, 2*time.Second, 2*time.Second
@@ -142,16 +142,18 @@ func parseStudyArgs(args []string) (studyOptions, error) {
 	return o, nil
 }
 
-// runEstimate is how long one measured run of d takes with its setup
-// (dialing 1,000 subscribers, settling, draining, closing).
+// runEstimate is how long one measured run of d takes on connected
+// loadgens (waiting for idle nodes, draining, collecting).
 func (o studyOptions) runEstimate(d time.Duration) time.Duration {
-	return d + 4*time.Second
+	return d + 2*time.Second
 }
 
 // backendEstimate is the first guess of one backend's mandatory runs
-// (latency and crash, with starting and stopping the processes).
+// (latency and crash, with starting and stopping the processes and
+// connecting the loadgens once; the crash run dials its own clients).
 func (o studyOptions) backendEstimate() time.Duration {
-	return time.Duration(len(o.Rates)*o.Reps)*o.runEstimate(o.LatencyFor) + o.runEstimate(o.CrashFor) + o.Drain + 3*time.Second
+	return time.Duration(len(o.Rates)*o.Reps)*o.runEstimate(o.LatencyFor) + 4*time.Second +
+		o.CrashFor + 4*time.Second + o.Drain + 3*time.Second
 }
 
 func (o studyOptions) mode() string {

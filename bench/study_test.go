@@ -25,7 +25,7 @@ func TestStudyArgs(t *testing.T) {
 	if err != nil || o.Full || len(o.Rates) != 1 || len(o.Backends) != len(allBackends) {
 		t.Fatalf("defaults: %+v, %v", o, err)
 	}
-	if o.Reps != 1 || len(o.TputSteps) != 7 || o.TputSteps[0] != o.Rates[0] || o.Limit != 5*time.Minute || o.Budget >= o.Limit {
+	if o.Reps != 3 || len(o.TputSteps) != 7 || o.TputSteps[0] != o.Rates[0] || o.Limit != 5*time.Minute || o.Budget >= o.Limit {
 		t.Fatalf("quick: reps %d, steps %v, budget %s of %s", o.Reps, o.TputSteps, o.Budget, o.Limit)
 	}
 	// The mandatory runs of every backend fit in the quick budget.

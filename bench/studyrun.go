@@ -48,7 +48,7 @@ func runStudy(ctx context.Context, o studyOptions, out, logw io.Writer) (*study.
 			"crash_subs_per_channel": o.CrashSubs, "crash_duration_s": o.CrashFor.Seconds(), "crash_at_s": o.CrashAt.Seconds(),
 			"crash_pause_s": o.CrashPause.Seconds(), "drain_s": o.Drain.Seconds(),
 			"latency_reps": o.Reps, "throughput_steps": o.TputSteps, "throughput_duration_s": o.TputFor.Seconds(),
-			"budget_s": o.Budget.Seconds(), "limit_s": o.Limit.Seconds(),
+			"budget_s": o.Budget.Seconds(), "limit_s": o.Limit.Seconds(), "publish_overrun_s": studyOverrun.Seconds(),
 		},
 	}
 	tmp, err := os.MkdirTemp("", "syncgate-study-")
@@ -148,9 +148,10 @@ func runDir(tmp, name string) (string, error) {
 }
 
 // studyLatencyThroughput runs the latency runs (every rate, Reps times)
-// and then the throughput search on one set of processes; each run
-// publishes on channels of its own. It returns the time spent on
-// throughput steps that were not latency runs.
+// and then the throughput search on one set of processes: the cluster's
+// nodes and brokers, and the loadgen processes connected to them once
+// (studyRig). It returns the time spent on throughput steps that were not
+// latency runs.
 func studyLatencyThroughput(ctx context.Context, o studyOptions, spec backendSpec, bin, tmp string, allowance time.Duration, p *progress) (
 	lat []study.Run, tp *study.Tput, optional time.Duration, err error) {
 	dir, err := runDir(tmp, spec.Name+"-latency")
@@ -162,20 +163,14 @@ func studyLatencyThroughput(ctx context.Context, o studyOptions, spec backendSpe
 		return nil, nil, 0, err
 	}
 	defer c.close()
-	runs := 0
+	rig, err := newStudyRig(ctx, c, o.Channels, o.SubsPerChannel, p)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	defer rig.close()
 	var errs []error
 	run := func(rate float64, d time.Duration, label string) (study.Run, error) {
-		for i, g := range c.nodes {
-			if err := g.alive(); err != nil {
-				return study.Run{Rate: rate, GatewayCPUS: -1, BrokerCPUS: -1}, fmt.Errorf("node %c: %w", 'A'+i, err)
-			}
-		}
-		runs++
-		return runLoad(ctx, c.urls(), loadSpec{
-			Channels: o.Channels, SubsPerChannel: o.SubsPerChannel, Rate: rate,
-			Duration: d, Drain: o.Drain, PublishTimeout: 5 * time.Second,
-			Prefix: fmt.Sprintf("study%d-", runs), CPU: c.cpu,
-		}, p, label, nil)
+		return rig.run(ctx, rate, d, label)
 	}
 	byRate := map[float64][]study.Run{}
 	for _, rate := range o.Rates {

@@ -101,8 +101,8 @@ func docsBackends(w io.Writer, rs *study.Results) {
 func docsLatency(w io.Writer, rs *study.Results) {
 	p := rs.Params
 	fmt.Fprintf(w, "## Latency\n\n")
-	fmt.Fprintf(w, "%v channels x %v subscribers (one connection each, alternating between node A and node B), one publisher connection per channel on node A publishing in order on an open-loop schedule for %v s. Latency is measured from the message's **scheduled** send time (corrected for coordinated omission: a publisher that falls behind does not hide the delay) to its arrival at the subscriber, recorded in an HdrHistogram. *A* columns are subscribers on the publishing node, *cross* columns subscribers on node B (the headline: a message crosses the broker). Loss, duplicates and reordering are counted per message id at every subscriber. A publisher still behind its schedule 5 s after the schedule's end stops: *sent* below *sched* means the backend (or the machine) could not keep up with the rate, and the latency columns cover the sent messages only. Milliseconds. *deliveries/s*: first copies delivered over the window from the start of publishing until every acked message had arrived; the CPU columns are the user+system CPU seconds (from /proc/<pid>/stat) of the two gateway processes and of the broker processes (redis-server, or none where the broker is embedded) in that window, per million deliveries; *harness CPU* is the study process's own (its publishers and subscribers), so a reader can see what the load generator spends beside what it measures. %s\n\n",
-		p["latency_channels"], p["latency_subs_per_channel"], p["latency_duration_s"], repsNote(rs))
+	fmt.Fprintf(w, "%v channels x %v subscribers (one connection each; on every channel half of them on node A, half on node B), one publisher connection per channel on node A, publishing on an open-loop schedule (the channels staggered over each period) for %v s. The load comes from loadgen processes (this binary re-executed), not from the study process: the subscribers of each node in processes of their own, the publishers in another, each process with its own loopback source addresses; frames are written raw and each delivery's message id and send time are found by scanning its bytes, so no client library and no JSON decoding sit in the latency path. The processes connect once per backend and every run and throughput step reuses them, starting from clean counts. Latency is measured from the send time the publisher stamps into the message just before writing it to its arrival at the subscriber, recorded in an HdrHistogram. A publisher that falls behind its schedule would hide that delay (coordinated omission), so the publishers' lag is measured too: a step whose publishers fell %.0f ms or more behind is not sustained, and a publisher still behind %s after its schedule's end stops (*sent* below *sched*). *A* columns are subscribers on the publishing node, *cross* columns subscribers on node B (the headline: a message crosses the broker). Loss, duplicates and reordering are counted per message id at every subscriber. Milliseconds. *deliveries/s*: first copies delivered from the first send to the last arrival; the CPU columns are the user+system CPU seconds (from /proc/<pid>/stat) of the two gateway processes and of the broker processes (redis-server, or none where the broker is embedded) from the start of publishing until every message had arrived, per million deliveries; *harness CPU* is the loadgen processes' own in the same window, so a reader can see what the load generator spends beside what it measures. *runs*: with repetitions, the range of the headline p50 and p99 (cross-node; the only node's for memory) over the runs. %s\n\n",
+		p["latency_channels"], p["latency_subs_per_channel"], p["latency_duration_s"], study.TputP99Limit, overrunText(p), repsNote(rs))
 	for _, rate := range rs.Rates() {
 		fmt.Fprintf(w, "### %g msg/s\n\n", rate)
 		MarkdownRows(w, latencyRows(rs, rate))
@@ -119,7 +119,7 @@ func docsAgreement(w io.Writer, rs *study.Results) {
 		return
 	}
 	fmt.Fprintf(w, "### Agreement with a minimal probe\n\n")
-	fmt.Fprintf(w, "In the same invocation, on the memory and redis rows, a second load generator measures the same total rate over the same channels: the fanout scenario (`go run ./bench fanout`), raw WebSocket frames from loadgen processes of their own (subscribers and publishers in separate processes, each with its own loopback source addresses), payloads found by scanning bytes, **one** subscriber per channel spread over the same gateway nodes, on gateway and broker processes of its own. Its figures are the reference for what the gateway and broker add; a row is flagged when the study's p50 (all subscribers) differs from the probe's by more than %.0f %% or its p99 by more than %.0f %%, or when the probe lost anything.\n\n", 100*study.AgreeP50Limit, 100*study.AgreeP99Limit)
+	fmt.Fprintf(w, "In the same invocation, on the memory and redis rows, a second load generator measures the same total rate over the same channels: the fanout scenario (`go run ./bench fanout`), the same kind of loadgen processes but with **one** subscriber per channel (a tenth of the study's deliveries) spread over the same number of gateway nodes, on gateway, broker and loadgen processes of its own, started fresh. Its figures are the reference for what the gateway and broker add when the machine carries almost no load; the check tells whether the study's ten subscribers per channel and its own processes, sharing the machine's CPUs with what they measure, change the latency; a row is flagged when the study's p50 (all subscribers) differs from the probe's by more than %.0f %% or its p99 by more than %.0f %%, or when the probe lost anything.\n\n", 100*study.AgreeP50Limit, 100*study.AgreeP99Limit)
 	MarkdownRows(w, rows)
 	if f := agreementFailed(rs); len(f) > 0 {
 		fmt.Fprintf(w, "\n**Flagged:** %s. The study's latency on these rows is not the backend's alone: read them against the probe's.\n", strings.Join(f, "; "))
@@ -215,6 +215,15 @@ func modeSummary(rs *study.Results) string {
 		s += fmt.Sprintf("; time budget %v s for the whole study (hard limit %v s)", b, p["limit_s"])
 	}
 	return s + "."
+}
+
+// overrunText is how long a publisher may stay behind its schedule after
+// its end (the run's publish_overrun_s; 5 s when the file has none).
+func overrunText(p map[string]any) string {
+	if v, ok := p["publish_overrun_s"].(float64); ok && v > 0 {
+		return fmt.Sprintf("%g s", v)
+	}
+	return "5 s"
 }
 
 // repsNote explains the repetitions when there are some.

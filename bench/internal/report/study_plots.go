@@ -23,7 +23,7 @@ func plotLatencyCDF(rs *study.Results, path string) error {
 		rate = rates[0]
 	}
 	p.Title.Text = fmt.Sprintf("Delivery latency CDF at %g msg/s (cross-node where 2 nodes)", rate)
-	p.X.Label.Text = "latency from scheduled send (ms, log scale)"
+	p.X.Label.Text = "latency from send (ms, log scale)"
 	p.Y.Label.Text = "percentile"
 	p.X.Scale = plot.LogScale{}
 	p.X.Tick.Marker = plot.LogTicks{Prec: -1}

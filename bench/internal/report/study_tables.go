@@ -39,8 +39,9 @@ func cpuCells(b study.Backend, r study.Run) (string, string) {
 	return gw, cell(study.CPUPerM(r.BrokerCPUS, r.Deliveries))
 }
 
-// harnessCell is the study process's own CPU seconds per million
-// deliveries (older result files have none: "-").
+// harnessCell is the load generator's own CPU seconds per million
+// deliveries: the loadgen processes' (older result files: the study
+// process's; none: "-").
 func harnessCell(r study.Run) string {
 	if r.HarnessCPUS <= 0 {
 		return "-"
@@ -48,17 +49,27 @@ func harnessCell(r study.Run) string {
 	return f2(study.CPUPerM(r.HarnessCPUS, r.Deliveries))
 }
 
+// spreadCell is the range of the headline p50 and p99 over the runs at a
+// rate ("1 run" without repetitions), so a noisy run shows its noise.
+func spreadCell(b study.Backend, rate float64) string {
+	p50, p99, n := b.Spread(rate)
+	if n <= 1 {
+		return fmt.Sprintf("%d run", n)
+	}
+	return fmt.Sprintf("%d runs: %.2f-%.2f / %.2f-%.2f", n, p50[0], p50[1], p99[0], p99[1])
+}
+
 // latencyRows is the latency table at one rate.
 func latencyRows(rs *study.Results, rate float64) [][]string {
 	rows := [][]string{{"backend", "nodes", "acked/sent/sched", "A p50", "A p99", "cross p50", "cross p90", "cross p99", "cross p99.9", "cross max", "lost", "dup", "out of order",
-		"deliveries/s", "gateway CPU s per M deliveries", "broker CPU s per M deliveries", "harness CPU s per M deliveries", "load avg"}}
+		"deliveries/s", "gateway CPU s per M deliveries", "broker CPU s per M deliveries", "harness CPU s per M deliveries", "runs: p50 / p99 range", "load avg"}}
 	for _, b := range rs.Backends {
 		if b.Skipped != "" {
 			continue
 		}
 		if r, ok := b.LatencyAt(rate); ok {
 			if r.Error != "" && r.Scheduled == 0 {
-				rows = append(rows, []string{b.Name, fmt.Sprint(b.Nodes), "error", "", "", "", "", "", "", "", "", "", "", "", "", "", "", ""})
+				rows = append(rows, []string{b.Name, fmt.Sprint(b.Nodes), "error", "", "", "", "", "", "", "", "", "", "", "", "", "", "", "", ""})
 				continue
 			}
 			cross := r.CrossNode
@@ -73,7 +84,7 @@ func latencyRows(rs *study.Results, rate float64) [][]string {
 				f2(r.SameNode.P50), f2(r.SameNode.P99),
 				dash(cross.P50), dash(cross.P90), dash(cross.P99), dash(cross.P999), dash(cross.Max),
 				fmt.Sprint(r.Lost), fmt.Sprint(r.Dup), fmt.Sprint(r.OutOfOrder),
-				fmt.Sprintf("%.0f", r.DeliveriesPerS), gw, br, harnessCell(r), fmt.Sprintf("%.1f-%.1f", r.LoadStart, r.LoadEnd)})
+				fmt.Sprintf("%.0f", r.DeliveriesPerS), gw, br, harnessCell(r), spreadCell(b, rate), fmt.Sprintf("%.1f-%.1f", r.LoadStart, r.LoadEnd)})
 		}
 	}
 	return rows
@@ -191,7 +202,7 @@ func PrintStudy(w io.Writer, rs *study.Results) {
 	m := rs.Machine
 	fmt.Fprintf(w, "\ncommand: %s\nmachine: nproc=%d kernel=%s %s\ngateway: %s\n", rs.Command, m.NumCPU, m.Kernel, m.GoVersion, rs.GatewaySource)
 	for _, rate := range rs.Rates() {
-		fmt.Fprintf(w, "\nlatency, %g msg/s on node A, ms from the scheduled send time (A = subscribers on node A, cross = on node B):\n", rate)
+		fmt.Fprintf(w, "\nlatency, %g msg/s on node A, ms from the send time (A = subscribers on node A, cross = on node B):\n", rate)
 		PrintRows(w, latencyRows(rs, rate))
 	}
 	if rows := agreementRows(rs); len(rows) > 1 {

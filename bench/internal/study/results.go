@@ -176,6 +176,25 @@ func (b Backend) Reps(rate float64) int {
 	return n
 }
 
+// Spread is the range of the headline latency (StepLatency) over the
+// backend's runs at a rate: the lowest and highest p50 and p99, and how
+// many runs there were.
+func (b Backend) Spread(rate float64) (p50, p99 [2]float64, n int) {
+	for _, r := range b.Latency {
+		if r.Rate != rate || r.All.Count == 0 {
+			continue
+		}
+		s := StepLatency(r, b.Nodes)
+		if n == 0 {
+			p50, p99 = [2]float64{s.P50, s.P50}, [2]float64{s.P99, s.P99}
+		}
+		p50 = [2]float64{min(p50[0], s.P50), max(p50[1], s.P50)}
+		p99 = [2]float64{min(p99[0], s.P99), max(p99[1], s.P99)}
+		n++
+	}
+	return p50, p99, n
+}
+
 // LatencySummary is one result per rate (medians of the repetitions), in
 // the order the rates were first run.
 func (b Backend) LatencySummary() []Run {

@@ -28,6 +28,7 @@ func TestStepVerdict(t *testing.T) {
 	}
 	for name, mod := range map[string]func(*Run){
 		"unsent":  func(r *Run) { r.Unsent = 5 },
+		"behind":  func(r *Run) { r.PublishLagMaxMs = 50 },
 		"refused": func(r *Run) { r.Refused = 1 },
 		"lost":    func(r *Run) { r.Lost = 1 },
 		"error":   func(r *Run) { r.Error = "boom\nmore" },
@@ -105,5 +106,18 @@ func TestMedianRun(t *testing.T) {
 	}
 	if CPUPerM(2, 4_000_000) != 0.5 || CPUPerM(-1, 10) != -1 || CPUPerM(1, 0) != -1 {
 		t.Error("CPUPerM")
+	}
+}
+
+func TestSpread(t *testing.T) {
+	a, b, c := okRun(1000, 30), okRun(1000, 10), okRun(1000, 20)
+	a.CrossNode.P50, b.CrossNode.P50, c.CrossNode.P50 = 2, 1, 3
+	bk := Backend{Nodes: 2, Latency: []Run{a, b, c, okRun(2000, 99)}}
+	p50, p99, n := bk.Spread(1000)
+	if n != 3 || p50 != [2]float64{1, 3} || p99 != [2]float64{10, 30} {
+		t.Fatalf("spread: p50 %v p99 %v n %d", p50, p99, n)
+	}
+	if _, _, n := bk.Spread(500); n != 0 {
+		t.Errorf("no runs at 500: n %d", n)
 	}
 }
