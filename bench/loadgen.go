@@ -215,6 +215,21 @@ func (c *client) send(p []byte) error {
 	return err
 }
 
+// writeFrame writes one frame, masked as a client must, in a single
+// write.
+func (c *client) writeFrame(fr ws.Frame) error {
+	var buf bytes.Buffer
+	fr.Payload = append([]byte(nil), fr.Payload...) // masked in place below
+	if err := ws.WriteFrame(&buf, ws.MaskFrameInPlace(fr)); err != nil {
+		return err
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_ = c.nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	_, err := c.nc.Write(buf.Bytes())
+	return err
+}
+
 // rw is what wsutil reads from; control frames it answers go out through
 // the write lock.
 func (c *client) rw() io.ReadWriter {
@@ -729,16 +744,14 @@ func (lg *loadgen) status() *lgStatus {
 
 // subReader reads one subscriber's connection until it closes.
 func (lg *loadgen) subReader(c *client) {
+	var fr frameReader
 	for {
-		data, op, err := wsutil.ReadServerData(c.rw())
+		data, err := fr.next(c)
 		if err != nil {
 			lg.lost(c, "read: "+err.Error())
 			return
 		}
 		now := time.Now().UnixNano()
-		if op != ws.OpText {
-			continue
-		}
 		forEachObject(data, func(line []byte) {
 			var m srvMsg
 			if parseMsg(line, &m) {
@@ -759,6 +772,89 @@ func (lg *loadgen) subReader(c *client) {
 			lg.record(c, &m, now)
 		})
 	}
+}
+
+// maxMessage bounds a server message a subscriber reads (the gateway's
+// own bound is far below it).
+const maxMessage = 1 << 20
+
+// frameReader reads a subscriber's server messages into one buffer it
+// reuses (wsutil.ReadServerData allocates a reader and a buffer for
+// every message: garbage the loadgen would collect beside the gateway it
+// measures). It answers pings, skips pongs and binary messages and joins
+// fragments.
+type frameReader struct {
+	hdr [ws.MaxHeaderSize - 2]byte
+	ctl [125]byte // a control frame's payload
+	buf []byte
+}
+
+// next returns the next text message, valid until the next call.
+func (f *frameReader) next(c *client) ([]byte, error) {
+	f.buf = f.buf[:0]
+	op := ws.OpContinuation // the message's, from its first frame
+	for {
+		h, err := ws.ReadHeaderBuffer(c.r, f.hdr[:])
+		if err != nil {
+			return nil, err
+		}
+		if h.Rsv != 0 {
+			return nil, errors.New("frame with reserved bits set")
+		}
+		if h.OpCode.IsControl() {
+			if err := f.control(c, h); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if (op == ws.OpContinuation) == (h.OpCode == ws.OpContinuation) {
+			return nil, fmt.Errorf("unexpected %v frame", h.OpCode)
+		}
+		if op == ws.OpContinuation {
+			op = h.OpCode
+		}
+		if h.Length > maxMessage-int64(len(f.buf)) {
+			return nil, fmt.Errorf("message over %d bytes", maxMessage)
+		}
+		n := len(f.buf)
+		f.buf = slices.Grow(f.buf, int(h.Length))[:n+int(h.Length)]
+		if _, err := io.ReadFull(c.r, f.buf[n:]); err != nil {
+			return nil, err
+		}
+		if h.Masked {
+			ws.Cipher(f.buf[n:], h.Mask, 0)
+		}
+		if !h.Fin {
+			continue
+		}
+		if op == ws.OpText {
+			return f.buf, nil
+		}
+		f.buf, op = f.buf[:0], ws.OpContinuation
+	}
+}
+
+// control reads a control frame's payload: a ping is answered with a
+// pong, a close ends the connection.
+func (f *frameReader) control(c *client, h ws.Header) error {
+	if h.Length > int64(len(f.ctl)) || !h.Fin {
+		return errors.New("malformed control frame")
+	}
+	p := f.ctl[:h.Length]
+	if _, err := io.ReadFull(c.r, p); err != nil {
+		return err
+	}
+	if h.Masked {
+		ws.Cipher(p, h.Mask, 0)
+	}
+	switch h.OpCode {
+	case ws.OpPing:
+		return c.writeFrame(ws.NewPongFrame(p))
+	case ws.OpClose:
+		code, reason := ws.ParseCloseFrameData(p)
+		return fmt.Errorf("closed by the server: %d %s", code, reason)
+	}
+	return nil
 }
 
 // parseMsg is a fast path for the gateway's msg layout,
