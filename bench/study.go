@@ -46,8 +46,11 @@ type studyOptions struct {
 	Gateway  string
 	Out      string
 	Docs     bool
-	NoProbe  bool   // skip the agreement probe on the memory and redis rows
-	From     string // a results file to regenerate the docs from
+	NoProbe  bool // skip the agreement probe on the memory and redis rows
+	// The probe's subscribers per channel, and its runs (fresh processes
+	// each; the agreement takes their median).
+	ProbeSubs, ProbeRuns int
+	From                 string // a results file to regenerate the docs from
 
 	Rates          []float64 // latency: total msg/s
 	Channels       int       // latency
@@ -84,6 +87,7 @@ func parseStudyArgs(args []string) (studyOptions, error) {
 	fs.StringVar(&o.Gateway, "gateway", "", "use this gateway binary instead of building one")
 	fs.StringVar(&o.Out, "out", "", "directory for the JSON results (default bench/results in the repo)")
 	fs.BoolVar(&o.NoProbe, "no-probe", false, "skip the agreement probe (fanout scenario, one subscriber per channel) on the memory and redis rows")
+	fs.IntVar(&o.ProbeSubs, "probe-subs", 1, "subscribers per channel of the agreement probe (1: the minimal probe; the study's own count compares like with like)")
 	fs.BoolVar(&o.Docs, "docs", true, "write docs/benchmarks-study.md and docs/plots/study-*.svg")
 	latFor := fs.Duration("latency-for", 0, "override the duration of each latency run (0: the mode's)")
 	stepFor := fs.Duration("step-for", 0, "override the duration of each new throughput step (0: the mode's)")
@@ -111,7 +115,7 @@ func parseStudyArgs(args []string) (studyOptions, error) {
 	o.Channels, o.SubsPerChannel = 100, 10
 	o.CrashRate, o.CrashChannels, o.CrashSubs = 500, 10, 4
 	if o.Full {
-		o.Rates, o.Reps = []float64{1000, 5000, 20000}, 3
+		o.Rates, o.Reps, o.ProbeRuns = []float64{1000, 5000, 20000}, 3, 3
 		o.LatencyFor = 5 * time.Second
 		o.TputSteps = []float64{500, 1000, 1500, 2000, 3000, 4000, 6000, 8000, 12000, 16000, 24000, 32000, 50000}
 		o.TputFor = 6 * time.Second
@@ -119,13 +123,16 @@ func parseStudyArgs(args []string) (studyOptions, error) {
 		o.Drain = 5 * time.Second
 		o.Budget, o.Limit = 29*time.Minute, 30*time.Minute
 	} else {
-		o.Rates, o.Reps = []float64{1000}, 3
+		o.Rates, o.Reps, o.ProbeRuns = []float64{1000}, 3, 1
 		o.LatencyFor = 3 * time.Second
 		o.TputSteps = []float64{1000, 1500, 2000, 3000, 4000, 6000, 8000}
 		o.TputFor = 3 * time.Second
 		o.CrashFor, o.CrashAt, o.CrashPause = 8*time.Second, 2*time.Second, 2*time.Second
 		o.Drain = 3 * time.Second
 		o.Budget, o.Limit = 270*time.Second, 5*time.Minute
+	}
+	if o.ProbeSubs < 1 || o.ProbeSubs > o.SubsPerChannel {
+		return o, fmt.Errorf("-probe-subs: want 1 to %d (the study's subscribers per channel), got %d", o.SubsPerChannel, o.ProbeSubs)
 	}
 	if *latFor < 0 || *stepFor < 0 || *budget < 0 {
 		return o, errors.New("-latency-for, -step-for and -budget must not be negative")

@@ -20,13 +20,16 @@ import (
 var probeBackends = map[string]bool{"memory": true, "redis": true}
 
 // runProbe runs the fanout scenario as the minimal probe for one backend:
-// the same channels and total rate as the study's latency run, one
-// subscriber per channel spread over the backend's nodes, raw frames from
-// loadgen processes of their own.
+// the same channels and total rate as the study's latency run,
+// o.ProbeSubs subscribers per channel spread over the backend's nodes,
+// raw frames from loadgen processes of their own, on gateway and broker
+// processes of their own, started fresh for each of o.ProbeRuns runs; the
+// latency is the median of the runs'.
 func runProbe(ctx context.Context, o studyOptions, spec backendSpec, bin, tmp string, rate float64, p *progress) (study.Agreement, error) {
-	a := study.Agreement{Backend: spec.Name, Rate: rate}
+	a := study.Agreement{Backend: spec.Name, Rate: rate, ProbeSubsPerChannel: o.ProbeSubs}
+	subs := o.Channels * o.ProbeSubs
 	args := []string{"fanout", "-broker", spec.Type,
-		"-subs", strconv.Itoa(o.Channels), "-channels", strconv.Itoa(o.Channels),
+		"-subs", strconv.Itoa(subs), "-channels", strconv.Itoa(o.Channels),
 		"-rate", strconv.FormatFloat(rate/float64(o.Channels), 'f', -1, 64),
 		"-duration", o.LatencyFor.String(), "-settle", "1s"}
 	fo, err := parseArgs(args)
@@ -36,19 +39,25 @@ func runProbe(ctx context.Context, o studyOptions, spec backendSpec, bin, tmp st
 	// The fanout command takes one node; runFanout spreads the subscribers
 	// over as many as the backend's row has (publishers on node A).
 	fo.Gateways = spec.Nodes
-	dir, err := runDir(tmp, "probe-"+spec.Name)
-	if err != nil {
-		return a, err
+	var p50s, p99s, cpus []float64
+	for run := range max(1, o.ProbeRuns) {
+		dir, err := runDir(tmp, "probe-"+spec.Name)
+		if err != nil {
+			return a, err
+		}
+		p.printf("%s probe %d/%d: fanout %d subscribers, %d channels, %.0f msg/s for %s", spec.Name, run+1, max(1, o.ProbeRuns), subs, o.Channels, rate, o.LatencyFor)
+		t0 := time.Now()
+		res, _, err := runFanout(ctx, fo, fo.IO, spec.Type, bin, dir, p)
+		if err != nil {
+			return a, fmt.Errorf("probe: %w", err)
+		}
+		p50s, p99s = append(p50s, res.Latency.P50), append(p99s, res.Latency.P99)
+		cpus = append(cpus, study.CPUPerM(res.LoadgenCPUS, res.Received))
+		a.ProbeLost += res.Lost
+		a.ProbeRuns++
+		p.printf("%s probe: p50 %.2f ms p99 %.2f ms lost %d (%.0fs)", spec.Name, res.Latency.P50, res.Latency.P99, res.Lost, time.Since(t0).Seconds())
 	}
-	p.printf("%s probe: fanout %d subscribers, %d channels, %.0f msg/s for %s", spec.Name, o.Channels, o.Channels, rate, o.LatencyFor)
-	t0 := time.Now()
-	res, _, err := runFanout(ctx, fo, fo.IO, spec.Type, bin, dir, p)
-	if err != nil {
-		return a, fmt.Errorf("probe: %w", err)
-	}
-	a.ProbeP50, a.ProbeP99, a.ProbeLost = res.Latency.P50, res.Latency.P99, res.Lost
-	a.ProbeHarnessCPU = study.CPUPerM(res.LoadgenCPUS, res.Received)
-	p.printf("%s probe: p50 %.2f ms p99 %.2f ms lost %d (%.0fs)", spec.Name, a.ProbeP50, a.ProbeP99, a.ProbeLost, time.Since(t0).Seconds())
+	a.ProbeP50, a.ProbeP99, a.ProbeHarnessCPU = study.Median(p50s), study.Median(p99s), study.Median(cpus)
 	return a, nil
 }
 

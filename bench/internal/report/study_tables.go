@@ -164,7 +164,7 @@ func tputRows(rs *study.Results) [][]string {
 // agreementRows is the agreement table: the study's latency over all its
 // subscribers against the probe's, per probed backend.
 func agreementRows(rs *study.Results) [][]string {
-	rows := [][]string{{"backend", "msg/s", "study p50", "probe p50", "p50 diff", "study p99", "probe p99", "p99 diff",
+	rows := [][]string{{"backend", "msg/s", "probe subs per channel, runs", "study p50", "probe p50", "p50 diff", "study p99", "probe p99", "p99 diff",
 		"study harness CPU s per M", "probe harness CPU s per M", "verdict"}}
 	for _, b := range rs.Backends {
 		a := b.Agreement
@@ -181,7 +181,7 @@ func agreementRows(rs *study.Results) [][]string {
 			}
 			return fmt.Sprintf("%+.0f %%", 100*v)
 		}
-		rows = append(rows, []string{b.Name, fmt.Sprintf("%.0f", a.Rate), f2(a.StudyP50), f2(a.ProbeP50), pct(a.DiffP50),
+		rows = append(rows, []string{b.Name, fmt.Sprintf("%.0f", a.Rate), fmt.Sprintf("%d, %d", max(1, a.ProbeSubsPerChannel), max(1, a.ProbeRuns)), f2(a.StudyP50), f2(a.ProbeP50), pct(a.DiffP50),
 			f2(a.StudyP99), f2(a.ProbeP99), pct(a.DiffP99), cpuCell(a.StudyHarnessCPU), cpuCell(a.ProbeHarnessCPU), verdict})
 	}
 	return rows

@@ -24,6 +24,10 @@ type Agreement struct {
 	// ProbeLost: deliveries the probe lost (its latency then is not a
 	// reference).
 	ProbeLost int64 `json:"probe_lost"`
+	// The probe's subscribers per channel and how many runs its latency
+	// is the median of (0: older files, one subscriber, one run).
+	ProbeSubsPerChannel int `json:"probe_subs_per_channel,omitempty"`
+	ProbeRuns           int `json:"probe_runs,omitempty"`
 	// CPU seconds per million deliveries of the study's own process and
 	// of the probe's loadgen processes (-1 or 0: not measured).
 	StudyHarnessCPU float64 `json:"study_harness_cpu_s_per_m,omitempty"`

@@ -1,6 +1,7 @@
 package study
 
 import (
+	"slices"
 	"sort"
 	"strings"
 )
@@ -21,11 +22,7 @@ func MedianRun(runs []Run) Run {
 		for i, r := range runs {
 			v[i] = f(r)
 		}
-		sort.Float64s(v)
-		if len(v)%2 == 1 {
-			return v[len(v)/2]
-		}
-		return (v[len(v)/2-1] + v[len(v)/2]) / 2
+		return Median(v)
 	}
 	medStats := func(g func(Run) LatStats) LatStats {
 		return LatStats{
@@ -99,4 +96,18 @@ func MedianRun(runs []Run) Run {
 	}
 	out.Error = strings.Join(errs, "; ")
 	return out
+}
+
+// Median is the median of v (the mean of the middle two for an even
+// count; 0 for none). It sorts a copy.
+func Median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	v = slices.Clone(v)
+	sort.Float64s(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
 }

@@ -121,3 +121,10 @@ func TestSpread(t *testing.T) {
 		t.Errorf("no runs at 500: n %d", n)
 	}
 }
+
+func TestMedian(t *testing.T) {
+	v := []float64{3, 1, 2}
+	if Median(v) != 2 || Median([]float64{4, 1, 3, 2}) != 2.5 || Median(nil) != 0 || v[0] != 3 {
+		t.Errorf("median: %g %g %g, input %v", Median(v), Median([]float64{4, 1, 3, 2}), Median(nil), v)
+	}
+}
