@@ -24,6 +24,9 @@ func signalContext() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 }
 
+// runStudy runs the study in phases: build (or take) the gateway, run
+// every backend that fits the time budget (runBackend), then print the
+// tables and write the JSON and the document (finishStudy).
 func runStudy(ctx context.Context, o studyOptions, out, logw io.Writer) (*study.Results, error) {
 	root, err := proc.FindRepoRoot()
 	if err != nil {
@@ -40,17 +43,7 @@ func runStudy(ctx context.Context, o studyOptions, out, logw io.Writer) (*study.
 	ctx, cancel := context.WithTimeout(ctx, o.Limit)
 	defer cancel()
 	bud := &studyBudget{deadline: time.Now().Add(o.Budget), hard: time.Now().Add(o.Limit - studyHardMargin), perBackend: o.backendEstimate(), now: time.Now}
-	rs := &study.Results{
-		Scenario: "study", Mode: o.mode(), Command: commandLine(o.Args), Started: time.Now().UTC(), Machine: proc.ReadMachine(),
-		Params: map[string]any{
-			"latency_rates": o.Rates, "latency_channels": o.Channels, "latency_subs_per_channel": o.SubsPerChannel,
-			"latency_duration_s": o.LatencyFor.Seconds(), "crash_rate": o.CrashRate, "crash_channels": o.CrashChannels,
-			"crash_subs_per_channel": o.CrashSubs, "crash_duration_s": o.CrashFor.Seconds(), "crash_at_s": o.CrashAt.Seconds(),
-			"crash_pause_s": o.CrashPause.Seconds(), "drain_s": o.Drain.Seconds(),
-			"latency_reps": o.Reps, "throughput_steps": o.TputSteps, "throughput_duration_s": o.TputFor.Seconds(),
-			"budget_s": o.Budget.Seconds(), "limit_s": o.Limit.Seconds(), "publish_overrun_s": studyOverrun.Seconds(),
-		},
-	}
+	rs := newStudyResults(o)
 	tmp, err := os.MkdirTemp("", "syncgate-study-")
 	if err != nil {
 		return nil, err
@@ -73,51 +66,82 @@ func runStudy(ctx context.Context, o studyOptions, out, logw io.Writer) (*study.
 		}
 		spec := specs[name]
 		b := study.Backend{Name: spec.Name, Type: spec.Type, Nodes: spec.Nodes, Note: spec.Note, Embedded: spec.embeddedBroker(), Killed: spec.victimName()}
-		remaining := len(o.Backends) - i
 		if !bud.fits() {
 			b.Skipped = fmt.Sprintf("not run: the study's time budget (%s) was spent", o.Budget)
 			p.printf("=== %s: skipped (time budget)", name)
-			rs.Backends = append(rs.Backends, b)
-			continue
-		}
-		if ok, why := supported(ctx, bin, tmp, spec.Type); !ok {
+		} else if ok, why := supported(ctx, bin, tmp, spec.Type); !ok {
 			b.Skipped = "broker.type " + spec.Type + " is not accepted by this gateway build"
 			p.printf("=== %s: skipped (%s)", name, why)
-			rs.Backends = append(rs.Backends, b)
-			continue
+		} else {
+			t0 := time.Now()
+			optional, berrs := runBackend(ctx, o, spec, bin, tmp, bud.allowance(len(o.Backends)-i), &b, p)
+			errs = append(errs, berrs...)
+			bud.record(time.Since(t0) - optional)
 		}
-		t0 := time.Now()
-		allowance := bud.allowance(remaining)
-		p.printf("=== %s: latency and throughput (throughput allowance %.0fs) ===", name, allowance.Seconds())
-		lat, tp, optional, err := studyLatencyThroughput(ctx, o, spec, bin, tmp, allowance, p)
-		b.Latency, b.Throughput = lat, tp
-		if err != nil {
-			b.Errors = append(b.Errors, err.Error())
-			errs = append(errs, fmt.Errorf("%s latency: %w", name, err))
-			p.printf("%s latency failed: %v", name, err)
-		}
-		if ctx.Err() != nil {
-			rs.Backends = append(rs.Backends, b)
-			break
-		}
-		if probeBackends[name] && len(o.Rates) > 0 && !o.NoProbe {
-			b.Agreement = studyAgreement(ctx, o, spec, bin, tmp, lat, p)
-		}
-		p.printf("=== %s: crash ===", name)
-		r, err := studyCrash(ctx, o, spec, bin, tmp, p)
-		if err != nil {
-			r.Error = err.Error()
-			b.Errors = append(b.Errors, err.Error())
-			errs = append(errs, fmt.Errorf("%s crash: %w", name, err))
-			p.printf("%s crash failed: %v", name, err)
-		}
-		b.Crash = &r
 		rs.Backends = append(rs.Backends, b)
-		bud.record(time.Since(t0) - optional)
 	}
 	rs.Finished = time.Now().UTC()
-	report.PrintStudy(out, rs)
+	errs = append(errs, finishStudy(ctx, o, root, rs, out)...)
+	if ctx.Err() != nil {
+		errs = append(errs, fmt.Errorf("stopped: %w", ctx.Err()))
+	}
+	return rs, errors.Join(errs...)
+}
 
+// newStudyResults is the results of a study about to run, with its
+// parameters.
+func newStudyResults(o studyOptions) *study.Results {
+	return &study.Results{
+		Scenario: "study", Mode: o.mode(), Command: commandLine(o.Args), Started: time.Now().UTC(), Machine: proc.ReadMachine(),
+		Params: map[string]any{
+			"latency_rates": o.Rates, "latency_channels": o.Channels, "latency_subs_per_channel": o.SubsPerChannel,
+			"latency_duration_s": o.LatencyFor.Seconds(), "crash_rate": o.CrashRate, "crash_channels": o.CrashChannels,
+			"crash_subs_per_channel": o.CrashSubs, "crash_duration_s": o.CrashFor.Seconds(), "crash_at_s": o.CrashAt.Seconds(),
+			"crash_pause_s": o.CrashPause.Seconds(), "drain_s": o.Drain.Seconds(),
+			"latency_reps": o.Reps, "throughput_steps": o.TputSteps, "throughput_duration_s": o.TputFor.Seconds(),
+			"budget_s": o.Budget.Seconds(), "limit_s": o.Limit.Seconds(), "publish_overrun_s": studyOverrun.Seconds(),
+			"probe_subs_per_channel": o.ProbeSubs, "probe_runs": o.ProbeRuns,
+		},
+	}
+}
+
+// runBackend runs one backend's latency runs and throughput search, its
+// agreement probe (memory and redis rows) and its crash run, filling b;
+// it returns the time spent on optional throughput steps and the errors.
+func runBackend(ctx context.Context, o studyOptions, spec backendSpec, bin, tmp string, allowance time.Duration, b *study.Backend, p *progress) (
+	optional time.Duration, errs []error) {
+	name := spec.Name
+	p.printf("=== %s: latency and throughput (throughput allowance %.0fs) ===", name, allowance.Seconds())
+	lat, tp, optional, err := studyLatencyThroughput(ctx, o, spec, bin, tmp, allowance, p)
+	b.Latency, b.Throughput = lat, tp
+	if err != nil {
+		b.Errors = append(b.Errors, err.Error())
+		errs = append(errs, fmt.Errorf("%s latency: %w", name, err))
+		p.printf("%s latency failed: %v", name, err)
+	}
+	if ctx.Err() != nil {
+		return optional, errs
+	}
+	if probeBackends[name] && len(o.Rates) > 0 && !o.NoProbe {
+		b.Agreement = studyAgreement(ctx, o, spec, bin, tmp, lat, p)
+	}
+	p.printf("=== %s: crash ===", name)
+	r, err := studyCrash(ctx, o, spec, bin, tmp, p)
+	if err != nil {
+		r.Error = err.Error()
+		b.Errors = append(b.Errors, err.Error())
+		errs = append(errs, fmt.Errorf("%s crash: %w", name, err))
+		p.printf("%s crash failed: %v", name, err)
+	}
+	b.Crash = &r
+	return optional, errs
+}
+
+// finishStudy prints the tables and writes the JSON results and, unless
+// the run was cut short, the document and its plots.
+func finishStudy(ctx context.Context, o studyOptions, root string, rs *study.Results, out io.Writer) []error {
+	var errs []error
+	report.PrintStudy(out, rs)
 	dir := o.Out
 	if dir == "" {
 		dir = filepath.Join(root, "bench", "results")
@@ -135,10 +159,7 @@ func runStudy(ctx context.Context, o studyOptions, out, logw io.Writer) (*study.
 			fmt.Fprintln(out, "docs: docs/benchmarks-study.md, docs/plots/study-latency-cdf.svg, docs/plots/study-crash-lost.svg, docs/plots/study-throughput.svg, docs/plots/study-latency-rate.svg")
 		}
 	}
-	if ctx.Err() != nil {
-		errs = append(errs, fmt.Errorf("stopped: %w", ctx.Err()))
-	}
-	return rs, errors.Join(errs...)
+	return errs
 }
 
 // runDir makes a fresh directory for one run's processes.
