@@ -30,6 +30,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -160,6 +161,7 @@ type publishResult struct {
 	SendNS    [][]int64     `json:"send_ns"`   // per channel, per id-1
 	Scheduled int           `json:"scheduled"` // per channel
 	MaxLag    time.Duration `json:"max_lag"`   // worst delay of a send behind its schedule
+	LagP99    time.Duration `json:"lag_p99"`   // 99th percentile of those delays, all sends
 	Acks      int64         `json:"acks"`
 	Errors    []string      `json:"errors,omitempty"`
 	ErrCount  int           `json:"error_count,omitempty"` // all errors, Errors lists the first kinds
@@ -1092,6 +1094,7 @@ func (lg *loadgen) publish(cmd lgCommand) lgEvent {
 	n := max(1, int(cmd.Duration.Seconds()*cmd.Rate))
 	res := &publishResult{Published: make([]int, lg.channels), SendNS: make([][]int64, lg.channels), Scheduled: n}
 	lags := make([]time.Duration, len(pubs))
+	allLags := make([][]time.Duration, len(pubs)) // every send's delay, per publisher
 	pad := ""
 	if cmd.Payload > 0 {
 		pad = `,"pad":"` + string(bytes.Repeat([]byte("x"), cmd.Payload)) + `"`
@@ -1114,6 +1117,7 @@ func (lg *loadgen) publish(cmd lgCommand) lgEvent {
 				}
 				now := time.Now()
 				lags[i] = max(lags[i], now.Sub(at))
+				allLags[i] = append(allLags[i], now.Sub(at))
 				id := k + 1
 				buf = fmt.Appendf(buf[:0], `{"op":"pub","id":%d,"ch":%q,"data":{"id":%d,"t":%d%s}}`, id, c.chName, id, now.UnixNano(), pad)
 				if err := c.send(buf); err != nil {
@@ -1135,12 +1139,24 @@ func (lg *loadgen) publish(cmd lgCommand) lgEvent {
 		time.Sleep(10 * time.Millisecond)
 	}
 	res.MaxLag = slices.Max(lags)
+	res.LagP99 = percentile(slices.Concat(allLags...), 99)
 	res.Acks = lg.acks.Load()
 	res.Errors, res.ErrCount = lg.pubErrors.list(), lg.pubErrors.count()
 	return lgEvent{Ev: evPublished, Published: res}
 }
 
 // ---- helpers ----
+
+// percentile is the q-th percentile (nearest rank) of ds, which it sorts;
+// 0 for none.
+func percentile(ds []time.Duration, q float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	slices.Sort(ds)
+	i := int(math.Ceil(q/100*float64(len(ds)))) - 1
+	return ds[min(len(ds)-1, max(0, i))]
+}
 
 // reasonSet keeps the first few distinct reasons and counts all of them.
 type reasonSet struct {

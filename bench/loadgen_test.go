@@ -111,3 +111,10 @@ func BenchmarkSubscriberRead(b *testing.B) {
 		})
 	}
 }
+
+func TestPercentile(t *testing.T) {
+	ds := []time.Duration{5, 1, 4, 2, 3, 10, 9, 8, 7, 6}
+	if percentile(ds, 99) != 10 || percentile(ds, 50) != 5 || percentile(ds, 0) != 1 || percentile(nil, 99) != 0 {
+		t.Errorf("percentile: p99 %v p50 %v p0 %v", percentile(ds, 99), percentile(ds, 50), percentile(ds, 0))
+	}
+}

@@ -145,7 +145,7 @@ func fillRun(out *study.Run, pr *publishResult, res *fanoutResult, hists []*hdrh
 	out.Scheduled = pr.Scheduled * channels
 	out.Unsent = out.Scheduled - res.Published
 	out.Acked, out.Refused = int(min(pr.Acks, int64(res.Published))), pr.ErrCount
-	out.PublishLagMaxMs = ms(pr.MaxLag)
+	out.PublishLagMaxMs, out.PublishLagP99Ms = ms(pr.MaxLag), ms(pr.LagP99)
 	out.Expected, out.Delivered, out.Lost = int(res.Expected), int(res.Received), int(res.Lost)
 	out.LostMsgs, out.Dup, out.OutOfOrder = res.ToLastMissing, int(res.Duplicates), int(res.OutOfOrder)
 	out.Incomplete = res.Received < res.Expected

@@ -71,6 +71,9 @@ func checkRigRun(t *testing.T, i int, r study.Run, nodes, channels, subs int) {
 	if r.All.P50 <= 0 || r.All.P50 > r.All.P99 || len(r.All.CDF) == 0 || r.Deliveries != int64(want) || r.DeliveriesPerS <= 0 {
 		t.Errorf("run %d: p50 %.2f p99 %.2f, %d CDF points, deliveries %d (%.0f/s)", i, r.All.P50, r.All.P99, len(r.All.CDF), r.Deliveries, r.DeliveriesPerS)
 	}
+	if r.PublishLagP99Ms < 0 || r.PublishLagP99Ms > r.PublishLagMaxMs {
+		t.Errorf("run %d: publisher lag p99 %.2f ms, max %.2f ms", i, r.PublishLagP99Ms, r.PublishLagMaxMs)
+	}
 	if r.GatewayCPUS <= 0 || r.HarnessCPUS <= 0 || r.BrokerCPUS < 0 {
 		t.Errorf("run %d: CPU gateway %.3f s, harness %.3f s, broker %.3f s; want > 0, > 0, >= 0", i, r.GatewayCPUS, r.HarnessCPUS, r.BrokerCPUS)
 	}

@@ -36,8 +36,11 @@ type Run struct {
 	// were still behind the schedule 5 s after it ended (saturation).
 	Unsent  int            `json:"unsent"`
 	Reasons map[string]int `json:"refused_reasons,omitempty"`
-	// How late the last publish left after its scheduled time.
+	// How late the latest publish left after its scheduled time, and the
+	// 99th percentile of how late every publish left (loadgen runs; 0 in
+	// the crash run and older files).
 	PublishLagMaxMs float64 `json:"publish_lag_max_ms"`
+	PublishLagP99Ms float64 `json:"publish_lag_p99_ms,omitempty"`
 
 	// Deliveries, counted by message id at every subscriber.
 	Expected  int `json:"expected"`  // acked x subscribers of the channel

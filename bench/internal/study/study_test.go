@@ -17,6 +17,11 @@ func TestStepVerdict(t *testing.T) {
 	if ok, why := StepVerdict(okRun(1000, 10), 2); !ok {
 		t.Fatalf("ok run failed: %s", why)
 	}
+	stall := okRun(1000, 10)
+	stall.PublishLagMaxMs, stall.PublishLagP99Ms = 140, 2 // one stall of the publisher process
+	if ok, why := StepVerdict(stall, 2); !ok {
+		t.Errorf("one publisher stall failed the step: %s", why)
+	}
 	slow := okRun(1000, 10)
 	slow.CrossNode.P99 = 60
 	if ok, why := StepVerdict(slow, 2); ok || !strings.Contains(why, "cross p99 60.0 ms") {
@@ -28,7 +33,7 @@ func TestStepVerdict(t *testing.T) {
 	}
 	for name, mod := range map[string]func(*Run){
 		"unsent":  func(r *Run) { r.Unsent = 5 },
-		"behind":  func(r *Run) { r.PublishLagMaxMs = 50 },
+		"behind":  func(r *Run) { r.PublishLagP99Ms = 50 },
 		"refused": func(r *Run) { r.Refused = 1 },
 		"lost":    func(r *Run) { r.Lost = 1 },
 		"error":   func(r *Run) { r.Error = "boom\nmore" },

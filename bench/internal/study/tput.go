@@ -52,10 +52,11 @@ func StepLatency(r Run, nodes int) LatStats {
 }
 
 // StepVerdict says whether a run sustained its rate: no error, every
-// message published and acked, no publisher TputP99Limit or more behind
-// its schedule (latency is measured from the actual send, so a publisher
-// held back would hide the delay: coordinated omission), none lost, p99
-// under the limit.
+// message published and acked, the publishers' lag behind their
+// schedule under the limit at p99 (latency is measured from the actual
+// send, so a publisher held back would hide the delay: coordinated
+// omission; judged like the latency, at p99, so that one stall of the
+// publisher process does not decide), none lost, p99 under the limit.
 func StepVerdict(r Run, nodes int) (bool, string) {
 	s := StepLatency(r, nodes)
 	which := "cross p99"
@@ -69,8 +70,8 @@ func StepVerdict(r Run, nodes int) (bool, string) {
 		return false, "nothing published"
 	case r.Unsent > 0:
 		return false, fmt.Sprintf("publishers fell behind (%d of %d never sent)", r.Unsent, r.Scheduled)
-	case r.PublishLagMaxMs >= TputP99Limit:
-		return false, fmt.Sprintf("publishers fell %.0f ms behind their schedule (>= %.0f ms)", r.PublishLagMaxMs, TputP99Limit)
+	case r.PublishLagP99Ms >= TputP99Limit:
+		return false, fmt.Sprintf("publishers fell behind their schedule: p99 %.0f ms (>= %.0f ms)", r.PublishLagP99Ms, TputP99Limit)
 	case r.Refused > 0:
 		return false, fmt.Sprintf("%d publishes refused", r.Refused)
 	case r.Lost > 0:
