@@ -23,7 +23,9 @@
 // writes the JSON; mdsection.go rewrites a section of docs/benchmarks.md
 // with the table (-docs). The study: study.go (options, backends, broker
 // processes), studyrun.go (the study's phases and time budget),
-// studyload.go (its measured runs), studyprobe.go (the agreement probe);
+// studyrig.go (its latency runs and throughput steps, on the fanout
+// scenario's loadgen processes), studyload.go (its crash run, on the Go
+// client), studyprobe.go (the agreement probe);
 // natsserver.go is the NATS server of its crash runs; all.go runs every
 // scenario in turn. internal/proc starts, stops and measures every child
 // process (by PID, SIGTERM then SIGKILL); internal/load holds the payload

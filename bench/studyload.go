@@ -1,9 +1,11 @@
 //go:build linux
 
-// studyload.go drives one measured run of the study from this process:
-// publisher and subscriber connections made with the Go client package,
-// open-loop publishing from a fixed schedule, and per-message accounting
-// at every subscriber.
+// studyload.go drives the study's crash run from this process: publisher
+// and subscriber connections made with the Go client package (the run
+// needs each client's acks, reconnects and catch-up), open-loop
+// publishing from a fixed schedule, and per-message accounting at every
+// subscriber. The latency runs and throughput steps use loadgen
+// processes instead (studyrig.go).
 package main
 
 import (
