@@ -91,8 +91,10 @@ type Run struct {
 	DeliveriesPerS float64 `json:"deliveries_per_s"`
 	GatewayCPUS    float64 `json:"gateway_cpu_s"`
 	BrokerCPUS     float64 `json:"broker_cpu_s"`
-	// HarnessCPUS: CPU seconds of the study process itself (publishers
-	// and subscribers) in the same window (-1: not measured).
+	// HarnessCPUS: CPU seconds of the load generator in the same window:
+	// the loadgen processes (latency runs and throughput steps), the
+	// study process itself (crash run, and results files before the
+	// loadgen rig); -1: not measured.
 	HarnessCPUS float64 `json:"harness_cpu_s"`
 }
 
