@@ -86,28 +86,63 @@ type gatewayConns struct {
 	CPUPercent     float64 `json:"cpu_percent"`
 }
 
+// runConns runs the conns scenario in phases: start the nodes
+// (connsBaseline), open the idle connections (connsConnect), let them
+// settle (connsSettle), measure the idle window (connsWindow) and fill the
+// result from the snapshots (connsMeasure).
 func runConns(ctx context.Context, o options, mode, broker, bin, tmp string, p *progress) (res *connsResult, gis []gatewayInfo, err error) {
 	s := &session{}
 	defer func() { gis = s.close() }()
 	res = &connsResult{Conns: o.N, Channels: o.Channels, Broker: brokerLabel(broker), Gateways: o.Gateways, LoadgenProcs: o.loadgenProcs()}
 	res.KernelTCPMemKiB[0], res.KernelSlabKiB[0] = kernelMem()
-
-	if err = s.startNodes(ctx, bin, tmp, o.Gateways, broker, gatewayEnv(o, mode), p); err != nil {
+	base, err := connsBaseline(ctx, s, o, mode, broker, bin, tmp, p, res)
+	if err != nil {
 		return res, gis, err
 	}
-	if err := sleepCtx(ctx, time.Second); err != nil {
+	split, connected, err := connsConnect(ctx, s, o, p, res)
+	if err != nil {
 		return res, gis, err
+	}
+	settled, st0, err := connsSettle(ctx, s, o, p, res, sumSnap(base))
+	if err != nil {
+		return res, gis, err
+	}
+	later, st1, err := connsWindow(ctx, s, o, p)
+	if err != nil {
+		return res, gis, err
+	}
+	connsMeasure(s, o, p, res, split, [4][]snapshot{base, connected, settled, later}, st0, st1)
+	if res.Lost > 0 {
+		return res, gis, fmt.Errorf("%d connections were closed during the run: %v%s", res.Lost, res.LostReasons, s.stderrNotes())
+	}
+	return res, gis, nil
+}
+
+// connsBaseline starts the gateway nodes and returns their snapshots
+// before any client.
+func connsBaseline(ctx context.Context, s *session, o options, mode, broker, bin, tmp string, p *progress, res *connsResult) ([]snapshot, error) {
+	if err := s.startNodes(ctx, bin, tmp, o.Gateways, broker, gatewayEnv(o, mode), p); err != nil {
+		return nil, err
+	}
+	if err := sleepCtx(ctx, time.Second); err != nil {
+		return nil, err
 	}
 	base, err := s.snapshotAll()
 	if err != nil {
-		return res, gis, err
+		return nil, err
 	}
 	b := sumSnap(base)
 	res.RSSBaselineKiB, res.GoroutinesBaseline, res.ThreadsBaseline = b.Status.RSSKiB, b.Goroutines, b.Status.Threads
 	p.printf("baseline: RSS %s, %d goroutines, %d threads (%d gateway processes)", mib(b.Status.RSSKiB), b.Goroutines, b.Status.Threads, len(s.gws))
+	return base, nil
+}
 
+// connsConnect starts the loadgen processes and opens the idle
+// connections, split evenly over the nodes; it returns the split and the
+// nodes' snapshots once all are connected.
+func connsConnect(ctx context.Context, s *session, o options, p *progress, res *connsResult) ([]int, []snapshot, error) {
 	if err := s.startLoadgens(res.LoadgenProcs); err != nil {
-		return res, gis, err
+		return nil, nil, err
 	}
 	split := splitEven(o.N, o.Gateways)
 	first := 0
@@ -127,53 +162,72 @@ func runConns(ctx context.Context, o options, mode, broker, bin, tmp string, p *
 		d, err := s.dialAll(ctx, p, s.lgs, dial, n, label)
 		res.Dial.add(d)
 		if err != nil {
-			return res, gis, err
+			return nil, nil, err
 		}
 		first += n
 	}
 	connected, err := s.snapshotAll()
 	if err != nil {
-		return res, gis, err
+		return nil, nil, err
 	}
 	c := sumSnap(connected)
 	res.RSSConnectedKiB, res.HealthConns = c.Status.RSSKiB, c.Conns
 	p.printf("all subscribed: gateways report %d connections, RSS %s", c.Conns, mib(c.Status.RSSKiB))
+	return split, connected, nil
+}
 
+// connsSettle waits o.Settle and returns the nodes' snapshots and the
+// loadgens' status then; b is the baseline summed over the nodes.
+func connsSettle(ctx context.Context, s *session, o options, p *progress, res *connsResult, b snapshot) ([]snapshot, lgStatus, error) {
 	p.printf("settling for %s", o.Settle)
 	if err := sleepCtx(ctx, o.Settle); err != nil {
-		return res, gis, err
+		return nil, lgStatus{}, err
 	}
 	settled, err := s.snapshotAll()
 	if err != nil {
-		return res, gis, err
+		return nil, lgStatus{}, err
 	}
 	st0, err := s.status(ctx)
 	if err != nil {
-		return res, gis, err
+		return nil, lgStatus{}, err
 	}
 	se := sumSnap(settled)
 	res.RSSSettledKiB, res.GoroutinesLoaded, res.ThreadsLoaded = se.Status.RSSKiB, se.Goroutines, se.Status.Threads
 	res.KiBPerConnSettle = float64(se.Status.RSSKiB-b.Status.RSSKiB) / float64(max(1, res.Dial.OK))
 	p.printf("settled: RSS %s (%.2f KiB/conn), %d goroutines, %d threads, %d/%d open",
 		mib(se.Status.RSSKiB), res.KiBPerConnSettle, se.Goroutines, se.Status.Threads, st0.Open, res.Dial.OK)
+	return settled, st0, nil
+}
 
+// connsWindow waits out the idle window (checking the nodes every 5 s)
+// and returns the nodes' snapshots and the loadgens' status at its end.
+func connsWindow(ctx context.Context, s *session, o options, p *progress) ([]snapshot, lgStatus, error) {
 	p.printf("idle window: gateway CPU over %s, pings every %s per connection", o.Window, o.PingInterval)
 	for left := o.Window; left > 0; left -= 5 * time.Second {
 		if err := sleepCtx(ctx, min(left, 5*time.Second)); err != nil {
-			return res, gis, err
+			return nil, lgStatus{}, err
 		}
 		if err := s.aliveAll(); err != nil {
-			return res, gis, err
+			return nil, lgStatus{}, err
 		}
 	}
 	later, err := s.snapshotAll()
 	if err != nil {
-		return res, gis, err
+		return nil, lgStatus{}, err
 	}
 	st1, err := s.status(ctx)
 	if err != nil {
-		return res, gis, err
+		return nil, lgStatus{}, err
 	}
+	return later, st1, nil
+}
+
+// connsMeasure fills res from the nodes' snapshots (snaps: baseline,
+// connected, settled, after the window) and the loadgens' status at the
+// window's start and end.
+func connsMeasure(s *session, o options, p *progress, res *connsResult, split []int, snaps [4][]snapshot, st0, st1 lgStatus) {
+	base, connected, settled, later := snaps[0], snaps[1], snaps[2], snaps[3]
+	b, se := sumSnap(base), sumSnap(settled)
 	res.KernelTCPMemKiB[1], res.KernelSlabKiB[1] = kernelMem()
 	l := sumSnap(later)
 	window := later[0].At.Sub(settled[0].At).Seconds()
@@ -207,10 +261,6 @@ func runConns(ctx context.Context, o options, mode, broker, bin, tmp string, p *
 	}
 	p.printf("window done: CPU %.3fs (%.2f%% of a core, %.2f µs/s per conn), RSS %s (%.2f KiB/conn), kernel %.2f KiB/conn, %d open, %d lost",
 		res.CPUSeconds, res.CPUPercent, res.CPUMicrosPerConnSec, mib(l.Status.RSSKiB), res.KiBPerConnLater, res.KernelKiBPerConn, res.Open, res.Lost)
-	if res.Lost > 0 {
-		return res, gis, fmt.Errorf("%d connections were closed during the run: %v%s", res.Lost, res.LostReasons, s.stderrNotes())
-	}
-	return res, gis, nil
 }
 
 // sumSnap adds up the snapshots of several gateways (CPU, RSS, threads,
