@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/syncgate/syncgate/bench/internal/proc"
 )
@@ -47,6 +48,22 @@ func (s *session) startNodes(ctx context.Context, bin, dir string, n int, broker
 		p.printf("gateway %s: pid %d on %s (broker %s)", nodeName(i), g.pid, g.addr, brokerLabel(broker))
 	}
 	return nil
+}
+
+// startIdle starts n nodes (startNodes), gives them a second to settle
+// and returns their snapshots before any client.
+func (s *session) startIdle(ctx context.Context, bin, dir string, n int, broker string, env []string, p *progress) ([]snapshot, error) {
+	if err := s.startNodes(ctx, bin, dir, n, broker, env, p); err != nil {
+		return nil, err
+	}
+	if err := sleepCtx(ctx, time.Second); err != nil {
+		return nil, err
+	}
+	base, err := s.snapshotAll()
+	if err != nil {
+		return nil, err
+	}
+	return base, nil
 }
 
 // brokerEnv starts the shared broker process, if any, and returns each

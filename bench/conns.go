@@ -121,13 +121,7 @@ func runConns(ctx context.Context, o options, mode, broker, bin, tmp string, p *
 // connsBaseline starts the gateway nodes and returns their snapshots
 // before any client.
 func connsBaseline(ctx context.Context, s *session, o options, mode, broker, bin, tmp string, p *progress, res *connsResult) ([]snapshot, error) {
-	if err := s.startNodes(ctx, bin, tmp, o.Gateways, broker, gatewayEnv(o, mode), p); err != nil {
-		return nil, err
-	}
-	if err := sleepCtx(ctx, time.Second); err != nil {
-		return nil, err
-	}
-	base, err := s.snapshotAll()
+	base, err := s.startIdle(ctx, bin, tmp, o.Gateways, broker, gatewayEnv(o, mode), p)
 	if err != nil {
 		return nil, err
 	}

@@ -151,14 +151,7 @@ type fanoutRig struct {
 // setupFanout starts the nodes and the loadgen processes and connects the
 // subscribers and the publishers; it fills res's setup figures.
 func setupFanout(ctx context.Context, s *session, o options, mode, broker, bin, tmp string, p *progress, res *fanoutResult) (*fanoutRig, error) {
-	nodes := o.nodes(broker)
-	if err := s.startNodes(ctx, bin, tmp, nodes, broker, gatewayEnv(o, mode), p); err != nil {
-		return nil, err
-	}
-	if err := sleepCtx(ctx, time.Second); err != nil {
-		return nil, err
-	}
-	base, err := s.snapshotAll()
+	base, err := s.startIdle(ctx, bin, tmp, o.nodes(broker), broker, gatewayEnv(o, mode), p)
 	if err != nil {
 		return nil, err
 	}
