@@ -217,6 +217,16 @@ func (c *client) send(p []byte) error {
 	return err
 }
 
+// sendRaw writes one frame built by the caller (masked, as a client
+// must) in a single write.
+func (c *client) sendRaw(frame []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_ = c.nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	_, err := c.nc.Write(frame)
+	return err
+}
+
 // writeFrame writes one frame, masked as a client must, in a single
 // write.
 func (c *client) writeFrame(fr ws.Frame) error {
@@ -1106,7 +1116,7 @@ func (lg *loadgen) publish(cmd lgCommand) lgEvent {
 		wg.Go(func() {
 			offset := period * time.Duration(i) / time.Duration(len(pubs))
 			sends := make([]int64, 0, n)
-			var buf []byte
+			frames := newPubFrames(c.chName, pad)
 			for k := range n {
 				at := start.Add(offset + time.Duration(k)*period)
 				if cmd.Overrun > 0 && time.Since(end) > cmd.Overrun {
@@ -1119,8 +1129,7 @@ func (lg *loadgen) publish(cmd lgCommand) lgEvent {
 				lags[i] = max(lags[i], now.Sub(at))
 				allLags[i] = append(allLags[i], now.Sub(at))
 				id := k + 1
-				buf = fmt.Appendf(buf[:0], `{"op":"pub","id":%d,"ch":%q,"data":{"id":%d,"t":%d%s}}`, id, c.chName, id, now.UnixNano(), pad)
-				if err := c.send(buf); err != nil {
+				if err := c.sendRaw(frames.build(id, now.UnixNano())); err != nil {
 					lg.pubErrors.add("send: " + err.Error())
 					break
 				}
@@ -1143,6 +1152,48 @@ func (lg *loadgen) publish(cmd lgCommand) lgEvent {
 	res.Acks = lg.acks.Load()
 	res.Errors, res.ErrCount = lg.pubErrors.list(), lg.pubErrors.count()
 	return lgEvent{Ev: evPublished, Published: res}
+}
+
+// pubFrames builds one publisher's frames
+//
+//	{"op":"pub","id":N,"ch":"C","data":{"id":N,"t":T[,"pad":"x..."]}}
+//
+// without fmt or reflection: the JSON around the id and the send time is
+// encoded once, and every frame is built and masked (with the
+// publisher's own mask) into one buffer that the next frame reuses.
+type pubFrames struct {
+	mid  []byte // `,"ch":"C","data":{"id":`
+	tail []byte // the padding and `}}`
+	mask [4]byte
+	p    []byte // the payload
+	hb   [ws.MaxHeaderSize]byte
+	fb   bytes.Buffer // the frame
+}
+
+func newPubFrames(ch, pad string) *pubFrames {
+	return &pubFrames{
+		mid:  []byte(`,"ch":` + strconv.Quote(ch) + `,"data":{"id":`),
+		tail: []byte(pad + `}}`),
+		mask: ws.NewMask(),
+	}
+}
+
+// build returns message id's frame, sent at t (unix ns); valid until the
+// next call.
+func (f *pubFrames) build(id int, t int64) []byte {
+	p := append(f.p[:0], `{"op":"pub","id":`...)
+	p = strconv.AppendInt(p, int64(id), 10)
+	p = append(p, f.mid...)
+	p = strconv.AppendInt(p, int64(id), 10)
+	p = append(p, `,"t":`...)
+	p = strconv.AppendInt(p, t, 10)
+	f.p = append(p, f.tail...)
+	f.fb.Reset()
+	_ = ws.WriteHeaderBuffer(&f.fb, ws.Header{Fin: true, OpCode: ws.OpText, Masked: true, Mask: f.mask, Length: int64(len(f.p))}, f.hb[:])
+	start := f.fb.Len()
+	f.fb.Write(f.p)
+	ws.Cipher(f.fb.Bytes()[start:], f.mask, 0)
+	return f.fb.Bytes()
 }
 
 // ---- helpers ----

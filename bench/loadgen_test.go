@@ -5,6 +5,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -116,5 +117,26 @@ func TestPercentile(t *testing.T) {
 	ds := []time.Duration{5, 1, 4, 2, 3, 10, 9, 8, 7, 6}
 	if percentile(ds, 99) != 10 || percentile(ds, 50) != 5 || percentile(ds, 0) != 1 || percentile(nil, 99) != 0 {
 		t.Errorf("percentile: p99 %v p50 %v p0 %v", percentile(ds, 99), percentile(ds, 50), percentile(ds, 0))
+	}
+}
+
+// TestPubFrames: the frames a publisher builds decode to the JSON fmt
+// would make, masked as a client must, and building one allocates
+// nothing once the buffers have grown.
+func TestPubFrames(t *testing.T) {
+	f := newPubFrames("bench-3", `,"pad":"xx"`)
+	for _, id := range []int{1, 12345} {
+		fr, err := ws.ReadFrame(bytes.NewReader(f.build(id, 1795000000123456789)))
+		if err != nil || !fr.Header.Masked || fr.Header.OpCode != ws.OpText || !fr.Header.Fin {
+			t.Fatalf("frame %d: %+v, %v", id, fr.Header, err)
+		}
+		fr = ws.UnmaskFrameInPlace(fr)
+		want := fmt.Sprintf(`{"op":"pub","id":%d,"ch":"bench-3","data":{"id":%d,"t":1795000000123456789,"pad":"xx"}}`, id, id)
+		if string(fr.Payload) != want {
+			t.Errorf("payload %s, want %s", fr.Payload, want)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { f.build(777, 1795000000123456789) }); n != 0 {
+		t.Errorf("%v allocs per frame, want 0", n)
 	}
 }
