@@ -33,9 +33,11 @@ type Publication struct {
 	Was brokers.Position
 	// From is the publisher's user ("" for anonymous or server-side
 	// publications); Data the publication's JSON, compact, owned by the
-	// caller.
-	From string
-	Data []byte
+	// caller, or, when Binary is set, its bytes (a binary publication,
+	// docs/protocol.md "Binary data").
+	From   string
+	Data   []byte
+	Binary bool
 	// Token is where the feed resumes after this publication (see
 	// Resume.After). Empty on feeds that resume per channel.
 	Token string

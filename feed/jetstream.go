@@ -192,14 +192,14 @@ func (f *JetStream) decode(m jetstream.Msg) (Publication, bool) {
 		f.reject("epoch header", ch, md.Sequence.Stream)
 		return Publication{}, false
 	}
-	from, data, err := gateway.DecodePublication(bp, f.cfg.MaxMessageSize)
+	from, data, bin, err := gateway.DecodePublication(bp, f.cfg.MaxMessageSize)
 	if err != nil {
 		f.reject("payload", ch, md.Sequence.Stream)
 		return Publication{}, false
 	}
 	return Publication{
 		Ch: ch, Seq: seq, Epoch: bp.Epoch, Was: bp.Was,
-		From: from, Data: append([]byte(nil), data...),
+		From: from, Data: append([]byte(nil), data...), Binary: bin,
 		Token: tokenPrefix + strconv.FormatInt(f.created, 10) + "." + strconv.FormatUint(md.Sequence.Stream, 10),
 	}, true
 }

@@ -353,12 +353,12 @@ func (f *RedisStream) decode(rc *rsChan, m goredis.XMessage) (p Publication, ok,
 	if rc.epoch != "" && e != rc.epoch && rc.last > 0 {
 		return Publication{Epoch: e}, false, true
 	}
-	from, data, err := gateway.DecodePublication(brokers.Publication{Seq: n, Epoch: e, Data: []byte(d)}, f.cfg.MaxMessageSize)
+	from, data, bin, err := gateway.DecodePublication(brokers.Publication{Seq: n, Epoch: e, Data: []byte(d)}, f.cfg.MaxMessageSize)
 	if err != nil {
 		f.reject("payload", rc.ch, m.ID)
 		return Publication{}, false, false
 	}
-	return Publication{Ch: rc.ch, Seq: n, Epoch: e, From: from, Data: data}, true, false
+	return Publication{Ch: rc.ch, Seq: n, Epoch: e, From: from, Data: data, Binary: bin}, true, false
 }
 
 func (f *RedisStream) reject(what, ch, id string) {

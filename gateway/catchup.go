@@ -142,7 +142,7 @@ func (srv *Server) catchUp(ctx context.Context, s *scratch, sb *sub, cmd *comman
 	// preceded by the snapshot frame once that catch-up recovers.
 	var snapFrame snapOut
 	if cmd.snapshot {
-		if p, f, ok := srv.snapshotStart(sb.ch, cmd.hasSince, since, sinceEpoch); ok {
+		if p, f, ok := srv.snapshotStart(sb.ch, cmd.hasSince, since, sinceEpoch, sb.binary); ok {
 			since, sinceEpoch = p.Seq, p.Epoch
 			snapFrame = snapOut{event{"snapshot", sb.ch, p.Seq, p.Epoch}, f}
 			cmd.hasSince = true

@@ -102,6 +102,7 @@ func (c *Conn) cmdConnect(s *scratch, cmd *command) {
 	if !c.admit(cmd.id, user, id) {
 		return
 	}
+	c.binary = cmd.binary && c.sse == nil
 	b := append(s.enc[:0], `{"op":"connected"`...)
 	b = appendID(b, cmd.id)
 	b = append(b, `,"client":`...)
@@ -259,7 +260,7 @@ func (c *Conn) cmdSub(s *scratch, cmd *command) {
 	if c.srv.proxy.on(hookSubscribe) && c.askProxy(cmd.id, hookSubscribe, ch, nil) == nil {
 		return
 	}
-	sb := &sub{c: c, ch: ch, inflight: true}
+	sb := &sub{c: c, ch: ch, inflight: true, binary: c.binary}
 	c.smu.Lock()
 	if c.cleaned {
 		c.smu.Unlock()
@@ -340,8 +341,8 @@ func (c *Conn) cmdPub(s *scratch, cmd *command) {
 	if !ok {
 		return
 	}
-	if cmd.data == nil {
-		c.sendError(cmd.id, codeBadRequest, `missing "data"`)
+	if cmd.data == nil && !cmd.hasBin {
+		c.sendError(cmd.id, codeBadRequest, `missing "data" (or "bin")`)
 		return
 	}
 	if !c.srv.canPublish(c.identity(), ch) {
@@ -360,6 +361,10 @@ func (c *Conn) cmdPub(s *scratch, cmd *command) {
 	}
 	data := cmd.data
 	if c.srv.proxy.on(hookPublish) {
+		if cmd.hasBin {
+			c.sendError(cmd.id, codeBadRequest, "binary data cannot be published through the event proxy's publish hook; send JSON data")
+			return
+		}
 		ans := c.askProxy(cmd.id, hookPublish, ch, cmd.data)
 		if ans == nil {
 			return
@@ -369,7 +374,11 @@ func (c *Conn) cmdPub(s *scratch, cmd *command) {
 		}
 	}
 	// The broker copies data, so the worker's scratch buffer can hold it.
-	s.enc = appendPubData(s.enc[:0], c.user, data)
+	if raw, ok := cmd.binaryData(); ok {
+		s.enc = appendPubBin(s.enc[:0], c.user, raw)
+	} else {
+		s.enc = appendPubData(s.enc[:0], c.user, data)
+	}
 	ctx, cancel := context.WithTimeout(c.srv.ctx, c.srv.brokerTimeout)
 	start := time.Now()
 	pos, err := c.srv.broker.Publish(ctx, ch, s.enc)

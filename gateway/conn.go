@@ -131,6 +131,7 @@ type Conn struct {
 	ctlCount  uint32
 	userSlot  bool // counted in Server.users (cleanup gives it back)
 	connected bool // reader only
+	binary    bool // reader only, set by connect: takes binary messages (binary.go)
 	cleaned   bool // guarded by smu: cleanup ran; no new subscriptions
 	closing   bool // guarded by mu
 }

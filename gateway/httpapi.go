@@ -140,17 +140,34 @@ func (s *Server) handlePub(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Ch   string          `json:"ch"`
 		Data json.RawMessage `json:"data"`
+		// Bin: binary data as base64 (docs/protocol.md "Binary data").
+		Bin *string `json:"bin"`
 	}
 	if err := json.Unmarshal(body, &req); err != nil {
-		writeJSONError(w, http.StatusBadRequest, codeBadRequest, "want a JSON object {\"ch\": ..., \"data\": ...}")
+		writeJSONError(w, http.StatusBadRequest, codeBadRequest, "want a JSON object {\"ch\": ..., \"data\": ...} or {\"ch\": ..., \"bin\": \"<base64>\"}")
 		return
 	}
+	var raw []byte
 	switch {
 	case !validChannel([]byte(req.Ch)):
 		writeJSONError(w, http.StatusBadRequest, codeBadRequest, errChannelName.Error())
 		return
+	case req.Bin != nil && req.Data != nil:
+		writeJSONError(w, http.StatusBadRequest, codeBadRequest, errDataAndBin.Error())
+		return
+	case req.Bin != nil:
+		var err error
+		if !validB64([]byte(*req.Bin)) {
+			err = errBinType
+		} else if raw, err = b64.DecodeString(*req.Bin); err != nil {
+			err = errBinType
+		}
+		if err != nil {
+			writeJSONError(w, http.StatusBadRequest, codeBadRequest, err.Error())
+			return
+		}
 	case req.Data == nil:
-		writeJSONError(w, http.StatusBadRequest, codeBadRequest, `missing "data"`)
+		writeJSONError(w, http.StatusBadRequest, codeBadRequest, `missing "data" (or "bin")`)
 		return
 	case !validData(req.Data):
 		// encoding/json let it through, but it is invalid UTF-8 or nested
@@ -172,12 +189,22 @@ func (s *Server) handlePub(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s.proxy.on(hookPublish) {
+		if req.Bin != nil {
+			writeJSONError(w, http.StatusBadRequest, codeBadRequest, "binary data cannot be published through the event proxy's publish hook; send JSON data")
+			return
+		}
 		if req.Data, ok = s.httpPublishHook(w, r, user, req.Ch, req.Data); !ok {
 			return
 		}
 	}
+	var payload []byte
+	if req.Bin != nil {
+		payload = appendPubBin(nil, user, raw)
+	} else {
+		payload = appendPubData(nil, user, req.Data)
+	}
 	start := time.Now()
-	pos, err := s.broker.Publish(r.Context(), req.Ch, appendPubData(nil, user, req.Data))
+	pos, err := s.broker.Publish(r.Context(), req.Ch, payload)
 	if err != nil {
 		writeJSONError(w, http.StatusServiceUnavailable, codeUnavailable, "publish: broker unavailable, try again")
 		return

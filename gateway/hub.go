@@ -72,6 +72,9 @@ type sub struct {
 	// removed is set (under mu) once the subscription is taken out of the
 	// hub: a catch-up still running sends nothing more. stop cancels it.
 	removed bool
+	// binary: the connection takes binary messages (set before the sub
+	// is added, never changed): a binary publication reaches it as one.
+	binary bool
 	// inflight is set (under c.smu) while the `sub` that made this
 	// subscription is still talking to the broker (hub add, presence
 	// join, catch-up); unsubAsked records a server-side unsubscribe that
@@ -320,9 +323,25 @@ func (h *hub) HandlePublication(ch string, p brokers.Publication) {
 	fb := newFrameBuilder(64 + len(ch) + len(p.Epoch) + len(p.Was.Epoch) + len(data))
 	fb.b = appendMsg(fb.b, ch, p.Seq, p.Epoch, p.Was, data)
 	frame := fb.finish(ws.OpText)
+	// A binary publication gets its binary frame too, once, when some
+	// subscriber here takes binary messages (binary.go).
+	var bframe []byte
+	if from, text, bin := splitPubBin(data); bin {
+		for _, s := range hc.subs {
+			if s.binary {
+				var head [320]byte
+				bframe = binFrame(appendMsgHead(head[:0], ch, p.Seq, p.Epoch, p.Was), from, text)
+				break
+			}
+		}
+	}
 	h.srv.metrics.fanouts.Inc()
 	h.srv.metrics.deliveries.Add(float64(len(hc.subs)))
 	for _, s := range hc.subs {
+		if s.binary && bframe != nil {
+			s.deliver(ch, p.Seq, p.Epoch, prov, bframe)
+			continue
+		}
 		s.deliver(ch, p.Seq, p.Epoch, prov, frame)
 	}
 }

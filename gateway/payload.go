@@ -117,7 +117,7 @@ const (
 
 // checkPubData checks a publication payload that came from the broker
 // against the shape appendPubData writes: `"from":<string>,"data":<value>`
-// and nothing else, the string and value valid JSON (UTF-8, escapes,
+// (or appendPubBin's `"from":<string>,"bin":"<base64>"`) and nothing else, the string and value valid JSON (UTF-8, escapes,
 // depth). It never allocates.
 func checkPubData(p []byte) payloadVerdict {
 	if !bytes.HasPrefix(p, []byte(pubFromKey)) {
@@ -125,7 +125,21 @@ func checkPubData(p []byte) payloadVerdict {
 	}
 	i := len(pubFromKey)
 	end, _, err := scanString(p, i)
-	if err != nil || end-i-2 > 6*maxUserLen || !bytes.HasPrefix(p[end:], []byte(pubDataKey)) {
+	if err != nil || end-i-2 > 6*maxUserLen {
+		return payloadInvalid
+	}
+	if bytes.HasPrefix(p[end:], []byte(pubBinKey)) {
+		// Binary data (binary.go): exactly one base64 string, which is
+		// compact by construction.
+		if _, ok := binValue(p[end+len(pubBinKey):]); !ok {
+			return payloadInvalid
+		}
+		if !isCompactJSON(p[:end]) {
+			return payloadLoose
+		}
+		return payloadOK
+	}
+	if !bytes.HasPrefix(p[end:], []byte(pubDataKey)) {
 		return payloadInvalid
 	}
 	i = end + len(pubDataKey)
@@ -232,7 +246,7 @@ func (s *Server) brokerPubData(ch string, p *brokers.Publication, kind string) (
 	switch {
 	case !validEpoch(p.Epoch) || !validEpoch(p.Was.Epoch):
 		// an epoch is written raw into SSE's id: line
-	case len(p.Data) > s.cfg.Client.MaxMessageSize+pubOverhead:
+	case len(p.Data) > maxPubPayload(s.cfg.Client.MaxMessageSize):
 		// No node writes it (data is at most client.max_message_size):
 		// one would fill every subscriber's queue.
 	default:

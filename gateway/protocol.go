@@ -67,6 +67,14 @@ type command struct {
 	// after it when history cannot serve its sub (`"snapshot": true`,
 	// extension; snapshot.go).
 	snapshot bool
+	// Binary data (binary.go): hasBin when the command carries bytes,
+	// as base64 in a JSON "bin" (bin, validated) or as the tail of a
+	// binary message (raw). binary: the connection takes binary
+	// messages (`"binary": true` on connect).
+	hasBin bool
+	bin    []byte
+	raw    []byte
+	binary bool
 }
 
 func (c *command) reset() { *c = command{} }
@@ -209,6 +217,22 @@ func decodeObject(b []byte, start int, cmd *command) (int, error) {
 			default:
 				return 0, errSnapType
 			}
+		case "bin":
+			bit = 512
+			s, ok := binValue(val)
+			if !ok {
+				return 0, errBinType
+			}
+			cmd.bin, cmd.hasBin = s, true
+		case "binary":
+			bit = 1024
+			switch string(val) {
+			case "true":
+				cmd.binary = true
+			case "false":
+			default:
+				return 0, errBinaryFlag
+			}
 		}
 		if bit != 0 {
 			if seen&bit != 0 {
@@ -231,6 +255,9 @@ func decodeObject(b []byte, start int, cmd *command) (int, error) {
 	}
 	if seen&1 == 0 {
 		return 0, errNoOp
+	}
+	if seen&(8|512) == 8|512 {
+		return 0, errDataAndBin
 	}
 	return i, nil
 }
@@ -618,23 +645,7 @@ func appendPubData(dst []byte, from string, data []byte) []byte {
 // was, when set, is the provisional position the message had before
 // (protocol extension, see docs/protocol.md).
 func appendMsg(dst []byte, ch string, seq uint64, epoch string, was brokers.Position, pubData []byte) []byte {
-	dst = append(dst, `{"op":"msg","ch":`...)
-	dst = appendString(dst, ch)
-	if seq != 0 {
-		dst = append(dst, `,"seq":`...)
-		dst = appendUint(dst, seq)
-	}
-	if epoch != "" {
-		dst = append(dst, `,"epoch":`...)
-		dst = appendString(dst, epoch)
-	}
-	if was.Epoch != "" {
-		dst = append(dst, `,"was":{"seq":`...)
-		dst = appendUint(dst, was.Seq)
-		dst = append(dst, `,"epoch":`...)
-		dst = appendString(dst, was.Epoch)
-		dst = append(dst, '}')
-	}
+	dst = appendMsgHead(dst, ch, seq, epoch, was)
 	dst = append(dst, ',')
 	dst = append(dst, pubData...)
 	return append(dst, '}')

@@ -181,9 +181,14 @@ func (c *Conn) queueFull(raw []byte, cmd *command) {
 // binary frame; no id). While commands wait in the proxy queue it is
 // queued behind them, so it reaches the client after their replies, in
 // the order the client sent what caused it. Called by the reader.
-func (c *Conn) sendUnanswering(code, msg string) {
+func (c *Conn) sendUnanswering(code, msg string) { c.sendErrorInTurn(0, code, msg) }
+
+// sendErrorInTurn sends an error that the proxy queue did not see the
+// command of (a refused binary message) after the replies of the
+// commands queued before it.
+func (c *Conn) sendErrorInTurn(id uint64, code, msg string) {
 	var buf [256]byte
-	frame := textFrame(appendError(buf[:0], 0, code, msg))
+	frame := textFrame(appendError(buf[:0], id, code, msg))
 	if px := c.px; px != nil {
 		px.mu.Lock()
 		if px.busy {

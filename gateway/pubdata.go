@@ -13,30 +13,39 @@ var ErrBadPublication = errors.New("gateway: malformed publication from the brok
 // DecodePublication checks a publication read from the broker (outside
 // the gateway: the change feed) exactly as a node checks what it fans out
 // (brokerPubData): epochs printable, payload at most maxMessageSize (the
-// nodes' client.max_message_size; <= 0: the default 65536) plus the
-// publisher's share, and the shape `"from":<string>,"data":<JSON>` that
-// only a node writes. It returns the publisher and the data, compact JSON
-// (re-encoded when valid but loose). data may alias p.Data. Anything else
-// fails with ErrBadPublication.
-func DecodePublication(p brokers.Publication, maxMessageSize int) (from string, data []byte, err error) {
+// nodes' client.max_message_size; <= 0: the default 65536) of data (base64
+// encoded when binary) plus the publisher's share, and the shape
+// `"from":<string>,"data":<JSON>` or `"from":<string>,"bin":"<base64>"`
+// that only a node writes. It returns the publisher and the data: for a
+// JSON publication compact JSON (re-encoded when valid but loose; it may
+// alias p.Data), for a binary one (binary true) the decoded bytes.
+// Anything else fails with ErrBadPublication.
+func DecodePublication(p brokers.Publication, maxMessageSize int) (from string, data []byte, binary bool, err error) {
 	if maxMessageSize <= 0 {
 		maxMessageSize = defaultMaxMessageSize
 	}
-	if !validEpoch(p.Epoch) || !validEpoch(p.Was.Epoch) || len(p.Data) > maxMessageSize+pubOverhead {
-		return "", nil, ErrBadPublication
+	if !validEpoch(p.Epoch) || !validEpoch(p.Was.Epoch) || len(p.Data) > maxPubPayload(maxMessageSize) {
+		return "", nil, false, ErrBadPublication
 	}
 	raw := p.Data
 	switch checkPubData(raw) {
 	case payloadInvalid:
-		return "", nil, ErrBadPublication
+		return "", nil, false, ErrBadPublication
 	case payloadLoose:
 		raw = appendCompactJSON(make([]byte, 0, len(raw)), raw)
 	}
 	user, end, err := readString(raw, len(pubFromKey))
 	if err != nil {
-		return "", nil, ErrBadPublication
+		return "", nil, false, ErrBadPublication
 	}
-	return string(user), raw[end+len(pubDataKey):], nil
+	if _, text, bin := splitPubBin(raw); bin {
+		data, err := b64.DecodeString(string(text))
+		if err != nil || len(data) > maxMessageSize {
+			return "", nil, false, ErrBadPublication
+		}
+		return string(user), data, true, nil
+	}
+	return string(user), raw[end+len(pubDataKey):], false, nil
 }
 
 // defaultMaxMessageSize is client.max_message_size's default.

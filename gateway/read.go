@@ -453,7 +453,7 @@ func validClose(code ws.StatusCode, reason string) bool {
 // handleMessage runs every JSON object of one complete message, in order.
 func (c *Conn) handleMessage(s *scratch, op ws.OpCode, msg []byte) {
 	if op == ws.OpBinary {
-		c.sendUnanswering(codeBadRequest, "binary frames are not supported: send JSON in text frames")
+		c.handleBinary(s, msg)
 		return
 	}
 	if !utf8.Valid(msg) {
@@ -490,6 +490,23 @@ func (c *Conn) handleMessage(s *scratch, op ws.OpCode, msg []byte) {
 		i = end
 		c.handleCommand(s, &s.cmd)
 	}
+}
+
+// handleBinary runs a binary message: one pub or snap whose data is the
+// bytes after the header line (binary.go). The event proxy queues
+// commands as JSON text, so with the proxy on binary messages are refused.
+func (c *Conn) handleBinary(s *scratch, msg []byte) {
+	if c.px != nil {
+		id, _ := parseBinaryMessage(msg, &s.cmd)
+		c.sendErrorInTurn(id, codeBadRequest, "binary messages are not available with the event proxy on; send \"bin\" (base64) in a JSON command")
+		return
+	}
+	id, err := parseBinaryMessage(msg, &s.cmd)
+	if err != nil {
+		c.sendError(id, codeBadRequest, decodeErrorText(err))
+		return
+	}
+	c.handleCommand(s, &s.cmd)
 }
 
 // deferProxied hands the object at msg[i:] to the connection's proxy queue

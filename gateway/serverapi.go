@@ -69,10 +69,35 @@ func (s *Server) PublishFromServer(ctx context.Context, ch, from string, data []
 	if err := s.CheckPublish(ch, from, data); err != nil {
 		return brokers.Position{}, err
 	}
+	return s.publishPayload(ctx, ch, appendPubData(make([]byte, 0, len(from)+len(data)+32), from, data))
+}
+
+// PublishBinaryFromServer publishes raw bytes on ch as from: a binary
+// publication (docs/protocol.md "Binary data"), under PublishFromServer's
+// rules except that data is any bytes (at most client.max_message_size).
+func (s *Server) PublishBinaryFromServer(ctx context.Context, ch, from string, data []byte) (brokers.Position, error) {
+	if err := s.CheckPublishBinary(ch, from, data); err != nil {
+		return brokers.Position{}, err
+	}
+	return s.publishPayload(ctx, ch, appendPubBin(make([]byte, 0, len(from)+b64.EncodedLen(len(data))+32), from, data))
+}
+
+// CheckPublishBinary applies PublishBinaryFromServer's input rules.
+func (s *Server) CheckPublishBinary(ch, from string, data []byte) error {
+	if err := s.checkPublisher(ch, from); err != nil {
+		return err
+	}
+	if len(data) > s.cfg.Client.MaxMessageSize {
+		return fmt.Errorf("%w: data is %d bytes; client.max_message_size is %d", ErrTooLarge, len(data), s.cfg.Client.MaxMessageSize)
+	}
+	return nil
+}
+
+func (s *Server) publishPayload(ctx context.Context, ch string, payload []byte) (brokers.Position, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.brokerTimeout)
 	defer cancel()
 	start := time.Now()
-	pos, err := s.broker.Publish(ctx, ch, appendPubData(make([]byte, 0, len(from)+len(data)+32), from, data))
+	pos, err := s.broker.Publish(ctx, ch, payload)
 	if err != nil {
 		return brokers.Position{}, brokerErr("publish", err)
 	}
@@ -84,11 +109,8 @@ func (s *Server) PublishFromServer(ctx context.Context, ch, from string, data []
 // CheckPublish applies PublishFromServer's input rules without
 // publishing; the error wraps ErrBadInput or ErrTooLarge.
 func (s *Server) CheckPublish(ch, from string, data []byte) error {
-	if err := checkChannel(ch); err != nil {
+	if err := s.checkPublisher(ch, from); err != nil {
 		return err
-	}
-	if len(from) > maxUserLen || !utf8.ValidString(from) {
-		return badInput(`"from" must be at most 255 bytes of UTF-8`)
 	}
 	if len(data) > s.cfg.Client.MaxMessageSize {
 		return fmt.Errorf("%w: data is %d bytes; client.max_message_size is %d", ErrTooLarge, len(data), s.cfg.Client.MaxMessageSize)
@@ -97,6 +119,85 @@ func (s *Server) CheckPublish(ch, from string, data []byte) error {
 		return badInput(`"data" must be one JSON value in UTF-8, nested at most 64 deep`)
 	}
 	return nil
+}
+
+func (s *Server) checkPublisher(ch, from string) error {
+	if err := checkChannel(ch); err != nil {
+		return err
+	}
+	if len(from) > maxUserLen || !utf8.ValidString(from) {
+		return badInput(`"from" must be at most 255 bytes of UTF-8`)
+	}
+	return nil
+}
+
+// StoreSnapshotFromServer stores data as ch's snapshot covering the
+// messages up to at, under the rules of the `snap` op (docs/protocol.md
+// "Snapshots"): data one JSON value (binary false; stored compacted) or
+// any bytes (binary true) of at most history.snapshot_max_bytes
+// (ErrTooLarge), at a position the channel has reached in its current
+// epoch (ErrBadInput); a snapshot replaces the kept one only at a higher
+// seq (or a newer epoch). It reports whether it was kept and the position
+// of the snapshot the channel has now.
+func (s *Server) StoreSnapshotFromServer(ctx context.Context, ch string, at brokers.Position, data []byte, binary bool) (kept bool, now brokers.Position, err error) {
+	if err := checkChannel(ch); err != nil {
+		return false, now, err
+	}
+	if at.Seq == 0 || at.Epoch == "" {
+		return false, now, badInput(`"at" must name the position the snapshot covers: seq at least 1 and the channel's epoch`)
+	}
+	if s.snaps == nil || s.history == nil {
+		return false, now, fmt.Errorf("%w: snapshots", ErrNotSupported)
+	}
+	var stored []byte
+	if binary {
+		stored = append([]byte{binSnapMark}, data...)
+	} else {
+		if len(data) == 0 || !validData(data) {
+			return false, now, badInput(`"data" must be one JSON value in UTF-8, nested at most 64 deep`)
+		}
+		stored = appendCompactJSON(make([]byte, 0, len(data)), data)
+	}
+	kept, now, err = s.storeSnapshot(ctx, ch, at, stored)
+	var rule *snapRuleError
+	switch {
+	case errors.As(err, &rule) && rule.code == codeTooLarge:
+		return false, now, fmt.Errorf("%w: %s", ErrTooLarge, rule.msg)
+	case errors.As(err, &rule):
+		return false, now, badInput(rule.msg)
+	case err != nil:
+		return false, now, brokerErr("snapshot", err)
+	}
+	return kept, now, nil
+}
+
+// SnapshotFromServer returns ch's snapshot: its position and data
+// (compact JSON, or the bytes when binary). found is false when the
+// channel has none, or the one the broker holds fails validation (as for
+// clients, it is then ignored and counted).
+func (s *Server) SnapshotFromServer(ctx context.Context, ch string) (pos brokers.Position, data []byte, binary, found bool, err error) {
+	if err := checkChannel(ch); err != nil {
+		return pos, nil, false, false, err
+	}
+	if s.snaps == nil {
+		return pos, nil, false, false, fmt.Errorf("%w: snapshots", ErrNotSupported)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.brokerTimeout)
+	defer cancel()
+	snap, ok, err := s.snaps.LoadSnapshot(ctx, ch)
+	if err != nil {
+		return pos, nil, false, false, brokerErr("snapshot", err)
+	}
+	if !ok {
+		return pos, nil, false, false, nil
+	}
+	data, binary, valid := s.snapshotData(snap)
+	if !valid {
+		s.metrics.brokerRejected.WithLabelValues(payloadKindSnapshot).Inc()
+		s.log.Warn("malformed snapshot from the broker ignored", "channel", ch, "bytes", len(snap.Data))
+		return pos, nil, false, false, nil
+	}
+	return brokers.Position{Seq: snap.Seq, Epoch: snap.Epoch}, data, binary, true, nil
 }
 
 // HistoryFromServer returns up to limit (at most 1000) publications of ch

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+
+	"github.com/gobwas/ws"
 
 	"github.com/syncgate/syncgate/brokers"
 )
@@ -45,8 +48,8 @@ func (c *Conn) cmdSnap(s *scratch, cmd *command) {
 		return
 	}
 	switch {
-	case cmd.data == nil:
-		c.sendError(cmd.id, codeBadRequest, `missing "data"`)
+	case cmd.data == nil && !cmd.hasBin:
+		c.sendError(cmd.id, codeBadRequest, `missing "data" (or "bin")`)
 		return
 	case !cmd.hasSince || len(cmd.sinceEpoch) == 0:
 		c.sendError(cmd.id, codeBadRequest, `missing "at": {"seq": N, "epoch": "E"}, the position the snapshot covers`)
@@ -64,29 +67,24 @@ func (c *Conn) cmdSnap(s *scratch, cmd *command) {
 		c.sendError(cmd.id, codeUnavailable, "this broker keeps no snapshots")
 		return
 	}
-	var data bytes.Buffer
-	if err := json.Compact(&data, cmd.data); err != nil {
-		c.sendError(cmd.id, codeBadRequest, `"data" is not valid JSON`)
-		return
+	var stored []byte
+	if raw, ok := cmd.binaryData(); ok {
+		stored = append([]byte{binSnapMark}, raw...)
+	} else {
+		var data bytes.Buffer
+		if err := json.Compact(&data, cmd.data); err != nil {
+			c.sendError(cmd.id, codeBadRequest, `"data" is not valid JSON`)
+			return
+		}
+		stored = data.Bytes()
 	}
-	if data.Len() > srv.cfg.History.SnapshotMaxBytes {
-		c.sendError(cmd.id, codeTooLarge, "snapshot over history.snapshot_max_bytes ("+itoa(srv.cfg.History.SnapshotMaxBytes)+")")
+	kept, now, err := srv.storeSnapshot(srv.ctx, ch, brokers.Position{Seq: cmd.sinceSeq, Epoch: string(cmd.sinceEpoch)}, stored)
+	var rule *snapRuleError
+	switch {
+	case errors.As(err, &rule):
+		c.sendError(cmd.id, rule.code, rule.msg)
 		return
-	}
-	epoch := string(cmd.sinceEpoch)
-	_, pos, err := srv.readHistory(srv.ctx, ch, 0, 0)
-	if err != nil {
-		c.sendBrokerError(cmd.id, "snap", err)
-		return
-	}
-	if pos.Epoch != epoch || cmd.sinceSeq > pos.Seq {
-		c.sendError(cmd.id, codeBadRequest, fmt.Sprintf("snapshot at %d in epoch %.64q: the channel is at %d in epoch %.64q; a snapshot may only cover messages the channel has", cmd.sinceSeq, epoch, pos.Seq, pos.Epoch))
-		return
-	}
-	ctx, cancel := context.WithTimeout(srv.ctx, srv.brokerTimeout)
-	kept, now, err := srv.snaps.StoreSnapshot(ctx, ch, brokers.Snapshot{Seq: cmd.sinceSeq, Epoch: epoch, Data: data.Bytes()})
-	cancel()
-	if err != nil {
+	case err != nil:
 		c.sendBrokerError(cmd.id, "snap", err)
 		return
 	}
@@ -104,6 +102,39 @@ func (c *Conn) cmdSnap(s *scratch, cmd *command) {
 	c.sendJSON(s, "snapped", b)
 }
 
+// snapRuleError is a snapshot the rules of `snap` refuse: code is the
+// protocol's error code, the message says why.
+type snapRuleError struct{ code, msg string }
+
+func (e *snapRuleError) Error() string { return e.msg }
+
+// storeSnapshot stores data (compact JSON, or binSnapMark and bytes) as
+// ch's snapshot at `at`, under the rules of `snap`: the data (its bytes
+// when binary) within history.snapshot_max_bytes (too_large), `at` a
+// position the channel has reached in its current epoch (bad_request),
+// both as a *snapRuleError; then the broker's compare-and-set. kept and
+// now are StoreSnapshot's. The `snap` op and the server API share it.
+func (srv *Server) storeSnapshot(ctx context.Context, ch string, at brokers.Position, data []byte) (kept bool, now brokers.Position, err error) {
+	n := len(data)
+	if n > 0 && data[0] == binSnapMark {
+		n--
+	}
+	if n > srv.cfg.History.SnapshotMaxBytes {
+		return false, now, &snapRuleError{codeTooLarge, "snapshot over history.snapshot_max_bytes (" + itoa(srv.cfg.History.SnapshotMaxBytes) + ")"}
+	}
+	_, pos, err := srv.readHistory(ctx, ch, 0, 0)
+	if err != nil {
+		return false, now, err
+	}
+	if pos.Epoch != at.Epoch || at.Seq > pos.Seq {
+		return false, now, &snapRuleError{codeBadRequest, fmt.Sprintf("snapshot at %d in epoch %.64q: the channel is at %d in epoch %.64q; a snapshot may only cover messages the channel has", at.Seq, at.Epoch, pos.Seq, pos.Epoch)}
+	}
+	ctx, cancel := context.WithTimeout(ctx, srv.brokerTimeout)
+	defer cancel()
+	kept, snap, err := srv.snaps.StoreSnapshot(ctx, ch, brokers.Snapshot{Seq: at.Seq, Epoch: at.Epoch, Data: data})
+	return kept, brokers.Position{Seq: snap.Seq, Epoch: snap.Epoch}, err
+}
+
 func appendBool(b []byte, v bool) []byte {
 	if v {
 		return append(b, "true"...)
@@ -118,7 +149,7 @@ func appendBool(b []byte, v bool) []byte {
 // ok is false and the sub goes on as without the flag. Otherwise it
 // returns the snapshot's position (the catch-up's new since) and the
 // `snapshot` frame to send before the catch-up's first frame.
-func (srv *Server) snapshotStart(ch string, hasSince bool, since uint64, epoch string) (pos brokers.Position, frame []byte, ok bool) {
+func (srv *Server) snapshotStart(ch string, hasSince bool, since uint64, epoch string, binary bool) (pos brokers.Position, frame []byte, ok bool) {
 	if srv.snaps == nil || srv.history == nil {
 		return pos, nil, false
 	}
@@ -139,10 +170,9 @@ func (srv *Server) snapshotStart(ch string, hasSince bool, since uint64, epoch s
 	if !found {
 		return pos, nil, false
 	}
-	var data bytes.Buffer
+	data, bin, valid := srv.snapshotData(snap)
 	switch {
-	case !validEpoch(snap.Epoch), len(snap.Data) > srv.cfg.History.SnapshotMaxBytes,
-		json.Compact(&data, snap.Data) != nil, data.Len() == 0:
+	case !valid:
 		srv.metrics.brokerRejected.WithLabelValues(payloadKindSnapshot).Inc()
 		srv.log.Warn("malformed snapshot from the broker ignored", "channel", ch, "bytes", len(snap.Data))
 		return pos, nil, false
@@ -155,17 +185,48 @@ func (srv *Server) snapshotStart(ch string, hasSince bool, since uint64, epoch s
 	case hasSince && epoch == snap.Epoch && since >= snap.Seq:
 		return pos, nil, false // the client is ahead of the snapshot already
 	}
-	b := make([]byte, 0, 64+len(ch)+len(snap.Epoch)+data.Len())
+	b := make([]byte, 0, 64+len(ch)+len(snap.Epoch)+b64.EncodedLen(len(data)))
 	b = append(b, `{"op":"snapshot","ch":`...)
 	b = appendString(b, ch)
 	b = append(b, `,"seq":`...)
 	b = appendUint(b, snap.Seq)
 	b = append(b, `,"epoch":`...)
 	b = appendString(b, snap.Epoch)
-	b = append(b, `,"data":`...)
-	b = append(b, data.Bytes()...)
+	switch {
+	case bin && binary:
+		// A binary client gets the bytes as they are (binary.go).
+		fb := newFrameBuilder(len(b) + 2 + len(data))
+		fb.b = append(append(fb.b, b...), '}', '\n')
+		fb.b = append(fb.b, data...)
+		return brokers.Position{Seq: snap.Seq, Epoch: snap.Epoch}, fb.finish(ws.OpBinary), true
+	case bin:
+		b = append(b, pubBinKey...)
+		b = appendB64String(b, data)
+	default:
+		b = append(b, `,"data":`...)
+		b = append(b, data...)
+	}
 	b = append(b, '}')
 	return brokers.Position{Seq: snap.Seq, Epoch: snap.Epoch}, textFrame(b), true
+}
+
+// snapshotData validates a snapshot from the broker (untrusted) and
+// returns its data: compact JSON, or (bin) the bytes of a binary
+// snapshot. ok is false when the epoch is malformed, the data is over
+// history.snapshot_max_bytes, or JSON data is not valid JSON.
+func (srv *Server) snapshotData(snap brokers.Snapshot) (data []byte, bin, ok bool) {
+	if !validEpoch(snap.Epoch) || len(snap.Data) == 0 {
+		return nil, false, false
+	}
+	if snap.Data[0] == binSnapMark {
+		raw := snap.Data[1:]
+		return raw, true, len(raw) <= srv.cfg.History.SnapshotMaxBytes
+	}
+	var buf bytes.Buffer
+	if len(snap.Data) > srv.cfg.History.SnapshotMaxBytes || json.Compact(&buf, snap.Data) != nil || buf.Len() == 0 {
+		return nil, false, false
+	}
+	return buf.Bytes(), false, true
 }
 
 // snapOut is a snapshot frame waiting to go out before its catch-up, with

@@ -118,6 +118,43 @@ func (c *Client) Publish(ctx context.Context, ch string, data any, from string) 
 	return r, err
 }
 
+// PublishBinary publishes bytes on ch as from: a binary publication,
+// which binary WebSocket clients receive as bytes and JSON clients as
+// base64 under "bin" (docs/protocol.md "Binary data").
+func (c *Client) PublishBinary(ctx context.Context, ch string, data []byte, from string) (PublishResult, error) {
+	var r PublishResult
+	err := c.Call(ctx, "publish", PublishRequest{Ch: ch, Bin: data, From: from}, &r)
+	return r, err
+}
+
+// StoreSnapshot stores ch's snapshot covering the messages up to at: data
+// is a value to marshal, JSON as json.RawMessage, or bytes as []byte (a
+// binary snapshot). The result says whether it was kept and the position
+// of the snapshot the channel has now.
+func (c *Client) StoreSnapshot(ctx context.Context, ch string, at Position, data any) (SnapshotResult, error) {
+	req := SnapshotRequest{Ch: ch, At: &at}
+	switch d := data.(type) {
+	case []byte:
+		req.Bin = d
+	default:
+		raw, err := jsonData(data)
+		if err != nil {
+			return SnapshotResult{}, fmt.Errorf("api: snapshot: %w", err)
+		}
+		req.Data = raw
+	}
+	var r SnapshotResult
+	err := c.Call(ctx, "snapshot", req, &r)
+	return r, err
+}
+
+// Snapshot reads ch's snapshot (Found false: none).
+func (c *Client) Snapshot(ctx context.Context, ch string) (SnapshotResult, error) {
+	var r SnapshotResult
+	err := c.Call(ctx, "snapshot", SnapshotRequest{Ch: ch}, &r)
+	return r, err
+}
+
 // Broadcast publishes the same data on each of chs; each channel's result
 // (position or error) is in the answer, in chs order.
 func (c *Client) Broadcast(ctx context.Context, chs []string, data any, from string) ([]ChannelResult, error) {

@@ -5,7 +5,10 @@ import "encoding/json"
 // PublishRequest is the body of publish.
 type PublishRequest struct {
 	Ch   string          `json:"ch"`
-	Data json.RawMessage `json:"data"`
+	Data json.RawMessage `json:"data,omitempty"`
+	// Bin, instead of Data, publishes bytes: a binary publication
+	// (docs/protocol.md "Binary data"), base64 in the request's JSON.
+	Bin []byte `json:"bin,omitempty"`
 	// From is the publisher identity subscribers see in "from"; empty
 	// when not set.
 	From string `json:"from,omitempty"`
@@ -20,7 +23,8 @@ type PublishResult struct {
 // BroadcastRequest is the body of broadcast: the same data on each channel.
 type BroadcastRequest struct {
 	Chs  []string        `json:"chs"`
-	Data json.RawMessage `json:"data"`
+	Data json.RawMessage `json:"data,omitempty"`
+	Bin  []byte          `json:"bin,omitempty"` // instead of Data: bytes (see PublishRequest)
 	From string          `json:"from,omitempty"`
 }
 
@@ -79,7 +83,39 @@ type Publication struct {
 	Epoch string          `json:"epoch,omitempty"`
 	Was   json.RawMessage `json:"was,omitempty"`
 	From  string          `json:"from"`
-	Data  json.RawMessage `json:"data"`
+	Data  json.RawMessage `json:"data,omitempty"`
+	// Bin holds the bytes of a binary publication (then Data is empty).
+	Bin []byte `json:"bin,omitempty"`
+}
+
+// SnapshotRequest is the body of snapshot. With At it stores a snapshot
+// of Ch covering the messages up to At: Data (one JSON value) or Bin
+// (bytes; an empty Bin cannot be told from none), under the rules of the
+// `snap` op. Without At it reads Ch's snapshot.
+type SnapshotRequest struct {
+	Ch   string          `json:"ch"`
+	At   *Position       `json:"at,omitempty"`
+	Data json.RawMessage `json:"data,omitempty"`
+	Bin  []byte          `json:"bin,omitempty"`
+}
+
+// Position is a place in a channel's history.
+type Position struct {
+	Seq   uint64 `json:"seq"`
+	Epoch string `json:"epoch"`
+}
+
+// SnapshotResult answers snapshot. A store sets Stored (false: the
+// channel keeps a snapshot at an equal or higher seq) and the position of
+// the snapshot the channel keeps now. A read sets Found and, when found,
+// the snapshot's position and its Data or (binary) Bin.
+type SnapshotResult struct {
+	Stored bool            `json:"stored"`
+	Found  bool            `json:"found"`
+	Seq    uint64          `json:"seq,omitempty"`
+	Epoch  string          `json:"epoch,omitempty"`
+	Data   json.RawMessage `json:"data,omitempty"`
+	Bin    []byte          `json:"bin,omitempty"`
 }
 
 // ChannelsRequest is the body of channels: Pattern ("*" any run of

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/syncgate/syncgate/brokers"
 	"github.com/syncgate/syncgate/client/api"
 	"github.com/syncgate/syncgate/gateway"
 )
@@ -26,6 +27,7 @@ func (s *Server) table() map[string]method {
 		"disconnect":  {func() any { return new(api.DisconnectRequest) }, s.disconnect},
 		"unsubscribe": {func() any { return new(api.UnsubscribeRequest) }, s.unsubscribe},
 		"revoke":      {func() any { return new(api.RevokeRequest) }, s.revoke},
+		"snapshot":    {func() any { return new(api.SnapshotRequest) }, s.snapshot},
 	}
 }
 
@@ -36,14 +38,72 @@ func (s *Server) publish(ctx context.Context, in any) (any, error) {
 	if req.Ch == "" {
 		return nil, missing("ch")
 	}
-	if req.Data == nil {
-		return nil, missing("data")
-	}
-	pos, err := s.gw.PublishFromServer(ctx, req.Ch, req.From, req.Data)
+	pos, err := s.publishOne(ctx, req.Ch, req.From, req.Data, req.Bin)
 	if err != nil {
 		return nil, err
 	}
 	return api.PublishResult{Seq: pos.Seq, Epoch: pos.Epoch}, nil
+}
+
+// checkData: exactly one of data and bin (bin: bytes, docs/protocol.md
+// "Binary data").
+func checkData(data json.RawMessage, bin []byte) error {
+	switch {
+	case data != nil && bin != nil:
+		return badRequest(`"data" and "bin" exclude each other`)
+	case data == nil && bin == nil:
+		return missing(`data" (or "bin`)
+	}
+	return nil
+}
+
+func (s *Server) publishOne(ctx context.Context, ch, from string, data json.RawMessage, bin []byte) (brokers.Position, error) {
+	if err := checkData(data, bin); err != nil {
+		return brokers.Position{}, err
+	}
+	if bin != nil {
+		return s.gw.PublishBinaryFromServer(ctx, ch, from, bin)
+	}
+	return s.gw.PublishFromServer(ctx, ch, from, data)
+}
+
+// snapshot stores (with "at") or reads a channel's snapshot.
+func (s *Server) snapshot(ctx context.Context, in any) (any, error) {
+	req := in.(*api.SnapshotRequest)
+	if req.Ch == "" {
+		return nil, missing("ch")
+	}
+	if req.At == nil {
+		if req.Data != nil || req.Bin != nil {
+			return nil, badRequest(`storing a snapshot needs "at": {"seq": N, "epoch": "E"}, the position it covers`)
+		}
+		pos, data, bin, found, err := s.gw.SnapshotFromServer(ctx, req.Ch)
+		if err != nil || !found {
+			return api.SnapshotResult{}, err
+		}
+		out := api.SnapshotResult{Found: true, Seq: pos.Seq, Epoch: pos.Epoch}
+		if bin {
+			out.Bin = data
+			if out.Bin == nil {
+				out.Bin = []byte{}
+			}
+		} else {
+			out.Data = data
+		}
+		return out, nil
+	}
+	if err := checkData(req.Data, req.Bin); err != nil {
+		return nil, err
+	}
+	data := []byte(req.Data)
+	if req.Bin != nil {
+		data = req.Bin
+	}
+	kept, now, err := s.gw.StoreSnapshotFromServer(ctx, req.Ch, brokers.Position{Seq: req.At.Seq, Epoch: req.At.Epoch}, data, req.Bin != nil)
+	if err != nil {
+		return nil, err
+	}
+	return api.SnapshotResult{Stored: kept, Seq: now.Seq, Epoch: now.Epoch}, nil
 }
 
 // broadcast checks every channel and the data first (any bad one fails the
@@ -57,8 +117,8 @@ func (s *Server) broadcast(ctx context.Context, in any) (any, error) {
 	if len(req.Chs) > s.cfg.MaxBroadcast {
 		return nil, badRequest("at most " + strconv.Itoa(s.cfg.MaxBroadcast) + " channels in one broadcast")
 	}
-	if req.Data == nil {
-		return nil, missing("data")
+	if err := checkData(req.Data, req.Bin); err != nil {
+		return nil, err
 	}
 	seen := make(map[string]bool, len(req.Chs))
 	for _, ch := range req.Chs {
@@ -66,13 +126,17 @@ func (s *Server) broadcast(ctx context.Context, in any) (any, error) {
 			return nil, badRequest("channel " + strconvQuote(ch) + " listed twice")
 		}
 		seen[ch] = true
-		if err := s.gw.CheckPublish(ch, req.From, req.Data); err != nil {
+		check, data := s.gw.CheckPublish, []byte(req.Data)
+		if req.Bin != nil {
+			check, data = s.gw.CheckPublishBinary, req.Bin
+		}
+		if err := check(ch, req.From, data); err != nil {
 			return nil, err
 		}
 	}
 	res := api.BroadcastResult{Results: make([]api.ChannelResult, 0, len(req.Chs))}
 	for _, ch := range req.Chs {
-		pos, err := s.gw.PublishFromServer(ctx, ch, req.From, req.Data)
+		pos, err := s.publishOne(ctx, ch, req.From, req.Data, req.Bin)
 		if err != nil {
 			ae := toAPIError(err)
 			res.Results = append(res.Results, api.ChannelResult{Ch: ch, Error: &api.ErrorBody{Code: ae.code, Message: ae.msg}})

@@ -7,6 +7,7 @@ package wstest
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -34,6 +35,31 @@ func (m Msg) Num(k string) uint64 { f, _ := m[k].(float64); return uint64(f) }
 // Op is the message's op.
 func (m Msg) Op() string { return m.Str("op") }
 
+// Bytes is the data of a binary publication or snapshot (docs/protocol.md
+// "Binary data"): the bytes of a binary message, or the base64 "bin" of a
+// JSON one decoded; nil when the message has neither.
+func (m Msg) Bytes() []byte {
+	if b, ok := m[BinaryKey].([]byte); ok {
+		return b
+	}
+	s, ok := m["bin"].(string)
+	if !ok {
+		return nil
+	}
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
+// Binary reports whether m came in a binary message.
+func (m Msg) Binary() bool { _, ok := m[BinaryKey].([]byte); return ok }
+
+// BinaryKey holds, in a Msg that came in a binary message, the bytes after
+// its header line.
+const BinaryKey = "_bytes"
+
 // Client is one WebSocket connection of a test. Its methods are for one
 // goroutine at a time. A failure ends the test with t.Fatalf, unless the
 // client was dialed NonFatal: then it is reported with t.Errorf and the
@@ -43,6 +69,7 @@ type Client struct {
 	t        testing.TB
 	name     string
 	nonFatal bool
+	binary   bool // binary messages expected (AcceptBinary)
 	ws       *websocket.Conn
 	in       chan Msg
 	done     chan struct{}
@@ -61,6 +88,12 @@ func Named(name string) Option { return func(c *Client) { c.name = name } }
 
 // NonFatal makes the client report failures with t.Errorf and go on.
 func NonFatal() Option { return func(c *Client) { c.nonFatal = true } }
+
+// AcceptBinary lets the client take binary messages (a header line, then
+// bytes: docs/protocol.md "Binary data"); without it a binary message from
+// the server fails the test. It does not opt in: send "binary": true on
+// connect for that.
+func AcceptBinary() Option { return func(c *Client) { c.binary = true } }
 
 // Dial connects to the WebSocket URL url (failing the test at once if it
 // cannot); the connection is closed when the test ends.
@@ -99,12 +132,16 @@ func DialHeader(t testing.TB, url string, hdr http.Header, opts ...Option) (*Cli
 func (c *Client) readLoop() {
 	defer close(c.done)
 	for {
-		_, data, err := c.ws.Read(context.Background())
+		typ, data, err := c.ws.Read(context.Background())
 		if err != nil {
 			c.mu.Lock()
 			c.closed = err
 			c.mu.Unlock()
 			return
+		}
+		if typ == websocket.MessageBinary {
+			c.binaryMessage(data)
+			continue
 		}
 		// Read frames the strictest way a client may (PROTOCOL.md): split
 		// on '\n', every non-blank line exactly one JSON object, with no
@@ -128,6 +165,65 @@ func (c *Client) readLoop() {
 			c.in <- m
 		}
 	}
+}
+
+// binaryMessage takes a binary message: one JSON object, '\n', bytes.
+func (c *Client) binaryMessage(data []byte) {
+	if !c.binary {
+		c.t.Errorf("%sserver sent a binary message to a client that did not ask for them: %q", c.prefix(), data)
+		return
+	}
+	head, rest, ok := bytes.Cut(data, []byte("\n"))
+	var m Msg
+	if err := json.Unmarshal(head, &m); !ok || err != nil || m == nil {
+		c.t.Errorf("%sserver sent a binary message without a JSON header line %q: %v", c.prefix(), data, err)
+		return
+	}
+	if _, dup := m["data"]; dup {
+		c.t.Errorf("%sbinary message with data in its header: %q", c.prefix(), head)
+	}
+	m[BinaryKey] = bytes.Clone(rest)
+	c.in <- m
+}
+
+// SendBinary sends a binary message: header (a command without its
+// data) as one JSON line, then data.
+func (c *Client) SendBinary(header map[string]any, data []byte) bool {
+	c.t.Helper()
+	h, err := json.Marshal(header)
+	if err != nil {
+		c.fail("marshal %v: %v", header, err)
+		return false
+	}
+	return c.SendBinaryRaw(append(append(h, '\n'), data...))
+}
+
+// SendBinaryRaw sends b as one binary message, as it is.
+func (c *Client) SendBinaryRaw(b []byte) bool {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.ws.Write(ctx, websocket.MessageBinary, b); err != nil {
+		c.fail("send binary: %v", err)
+		return false
+	}
+	return true
+}
+
+// CallBinary sends a binary command (its id set here) and waits for the
+// reply with that id.
+func (c *Client) CallBinary(op string, header map[string]any, data []byte) Msg {
+	c.t.Helper()
+	c.nextID++
+	h := map[string]any{"op": op, "id": c.nextID}
+	for k, v := range header {
+		h[k] = v
+	}
+	id := c.nextID
+	if !c.SendBinary(h, data) {
+		return nil
+	}
+	return c.Next(func(m Msg) bool { return m.Num("id") == id })
 }
 
 func (c *Client) prefix() string {
