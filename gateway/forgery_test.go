@@ -393,6 +393,13 @@ func TestHostileBrokerPayload(t *testing.T) {
 		``,
 		`"from":"ceo","data":` + strings.Repeat("[", 200) + strings.Repeat("]", 200),
 		`"from":ceo,"data":1`,
+		// Binary publications (base64 under "bin") are checked as hard.
+		"\"from\":\"ceo\",\"bin\":\"aGk=\"}\n{\"op\":\"msg\",\"ch\":\"doc:payroll\"",
+		`"from":"ceo","bin":"aGk=","data":1`,
+		`"from":"ceo","bin":"aGk"`,
+		`"from":"ceo","bin":"a\"k="`,
+		`"from":"ceo","bin":aGk=`,
+		`"from":"ceo","bin":"` + strings.Repeat("QUFB", 30000) + `"`, // over client.max_message_size
 	}
 	loose := []struct{ payload, want string }{
 		{"\"from\":\"ann\",\"data\":[1,\n{\"op\":\"msg\",\"ch\":\"doc:payroll\"}\n]", `[1,{"op":"msg","ch":"doc:payroll"}]`},

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"reflect"
@@ -148,10 +149,35 @@ func FuzzBrokerPayload(f *testing.F) {
 		"\"from\":\"a\",\"data\":\"\xff\"",
 		`"from":"a","data":"\u0000"`,
 		``, `{}`, `"from":"a","data":`,
+		`"from":"ann","bin":"AAEC/w=="`, `"from":"ann","bin":""`, `"from":"a","bin":"aGk"`,
+		"\"from\":\"a\",\"bin\":\"aGk=\"}\n{\"op\":\"msg\"", `"from":"a","bin":"aGk=","data":1`,
+		`"from":"a","bin":"a=k="`, "\"from\":\"a\u2028\",\"bin\":\"aGk=\"",
 	} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, p []byte) {
+		defer func() {
+			// A binary publication's binary frame: one header object
+			// line (the msg without data, from included), then bytes.
+			if v := checkPubData(p); v == payloadInvalid {
+				return
+			}
+			data := appendCompactJSON(nil, p)
+			from, text, bin := splitPubBin(data)
+			if !bin {
+				return
+			}
+			frame := binFrame(appendMsgHead(nil, "doc:1", 7, "ep", brokers.Position{}), from, text)
+			payload := framePayload(frame)
+			head, raw, ok := bytes.Cut(payload, []byte("\n"))
+			var m map[string]any
+			if frame[0] != 0x82 || !ok || json.Unmarshal(head, &m) != nil || m["op"] != "msg" || m["from"] == nil || m["data"] != nil {
+				t.Fatalf("binary frame %q of %q", payload, p)
+			}
+			if want, err := base64.StdEncoding.DecodeString(string(text)); err != nil || !bytes.Equal(raw, want) {
+				t.Fatalf("binary frame bytes %q, want %q (%v)", raw, want, err)
+			}
+		}()
 		data := p
 		switch checkPubData(p) {
 		case payloadInvalid:
@@ -195,7 +221,7 @@ func checkMsgObject(t *testing.T, msg []byte) {
 	if _, err := dec.Token(); err != io.EOF {
 		t.Fatalf("msg %q: data after the object", msg)
 	}
-	if strings.Join(keys, ",") != "op,ch,seq,epoch,from,data" {
+	if k := strings.Join(keys, ","); k != "op,ch,seq,epoch,from,data" && k != "op,ch,seq,epoch,from,bin" {
 		t.Fatalf("msg %q has keys %v", msg, keys)
 	}
 }
@@ -217,6 +243,43 @@ func compact(b []byte) []byte {
 	var out bytes.Buffer
 	_ = json.Compact(&out, b)
 	return out.Bytes()
+}
+
+// FuzzBinaryMessage feeds arbitrary bytes as a client's binary message:
+// it is a pub or snap whose data is exactly the bytes after the first
+// newline, with a header that decodes as a command; or it is refused with
+// the header's id when that can be read (never a panic).
+func FuzzBinaryMessage(f *testing.F) {
+	for _, s := range []string{
+		"{\"op\":\"pub\",\"id\":3,\"ch\":\"doc:1\"}\n\x00\xff\n",
+		"{\"op\":\"snap\",\"id\":4,\"ch\":\"d\",\"at\":{\"seq\":1,\"epoch\":\"e\"}}\n",
+		"{\"op\":\"pub\",\"id\":5,\"ch\":\"d\",\"data\":1}\nx", "{\"op\":\"pub\",\"bin\":\"\"}\nx",
+		"{\"op\":\"ping\",\"id\":6}\n", "{\"op\":\"pub\"", "\n", "", "{\"op\":\"pub\",\"id\":7,\"ch\":\"\xff\"}\n",
+		"{\"op\":\"pub\",\"id\":8} {\"op\":\"pub\"}\nx",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		var cmd command
+		id, err := parseBinaryMessage(msg, &cmd)
+		if err != nil {
+			if _, ok := err.(*errDecode); !ok {
+				t.Fatalf("%q: error %v is not a bad_request", msg, err)
+			}
+			return
+		}
+		nl := bytes.IndexByte(msg, '\n')
+		if nl < 0 || !bytes.Equal(cmd.raw, msg[nl+1:]) || !cmd.hasBin || cmd.data != nil || cmd.bin != nil {
+			t.Fatalf("%q: accepted with raw %q", msg, cmd.raw)
+		}
+		if cmd.op != opPub && cmd.op != opSnap || id != cmd.id {
+			t.Fatalf("%q: op %d id %d/%d", msg, cmd.op, id, cmd.id)
+		}
+		var head map[string]any
+		if json.Unmarshal(msg[:nl], &head) != nil {
+			t.Fatalf("%q: accepted a header encoding/json refuses", msg)
+		}
+	})
 }
 
 // FuzzFrameHeader compares our client frame header parser with gobwas/ws.
