@@ -51,6 +51,73 @@ function noteProv(rec, seq, epoch) {
   }
 }
 
+// Binary data (docs/protocol.md "Binary data"): publish/snapshot with a
+// Uint8Array send a binary WebSocket message (a JSON header line, then the
+// bytes); the server sends binary publications to us (we ask with
+// `binary: true` on connect) the same way, and as base64 under "bin" in
+// JSON (catch-up, SSE). Either way msg and snapshot events carry the bytes
+// as a Uint8Array in `data`.
+function isBytes(d) {
+  return d instanceof Uint8Array;
+}
+
+function toB64(u8) {
+  let s = "";
+  for (let i = 0; i < u8.length; i += 0x8000) s += String.fromCharCode.apply(null, u8.subarray(i, i + 0x8000));
+  return btoa(s);
+}
+
+function fromB64(s) {
+  const b = atob(s);
+  const u8 = new Uint8Array(b.length);
+  for (let i = 0; i < b.length; i++) u8[i] = b.charCodeAt(i);
+  return u8;
+}
+
+// wire encodes a command: JSON text, or, when its data is bytes, a binary
+// message: the command without data as one JSON line, then the bytes.
+function wire(cmd) {
+  if (!isBytes(cmd.data)) return JSON.stringify(cmd);
+  const { data, ...head } = cmd;
+  const h = new TextEncoder().encode(JSON.stringify(head) + "\n");
+  const out = new Uint8Array(h.length + data.length);
+  out.set(h, 0);
+  out.set(data, h.length);
+  return out;
+}
+
+// parseBinary parses a binary server message: the header object (a msg
+// or snapshot without data) and the bytes after its line; null when it is
+// not that.
+function parseBinary(buf) {
+  const u8 = new Uint8Array(buf);
+  const nl = u8.indexOf(10);
+  if (nl < 0) return null;
+  let head;
+  try {
+    head = new TextDecoder("utf-8", { fatal: true }).decode(u8.subarray(0, nl));
+  } catch {
+    return null;
+  }
+  const m = parseObject(head);
+  if (!m || "data" in m || "bin" in m) return null;
+  m.data = u8.slice(nl + 1);
+  return m;
+}
+
+// unBin turns a JSON message's "bin" (base64) into bytes in `data`; false
+// when it is not base64.
+function unBin(m) {
+  if (typeof m.bin !== "string") return true;
+  try {
+    m.data = fromB64(m.bin);
+  } catch {
+    return false;
+  }
+  delete m.bin;
+  return true;
+}
+
 // parseObject parses one server message: a JSON object, or null.
 function parseObject(text) {
   let m;
@@ -184,7 +251,9 @@ export class SyncGate {
     await this.request({ op: "unsub", ch });
   }
 
-  /** publish(ch, data) resolves with the ack {ch, seq}. A publish made while
+  /** publish(ch, data) resolves with the ack {ch, seq}. data is any JSON
+   *  value, or a Uint8Array: bytes, sent as a binary message (subscribers
+   *  get a Uint8Array). A publish made while
    *  disconnected waits for the connection; one in flight when the
    *  connection drops fails with code "connection_lost" (it may or may not
    *  have been published). */
@@ -194,7 +263,8 @@ export class SyncGate {
     return this.request({ op: "pub", ch, data });
   }
 
-  /** snapshot(ch, seq, epoch, data) stores data as ch's snapshot covering
+  /** snapshot(ch, seq, epoch, data) stores data (a JSON value, or a
+   *  Uint8Array of bytes) as ch's snapshot covering
    *  every message up to seq (extension, docs/protocol.md); resolves with
    *  the `snapped` reply {stored, seq, epoch}. */
   async snapshot(ch, seq, epoch, data) {
@@ -298,14 +368,23 @@ export class SyncGate {
     ws.onopen = () => {
       if (gen !== this.gen) return;
       opened = true;
-      const c = { op: "connect", id: this.nextId++ };
+      // binary: binary publications come as bytes, not base64.
+      const c = { op: "connect", id: this.nextId++, binary: true };
       if (this.token) c.token = this.token;
       else if (this.opts.user) c.user = this.opts.user;
       this.pending.set(c.id, { resolve: (r) => this.onConnected(r, "websocket"), reject: (e) => this.onConnectFailed(e), timer: null });
       ws.send(JSON.stringify(c));
     };
+    ws.binaryType = "arraybuffer";
     ws.onmessage = (e) => {
-      if (gen !== this.gen || typeof e.data !== "string") return;
+      if (gen !== this.gen) return;
+      if (e.data instanceof ArrayBuffer) {
+        this.lastRecv = Date.now();
+        const m = parseBinary(e.data);
+        if (!m) return this.protocolError("a binary message is not a JSON header line and bytes");
+        return this.handle(m);
+      }
+      if (typeof e.data !== "string") return;
       this.lastRecv = Date.now();
       // One JSON object per line. A line that is not one is a protocol
       // error: nothing of the frame is trusted, the connection is dropped.
@@ -364,7 +443,15 @@ export class SyncGate {
       for (const c of this.outbox) {
         this.pending.set(c.cmd.id, c);
         this.armTimeout(c);
-        lines.push(JSON.stringify(c.cmd));
+        const w = wire(c.cmd);
+        if (typeof w === "string") {
+          lines.push(w);
+          continue;
+        }
+        // Bytes go in a message of their own, in order.
+        if (lines.length) this.sock.send(lines.join("\n"));
+        lines.length = 0;
+        this.sock.send(w);
       }
       this.outbox = [];
       if (lines.length) this.sock.send(lines.join("\n"));
@@ -452,6 +539,10 @@ export class SyncGate {
   // applied only moves the position.
   deliver(m, rec) {
     if (!rec) return false;
+    if (!unBin(m)) {
+      this.protocolError("a msg's bin is not base64");
+      return false;
+    }
     const seq = m.seq || 0;
     const epoch = m.epoch || "";
     if (seq && isProvisional(epoch)) {
@@ -519,6 +610,7 @@ export class SyncGate {
         // after it follow in `subscribed` (or streamed).
         const rec = this.channels.get(m.ch);
         if (!rec) return;
+        if (!unBin(m)) return this.protocolError("a snapshot's bin is not base64");
         rec.seq = m.seq || 0;
         rec.epoch = m.epoch || "";
         rec.real = { seq: rec.seq, epoch: rec.epoch };
@@ -568,7 +660,7 @@ export class SyncGate {
       if (this.state === "connected" && this.transport === "websocket") {
         this.pending.set(cmd.id, c);
         this.armTimeout(c);
-        this.sock.send(JSON.stringify(cmd));
+        this.sock.send(wire(cmd));
       } else {
         this.outbox.push(c);
       }
@@ -825,6 +917,7 @@ export class SyncGate {
   }
 
   httpPublish(ch, data) {
+    if (isBytes(data)) return this.http("POST", "/pub", { ch, bin: toB64(data) });
     return this.http("POST", "/pub", { ch, data });
   }
 }

@@ -1,0 +1,65 @@
+package web_test
+
+import (
+	"context"
+	"encoding/base64"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/syncgate/syncgate/brokers/memory"
+	"github.com/syncgate/syncgate/gateway"
+	"github.com/syncgate/syncgate/internal/config"
+	"github.com/syncgate/syncgate/internal/testdeps"
+	"github.com/syncgate/syncgate/internal/wstest"
+)
+
+// TestClientJSBinary: client.js publishes a Uint8Array as a binary
+// message and hands binary publications (live as binary messages, in a
+// catch-up as base64 "bin") and binary snapshots to the application as
+// Uint8Array (web/e2e/binary.test.mjs).
+func TestClientJSBinary(t *testing.T) {
+	node := testdeps.Node(t)
+	cfg := config.Default()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Client.PublishRate = 0
+	cfg.Server.DrainWindow = 50 * time.Millisecond
+	srv, err := gateway.New(cfg.Gateway(), memory.New(memory.Config{HistorySize: cfg.History.Size, HistoryTTL: cfg.History.TTL}), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, done := wstest.Serve(t, srv, cfg.Listen)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		<-done
+	})
+	url := "ws://" + addr + "/ws"
+	const ch = "doc:binjs"
+	w := wstest.Dial(t, url)
+	epoch := w.Sub(ch).Str("epoch")
+	peer := []byte{0xde, 0xad, 0, '\n', 0xbe, 0xef}
+	w.MustCall("pub", map[string]any{"ch": ch, "bin": base64.StdEncoding.EncodeToString(peer)}, "ack")
+
+	src, err := os.ReadFile("client.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mod := filepath.Join(t.TempDir(), "client.mjs")
+	if err := os.WriteFile(mod, src, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node[0], append(node[1:], "--no-warnings", "e2e/binary.test.mjs")...)
+	cmd.Env = append(os.Environ(), "CLIENT_JS="+mod, "WS_URL="+url, "CH="+ch, "EPOCH="+epoch, "PEER="+base64.StdEncoding.EncodeToString(peer))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("node: %v\n%s", err, out)
+	}
+	t.Logf("node: %s", strings.TrimSpace(string(out)))
+}
