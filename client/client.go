@@ -155,6 +155,7 @@ type frame struct {
 	Was       *Position       `json:"was"`
 	From      string          `json:"from"`
 	Data      json.RawMessage `json:"data"`
+	Bin       []byte          `json:"bin"` // a binary publication's bytes (base64 on the wire)
 	User      string          `json:"user"`
 	Client    string          `json:"client"`
 	Ping      int64           `json:"ping"`

@@ -58,6 +58,7 @@ type Event struct {
 	Epoch   string
 	From    string          // Message: the publisher's user id
 	Data    json.RawMessage // Message: the published JSON value
+	Bin     []byte          // Message: the bytes of a binary publication (Data is empty)
 	User    string          // Join, Leave
 	Client  string          // Join, Leave
 	Missed  int             // Recovered, Gap
@@ -252,7 +253,7 @@ func (s *Subscription) deliverLocked(f *frame) bool {
 		}
 		s.prov.note(Position{Seq: f.Seq, Epoch: f.Epoch})
 		s.seq, s.epoch, s.known = f.Seq, f.Epoch, true
-		s.push(Event{Type: Message, Channel: s.ch, Seq: f.Seq, Epoch: f.Epoch, From: f.From, Data: f.Data})
+		s.push(Event{Type: Message, Channel: s.ch, Seq: f.Seq, Epoch: f.Epoch, From: f.From, Data: f.Data, Bin: f.Bin})
 		return true
 	}
 	if f.Seq != 0 && f.Epoch == s.real.Epoch && f.Seq <= s.real.Seq {
@@ -270,7 +271,7 @@ func (s *Subscription) deliverLocked(f *frame) bool {
 		s.real = Position{Seq: f.Seq, Epoch: f.Epoch}
 		s.seq, s.epoch, s.known = f.Seq, f.Epoch, true
 	}
-	s.push(Event{Type: Message, Channel: s.ch, Seq: f.Seq, Epoch: f.Epoch, From: f.From, Data: f.Data})
+	s.push(Event{Type: Message, Channel: s.ch, Seq: f.Seq, Epoch: f.Epoch, From: f.From, Data: f.Data, Bin: f.Bin})
 	return true
 }
 
