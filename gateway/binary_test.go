@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -211,4 +212,81 @@ func TestHTTPPubBinary(t *testing.T) {
 			t.Fatalf("POST /pub %s = %d %s", bad, code, body)
 		}
 	}
+}
+
+// TestBinaryWireBytes measures the bytes on the wire (WebSocket frame
+// headers included, client frames masked) of one 25-byte Yjs-like update
+// published three ways: a binary message, JSON with the bytes as base64
+// "bin" (both make the same binary publication: a binary client receives
+// a binary message, a JSON client base64), and JSON with the bytes as an
+// array of numbers (a JSON publication, the same for every client).
+// docs/protocol.md quotes its log (go test -run TestBinaryWireBytes -v
+// ./gateway/); it fails unless the binary form is the smallest both ways.
+func TestBinaryWireBytes(t *testing.T) {
+	ts := startServer(t, "epoll", nil)
+	update := []byte{1, 1, 209, 230, 163, 197, 8, 0, 4, 1, 4, 116, 101, 120, 116, 1, 97, 0, 0, 0, 0, 0, 0, 0, 0}[:25]
+	json := rawDial(t, ts.addr, nil)
+	bin := rawDial(t, ts.addr, nil)
+	pub := rawDial(t, ts.addr, nil)
+	for _, c := range []struct {
+		rc   *rawConn
+		user string
+		bin  bool
+	}{{json, "bob", false}, {bin, "carol", true}, {pub, "alice", true}} {
+		c.rc.writeFrame(0x1, true, []byte(`{"op":"connect","id":1,"user":"`+c.user+`","binary":`+map[bool]string{true: "true", false: "false"}[c.bin]+`}`))
+		c.rc.readObj()
+		c.rc.writeFrame(0x1, true, []byte(`{"op":"sub","id":2,"ch":"doc:123"}`))
+		c.rc.readObj()
+	}
+	arr := strings.ReplaceAll(fmtBytes(update), " ", ",")
+	ways := []struct {
+		name  string
+		frame []byte
+	}{
+		{"binary message", pub.frameBytes(0x2, true, append([]byte(`{"op":"pub","id":3,"ch":"doc:123"}`+"\n"), update...))},
+		{"JSON, base64 bin", pub.frameBytes(0x1, true, []byte(`{"op":"pub","id":3,"ch":"doc:123","bin":"`+base64.StdEncoding.EncodeToString(update)+`"}`))},
+		{"JSON, array of numbers", pub.frameBytes(0x1, true, []byte(`{"op":"pub","id":3,"ch":"doc:123","data":[`+arr+`]}`))},
+	}
+	var up, downBin, downJSON [3]int
+	for i, w := range ways {
+		pub.write(w.frame)
+		up[i] = len(w.frame)
+		// The publisher's own msg and ack.
+		nextMsg(pub)
+		// What a binary client and a JSON client receive.
+		fb := nextMsg(bin)
+		fj := nextMsg(json)
+		downBin[i] = 2 + len(fb.payload)
+		downJSON[i] = 2 + len(fj.payload)
+		if len(fb.payload) >= 126 {
+			downBin[i] += 2
+		}
+		if len(fj.payload) >= 126 {
+			downJSON[i] += 2
+		}
+		t.Logf("%-24s client->server %3d bytes; server->binary client %3d; server->JSON client %3d", w.name, up[i], downBin[i], downJSON[i])
+	}
+	// The first two publish the same binary publication; the third is a
+	// JSON one. Down: bytes to a binary client, base64 to a JSON one.
+	if !(up[0] < up[1] && up[1] < up[2]) || downBin[0] != downBin[1] || !(downBin[0] < downJSON[0] && downJSON[0] < downJSON[2]) {
+		t.Fatalf("binary is not the smallest: up %v, down to a binary client %v, to a JSON client %v", up, downBin, downJSON)
+	}
+}
+
+// nextMsg reads frames up to the next msg (skipping join, ack, ...).
+func nextMsg(rc *rawConn) rawFrame {
+	for {
+		f := rc.readFrame()
+		if bytes.HasPrefix(f.payload, []byte(`{"op":"msg"`)) {
+			return f
+		}
+	}
+}
+
+func fmtBytes(b []byte) string {
+	s := make([]string, len(b))
+	for i, c := range b {
+		s[i] = strconv.Itoa(int(c))
+	}
+	return strings.Join(s, " ")
 }
