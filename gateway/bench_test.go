@@ -33,13 +33,26 @@ func BenchmarkFanout(b *testing.B) {
 				if paced {
 					name = fmt.Sprintf("%s/subs=%d/paced", mode, n)
 				}
-				b.Run(name, func(b *testing.B) { benchFanout(b, mode, n, paced) })
+				b.Run(name, func(b *testing.B) { benchFanout(b, mode, n, paced, false) })
 			}
 		}
 	}
 }
 
-func benchFanout(b *testing.B, mode string, n int, paced bool) {
+// BenchmarkFanoutBinary is BenchmarkFanout for a binary publication (a
+// 25-byte update, docs/protocol.md "Binary data") with every other
+// subscriber a binary client: the node builds one text frame (base64
+// "bin") and one binary frame per publication, whatever the number of
+// subscribers.
+func BenchmarkFanoutBinary(b *testing.B) {
+	for _, mode := range ioModes {
+		for _, n := range []int{1, 1000} {
+			b.Run(fmt.Sprintf("%s/subs=%d/paced", mode, n), func(b *testing.B) { benchFanout(b, mode, n, true, true) })
+		}
+	}
+}
+
+func benchFanout(b *testing.B, mode string, n int, paced, binary bool) {
 	cfg := config.Default()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Server.IO = mode
@@ -70,14 +83,21 @@ func benchFanout(b *testing.B, mode string, n int, paced bool) {
 	// subscriber has its first frame underestimates a frame's size).
 	var delivered deliveryCounter
 	delivered.reached = make(chan struct{}, 1)
-	for range n {
+	for i := range n {
 		rc := rawDial(b, ln.Addr().String(), nil)
+		if binary && i%2 == 0 {
+			rc.writeFrame(0x1, true, []byte(`{"op":"connect","id":2,"user":"b","binary":true}`))
+			rc.readObj()
+		}
 		rc.writeFrame(0x1, true, []byte(`{"op":"sub","id":1,"ch":"doc:bench"}`))
 		rc.readObj()
 		rc.nc.SetReadDeadline(time.Time{})
 		go countFrames(rc.br, &delivered)
 	}
 	data := []byte(`"from":"bench","data":{"text":"hello, world","pos":12345}`)
+	if binary {
+		data = []byte(`"from":"bench","bin":"AQHR5qPFCAAEAQR0ZXh0AWEAAAAAAAAAAA=="`)
+	}
 	ctx := context.Background()
 	// waitDeliveries blocks (no spinning: a spinning waiter keeps the
 	// scheduler from polling the network and delays every delivery by
@@ -135,7 +155,7 @@ type deliveryCounter struct {
 }
 
 // countFrames reads server frames (unmasked) from br until it fails and
-// counts each text frame in d, discarding payloads without allocating.
+// counts each text or binary frame in d, discarding payloads without allocating.
 func countFrames(br *bufio.Reader, d *deliveryCounter) {
 	for {
 		h0, err := br.ReadByte()
@@ -165,7 +185,7 @@ func countFrames(br *bufio.Reader, d *deliveryCounter) {
 		if _, err := br.Discard(int(size)); err != nil {
 			return
 		}
-		if h0&0x0f == 0x1 && d.n.Add(1) == d.target.Load() {
+		if op := h0 & 0x0f; (op == 0x1 || op == 0x2) && d.n.Add(1) == d.target.Load() {
 			select {
 			case d.reached <- struct{}{}:
 			default:
