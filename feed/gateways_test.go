@@ -1,6 +1,8 @@
 package feed_test
 
 import (
+	"bytes"
+	"encoding/base64"
 	"fmt"
 	"sync"
 	"testing"
@@ -17,7 +19,8 @@ import (
 
 // TestFeedGateways: publications made by WebSocket clients on two
 // gateways sharing a log backend end up in the feed, in order per
-// channel, with the seq and epoch the clients were acked.
+// channel, with the seq and epoch the clients were acked; a binary
+// publication comes with its bytes and Binary set.
 func TestFeedGateways(t *testing.T) {
 	t.Run("jetstream", func(t *testing.T) {
 		srv := natstest.RunServer(t)
@@ -58,11 +61,25 @@ func feedGateways(t *testing.T, newBroker func() brokers.Broker, open func() fee
 	}
 	wg.Wait()
 	c1.Pub("chat:1", "not a document")
+	bin := []byte{0, '\n', 0xff, '"'}
+	c2.MustCall("pub", map[string]any{"ch": "doc:bin", "bin": base64.StdEncoding.EncodeToString(bin)}, "ack")
 	f := open()
-	pubs := collect(t, f, 2*each*len(chs))
+	pubs := collect(t, f, 2*each*len(chs)+1)
 	none(t, f)
 	count := checkOrder(t, pubs, nil)
+	var binary []feed.Publication
 	for _, p := range pubs {
+		if p.Ch == "doc:bin" || p.Binary {
+			binary = append(binary, p)
+		}
+	}
+	if len(binary) != 1 || !binary[0].Binary || !bytes.Equal(binary[0].Data, bin) || binary[0].From != "bob" {
+		t.Fatalf("binary publications in the feed: %+v, want one with %q", binary, bin)
+	}
+	for _, p := range pubs {
+		if p.Ch == "doc:bin" {
+			continue
+		}
 		if e, ok := acks[fmt.Sprintf("%s/%d", p.Ch, p.Seq)]; !ok || e != p.Epoch || (p.From != "ann" && p.From != "bob") {
 			t.Fatalf("feed %+v does not match the acks %v", p, acks)
 		}
