@@ -86,7 +86,8 @@ func benchFanout(b *testing.B, mode string, n int, paced, binary bool) {
 	for i := range n {
 		rc := rawDial(b, ln.Addr().String(), nil)
 		if binary && i%2 == 0 {
-			rc.writeFrame(0x1, true, []byte(`{"op":"connect","id":2,"user":"b","binary":true}`))
+			// One user each: client.max_connections_per_user.
+			rc.writeFrame(0x1, true, fmt.Appendf(nil, `{"op":"connect","id":2,"user":"b%d","binary":true}`, i))
 			rc.readObj()
 		}
 		rc.writeFrame(0x1, true, []byte(`{"op":"sub","id":1,"ch":"doc:bench"}`))
