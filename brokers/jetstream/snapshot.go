@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/syncgate/syncgate/brokers"
+	"github.com/syncgate/syncgate/brokers/internal/natsbase"
 )
 
 // Snapshots live in the key-value bucket <STREAM>_SNAP (history 1, the
@@ -58,7 +59,7 @@ func (b *Broker) StoreSnapshot(ctx context.Context, ch string, s brokers.Snapsho
 	}
 	key, val := snapKey(ch), brokers.EncodeSnapshot(nil, s)
 	for range snapRetries {
-		e, err := kv.Get(ctx, key)
+		e, err := b.snapGet(ctx, kv, key)
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
 			if _, err := kv.Create(ctx, key, val); err == nil {
@@ -70,12 +71,12 @@ func (b *Broker) StoreSnapshot(ctx context.Context, ch string, s brokers.Snapsho
 		case err != nil:
 			return false, brokers.Snapshot{}, fmt.Errorf("jetstream: snapshot %s: %w", ch, wrapKV(err))
 		}
-		kept, err := brokers.DecodeSnapshot(e.Value())
+		kept, err := brokers.DecodeSnapshot(e.Data)
 		if err == nil && !brokers.SnapshotReplaces(kept, s) {
 			return false, kept.Clone(), nil
 		}
 		// A malformed value is replaced.
-		if _, err := kv.Update(ctx, key, val, e.Revision()); err == nil {
+		if _, err := kv.Update(ctx, key, val, e.Seq); err == nil {
 			return true, s.Clone(), nil
 		} else if !casConflict(err) {
 			return false, brokers.Snapshot{}, fmt.Errorf("jetstream: snapshot %s: %w", ch, wrapKV(err))
@@ -95,18 +96,38 @@ func (b *Broker) LoadSnapshot(ctx context.Context, ch string) (brokers.Snapshot,
 	if err != nil {
 		return brokers.Snapshot{}, false, fmt.Errorf("jetstream: snapshot %s: %w", ch, wrapKV(err))
 	}
-	e, err := kv.Get(ctx, snapKey(ch))
+	e, err := b.snapGet(ctx, kv, snapKey(ch))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return brokers.Snapshot{}, false, nil
 	}
 	if err != nil {
 		return brokers.Snapshot{}, false, fmt.Errorf("jetstream: snapshot %s: %w", ch, wrapKV(err))
 	}
-	s, err := brokers.DecodeSnapshot(e.Value())
+	s, err := brokers.DecodeSnapshot(e.Data)
 	if err != nil {
 		return brokers.Snapshot{}, false, fmt.Errorf("jetstream: snapshot %s: %w", ch, err)
 	}
 	return s.Clone(), true, nil
+}
+
+// snapGet reads key's value and revision from the bucket's stream leader.
+// kv.Get would use a direct get, which any replica of a replicated bucket
+// may answer from behind the leader: a snapshot just stored could read as
+// missing or older (seen as TestClusterConformance/Snapshots/Rules failing
+// under load). A deleted or purged key reads as ErrKeyNotFound.
+func (b *Broker) snapGet(ctx context.Context, kv jetstream.KeyValue, key string) (*natsbase.StoredMsg, error) {
+	bucket := kv.Bucket()
+	m, err := natsbase.GetLast(ctx, b.n.Conn().Conn, "KV_"+bucket, "$KV."+bucket+"."+key)
+	if errors.Is(err, natsbase.ErrNotFound) {
+		return nil, jetstream.ErrKeyNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	if op := m.Header.Get("KV-Operation"); op != "" {
+		return nil, jetstream.ErrKeyNotFound // DEL or PURGE marker
+	}
+	return m, nil
 }
 
 // casConflict reports whether a Create or Update lost to another writer:
