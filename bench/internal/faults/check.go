@@ -87,9 +87,9 @@ type Stats struct {
 	// arrived (they may have been stored; not an anomaly).
 	UnackedDelivered int `json:"unacked_delivered"`
 	// Resume: per fault, from its end until every subscriber received a
-	// message published after the end (see Check). NotResumed counts the
-	// faults after which some subscriber received none before the next
-	// fault started or the run ended.
+	// message published after the end (however many faults came since).
+	// NotResumed counts the faults after which some subscriber received
+	// none before the run ended.
 	Resume     []time.Duration `json:"resume_ns"`
 	NotResumed int             `json:"not_resumed"`
 	// PublishResume: per fault, from its end until every channel's
@@ -153,13 +153,15 @@ type checker struct {
 	subsOf  map[string][]*Subscriber
 	periods map[*Publication]string
 	lost    map[*Publication]bool // acked and lost at some subscriber
+	// examples counts the examples kept by anomaly and period.
+	examples map[string]int
 }
 
 // Check accounts for every acked publication of h at every subscriber of
 // its channel (see the package comment for the rules).
 func Check(h History) Report {
 	c := &checker{h: &h, stats: map[string]*Stats{}, report: &Report{}, pubs: map[string]map[int]*Publication{},
-		subsOf: map[string][]*Subscriber{}, periods: map[*Publication]string{}, lost: map[*Publication]bool{}}
+		subsOf: map[string][]*Subscriber{}, periods: map[*Publication]string{}, lost: map[*Publication]bool{}, examples: map[string]int{}}
 	slices.SortStableFunc(h.Faults, func(a, b Fault) int { return a.Start.Compare(b.Start) })
 	for _, f := range h.Faults {
 		c.starts = append(c.starts, f.Start)
@@ -230,11 +232,19 @@ func (c *checker) periodOf(t time.Time) string {
 	return c.h.Faults[i-1].Kind
 }
 
+// example keeps a, unless MaxExamples are kept or examplesPer of the
+// same kind of anomaly in the same period.
 func (c *checker) example(a Anomaly) {
-	if len(c.report.Examples) < MaxExamples {
+	k := a.What + "/" + a.Period
+	if len(c.report.Examples) < MaxExamples && c.examples[k] < examplesPer {
+		c.examples[k]++
 		c.report.Examples = append(c.report.Examples, a)
 	}
 }
+
+// examplesPer bounds the examples of one anomaly in one period, so that
+// one stuck channel does not hide the rest.
+const examplesPer = 3
 
 // segment is the deliveries between two Resets (or the ends).
 type segment struct {
@@ -359,19 +369,15 @@ func covered(segs []segment, p *Publication) bool {
 
 // resume measures, for each fault, how long after its end every
 // subscriber received a message published after the end, and every
-// publisher had one acked.
+// publisher had one acked. The wait may outlast later faults: it is still
+// the time this fault's end took to be over for everyone.
 func (c *checker) resume() {
-	faults := c.h.Faults
-	for i, f := range faults {
-		until := time.Time{} // the next fault's start, or no limit
-		if i+1 < len(faults) {
-			until = faults[i+1].Start
-		}
+	for _, f := range c.h.Faults {
 		st := c.stat(f.Kind)
 		var worst time.Duration
 		resumed := true
 		for _, s := range c.h.Subs {
-			d, ok := c.firstAfter(s, f.End, until)
+			d, ok := c.firstAfter(s, f.End)
 			if !ok {
 				resumed = false
 				break
@@ -383,22 +389,19 @@ func (c *checker) resume() {
 		} else {
 			st.NotResumed++
 		}
-		if d, ok := c.publishResume(f.End, until); ok {
+		if d, ok := c.publishResume(f.End); ok {
 			st.PublishResume = append(st.PublishResume, d)
 		}
 	}
 }
 
 // firstAfter is how long after end subscriber s received its first
-// message published (sent) at or after end, if before until.
-func (c *checker) firstAfter(s *Subscriber, end, until time.Time) (time.Duration, bool) {
+// message published (sent) at or after end.
+func (c *checker) firstAfter(s *Subscriber, end time.Time) (time.Duration, bool) {
 	pubs := c.pubs[s.Channel]
 	for _, e := range s.Events {
 		if e.Type != Delivery || e.At.Before(end) {
 			continue
-		}
-		if !until.IsZero() && e.At.After(until) {
-			return 0, false
 		}
 		if p := pubs[e.ID]; p != nil && !p.Sent.Before(end) {
 			return e.At.Sub(end), true
@@ -408,11 +411,11 @@ func (c *checker) firstAfter(s *Subscriber, end, until time.Time) (time.Duration
 }
 
 // publishResume is how long after end every channel had a publication
-// sent at or after end acked, if all before until.
-func (c *checker) publishResume(end, until time.Time) (time.Duration, bool) {
+// sent at or after end acked.
+func (c *checker) publishResume(end time.Time) (time.Duration, bool) {
 	first := map[string]time.Time{}
 	for _, p := range c.h.Pubs {
-		if !p.OK || p.Sent.Before(end) || (!until.IsZero() && p.Done.After(until)) {
+		if !p.OK || p.Sent.Before(end) {
 			continue
 		}
 		if t, ok := first[p.Channel]; !ok || p.Done.Before(t) {

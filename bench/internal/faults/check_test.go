@@ -225,10 +225,25 @@ func TestCheckResume(t *testing.T) {
 	}
 }
 
+func TestCheckResumeOutlastsTheNextFault(t *testing.T) {
+	h := hist(50)
+	h.Faults = []Fault{{Kind: "pause", Start: at(100), End: at(200)}, {Kind: "kill", Start: at(300), End: at(350)}}
+	// b gets nothing from 150 ms until id 40 at 405 ms: the pause took
+	// 205 ms to be over, the kill 55 ms.
+	h.Subs = []*Subscriber{sub("a", seq(0, 50)...), sub("b", cat(seq(0, 15), seq(40, 50))...)}
+	r := Check(h)
+	if p := r.Kind("pause"); len(p.Resume) != 1 || p.Resume[0] != 205*time.Millisecond {
+		t.Fatalf("pause: %+v", p)
+	}
+	if k := r.Kind("kill"); len(k.Resume) != 1 || k.Resume[0] != 55*time.Millisecond {
+		t.Fatalf("kill: %+v", k)
+	}
+}
+
 func TestCheckNotResumed(t *testing.T) {
 	h := hist(50)
 	h.Faults = []Fault{{Kind: "pause", Start: at(100), End: at(200)}, {Kind: "kill", Start: at(300), End: at(350)}}
-	// b gets nothing after 150 ms until the next fault: not resumed.
+	// b gets nothing after 150 ms, ever: neither fault is over for it.
 	h.Subs = []*Subscriber{sub("a", seq(0, 50)...), sub("b", seq(0, 15)...)}
 	r := Check(h)
 	if p := r.Kind("pause"); p.NotResumed != 1 || len(p.Resume) != 0 {
@@ -236,5 +251,24 @@ func TestCheckNotResumed(t *testing.T) {
 	}
 	if k := r.Kind("kill"); k.NotResumed != 1 {
 		t.Fatalf("kill: %+v", k)
+	}
+}
+
+func TestCheckExamplesSpread(t *testing.T) {
+	h := hist(100)
+	h.Faults = []Fault{{Kind: "kill", Start: at(500), End: at(510)}}
+	// Everything after id 10 lost (90 in two periods), and one duplicate:
+	// the examples show each kind of anomaly in each period.
+	h.Subs = []*Subscriber{sub("a", 0, 1, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10)}
+	r := Check(h)
+	if r.Total.Lost != 89 || r.Total.Duplicated != 1 {
+		t.Fatalf("got %+v", r.Total)
+	}
+	count := map[string]int{}
+	for _, a := range r.Examples {
+		count[a.What+"/"+a.Period]++
+	}
+	if count["lost/none"] != examplesPer || count["lost/kill"] != examplesPer || count["duplicated/none"] != 1 {
+		t.Fatalf("examples by anomaly/period: %v", count)
 	}
 }
