@@ -283,7 +283,7 @@ func (c *natsCluster) waitLeader(ctx context.Context, timeout time.Duration) (in
 // stepdown asks the stream leader l to step down and waits for another.
 func (c *natsCluster) stepdown(ctx context.Context, l int) error {
 	var resp struct {
-		Success bool                           `json:"success"`
+		Success bool                          `json:"success"`
 		Error   *struct{ Description string } `json:"error"`
 	}
 	if err := c.request("$JS.API.STREAM.LEADER.STEPDOWN."+c.stream, &resp); err != nil {
