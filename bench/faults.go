@@ -51,6 +51,7 @@ type faultsOptions struct {
 	Topologies  []string
 	Kinds       []string // subset of fault kinds; empty = every kind the topology has
 	Duration    time.Duration
+	Rounds      int // stop after this many rounds of every kind (0: -duration alone)
 	FaultFor    time.Duration
 	Quiet       time.Duration
 	Warmup      time.Duration
@@ -82,6 +83,7 @@ func parseFaultsArgs(args []string) (faultsOptions, error) {
 	topos := fs.String("topologies", strings.Join(faultTopologies, ","), "comma-separated: "+strings.Join(faultTopologies, ", "))
 	kinds := fs.String("kinds", "", "comma-separated subset of the fault kinds "+strings.Join(faultKinds, ", ")+" (default: all a topology has)")
 	fs.DurationVar(&o.Duration, "duration", 3*time.Minute, "campaign time per topology: faults are injected in turn until it has passed")
+	fs.IntVar(&o.Rounds, "rounds", 0, "stop after this many rounds of every fault kind, or at -duration if sooner (0: -duration alone)")
 	fs.DurationVar(&o.FaultFor, "fault-for", 4*time.Second, "how long a kill, pause or partition lasts (a migration holds the slot in transit this long)")
 	fs.DurationVar(&o.Quiet, "quiet", 6*time.Second, "time between the end of one fault and the start of the next")
 	fs.DurationVar(&o.Warmup, "warmup", 3*time.Second, "publishing before the first fault")
@@ -119,6 +121,9 @@ func parseFaultsArgs(args []string) (faultsOptions, error) {
 	}
 	if o.Duration < 5*time.Second || o.Duration > maxFaultsDuration {
 		bad("-duration: want 5s to %s, got %s", maxFaultsDuration, o.Duration)
+	}
+	if o.Rounds < 0 || o.Rounds > 1000 {
+		bad("-rounds: want 0 to 1000, got %d", o.Rounds)
 	}
 	if o.FaultFor < 100*time.Millisecond || o.FaultFor > time.Minute {
 		bad("-fault-for: want 100ms to 1m, got %s", o.FaultFor)
@@ -285,7 +290,7 @@ func runFaults(ctx context.Context, o faultsOptions, out, logw io.Writer) (*faul
 
 func (o faultsOptions) summary() map[string]any {
 	return map[string]any{
-		"topologies": o.Topologies, "kinds": o.Kinds, "duration_s": o.Duration.Seconds(), "fault_for_s": o.FaultFor.Seconds(),
+		"topologies": o.Topologies, "kinds": o.Kinds, "duration_s": o.Duration.Seconds(), "rounds": o.Rounds, "fault_for_s": o.FaultFor.Seconds(),
 		"quiet_s": o.Quiet.Seconds(), "warmup_s": o.Warmup.Seconds(), "drain_s": o.Drain.Seconds(),
 		"channels": o.Channels, "subs_per_node": o.SubsPerNode, "rate_per_channel": o.Rate, "redis_fsync": o.Fsync,
 	}
@@ -360,7 +365,7 @@ func runCampaign(ctx context.Context, o faultsOptions, name, bin, natsBin, dir s
 		return r, fmt.Errorf("none of -kinds applies to %s", name)
 	}
 	deadline := time.Now().Add(o.Duration)
-	for i := 0; ctx.Err() == nil && time.Now().Before(deadline); i++ {
+	for i := 0; ctx.Err() == nil && time.Now().Before(deadline) && (o.Rounds == 0 || i < o.Rounds*len(kinds)); i++ {
 		kind := kinds[i%len(kinds)]
 		f, ierr := topo.inject(ctx, kind, o.FaultFor)
 		rec := faultRecord{Kind: kind, Target: f.Target, StartS: f.Start.Sub(start).Seconds(), EndS: f.End.Sub(start).Seconds()}

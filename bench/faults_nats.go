@@ -45,6 +45,7 @@ type natsCluster struct {
 	stream  string
 	nc      *nats.Conn // the nemesis's own connection, straight to the servers
 	next    int
+	owners  serverSet
 }
 
 // buildNATSNode builds the natsnode command into dir.
@@ -69,7 +70,7 @@ func startNATSCluster(ctx context.Context, bin, dir string, p *progress) (_ *nat
 			c.close()
 		}
 	}()
-	c.net.Owner = func(a *net.TCPAddr) int { return faults.SocketOwner(a, serverPIDs(c.servers)) }
+	c.net.Owner = c.owners.owner
 	var clientAddrs, routeAddrs, routeProxies []string
 	for i := range natsServers {
 		cp, err := proc.FreePort()
@@ -109,6 +110,7 @@ func startNATSCluster(ctx context.Context, bin, dir string, p *progress) (_ *nat
 		c.servers = append(c.servers, &serverProc{name: fmt.Sprintf("nats %d", i), bin: bin, args: args, dir: d,
 			env: []string{natsNodeTokenEnv + "=" + c.token}, addr: clientAddrs[i], ready: natsReady})
 	}
+	c.owners.set(c.servers)
 	// Started together: JetStream waits for its peers before it is ready.
 	errs := make([]error, len(c.servers))
 	done := make(chan int)

@@ -9,11 +9,14 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"os/exec"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/syncgate/syncgate/bench/internal/faults"
 	"github.com/syncgate/syncgate/bench/internal/proc"
 )
 
@@ -127,11 +130,22 @@ func (s *serverProc) log() string {
 	return s.stderr.String()
 }
 
-// serverPIDs are the running servers' PIDs by index (0: not running).
-func serverPIDs(ss []*serverProc) []int {
-	out := make([]int, len(ss))
-	for i, s := range ss {
-		out[i] = s.pid()
+// serverSet is a cluster's servers as the proxies' goroutines see them:
+// set once they are all known, before the first starts.
+type serverSet struct{ p atomic.Pointer[[]*serverProc] }
+
+func (s *serverSet) set(ss []*serverProc) { s.p.Store(&ss) }
+
+// owner is the index of the server that opened the connection from a, or
+// -1 (see faults.SocketOwner).
+func (s *serverSet) owner(a *net.TCPAddr) int {
+	ss := s.p.Load()
+	if ss == nil {
+		return -1
 	}
-	return out
+	pids := make([]int, len(*ss))
+	for i, sp := range *ss {
+		pids[i] = sp.pid()
+	}
+	return faults.SocketOwner(a, pids)
 }

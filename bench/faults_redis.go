@@ -36,6 +36,7 @@ type redisCluster struct {
 	hot      string // the channel whose slot the migrate fault moves
 	fsync    string
 	next     int // rotation over the masters
+	owners   serverSet
 }
 
 const redisMasters, redisReplicas = 3, 3
@@ -48,13 +49,17 @@ const redisNodeTimeout = 2 * time.Second
 // (always or everysec), forms the cluster and waits until it is ok with
 // every replica in sync.
 func startRedisCluster(ctx context.Context, dir, hot, fsync string, p *progress) (_ *redisCluster, err error) {
+	bin := redistest.Binary()
+	if bin == "" {
+		return nil, errors.New("redis cluster: no redis-server binary found")
+	}
 	c := &redisCluster{net: faults.NewNet(), password: natsserver.RandomToken(), hot: hot, fsync: fsync}
 	defer func() {
 		if err != nil {
 			c.close()
 		}
 	}()
-	c.net.Owner = func(a *net.TCPAddr) int { return faults.SocketOwner(a, serverPIDs(c.servers)) }
+	c.net.Owner = c.owners.owner
 	for i := range redisMasters + redisReplicas {
 		port, err := proc.FreePort()
 		if err != nil {
@@ -93,9 +98,10 @@ func startRedisCluster(ctx context.Context, dir, hot, fsync string, p *progress)
 			"--cluster-announce-ip", "127.0.0.1", "--cluster-announce-port", cport, "--cluster-announce-bus-port", bport,
 			"--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0",
 		}
-		s := &serverProc{name: fmt.Sprintf("redis %d", i), bin: "redis-server", args: args, dir: d, addr: addr, ready: c.pingable}
+		s := &serverProc{name: fmt.Sprintf("redis %d", i), bin: bin, args: args, dir: d, addr: addr, ready: c.pingable}
 		c.servers, c.proxies = append(c.servers, s), append(c.proxies, client)
 	}
+	c.owners.set(c.servers)
 	for _, s := range c.servers {
 		if err := s.start(ctx); err != nil {
 			return nil, err
