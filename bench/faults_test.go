@@ -22,7 +22,7 @@ func TestFaultCampaignShort(t *testing.T) {
 	}
 	redistest.Require(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
+	t.Cleanup(cancel) // after the parallel subtests, not when this function returns
 	bin := testGateway(ctx, t)
 	for _, topo := range faultTopologies {
 		t.Run(topo, func(t *testing.T) {

@@ -92,6 +92,10 @@ type Stats struct {
 	// none before the run ended.
 	Resume     []time.Duration `json:"resume_ns"`
 	NotResumed int             `json:"not_resumed"`
+	// ResumeTypical: per fault, the median over the subscribers of the
+	// same wait (those that received something new), so one stuck
+	// channel does not stand for all.
+	ResumeTypical []time.Duration `json:"resume_typical_ns"`
 	// PublishResume: per fault, from its end until every channel's
 	// publisher had a publication sent after the end acked.
 	PublishResume []time.Duration `json:"publish_resume_ns"`
@@ -102,6 +106,9 @@ func (s Stats) ResumeMax() time.Duration { return maxOf(s.Resume) }
 
 // ResumeMedian is the median Resume, 0 if none.
 func (s Stats) ResumeMedian() time.Duration { return median(s.Resume) }
+
+// ResumeTypicalMedian is the median ResumeTypical, 0 if none.
+func (s Stats) ResumeTypicalMedian() time.Duration { return median(s.ResumeTypical) }
 
 // PublishResumeMax is the longest PublishResume, 0 if none.
 func (s Stats) PublishResumeMax() time.Duration { return maxOf(s.PublishResume) }
@@ -375,14 +382,19 @@ func (c *checker) resume() {
 	for _, f := range c.h.Faults {
 		st := c.stat(f.Kind)
 		var worst time.Duration
+		var each []time.Duration
 		resumed := true
 		for _, s := range c.h.Subs {
 			d, ok := c.firstAfter(s, f.End)
 			if !ok {
 				resumed = false
-				break
+				continue
 			}
 			worst = max(worst, d)
+			each = append(each, d)
+		}
+		if len(each) > 0 {
+			st.ResumeTypical = append(st.ResumeTypical, median(each))
 		}
 		if resumed {
 			st.Resume = append(st.Resume, worst)
@@ -447,6 +459,7 @@ func (s *Stats) add(o Stats) {
 	s.UnackedDelivered += o.UnackedDelivered
 	s.Resume = append(s.Resume, o.Resume...)
 	s.NotResumed += o.NotResumed
+	s.ResumeTypical = append(s.ResumeTypical, o.ResumeTypical...)
 	s.PublishResume = append(s.PublishResume, o.PublishResume...)
 }
 

@@ -214,11 +214,15 @@ func TestCheckResume(t *testing.T) {
 		ts := at(max(300+i, 10*i+5))
 		b.Events = append(b.Events, Event{Type: Delivery, At: ts, ID: i})
 	}
-	h.Subs = []*Subscriber{sub("a", seq(0, 50)...), b}
+	h.Subs = []*Subscriber{sub("a", seq(0, 50)...), b, sub("c", seq(0, 50)...)}
 	k := Check(h).Kind("kill")
 	// The first message sent at or after 200 ms is id 20; b got it at 320.
 	if len(k.Resume) != 1 || k.Resume[0] != 120*time.Millisecond || k.NotResumed != 0 {
 		t.Fatalf("resume: %v (not resumed %d), want [120ms]", k.Resume, k.NotResumed)
+	}
+	// The median sub (a or c) resumed 5 ms after the end.
+	if len(k.ResumeTypical) != 1 || k.ResumeTypical[0] != 5*time.Millisecond {
+		t.Fatalf("typical resume: %v", k.ResumeTypical)
 	}
 	if len(k.PublishResume) != 1 || k.PublishResume[0] != 2*time.Millisecond {
 		t.Fatalf("publish resume: %v, want [2ms]", k.PublishResume)
