@@ -24,7 +24,12 @@
 //
 // An anomaly is attributed to the fault period of its publication: from a
 // fault's start to the next fault's start ("none" before the first).
+// Check is a function of its History: build the History (each subscriber's
+// events by one goroutine, or under a lock), then Check it.
 //
-// Nothing here is safe for concurrent use: build a History in one
-// goroutine (or lock around it), then Check it.
+// Net is the campaign's network: loopback TCP proxies in front of every
+// server port, which partition one server away (Isolate, Heal) by holding
+// every byte to it and from it; SocketOwner tells which server dialled a
+// connection (from /proc), so a partition also cuts the connections the
+// isolated server opened to its peers. Net is safe for concurrent use.
 package faults

@@ -143,3 +143,34 @@ func TestSocketOwner(t *testing.T) {
 		t.Fatalf("SocketOwner among other pids = %d, want -1", got)
 	}
 }
+
+func TestNetCloseWhileIsolated(t *testing.T) {
+	n := NewNet()
+	addr, err := n.Listen(0, echo(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	n.Isolate(0)
+	_, _ = c.Write([]byte("held\n"))
+	c2, err := net.Dial("tcp", addr) // accepted, held before dialling
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	done := make(chan struct{})
+	go func() { n.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close hung on held connections")
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 8)); err == nil {
+		t.Fatal("a proxied connection is still open after Close")
+	}
+}
