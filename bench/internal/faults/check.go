@@ -81,8 +81,12 @@ type Stats struct {
 	Covered    int `json:"covered"`
 	Duplicated int `json:"duplicated"`
 	Reordered  int `json:"reordered"`
-	Resets     int `json:"resets"`
-	Gaps       int `json:"gaps"`
+	// Late: acked deliveries first received more than LateAfter after the
+	// ack; MaxDelay: the longest wait from ack to first receipt.
+	Late     int           `json:"late"`
+	MaxDelay time.Duration `json:"max_delay_ns"`
+	Resets   int           `json:"resets"`
+	Gaps     int           `json:"gaps"`
 	// UnackedDelivered: copies of refused or timed-out publications that
 	// arrived (they may have been stored; not an anomaly).
 	UnackedDelivered int `json:"unacked_delivered"`
@@ -135,6 +139,9 @@ type Report struct {
 	Total    Stats     `json:"total"`
 	Examples []Anomaly `json:"examples,omitempty"`
 }
+
+// LateAfter is how long after its ack a delivery counts as Late.
+const LateAfter = 5 * time.Second
 
 // MaxExamples bounds Report.Examples.
 const MaxExamples = 20
@@ -303,6 +310,14 @@ func (c *checker) subscriber(s *Subscriber) {
 				continue
 			}
 			seenInSeg[e.ID] = true
+			if !got[e.ID] {
+				st := c.stat(period)
+				d := e.At.Sub(p.Done)
+				st.MaxDelay = max(st.MaxDelay, d)
+				if d > LateAfter {
+					st.Late++
+				}
+			}
 			got[e.ID] = true
 			if e.ID < maxInSeg {
 				c.stat(period).Reordered++
@@ -454,6 +469,8 @@ func (s *Stats) add(o Stats) {
 	s.Covered += o.Covered
 	s.Duplicated += o.Duplicated
 	s.Reordered += o.Reordered
+	s.Late += o.Late
+	s.MaxDelay = max(s.MaxDelay, o.MaxDelay)
 	s.Resets += o.Resets
 	s.Gaps += o.Gaps
 	s.UnackedDelivered += o.UnackedDelivered

@@ -276,3 +276,16 @@ func TestCheckExamplesSpread(t *testing.T) {
 		t.Fatalf("examples by anomaly/period: %v", count)
 	}
 }
+
+func TestCheckLate(t *testing.T) {
+	h := hist(10)
+	// b receives id 3 8 s after its ack (after 9): late and reordered,
+	// not lost.
+	b := sub("b", cat(seq(0, 3), seq(4, 10))...)
+	b.Events = append(b.Events, Event{Type: Delivery, At: at(32 + 8000), ID: 3})
+	h.Subs = []*Subscriber{sub("a", seq(0, 10)...), b}
+	r := Check(h)
+	if r.Total.Late != 1 || r.Total.MaxDelay != 8*time.Second || r.Total.Lost != 0 || r.Total.Reordered != 1 {
+		t.Fatalf("got %+v, want 1 late (8s), 1 reordered, 0 lost", r.Total)
+	}
+}
