@@ -77,6 +77,10 @@ var faultKinds = []string{"kill", "restart", "failover", "migrate", "pause", "pa
 
 const maxFaultsDuration = 30 * time.Minute
 
+// maxFaultsDeliveries bounds the deliveries a run records (about 40 bytes
+// each).
+const maxFaultsDeliveries = 20_000_000
+
 func parseFaultsArgs(args []string) (faultsOptions, error) {
 	o := faultsOptions{Args: append([]string{"faults"}, args...)}
 	fs := flag.NewFlagSet("faults", flag.ContinueOnError)
@@ -139,6 +143,10 @@ func parseFaultsArgs(args []string) (faultsOptions, error) {
 	}
 	if o.Rate <= 0 || o.Rate > 500 {
 		bad("-rate: want > 0 and at most 500 msg/s per channel, got %g", o.Rate)
+	}
+	// The history holds every delivery in memory: bound it.
+	if d := o.Rate * float64(o.Channels) * o.Duration.Seconds() * float64(2*o.SubsPerNode); d > maxFaultsDeliveries {
+		bad("-rate x -channels x -duration x 2 -subs: at most %d deliveries recorded, got %.0f", maxFaultsDeliveries, d)
 	}
 	if o.Fsync != "always" && o.Fsync != "everysec" {
 		bad("-redis-fsync: want always or everysec, got %q", o.Fsync)

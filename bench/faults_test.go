@@ -91,6 +91,7 @@ func TestParseFaultsArgs(t *testing.T) {
 		{"-redis-fsync", "no"},
 		{"-rate", "0"},
 		{"-rounds", "-1"},
+		{"-duration", "30m", "-rate", "500", "-channels", "100"}, // too many deliveries to record
 		{"extra"},
 	} {
 		if _, err := parseFaultsArgs(bad); err == nil {
