@@ -70,9 +70,12 @@ type Stats struct {
 	Injected int    `json:"faults"`
 	// Acked publications published in this kind's fault periods, and the
 	// deliveries they owe (acked x subscribers of the channel).
-	Acked    int `json:"acked"`
-	Refused  int `json:"refused"`
-	Expected int `json:"expected"`
+	Acked   int `json:"acked"`
+	Refused int `json:"refused"`
+	// PublishWait: the longest a publish waited for its answer (ack or
+	// error): a partition that holds publishes shows here.
+	PublishWait time.Duration `json:"publish_wait_ns"`
+	Expected    int           `json:"expected"`
 	// Lost: deliveries owed and never made, not covered by a Reset.
 	// LostMsgs: acked publications lost at one subscriber or more.
 	Lost     int `json:"lost"`
@@ -190,6 +193,7 @@ func Check(h History) Report {
 		k := c.periodOf(p.Sent)
 		c.periods[p] = k
 		s := c.stat(k)
+		s.PublishWait = max(s.PublishWait, p.Done.Sub(p.Sent))
 		if p.OK {
 			s.Acked++
 		} else {
@@ -463,6 +467,7 @@ func (s *Stats) add(o Stats) {
 	s.Injected += o.Injected
 	s.Acked += o.Acked
 	s.Refused += o.Refused
+	s.PublishWait = max(s.PublishWait, o.PublishWait)
 	s.Expected += o.Expected
 	s.Lost += o.Lost
 	s.LostMsgs += o.LostMsgs

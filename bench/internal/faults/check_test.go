@@ -172,7 +172,12 @@ func TestCheckUnackedIsNoAnomaly(t *testing.T) {
 	h.Pubs[2].OK = false // timed out: may or may not be stored
 	h.Pubs[4].OK = false
 	h.Subs = []*Subscriber{sub("a", 0, 1, 3, 2, 5)} // 2 stored late, 4 never
-	r := Check(h)
+	var r Report
+	h.Pubs[4].Done = h.Pubs[4].Sent.Add(3 * time.Second) // a timeout
+	r = Check(h)
+	if r.Total.PublishWait != 3*time.Second {
+		t.Fatalf("publish wait %s, want 3s", r.Total.PublishWait)
+	}
 	if r.Total.Lost != 0 || r.Total.Reordered != 0 || r.Total.UnackedDelivered != 1 || r.Total.Acked != 4 || r.Total.Refused != 2 {
 		t.Fatalf("got %+v", r.Total)
 	}
