@@ -43,6 +43,7 @@ import (
 
 	"github.com/syncgate/syncgate/bench/internal/faults"
 	"github.com/syncgate/syncgate/bench/internal/proc"
+	"github.com/syncgate/syncgate/bench/internal/report"
 )
 
 // faultsOptions are the faults scenario's command line.
@@ -191,7 +192,7 @@ type faultsResults struct {
 	Command       string         `json:"command"`
 	Started       time.Time      `json:"started"`
 	Finished      time.Time      `json:"finished"`
-	Machine       machineInfo    `json:"machine"`
+	Machine       proc.Machine   `json:"machine"`
 	GatewaySource string         `json:"gateway_source"`
 	Options       map[string]any `json:"options"`
 	Topologies    []topoResult   `json:"topologies"`
@@ -232,7 +233,7 @@ func runFaults(ctx context.Context, o faultsOptions, out, logw io.Writer) (*faul
 		return nil, err
 	}
 	p := newProgress(logw)
-	rs := &faultsResults{Scenario: "faults", Command: commandLine(o.Args), Started: time.Now().UTC(), Machine: machine(), Options: o.summary()}
+	rs := &faultsResults{Scenario: "faults", Command: commandLine(o.Args), Started: time.Now().UTC(), Machine: proc.ReadMachine(), Options: o.summary()}
 	tmp, err := os.MkdirTemp("", "syncgate-faults-")
 	if err != nil {
 		return nil, err
@@ -275,7 +276,7 @@ func runFaults(ctx context.Context, o faultsOptions, out, logw io.Writer) (*faul
 		if path == "" {
 			path = filepath.Join(root, "docs", "brokers.md")
 		}
-		if err := rewriteSection(path, "faults", faultsMarkdown(rs)); err != nil {
+		if err := report.RewriteSection(path, "faults", faultsMarkdown(rs)); err != nil {
 			errs = append(errs, fmt.Errorf("-docs: %w", err))
 		} else {
 			fmt.Fprintf(out, "\nrewrote section \"faults\" of %s\n", path)
@@ -335,7 +336,7 @@ func runCampaign(ctx context.Context, o faultsOptions, name, bin, natsBin, dir s
 		for _, g := range gws {
 			g.stop(5 * time.Second)
 			if s := strings.TrimSpace(g.stderr.String()); s != "" {
-				r.Logs = append(r.Logs, clipString(s, 4000))
+				r.Logs = append(r.Logs, report.Clip(s, 4000))
 			}
 		}
 	}()
@@ -412,7 +413,7 @@ func runCampaign(ctx context.Context, o faultsOptions, name, bin, natsBin, dir s
 		name, t.Injected, t.Acked, t.Lost, t.LostMsgs, t.Covered, t.Duplicated, t.Reordered)
 	for _, s := range topo.procs() {
 		if s.pid() == 0 {
-			p.printf("%s: %s is not running at the end:\n%s", name, s.name, proc.Indent(clipString(s.log(), 2000)))
+			p.printf("%s: %s is not running at the end:\n%s", name, s.name, proc.Indent(report.Clip(s.log(), 2000)))
 		}
 	}
 	return r, ctx.Err()

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/syncgate/syncgate/bench/internal/faults"
+	"github.com/syncgate/syncgate/bench/internal/report"
+	"github.com/syncgate/syncgate/bench/internal/study"
 )
 
 // faultsCells is one topology's table: a header row, then one row per
@@ -64,7 +66,7 @@ func printFaults(w io.Writer, rs *faultsResults) {
 		for _, f := range r.Faults {
 			line := fmt.Sprintf("  %6.1fs-%6.1fs %-9s %s", f.StartS, f.EndS, f.Kind, f.Target)
 			if f.Error != "" {
-				line += "  ERROR: " + firstLine(f.Error)
+				line += "  ERROR: " + study.FirstLine(f.Error)
 			}
 			fmt.Fprintln(w, line)
 		}
@@ -91,25 +93,25 @@ func faultsMarkdown(rs *faultsResults) string {
 		rs.Started.Format("2006-01-02 15:04"), rs.Finished.Sub(rs.Started).Round(time.Second).Seconds(),
 		m.NumCPU, m.Kernel, m.GoVersion, rs.GatewaySource)
 	for _, r := range rs.Topologies {
-		fmt.Fprintf(&b, "\n**%s** (%s): %d published, %d acked.\n\n", r.Name, mdEscape(r.Describe), r.Published, r.Acked)
-		b.WriteString(markdownTable(faultsCells(r)))
+		fmt.Fprintf(&b, "\n**%s** (%s): %d published, %d acked.\n\n", r.Name, report.MDEscape(r.Describe), r.Published, r.Acked)
+		b.WriteString(report.MarkdownColumns(faultsCells(r)))
 		for i, a := range r.Report.Examples {
 			if i == 5 {
 				fmt.Fprintf(&b, "\n... %d more examples in the JSON results.\n", len(r.Report.Examples)-5)
 				break
 			}
-			fmt.Fprintf(&b, "\n- %s", mdEscape(a.String()))
+			fmt.Fprintf(&b, "\n- %s", report.MDEscape(a.String()))
 			if i == len(r.Report.Examples)-1 {
 				b.WriteString("\n")
 			}
 		}
 		for _, f := range r.Faults {
 			if f.Error != "" {
-				fmt.Fprintf(&b, "\nFault error (%s at %.0fs): %s\n", f.Kind, f.StartS, mdEscape(clipString(firstLine(f.Error), 200)))
+				fmt.Fprintf(&b, "\nFault error (%s at %.0fs): %s\n", f.Kind, f.StartS, report.MDEscape(report.Clip(study.FirstLine(f.Error), 200)))
 			}
 		}
 		if r.Error != "" {
-			fmt.Fprintf(&b, "\nProblem: %s\n", mdEscape(clipString(firstLine(r.Error), 300)))
+			fmt.Fprintf(&b, "\nProblem: %s\n", report.MDEscape(report.Clip(study.FirstLine(r.Error), 300)))
 		}
 	}
 	return b.String()
