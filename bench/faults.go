@@ -16,6 +16,7 @@
 // or reordered and how long delivery took to resume.
 //
 //	go run ./bench faults [-topologies redis-cluster,jetstream-r3] [-duration 3m] [-fault-for 4s] [-quiet 6s]
+//	                      [-kinds kill,restart,...] [-rounds n] [-redis-fsync always|everysec] [-history dir] [-docs]
 //
 // It prints one table per topology, writes the raw results to
 // bench/results/faults-<timestamp>.json and, with -docs, the section
