@@ -87,6 +87,9 @@ func main() {
 	if rest, ok := isAllArgs(os.Args[1:]); ok {
 		os.Exit(allMain(rest, os.Stdout, os.Stderr))
 	}
+	if len(os.Args) > 1 && os.Args[1] == "faults" {
+		os.Exit(faultsMain(os.Args[2:]))
+	}
 	if len(os.Args) > 1 && os.Args[1] == "study" {
 		os.Exit(studyMain(os.Args[2:]))
 	}
