@@ -542,6 +542,41 @@ func TestProxyRefresh(t *testing.T) {
 	}
 }
 
+// TestProxyRefreshUnavailable: when the refresh hook fails (here the
+// backend answers 503) the session cannot be renewed, and it is not
+// denied either: the client gets `disconnect` `unavailable` with
+// `reconnect: true` and close status 1013 (try again later), and the
+// failed call is counted by reason (docs/protocol.md, docs/integration.md).
+func TestProxyRefreshUnavailable(t *testing.T) {
+	refresh := newBackend(t, func(w http.ResponseWriter, c proxyCall) {
+		http.Error(w, "backend restarting", http.StatusServiceUnavailable)
+	})
+	ts, _ := cookieServer(t, "epoll", func(c *config.Config) {
+		c.Proxy.Refresh.URL = refresh.URL
+		c.Proxy.Refresh.Cookies = []string{"session"}
+		c.Proxy.RefreshInterval = time.Second
+	})
+	cl, err := wstest.DialHeader(t, ts.url(), cookieHeader(appOrigin, "sid-alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl.MustCall("connect", nil, "connected")
+	d := cl.NextWithin(5*time.Second, "the disconnect", func(m wstest.Msg) bool { return m.Op() == "disconnect" })
+	if d.Str("code") != "unavailable" || d["reconnect"] != true {
+		t.Fatalf("disconnect %v, want code unavailable with reconnect true", d)
+	}
+	if s := websocket.CloseStatus(cl.WaitClosed()); s != 1013 {
+		t.Fatalf("close status %d, want 1013", s)
+	}
+	if n := len(refresh.received()); n != 1 {
+		t.Fatalf("refresh hook called %d times, want 1", n)
+	}
+	if v := metric(t, ts, `syncgate_proxy_errors_total{hook="refresh",reason="status"}`); v != 1 {
+		t.Fatalf(`syncgate_proxy_errors_total{hook="refresh",reason="status"} = %v, want 1`, v)
+	}
+	assertMetric(t, ts, `syncgate_disconnects_total{code="unavailable"}`, 1)
+}
+
 // TestProxyConnectWithJWT: with auth on and a connect hook, a client that
 // brings a token is decided by the token (the hook is not asked); one
 // without is decided by the hook.
