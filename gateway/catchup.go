@@ -280,6 +280,11 @@ func (srv *Server) catchUp(ctx context.Context, s *scratch, sb *sub, cmd *comman
 	if recovered && snapFrame.frame != nil {
 		sb.c.sendFrame(snapFrame.ev, snapFrame.frame)
 	}
+	if fault.On(fault.LiveBeforeReply) {
+		srv.goLive(sb, pos.Epoch, last)
+		sb.c.sendFrame(event{"subscribed", sb.ch, pos.Seq, pos.Epoch}, reply)
+		return nil
+	}
 	sb.c.sendFrame(event{"subscribed", sb.ch, pos.Seq, pos.Epoch}, reply)
 	srv.goLive(sb, pos.Epoch, last)
 	return nil

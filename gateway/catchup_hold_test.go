@@ -119,7 +119,7 @@ func startWrappedServer(t *testing.T, mode string, wrap func(*memory.Broker) bro
 // every seq after its since exactly once (also when the broker hands each
 // publication over twice), in order, across `subscribed`
 // and the live messages that follow, with and without the streamed
-// catch-up.
+// catch-up; and no msg of the channel may come before `subscribed`.
 func TestCatchUpHeldHistory(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
@@ -166,7 +166,15 @@ func TestCatchUpHeldHistory(t *testing.T) {
 				close(h.release)
 				publish(9, 10)
 
-				r := c.Next(func(m wstest.Msg) bool { return m.Op() == "subscribed" || m.Op() == "error" })
+				// The first of the channel's messages is the reply: no msg
+				// (from the publications that landed during the read, or
+				// live ones) comes before `subscribed` (docs/protocol.md).
+				r := c.Next(func(m wstest.Msg) bool {
+					return m.Op() == "subscribed" || m.Op() == "error" || m.Op() == "msg" && m.Str("ch") == ch
+				})
+				if r.Op() == "msg" {
+					t.Fatalf("msg %v came before the sub's reply", r)
+				}
 				if r.Op() != "subscribed" || r["recovered"] != true {
 					t.Fatalf("reply = %v", r)
 				}

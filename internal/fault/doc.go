@@ -38,6 +38,10 @@ const (
 	// LiveDedupeOff: the live path delivers a seq at or below the last one
 	// delivered again (gateway).
 	LiveDedupeOff = "live-dedupe-off"
+	// LiveBeforeReply: a v1 catch-up makes the subscriber live (queues
+	// the publications buffered during it) before its `subscribed` reply,
+	// so a msg of the channel comes before the reply (gateway).
+	LiveBeforeReply = "live-before-reply"
 	// PresenceRefreshSkipped: the gateway never refreshes its members'
 	// presence, so they expire while connected.
 	PresenceRefreshSkipped = "presence-refresh-skipped"
@@ -48,6 +52,6 @@ func Names() []string {
 	return []string{
 		NATSFlushNow, NATSOutboxDropped, JetStreamRefuseOutage, JetStreamOutboxDropped,
 		RedisPresenceTTLLong, CatchUpGap, MergeWatermarkOffByOne, LiveDedupeOff,
-		PresenceRefreshSkipped,
+		LiveBeforeReply, PresenceRefreshSkipped,
 	}
 }

@@ -34,6 +34,7 @@ var faults = []struct {
 	{fault.CatchUpGap, "gateway", "^TestCatchUpHeldHistory$/^ReadBeforePublishes$", "TestCatchUpHeldHistory", "no gap"},
 	{fault.MergeWatermarkOffByOne, "gateway", "^TestCatchUpHeldHistory$/^ReadAfterPublishes$", "TestCatchUpHeldHistory", "no gap"},
 	{fault.LiveDedupeOff, "gateway", "^TestCatchUpHeldHistory$/^Redelivered$", "TestCatchUpHeldHistory", "unexpected message"},
+	{fault.LiveBeforeReply, "gateway", "^TestCatchUpHeldHistory$/^ReadBeforePublishes$", "TestCatchUpHeldHistory", "came before the sub's reply"},
 	{fault.PresenceRefreshSkipped, "gateway", "^TestPresenceOutlivesTTL$", "TestPresenceOutlivesTTL", "op:leave"},
 }
 
