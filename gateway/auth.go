@@ -48,6 +48,10 @@ type identity struct {
 	sub     []string // channel patterns the user may subscribe to
 	pub     []string // channel patterns the user may publish to
 	proxied bool     // granted by the event proxy's connect hook, not a token
+	// viaJWKS: the token was verified by the JWKS key kid; when a refetched
+	// set no longer holds that key, the connection is cut (jwksCut).
+	viaJWKS bool
+	kid     string
 }
 
 type authenticator struct {
@@ -108,7 +112,15 @@ func (a *authenticator) verify(ctx context.Context, token string) (*identity, er
 		opts = append(opts, jwt.WithAudience(a.cfg.Audience))
 	}
 	claims := jwt.MapClaims{}
-	_, err := jwt.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) { return a.key(ctx, t) }, opts...)
+	var (
+		viaJWKS bool
+		kid     string
+	)
+	_, err := jwt.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) {
+		k, jwksKid, err := a.key(ctx, t)
+		viaJWKS, kid = jwksKid != nil, deref(jwksKid)
+		return k, err
+	}, opts...)
 	if err != nil {
 		return nil, tokenError(err)
 	}
@@ -116,7 +128,7 @@ func (a *authenticator) verify(ctx context.Context, token string) (*identity, er
 	if sub == "" || len(sub) > maxUserLen {
 		return nil, errNoSub
 	}
-	id := &identity{user: sub}
+	id := &identity{user: sub, viaJWKS: viaJWKS, kid: kid}
 	if exp, _ := claims.GetExpirationTime(); exp != nil {
 		id.expires = exp.Time
 	}
@@ -131,37 +143,46 @@ func (a *authenticator) verify(ctx context.Context, token string) (*identity, er
 }
 
 // key picks the verification key for t's algorithm; a key of the wrong type
-// for the algorithm is never returned.
-func (a *authenticator) key(ctx context.Context, t *jwt.Token) (any, error) {
+// for the algorithm is never returned. jwksKid is the kid of the JWKS key
+// returned (nil when the key is not from the JWKS).
+func (a *authenticator) key(ctx context.Context, t *jwt.Token) (k any, jwksKid *string, err error) {
 	switch t.Method.(type) {
 	case *jwt.SigningMethodHMAC:
 		if a.hmac == nil {
-			return nil, errors.New("HMAC tokens are not accepted")
+			return nil, nil, errors.New("HMAC tokens are not accepted")
 		}
-		return a.hmac, nil
+		return a.hmac, nil, nil
 	case *jwt.SigningMethodRSA, *jwt.SigningMethodECDSA:
-		var k crypto.PublicKey
+		var pk crypto.PublicKey
 		if kid, _ := t.Header["kid"].(string); a.jwks != nil && (kid != "" || a.pubKey == nil) {
-			var err error
-			if k, err = a.jwks.get(ctx, kid); err != nil {
-				return nil, err
+			var found string
+			if pk, found, err = a.jwks.get(ctx, kid); err != nil {
+				return nil, nil, err
 			}
+			jwksKid = &found
 		} else {
-			k = a.pubKey
+			pk = a.pubKey
 		}
-		switch k.(type) {
+		switch pk.(type) {
 		case *rsa.PublicKey:
 			if _, ok := t.Method.(*jwt.SigningMethodRSA); ok {
-				return k, nil
+				return pk, jwksKid, nil
 			}
 		case *ecdsa.PublicKey:
 			if _, ok := t.Method.(*jwt.SigningMethodECDSA); ok {
-				return k, nil
+				return pk, jwksKid, nil
 			}
 		}
-		return nil, errors.New("no key of the token's type is configured")
+		return nil, nil, errors.New("no key of the token's type is configured")
 	}
-	return nil, fmt.Errorf("algorithm %s is not accepted", t.Method.Alg())
+	return nil, nil, fmt.Errorf("algorithm %s is not accepted", t.Method.Alg())
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }
 
 func tokenError(err error) error {
@@ -228,12 +249,17 @@ func matchAny(patterns []string, ch string) bool {
 // ---- JWKS ----
 
 // jwksCache holds a JSON Web Key Set fetched from a URL: refreshed every
-// jwksRefresh, and on demand (at most every jwksMinRefetch) when a token
-// names an unknown kid, so key rotation needs no restart.
+// jwksRefresh (when a token arrives, and by the heartbeat sweep while the
+// node holds a set: refreshStale), and on demand (at most every
+// jwksMinRefetch) when a token names an unknown kid, so key rotation needs
+// no restart. When a fetch drops a key (or gives its kid another key),
+// removed is called with the kids that went, after the cache's lock is
+// released: the server cuts the connections those keys verified.
 type jwksCache struct {
-	url  string
-	log  *slog.Logger
-	http *http.Client
+	url     string
+	log     *slog.Logger
+	http    *http.Client
+	removed func(kids map[string]bool)
 
 	mu      sync.Mutex
 	keys    map[string]crypto.PublicKey
@@ -250,38 +276,98 @@ func newJWKSCache(url string, log *slog.Logger) *jwksCache {
 	return &jwksCache{url: url, log: log, http: &http.Client{Timeout: 5 * time.Second}}
 }
 
-func (c *jwksCache) get(ctx context.Context, kid string) (crypto.PublicKey, error) {
+// get returns the key for kid and the kid it is filed under (an empty kid
+// matches a set of one key).
+func (c *jwksCache) get(ctx context.Context, kid string) (crypto.PublicKey, string, error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	k, ok := c.lookup(kid)
+	k, found, ok := c.lookup(kid)
 	stale := time.Since(c.fetched) > jwksRefresh
 	if (ok && !stale) || time.Since(c.tried) < jwksMinRefetch {
+		c.mu.Unlock()
 		if ok {
-			return k, nil
+			return k, found, nil
 		}
-		return nil, fmt.Errorf("unknown key id %q", kid)
+		return nil, "", fmt.Errorf("unknown key id %q", kid)
 	}
+	gone := c.fetchLocked(ctx)
+	k, found, ok = c.lookup(kid)
+	c.mu.Unlock()
+	c.report(gone)
+	if ok {
+		return k, found, nil
+	}
+	return nil, "", fmt.Errorf("unknown key id %q", kid)
+}
+
+// refreshStale refetches a set the node holds once it is older than
+// jwksRefresh (and no fetch was tried within jwksMinRefetch), so a removed
+// key cuts its connections even when no new token arrives.
+func (c *jwksCache) refreshStale(ctx context.Context) {
+	c.mu.Lock()
+	if c.keys == nil || time.Since(c.fetched) <= jwksRefresh || time.Since(c.tried) < jwksMinRefetch {
+		c.mu.Unlock()
+		return
+	}
+	gone := c.fetchLocked(ctx)
+	c.mu.Unlock()
+	c.report(gone)
+}
+
+// due reports whether refreshStale would fetch.
+func (c *jwksCache) due() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.keys != nil && time.Since(c.fetched) > jwksRefresh && time.Since(c.tried) >= jwksMinRefetch
+}
+
+// fetchLocked fetches the set and, when it succeeds, replaces the keys and
+// returns the kids whose key is gone. A failed fetch, or a set with no
+// usable signing key (a misconfigured key server, never a rotation),
+// keeps the keys the node has. c.mu is held.
+func (c *jwksCache) fetchLocked(ctx context.Context) map[string]bool {
 	c.tried = time.Now()
-	if keys, err := fetchJWKS(ctx, c.http, c.url); err != nil {
+	keys, err := fetchJWKS(ctx, c.http, c.url)
+	if err == nil && len(keys) == 0 {
+		err = errors.New("the set holds no usable signing key")
+	}
+	if err != nil {
 		c.log.Warn("JWKS fetch failed", "url", c.url, "err", err)
-	} else {
-		c.keys, c.fetched = keys, time.Now()
+		return nil
 	}
-	if k, ok := c.lookup(kid); ok {
-		return k, nil
+	var gone map[string]bool
+	for kid, old := range c.keys {
+		if k, ok := keys[kid]; !ok || !sameKey(old, k) {
+			if gone == nil {
+				gone = make(map[string]bool)
+			}
+			gone[kid] = true
+		}
 	}
-	return nil, fmt.Errorf("unknown key id %q", kid)
+	c.keys, c.fetched = keys, time.Now()
+	return gone
+}
+
+func (c *jwksCache) report(gone map[string]bool) {
+	if len(gone) > 0 && c.removed != nil {
+		c.log.Info("JWKS keys removed: cutting the connections they verified", "kids", len(gone))
+		c.removed(gone)
+	}
+}
+
+func sameKey(a, b crypto.PublicKey) bool {
+	e, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && e.Equal(b)
 }
 
 // lookup finds kid; an empty kid matches a set with exactly one key.
-func (c *jwksCache) lookup(kid string) (crypto.PublicKey, bool) {
+func (c *jwksCache) lookup(kid string) (crypto.PublicKey, string, bool) {
 	if kid == "" && len(c.keys) == 1 {
-		for _, k := range c.keys {
-			return k, true
+		for id, k := range c.keys {
+			return k, id, true
 		}
 	}
 	k, ok := c.keys[kid]
-	return k, ok
+	return k, kid, ok
 }
 
 type jwk struct {

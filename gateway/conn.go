@@ -107,6 +107,7 @@ type Conn struct {
 	out        [][]byte
 	head       int // out[head:] is unwritten
 	off        int // bytes of out[head] already written
+	gathered   int // frames from out[head] a writer holds (gather to consume): a drop keeps them
 	outBytes   int
 	wake       chan struct{} // goroutine mode: wakes the writer
 	closeTimer *time.Timer

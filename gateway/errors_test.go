@@ -11,11 +11,13 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 
+	"github.com/syncgate/syncgate/gateway"
 	"github.com/syncgate/syncgate/internal/config"
 	"github.com/syncgate/syncgate/internal/wstest"
 )
@@ -192,7 +194,10 @@ func TestFirstFrameInHandshakePacket(t *testing.T) {
 func TestSlowConsumerIsDisconnected(t *testing.T) {
 	forModes(t, func(t *testing.T, mode string) {
 		ts := startServer(t, mode, func(c *config.Config) { c.Client.MaxQueueBytes = 256 << 10 })
-		// The slow client subscribes, then never reads again.
+		// The kernel holds ~4 MB for the slow client when it is cut; on a
+		// loaded machine reading that under -race can take over 1 s.
+		gateway.SetCloseGraceForTest(ts.srv, 10*time.Second)
+		// The slow client subscribes, then stops reading until it is cut.
 		slow := rawDial(t, ts.addr, nil)
 		slow.writeFrame(0x1, true, []byte(`{"op":"connect","id":1,"user":"slow"}`))
 		slow.readObj()
@@ -203,7 +208,23 @@ func TestSlowConsumerIsDisconnected(t *testing.T) {
 		pub := dial(t, ts)
 		payload := strings.Repeat("z", 8000)
 		const n = 1000 // 8 MB: more than socket buffers plus the 256 KiB queue
-		for i := 1; i <= n; i++ {
+		// Poll for the cut: the test must start reading within closeGrace
+		// of it, which a /metrics scrape per message is too slow for.
+		var cutSeen atomic.Bool
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			for !cutSeen.Load() {
+				select {
+				case <-stop:
+					return
+				case <-time.After(time.Millisecond):
+				}
+				cutSeen.Store(gateway.ClosingForTest(ts.srv) > 0)
+			}
+		}()
+		cut := 0
+		for i := 1; i <= n && cut == 0; i++ {
 			pub.SendRaw(fmt.Sprintf(`{"op":"pub","ch":"doc:s","data":"%s"}`, payload))
 			if i%10 == 0 {
 				// The publisher is never slowed by the slow client; the fast
@@ -214,7 +235,27 @@ func TestSlowConsumerIsDisconnected(t *testing.T) {
 					}
 				}
 			}
+			if cutSeen.Load() {
+				cut = i
+			}
 		}
+		if cut == 0 {
+			t.Fatalf("%d messages of 8000 bytes did not overflow a 256 KiB queue", n)
+		}
+		// The queue was dropped, the disconnect and close frames queued
+		// behind what the socket and the writer already hold: a client
+		// that reads them within closeGrace gets the disconnect and the
+		// close frame after the msgs that were on their way, the stream
+		// well formed (docs/protocol.md). Before the writer's in-flight
+		// frames were kept by the drop, the goroutine mode counted the
+		// disconnect and close frames as written and closed without them.
+		// A 16 KiB receive buffer, once full, reopens by zero-window
+		// probes (backing off to seconds): read with a normal one.
+		slow.nc.(*net.TCPConn).SetReadBuffer(4 << 20)
+		if before := slow.expectClose("slow_consumer", 1008); before == 0 {
+			t.Fatal("no msg before the disconnect: the socket buffers were empty?")
+		}
+		slow.expectEOF()
 		// The slow one was cut (its leave reached the fast one) while the
 		// fast one received everything.
 		l := fast.NextOp("leave")

@@ -25,3 +25,19 @@ func AgeJWKSForTest(s *Server, d time.Duration) {
 	c.tried = c.tried.Add(-d)
 	c.mu.Unlock()
 }
+
+// ClosingForTest counts the connections that are closing (a disconnect
+// queued, the socket not yet closed): cheaper to poll than /metrics.
+func ClosingForTest(s *Server) int {
+	n := 0
+	s.eachConn(func(c *Conn) {
+		if c.isClosing() {
+			n++
+		}
+	})
+	return n
+}
+
+// SetCloseGraceForTest sets how long a closing connection may take to
+// flush its last frames (closeGrace, 1 s).
+func SetCloseGraceForTest(s *Server, d time.Duration) { s.graceNs.Store(int64(d)) }

@@ -19,7 +19,7 @@ import (
 
 // reconnectFor is the `reconnect` value docs/protocol.md gives each
 // disconnect code expectClose is used with.
-var reconnectFor = map[string]bool{"frame_timeout": true, "overloaded": true, "rate_limited": false}
+var reconnectFor = map[string]bool{"frame_timeout": true, "overloaded": true, "rate_limited": false, "slow_consumer": true}
 
 // expectClose reads frames until the server's close frame and checks the
 // disconnect code before it and the close status; other frames (pongs,

@@ -26,6 +26,7 @@ type metrics struct {
 	bytesOut      prometheus.Counter
 	publishDur    prometheus.Histogram
 	slowConsumers prometheus.Counter
+	jwksCuts      prometheus.Counter
 	httpEvictions prometheus.Counter
 	rejections    *prometheus.CounterVec
 	disconnects   *prometheus.CounterVec
@@ -94,6 +95,7 @@ func newMetrics(s *Server) *metrics {
 	m.publishDur = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "syncgate_publish_duration_seconds", Help: "Time for the broker to accept a client publish.",
 		Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16)})
 	m.slowConsumers = prometheus.NewCounter(prometheus.CounterOpts{Name: "syncgate_slow_consumer_disconnects_total", Help: "Clients disconnected because their outbound queue was full."})
+	m.jwksCuts = prometheus.NewCounter(prometheus.CounterOpts{Name: "syncgate_jwks_key_removed_disconnects_total", Help: "Connections disconnected (token_revoked) because the JWKS key that verified their token was removed from the set."})
 	m.httpEvictions = prometheus.NewCounter(prometheus.CounterOpts{Name: "syncgate_http_idle_evictions_total", Help: "Idle keep-alive HTTP connections closed to make room for a new connection at a connection cap."})
 	m.rejections = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "syncgate_limit_rejections_total", Help: "Requests refused by a limit or a check, by kind."}, []string{"kind"})
 	m.disconnects = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "syncgate_disconnects_total", Help: "Connections closed by the server, by disconnect code."}, []string{"code"})
@@ -105,7 +107,7 @@ func newMetrics(s *Server) *metrics {
 	for _, k := range []string{payloadKindPublication, payloadKindHistory, payloadKindPresence, payloadKindSnapshot} {
 		m.brokerRejected.WithLabelValues(k)
 	}
-	for _, c := range []prometheus.Collector{m.published, m.fanouts, m.deliveries, m.bytesOut, m.publishDur, m.slowConsumers, m.httpEvictions, m.rejections, m.disconnects, m.catchup, m.brokerRejected, m.brokerRewritten} {
+	for _, c := range []prometheus.Collector{m.published, m.fanouts, m.deliveries, m.bytesOut, m.publishDur, m.slowConsumers, m.jwksCuts, m.httpEvictions, m.rejections, m.disconnects, m.catchup, m.brokerRejected, m.brokerRewritten} {
 		f(c)
 	}
 	for _, k := range []string{rejAcceptRate, rejMaxConnections, rejHTTPConnections, rejUserConnections, rejPublishRate, rejSubscriptions, rejChannels, rejMessageSize, rejOrigin, rejHandshake, rejAuth, rejForbidden, rejFrameTimeout, rejPartialBytes, rejControlRate} {

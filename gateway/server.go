@@ -59,6 +59,12 @@ type Server struct {
 
 	brokerTimeout time.Duration
 	writeTimeout  time.Duration
+	// graceNs is closeGrace in nanoseconds; a test may lengthen it
+	// (SetCloseGraceForTest) to read a slow consumer's last frames on a
+	// loaded machine.
+	graceNs atomic.Int64
+	// jwksBusy: a background JWKS refetch is running (refreshJWKS).
+	jwksBusy atomic.Bool
 
 	conns   [16]connShard
 	nconns  atomic.Int64 // registered Conns: WebSocket and SSE
@@ -128,6 +134,7 @@ func New(cfg Config, b brokers.Broker, log *slog.Logger) (*Server, error) {
 		ctx:           ctx,
 		cancel:        cancel,
 	}
+	s.graceNs.Store(int64(closeGrace))
 	s.history, _ = b.(brokers.History)
 	s.reads = make(chan struct{}, cfg.History.MaxReads)
 	s.presence, _ = b.(brokers.Presence)
@@ -147,6 +154,7 @@ func New(cfg Config, b brokers.Broker, log *slog.Logger) (*Server, error) {
 		cancel()
 		return nil, err
 	}
+	s.watchJWKS()
 	if s.auth == nil {
 		log.Warn("authentication is OFF: any client may connect as any user and use any channel; set auth.hmac_secret, auth.public_key_file or auth.jwks_url before exposing this node")
 	}
@@ -639,6 +647,7 @@ func (s *Server) heartbeatLoop() {
 				}
 			})
 			s.metrics.queueBytes.Store(queued)
+			s.refreshJWKS()
 		}
 	}
 }

@@ -132,12 +132,15 @@ func (c *Conn) isClosing() bool {
 // closeWith sends disconnect then a close frame, and closes the connection
 // once they are written (or after closeGrace). dropQueue discards frames not
 // yet written, for a slow consumer whose queue is what overflowed.
-func (c *Conn) closeWith(code, reason string, reconnect bool, status ws.StatusCode, dropQueue bool) {
+// It reports whether this call started the close (false: already closing).
+func (c *Conn) closeWith(code, reason string, reconnect bool, status ws.StatusCode, dropQueue bool) bool {
 	var buf [256]byte
 	disc := textFrame(appendDisconnect(buf[:0], code, reason, reconnect))
 	if c.closeFrames(dropQueue, disc, closeFrame(status, reason)) {
 		c.srv.metrics.disconnects.WithLabelValues(code).Inc()
+		return true
 	}
+	return false
 }
 
 // closeFrameOnly answers a client's close frame: no disconnect message.
@@ -176,7 +179,7 @@ func (c *Conn) closeFrames(dropQueue bool, disconnect, closing []byte) bool {
 			c.outBytes += len(f)
 		}
 	}
-	c.closeTimer = time.AfterFunc(closeGrace, c.fail)
+	c.closeTimer = time.AfterFunc(time.Duration(c.srv.graceNs.Load()), c.fail)
 	c.wakeRoomLocked()
 	c.mu.Unlock()
 	c.scheduleFlush()
@@ -184,10 +187,13 @@ func (c *Conn) closeFrames(dropQueue bool, disconnect, closing []byte) bool {
 }
 
 // dropLocked discards unwritten frames, keeping a partly written one so the
-// stream of frames stays well formed.
+// stream of frames stays well formed, and those a writer is writing now
+// (gathered): their bytes go out whatever happens here, and consume must
+// find them in the queue, or it would count the frames queued after the
+// drop (the disconnect and close frames) as written.
 func (c *Conn) dropLocked() {
-	keep := c.head
-	if c.off > 0 {
+	keep := c.head + c.gathered
+	if c.gathered == 0 && c.off > 0 {
 		keep++
 	}
 	for i := keep; i < len(c.out); i++ {
@@ -216,7 +222,7 @@ func (c *Conn) finish() {
 	if c.closeTimer != nil {
 		c.closeTimer.Stop()
 	}
-	c.out, c.head, c.off, c.outBytes = nil, 0, 0, 0
+	c.out, c.head, c.off, c.outBytes, c.gathered = nil, 0, 0, 0, 0
 	c.mu.Unlock()
 	if c.fd >= 0 {
 		c.srv.poller.remove(c)
@@ -267,6 +273,7 @@ func (c *Conn) gather(s *scratch) (closing, empty bool) {
 		}
 		s.bufs = append(s.bufs, b)
 	}
+	c.gathered = len(s.bufs)
 	return c.closing, len(s.bufs) == 0
 }
 
@@ -276,6 +283,7 @@ func (c *Conn) consume(n int) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.outBytes -= n
+	c.gathered = 0
 	c.wakeRoomLocked()
 	for n > 0 && c.head < len(c.out) {
 		rest := len(c.out[c.head]) - c.off
