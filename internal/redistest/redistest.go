@@ -48,6 +48,9 @@ type Options struct {
 	// (AUTH user password) before any command. Password alone is the
 	// default user's password (requirepass).
 	User, Password string
+	// Rules, with User, are the user's ACL rules instead of every
+	// permission ("~*", "&*", "+@all"), e.g. "~sg*", "-@all", "+ping".
+	Rules []string
 	// TLS adds a TLS port (TLSAddr) with a certificate, key and CA
 	// generated into Dir (TLSFiles); clients may present a certificate
 	// signed by that CA, and need not. The plain port stays open for
@@ -177,8 +180,13 @@ func (s *Server) args() []string {
 	}
 	switch {
 	case s.opts.User != "":
+		rules := s.opts.Rules
+		if rules == nil {
+			rules = []string{"~*", "&*", "+@all"}
+		}
 		args = append(args, "--user", "default", "off",
-			"--user", s.opts.User, "on", ">"+s.opts.Password, "~*", "&*", "+@all")
+			"--user", s.opts.User, "on", ">"+s.opts.Password)
+		args = append(args, rules...)
 	case s.opts.Password != "":
 		args = append(args, "--requirepass", s.opts.Password)
 	}
@@ -426,4 +434,19 @@ func readFull(r *bufio.Reader, buf []byte) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// ACLInDoc fails the test unless the document at path (docs/operations.md)
+// shows rules, space-separated in one code span, as the ACL of backend's
+// user: a test that runs with a narrowed user checks the list it proves
+// is the one the operator is told to use.
+func ACLInDoc(t testing.TB, path, backend string, rules []string) {
+	t.Helper()
+	doc, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "`" + strings.Join(rules, " ") + "`"; !strings.Contains(string(doc), want) {
+		t.Fatalf("%s does not give the %s user's ACL as the test has it: %s", path, backend, want)
+	}
 }
