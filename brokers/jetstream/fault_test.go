@@ -2,6 +2,7 @@ package jetstream_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -236,4 +237,39 @@ func checkRestart(t *testing.T, durable bool, results [][]published, hist []brok
 func leakCheckLast(t *testing.T) {
 	ignore := goleak.IgnoreCurrent()
 	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
+}
+
+// TestOutageRefusesHistory: while the node cannot reach the server, a
+// history read and a Subscribe of a new channel are refused with
+// ErrUnavailable (the start position cannot be known; the gateway answers
+// `unavailable`, docs/brokers.md), never answered from a guess; once the
+// server is back both work again.
+func TestOutageRefusesHistory(t *testing.T) {
+	leakCheckLast(t)
+	srv := natstest.RunServer(t)
+	n := startNode(t, jetstream.Config{URL: srv.URL(), HistorySize: 100})
+	const ch = "doc.outage.history"
+	if _, err := n.b.Publish(t.Context(), ch, []byte(`"x"`)); err != nil {
+		t.Fatal(err)
+	}
+	srv.Shutdown()
+	for _, op := range []struct {
+		name string
+		call func() error
+	}{
+		{"Since", func() error { _, _, err := n.b.Since(t.Context(), ch, 0, 10); return err }},
+		{"Subscribe", func() error { return n.b.Subscribe(t.Context(), "doc.outage.new") }},
+	} {
+		if err := op.call(); !errors.Is(err, brokers.ErrUnavailable) {
+			t.Fatalf("%s during the outage: %v, want ErrUnavailable", op.name, err)
+		}
+	}
+	srv.Restart(t)
+	brokertest.Eventually(t, 20*time.Second, "history readable again", func() bool {
+		pubs, pos, err := n.b.Since(t.Context(), ch, 0, 10)
+		return err == nil && pos.Seq == 1 && len(pubs) == 1
+	})
+	if err := n.b.Subscribe(t.Context(), "doc.outage.new"); err != nil {
+		t.Fatalf("Subscribe after the outage: %v", err)
+	}
 }
