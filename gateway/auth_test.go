@@ -275,3 +275,23 @@ func TestAuthClaimsChecked(t *testing.T) {
 		c.Close()
 	}
 }
+
+// TestFromIsTheTokenSub: `from` on a message is the publisher's token
+// `sub`, set by the server; a `from` the publisher puts in its command is
+// ignored (docs/security.md: a user cannot publish as someone else).
+func TestFromIsTheTokenSub(t *testing.T) {
+	ts := startServer(t, "epoll", withHMAC)
+	sub := dial(t, ts)
+	sub.MustCall("connect", map[string]any{"token": hsToken(t, userClaims("bob", []string{"doc:*"}, nil, time.Hour))}, "connected")
+	sub.Sub("doc:1")
+	pub := dial(t, ts)
+	pub.MustCall("connect", map[string]any{"token": hsToken(t, userClaims("alice", nil, []string{"doc:1"}, time.Hour))}, "connected")
+	pub.SendRaw(`{"op":"pub","id":7,"ch":"doc:1","from":"ceo","user":"ceo","data":{"from":"ceo"}}`)
+	if a := pub.NextOp("ack"); a.Num("id") != 7 {
+		t.Fatalf("ack %v", a)
+	}
+	m := sub.NextOp("msg")
+	if m.Str("from") != "alice" {
+		t.Fatalf("msg from %q, want the token's sub alice: %v", m.Str("from"), m)
+	}
+}
