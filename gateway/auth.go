@@ -313,9 +313,13 @@ func (c *jwksCache) refreshStale(ctx context.Context) {
 	c.report(gone)
 }
 
-// due reports whether refreshStale would fetch.
+// due reports whether refreshStale would fetch. It never waits: the
+// heartbeat sweep asks, and a fetch (up to the HTTP timeout) holds c.mu,
+// so a held lock answers false.
 func (c *jwksCache) due() bool {
-	c.mu.Lock()
+	if !c.mu.TryLock() {
+		return false
+	}
 	defer c.mu.Unlock()
 	return c.keys != nil && time.Since(c.fetched) > jwksRefresh && time.Since(c.tried) >= jwksMinRefetch
 }
