@@ -37,8 +37,12 @@ if [ ${#need[@]} -gt 0 ]; then
   [ -n "$policy" ] && $SUDO rm -f "$policy"
   [ "$status" -eq 0 ] || exit "$status"
 fi
-# The browser test drives Chromium with playwright-core (no browser download).
-if [ ! -f web/e2e/node_modules/playwright-core/package.json ]; then
-  echo "installing: npm packages of web/e2e"
-  (cd web/e2e && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error >/dev/null)
-fi
+# The browser tests drive Chromium with playwright-core (no browser
+# download) and serve the demo page Yjs and y-protocols, bundled by esbuild.
+for pkg in playwright-core yjs y-protocols esbuild; do
+  if [ ! -f "web/e2e/node_modules/$pkg/package.json" ]; then
+    echo "installing: npm packages of web/e2e"
+    (cd web/e2e && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    break
+  fi
+done

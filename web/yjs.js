@@ -3,24 +3,38 @@
 //   import { SyncGate } from "/client.js";
 //   import { YjsProvider } from "/yjs.js";
 //   import * as Y from "yjs";                        // your copy of Yjs
+//   import * as awarenessProtocol from "y-protocols/awareness";
 //   const sg = new SyncGate({ url: "wss://host/ws", getToken });
 //   const doc = new Y.Doc();
-//   const p = new YjsProvider(sg, "doc:123", doc, { Y });
-//   await p.ready;                                   // snapshot + tail applied
+//   const awareness = new awarenessProtocol.Awareness(doc);
+//   const p = new YjsProvider(sg, "doc:123", doc, { Y, awareness, awarenessProtocol });
+//   await p.ready;   // subscribed; snapshot + tail applied
+//   await p.synced;  // the document is complete (or nobody answered in time)
 //
 // Wire format (docs/yjs.md): each message's data is one JSON object,
 //   {"y": "<base64 Yjs update>"}        a document update
-//   {"sv": "<base64 state vector>"}     "send me what I lack" (on join)
+//   {"sv": "<base64 state vector>"}     "send me what I lack"
 //   {"aw": "<base64 awareness update>"} on the companion channel <ch>.aw
-// Updates travel base64 in JSON (about a third more bytes than binary):
-// the protocol has no binary frames yet.
+// encodeMsg and decodeMsg below are the only code that knows this: a
+// binary encoding changes those two functions.
 //
-// Snapshots: every `snapshotEvery` messages (by seq), a client that
-// published the message at that seq stores Y.encodeStateAsUpdate(doc) as
-// the channel's snapshot at that seq (the `snap` op); a late joiner
-// subscribes with snapshot: true and gets the snapshot and then exactly
-// the messages after it, even when nobody else is online.
-// Yjs itself is passed in (options.Y): no bundler or import map needed.
+// Snapshots: the client that published the message at a seq divisible by
+// `snapshotEvery`, or the last message before `snapshotIdle` ms of quiet,
+// stores Y.encodeStateAsUpdate(doc) as the channel's snapshot at that seq
+// (the `snap` op), but only while its document is known to hold every
+// message up to there. A late joiner subscribes with snapshot: true and
+// gets the snapshot and then exactly the messages after it, even when
+// nobody else is online. snapshotEvery must be below history.size, and
+// snapshotIdle below history.ttl, or a joiner may find the history rolled
+// past the snapshot.
+//
+// Updates are never lost to a dropped connection: an update whose publish
+// fails is kept and sent again (merged) once the channel is subscribed
+// again. Yjs applies an update it already has as a no-op, so sending one
+// twice is harmless.
+//
+// Yjs itself is passed in (options.Y): this module imports nothing but
+// what the caller hands it.
 
 const b64 = (u8) => {
   let s = "";
@@ -29,88 +43,226 @@ const b64 = (u8) => {
 };
 const unb64 = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
 
+const KINDS = ["y", "sv", "aw"];
+
+/** encodeMsg(kind, bytes) is the message data carrying one Yjs payload:
+ *  kind "y" (document update), "sv" (state vector) or "aw" (awareness
+ *  update). */
+export function encodeMsg(kind, u8) {
+  return { [kind]: b64(u8) };
+}
+
+/** decodeMsg(data) is {kind, u8} for a message encodeMsg made, else null
+ *  (other messages on the channel, or malformed ones). */
+export function decodeMsg(data) {
+  if (!data || typeof data !== "object") return null;
+  for (const kind of KINDS) {
+    if (typeof data[kind] !== "string") continue;
+    try {
+      return { kind, u8: unb64(data[kind]) };
+    } catch {
+      return null;
+    }
+  }
+  return null;
+}
+
 export class YjsProvider {
-  constructor(sg, ch, doc, { Y, awareness = null, awarenessProtocol = null, snapshotEvery = 100 } = {}) {
+  constructor(sg, ch, doc, { Y, awareness = null, awarenessProtocol = null, snapshotEvery = 100, snapshotIdle = 2000, syncTimeout = 1500, retryMs = 1000 } = {}) {
     if (!Y) throw new Error("YjsProvider: pass the Yjs module as options.Y");
     this.sg = sg;
     this.ch = ch;
+    this.awCh = ch + ".aw";
     this.doc = doc;
     this.Y = Y;
-    this.awareness = awareness;
+    this.awareness = awareness && awarenessProtocol ? awareness : null;
     this.ap = awarenessProtocol;
     this.every = snapshotEvery;
-    this.user = null;
+    this.idleMs = snapshotIdle;
+    this.syncTimeout = syncTimeout;
+    this.retryMs = retryMs;
+    // complete: the doc holds every message of the channel up to `last`
+    // (so it may be stored as a snapshot at that seq).
+    this.complete = false;
+    this.fromSnapshot = false;
+    this.last = { seq: 0, epoch: "", mine: false };
+    this.snapSeq = 0; // seq of the latest snapshot we know is stored
+    this.failed = []; // updates whose publish failed: sent again
+    this.timers = {};
+    this.destroyed = false;
     this.offs = [];
+    this.synced = new Promise((resolve) => (this.resolveSynced = resolve));
+
     this.onUpdate = (u, origin) => {
-      if (origin === this) return;
-      this.sg.publish(this.ch, { y: b64(u) }).catch(() => {});
+      if (origin !== this) this.send(u);
     };
     doc.on("update", this.onUpdate);
-    this.offs.push(sg.on("connected", (e) => { this.user = e.user; }));
     this.offs.push(sg.on("snapshot", (m) => {
-      if (m.ch === this.ch && m.data && typeof m.data.y === "string") this.apply(m.data.y);
+      if (m.ch !== this.ch) return;
+      const d = decodeMsg(m.data);
+      if (!d || d.kind !== "y") return;
+      this.apply(d.u8);
+      this.fromSnapshot = true;
+      this.snapSeq = Math.max(this.snapSeq, m.seq || 0);
+      this.last = { seq: m.seq || 0, epoch: m.epoch || "", mine: false };
+    }));
+    this.offs.push(sg.on("subscribed", (e) => {
+      if (e.ch !== this.ch) return;
+      if (e.recovered) {
+        if (this.fromSnapshot) this.setComplete();
+      } else if (!this.subscribedOnce && !(e.seq > 0)) {
+        this.setComplete(); // a channel with no message yet
+      } else {
+        this.complete = false;
+      }
+      this.fromSnapshot = false;
+      this.subscribedOnce = true;
+      this.last = { seq: e.seq || 0, epoch: e.epoch || "", mine: false };
+      this.flush();
     }));
     this.offs.push(sg.on("msg", (m) => this.onMsg(m)));
-    this.offs.push(sg.on("reset", (e) => {
-      // History could not fill a gap: ask the others for what we lack.
-      if (e.ch === this.ch) this.askState();
-    }));
-    if (awareness && awarenessProtocol) {
+    // History could not fill a gap: ask the others for what we lack.
+    const lost = (e) => {
+      if (e.ch !== this.ch) return;
+      this.complete = false;
+      this.askState();
+    };
+    this.offs.push(sg.on("reset", lost), sg.on("gap", lost));
+    if (this.awareness) {
       this.onAwareness = ({ added, updated, removed }, origin) => {
-        if (origin === this) return;
-        const ids = added.concat(updated, removed);
-        this.sg.publish(this.ch + ".aw", { aw: b64(awarenessProtocol.encodeAwarenessUpdate(awareness, ids)) }).catch(() => {});
+        if (origin === this) {
+          // Someone new: tell them about us.
+          if (added.length && this.awareness.getLocalState() !== null) this.publishAwareness();
+          return;
+        }
+        if (added.concat(updated, removed).includes(this.doc.clientID)) this.publishAwareness();
       };
-      awareness.on("update", this.onAwareness);
+      this.awareness.on("update", this.onAwareness);
     }
     this.ready = this.start();
+    this.ready.catch(() => {});
   }
 
   async start() {
-    await this.sg.subscribe(this.ch, { snapshot: true });
-    if (this.awareness && this.ap) await this.sg.subscribe(this.ch + ".aw");
-    // Our state, and what the others have that we lack.
+    let r = await this.sg.subscribe(this.ch, { snapshot: true });
+    if (!this.complete && r.seq > 0 && r.epoch && !this.destroyed && this.sg.transport === "websocket") {
+      // No snapshot: a young channel's history may still hold it all.
+      // (Not on SSE: client.js cannot resubscribe there at once.)
+      await this.sg.unsubscribe(this.ch);
+      this.subscribedOnce = true;
+      r = await this.sg.subscribe(this.ch, { since: { seq: 0, epoch: r.epoch }, snapshot: true });
+      if (r.recovered) this.setComplete();
+    }
+    if (this.awareness) {
+      await this.sg.subscribe(this.awCh);
+      this.publishAwareness();
+    }
+    // Our own state (edits made before joining), and what the others have
+    // that we lack when the channel could not give us everything.
     const mine = this.Y.encodeStateAsUpdate(this.doc);
-    if (mine.length > 2) await this.sg.publish(this.ch, { y: b64(mine) });
-    this.askState();
+    if (mine.length > 2) this.send(mine);
+    if (!this.complete) {
+      this.askState();
+      this.timers.sync = setTimeout(() => this.resolveSynced(false), this.syncTimeout);
+    }
+  }
+
+  setComplete() {
+    this.complete = true;
+    this.resolveSynced(true);
+  }
+
+  // send publishes one update; a failed publish keeps it for flush.
+  send(u) {
+    this.sg.publish(this.ch, encodeMsg("y", u)).catch(() => {
+      if (this.destroyed) return;
+      this.failed.push(u);
+      clearTimeout(this.timers.retry);
+      this.timers.retry = setTimeout(() => this.flush(), this.retryMs);
+    });
+  }
+
+  // flush sends every failed update again as one merged update.
+  flush() {
+    if (!this.failed.length || this.destroyed || this.sg.state !== "connected") return;
+    const u = this.failed.length === 1 ? this.failed[0] : this.Y.mergeUpdates(this.failed);
+    this.failed = [];
+    this.send(u);
   }
 
   askState() {
-    this.sg.publish(this.ch, { sv: b64(this.Y.encodeStateVector(this.doc)) }).catch(() => {});
+    this.sg.publish(this.ch, encodeMsg("sv", this.Y.encodeStateVector(this.doc))).catch(() => {});
   }
 
-  apply(y) {
+  publishAwareness() {
+    const u = this.ap.encodeAwarenessUpdate(this.awareness, [this.doc.clientID]);
+    this.sg.publish(this.awCh, encodeMsg("aw", u)).catch(() => {});
+  }
+
+  apply(u8) {
     try {
-      this.Y.applyUpdate(this.doc, unb64(y), this);
+      this.Y.applyUpdate(this.doc, u8, this);
+      return true;
     } catch (e) {
       this.sg.emit("error", { code: "yjs", message: "bad update on " + this.ch + ": " + e });
+      return false;
     }
   }
 
   onMsg(m) {
-    const d = m.data;
-    if (!d || typeof d !== "object") return;
-    if (m.ch === this.ch + ".aw" && this.ap && typeof d.aw === "string") {
-      this.ap.applyAwarenessUpdate(this.awareness, unb64(d.aw), this);
+    const d = decodeMsg(m.data);
+    if (m.ch === this.awCh) {
+      if (!this.awareness || !d || d.kind !== "aw") return;
+      try {
+        this.ap.applyAwarenessUpdate(this.awareness, d.u8, this);
+      } catch (e) {
+        this.sg.emit("error", { code: "yjs", message: "bad awareness update on " + this.awCh + ": " + e });
+      }
       return;
     }
     if (m.ch !== this.ch) return;
-    if (typeof d.y === "string") this.apply(d.y);
-    else if (typeof d.sv === "string" && m.from !== this.user) {
-      const diff = this.Y.encodeStateAsUpdate(this.doc, unb64(d.sv));
-      if (diff.length > 2) this.sg.publish(this.ch, { y: b64(diff) }).catch(() => {});
+    if (d && d.kind === "y") {
+      // An answer to our state vector (or any update) while waiting.
+      if (this.apply(d.u8) && !this.complete && m.from !== this.sg.user) this.resolveSynced(true);
+    } else if (d && d.kind === "sv") {
+      // Send what the asker lacks (our own question yields an empty diff).
+      const diff = this.Y.encodeStateAsUpdate(this.doc, d.u8);
+      if (diff.length > 2) this.send(diff);
     }
-    if (m.seq && this.every > 0 && m.seq % this.every === 0 && m.from === this.user) {
-      // Our doc holds every message up to m.seq (they arrive in order).
-      this.sg.snapshot(this.ch, m.seq, m.epoch, { y: b64(this.Y.encodeStateAsUpdate(this.doc)) }).catch(() => {});
-    }
+    if (!m.seq) return;
+    // Messages arrive in seq order with no gap (client.js), so a complete
+    // doc holds everything up to m.seq now.
+    this.last = { seq: m.seq, epoch: m.epoch || "", mine: m.from === this.sg.user };
+    if (this.last.mine && this.every > 0 && m.seq % this.every === 0) this.storeSnapshot();
+    clearTimeout(this.timers.idle);
+    if (this.last.mine && this.idleMs > 0) this.timers.idle = setTimeout(() => this.storeSnapshot(), this.idleMs);
+  }
+
+  // storeSnapshot stores the doc as the channel's snapshot at the last seq
+  // applied, when the doc is known to hold everything up to it.
+  storeSnapshot() {
+    const { seq, epoch } = this.last;
+    if (!this.complete || this.destroyed || seq <= this.snapSeq || !epoch) return;
+    if (this.sg.state !== "connected" || this.sg.transport !== "websocket") return; // `snap` is a WebSocket op
+    this.sg.snapshot(this.ch, seq, epoch, encodeMsg("y", this.Y.encodeStateAsUpdate(this.doc))).then(
+      (r) => {
+        if (r.epoch === epoch) this.snapSeq = Math.max(this.snapSeq, r.seq || 0);
+      },
+      () => {},
+    );
   }
 
   destroy() {
+    if (this.destroyed) return;
+    if (this.awareness) {
+      this.ap.removeAwarenessStates(this.awareness, [this.doc.clientID], "destroy");
+      this.awareness.off("update", this.onAwareness);
+    }
+    this.destroyed = true;
+    for (const t of Object.values(this.timers)) clearTimeout(t);
     this.doc.off("update", this.onUpdate);
-    if (this.onAwareness) this.awareness.off("update", this.onAwareness);
     for (const off of this.offs) off();
     this.sg.unsubscribe(this.ch).catch(() => {});
-    if (this.awareness && this.ap) this.sg.unsubscribe(this.ch + ".aw").catch(() => {});
+    if (this.awareness) this.sg.unsubscribe(this.awCh).catch(() => {});
   }
 }
