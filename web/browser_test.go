@@ -32,48 +32,12 @@ import (
 // DEMO_SCREENSHOT=path writes the two-user screenshot there (the README's
 // docs/demo.png is made with DEMO_SCREENSHOT=$PWD/docs/demo.png).
 func TestBrowser(t *testing.T) {
-	if testing.Short() {
-		t.Skip("browser test: not in -short mode")
-	}
-	chromium := os.Getenv("CHROMIUM")
-	if chromium == "" {
-		chromium = "/usr/bin/chromium"
-	}
-	nodeJS := testdeps.Binary(t, "node")
-	if _, err := os.Stat(chromium); err != nil {
-		testdeps.Missing(t, chromium)
-	}
-	if _, err := os.Stat("e2e/node_modules/playwright-core/package.json"); err != nil {
-		testdeps.Missing(t, "web/e2e/node_modules (npm ci in web/e2e)")
-	}
+	nodeJS, chromium := browserDeps(t)
 	start := time.Now()
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "syncgate")
-	build := exec.Command("go", "build", "-o", bin, "..")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	t.Logf("built syncgate in %v", time.Since(start).Round(time.Millisecond))
+	bin, dir := buildSyncgate(t)
 
-	natsAddr, addrA, addrB := freeAddr(t), freeAddr(t), freeAddr(t)
-	common := []string{
-		"SYNCGATE_BROKER_TYPE=jetstream",
-		"SYNCGATE_NATS_STORAGE=memory",
-		// Node A's embedded NATS server requires it; node B presents it.
-		"SYNCGATE_NATS_TOKEN=browser-test-nats-token-0123",
-		"SYNCGATE_SERVER_DRAIN_WINDOW=100ms",
-		"SYNCGATE_LOG_LEVEL=warn",
-		"SYNCGATE_METRICS_LISTEN=off", // three nodes on one host: none takes the default metrics port
-	}
-	a := &gatewayProc{t: t, name: "a", bin: bin, dir: dir, addr: addrA, env: append([]string{
-		"SYNCGATE_LISTEN=" + addrA,
-		"SYNCGATE_NATS_LISTEN=" + natsAddr,
-		"SYNCGATE_NATS_STORE_DIR=" + filepath.Join(dir, "nats"),
-	}, common...)}
-	b := &gatewayProc{t: t, name: "b", bin: bin, dir: dir, addr: addrB, env: append([]string{
-		"SYNCGATE_LISTEN=" + addrB,
-		"SYNCGATE_NATS_URL=nats://" + natsAddr,
-	}, common...)}
+	a, b := jetstreamPair(t, bin, dir)
+	addrA, addrB := a.addr, b.addr
 	// Node C: auth on (HS256), memory broker; token refresh and the SSE
 	// fallback with a token.
 	const secret = "browser-test-secret-0123456789abcdef"
@@ -117,62 +81,154 @@ func TestBrowser(t *testing.T) {
 		w.Header().Set("Content-Type", "text/html")
 		fmt.Fprintln(w, "<!doctype html><title>another origin</title>")
 	})
-	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost || r.URL.Query().Get("node") != "b" {
-			http.Error(w, "POST /stop?node=b or /start?node=b", http.StatusBadRequest)
-			return
-		}
-		switch r.URL.Path {
-		case "/stop":
-			b.stop()
-		case "/start":
-			b.start()
-		default:
-			http.NotFound(w, r)
-			return
-		}
-		fmt.Fprintln(w, "ok")
-	}))
-	ctl := &http.Server{Handler: mux}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = ctl.Serve(ln) }()
-	t.Cleanup(func() { _ = ctl.Close() })
+	mux.Handle("/", nodeControl(b))
+	control := serveLoopback(t, mux)
 
 	shot := os.Getenv("DEMO_SCREENSHOT")
 	if shot == "" {
 		shot = filepath.Join(dir, "demo.png")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	script := exec.CommandContext(ctx, nodeJS, "demo.test.mjs")
-	script.Dir = "e2e"
-	script.Env = append(cleanEnv(),
+	runE2E(t, nodeJS, "demo.test.mjs", 90*time.Second,
 		"NODE_A=http://"+addrA, "NODE_B=http://"+addrB, "NODE_C=http://"+addrC, "AUTH_SECRET="+secret,
 		"NODE_D=http://"+addrD,
-		"CONTROL=http://"+ln.Addr().String(),
+		"CONTROL="+control,
 		"CHROMIUM="+chromium, "SCREENSHOT="+shot)
-	script.WaitDelay = 5 * time.Second
-	out, _ := script.StdoutPipe()
-	script.Stderr = script.Stdout
-	if err := script.Start(); err != nil {
-		t.Fatal(err)
-	}
-	sc := bufio.NewScanner(out)
-	for sc.Scan() {
-		t.Log(sc.Text())
-	}
-	if err := script.Wait(); err != nil {
-		t.Fatalf("browser script: %v (after %v)", err, time.Since(start).Round(time.Millisecond))
-	}
 	t.Logf("browser test took %v", time.Since(start).Round(time.Millisecond))
 	// The page's connect went through the backend with its cookie; the
 	// other origin's attempt never reached it.
 	if got := backend.sessions(); len(got) == 0 || got[len(got)-1] != "sid-carol" {
 		t.Fatalf("connect proxy saw sessions %q, want sid-carol", got)
 	}
+}
+
+// jetstreamPair is two nodes sharing a JetStream broker: embedded in node
+// A (memory storage, a token), node B connects to it. extra is more env
+// for both. Neither is started.
+func jetstreamPair(t *testing.T, bin, dir string, extra ...string) (a, b *gatewayProc) {
+	natsAddr, addrA, addrB := freeAddr(t), freeAddr(t), freeAddr(t)
+	common := append([]string{
+		"SYNCGATE_BROKER_TYPE=jetstream",
+		"SYNCGATE_NATS_STORAGE=memory",
+		// Node A's embedded NATS server requires it; node B presents it.
+		"SYNCGATE_NATS_TOKEN=browser-test-nats-token-0123",
+		"SYNCGATE_SERVER_DRAIN_WINDOW=100ms",
+		"SYNCGATE_LOG_LEVEL=warn",
+		"SYNCGATE_METRICS_LISTEN=off", // several nodes on one host: none takes the default metrics port
+	}, extra...)
+	a = &gatewayProc{t: t, name: "a", bin: bin, dir: dir, addr: addrA, env: append([]string{
+		"SYNCGATE_LISTEN=" + addrA,
+		"SYNCGATE_NATS_LISTEN=" + natsAddr,
+		"SYNCGATE_NATS_STORE_DIR=" + filepath.Join(dir, "nats"),
+	}, common...)}
+	b = &gatewayProc{t: t, name: "b", bin: bin, dir: dir, addr: addrB, env: append([]string{
+		"SYNCGATE_LISTEN=" + addrB,
+		"SYNCGATE_NATS_URL=nats://" + natsAddr,
+	}, common...)}
+	return a, b
+}
+
+// browserDeps is the node binary and Chromium for a browser test, and
+// checks that web/e2e's npm packages are installed (scripts/deps.sh).
+func browserDeps(t *testing.T) (nodeJS, chromium string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("browser test: not in -short mode")
+	}
+	chromium = os.Getenv("CHROMIUM")
+	if chromium == "" {
+		chromium = "/usr/bin/chromium"
+	}
+	nodeJS = testdeps.Binary(t, "node")
+	if _, err := os.Stat(chromium); err != nil {
+		testdeps.Missing(t, chromium)
+	}
+	for _, pkg := range []string{"playwright-core", "yjs", "y-protocols", "esbuild"} {
+		if _, err := os.Stat("e2e/node_modules/" + pkg + "/package.json"); err != nil {
+			testdeps.Missing(t, "web/e2e/node_modules/"+pkg+" (npm ci in web/e2e)")
+		}
+	}
+	return nodeJS, chromium
+}
+
+// buildSyncgate builds the binary into a temporary directory, which is
+// also where the nodes run (no config.yaml there: defaults + env).
+func buildSyncgate(t *testing.T) (bin, dir string) {
+	t.Helper()
+	start := time.Now()
+	dir = t.TempDir()
+	bin = filepath.Join(dir, "syncgate")
+	build := exec.Command("go", "build", "-o", bin, "..")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	t.Logf("built syncgate in %v", time.Since(start).Round(time.Millisecond))
+	return bin, dir
+}
+
+// runE2E runs web/e2e/<script> with node, logging its output line by
+// line; the test fails when the script exits non-zero or outlives limit.
+func runE2E(t *testing.T, nodeJS, script string, limit time.Duration, env ...string) {
+	t.Helper()
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, nodeJS, script)
+	cmd.Dir = "e2e"
+	cmd.Env = append(cleanEnv(), env...)
+	cmd.WaitDelay = 5 * time.Second
+	out, _ := cmd.StdoutPipe()
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		t.Log(sc.Text())
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("browser script %s: %v (after %v)", script, err, time.Since(start).Round(time.Millisecond))
+	}
+}
+
+// nodeControl lets a script stop and start nodes: POST /stop?node=NAME,
+// POST /start?node=NAME.
+func nodeControl(procs ...*gatewayProc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var g *gatewayProc
+		for _, p := range procs {
+			if p.name == r.URL.Query().Get("node") {
+				g = p
+			}
+		}
+		if r.Method != http.MethodPost || g == nil {
+			http.Error(w, "POST /stop?node=NAME or /start?node=NAME", http.StatusBadRequest)
+			return
+		}
+		switch r.URL.Path {
+		case "/stop":
+			g.stop()
+		case "/start":
+			g.start()
+		default:
+			http.NotFound(w, r)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+}
+
+// serveLoopback serves h on a loopback port until the test ends and
+// returns its http://host:port.
+func serveLoopback(t *testing.T, h http.Handler) string {
+	t.Helper()
+	srv := &http.Server{Handler: h}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return "http://" + ln.Addr().String()
 }
 
 // cookieBackend is node D's connect proxy: session cookie "sid-carol" is

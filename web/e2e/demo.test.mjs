@@ -11,6 +11,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { routeYjs, yjsModules } from "./yjsroute.mjs";
 
 const A = process.env.NODE_A, B = process.env.NODE_B, CONTROL = process.env.CONTROL;
 const t0 = Date.now();
@@ -26,6 +27,8 @@ const browser = await chromium.launchPersistentContext(profile, {
   args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run"],
 });
+// The demo page imports Yjs from a CDN: answer it from node_modules.
+await routeYjs(browser, await yjsModules(A));
 const errors = [];
 async function control(what) {
   const r = await fetch(CONTROL + "/" + what, { method: "POST" });
