@@ -1,7 +1,9 @@
 package brokertest
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"sync/atomic"
 	"testing"
 
@@ -57,6 +59,44 @@ func BenchPublish(b *testing.B, fill int, start func(b *testing.B) brokers.Broke
 			for b.Loop() {
 				if _, err := br.Publish(ctx, ch, data); err != nil {
 					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchSnapshots benchmarks StoreSnapshot and LoadSnapshot of br (a
+// backend with Snapshots) for snapshots of 1 KiB, 64 KiB and 512 KiB:
+// "store" writes a higher seq each time (so each is kept: the
+// compare-and-set and the write), "load" reads the kept one back.
+func BenchSnapshots(b *testing.B, br brokers.Broker) {
+	sn, ok := br.(brokers.Snapshots)
+	if !ok {
+		b.Fatalf("%T has no snapshots", br)
+	}
+	ctx := context.Background()
+	for _, size := range []int{1 << 10, 64 << 10, 512 << 10} {
+		ch := fmt.Sprintf("doc:snap%d", size)
+		// A JSON string, as the gateway stores a client's data.
+		data := append(append([]byte{'"'}, bytes.Repeat([]byte{'a'}, size-2)...), '"')
+		seq := uint64(0)
+		b.Run(fmt.Sprintf("store/%dKiB", size>>10), func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(size))
+			for b.Loop() {
+				seq++
+				if kept, _, err := sn.StoreSnapshot(ctx, ch, brokers.Snapshot{Seq: seq, Epoch: "e1", Data: data}); err != nil || !kept {
+					b.Fatalf("StoreSnapshot seq %d: kept %v, %v", seq, kept, err)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("load/%dKiB", size>>10), func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(size))
+			for b.Loop() {
+				s, ok, err := sn.LoadSnapshot(ctx, ch)
+				if err != nil || !ok || len(s.Data) != size {
+					b.Fatalf("LoadSnapshot: %d bytes, ok %v, %v", len(s.Data), ok, err)
 				}
 			}
 		})

@@ -62,3 +62,17 @@ func BenchmarkPublish(b *testing.B) {
 		})
 	})
 }
+
+// BenchmarkSnapshots stores (a key-value put, compare-and-set by revision)
+// and loads snapshots of 1, 64 and 512 KiB, on an in-process nats-server
+// over loopback, file and memory storage (brokertest.BenchSnapshots;
+// docs/benchmarks.md).
+func BenchmarkSnapshots(b *testing.B) {
+	srv := natstest.RunServer(b)
+	b.Run("File", func(b *testing.B) {
+		brokertest.BenchSnapshots(b, benchBroker(b, jetstream.Config{URL: srv.URL()}))
+	})
+	b.Run("Memory", func(b *testing.B) {
+		brokertest.BenchSnapshots(b, benchBroker(b, jetstream.Config{URL: srv.URL(), Storage: jetstream.MemoryStorage, Prefix: "sgmem"}))
+	})
+}

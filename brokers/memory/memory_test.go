@@ -97,3 +97,9 @@ func BenchmarkSince(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkSnapshots stores and loads snapshots of 1, 64 and 512 KiB
+// (brokertest.BenchSnapshots; docs/benchmarks.md).
+func BenchmarkSnapshots(b *testing.B) {
+	brokertest.BenchSnapshots(b, startBench(b, memory.Config{}))
+}

@@ -65,3 +65,11 @@ func BenchmarkPublishParallel(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkSnapshots stores (a Lua compare-and-set) and loads snapshots
+// of 1, 64 and 512 KiB on a spawned redis-server over loopback
+// (brokertest.BenchSnapshots; docs/benchmarks.md).
+func BenchmarkSnapshots(b *testing.B) {
+	br, _ := startBench(b)
+	brokertest.BenchSnapshots(b, br)
+}
