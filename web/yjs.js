@@ -44,6 +44,8 @@ const b64 = (u8) => {
 const unb64 = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
 
 const KINDS = ["y", "sv", "aw"];
+// Publish errors worth sending the update again for (docs/protocol.md).
+const RETRY = new Set(["connection_lost", "timeout", "closed", "rate_limited", "unavailable", "overloaded", "internal"]);
 
 /** encodeMsg(kind, bytes) is the message data carrying one Yjs payload:
  *  kind "y" (document update), "sv" (state vector) or "aw" (awareness
@@ -139,6 +141,10 @@ export class YjsProvider {
       };
       this.awareness.on("update", this.onAwareness);
     }
+    // What the doc holds before joining (edits made offline): published
+    // once subscribed. Taken now, so a snapshot loaded later is not sent
+    // back to the channel.
+    this.initial = Y.encodeStateAsUpdate(doc);
     this.ready = this.start();
     this.ready.catch(() => {});
   }
@@ -159,8 +165,8 @@ export class YjsProvider {
     }
     // Our own state (edits made before joining), and what the others have
     // that we lack when the channel could not give us everything.
-    const mine = this.Y.encodeStateAsUpdate(this.doc);
-    if (mine.length > 2) this.send(mine);
+    if (this.initial.length > 2) this.send(this.initial);
+    this.initial = null;
     if (!this.complete) {
       this.askState();
       this.timers.sync = setTimeout(() => this.resolveSynced(false), this.syncTimeout);
@@ -172,10 +178,17 @@ export class YjsProvider {
     this.resolveSynced(true);
   }
 
-  // send publishes one update; a failed publish keeps it for flush.
+  // send publishes one update; a publish that failed for a reason that
+  // passes (connection, rate, broker) keeps it for flush. One refused for
+  // good (too_large: over client.max_message_size; forbidden) is an error
+  // event: the update stays in this doc only.
   send(u) {
-    this.sg.publish(this.ch, encodeMsg("y", u)).catch(() => {
+    this.sg.publish(this.ch, encodeMsg("y", u)).catch((e) => {
       if (this.destroyed) return;
+      if (!RETRY.has(e.code)) {
+        this.sg.emit("error", { code: "yjs", message: "update of " + u.length + " bytes not published on " + this.ch + ": " + (e.code || e) });
+        return;
+      }
       this.failed.push(u);
       clearTimeout(this.timers.retry);
       this.timers.retry = setTimeout(() => this.flush(), this.retryMs);
