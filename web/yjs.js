@@ -261,7 +261,11 @@ export class YjsProvider {
       (r) => {
         if (r.epoch === epoch) this.snapSeq = Math.max(this.snapSeq, r.seq || 0);
       },
-      () => {},
+      (e) => {
+        // too_large: the document outgrew client.max_message_size or
+        // history.snapshot_max_bytes (docs/yjs.md, Limits).
+        if (!RETRY.has(e.code)) this.sg.emit("error", { code: "yjs", message: "snapshot of " + this.ch + " at seq " + seq + " not stored: " + (e.code || e) });
+      },
     );
   }
 
