@@ -239,8 +239,13 @@ export class YjsProvider {
       if (this.apply(d.u8) && !this.complete && m.from !== this.sg.user) this.resolveSynced(true);
     } else if (d && d.kind === "sv") {
       // Send what the asker lacks (our own question yields an empty diff).
-      const diff = this.Y.encodeStateAsUpdate(this.doc, d.u8);
-      if (diff.length > 2) this.send(diff);
+      let diff;
+      try {
+        diff = this.Y.encodeStateAsUpdate(this.doc, d.u8);
+      } catch (e) {
+        this.sg.emit("error", { code: "yjs", message: "bad update on " + this.ch + ": state vector: " + e });
+      }
+      if (diff && diff.length > 2) this.send(diff);
     }
     if (!m.seq) return;
     // Messages arrive in seq order with no gap (client.js), so a complete

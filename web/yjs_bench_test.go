@@ -21,7 +21,7 @@ import (
 )
 
 // yjsNode serves a gateway on loopback with cfg over br until stop.
-func yjsNode(b *testing.B, cfg config.Config, br brokers.Broker) (url string, stop func()) {
+func yjsNode(b testing.TB, cfg config.Config, br brokers.Broker) (url string, stop func()) {
 	b.Helper()
 	srv, err := gateway.New(cfg.Gateway(), br, nil)
 	if err != nil {
@@ -40,36 +40,45 @@ func yjsNode(b *testing.B, cfg config.Config, br brokers.Broker) (url string, st
 // and yjs.js as the browser gets them) and decodes its JSON line into v.
 func yjsFigures(b *testing.B, url string, v any, env ...string) {
 	b.Helper()
-	node := testdeps.Node(b)
-	if _, err := os.Stat("e2e/node_modules/yjs/package.json"); err != nil {
-		testdeps.Missing(b, "web/e2e/node_modules (npm ci in web/e2e)")
+	out := nodeYjs(b, "yjsfigures.mjs", 5*time.Minute, append([]string{"WS_URL=" + url}, env...)...)
+	if err := json.Unmarshal(out, v); err != nil {
+		b.Fatalf("yjsfigures.mjs printed %q: %v", out, err)
 	}
-	dir := b.TempDir()
+}
+
+// nodeYjs runs web/e2e/<script> in Node.js with real Yjs, CLIENT_JS and
+// YJS_JS naming client.js and yjs.js copied as ES modules, and returns its
+// standard output; the test fails if it exits non-zero.
+func nodeYjs(t testing.TB, script string, limit time.Duration, env ...string) []byte {
+	t.Helper()
+	node := testdeps.Node(t)
+	if _, err := os.Stat("e2e/node_modules/yjs/package.json"); err != nil {
+		testdeps.Missing(t, "web/e2e/node_modules (npm ci in web/e2e)")
+	}
+	dir := t.TempDir()
 	for _, f := range []string{"client.js", "yjs.js"} {
 		src, err := os.ReadFile(f)
 		if err != nil {
-			b.Fatal(err)
+			t.Fatal(err)
 		}
 		if err := os.WriteFile(filepath.Join(dir, f[:len(f)-3]+".mjs"), src, 0o644); err != nil {
-			b.Fatal(err)
+			t.Fatal(err)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, node[0], append(node[1:], "--no-warnings", "yjsfigures.mjs")...)
+	cmd := exec.CommandContext(ctx, node[0], append(node[1:], "--no-warnings", script)...)
 	cmd.Dir = "e2e"
-	cmd.Env = append(append(os.Environ(), "CLIENT_JS="+filepath.Join(dir, "client.mjs"), "YJS_JS="+filepath.Join(dir, "yjs.mjs"), "WS_URL="+url), env...)
+	cmd.Env = append(append(os.Environ(), "CLIENT_JS="+filepath.Join(dir, "client.mjs"), "YJS_JS="+filepath.Join(dir, "yjs.mjs")), env...)
 	out, err := cmd.Output()
 	if err != nil {
 		msg := ""
 		if ee, ok := err.(*exec.ExitError); ok {
 			msg = string(ee.Stderr)
 		}
-		b.Fatalf("yjsfigures.mjs: %v\n%s%s", err, out, msg)
+		t.Fatalf("%s: %v\n%s%s", script, err, out, msg)
 	}
-	if err := json.Unmarshal(out, v); err != nil {
-		b.Fatalf("yjsfigures.mjs printed %q: %v", out, err)
-	}
+	return out
 }
 
 // BenchmarkYjsKeystroke: one client types b.N keystrokes into a Y.Text

@@ -5,6 +5,9 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/syncgate/syncgate/brokers/memory"
+	"github.com/syncgate/syncgate/internal/config"
 )
 
 // yjsHistory is the test nodes' history.size: small, so a document of a
@@ -38,4 +41,18 @@ func TestBrowserYjs(t *testing.T) {
 		"NODE_A=http://"+a.addr, "NODE_B=http://"+b.addr, "CONTROL="+control,
 		"HISTORY_SIZE="+strconv.Itoa(yjsHistory), "CHROMIUM="+chromium)
 	t.Logf("yjs browser test took %v", time.Since(start).Round(time.Millisecond))
+}
+
+// TestYjsProviderHostile runs web/e2e/yjshostile.test.mjs: another client
+// with publish permission sends the provider non-Yjs data, bad base64, an
+// unreadable update, a garbage state vector and garbage awareness
+// updates; the provider reports them as error events, stays connected,
+// keeps its document and applies the valid update that follows.
+func TestYjsProviderHostile(t *testing.T) {
+	cfg := config.Default()
+	cfg.Client.PublishRate = 0
+	url, stop := yjsNode(t, cfg, memory.New(memory.Config{HistorySize: 100}))
+	defer stop()
+	out := nodeYjs(t, "yjshostile.test.mjs", time.Minute, "WS_URL="+url)
+	t.Logf("node: %s", out)
 }
