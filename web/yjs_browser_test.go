@@ -56,3 +56,16 @@ func TestYjsProviderHostile(t *testing.T) {
 	out := nodeYjs(t, "yjshostile.test.mjs", time.Minute, "WS_URL="+url)
 	t.Logf("node: %s", out)
 }
+
+// TestYjsProviderSnapshotTooLarge runs web/e2e/yjslimits.test.mjs on a
+// node with the default client.max_message_size: 40 KiB of Yjs state is
+// snapshotted; the `snap` of 50 KiB is discarded by the node as over the
+// limit, which the client sees as an error event (docs/yjs.md, Limits).
+func TestYjsProviderSnapshotTooLarge(t *testing.T) {
+	cfg := config.Default()
+	cfg.Client.PublishRate = 0
+	url, stop := yjsNode(t, cfg, memory.New(memory.Config{HistorySize: 1000}))
+	defer stop()
+	out := nodeYjs(t, "yjslimits.test.mjs", time.Minute, "WS_URL="+url)
+	t.Logf("node: %s", out)
+}
