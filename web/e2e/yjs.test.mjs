@@ -171,10 +171,12 @@ try {
   await sleep(2000);
   assert.equal(await fay.text(), "fay online: shared line", "dan's offline edits did not reach fay while offline");
   assert.equal(await dan.text(), "shared line +dan offline", "fay's edits did not reach dan while offline");
+  const back = Date.now();
   await dan.setNet(true);
   const merged = await waitSame([fay, dan], "after dan came back", 20000);
   assert.equal(merged, "fay online: shared line +dan offline", "both sides' edits merged");
-  step(`(d) dan offline for 2 s typed on; back online, both pages show ${JSON.stringify(merged)}`);
+  const how = await dan.page.evaluate(() => window.demo.events.filter((e) => e.type === "recovered" || e.type === "reset").map((e) => e.type).slice(-1)[0]);
+  step(`(d) dan offline for 2 s typed on; back online (${how}), both pages show ${JSON.stringify(merged)} ${Date.now() - back} ms later`);
 
   assert.deepEqual(errors, [], "page errors");
   step("ok");
