@@ -1,7 +1,9 @@
 // Package web holds the browser-facing files every syncgate node serves:
 // the JavaScript client library (client.js, an ES module with no build
-// step) and the collaborative demo page (index.html). They are embedded
-// into the binary, so the file in the repository is the file served.
+// step), the Yjs provider on top of it (yjs.js, docs/yjs.md) and the
+// collaborative demo page (index.html, a Yjs editor that loads Yjs from a
+// CDN). They are embedded into the binary, so the file in the repository
+// is the file served.
 package web
 
 import (
