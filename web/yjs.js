@@ -109,6 +109,11 @@ export class YjsProvider {
       this.last = { seq: m.seq || 0, epoch: m.epoch || "", mine: false };
     }));
     this.offs.push(sg.on("subscribed", (e) => {
+      if (e.ch === this.awCh && this.awareness) {
+        // Back after a drop: the others may have dropped our state (leave).
+        if (this.awSubscribed) this.renewAwareness();
+        this.awSubscribed = true;
+      }
       if (e.ch !== this.ch) return;
       if (e.recovered) {
         if (this.fromSnapshot) this.setComplete();
@@ -131,8 +136,17 @@ export class YjsProvider {
     };
     this.offs.push(sg.on("reset", lost), sg.on("gap", lost));
     if (this.awareness) {
+      // Which syncgate user published each remote awareness state: when
+      // that user leaves the channel (presence), their cursors go at once
+      // instead of after y-protocols' 30 s timeout.
+      this.awUsers = new Map();
+      this.offs.push(sg.on("leave", (m) => {
+        if (m.ch === this.ch) this.userLeft(m.user);
+      }));
       this.onAwareness = ({ added, updated, removed }, origin) => {
         if (origin === this) {
+          for (const id of added.concat(updated)) if (this.awFrom) this.awUsers.set(id, this.awFrom);
+          for (const id of removed) this.awUsers.delete(id);
           // Someone new: tell them about us.
           if (added.length && this.awareness.getLocalState() !== null) this.publishAwareness();
           return;
@@ -212,6 +226,27 @@ export class YjsProvider {
     this.sg.publish(this.awCh, encodeMsg("aw", u)).catch(() => {});
   }
 
+  // renewAwareness publishes our state with a new clock (an equal clock
+  // would not bring it back where it was removed).
+  renewAwareness() {
+    const st = this.awareness.getLocalState();
+    if (st !== null) this.awareness.setLocalState(st);
+  }
+
+  // userLeft drops the awareness states a user published, once presence
+  // shows none of their connections left on the channel.
+  async userLeft(user) {
+    let users;
+    try {
+      users = await this.sg.presence(this.ch);
+    } catch {
+      return;
+    }
+    if (this.destroyed || users.some((u) => u.user === user)) return;
+    const ids = [...this.awUsers].filter(([id, u]) => u === user && id !== this.doc.clientID).map(([id]) => id);
+    if (ids.length) this.ap.removeAwarenessStates(this.awareness, ids, this);
+  }
+
   apply(u8) {
     try {
       this.Y.applyUpdate(this.doc, u8, this);
@@ -226,11 +261,13 @@ export class YjsProvider {
     const d = decodeMsg(m.data);
     if (m.ch === this.awCh) {
       if (!this.awareness || !d || d.kind !== "aw") return;
+      this.awFrom = m.from;
       try {
         this.ap.applyAwarenessUpdate(this.awareness, d.u8, this);
       } catch (e) {
         this.sg.emit("error", { code: "yjs", message: "bad awareness update on " + this.awCh + ": " + e });
       }
+      this.awFrom = null;
       return;
     }
     if (m.ch !== this.ch) return;

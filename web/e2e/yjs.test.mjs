@@ -162,8 +162,12 @@ try {
   const dan = await user(B, d4, "dan", { offline: true });
   await ed(fay).pressSequentially("shared line", { delay: 5 });
   await until(dan.page, () => window.demo.text() === "shared line", null, "dan has the line");
+  await ed(dan).press("End");
+  await until(fay.page, () => window.demo.cursors().includes("dan"), null, "fay sees dan's cursor");
   await dan.setNet(false);
   await until(dan.page, () => window.demo.sg.state !== "connected", null, "dan offline");
+  // dan's connection is gone (presence leave): his cursor goes at once.
+  await until(fay.page, () => !window.demo.cursors().includes("dan"), null, "dan's cursor gone at fay", 5000);
   await ed(dan).press("End");
   await ed(dan).pressSequentially(" +dan offline", { delay: 10 });
   await ed(fay).press("Home");
@@ -175,8 +179,9 @@ try {
   await dan.setNet(true);
   const merged = await waitSame([fay, dan], "after dan came back", 20000);
   assert.equal(merged, "fay online: shared line +dan offline", "both sides' edits merged");
+  await until(fay.page, () => window.demo.cursors().includes("dan"), null, "dan's cursor back at fay");
   const how = await dan.page.evaluate(() => window.demo.events.filter((e) => e.type === "recovered" || e.type === "reset").map((e) => e.type).slice(-1)[0]);
-  step(`(d) dan offline for 2 s typed on; back online (${how}), both pages show ${JSON.stringify(merged)} ${Date.now() - back} ms later`);
+  step(`(d) dan offline for 2 s typed on; back online (${how}), both pages show ${JSON.stringify(merged)} ${Date.now() - back} ms later; his cursor left fay's page with his connection and came back with it`);
 
   assert.deepEqual(errors, [], "page errors");
   step("ok");
