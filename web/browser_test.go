@@ -26,7 +26,7 @@ import (
 // processes sharing a JetStream broker (embedded in node A; node B
 // connects to it). Two users edit one document, see each other's text and
 // presence, node B is restarted while its user is away, and the user
-// catches up. scripts/deps.sh installs chromium and the npm package; without
+// catches up. scripts/deps.sh installs chromium and the npm packages; without
 // them the test is skipped (it fails under CI=true).
 //
 // DEMO_SCREENSHOT=path writes the two-user screenshot there (the README's
