@@ -11,12 +11,15 @@
 //   await p.ready;   // subscribed; snapshot + tail applied
 //   await p.synced;  // the document is complete (or nobody answered in time)
 //
-// Wire format (docs/yjs.md): each message's data is one JSON object,
-//   {"y": "<base64 Yjs update>"}        a document update
-//   {"sv": "<base64 state vector>"}     "send me what I lack"
-//   {"aw": "<base64 awareness update>"} on the companion channel <ch>.aw
-// encodeMsg and decodeMsg below are the only code that knows this: a
-// binary encoding changes those two functions.
+// Wire format (docs/yjs.md): each message's data is bytes (the binary data
+// extension, docs/protocol.md: a binary WebSocket message, no base64): one
+// tag byte, then the Yjs payload,
+//   0x00 <Yjs update>           a document update
+//   0x01 <state vector>         "send me what I lack"
+//   0x02 <awareness update>     on the companion channel <ch>.aw
+// Earlier versions sent {"y"|"sv"|"aw": "<base64>"} JSON objects; those
+// are still read (mixed versions, snapshots stored by them). encodeMsg and
+// decodeMsg below are the only code that knows this.
 //
 // Snapshots: the client that published the message at a seq divisible by
 // `snapshotEvery`, or the last message before `snapshotIdle` ms of quiet,
@@ -36,27 +39,30 @@
 // Yjs itself is passed in (options.Y): this module imports nothing but
 // what the caller hands it.
 
-const b64 = (u8) => {
-  let s = "";
-  for (let i = 0; i < u8.length; i += 0x8000) s += String.fromCharCode.apply(null, u8.subarray(i, i + 0x8000));
-  return btoa(s);
-};
 const unb64 = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
 
-const KINDS = ["y", "sv", "aw"];
+const KINDS = ["y", "sv", "aw"]; // index = tag byte
 // Publish errors worth sending the update again for (docs/protocol.md).
 const RETRY = new Set(["connection_lost", "timeout", "closed", "rate_limited", "unavailable", "overloaded", "internal"]);
 
 /** encodeMsg(kind, bytes) is the message data carrying one Yjs payload:
  *  kind "y" (document update), "sv" (state vector) or "aw" (awareness
- *  update). */
+ *  update): the tag byte, then the bytes. */
 export function encodeMsg(kind, u8) {
-  return { [kind]: b64(u8) };
+  const out = new Uint8Array(u8.length + 1);
+  out[0] = KINDS.indexOf(kind);
+  out.set(u8, 1);
+  return out;
 }
 
-/** decodeMsg(data) is {kind, u8} for a message encodeMsg made, else null
- *  (other messages on the channel, or malformed ones). */
+/** decodeMsg(data) is {kind, u8} for a message encodeMsg made (or the JSON
+ *  form of earlier versions), else null (other messages on the channel,
+ *  or malformed ones). */
 export function decodeMsg(data) {
+  if (data instanceof Uint8Array) {
+    const kind = KINDS[data[0]];
+    return kind ? { kind, u8: data.subarray(1) } : null;
+  }
   if (!data || typeof data !== "object") return null;
   for (const kind of KINDS) {
     if (typeof data[kind] !== "string") continue;

@@ -93,13 +93,14 @@ func BenchmarkYjsKeystroke(b *testing.B) {
 	url, stop := yjsNode(b, cfg, memory.New(memory.Config{HistorySize: 1000}))
 	defer stop()
 	var r struct {
-		Update, YwsFrame, Data, PubSent, PubRecv, MsgRecv float64
+		Update, YwsFrame, Data, DataJSON, PubSent, PubRecv, MsgRecv float64
 	}
 	b.ResetTimer()
 	yjsFigures(b, url, &r, "MODE=wire", "N="+strconv.Itoa(b.N))
 	b.ReportMetric(r.Update, "B-update/key")
 	b.ReportMetric(r.YwsFrame, "B-y-websocket-frame/key")
 	b.ReportMetric(r.Data, "B-data/key")
+	b.ReportMetric(r.DataJSON, "B-data-base64-json/key")
 	b.ReportMetric(r.PubSent, "B-pub-frame/key")
 	b.ReportMetric(r.PubRecv, "B-to-publisher/key")
 	b.ReportMetric(r.MsgRecv, "B-msg-frame/key")

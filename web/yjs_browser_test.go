@@ -58,8 +58,8 @@ func TestYjsProviderHostile(t *testing.T) {
 }
 
 // TestYjsProviderSnapshotTooLarge runs web/e2e/yjslimits.test.mjs on a
-// node with the default client.max_message_size: 40 KiB of Yjs state is
-// snapshotted; the `snap` of 50 KiB is discarded by the node as over the
+// node with the default client.max_message_size: 60 KiB of Yjs state is
+// snapshotted; the `snap` of 65 KiB is discarded by the node as over the
 // limit, which the client sees as an error event (docs/yjs.md, Limits).
 func TestYjsProviderSnapshotTooLarge(t *testing.T) {
 	cfg := config.Default()

@@ -44,6 +44,8 @@ function peer(user, opts = {}) {
 }
 const varuintLen = (n) => { let l = 1; while (n >= 0x80) { n = Math.floor(n / 128); l++; } return l; };
 const sum = (a) => a.reduce((x, y) => x + y, 0);
+// size is the bytes of a message's data: bytes, or JSON text.
+const size = (d) => (d instanceof Uint8Array ? d.length : JSON.stringify(d).length);
 
 if (mode === "wire") {
   const n = Number(process.env.N || 500);
@@ -69,13 +71,16 @@ if (mode === "wire") {
   // varuint messageSync (0), varuint messageYjsUpdate (2), varuint length,
   // the update.
   const yws = updates.map((l) => 2 + varuintLen(l) + l);
-  // syncgate: the data alone, base64 in JSON (encodeMsg).
-  const data = updates.map((l) => JSON.stringify(encodeMsg("y", new Uint8Array(l))).length);
+  // syncgate: the data alone as yjs.js encodes it (encodeMsg), and as
+  // earlier versions did, base64 in JSON.
+  const data = updates.map((l) => size(encodeMsg("y", new Uint8Array(l))));
+  const dataJSON = updates.map((l) => JSON.stringify({ y: Buffer.alloc(l).toString("base64") }).length);
   console.log(JSON.stringify({
     keystrokes: n,
     update: sum(updates) / n,
     ywsFrame: sum(yws) / n,
     data: sum(data) / n,
+    dataJSON: sum(dataJSON) / n,
     pubSent: sum(ca.sent) / n, // publisher -> node: the pub frame
     pubRecv: sum(ca.recv) / n, // node -> publisher: ack + its own msg
     msgRecv: sum(cb.recv) / n, // node -> another viewer: the msg
@@ -102,7 +107,7 @@ if (mode === "wire") {
   await p2.p.ready;
   for (let i = 0; i < tail; i++) p2.text.insert(i, "t");
   await sleep(500);
-  console.log(JSON.stringify({ chars: w.text.length + tail, state: state.length, snapshotData: JSON.stringify(encodeMsg("y", state)).length, snapSeq: r.seq, tail }));
+  console.log(JSON.stringify({ chars: w.text.length + tail, state: state.length, snapshotData: size(encodeMsg("y", state)), snapSeq: r.seq, tail }));
   w.sg.close();
   p2.sg.close();
 } else if (mode === "open") {

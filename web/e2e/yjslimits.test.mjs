@@ -1,7 +1,7 @@
 // Node test of web/yjs.js at the default client.max_message_size (64 KiB):
 // run by `go test ./web/` (TestYjsProviderSnapshotTooLarge) with real Yjs.
-// Env CLIENT_JS, YJS_JS, WS_URL. A document of 40 KiB of Yjs state is
-// snapshotted; one that grows past about 48 KiB (in keystroke-sized
+// Env CLIENT_JS, YJS_JS, WS_URL. A document of 60 KiB of Yjs state is
+// snapshotted; one that grows past 64 KiB (in 1 KiB
 // updates, each published fine) is not: the node discards the `snap`
 // frame as over client.max_message_size and says so in an error event.
 // Prints one JSON line.
@@ -34,9 +34,9 @@ async function grow(ch, kib) {
   return out;
 }
 
-const small = await grow("doc:limits-small", 40);
-assert.ok(small.snapSeq > 0 && small.errors.length === 0, "40 KiB of state is snapshotted: " + JSON.stringify(small));
-const big = await grow("doc:limits-big", 50);
+const small = await grow("doc:limits-small", 60);
+assert.ok(small.snapSeq > 0 && small.errors.length === 0, "60 KiB of state is snapshotted: " + JSON.stringify(small));
+const big = await grow("doc:limits-big", 65);
 assert.equal(big.snapSeq, 0, "no snapshot stored past the limit");
 assert.equal(big.errors.length, 1, "one error event: " + JSON.stringify(big));
 assert.match(big.errors[0], /exceeds client\.max_message_size/);
