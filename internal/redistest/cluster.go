@@ -16,7 +16,11 @@ import (
 type Cluster struct {
 	Masters  []*Server
 	Replicas []*Server // Replicas[i] replicates Masters[i % len(Masters)]
-	tls      bool
+	// Added are the masters AddMaster started, without slots at first.
+	Added []*Server
+	tls   bool
+	node  Options // every node's options (AddMaster starts more)
+	t     testing.TB
 }
 
 // ClusterOptions configures StartCluster.
@@ -63,7 +67,7 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 		node.TLS, node.TLSFiles = true, &f
 		node.Args = append(node.Args, "--tls-cluster", "yes", "--tls-replication", "yes")
 	}
-	c := &Cluster{tls: opts.TLS}
+	c := &Cluster{tls: opts.TLS, node: node, t: t}
 	for range opts.Masters {
 		c.Masters = append(c.Masters, Start(t, node))
 	}
@@ -102,27 +106,33 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 		})
 	}
 	c.WaitOK(t)
-	// With cluster-require-full-coverage off a node says ok before it has
-	// learnt who serves every slot (CLUSTERDOWN Hash slot not served):
-	// a new cluster is ready when every node sees all slots served.
 	for _, s := range c.All() {
-		waitFor(t, 20*time.Second, "every slot served", func() error {
-			out, err := s.Do("CLUSTER", "INFO")
-			if err != nil {
-				return err
-			}
-			if !strings.Contains(out, "cluster_slots_ok:16384") {
-				return fmt.Errorf("%s: not every slot served yet", s.Addr())
-			}
-			return nil
-		})
+		c.waitAllSlots(s)
 	}
 	return c
 }
 
-// All returns every server, masters first.
+// waitAllSlots waits until s sees all 16384 slots served. With
+// cluster-require-full-coverage off a node says ok before it has learnt
+// who serves every slot (CLUSTERDOWN Hash slot not served): a new node is
+// ready when it sees all slots served.
+func (c *Cluster) waitAllSlots(s *Server) {
+	c.t.Helper()
+	waitFor(c.t, 20*time.Second, "every slot served", func() error {
+		out, err := s.Do("CLUSTER", "INFO")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(out, "cluster_state:ok") || !strings.Contains(out, "cluster_slots_ok:16384") {
+			return fmt.Errorf("%s: not every slot served yet", s.Addr())
+		}
+		return nil
+	})
+}
+
+// All returns every server: masters, replicas, then added masters.
 func (c *Cluster) All() []*Server {
-	return append(append([]*Server{}, c.Masters...), c.Replicas...)
+	return append(append(append([]*Server{}, c.Masters...), c.Replicas...), c.Added...)
 }
 
 // busBase is the port a node is known by in the cluster (its cluster bus
