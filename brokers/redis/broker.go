@@ -55,9 +55,14 @@ type Broker struct {
 	wg      sync.WaitGroup
 
 	closers []io.Closer // go-redis clients, closed last
-	shards  []*shard
-	// slots maps a cluster hash slot to its shard (Cluster only).
-	slots []uint16
+	// shards grows when a cluster gains a master (under shardsMu;
+	// allShards); fixed otherwise.
+	shards   []*shard
+	shardsMu sync.RWMutex
+	// route maps a cluster hash slot to its shard, and topo follows the
+	// cluster's topology (Cluster only; topology.go).
+	route atomic.Pointer[routeTable]
+	topo  *topology
 
 	outboxLen atomic.Int64 // publications held in all shards' outboxes
 	stats     struct {
@@ -131,15 +136,17 @@ func (b *Broker) Start(ctx context.Context, h brokers.Handler) error {
 		b.shutdown()
 		return fmt.Errorf("redis: start: %w: %w", brokers.ErrUnavailable, err)
 	}
-	for _, sh := range b.shards {
+	for _, sh := range b.allShards() {
 		if err := sh.connect(ctx); err != nil {
 			b.shutdown()
-			return fmt.Errorf("redis: start: shard %s: %w: %w", sh.name, brokers.ErrUnavailable, err)
+			return fmt.Errorf("redis: start: shard %s: %w: %w", sh.masterAddrOrName(), brokers.ErrUnavailable, err)
 		}
 	}
+	b.shardsMu.Lock()
 	for _, sh := range b.shards {
 		sh.start()
 	}
+	b.shardsMu.Unlock()
 	b.state.Store(stateRunning)
 	return nil
 }
@@ -226,18 +233,23 @@ func (b *Broker) shutdown() {
 	if b.cancel != nil {
 		b.cancel()
 	}
-	for _, sh := range b.shards {
+	// A rebalance starts no shard once the context is canceled.
+	shards := b.allShards()
+	for _, sh := range shards {
 		sh.close()
 	}
 	b.wg.Wait()
-	for _, sh := range b.shards {
+	for _, sh := range shards {
 		sh.failWaiters(brokers.ErrClosed)
 	}
 	for _, c := range b.closers {
 		_ = c.Close()
 	}
 	b.closers = nil
-	b.shards, b.slots = nil, nil // a failed Start may be retried
+	b.shardsMu.Lock()
+	b.shards = nil // a failed Start may be retried
+	b.shardsMu.Unlock()
+	b.route.Store(nil)
 }
 
 // Ping reports an error wrapping brokers.ErrUnavailable while any shard is
@@ -248,15 +260,18 @@ func (b *Broker) Ping(ctx context.Context) error {
 	if err := b.check(ctx); err != nil {
 		return fmt.Errorf("redis: ping: %w", err)
 	}
-	for _, sh := range b.shards {
+	for _, sh := range b.allShards() {
+		if b.topo != nil && sh.slotCount.Load() == 0 {
+			continue // retired: its slots moved to other masters
+		}
 		if st := sh.state.Load(); st != shardUp {
-			return fmt.Errorf("redis: ping %s: %s (outbox %d): %w", sh.name, stateName(st), b.outboxLen.Load(), brokers.ErrUnavailable)
+			return fmt.Errorf("redis: ping %s: %s (outbox %d): %w", sh.masterAddrOrName(), stateName(st), b.outboxLen.Load(), brokers.ErrUnavailable)
 		}
 		pctx, cancel := context.WithTimeout(ctx, b.cfg.ProbeTimeout)
 		err := sh.probeWrite(pctx)
 		cancel()
 		if err != nil {
-			return fmt.Errorf("redis: ping %s: %w: %w", sh.name, brokers.ErrUnavailable, err)
+			return fmt.Errorf("redis: ping %s: %w: %w", sh.masterAddrOrName(), brokers.ErrUnavailable, err)
 		}
 	}
 	return nil
@@ -276,8 +291,7 @@ func (b *Broker) Publish(ctx context.Context, ch string, data []byte) (brokers.P
 		return brokers.Position{}, fmt.Errorf("redis: publish %s: %w", ch, err)
 	}
 	req := newPubReq(ch, data)
-	sh := b.shardFor(ch)
-	sh.mu.Lock()
+	sh := b.lockedShard(ch)
 	if sh.closed {
 		sh.mu.Unlock()
 		req.release()
@@ -312,13 +326,12 @@ func (b *Broker) Subscribe(ctx context.Context, ch string) error {
 	if err := b.check(ctx); err != nil {
 		return fmt.Errorf("redis: subscribe %s: %w", ch, err)
 	}
-	sh := b.shardFor(ch)
-	cs := sh.subscribe(ch)
+	cs := b.lockedShard(ch).subscribe(ch)
 	select {
 	case <-cs.ready:
 		return nil
 	case <-ctx.Done():
-		sh.unsubscribe(ch, cs)
+		b.lockedShard(ch).unsubscribe(ch, cs)
 		return fmt.Errorf("redis: subscribe %s: %w", ch, ctx.Err())
 	case <-b.ctx.Done():
 		return fmt.Errorf("redis: subscribe %s: %w", ch, brokers.ErrClosed)
@@ -331,7 +344,7 @@ func (b *Broker) Unsubscribe(ctx context.Context, ch string) error {
 	if err := b.check(ctx); err != nil {
 		return fmt.Errorf("redis: unsubscribe %s: %w", ch, err)
 	}
-	b.shardFor(ch).unsubscribe(ch, nil)
+	b.lockedShard(ch).unsubscribe(ch, nil)
 	return nil
 }
 
@@ -414,11 +427,11 @@ func (b *Broker) newEpoch() string {
 
 // shardFor returns the shard that owns ch.
 func (b *Broker) shardFor(ch string) *shard {
+	if rt := b.route.Load(); rt != nil {
+		return rt[slotOf(ch)]
+	}
 	if len(b.shards) == 1 {
 		return b.shards[0]
-	}
-	if b.slots != nil {
-		return b.shards[b.slots[slotOf(ch)]]
 	}
 	return b.shards[redisbase.JumpHash(redisbase.HashString(ch), len(b.shards))]
 }

@@ -23,6 +23,12 @@ type chanState struct {
 
 	mu      sync.Mutex
 	removed bool // unsubscribed: deliver nothing more
+	// owner is the shard serving the channel; it changes when a cluster
+	// slot moves to another master (topology.go). Only the owner's
+	// goroutines deliver; refill: moved, to be filled once its new
+	// subscription is confirmed.
+	owner  *shard
+	refill bool
 
 	// The last real position delivered. known is false until the first
 	// delivery or Since. provisional marks a position learnt from Since
@@ -79,8 +85,8 @@ type livePub struct {
 // runs.
 const maxBuffered = 10000
 
-func newChanState(ch string) *chanState {
-	return &chanState{name: strings.Clone(ch), ready: make(chan struct{})}
+func newChanState(ch string, owner *shard) *chanState {
+	return &chanState{name: strings.Clone(ch), owner: owner, ready: make(chan struct{})}
 }
 
 // noteSince records a position a Since returned: the lowest one becomes

@@ -9,15 +9,17 @@ import (
 	"sync"
 
 	goredis "github.com/redis/go-redis/v9"
-	"github.com/redis/go-redis/v9/maintnotifications"
 )
 
-// Redis Cluster: one shard per master, in slot order. A channel's keys and
-// pub/sub channel share the hash tag {channel}, so the channel lives on the
-// master that owns slotOf(channel). Failovers keep the slot-to-shard map
-// (the promoted replica takes over its master's slots); the shard's
-// pub/sub reconnects to whoever owns its slots now. Resharding (moving
-// slots between masters) needs the nodes restarted.
+// Redis Cluster: one shard per master. A channel's keys and pub/sub
+// channel share the hash tag {channel}, so the channel lives on the master
+// that owns slotOf(channel); the route table maps each slot to the shard
+// of its master. The table follows the cluster (topology.go): when a
+// shard learns that something moved (its pub/sub connection is dropped
+// by the old owner, a MOVED reply, a connection failure) it reads the
+// slot map again before it reconnects, and slots that changed master move,
+// with their channels and queued publications, to the shard of their new
+// master (a new shard for a new master).
 
 const numSlots = 16384
 
@@ -60,95 +62,88 @@ func crc16(s string) uint16 {
 
 // buildCluster makes one shard per master of the cluster Config.Addrs seed.
 func (b *Broker) buildCluster(ctx context.Context) error {
-	cc := goredis.NewClusterClient(&goredis.ClusterOptions{
-		Addrs:           b.cfg.Addrs,
-		Username:        b.cfg.Username,
-		Password:        b.cfg.Password,
-		TLSConfig:       b.cfg.TLS,
-		Protocol:        2,
-		DisableIdentity: true,
-		MaxRetries:      -1,
-		// No retries or redirects inside go-redis: a resent pipeline could
-		// publish twice. A MOVED reply takes the shard down; it reconnects
-		// to the slot's owner and replays its outbox, deduplicated.
-		MaxRedirects:             -1,
-		DialTimeout:              b.cfg.DialTimeout,
-		ReadTimeout:              b.cfg.ReadTimeout,
-		WriteTimeout:             b.cfg.ReadTimeout,
-		ContextTimeoutEnabled:    true,
-		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
-	})
-	b.closers = append(b.closers, cc)
-	ranges, err := cc.ClusterSlots(ctx).Result()
+	nodes := &nodeClients{b: b, clients: make(map[string]*goredis.Client)}
+	nodes.learn(b.cfg.Addrs)
+	b.closers = append(b.closers, nodes)
+	b.topo = &topology{nodes: nodes}
+	owners, err := nodes.owners(ctx)
 	if err != nil {
 		return fmt.Errorf("cluster slots: %w", err)
 	}
-	byMaster := make(map[string][]goredis.ClusterSlot)
-	for _, r := range ranges {
-		if len(r.Nodes) == 0 {
-			continue
+	byMaster := make(map[string]int) // master -> its first slot
+	var masters []string
+	for s, o := range owners {
+		if o == "" {
+			return fmt.Errorf("cluster slots: slot %d not served", s)
 		}
-		byMaster[r.Nodes[0].Addr] = append(byMaster[r.Nodes[0].Addr], r)
-	}
-	type master struct {
-		addr  string
-		first int
-		rs    []goredis.ClusterSlot
-	}
-	var masters []master
-	for addr, rs := range byMaster {
-		slices.SortFunc(rs, func(x, y goredis.ClusterSlot) int { return x.Start - y.Start })
-		masters = append(masters, master{addr, rs[0].Start, rs})
-	}
-	slices.SortFunc(masters, func(x, y master) int { return x.first - y.first })
-	b.slots = make([]uint16, numSlots)
-	covered := 0
-	for i, m := range masters {
-		for _, r := range m.rs {
-			for s := r.Start; s <= r.End && s < numSlots; s++ {
-				b.slots[s] = uint16(i)
-				covered++
-			}
+		if _, ok := byMaster[o]; !ok {
+			byMaster[o] = s
+			masters = append(masters, o) // in slot order
 		}
 	}
-	if covered != numSlots || len(masters) == 0 {
-		return fmt.Errorf("cluster slots: %d of %d slots served", covered, numSlots)
+	rt := new(routeTable)
+	for i, addr := range masters {
+		b.shards = append(b.shards, b.newClusterShard(i, addr))
 	}
-	nodes := &nodeClients{b: b, clients: make(map[string]*goredis.Client)}
-	nodes.learn(b.cfg.Addrs)
-	for _, r := range ranges {
-		for _, n := range r.Nodes {
-			nodes.learn([]string{n.Addr})
-		}
+	for s, o := range owners {
+		rt[s] = b.shards[slices.Index(masters, o)]
 	}
-	b.closers = append(b.closers, nodes)
-	for i, m := range masters {
-		sh := newShard(b, i, m.addr, cc)
-		sh.probe = b.probeName(probeTag(b.slots, i))
-		slot := m.first
-		sh.newPubSub = func(ctx context.Context) (*goredis.PubSub, error) {
-			// A reconnect may follow a failover: refresh the command
-			// client's slot map too (in the background).
-			cc.ReloadState(ctx)
-			c, err := nodes.master(ctx, cc, slot)
-			if err != nil {
-				return nil, err
-			}
-			return c.SSubscribe(ctx), nil
-		}
-		sh.scripter = func(ctx context.Context) (goredis.Scripter, error) {
-			return nodes.master(ctx, cc, slot)
-		}
-		b.shards = append(b.shards, sh)
+	b.route.Store(rt)
+	for _, sh := range b.shards {
+		sh.retarget(rt)
 	}
 	return nil
 }
 
-// probeTag returns a hash tag whose slot belongs to shard i.
-func probeTag(slots []uint16, i int) string {
+// newClusterShard makes the shard of the cluster master at addr.
+func (b *Broker) newClusterShard(idx int, addr string) *shard {
+	nodes := b.topo.nodes
+	sh := newShard(b, idx, addr, nodes.client(addr))
+	sh.master = addr
+	sh.newPubSub = func(ctx context.Context) (*goredis.PubSub, error) {
+		return nodes.client(sh.masterAddr()).SSubscribe(ctx), nil
+	}
+	sh.scripter = func(context.Context) (goredis.Scripter, error) {
+		return nodes.client(sh.masterAddr()), nil
+	}
+	return sh
+}
+
+// masterAddr is the address of the master that serves the shard's slots.
+func (sh *shard) masterAddr() string {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return sh.master
+}
+
+// retarget counts the slots rt routes to sh and moves its probe channel
+// to one of them when its slot left. It reports whether the probe
+// changed. Cluster only; called while the route cannot change.
+func (sh *shard) retarget(rt *routeTable) bool {
+	n := 0
+	for _, o := range rt {
+		if o == sh {
+			n++
+		}
+	}
+	sh.slotCount.Store(int32(n))
+	if n == 0 {
+		return false
+	}
+	if p := sh.probe.Load(); p != nil && rt[keySlot(*p)] == sh {
+		return false
+	}
+	name := sh.b.probeName(probeTag(rt, sh))
+	sh.probe.Store(&name)
+	return true
+}
+
+// probeTag returns a hash tag whose slot rt routes to sh (which has
+// slots).
+func probeTag(rt *routeTable, sh *shard) string {
 	for k := 0; ; k++ {
 		tag := "probe" + strconv.Itoa(k)
-		if int(slots[crc16(tag)%numSlots]) == i {
+		if rt[crc16(tag)%numSlots] == sh {
 			return tag
 		}
 	}
@@ -188,38 +183,82 @@ func (n *nodeClients) client(addr string) *goredis.Client {
 	return c
 }
 
-// master returns a client of the master that owns slot now, asking the
-// known nodes in turn (after a failover the old master is gone, and a
-// keyless command through the cluster client may still be routed to it).
-func (n *nodeClients) master(ctx context.Context, cc *goredis.ClusterClient, slot int) (*goredis.Client, error) {
+// maxAsked bounds the nodes asked for the slot map at a time.
+const maxAsked = 16
+
+// owners returns, for every slot, the address of the master that serves
+// it, "" when unknown. It asks the known nodes (at most maxAsked, at
+// once) for CLUSTER SLOTS. A master's own word on its slots wins: after a
+// migration or a failover the other nodes learn the new owner by gossip,
+// a moment later. Without one (its master is unreachable) the majority of
+// the answers decides, and a tie leaves the slot unknown.
+func (n *nodeClients) owners(ctx context.Context) (*[numSlots]string, error) {
 	n.mu.Lock()
 	addrs := slices.Clone(n.known)
 	n.mu.Unlock()
+	rand.Shuffle(len(addrs), func(i, j int) { addrs[i], addrs[j] = addrs[j], addrs[i] })
+	addrs = addrs[:min(len(addrs), maxAsked)]
+	replies := make([][]goredis.ClusterSlot, len(addrs))
+	errs := make([]error, len(addrs))
+	var wg sync.WaitGroup
+	for i, a := range addrs {
+		wg.Go(func() { replies[i], errs[i] = n.client(a).ClusterSlots(ctx).Result() })
+	}
+	wg.Wait()
+	out := new([numSlots]string)
+	claim := make([]string, numSlots)
+	conflict := make([]bool, numSlots)
+	votes := make([]map[string]int, numSlots)
+	answered := 0
 	var firstErr error
-	for _, i := range rand.Perm(len(addrs)) {
-		ranges, err := n.client(addrs[i]).ClusterSlots(ctx).Result()
-		if err != nil {
+	for i, rs := range replies {
+		if errs[i] != nil {
 			if firstErr == nil {
-				firstErr = err
+				firstErr = fmt.Errorf("%s: %w", addrs[i], errs[i])
 			}
 			continue
 		}
-		for _, r := range ranges {
+		answered++
+		for _, r := range rs {
+			if len(r.Nodes) == 0 || r.Start < 0 || r.End >= numSlots || r.Start > r.End {
+				continue
+			}
 			for _, node := range r.Nodes {
 				n.learn([]string{node.Addr})
 			}
-			if r.Start <= slot && slot <= r.End && len(r.Nodes) > 0 {
-				return n.client(r.Nodes[0].Addr), nil
+			owner := r.Nodes[0].Addr
+			for s := r.Start; s <= r.End; s++ {
+				if owner == addrs[i] {
+					if claim[s] != "" && claim[s] != owner {
+						conflict[s] = true
+					}
+					claim[s] = owner
+				}
+				if votes[s] == nil {
+					votes[s] = make(map[string]int, 1)
+				}
+				votes[s][owner]++
 			}
 		}
+	}
+	if answered == 0 {
 		if firstErr == nil {
-			firstErr = fmt.Errorf("no master serves slot %d", slot)
+			firstErr = fmt.Errorf("no cluster node known")
+		}
+		return nil, firstErr
+	}
+	for s := range numSlots {
+		if claim[s] != "" && !conflict[s] {
+			out[s] = claim[s]
+			continue
+		}
+		for o, v := range votes[s] {
+			if 2*v > answered {
+				out[s] = o
+			}
 		}
 	}
-	if firstErr == nil {
-		firstErr = fmt.Errorf("no cluster node known")
-	}
-	return nil, firstErr
+	return out, nil
 }
 
 // Close closes every node client.

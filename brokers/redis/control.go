@@ -45,7 +45,7 @@ func (sh *shard) controlStep() bool {
 		return false
 	}
 	var subs, unsubs []string
-	var waiting []*chanState
+	var waiting, subscribed []*chanState
 	for ch := range sh.dirty {
 		cs := sh.chans[ch]
 		_, have := sh.remote[ch]
@@ -59,10 +59,14 @@ func (sh *shard) controlStep() bool {
 			delete(sh.remote, ch)
 		case cs != nil:
 			sh.markReady(cs)
+			subscribed = append(subscribed, cs)
 		}
 	}
 	clear(sh.dirty)
 	sh.mu.Unlock()
+	for _, cs := range subscribed {
+		sh.refill(cs)
+	}
 	if len(subs) == 0 && len(unsubs) == 0 {
 		return false
 	}
@@ -94,6 +98,9 @@ func (sh *shard) controlStep() bool {
 		cs.mu.Lock()
 		cs.notePrune(now)
 		cs.mu.Unlock()
+		if err == nil {
+			sh.refill(cs)
+		}
 	}
 	return true
 }
@@ -111,5 +118,18 @@ func (sh *shard) awaitPong(ctx context.Context, token string, down <-chan struct
 		case <-ctx.Done():
 			return errNoPong
 		}
+	}
+}
+
+// refill queues the fill of a channel that moved here from another
+// master's shard (topology.go), once its subscription here is confirmed:
+// it catches up on what was published before.
+func (sh *shard) refill(cs *chanState) {
+	cs.mu.Lock()
+	do := cs.refill && cs.owner == sh && !cs.removed
+	cs.refill = false
+	cs.mu.Unlock()
+	if do {
+		sh.queueFill(cs)
 	}
 }

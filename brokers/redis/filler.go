@@ -81,7 +81,7 @@ func (sh *shard) runFills(f *fillerState) {
 		jobs := f.jobs[:0]
 		for _, cs := range f.jobs {
 			cs.mu.Lock()
-			if !cs.removed && cs.filling {
+			if !cs.removed && cs.filling && cs.owner == sh {
 				cs.forgetEmpty() // something may have been missed
 				r := fillResult{epoch: cs.epoch, mark: len(cs.buf), limit: limit}
 				if cs.known {
@@ -95,7 +95,7 @@ func (sh *shard) runFills(f *fillerState) {
 		if len(jobs) == 0 {
 			continue
 		}
-		pipe := sh.cmd.Pipeline()
+		pipe := sh.cmd().Pipeline()
 		f.cmds = f.cmds[:0]
 		for i, cs := range jobs {
 			k := b.keys(cs.name)
@@ -127,13 +127,15 @@ func (sh *shard) runFills(f *fillerState) {
 			default:
 				b.cfg.Logger.Error("redis: history read failed; delivering without filling", "channel", cs.name, "err", err)
 				cs.mu.Lock()
-				cs.giveUpFill(b.handler)
+				if cs.owner == sh {
+					cs.giveUpFill(b.handler)
+				}
 				cs.mu.Unlock()
 				continue
 			}
 			cs.mu.Lock()
 			out := fillDone
-			if !cs.removed && sh.state.Load() != shardDown {
+			if !cs.removed && cs.owner == sh && sh.state.Load() != shardDown {
 				out = cs.applyFill(b.handler, r)
 			}
 			epoch, seq := cs.epoch, cs.seq
@@ -157,7 +159,7 @@ func (sh *shard) runFills(f *fillerState) {
 // with other data; a new epoch makes every client resync instead.
 func (sh *shard) resetEpoch(cs *chanState, epoch string, seq uint64) {
 	k := sh.b.keys(cs.name)
-	n, err := resetScript.Run(sh.b.ctx, sh.cmd, []string{k.history, k.meta},
+	n, err := resetScript.Run(sh.b.ctx, sh.cmd(), []string{k.history, k.meta},
 		epoch, strconv.FormatUint(seq, 10), sh.b.newEpoch(), sh.b.metaTTLArg).Int()
 	if err != nil {
 		sh.b.cfg.Logger.Warn("redis: epoch reset failed", "channel", cs.name, "err", err)
@@ -187,7 +189,7 @@ func (sh *shard) runPrunes(f *fillerState) {
 	sh.chmu.RUnlock()
 	for len(f.jobs) > 0 && !sh.stopping() {
 		n := min(len(f.jobs), fillBatch)
-		pipe := sh.cmd.Pipeline()
+		pipe := sh.cmd().Pipeline()
 		f.cmds = f.cmds[:0]
 		for _, cs := range f.jobs[:n] {
 			k := b.keys(cs.name)

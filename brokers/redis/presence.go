@@ -54,7 +54,7 @@ func (b *Broker) notePresenceTTL(ttl time.Duration) {
 			return
 		}
 		if b.minPresenceTTL.CompareAndSwap(cur, int64(ttl)) {
-			for _, sh := range b.shards {
+			for _, sh := range b.allShards() {
 				kick(sh.fillWake)
 			}
 			return

@@ -59,14 +59,23 @@ type shard struct {
 	idx  int
 	name string // for errors and logs
 
-	cmd goredis.UniversalClient
+	cmdRef atomic.Pointer[cmdRef] // the command client: cmd()
 	// newPubSub returns a fresh, unconnected PubSub on this shard's
 	// current server (it resolves the master with Sentinel or Cluster).
 	newPubSub func(ctx context.Context) (*goredis.PubSub, error)
 	// scripter is where scripts are loaded (the shard's master).
 	scripter func(ctx context.Context) (goredis.Scripter, error)
-	sharded  bool   // SSUBSCRIBE (Cluster)
-	probe    string // this node's probe channel on this shard
+	sharded  bool                   // SSUBSCRIBE (Cluster)
+	probe    atomic.Pointer[string] // this node's probe channel on this shard
+
+	// Cluster only (topology.go): the master serving the shard's slots
+	// (guarded by mu), how many slots the route table gives it (0: the
+	// shard is retired and waits on reviveWake), pauses of its writer.
+	master     string
+	slotCount  atomic.Int32
+	reviveWake chan struct{}
+	pauseCh    chan *writerPause
+	started    atomic.Bool // its goroutines run
 
 	state atomic.Int32 // written under mu
 
@@ -112,7 +121,6 @@ func newShard(b *Broker, idx int, name string, cmd goredis.UniversalClient) *sha
 		b:           b,
 		idx:         idx,
 		name:        name,
-		cmd:         cmd,
 		sharded:     b.cfg.Cluster,
 		downCh:      make(chan struct{}),
 		dirty:       make(map[string]struct{}),
@@ -123,8 +131,12 @@ func newShard(b *Broker, idx int, name string, cmd goredis.UniversalClient) *sha
 		controlWake: make(chan struct{}, 1),
 		fillWake:    make(chan struct{}, 1),
 		pongs:       make(chan string, 4),
+		reviveWake:  make(chan struct{}, 1),
+		pauseCh:     make(chan *writerPause, 1),
 	}
-	sh.probe = b.probeName("")
+	sh.setCmd(cmd)
+	probe := b.probeName("")
+	sh.probe.Store(&probe)
 	sh.scripter = func(context.Context) (goredis.Scripter, error) { return cmd, nil }
 	sh.state.Store(shardDown)
 	return sh
@@ -133,6 +145,7 @@ func newShard(b *Broker, idx int, name string, cmd goredis.UniversalClient) *sha
 // start launches the shard's goroutines; the shard is connected.
 func (sh *shard) start() {
 	wg := &sh.b.wg
+	sh.started.Store(true)
 	wg.Go(sh.run)
 	wg.Go(sh.writer)
 	wg.Go(sh.control)
@@ -180,12 +193,12 @@ func (sh *shard) lookup(ch string) *chanState {
 
 // subscribe registers ch and queues its SUBSCRIBE; the returned state's
 // ready closes when the subscription is active.
+// sh.mu is held (Broker.lockedShard); subscribe unlocks it.
 func (sh *shard) subscribe(ch string) *chanState {
-	sh.mu.Lock()
 	sh.chmu.Lock()
 	cs := sh.chans[ch]
 	if cs == nil {
-		cs = newChanState(ch)
+		cs = newChanState(ch, sh)
 		sh.chans[cs.name] = cs
 		sh.dirty[cs.name] = struct{}{}
 	}
@@ -200,9 +213,9 @@ func (sh *shard) subscribe(ch string) *chanState {
 }
 
 // unsubscribe drops ch (only if its state is cs, when cs is not nil).
-// Delivery stops before it returns.
+// Delivery stops before it returns. sh.mu is held (Broker.lockedShard);
+// unsubscribe unlocks it.
 func (sh *shard) unsubscribe(ch string, only *chanState) {
-	sh.mu.Lock()
 	sh.chmu.Lock()
 	cs := sh.chans[ch]
 	if cs == nil || (only != nil && cs != only) {
@@ -286,6 +299,17 @@ func (sh *shard) run() {
 			if sh.stopping() {
 				return
 			}
+			if errors.Is(err, errRetired) {
+				// Its slots moved to other masters: wait until one
+				// comes back (rebalance kicks reviveWake).
+				select {
+				case <-sh.reviveWake:
+				case <-sh.b.ctx.Done():
+					return
+				}
+				attempt = 0
+				continue
+			}
 			sh.b.cfg.Logger.Debug("redis reconnect failed", "shard", sh.name, "attempt", attempt, "err", err)
 			continue
 		}
@@ -330,6 +354,17 @@ var errProbe = errors.New("probe not received")
 func (sh *shard) connect(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, sh.b.cfg.DialTimeout+2*sh.b.cfg.ProbeTimeout+sh.b.cfg.ReadTimeout)
 	defer cancel()
+	if sh.b.topo != nil {
+		// A reconnect may follow a topology change: follow the slot map
+		// first (this shard's master, channels moved in or out).
+		if err := sh.b.rebalance(ctx, sh); err != nil {
+			return fmt.Errorf("cluster slots: %w", err)
+		}
+		if sh.slotCount.Load() == 0 {
+			return errRetired
+		}
+	}
+	probe := *sh.probe.Load()
 	if err := sh.loadScripts(ctx); err != nil {
 		return fmt.Errorf("load scripts: %w", err)
 	}
@@ -381,7 +416,7 @@ func (sh *shard) connect(ctx context.Context) error {
 	}
 	if err := sh.awaitOnConnect(ctx, ps, func(m any) bool {
 		msg, ok := m.(*goredis.Message)
-		return ok && msg.Channel == sh.probe && msg.Payload == "x"+token
+		return ok && msg.Channel == probe && msg.Payload == "x"+token
 	}); err != nil {
 		return fmt.Errorf("probe: %w", err)
 	}
@@ -408,7 +443,7 @@ func (sh *shard) connect(ctx context.Context) error {
 	for _, cs := range sh.chans {
 		cs.mu.Lock()
 		if !cs.removed {
-			cs.filling = true
+			cs.filling, cs.refill = true, false
 			sh.queueFillLocked(cs)
 		}
 		cs.mu.Unlock()
@@ -455,10 +490,11 @@ func (sh *shard) awaitOnConnect(ctx context.Context, ps *goredis.PubSub, want fu
 
 // publishProbe publishes probe token on this node's probe channel.
 func (sh *shard) publishProbe(ctx context.Context, token string) error {
+	probe := *sh.probe.Load()
 	if sh.sharded {
-		return sh.cmd.SPublish(ctx, sh.probe, "x"+token).Err()
+		return sh.cmd().SPublish(ctx, probe, "x"+token).Err()
 	}
-	return sh.cmd.Publish(ctx, sh.probe, "x"+token).Err()
+	return sh.cmd().Publish(ctx, probe, "x"+token).Err()
 }
 
 // probeWrite asks the shard's server whether it takes writes (readiness).
@@ -512,7 +548,7 @@ func (sh *shard) sendSubs(ctx context.Context, ps *goredis.PubSub, subs, unsubs 
 	}
 	subNames := names(subs)
 	if probe {
-		subNames = append(subNames, sh.probe)
+		subNames = append(subNames, *sh.probe.Load())
 	}
 	for _, op := range []struct {
 		f     func(context.Context, ...string) error
@@ -603,7 +639,7 @@ func (sh *shard) isDesired(name string) bool {
 
 // onMessage handles one pub/sub message on the live connection.
 func (sh *shard) onMessage(name, payload string) {
-	if name == sh.probe {
+	if name == *sh.probe.Load() {
 		if n, err := strconv.ParseUint(payload[min(1, len(payload)):], 10, 64); err == nil {
 			sh.lastProbe.Store(n)
 		}
@@ -625,7 +661,7 @@ func (sh *shard) onMessage(name, payload string) {
 	h := sh.b.handler
 	needFill := false
 	cs.mu.Lock()
-	if !cs.removed && sh.state.Load() != shardDown {
+	if !cs.removed && cs.owner == sh && sh.state.Load() != shardDown {
 		switch e.kind {
 		case 'p':
 			needFill = cs.live(h, e.epoch, e.seq, e.was, e.data)

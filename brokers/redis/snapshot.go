@@ -70,7 +70,7 @@ func (b *Broker) LoadSnapshot(ctx context.Context, ch string) (brokers.Snapshot,
 		return brokers.Snapshot{}, false, fmt.Errorf("redis: snapshot %s: %w", ch, err)
 	}
 	sh := b.shardFor(ch)
-	vals, err := sh.cmd.HMGet(ctx, b.snapKey(ch), "q", "e", "d").Result()
+	vals, err := sh.cmd().HMGet(ctx, b.snapKey(ch), "q", "e", "d").Result()
 	if err != nil {
 		return brokers.Snapshot{}, false, fmt.Errorf("redis: snapshot %s: %w", ch, wrapErr(err))
 	}

@@ -112,12 +112,19 @@ func (sh *shard) writer() {
 	for {
 		select {
 		case <-sh.writerWake:
+		case p := <-sh.pauseCh:
+			sh.hold(p) // a cluster topology change (topology.go)
 		case <-sh.b.ctx.Done():
 			return
 		}
 		for sh.writeStep(w) {
 			if sh.stopping() {
 				return
+			}
+			select {
+			case p := <-sh.pauseCh:
+				sh.hold(p)
+			default:
 			}
 		}
 	}
@@ -328,7 +335,7 @@ func (sh *shard) send(w *writerState) (int, error) {
 	b := sh.b
 	done := 0
 	for attempt := 0; done < len(w.batch); attempt++ {
-		pipe := sh.cmd.Pipeline()
+		pipe := sh.cmd().Pipeline()
 		w.cmds = w.cmds[:0]
 		if w.last == nil {
 			w.last = make(map[string]uint64)
@@ -442,6 +449,12 @@ func wrapErr(err error) error {
 }
 
 // runScript runs sc on the shard, loading it on NOSCRIPT.
+// With Cluster, a MOVED reply (the slot has a new master) takes the shard
+// down: it reconnects, following the slot map.
 func runScript(ctx context.Context, sh *shard, sc *goredis.Script, keys []string, args ...any) (any, error) {
-	return sc.Run(ctx, sh.cmd, keys, args...).Result()
+	res, err := sc.Run(ctx, sh.cmd(), keys, args...).Result()
+	if err != nil && sh.sharded && goredis.HasErrorPrefix(err, "MOVED") {
+		sh.fail(err)
+	}
+	return res, err
 }
