@@ -71,6 +71,7 @@ func (b *Broker) LoadSnapshot(ctx context.Context, ch string) (brokers.Snapshot,
 	}
 	sh := b.shardFor(ch)
 	vals, err := sh.cmd().HMGet(ctx, b.snapKey(ch), "q", "e", "d").Result()
+	sh.noteMoved(err)
 	if err != nil {
 		return brokers.Snapshot{}, false, fmt.Errorf("redis: snapshot %s: %w", ch, wrapErr(err))
 	}

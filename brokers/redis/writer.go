@@ -449,12 +449,16 @@ func wrapErr(err error) error {
 }
 
 // runScript runs sc on the shard, loading it on NOSCRIPT.
-// With Cluster, a MOVED reply (the slot has a new master) takes the shard
-// down: it reconnects, following the slot map.
 func runScript(ctx context.Context, sh *shard, sc *goredis.Script, keys []string, args ...any) (any, error) {
 	res, err := sc.Run(ctx, sh.cmd(), keys, args...).Result()
+	sh.noteMoved(err)
+	return res, err
+}
+
+// noteMoved takes a cluster shard down after a MOVED reply (the slot has a
+// new master): it reconnects, following the slot map (topology.go).
+func (sh *shard) noteMoved(err error) {
 	if err != nil && sh.sharded && goredis.HasErrorPrefix(err, "MOVED") {
 		sh.fail(err)
 	}
-	return res, err
 }
