@@ -100,8 +100,17 @@
 //
 // With several Config.Addrs, channels are spread by jump consistent
 // hashing of the name. With Config.Cluster, keys share a slot by hash tag
-// and pub/sub is sharded (SSUBSCRIBE/SPUBLISH, Redis 7): one pub/sub
-// connection per master. With Config.SentinelMaster, the node follows the
+// and pub/sub is sharded (SSUBSCRIBE/SPUBLISH, Redis 7): one shard, so one
+// command client and one pub/sub connection, per master. The node follows
+// the cluster's topology (topology.go): a shard that goes down (its
+// connection dropped, its shard channels dropped by a master that lost
+// their slot, a MOVED reply) reads the slot map before it reconnects; a
+// failover points the shard at the new master, and slots that moved
+// (resharding, a new master) take their channels, pending and outbox
+// publications along to the shard of their new master, which subscribes
+// and fills them. While a slot migrates, its publications get TRYAGAIN or
+// ASK: the shard goes down and they wait in the outbox until the slot has
+// its new master. With Config.SentinelMaster, the node follows the
 // master through Sentinel; after a failover it reconnects, and the probe
 // guarantees it does not stay on a demoted master.
 //

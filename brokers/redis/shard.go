@@ -72,6 +72,7 @@ type shard struct {
 	// (guarded by mu), how many slots the route table gives it (0: the
 	// shard is retired and waits on reviveWake), pauses of its writer.
 	master     string
+	topoGen    uint64 // guarded by mu: bumped when master or probe change
 	slotCount  atomic.Int32
 	reviveWake chan struct{}
 	pauseCh    chan *writerPause
@@ -364,6 +365,9 @@ func (sh *shard) connect(ctx context.Context) error {
 			return errRetired
 		}
 	}
+	sh.mu.Lock()
+	gen := sh.topoGen
+	sh.mu.Unlock()
 	probe := *sh.probe.Load()
 	if err := sh.loadScripts(ctx); err != nil {
 		return fmt.Errorf("load scripts: %w", err)
@@ -429,6 +433,12 @@ func (sh *shard) connect(ctx context.Context) error {
 	if sh.closed {
 		sh.mu.Unlock()
 		return brokers.ErrClosed
+	}
+	if sh.topoGen != gen {
+		// Another shard's rebalance moved this one's master or probe
+		// while it connected: connect again, to the right master.
+		sh.mu.Unlock()
+		return errTopology
 	}
 	ok = true
 	sh.ps = ps

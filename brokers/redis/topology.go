@@ -216,6 +216,9 @@ func (b *Broker) rebalance(ctx context.Context, self *shard) error {
 	b.route.Store(&next)
 	for _, sh := range all {
 		probeMoved := sh.retarget(&next)
+		if probeMoved {
+			sh.topoGen++
+		}
 		changed := false
 		if addr, ok := master[sh]; ok && addr != sh.master {
 			sh.setMaster(addr)
@@ -261,6 +264,7 @@ func (b *Broker) rebalance(ctx context.Context, self *shard) error {
 // setMaster points the shard at the master at addr. sh.mu is held.
 func (sh *shard) setMaster(addr string) {
 	sh.master = addr
+	sh.topoGen++
 	sh.setCmd(sh.b.topo.nodes.client(addr))
 }
 
