@@ -115,6 +115,11 @@ type shard struct {
 	lastProbe                         atomic.Uint64 // last probe token received
 	probeSeq                          atomic.Uint64
 	downSince                         time.Time // guarded by mu
+	// refusals counts the outages in a row caused by a cluster slot in
+	// migration (TRYAGAIN, ASK: the publication was not applied), so the
+	// reconnects back off until the slot has its new master. Guarded by
+	// mu; reset when the shard is up again.
+	refusals int
 }
 
 func newShard(b *Broker, idx int, name string, cmd goredis.UniversalClient) *shard {
@@ -256,6 +261,9 @@ func (sh *shard) fail(err error) {
 	}
 	sh.state.Store(shardDown)
 	sh.downSince = time.Now()
+	if sh.sharded && (goredis.HasErrorPrefix(err, "TRYAGAIN") || goredis.HasErrorPrefix(err, "ASK")) {
+		sh.refusals++
+	}
 	ps := sh.ps
 	sh.ps = nil
 	close(sh.downCh)
@@ -291,6 +299,13 @@ func (sh *shard) run() {
 			}
 			sh.fail(err)
 			ps = nil
+			sh.mu.Lock()
+			if sh.refusals > 0 {
+				// A slot in migration refused a publication: reconnecting
+				// at once would be refused again.
+				attempt = min(sh.refusals, 3)
+			}
+			sh.mu.Unlock()
 		}
 		if attempt > 0 && !sh.sleep(backoff(attempt, sh.b.cfg.ReconnectMin, sh.b.cfg.ReconnectMax)) {
 			return

@@ -57,7 +57,7 @@ func finishTopology(t *testing.T, nodes []*redis.Broker, run *faultRun, changed 
 		}
 	}
 	st := run.analyze(t)
-	t.Logf("%s", st)
+	t.Logf("%s; shard reconnects (most of a node) %d", st, st.Reconnects)
 	checkNoBugs(t, st)
 	if lossless {
 		if st.Epochs != 1 {

@@ -194,6 +194,7 @@ func (sh *shard) writeStep(w *writerState) bool {
 		if len(sh.outbox) == 0 {
 			sh.outboxWaiters = false
 			sh.local = nil // the outage is over: the next one has new local epochs
+			sh.refusals = 0
 			sh.state.Store(shardUp)
 			sh.mu.Unlock()
 			sh.b.cfg.Logger.Info("redis shard up", "shard", sh.name)
