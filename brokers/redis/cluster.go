@@ -205,6 +205,23 @@ func (n *nodeClients) owners(ctx context.Context) (*[numSlots]string, error) {
 		wg.Go(func() { replies[i], errs[i] = n.client(a).ClusterSlots(ctx).Result() })
 	}
 	wg.Wait()
+	for i, rs := range replies {
+		if errs[i] == nil {
+			for _, r := range rs {
+				for _, node := range r.Nodes {
+					n.learn([]string{node.Addr})
+				}
+			}
+		}
+	}
+	return decideOwners(addrs, replies, errs)
+}
+
+// decideOwners decides each slot's master from the CLUSTER SLOTS replies
+// of the nodes at addrs (errs[i] set: no reply): the master's own claim
+// when exactly one master claims it, else the owner named by more than
+// half of the replies, else "" (unknown).
+func decideOwners(addrs []string, replies [][]goredis.ClusterSlot, errs []error) (*[numSlots]string, error) {
 	out := new([numSlots]string)
 	claim := make([]string, numSlots)
 	conflict := make([]bool, numSlots)
@@ -221,10 +238,7 @@ func (n *nodeClients) owners(ctx context.Context) (*[numSlots]string, error) {
 		answered++
 		for _, r := range rs {
 			if len(r.Nodes) == 0 || r.Start < 0 || r.End >= numSlots || r.Start > r.End {
-				continue
-			}
-			for _, node := range r.Nodes {
-				n.learn([]string{node.Addr})
+				continue // hostile or garbled: ignored
 			}
 			owner := r.Nodes[0].Addr
 			for s := r.Start; s <= r.End; s++ {
