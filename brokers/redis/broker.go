@@ -137,7 +137,7 @@ func (b *Broker) Start(ctx context.Context, h brokers.Handler) error {
 		return fmt.Errorf("redis: start: %w: %w", brokers.ErrUnavailable, err)
 	}
 	for _, sh := range b.allShards() {
-		if err := sh.connect(ctx); err != nil {
+		if err := sh.connect(ctx); err != nil && !errors.Is(err, errRetired) {
 			b.shutdown()
 			return fmt.Errorf("redis: start: shard %s: %w: %w", sh.masterAddrOrName(), brokers.ErrUnavailable, err)
 		}
