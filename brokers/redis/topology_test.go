@@ -27,7 +27,7 @@ func hotChannel(t *testing.T, c *redistest.Cluster, i int) (string, int) {
 	}
 }
 
-// clusterNodes starts two nodes on c and load on ch, and waits for 200
+// clusterLoad starts two nodes on c and load on ch, and waits for 200
 // publications.
 func clusterLoad(t *testing.T, c *redistest.Cluster, ch string) ([]*redis.Broker, *faultRun) {
 	t.Helper()
@@ -80,6 +80,7 @@ func finishTopology(t *testing.T, nodes []*redis.Broker, run *faultRun, changed 
 // shard subscriptions, MOVED), and lose nothing: the channel's meta hash
 // and history moved with it, one epoch.
 func TestClusterSlotMigration(t *testing.T) {
+	skipShort(t)
 	c := redistest.StartCluster(t, redistest.ClusterOptions{Masters: 3})
 	ch, slot := hotChannel(t, c, 0)
 	nodes, run := clusterLoad(t, c, ch)
@@ -107,6 +108,7 @@ func otherChannel(t *testing.T, c *redistest.Cluster, i int) string {
 // hot channel's slot is moved to it while both nodes publish. The nodes
 // open connections to the new master and lose nothing.
 func TestClusterNewMaster(t *testing.T) {
+	skipShort(t)
 	c := redistest.StartCluster(t, redistest.ClusterOptions{Masters: 3})
 	ch, slot := hotChannel(t, c, 2)
 	nodes, run := clusterLoad(t, c, ch)
@@ -127,10 +129,19 @@ func TestClusterNewMaster(t *testing.T) {
 // and the epoch stays; the nodes follow the new master (the demoted one
 // drops their shard subscriptions).
 func TestClusterManualFailover(t *testing.T) {
+	skipShort(t)
 	c := redistest.StartCluster(t, redistest.ClusterOptions{Masters: 3, ReplicasPerMaster: 1})
 	ch, _ := hotChannel(t, c, 0)
 	nodes, run := clusterLoad(t, c, ch)
 	changed := time.Now()
 	c.Failover(c.ReplicaOf(c.Masters[0]))
 	finishTopology(t, nodes, run, changed, true)
+}
+
+// skipShort skips a topology test (a cluster and a change under load:
+// seconds) in -short; make test runs them.
+func skipShort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a cluster topology change under load; skipped in -short")
+	}
 }
