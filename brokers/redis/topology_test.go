@@ -145,3 +145,34 @@ func skipShort(t *testing.T) {
 		t.Skip("a cluster topology change under load; skipped in -short")
 	}
 }
+
+// TestClusterSlotBackAndForth: the hot channel's slot goes to a new
+// master, back to its first master (the new master's shard then serves no
+// slot: it retires), and to the new master again (the retired shard comes
+// back), while both nodes publish. Nothing is lost, one epoch.
+func TestClusterSlotBackAndForth(t *testing.T) {
+	skipShort(t)
+	// A master that loses its last slot stays a master (by default
+	// Redis 7 makes it a replica of the slot's new owner).
+	c := redistest.StartCluster(t, redistest.ClusterOptions{Masters: 3, Args: []string{"--cluster-allow-replica-migration", "no"}})
+	ch, slot := hotChannel(t, c, 0)
+	nodes, run := clusterLoad(t, c, ch)
+	m := c.AddMaster()
+	changed := time.Now()
+	shards := make([]int, 0, 3)
+	for _, to := range []*redistest.Server{m, c.Masters[0], m} {
+		c.MigrateSlot(slot, to, 50*time.Millisecond)
+		for i, n := range nodes {
+			brokertest.Eventually(t, 20*time.Second, fmt.Sprintf("node %d up after the move to %s", i, to.Addr()), func() bool {
+				return n.Ping(t.Context()) == nil
+			})
+		}
+		before := run.count()
+		brokertest.Eventually(t, 10*time.Second, "publishing after the move", func() bool { return run.count() >= before+50 })
+		shards = append(shards, nodes[0].ShardOf(ch))
+	}
+	if shards[0] < 3 || shards[1] != 0 || shards[2] != shards[0] {
+		t.Errorf("the channel's shards on node 0: %v; want a new one, 0, then the new one again", shards)
+	}
+	finishTopology(t, nodes, run, changed, true)
+}

@@ -40,6 +40,8 @@ type ClusterOptions struct {
 	// AOF turns on appendonly persistence (fsync always) on every node, so
 	// a node restarted in place keeps its data.
 	AOF bool
+	// Args are extra redis-server arguments for every node.
+	Args []string
 }
 
 // StartCluster starts a cluster and waits until every node reports
@@ -61,6 +63,7 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 	if opts.User != "" {
 		args = append(args, "--masteruser", opts.User, "--masterauth", opts.Password)
 	}
+	args = append(args, opts.Args...)
 	node := Options{Args: args, User: opts.User, Password: opts.Password, AOF: opts.AOF}
 	if opts.TLS {
 		f := testcert.Write(t)
