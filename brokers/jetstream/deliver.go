@@ -204,7 +204,13 @@ func (b *Broker) drop(c *channel) {
 
 // Unsubscribe implements brokers.Broker.
 func (b *Broker) Unsubscribe(ctx context.Context, ch string) error {
-	return b.n.Unsubscribe(ctx, ch, b.drop)
+	if err := b.n.Check(ctx); err != nil {
+		return fmt.Errorf("jetstream: unsubscribe %s: %w", ch, err)
+	}
+	if c := b.n.Channel(ch); c != nil {
+		b.drop(c)
+	}
+	return nil
 }
 
 // maxPending bounds the messages kept for a channel whose start position

@@ -122,17 +122,21 @@ type Broker struct {
 	histSize int    // messages Since may return
 	idSeq    atomic.Uint64
 
-	// n holds the lifecycle, connection, channels, outbox and presence
-	// (shared with the nats backend).
-	n                                      *natsbase.Node[*channel, outboxEntry]
-	natsbase.Public[*channel, outboxEntry] // Close, Ping, ClientURL, OutboxLen, presence
-	js                                     jetstream.JetStream
+	// n holds the lifecycle, connection, subscribed channels, delivery
+	// shards and presence; its lock rules are its own (natsbase.Node).
+	n *natsbase.Node[*channel]
+	// Presence is the node's: Join, Leave, Refresh and Members
+	// (natsbase.Node, backed by natsbase.Presence).
+	brokers.Presence
+	// js is set by Start before the node runs; read-only afterwards.
+	js jetstream.JetStream
 
 	snapMu sync.Mutex
 	snapKV jetstream.KeyValue // the snapshot bucket, once created (snapshot.go)
 
 	created    atomic.Int64 // the history stream's creation time (unix ns)
 	reconnects uint64       // flusher only: the library's count at the last recovery
+	dropped    uint64       // flusher only: the connection's slow-consumer count last seen
 
 	pubMu sync.Mutex
 	pubs  map[string]*pubState
@@ -147,7 +151,15 @@ type Broker struct {
 	// nothing to store it): the flusher checks the streams and re-creates
 	// them. Ping reports the node unready while it is set.
 	needRepair atomic.Bool
-	local      map[string]*brokers.Position // outbox lock: outage positions handed out per channel
+
+	// outbox holds the publishes accepted during an outage. outMu
+	// serializes enqueue (an outage position handed out, the entry
+	// pushed and delivered here, in one step) against the flusher's
+	// "outbox empty: the outage is over" (which clears local); it also
+	// guards local.
+	outMu  sync.Mutex
+	outbox *natsbase.Outbox[outboxEntry]
+	local  map[string]*brokers.Position // outage positions handed out per channel
 }
 
 var (
@@ -195,9 +207,10 @@ func New(cfg Config) *Broker {
 		histSize: max(cfg.HistorySize, 0),
 		pubs:     make(map[string]*pubState),
 		local:    make(map[string]*brokers.Position),
+		n:        natsbase.NewNode[*channel]("jetstream", cfg.Log),
+		outbox:   natsbase.NewOutbox[outboxEntry](cfg.OutboxSize),
 	}
-	b.n = natsbase.NewNode[*channel, outboxEntry]("jetstream", cfg.Log, cfg.OutboxSize)
-	b.Public = natsbase.PublicOf(b.n)
+	b.Presence = b.n
 	return b
 }
 
@@ -220,43 +233,52 @@ func (b *Broker) streamConfig() jetstream.StreamConfig {
 }
 
 // Start connects (starting the embedded server first when URL is empty),
-// creates or updates the streams and starts delivery.
+// creates or updates the streams and starts delivery and the flusher.
 func (b *Broker) Start(ctx context.Context, h brokers.Handler) error {
-	return b.n.Start(ctx, h, natsbase.StartConfig{
+	nc, err := b.n.Open(ctx, h, natsbase.OpenConfig{
 		URL: b.cfg.URL, Auth: b.cfg.Auth, Embedded: b.cfg.Embedded, Prefix: b.cfg.Prefix,
 		ClientName: "syncgate-" + b.nodeID,
-		Shards:     b.cfg.Shards, QueueSize: b.cfg.QueueSize, Handle: b.handle,
-		Setup: b.setup, Run: b.flusher,
-		// A subscription that dropped messages (its delivery queue was
-		// full) may have lost a channel's last message, which no later
-		// message would reveal as a gap: check every channel against the
-		// stream.
-		SlowConsumer: func(string) {
-			b.needSweep.Store(true)
-			b.n.Poke()
-		},
 	})
-}
-
-// setup makes the streams and watches the history stream's leader.
-func (b *Broker) setup(ctx context.Context, nc *natsbase.Conn) error {
-	b.reconnects = nc.Stats().Reconnects
-	js, err := jetstream.New(nc.Conn)
 	if err != nil {
 		return err
 	}
+	pres, err := b.setup(ctx, nc)
+	if err != nil {
+		b.n.Abort()
+		return fmt.Errorf("jetstream: start: %w", err)
+	}
+	if err := b.n.Run(natsbase.NewShards(b.cfg.Shards, b.cfg.QueueSize, b.handle), pres); err != nil {
+		return err
+	}
+	b.n.Go(b.flusher)
+	return nil
+}
+
+// setup makes the streams, watches the history stream's leader and
+// returns the presence store.
+func (b *Broker) setup(ctx context.Context, nc *natsbase.Conn) (*natsbase.Presence, error) {
+	b.reconnects, b.dropped = nc.Stats().Reconnects, nc.Dropped()
+	js, err := jetstream.New(nc.Conn)
+	if err != nil {
+		return nil, err
+	}
 	b.js = js
-	b.n.SetPresence(natsbase.NewPresence(nc.Conn, natsbase.PresenceConfig{
+	pres := natsbase.NewPresence(nc.Conn, natsbase.PresenceConfig{
 		Prefix:   b.cfg.Prefix,
 		Stream:   natsname.StreamName(b.cfg.Prefix, "PRESENCE"),
 		Storage:  b.cfg.Storage,
 		Replicas: b.cfg.Replicas,
-	}))
+	})
 	sctx, cancel := context.WithTimeout(ctx, setupTimeout)
-	err = b.n.SetupRetry(sctx, b.ensureStreams)
+	err = b.n.SetupRetry(sctx, func(ctx context.Context) error {
+		if _, err := b.ensureHistory(ctx); err != nil {
+			return err
+		}
+		return pres.Ensure(ctx, js)
+	})
 	cancel()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// A new stream leader may not republish what its predecessor stored
 	// last: sweep after each election.
@@ -264,20 +286,36 @@ func (b *Broker) setup(ctx context.Context, nc *natsbase.Conn) error {
 		b.needSweep.Store(true)
 		b.n.Poke()
 	})
+	if err != nil {
+		return nil, err
+	}
+	return pres, nil
+}
+
+// Close stops delivery and the flusher, closes the connection and shuts
+// the embedded server down; no Handler call runs after it returns.
+// Publishes still in the outbox are lost; their number is logged.
+func (b *Broker) Close() error {
+	err := b.n.Close()
+	if k := b.outbox.Len(); k > 0 {
+		b.n.Log().Warn("jetstream: closed with publishes still in the outbox; they are lost", "count", k)
+	}
 	return err
 }
 
-// ensureStreams creates or updates both streams and records the history
-// stream's creation time. It reports whether that time changed (the stream
-// was created anew: its history, and every stream seq, started over).
-func (b *Broker) ensureStreams(ctx context.Context) error {
-	_, err := b.ensureHistory(ctx)
-	if err != nil {
-		return err
-	}
-	return b.n.Presence().Ensure(ctx, b.js)
-}
+// ClientURL is the client URL of the embedded server ("" with a URL set),
+// so a second node can connect to it.
+func (b *Broker) ClientURL() string { return b.n.ClientURL() }
 
+// OutboxLen is the number of publishes waiting for the server (a metric).
+func (b *Broker) OutboxLen() int { return b.outbox.Len() }
+
+// Pending implements brokers.PendingReporter (see natsbase.Node.Pending).
+func (b *Broker) Pending() brokers.PendingStats { return b.n.Pending() }
+
+// ensureHistory creates or updates the history stream and records its
+// creation time. It reports whether that time changed (the stream was
+// created anew: its history, and every stream seq, started over).
 func (b *Broker) ensureHistory(ctx context.Context) (changed bool, err error) {
 	s, err := b.js.CreateOrUpdateStream(ctx, b.streamConfig())
 	if err != nil {

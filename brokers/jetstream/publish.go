@@ -89,10 +89,10 @@ func (b *Broker) Publish(ctx context.Context, ch string, data []byte) (brokers.P
 	ctx, cancel := b.n.OpCtx(ctx)
 	defer cancel()
 	id := b.newID()
-	if !b.offline() && b.n.Outbox().Len() > 0 {
+	if !b.offline() && b.outbox.Len() > 0 {
 		b.waitDrained(ctx)
 	}
-	if b.offline() || b.n.Outbox().Len() > 0 {
+	if b.offline() || b.outbox.Len() > 0 {
 		return b.enqueue(ch, data, id, nil)
 	}
 	pos, amb, err := b.publish(ctx, ch, data, id, "", nil)
@@ -123,7 +123,7 @@ func (b *Broker) newID() string {
 // waitDrained waits (briefly) for the flusher to empty the outbox.
 func (b *Broker) waitDrained(ctx context.Context) {
 	deadline := time.Now().Add(drainWait)
-	for wait := time.Millisecond; b.n.Outbox().Len() > 0 && time.Now().Before(deadline) && ctx.Err() == nil; wait = min(2*wait, 20*time.Millisecond) {
+	for wait := time.Millisecond; b.outbox.Len() > 0 && time.Now().Before(deadline) && ctx.Err() == nil; wait = min(2*wait, 20*time.Millisecond) {
 		time.Sleep(wait)
 	}
 }
@@ -324,8 +324,8 @@ func seqOf(h nats.Header) (uint64, string) {
 // publication is stored with its real position and delivered again under
 // it; the epoch change tells clients to resync (see doc.go).
 func (b *Broker) enqueue(ch string, data []byte, id string, amb *attempt) (brokers.Position, error) {
-	b.n.Outbox().Lock()
-	defer b.n.Outbox().Unlock()
+	b.outMu.Lock()
+	defer b.outMu.Unlock()
 	ch = strings.Clone(ch) // may alias the caller's buffer
 	lp := b.local[ch]
 	if lp == nil {
@@ -340,7 +340,7 @@ func (b *Broker) enqueue(ch string, data []byte, id string, amb *attempt) (broke
 	if amb == nil {
 		e.was = strconv.FormatUint(pos.Seq, 10) + ":" + pos.Epoch
 	}
-	if fault.On(fault.JetStreamRefuseOutage) || !b.n.Outbox().PushLocked(e) {
+	if fault.On(fault.JetStreamRefuseOutage) || !b.outbox.Push(e) {
 		return brokers.Position{}, fmt.Errorf("jetstream: publish %s: %w: server unreachable and outbox full", ch, brokers.ErrUnavailable)
 	}
 	lp.Seq++
@@ -403,9 +403,11 @@ func (b *Broker) deliverLocal(ch string, pos brokers.Position, data []byte) {
 //
 // It sweeps every subscribed channel (checks it against the stream and
 // fills what is missing) after a reconnect, after an outage of the stream
-// (once the outbox is flushed), and after the stream elects a new leader:
-// a message stored around a leader change may never be republished, and
-// with no later message on its channel no node would see the gap.
+// (once the outbox is flushed), after the stream elects a new leader (a
+// message stored around a leader change may never be republished, and
+// with no later message on its channel no node would see the gap), and
+// after a delivery queue overflowed (the message dropped may be a
+// channel's last).
 func (b *Broker) flusher() {
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
@@ -420,6 +422,14 @@ func (b *Broker) flusher() {
 		}
 		if !b.n.Conn().IsConnected() {
 			continue
+		}
+		// A subscription that dropped messages (its delivery queue was
+		// full) may have lost a channel's last message, which no later
+		// message would reveal as a gap: check every channel against the
+		// stream.
+		if n := b.n.Conn().Dropped(); n != b.dropped {
+			b.dropped = n
+			b.needSweep.Store(true)
 		}
 		if n := b.n.Conn().Stats().Reconnects; n != b.reconnects {
 			if err := b.recoverStreams(); err != nil {
@@ -482,12 +492,12 @@ func (b *Broker) recoverStreams() error {
 // whether the outbox is empty.
 func (b *Broker) flushOutbox() bool {
 	for {
-		e, ok := b.n.Outbox().Peek()
+		e, ok := b.outbox.Peek()
 		if !ok {
 			break
 		}
 		if fault.On(fault.JetStreamOutboxDropped) {
-			b.n.Outbox().Pop()
+			b.outbox.Pop()
 			continue
 		}
 		ctx, cancel := b.n.BgCtx(5 * time.Second)
@@ -497,22 +507,22 @@ func (b *Broker) flushOutbox() bool {
 			b.noteErr(err)
 			if amb != nil {
 				e.amb = amb
-				b.n.Outbox().Replace(e)
+				b.outbox.Replace(e)
 			}
 			if amb != nil || natsbase.IsOutage(err) || b.n.Closing() {
 				return false
 			}
 			b.n.Log().Error("jetstream: dropping an outbox publication the server refuses", "channel", e.ch, "err", err)
 		}
-		b.n.Outbox().Pop()
+		b.outbox.Pop()
 	}
-	b.n.Outbox().Lock()
-	empty := b.n.Outbox().LenLocked() == 0
+	b.outMu.Lock()
+	empty := b.outbox.Len() == 0
 	if empty {
 		clear(b.local)
 		b.jsDown.Store(false)
 	}
-	b.n.Outbox().Unlock()
+	b.outMu.Unlock()
 	return empty
 }
 

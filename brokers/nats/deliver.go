@@ -83,7 +83,13 @@ func (b *Broker) drop(c *channel) {
 
 // Unsubscribe implements brokers.Broker.
 func (b *Broker) Unsubscribe(ctx context.Context, ch string) error {
-	return b.n.Unsubscribe(ctx, ch, b.drop)
+	if err := b.n.Check(ctx); err != nil {
+		return fmt.Errorf("nats: unsubscribe %s: %w", ch, err)
+	}
+	if c := b.n.Channel(ch); c != nil {
+		b.drop(c)
+	}
+	return nil
 }
 
 // handle runs on the channel's delivery goroutine.

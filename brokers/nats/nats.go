@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -79,15 +80,25 @@ const hdrLocal = "Sg-Local"
 // Broker is the core NATS backend. Create it with New.
 type Broker struct {
 	cfg    Config
-	log    *slog.Logger
 	nodeID string
 	pubPre string // <prefix>.c.
 
-	// n holds the lifecycle, connection, channels and outbox (shared with
-	// the jetstream backend).
-	n                                      *natsbase.Node[*channel, outboxEntry]
-	natsbase.Public[*channel, outboxEntry]                     // Close, Ping, ClientURL, OutboxLen, presence
-	js                                     jetstream.JetStream // set with n.Pres
+	// n holds the lifecycle, connection, subscribed channels, delivery
+	// shards and presence; its lock rules are its own (natsbase.Node).
+	n *natsbase.Node[*channel]
+	// Presence is the node's: Join, Leave, Refresh and Members
+	// (natsbase.Node, backed by natsbase.Presence).
+	brokers.Presence
+	// js is set by Start before the node runs, with presence (nil without
+	// JetStream); read-only afterwards.
+	js jetstream.JetStream
+
+	// outbox holds the publishes accepted while the server was
+	// unreachable. outMu serializes enqueue: a publication enters the
+	// outbox and reaches this node's subscribers in one step, so local
+	// delivery follows the outbox's order.
+	outMu  sync.Mutex
+	outbox *natsbase.Outbox[outboxEntry]
 }
 
 type outboxEntry struct {
@@ -138,35 +149,49 @@ func New(cfg Config) *Broker {
 		cfg:    cfg,
 		nodeID: randomID(),
 		pubPre: cfg.Prefix + ".c.",
+		n:      natsbase.NewNode[*channel]("nats", cfg.Log),
+		outbox: natsbase.NewOutbox[outboxEntry](cfg.OutboxSize),
 	}
-	b.n = natsbase.NewNode[*channel, outboxEntry]("nats", cfg.Log, cfg.OutboxSize)
-	b.Public = natsbase.PublicOf(b.n)
+	b.Presence = b.n
 	return b
 }
 
 // Start connects (starting the embedded server first when URL is empty),
-// sets up presence when the server has JetStream, and starts delivery.
+// sets up presence when the server has JetStream, and starts delivery and
+// the outbox flusher.
 func (b *Broker) Start(ctx context.Context, h brokers.Handler) error {
-	return b.n.Start(ctx, h, natsbase.StartConfig{
+	nc, err := b.n.Open(ctx, h, natsbase.OpenConfig{
 		URL: b.cfg.URL, Auth: b.cfg.Auth, Embedded: b.cfg.Embedded, Prefix: b.cfg.Prefix,
 		ClientName: "syncgate-" + b.nodeID,
-		Shards:     b.cfg.Shards, QueueSize: b.cfg.QueueSize, Handle: b.handle,
-		Setup: b.setupPresence, Run: b.flusher,
 	})
-}
-
-// setupPresence creates the presence stream when the server has JetStream;
-// without it presence stays off (its calls fail with ErrUnavailable).
-func (b *Broker) setupPresence(ctx context.Context, nc *natsbase.Conn) error {
-	js, err := jetstream.New(nc.Conn)
 	if err != nil {
 		return err
+	}
+	pres, err := b.setupPresence(ctx, nc)
+	if err != nil {
+		b.n.Abort()
+		return fmt.Errorf("nats: start: %w", err)
+	}
+	if err := b.n.Run(natsbase.NewShards(b.cfg.Shards, b.cfg.QueueSize, b.handle), pres); err != nil {
+		return err
+	}
+	b.n.Go(b.flusher)
+	return nil
+}
+
+// setupPresence creates the presence stream when the server has JetStream
+// and returns it; without JetStream it returns nil and presence stays off
+// (its calls fail with ErrUnavailable).
+func (b *Broker) setupPresence(ctx context.Context, nc *natsbase.Conn) (*natsbase.Presence, error) {
+	js, err := jetstream.New(nc.Conn)
+	if err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, setupTimeout)
 	defer cancel()
 	if _, err := js.AccountInfo(ctx); errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
 		b.n.Log().Warn("nats: the server has no JetStream: presence is off")
-		return nil
+		return nil, nil
 	}
 	pres := natsbase.NewPresence(nc.Conn, natsbase.PresenceConfig{
 		Prefix:   b.cfg.Prefix,
@@ -175,12 +200,48 @@ func (b *Broker) setupPresence(ctx context.Context, nc *natsbase.Conn) error {
 		Replicas: b.cfg.PresenceReplicas,
 	})
 	if err := b.n.SetupRetry(ctx, func(ctx context.Context) error { return pres.Ensure(ctx, js) }); err != nil {
-		return err
+		return nil, err
 	}
-	b.n.SetPresence(pres)
 	b.js = js
+	return pres, nil
+}
+
+// Close stops delivery and the flusher, closes the connection and shuts
+// the embedded server down; no Handler call runs after it returns.
+// Publishes still in the outbox are lost; their number is logged.
+func (b *Broker) Close() error {
+	err := b.n.Close()
+	if k := b.outbox.Len(); k > 0 {
+		b.n.Log().Warn("nats: closed with publishes still in the outbox; they are lost", "count", k)
+	}
+	return err
+}
+
+// Ping implements brokers.Pinger: a round trip to the server, with no
+// publish waiting in the outbox (while one does, publishes do not reach
+// the other nodes).
+func (b *Broker) Ping(ctx context.Context) error {
+	if err := b.n.Check(ctx); err != nil {
+		return fmt.Errorf("nats: ping: %w", err)
+	}
+	if k := b.outbox.Len(); k > 0 {
+		return fmt.Errorf("nats: ping: %w: %d publishes waiting in the outbox", brokers.ErrUnavailable, k)
+	}
+	if err := b.n.Flush(ctx); err != nil {
+		return fmt.Errorf("nats: ping: %w", err)
+	}
 	return nil
 }
+
+// ClientURL is the client URL of the embedded server ("" with a URL set),
+// so a second node can connect to it.
+func (b *Broker) ClientURL() string { return b.n.ClientURL() }
+
+// OutboxLen is the number of publishes waiting for the server (a metric).
+func (b *Broker) OutboxLen() int { return b.outbox.Len() }
+
+// Pending implements brokers.PendingReporter (see natsbase.Node.Pending).
+func (b *Broker) Pending() brokers.PendingStats { return b.n.Pending() }
 
 // presenceCheckEvery is how often the flusher checks that the presence
 // stream still exists (it may be deleted under a running node, or lost

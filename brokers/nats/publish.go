@@ -23,7 +23,7 @@ func (b *Broker) Publish(ctx context.Context, ch string, data []byte) (brokers.P
 	if err := b.n.Check(ctx); err != nil {
 		return brokers.Position{}, fmt.Errorf("nats: publish %s: %w", ch, err)
 	}
-	if b.n.Conn().IsConnected() && b.n.Outbox().Len() == 0 {
+	if b.n.Conn().IsConnected() && b.outbox.Len() == 0 {
 		err := b.n.Conn().Publish(b.pubPre+natsname.Token(ch), data)
 		if err == nil {
 			return brokers.Position{}, nil
@@ -37,9 +37,9 @@ func (b *Broker) Publish(ctx context.Context, ch string, data []byte) (brokers.P
 
 // enqueue accepts a publication into the outbox and delivers it locally.
 func (b *Broker) enqueue(ch string, data []byte) error {
-	b.n.Outbox().Lock()
-	defer b.n.Outbox().Unlock()
-	if !b.n.Outbox().PushLocked(outboxEntry{ch: strings.Clone(ch), data: append([]byte(nil), data...)}) {
+	b.outMu.Lock()
+	defer b.outMu.Unlock()
+	if !b.outbox.Push(outboxEntry{ch: strings.Clone(ch), data: append([]byte(nil), data...)}) {
 		return fmt.Errorf("nats: publish %s: %w: server unreachable and outbox full", ch, brokers.ErrUnavailable)
 	}
 	b.n.DeliverLocal(ch, func(c *channel, h brokers.Handler) {
@@ -92,12 +92,12 @@ func (b *Broker) flusher() {
 			continue
 		}
 		for b.n.Conn().IsConnected() {
-			e, ok := b.n.Outbox().Peek()
+			e, ok := b.outbox.Peek()
 			if !ok {
 				break
 			}
 			if fault.On(fault.NATSOutboxDropped) {
-				b.n.Outbox().Pop()
+				b.outbox.Pop()
 				continue
 			}
 			m := natsgo.NewMsg(b.pubPre + natsname.Token(e.ch))
@@ -106,7 +106,7 @@ func (b *Broker) flusher() {
 			if err := b.n.Conn().PublishMsg(m); err != nil {
 				break
 			}
-			b.n.Outbox().Pop()
+			b.outbox.Pop()
 		}
 	}
 }

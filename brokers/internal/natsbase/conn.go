@@ -7,6 +7,7 @@ import (
 	"hash/maphash"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -39,21 +40,32 @@ type ConnConfig struct {
 	Name string
 	// Log gets connection state changes and async errors (slow consumer).
 	Log *slog.Logger
-	// Notify is called (from the client library's callback goroutine; it
-	// must not block) whenever the connection is lost (false) or comes
-	// back (true).
-	Notify func(connected bool)
-	// SlowConsumer, when set, is called (from the library's callback
-	// goroutine; it must not block) with the subject of a subscription
-	// that dropped messages because its queue was full.
-	SlowConsumer func(subject string)
+	// Notify, when set, is called (from the client library's callback
+	// goroutine; it must not block) on each ConnEvent.
+	Notify func(ConnEvent)
 }
+
+// ConnEvent is what a Conn tells its owner (ConnConfig.Notify).
+type ConnEvent int
+
+// Connection events.
+const (
+	ConnLost    ConnEvent = iota // the connection dropped
+	ConnBack                     // it is back (the library reconnected)
+	ConnDropped                  // a subscription dropped messages: its queue was full (see Dropped)
+)
 
 // Conn is a client connection with the reconnect policy the brokers share.
 type Conn struct {
 	*nats.Conn
-	closed chan struct{} // closed by the library's closed callback
+	closed  chan struct{} // closed by the library's closed callback
+	dropped atomic.Uint64 // slow-consumer reports
 }
+
+// Dropped counts the times a subscription dropped messages because its
+// queue was full (the library's slow-consumer error). A backend that must
+// notice every drop compares it with the count it last saw.
+func (c *Conn) Dropped() uint64 { return c.dropped.Load() }
 
 // Connect dials and returns once connected. Publishes while reconnecting
 // fail at once (the library's reconnect buffer is off): the brokers keep
@@ -65,7 +77,7 @@ func Connect(ctx context.Context, cfg ConnConfig) (*Conn, error) {
 	}
 	notify := cfg.Notify
 	if notify == nil {
-		notify = func(bool) {}
+		notify = func(ConnEvent) {}
 	}
 	c := &Conn{closed: make(chan struct{})}
 	var once sync.Once
@@ -85,18 +97,19 @@ func Connect(ctx context.Context, cfg ConnConfig) (*Conn, error) {
 			} else {
 				log.Warn("nats: disconnected", "err", err)
 			}
-			notify(false)
+			notify(ConnLost)
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info("nats: reconnected", "server", nc.ConnectedUrlRedacted())
-			notify(true)
+			notify(ConnBack)
 		}),
 		nats.ClosedHandler(func(*nats.Conn) { once.Do(func() { close(c.closed) }) }),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			if sub != nil {
 				log.Warn("nats: async error", "subject", sub.Subject, "err", err)
-				if errors.Is(err, nats.ErrSlowConsumer) && cfg.SlowConsumer != nil {
-					cfg.SlowConsumer(sub.Subject)
+				if errors.Is(err, nats.ErrSlowConsumer) {
+					c.dropped.Add(1)
+					notify(ConnDropped)
 				}
 				return
 			}

@@ -16,9 +16,12 @@ import (
 	"github.com/syncgate/syncgate/internal/natsserver"
 )
 
-// Lifecycle states of a Node.
+// Lifecycle states of a Node: new -> opening (Open) -> running (Run) ->
+// closed (Close). Abort takes an opening node back to new; Close from
+// opening closes what Open opened.
 const (
 	stateNew int32 = iota
+	stateOpening
 	stateRunning
 	stateClosed
 )
@@ -26,24 +29,36 @@ const (
 // Channel is what a Node needs of a backend's subscribed channel.
 type Channel interface {
 	comparable
-	// Deactivate stops every delivery for the channel (at Close).
+	// Deactivate stops every delivery for the channel. Close calls it,
+	// with no Node lock held, after the delivery shards have stopped:
+	// it must not call back into the Node.
 	Deactivate()
 }
 
-// Node is the state and the plumbing both NATS backends share: lifecycle,
-// connection, embedded server, delivery shards, subscribed channels, outbox
-// and presence. Its state is its own: a backend holds one, starts it with
-// Start and reaches that state only through the methods below, so the lock
-// rules (lifeMu for Start and Close, chansMu for the channel map, deliverMu
-// between local deliveries and Close) are kept here alone. Name ("nats",
+// Node is a NATS backend's connection to the server and what hangs on it:
+// lifecycle, embedded server, connection, requests in flight, delivery
+// shards, subscribed channels and presence. A backend's Broker holds one
+// and calls it; the Node calls the backend only through the Channel
+// interface and the function the backend gave NewShards. Name ("nats",
 // "jetstream") prefixes errors and logs.
 //
-// What Start sets (the connection, handler, presence, shards, lifetime
-// context) is written once under lifeMu before the state becomes running
-// and only read afterwards, so its accessors take no lock; a backend calls
-// them only after a successful Start (and its Setup, Handle and Run
-// callbacks, which Start orders after what they read).
-type Node[C Channel, E any] struct {
+// A backend starts it in three steps, with its own setup in the middle:
+//
+//	nc, err := n.Open(ctx, h, cfg)  // embedded server, connection
+//	err = setup(ctx, nc)            // the backend's streams and subscriptions
+//	if err != nil { n.Abort() }     // closes what Open opened
+//	err = n.Run(shards, presence)   // running: Subscribe, Publish... may use it
+//	n.Go(flusher)                   // a goroutine Close waits for
+//
+// Lock rules, all kept in this file: lifeMu serializes Open, Abort, Run,
+// Go and Close. What Open and Run set (the connection, handler, shards,
+// presence, lifetime context) is written under lifeMu before the state
+// becomes running and never again, so the accessors read it without a
+// lock; they are for a running node (or, for Conn, the opening node's
+// setup). chansMu guards the channel map and is never held while calling
+// out. deliverMu is held for reading by DeliverLocal and for writing by
+// Close, so no local delivery runs after Close.
+type Node[C Channel] struct {
 	name string
 	log  *slog.Logger
 
@@ -59,38 +74,149 @@ type Node[C Channel, E any] struct {
 	kick    chan struct{} // wakes the backend's flusher
 	wg      sync.WaitGroup
 
-	// deliverMu: local deliveries (publishes during an outage) hold it for
-	// reading; Close takes it for writing, so none runs after Close.
 	deliverMu sync.RWMutex
 	inflight  Inflight // requests to end when the connection drops
 
 	chansMu sync.Mutex
 	chans   map[string]C
-
-	outbox *Outbox[E]
 }
 
-// NewNode returns a Node with its maps and channels made.
-func NewNode[C Channel, E any](name string, log *slog.Logger, outboxSize int) *Node[C, E] {
+// NewNode returns a Node that is not open yet.
+func NewNode[C Channel](name string, log *slog.Logger) *Node[C] {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Node[C, E]{
-		name:   name,
-		log:    log,
-		chans:  make(map[string]C),
-		outbox: NewOutbox[E](outboxSize),
-		kick:   make(chan struct{}, 1),
+	return &Node[C]{
+		name:  name,
+		log:   log,
+		chans: make(map[string]C),
+		kick:  make(chan struct{}, 1),
 	}
 }
 
-// Close stops delivery and the backend's goroutines (StartConfig.Run), closes
-// the connection and shuts the embedded server down. Publishes still in the
-// outbox are lost; their number is logged.
-func (n *Node[C, E]) Close() error {
+// OpenConfig is what Open needs to reach a server.
+type OpenConfig struct {
+	URL        string                  // the server to connect to; "" starts Embedded
+	Auth       ClientAuth              // the credential and TLS used with URL
+	Embedded   natsserver.ServerConfig // the embedded server's settings
+	Prefix     string                  // the subject prefix (checked)
+	ClientName string                  // the connection's name on the server
+}
+
+// Open starts the embedded server when the URL is empty and connects. The
+// connection it returns is the backend's to set up (streams,
+// subscriptions) before Run; until then the node serves nothing. h is the
+// handler DeliverLocal and Handler give the backend once the node runs. A
+// second Open fails; so does one after Close.
+func (n *Node[C]) Open(ctx context.Context, h brokers.Handler, cfg OpenConfig) (*Conn, error) {
+	if h == nil {
+		return nil, fmt.Errorf("%s: start: nil handler", n.name)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("%s: start: %w", n.name, err)
+	}
+	if !natsname.ValidPrefix(cfg.Prefix) {
+		return nil, fmt.Errorf("%s: start: bad subject prefix %q", n.name, cfg.Prefix)
+	}
 	n.lifeMu.Lock()
 	defer n.lifeMu.Unlock()
-	if n.state.Swap(stateClosed) != stateRunning {
+	switch n.state.Load() {
+	case stateOpening, stateRunning:
+		return nil, fmt.Errorf("%s: start: already started", n.name)
+	case stateClosed:
+		return nil, fmt.Errorf("%s: start: %w", n.name, brokers.ErrClosed)
+	}
+	auth := cfg.Auth
+	if risky := auth.plaintextRisk(cfg.URL); cfg.URL != "" && len(risky) > 0 {
+		n.log.Warn(n.name+": the NATS credential may go to servers off this host in plain text (nats:// URL, no CA): use tls:// URLs and nats.tls.ca_file", "servers", risky)
+	}
+	if cfg.URL == "" {
+		emb := cfg.Embedded
+		if !emb.HasCredential() {
+			if emb.Exposed() {
+				return nil, fmt.Errorf("%s: start: %w: the embedded server listens on %q or has a cluster, so it needs a credential", n.name, natsserver.ErrNoCredential, emb.Listen)
+			}
+			// Loopback only and nobody else configured: this process is
+			// the server's only intended client. The server still asks
+			// for a credential; a random one, held only in memory, keeps
+			// every other local process out.
+			emb.Token = natsserver.RandomToken()
+		}
+		srv, err := natsserver.StartServer(emb)
+		if err != nil {
+			return nil, fmt.Errorf("%s: start: %w", n.name, err)
+		}
+		n.srv = srv
+		auth = serverAuth(emb)
+	}
+	nc, err := Connect(ctx, ConnConfig{URL: cfg.URL, Server: n.srv, Auth: auth, Name: cfg.ClientName, Log: n.log, Notify: n.notify})
+	if err != nil {
+		n.stopServer()
+		return nil, fmt.Errorf("%s: start: %w", n.name, err)
+	}
+	n.nc, n.handler = nc, h
+	n.state.Store(stateOpening)
+	return nc, nil
+}
+
+// Abort undoes Open after the backend's setup failed: it closes the
+// connection and the embedded server, and the node may be opened again.
+// It does nothing unless the node is opening.
+func (n *Node[C]) Abort() {
+	n.lifeMu.Lock()
+	defer n.lifeMu.Unlock()
+	if n.state.Load() != stateOpening {
+		return
+	}
+	n.closeConn()
+	n.state.Store(stateNew)
+}
+
+// Run starts delivery: once it returns nil the node is running and
+// DeliverLocal hands the handler given to Open to the backend. shards are
+// the backend's delivery goroutines (NewShards); pres is the presence
+// store it set up, nil for none (presence calls then fail with
+// brokers.ErrUnavailable). The node owns shards from then on and stops
+// them in Close; when Run fails (the node was closed meanwhile) it stops
+// them itself.
+func (n *Node[C]) Run(shards *Shards, pres *Presence) error {
+	n.lifeMu.Lock()
+	defer n.lifeMu.Unlock()
+	if n.state.Load() != stateOpening {
+		shards.Stop()
+		return fmt.Errorf("%s: start: %w", n.name, brokers.ErrClosed)
+	}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.shards, n.pres = shards, pres
+	n.state.Store(stateRunning)
+	return nil
+}
+
+// Go runs f on a goroutine Close waits for; f returns when Done is closed.
+// It reports false, not running f, when the node is not running.
+func (n *Node[C]) Go(f func()) bool {
+	n.lifeMu.Lock()
+	defer n.lifeMu.Unlock()
+	if n.state.Load() != stateRunning {
+		return false
+	}
+	n.wg.Go(f)
+	return true
+}
+
+// Close stops delivery and the goroutines started with Go, closes the
+// connection and shuts the embedded server down. An opening node's
+// connection and server are closed too (its backend's setup then fails,
+// and so does Run).
+func (n *Node[C]) Close() error {
+	n.lifeMu.Lock()
+	defer n.lifeMu.Unlock()
+	switch n.state.Swap(stateClosed) {
+	case stateOpening:
+		n.closeConn()
+		return nil
+	case stateRunning:
+	default:
 		return nil
 	}
 	n.cancel()
@@ -98,23 +224,30 @@ func (n *Node[C, E]) Close() error {
 	//lint:ignore SA2001 waiting for the readers is the point
 	n.deliverMu.Unlock()
 	n.wg.Wait()
-	if k := n.outbox.Len(); k > 0 {
-		n.log.Warn(n.name+": closing with publishes still in the outbox; they are lost", "count", k)
-	}
 	n.nc.Close()
 	n.shards.Stop()
 	n.chansMu.Lock()
+	chans := make([]C, 0, len(n.chans))
 	for _, c := range n.chans {
-		c.Deactivate()
+		chans = append(chans, c)
 	}
 	clear(n.chans)
 	n.chansMu.Unlock()
+	for _, c := range chans {
+		c.Deactivate()
+	}
 	n.stopServer()
 	return nil
 }
 
+// closeConn closes the connection and the embedded server (lifeMu held).
+func (n *Node[C]) closeConn() {
+	n.nc.Close()
+	n.stopServer()
+}
+
 // stopServer shuts the embedded server down, if there is one.
-func (n *Node[C, E]) stopServer() {
+func (n *Node[C]) stopServer() {
 	if n.srv != nil {
 		n.srv.Shutdown()
 		n.srv.WaitForShutdown()
@@ -123,40 +256,32 @@ func (n *Node[C, E]) stopServer() {
 
 // ClientURL is the client URL of the embedded server ("" with a URL set),
 // so a second node can connect to it.
-func (n *Node[C, E]) ClientURL() string {
+func (n *Node[C]) ClientURL() string {
 	if n.srv == nil {
 		return ""
 	}
 	return n.srv.ClientURL()
 }
 
-// Ping implements brokers.Pinger: a round trip to the server, with no
-// publish waiting in the outbox (while one does, publishes do not reach
-// the other nodes).
-func (n *Node[C, E]) Ping(ctx context.Context) error {
-	if err := n.Check(ctx); err != nil {
-		return fmt.Errorf("%s: ping: %w", n.name, err)
-	}
-	if k := n.outbox.Len(); k > 0 {
-		return fmt.Errorf("%s: ping: %w: %d publishes waiting in the outbox", n.name, brokers.ErrUnavailable, k)
-	}
+// Flush is a round trip to the server, for a backend's Ping.
+func (n *Node[C]) Flush(ctx context.Context) error {
 	ctx, cancel := n.OpCtx(ctx)
 	defer cancel()
 	if err := n.nc.FlushWithContext(ctx); err != nil {
-		return fmt.Errorf("%s: ping: %w: %w", n.name, brokers.ErrUnavailable, err)
+		return fmt.Errorf("%w: %w", brokers.ErrUnavailable, err)
 	}
 	return nil
 }
 
-// OutboxLen is the number of publishes waiting for the server (a metric).
-func (n *Node[C, E]) OutboxLen() int { return n.outbox.Len() }
-
-// Pending implements brokers.PendingReporter: the deliveries waiting in
-// the shard queues, their capacity, and the embedded server's limit on
-// bytes pending to a connection (natsserver.ServerMaxPending; unknown for an external
-// server).
-func (n *Node[C, E]) Pending() brokers.PendingStats {
+// Pending is the delivery half of brokers.PendingReporter: the deliveries
+// waiting in the shard queues, their capacity, and the embedded server's
+// limit on bytes pending to a connection (natsserver.ServerMaxPending;
+// unknown for an external server).
+func (n *Node[C]) Pending() brokers.PendingStats {
 	var st brokers.PendingStats
+	if n.state.Load() != stateRunning && n.state.Load() != stateClosed {
+		return st
+	}
 	if sh := n.shards; sh != nil {
 		st.Msgs, st.MsgLimit = sh.Len(), sh.Cap()
 	}
@@ -168,7 +293,7 @@ func (n *Node[C, E]) Pending() brokers.PendingStats {
 
 // Check returns brokers.ErrClosed when the node is not running, else ctx's
 // error.
-func (n *Node[C, E]) Check(ctx context.Context) error {
+func (n *Node[C]) Check(ctx context.Context) error {
 	if n.state.Load() != stateRunning {
 		return brokers.ErrClosed
 	}
@@ -177,29 +302,29 @@ func (n *Node[C, E]) Check(ctx context.Context) error {
 
 // OpCtx bounds a call's context by the node's lifetime and the connection:
 // Close and a lost connection end it (see Inflight).
-func (n *Node[C, E]) OpCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+func (n *Node[C]) OpCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	ctx, done := n.inflight.Context(ctx, n.ctx)
 	return ctx, context.CancelFunc(done)
 }
 
 // BgCtx is OpCtx for the node's own work, bounded by d.
-func (n *Node[C, E]) BgCtx(d time.Duration) (context.Context, context.CancelFunc) {
+func (n *Node[C]) BgCtx(d time.Duration) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithTimeout(n.ctx, d)
 	ctx, done := n.inflight.Context(ctx, n.ctx)
 	return ctx, func() { done(); cancel() }
 }
 
-// notify is the connection's state callback: a lost connection ends the
-// requests in flight; any change wakes the flusher.
-func (n *Node[C, E]) notify(connected bool) {
-	if !connected {
+// notify is the connection's event callback: a lost connection ends the
+// requests in flight; every event wakes the flusher.
+func (n *Node[C]) notify(e ConnEvent) {
+	if e == ConnLost {
 		n.inflight.CancelAll()
 	}
 	n.Poke()
 }
 
 // Poke wakes the flusher.
-func (n *Node[C, E]) Poke() {
+func (n *Node[C]) Poke() {
 	select {
 	case n.kick <- struct{}{}:
 	default:
@@ -207,45 +332,39 @@ func (n *Node[C, E]) Poke() {
 }
 
 // Log is the node's logger.
-func (n *Node[C, E]) Log() *slog.Logger { return n.log }
+func (n *Node[C]) Log() *slog.Logger { return n.log }
 
-// Conn is the connection (after Start).
-func (n *Node[C, E]) Conn() *Conn { return n.nc }
+// Conn is the connection (once opened).
+func (n *Node[C]) Conn() *Conn { return n.nc }
 
-// Handler is the handler given to Start.
-func (n *Node[C, E]) Handler() brokers.Handler { return n.handler }
+// Handler is the handler given to Run.
+func (n *Node[C]) Handler() brokers.Handler { return n.handler }
 
-// Presence is the presence store set by SetPresence (nil without one).
-func (n *Node[C, E]) Presence() *Presence { return n.pres }
-
-// SetPresence sets the presence store; only StartConfig.Setup calls it
-// (Start holds lifeMu and publishes it with the running state).
-func (n *Node[C, E]) SetPresence(p *Presence) { n.pres = p }
-
-// Outbox is the queue of publishes waiting for the server.
-func (n *Node[C, E]) Outbox() *Outbox[E] { return n.outbox }
+// Presence is the presence store given to Run (nil without one).
+func (n *Node[C]) Presence() *Presence { return n.pres }
 
 // Queue is the delivery shard queue for channel ch.
-func (n *Node[C, E]) Queue(ch string) chan *nats.Msg { return n.shards.Queue(ch) }
+func (n *Node[C]) Queue(ch string) chan *nats.Msg { return n.shards.Queue(ch) }
 
-// Running reports whether the node is started and not closed.
-func (n *Node[C, E]) Running() bool { return n.state.Load() == stateRunning }
+// Running reports whether the node is running (Run returned, no Close).
+func (n *Node[C]) Running() bool { return n.state.Load() == stateRunning }
 
 // Done is closed when Close begins.
-func (n *Node[C, E]) Done() <-chan struct{} { return n.ctx.Done() }
+func (n *Node[C]) Done() <-chan struct{} { return n.ctx.Done() }
 
 // Closing reports whether Close has begun.
-func (n *Node[C, E]) Closing() bool { return n.ctx.Err() != nil }
+func (n *Node[C]) Closing() bool { return n.ctx.Err() != nil }
 
-// Kicked receives when Poke was called (the flusher waits on it).
-func (n *Node[C, E]) Kicked() <-chan struct{} { return n.kick }
+// Kicked receives when Poke was called, the connection was lost or came
+// back, or a subscription dropped messages (the flusher waits on it).
+func (n *Node[C]) Kicked() <-chan struct{} { return n.kick }
 
 // Register returns the subscribed channel ch, or, when there is none,
 // registers newC() under ch and returns it with fresh true. newC runs under
 // the channel-map lock, so it must not call back into the Node; a backend
 // may lock the new channel there, so no one who finds it sees it
 // half-built.
-func (n *Node[C, E]) Register(ch string, newC func() C) (c C, fresh bool) {
+func (n *Node[C]) Register(ch string, newC func() C) (c C, fresh bool) {
 	n.chansMu.Lock()
 	defer n.chansMu.Unlock()
 	if c, ok := n.chans[ch]; ok {
@@ -259,7 +378,7 @@ func (n *Node[C, E]) Register(ch string, newC func() C) (c C, fresh bool) {
 // DeliverLocal runs deliver with the subscribed channel ch and the handler,
 // if the node is running and serves ch; Close waits for it, so nothing is
 // delivered after Close returns.
-func (n *Node[C, E]) DeliverLocal(ch string, deliver func(c C, h brokers.Handler)) {
+func (n *Node[C]) DeliverLocal(ch string, deliver func(c C, h brokers.Handler)) {
 	n.deliverMu.RLock()
 	defer n.deliverMu.RUnlock()
 	if !n.Running() {
@@ -272,14 +391,14 @@ func (n *Node[C, E]) DeliverLocal(ch string, deliver func(c C, h brokers.Handler
 }
 
 // Channel returns the subscribed channel ch (the zero C when none).
-func (n *Node[C, E]) Channel(ch string) C {
+func (n *Node[C]) Channel(ch string) C {
 	n.chansMu.Lock()
 	defer n.chansMu.Unlock()
 	return n.chans[ch]
 }
 
 // Channels returns the subscribed channels.
-func (n *Node[C, E]) Channels() []C {
+func (n *Node[C]) Channels() []C {
 	n.chansMu.Lock()
 	defer n.chansMu.Unlock()
 	cs := make([]C, 0, len(n.chans))
@@ -290,7 +409,7 @@ func (n *Node[C, E]) Channels() []C {
 }
 
 // Lookup returns the subscribed channel named by a subject token.
-func (n *Node[C, E]) Lookup(tok string) C {
+func (n *Node[C]) Lookup(tok string) C {
 	name, ok := natsname.ParseToken(tok)
 	if !ok {
 		var none C
@@ -301,7 +420,7 @@ func (n *Node[C, E]) Lookup(tok string) C {
 
 // Forget removes c from the subscribed channels if it is still the one
 // registered under name.
-func (n *Node[C, E]) Forget(name string, c C) {
+func (n *Node[C]) Forget(name string, c C) {
 	n.chansMu.Lock()
 	if n.chans[name] == c {
 		delete(n.chans, name)
@@ -309,23 +428,10 @@ func (n *Node[C, E]) Forget(name string, c C) {
 	n.chansMu.Unlock()
 }
 
-// Unsubscribe ends the node's subscription to ch: drop ends the channel's
-// own subscriptions (after it is forgotten, so nothing new finds it).
-func (n *Node[C, E]) Unsubscribe(ctx context.Context, ch string, drop func(C)) error {
-	if err := n.Check(ctx); err != nil {
-		return fmt.Errorf("%s: unsubscribe %s: %w", n.name, ch, err)
-	}
-	var none C
-	if c := n.Channel(ch); c != none {
-		drop(c)
-	}
-	return nil
-}
-
 // errNoPresence: the server has no JetStream to keep presence in.
 var errNoPresence = fmt.Errorf("%w: presence needs JetStream on the NATS server", brokers.ErrUnavailable)
 
-func (n *Node[C, E]) presenceCheck(ctx context.Context, op, ch string) error {
+func (n *Node[C]) presenceCheck(ctx context.Context, op, ch string) error {
 	if err := n.Check(ctx); err != nil {
 		return fmt.Errorf("%s: %s %s: %w", n.name, op, ch, err)
 	}
@@ -336,7 +442,7 @@ func (n *Node[C, E]) presenceCheck(ctx context.Context, op, ch string) error {
 }
 
 // Join implements brokers.Presence.
-func (n *Node[C, E]) Join(ctx context.Context, ch string, m brokers.Member, ttl time.Duration) error {
+func (n *Node[C]) Join(ctx context.Context, ch string, m brokers.Member, ttl time.Duration) error {
 	if err := n.presenceCheck(ctx, "join", ch); err != nil {
 		return err
 	}
@@ -346,7 +452,7 @@ func (n *Node[C, E]) Join(ctx context.Context, ch string, m brokers.Member, ttl 
 }
 
 // Leave implements brokers.Presence.
-func (n *Node[C, E]) Leave(ctx context.Context, ch string, m brokers.Member) error {
+func (n *Node[C]) Leave(ctx context.Context, ch string, m brokers.Member) error {
 	if err := n.presenceCheck(ctx, "leave", ch); err != nil {
 		return err
 	}
@@ -356,7 +462,7 @@ func (n *Node[C, E]) Leave(ctx context.Context, ch string, m brokers.Member) err
 }
 
 // Refresh implements brokers.Presence.
-func (n *Node[C, E]) Refresh(ctx context.Context, ch string, ms []brokers.Member, ttl time.Duration) error {
+func (n *Node[C]) Refresh(ctx context.Context, ch string, ms []brokers.Member, ttl time.Duration) error {
 	if err := n.presenceCheck(ctx, "refresh", ch); err != nil {
 		return err
 	}
@@ -366,7 +472,7 @@ func (n *Node[C, E]) Refresh(ctx context.Context, ch string, ms []brokers.Member
 }
 
 // Members implements brokers.Presence.
-func (n *Node[C, E]) Members(ctx context.Context, ch string) ([]brokers.Member, error) {
+func (n *Node[C]) Members(ctx context.Context, ch string) ([]brokers.Member, error) {
 	if err := n.presenceCheck(ctx, "members", ch); err != nil {
 		return nil, err
 	}
@@ -376,140 +482,10 @@ func (n *Node[C, E]) Members(ctx context.Context, ch string) ([]brokers.Member, 
 	return ms, Wrap(n.name, "members", ch, err)
 }
 
-// Public is what a backend's Broker exports of its Node: the Broker embeds
-// it, so Close, Ping, ClientURL, OutboxLen, Pending and the
-// brokers.Presence methods are the Node's, while the methods only a
-// backend calls (Start, Register, DeliverLocal, ...) stay out of the
-// Broker's API.
-type Public[C Channel, E any] struct{ n *Node[C, E] }
-
-// PublicOf returns n's exported methods.
-func PublicOf[C Channel, E any](n *Node[C, E]) Public[C, E] { return Public[C, E]{n} }
-
-// Close: see Node.Close.
-func (p Public[C, E]) Close() error { return p.n.Close() }
-
-// Ping implements brokers.Pinger.
-func (p Public[C, E]) Ping(ctx context.Context) error { return p.n.Ping(ctx) }
-
-// ClientURL is the client URL of the embedded server ("" with a URL set).
-func (p Public[C, E]) ClientURL() string { return p.n.ClientURL() }
-
-// OutboxLen is the number of publishes waiting for the server (a metric).
-func (p Public[C, E]) OutboxLen() int { return p.n.OutboxLen() }
-
-// Pending implements brokers.PendingReporter.
-func (p Public[C, E]) Pending() brokers.PendingStats { return p.n.Pending() }
-
-// Join implements brokers.Presence.
-func (p Public[C, E]) Join(ctx context.Context, ch string, m brokers.Member, ttl time.Duration) error {
-	return p.n.Join(ctx, ch, m, ttl)
-}
-
-// Leave implements brokers.Presence.
-func (p Public[C, E]) Leave(ctx context.Context, ch string, m brokers.Member) error {
-	return p.n.Leave(ctx, ch, m)
-}
-
-// Refresh implements brokers.Presence.
-func (p Public[C, E]) Refresh(ctx context.Context, ch string, ms []brokers.Member, ttl time.Duration) error {
-	return p.n.Refresh(ctx, ch, ms, ttl)
-}
-
-// Members implements brokers.Presence.
-func (p Public[C, E]) Members(ctx context.Context, ch string) ([]brokers.Member, error) {
-	return p.n.Members(ctx, ch)
-}
-
-// StartConfig is what Node.Start needs of a backend.
-type StartConfig struct {
-	URL        string                  // the server to connect to; "" starts Embedded
-	Auth       ClientAuth              // the credential and TLS used with URL
-	Embedded   natsserver.ServerConfig // the embedded server's settings
-	Prefix     string                  // the subject prefix (checked)
-	ClientName string                  // the connection's name on the server
-	Shards     int                     // delivery shards
-	QueueSize  int                     // per shard
-	// Handle runs on a delivery shard for each message received.
-	Handle func(*nats.Msg)
-	// Setup runs once connected (streams, presence via SetPresence,
-	// subscriptions); its error ends Start, closing what was opened.
-	Setup func(ctx context.Context, nc *Conn) error
-	// Run, when set, runs while the node runs (the flusher); it returns
-	// when Done is closed. Close waits for it.
-	Run func()
-	// SlowConsumer: see ConnConfig.
-	SlowConsumer func(subject string)
-}
-
-// Start starts the embedded server when the URL is empty, connects,
-// runs the backend's setup and starts delivery to h.
-func (n *Node[C, E]) Start(ctx context.Context, h brokers.Handler, sc StartConfig) error {
-	if h == nil {
-		return fmt.Errorf("%s: start: nil handler", n.name)
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("%s: start: %w", n.name, err)
-	}
-	if !natsname.ValidPrefix(sc.Prefix) {
-		return fmt.Errorf("%s: start: bad subject prefix %q", n.name, sc.Prefix)
-	}
-	n.lifeMu.Lock()
-	defer n.lifeMu.Unlock()
-	switch n.state.Load() {
-	case stateRunning:
-		return fmt.Errorf("%s: start: already started", n.name)
-	case stateClosed:
-		return fmt.Errorf("%s: start: %w", n.name, brokers.ErrClosed)
-	}
-	auth := sc.Auth
-	if risky := auth.plaintextRisk(sc.URL); sc.URL != "" && len(risky) > 0 {
-		n.log.Warn(n.name+": the NATS credential may go to servers off this host in plain text (nats:// URL, no CA): use tls:// URLs and nats.tls.ca_file", "servers", risky)
-	}
-	if sc.URL == "" {
-		emb := sc.Embedded
-		if !emb.HasCredential() {
-			if emb.Exposed() {
-				return fmt.Errorf("%s: start: %w: the embedded server listens on %q or has a cluster, so it needs a credential", n.name, natsserver.ErrNoCredential, emb.Listen)
-			}
-			// Loopback only and nobody else configured: this process is
-			// the server's only intended client. The server still asks
-			// for a credential; a random one, held only in memory, keeps
-			// every other local process out.
-			emb.Token = natsserver.RandomToken()
-		}
-		srv, err := natsserver.StartServer(emb)
-		if err != nil {
-			return fmt.Errorf("%s: start: %w", n.name, err)
-		}
-		n.srv = srv
-		auth = serverAuth(emb)
-	}
-	nc, err := Connect(ctx, ConnConfig{URL: sc.URL, Server: n.srv, Auth: auth, Name: sc.ClientName, Log: n.log, Notify: n.notify, SlowConsumer: sc.SlowConsumer})
-	if err != nil {
-		n.stopServer()
-		return fmt.Errorf("%s: start: %w", n.name, err)
-	}
-	n.nc = nc
-	if err := sc.Setup(ctx, nc); err != nil {
-		nc.Close()
-		n.stopServer()
-		return fmt.Errorf("%s: start: %w", n.name, err)
-	}
-	n.ctx, n.cancel = context.WithCancel(context.Background())
-	n.handler = h
-	n.shards = NewShards(sc.Shards, sc.QueueSize, sc.Handle)
-	if sc.Run != nil {
-		n.wg.Go(sc.Run)
-	}
-	n.state.Store(stateRunning)
-	return nil
-}
-
 // SetupRetry runs f until it succeeds or ctx ends, each attempt bounded
 // (requests sent before a cluster has its meta leader go unanswered),
 // logging the failures.
-func (n *Node[C, E]) SetupRetry(ctx context.Context, f func(ctx context.Context) error) error {
+func (n *Node[C]) SetupRetry(ctx context.Context, f func(ctx context.Context) error) error {
 	return Retry(ctx, func(ctx context.Context) error {
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()

@@ -7,7 +7,8 @@ import (
 
 // Outbox is a bounded FIFO of publishes accepted while the server could not
 // take them. It only stores; the broker decides what an entry means and
-// when it is flushed. Safe for concurrent use.
+// when it is flushed. Safe for concurrent use; a broker that needs a push
+// to be atomic with its own bookkeeping serializes its pushes itself.
 type Outbox[T any] struct {
 	mu    sync.Mutex
 	items []T
@@ -21,20 +22,17 @@ func NewOutbox[T any](limit int) *Outbox[T] {
 	return &Outbox[T]{limit: max(limit, 0)}
 }
 
-// Lock and Unlock guard a sequence of calls that must not interleave with
-// other publishers (the *Locked methods).
-func (o *Outbox[T]) Lock()   { o.mu.Lock() }
-func (o *Outbox[T]) Unlock() { o.mu.Unlock() }
-
-// LenLocked is the number of entries.
-func (o *Outbox[T]) LenLocked() int { return len(o.items) - o.head }
-
-// Len is the number of entries (without taking the lock).
+// Len is the number of entries.
 func (o *Outbox[T]) Len() int { return int(o.n.Load()) }
 
-// PushLocked appends v; false when the outbox is full.
-func (o *Outbox[T]) PushLocked(v T) bool {
-	if o.LenLocked() >= o.limit {
+// lenLocked is the number of entries (mu held).
+func (o *Outbox[T]) lenLocked() int { return len(o.items) - o.head }
+
+// Push appends v; false when the outbox is full.
+func (o *Outbox[T]) Push(v T) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.lenLocked() >= o.limit {
 		return false
 	}
 	if o.head > 0 && o.head >= len(o.items)/2 {
@@ -53,7 +51,7 @@ func (o *Outbox[T]) Peek() (T, bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	var zero T
-	if o.LenLocked() == 0 {
+	if o.lenLocked() == 0 {
 		return zero, false
 	}
 	return o.items[o.head], true
@@ -63,7 +61,7 @@ func (o *Outbox[T]) Peek() (T, bool) {
 func (o *Outbox[T]) Replace(v T) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.LenLocked() > 0 {
+	if o.lenLocked() > 0 {
 		o.items[o.head] = v
 	}
 }
@@ -72,7 +70,7 @@ func (o *Outbox[T]) Replace(v T) {
 func (o *Outbox[T]) Pop() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.LenLocked() == 0 {
+	if o.lenLocked() == 0 {
 		return
 	}
 	var zero T
