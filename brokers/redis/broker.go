@@ -84,7 +84,7 @@ var (
 func New(cfg Config) *Broker {
 	cfg = cfg.withDefaults()
 	b := &Broker{cfg: cfg, nodeID: randomID()}
-	b.Presence = redisbase.NewPresence("redis", presenceScripts, errBadReply, presenceBackend{b})
+	b.Presence = redisbase.NewPresence("redis", presenceAnnounce, errBadReply, presenceBackend{b})
 	b.nodeField = "n:" + b.nodeID
 	b.histSizeArg = strconv.Itoa(max(cfg.HistorySize, 0))
 	b.histTTLArg = msToArg(cfg.HistoryTTL.Milliseconds())

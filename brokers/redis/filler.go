@@ -192,8 +192,7 @@ func (sh *shard) runPrunes(f *fillerState) {
 		pipe := sh.cmd().Pipeline()
 		f.cmds = f.cmds[:0]
 		for _, cs := range f.jobs[:n] {
-			k := b.keys(cs.name)
-			f.cmds = append(f.cmds, pruneScript.EvalSha(b.ctx, pipe, []string{k.members, k.expiry, k.pubsub}, b.publishCmd))
+			f.cmds = append(f.cmds, b.Presence.Prune(b.ctx, pipe, cs.name))
 		}
 		_, _ = pipe.Exec(b.ctx)
 		for i, cs := range f.jobs[:n] {

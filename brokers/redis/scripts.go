@@ -116,10 +116,11 @@ return {epoch, seq}
 // (brokers/internal/redisbase). KEYS: history, meta.
 var resetScript = redisbase.ResetScript
 
-// presenceScripts are the presence scripts (brokers/internal/redisbase), which
-// announce on the channel's pub/sub channel (KEYS[3]) with the publish
-// command in ARGV[1]: the j and l payloads above.
-var presenceScripts = redisbase.NewPresenceScripts(`
+// presenceAnnounce is the announce function of the presence scripts
+// (brokers/internal/redisbase): it announces on the channel's pub/sub
+// channel (KEYS[3]) with the publish command in ARGV[1]: the j and l
+// payloads above.
+const presenceAnnounce = `
 local function announce(kind, c, u, ttl)
   if kind == 'j' then
     redis.call(ARGV[1], KEYS[3], 'j' .. ttl .. ':' .. #c .. ':' .. c .. u)
@@ -127,10 +128,8 @@ local function announce(kind, c, u, ttl)
     redis.call(ARGV[1], KEYS[3], 'l' .. #c .. ':' .. c .. u)
   end
 end
-`)
+`
 
-// pruneScript only prunes. Returns nextExpiry.
-var pruneScript = presenceScripts.Prune
-
-// allScripts are loaded on every shard when it connects.
-var allScripts = append([]*goredis.Script{publishScript, sinceScript, resetScript, snapScript}, presenceScripts.All()...)
+// scripts are loaded on every shard when it connects, with the presence
+// scripts.
+var scripts = []*goredis.Script{publishScript, sinceScript, resetScript, snapScript}

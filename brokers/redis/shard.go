@@ -537,7 +537,7 @@ func (sh *shard) loadScripts(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	for _, sc := range allScripts {
+	for _, sc := range slices.Concat(scripts, sh.b.Presence.Scripts()) {
 		if err := sc.Load(ctx, s).Err(); err != nil {
 			return err
 		}

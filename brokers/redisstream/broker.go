@@ -61,7 +61,7 @@ func New(cfg Config) *Broker {
 		histTTLArg: strconv.FormatInt(max(c.HistoryTTL.Milliseconds(), 1), 10),
 		metaTTLArg: strconv.FormatInt(max(int64(c.MetaTTL/time.Second), 1), 10),
 	}
-	b.Presence = redisbase.NewPresence("redis-streams", presenceScripts, errBadReply, presenceBackend{b})
+	b.Presence = redisbase.NewPresence("redis-streams", presenceAnnounce, errBadReply, presenceBackend{b})
 	return b
 }
 

@@ -79,10 +79,11 @@ return {epoch, seq, entries}
 // (brokers/internal/redisbase). KEYS: stream, meta.
 var resetScript = redisbase.ResetScript
 
-// presenceScripts are the presence scripts (brokers/internal/redisbase, shared
-// with the redis backend), which announce on the channel's events stream
-// (KEYS[3]), capped near ARGV[1] entries (eventsMaxLen).
-var presenceScripts = redisbase.NewPresenceScripts(`
+// presenceAnnounce is the announce function of the presence scripts
+// (brokers/internal/redisbase, shared with the redis backend): it
+// announces on the channel's events stream (KEYS[3]), capped near ARGV[1]
+// entries (eventsMaxLen).
+const presenceAnnounce = `
 local function announce(kind, c, u, ttl)
   if ttl then
     redis.call('xadd', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', 't', kind, 'c', c, 'u', u, 'x', ttl)
@@ -91,7 +92,7 @@ local function announce(kind, c, u, ttl)
   end
   redis.call('pexpire', KEYS[3], 600000)
 end
-`)
+`
 
 // eventsMaxLen is about how many presence events a channel's events
 // stream keeps.

@@ -461,7 +461,7 @@ func (sh *shard) pruner(ctx context.Context) {
 		}
 		sh.mu.Unlock()
 		for _, st := range due {
-			next, err := presenceScripts.Prune.Run(ctx, sh.cmd, []string{st.keys.members, st.keys.expiry, st.keys.events}, eventsMaxLen).Int64()
+			next, err := sh.b.Presence.Prune(ctx, sh.cmd, st.ch).Int64()
 			sh.mu.Lock()
 			switch {
 			case err != nil:

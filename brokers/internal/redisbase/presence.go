@@ -22,7 +22,7 @@ import (
 // members whose expiry passed, announcing a leave for each, so a member is
 // announced as left exactly once, by whichever node prunes first. Each
 // node also prunes the channels it serves when a member is due to expire
-// (NotePrune), so a crashed node's members leave within the TTL even when
+// (NotePrune, then Presence.Prune), so a crashed node's members leave within the TTL even when
 // nobody calls Join or Refresh.
 //
 // Times are the Redis server's clock (TIME), so node clocks do not matter.
@@ -31,29 +31,29 @@ import (
 // members are pruned (and announced) before the keys vanish.
 const KeyGrace = time.Minute
 
-// PresenceScripts are the presence scripts of one backend.
+// presenceScripts are the presence scripts of one backend.
 //
 // KEYS: 1 members hash, 2 expiry zset, 3 where events are announced (the
 // announce function's target). ARGV[1] is the announce function's
-// argument; the scripts' own arguments follow. Join, Leave, Refresh and
-// Prune return nextExpiry: ms until the earliest expiry, -1 for an empty
+// argument; the scripts' own arguments follow. join, leave, refresh and
+// prune return nextExpiry: ms until the earliest expiry, -1 for an empty
 // list, 0 when prune left work for the next call.
-type PresenceScripts struct {
-	// Join: ARGV 2 client, 3 user, 4 ttl ms, 5 key lifetime ms (ttl plus
+type presenceScripts struct {
+	// join: ARGV 2 client, 3 user, 4 ttl ms, 5 key lifetime ms (ttl plus
 	// KeyGrace, so keys outlive their members' expiry until pruned).
 	// Announces a join only for a client not listed.
-	Join *goredis.Script
-	// Leave: ARGV 2 client. Announces a leave only for a listed client.
-	Leave *goredis.Script
-	// Refresh: ARGV 2 ttl ms, 3 key lifetime ms, 4... clients. Extends
+	join *goredis.Script
+	// leave: ARGV 2 client. Announces a leave only for a listed client.
+	leave *goredis.Script
+	// refresh: ARGV 2 ttl ms, 3 key lifetime ms, 4... clients. Extends
 	// listed clients only (XX): one that expired and was announced as left
 	// is not brought back.
-	Refresh *goredis.Script
-	// Prune only prunes.
-	Prune *goredis.Script
-	// Members lists the unexpired members as {client, user, ...}. It does
+	refresh *goredis.Script
+	// prune only prunes.
+	prune *goredis.Script
+	// members lists the unexpired members as {client, user, ...}. It does
 	// not prune (it is read-only), it hides the expired. KEYS 1 and 2 only.
-	Members *goredis.Script
+	members *goredis.Script
 }
 
 // presenceLib is shared by the presence scripts, after the backend's
@@ -88,15 +88,12 @@ local function keep(key, ms)
 end
 `
 
-// NewPresenceScripts builds the presence scripts around announce, the Lua
-// source of a local function announce(kind, c, u, ttl) that announces a
-// join (kind 'j', with ttl, the member's ttl in ms, for receivers to
-// schedule its expiry) or a leave (kind 'l', ttl nil) of client c, user u,
-// to KEYS[3], with ARGV[1] as its argument.
-func NewPresenceScripts(announce string) PresenceScripts {
+// newPresenceScripts builds the presence scripts around announce (see
+// NewPresence).
+func newPresenceScripts(announce string) presenceScripts {
 	lib := announce + presenceLib
-	return PresenceScripts{
-		Join: goredis.NewScript(lib + `
+	return presenceScripts{
+		join: goredis.NewScript(lib + `
 prune()
 local ttl = tonumber(ARGV[4])
 local added = redis.call('zadd', KEYS[2], now + ttl, ARGV[2])
@@ -108,7 +105,7 @@ if added == 1 then
 end
 return nextExpiry()
 `),
-		Leave: goredis.NewScript(lib + `
+		leave: goredis.NewScript(lib + `
 prune()
 if redis.call('zrem', KEYS[2], ARGV[2]) == 1 then
   local u = redis.call('hget', KEYS[1], ARGV[2]) or ''
@@ -117,7 +114,7 @@ if redis.call('zrem', KEYS[2], ARGV[2]) == 1 then
 end
 return nextExpiry()
 `),
-		Refresh: goredis.NewScript(lib + `
+		refresh: goredis.NewScript(lib + `
 prune()
 local exp = now + tonumber(ARGV[2])
 for i = 4, #ARGV do
@@ -127,11 +124,11 @@ keep(KEYS[1], tonumber(ARGV[3]))
 keep(KEYS[2], tonumber(ARGV[3]))
 return nextExpiry()
 `),
-		Prune: goredis.NewScript(lib + `
+		prune: goredis.NewScript(lib + `
 prune()
 return nextExpiry()
 `),
-		Members: goredis.NewScript(`
+		members: goredis.NewScript(`
 local t = redis.call('time')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local cs = redis.call('zrangebyscore', KEYS[2], '(' .. now, '+inf')
@@ -143,11 +140,6 @@ end
 return out
 `),
 	}
-}
-
-// All are the scripts, for loading them ahead.
-func (s PresenceScripts) All() []*goredis.Script {
-	return []*goredis.Script{s.Join, s.Leave, s.Refresh, s.Prune, s.Members}
 }
 
 // PresenceBackend is what Presence needs from a broker.
@@ -168,20 +160,42 @@ type PresenceBackend interface {
 	NoteTTL(ttl time.Duration)
 }
 
-// Presence implements brokers.Presence for a backend: a Broker embeds the
-// one NewPresence returns.
+// Presence is a backend's presence: its scripts, and brokers.Presence
+// built on them (a Broker embeds the one NewPresence returns). The backend
+// loads the scripts (Scripts) and runs its own prune loop with Prune.
+// Safe for concurrent use: it holds no state of its own.
 type Presence struct {
 	name     string // starts every error ("redis", "redis-streams")
-	scripts  PresenceScripts
+	scripts  presenceScripts
 	badReply error // the error of a reply the scripts do not give
 	be       PresenceBackend
 }
 
-// NewPresence returns the presence of backend be: name starts every error,
-// scripts are its presence scripts, badReply is the error of a reply they
-// do not give.
-func NewPresence(name string, scripts PresenceScripts, badReply error, be PresenceBackend) *Presence {
-	return &Presence{name: name, scripts: scripts, badReply: badReply, be: be}
+// NewPresence returns the presence of backend be. name starts every error;
+// announce is the Lua source of a local function announce(kind, c, u, ttl)
+// that announces a join (kind 'j', with ttl, the member's ttl in ms, for
+// receivers to schedule its expiry) or a leave (kind 'l', ttl nil) of
+// client c, user u, to KEYS[3], with ARGV[1] as its argument; badReply is
+// the error of a reply the scripts do not give.
+func NewPresence(name, announce string, badReply error, be PresenceBackend) *Presence {
+	return &Presence{name: name, scripts: newPresenceScripts(announce), badReply: badReply, be: be}
+}
+
+// Scripts are the presence scripts, for the backend to load ahead of
+// pipelined calls (Prune in a pipeline runs EVALSHA only).
+func (p *Presence) Scripts() []*goredis.Script {
+	s := p.scripts
+	return []*goredis.Script{s.join, s.leave, s.refresh, s.prune, s.members}
+}
+
+// Prune runs the script that only prunes ch (announcing a leave for each
+// member whose expiry passed) on c, a connection or a pipeline of the
+// Redis that owns ch, with the KEYS and announce argument of
+// PresenceKeys. Its reply is nextExpiry (see presenceScripts). In a
+// pipeline the script must be loaded (Scripts).
+func (p *Presence) Prune(ctx context.Context, c goredis.Scripter, ch string) *goredis.Cmd {
+	keys, arg := p.be.PresenceKeys(ch)
+	return p.scripts.prune.Run(ctx, c, keys, arg)
 }
 
 // Join implements brokers.Presence.Join.
@@ -198,7 +212,7 @@ func (p *Presence) Join(ctx context.Context, ch string, m brokers.Member, ttl ti
 		ms = ms * 18 / 10
 	}
 	keys, arg := p.be.PresenceKeys(ch)
-	if err := p.call(ctx, ch, p.scripts.Join, keys, arg, m.Client, m.User, msArg(ms), msArg(ms+KeyGrace.Milliseconds())); err != nil {
+	if err := p.call(ctx, ch, p.scripts.join, keys, arg, m.Client, m.User, msArg(ms), msArg(ms+KeyGrace.Milliseconds())); err != nil {
 		return fmt.Errorf("%s: join %s: %w", p.name, ch, err)
 	}
 	return nil
@@ -210,7 +224,7 @@ func (p *Presence) Leave(ctx context.Context, ch string, m brokers.Member) error
 		return fmt.Errorf("%s: leave %s: %w", p.name, ch, err)
 	}
 	keys, arg := p.be.PresenceKeys(ch)
-	if err := p.call(ctx, ch, p.scripts.Leave, keys, arg, m.Client); err != nil {
+	if err := p.call(ctx, ch, p.scripts.leave, keys, arg, m.Client); err != nil {
 		return fmt.Errorf("%s: leave %s: %w", p.name, ch, err)
 	}
 	return nil
@@ -235,7 +249,7 @@ func (p *Presence) Refresh(ctx context.Context, ch string, ms []brokers.Member, 
 	for _, m := range ms {
 		args = append(args, m.Client)
 	}
-	if err := p.call(ctx, ch, p.scripts.Refresh, keys, args...); err != nil {
+	if err := p.call(ctx, ch, p.scripts.refresh, keys, args...); err != nil {
 		return fmt.Errorf("%s: refresh %s: %w", p.name, ch, err)
 	}
 	return nil
@@ -248,7 +262,7 @@ func (p *Presence) Members(ctx context.Context, ch string) ([]brokers.Member, er
 		return nil, fmt.Errorf("%s: members %s: %w", p.name, ch, err)
 	}
 	keys, _ := p.be.PresenceKeys(ch)
-	res, err := p.be.Run(ctx, ch, p.scripts.Members, keys[:2])
+	res, err := p.be.Run(ctx, ch, p.scripts.members, keys[:2])
 	if err != nil {
 		return nil, fmt.Errorf("%s: members %s: %w", p.name, ch, err)
 	}
