@@ -698,7 +698,7 @@ func (srv *Server) presenceLeave(ctx context.Context, sb *sub) {
 
 // cleanup runs once after the socket is closed: unsubscribe everything and
 // leave presence, so other subscribers see `leave`.
-func (c *Conn) cleanup() {
+func (c *conn) cleanup() {
 	c.smu.Lock()
 	subs := c.subs
 	c.subs = nil

@@ -15,7 +15,7 @@ import (
 
 // handleCommand runs one client command. It is called by the connection's
 // single reader, so a client's commands run in the order it sent them.
-func (c *Conn) handleCommand(s *scratch, cmd *command) {
+func (c *conn) handleCommand(s *scratch, cmd *command) {
 	c.srv.metrics.commands[cmd.op].Inc()
 	if cmd.op == opUnknown {
 		c.sendError(cmd.id, codeBadRequest, "unknown op "+strconv.Quote(string(cmd.opName)))
@@ -54,7 +54,7 @@ func (c *Conn) handleCommand(s *scratch, cmd *command) {
 
 const maxUserLen = 255
 
-func (c *Conn) cmdConnect(s *scratch, cmd *command) {
+func (c *conn) cmdConnect(s *scratch, cmd *command) {
 	if c.connected {
 		c.sendError(cmd.id, codeBadRequest, "already connected: connect must be the first command and is sent once")
 		return
@@ -121,7 +121,7 @@ func (c *Conn) cmdConnect(s *scratch, cmd *command) {
 
 // admit makes the connection a session of user, within the per-user
 // connection limit. It answers and closes the connection itself on refusal.
-func (c *Conn) admit(id uint64, user string, ident *identity) bool {
+func (c *conn) admit(id uint64, user string, ident *identity) bool {
 	// An anonymous id is unique to its connection: nothing to count.
 	anonymous := ident == nil && user == "anon-"+c.id
 	if !anonymous && !c.srv.takeUserSlot(user) {
@@ -154,7 +154,7 @@ func (c *Conn) admit(id uint64, user string, ident *identity) bool {
 // {"op":"refreshed","id":N,"exp":<unix seconds>}. The new token must name
 // the same user; its channel permissions replace the old ones for later
 // commands.
-func (c *Conn) cmdRefresh(s *scratch, cmd *command) {
+func (c *conn) cmdRefresh(s *scratch, cmd *command) {
 	if c.srv.auth == nil {
 		c.sendError(cmd.id, codeBadRequest, "refresh needs auth to be on")
 		return
@@ -217,13 +217,13 @@ func (s *Server) canPublish(id *identity, ch string) bool {
 	return (s.auth == nil && id == nil) || (id != nil && matchAny(id.pub, ch))
 }
 
-func (c *Conn) forbidden(id uint64, what, ch string) {
+func (c *conn) forbidden(id uint64, what, ch string) {
 	c.srv.reject(rejForbidden)
 	c.sendError(id, codeForbidden, "not allowed to "+what+" "+ch)
 }
 
 // channelArg validates the "ch" of a command, answering bad_request itself.
-func (c *Conn) channelArg(cmd *command) (string, bool) {
+func (c *conn) channelArg(cmd *command) (string, bool) {
 	if len(cmd.ch) == 0 && cmd.ch == nil {
 		c.sendError(cmd.id, codeBadRequest, `missing "ch"`)
 		return "", false
@@ -235,7 +235,7 @@ func (c *Conn) channelArg(cmd *command) (string, bool) {
 	return string(cmd.ch), true
 }
 
-func (c *Conn) cmdSub(s *scratch, cmd *command) {
+func (c *conn) cmdSub(s *scratch, cmd *command) {
 	ch, ok := c.channelArg(cmd)
 	if !ok {
 		return
@@ -298,7 +298,7 @@ func (c *Conn) cmdSub(s *scratch, cmd *command) {
 // sub: the client gets `unsubscribed` after `subscribed`, and no presence
 // entry is left. (A sub that fails instead answers with its error and
 // leaves on its own.)
-func (c *Conn) settle(ctx context.Context, sb *sub) {
+func (c *conn) settle(ctx context.Context, sb *sub) {
 	c.smu.Lock()
 	sb.inflight = false
 	ask := sb.unsubAsked
@@ -316,7 +316,7 @@ func (c *Conn) settle(ctx context.Context, sb *sub) {
 	c.srv.presenceLeave(ctx, sb)
 }
 
-func (c *Conn) cmdUnsub(s *scratch, cmd *command) {
+func (c *conn) cmdUnsub(s *scratch, cmd *command) {
 	ch, ok := c.channelArg(cmd)
 	if !ok {
 		return
@@ -336,7 +336,7 @@ func (c *Conn) cmdUnsub(s *scratch, cmd *command) {
 	c.srv.presenceLeave(ctx, sb)
 }
 
-func (c *Conn) cmdPub(s *scratch, cmd *command) {
+func (c *conn) cmdPub(s *scratch, cmd *command) {
 	ch, ok := c.channelArg(cmd)
 	if !ok {
 		return
@@ -392,7 +392,7 @@ func (c *Conn) cmdPub(s *scratch, cmd *command) {
 	c.sendJSON(s, "ack", appendAck(s.enc[:0], cmd.id, ch, pos.Seq, pos.Epoch))
 }
 
-func (c *Conn) cmdPresence(s *scratch, cmd *command) {
+func (c *conn) cmdPresence(s *scratch, cmd *command) {
 	ch, ok := c.channelArg(cmd)
 	if !ok {
 		return
@@ -417,7 +417,7 @@ func (c *Conn) cmdPresence(s *scratch, cmd *command) {
 }
 
 // sendBrokerError maps a broker failure onto the protocol's codes.
-func (c *Conn) sendBrokerError(id uint64, what string, err error) {
+func (c *conn) sendBrokerError(id uint64, what string, err error) {
 	switch {
 	case errors.Is(err, errTooManyChannels):
 		c.srv.reject(rejChannels)
@@ -434,7 +434,7 @@ func (c *Conn) sendBrokerError(id uint64, what string, err error) {
 }
 
 // findSub returns the index of ch in c.subs, or -1. Caller holds smu.
-func (c *Conn) findSub(ch string) int {
+func (c *conn) findSub(ch string) int {
 	for i, sb := range c.subs {
 		if sb.ch == ch {
 			return i
@@ -444,7 +444,7 @@ func (c *Conn) findSub(ch string) int {
 }
 
 // dropSub removes and returns the subscription to ch. Caller holds smu.
-func (c *Conn) dropSub(ch string) *sub {
+func (c *conn) dropSub(ch string) *sub {
 	i := c.findSub(ch)
 	if i < 0 {
 		return nil

@@ -60,7 +60,7 @@ func loopScratch(readSize int) func() *scratch {
 	}
 }
 
-// Conn is one client WebSocket connection.
+// conn is one client WebSocket connection.
 //
 // Read side: bytes are consumed by exactly one goroutine at a time (a pool
 // worker scheduled by the poller, or the connection's own reader goroutine in
@@ -68,7 +68,7 @@ func loopScratch(readSize int) func() *scratch {
 // Write side: every write goes through the bounded queue out (see writer.go).
 // An idle connection holds no goroutine (epoll mode) and no buffer: pending
 // and frag are nil unless a frame is split across reads.
-type Conn struct {
+type conn struct {
 	srv  *Server
 	nc   net.Conn
 	rc   syscall.RawConn // nil in goroutine mode
@@ -119,7 +119,7 @@ type Conn struct {
 	regIdx int           // position in the server's connection registry
 
 	// The small fields last, packed together (an idle connection's size
-	// matters: Conn stays in the 352-byte size class). Each says who
+	// matters: conn stays in the 352-byte size class). Each says who
 	// owns it.
 	authed   atomic.Bool  // connect succeeded
 	finished atomic.Bool  // see finish
@@ -137,8 +137,8 @@ type Conn struct {
 	closing   bool // guarded by mu
 }
 
-func (s *Server) newConn(nc net.Conn, epoll bool) *Conn {
-	c := &Conn{srv: s, nc: nc, fd: -1}
+func (s *Server) newConn(nc net.Conn, epoll bool) *conn {
+	c := &conn{srv: s, nc: nc, fd: -1}
 	c.num, c.id = s.nextClientID()
 	c.lastSeen.Store(s.now())
 	c.opened = s.now()

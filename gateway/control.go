@@ -473,7 +473,7 @@ func (s *Server) Nodes() []NodeSummary {
 // disconnectLocal closes this node's connections of user.
 func (s *Server) disconnectLocal(user string, reconnect bool) int {
 	n := 0
-	s.eachConn(func(c *Conn) {
+	s.eachConn(func(c *conn) {
 		if c.authed.Load() && c.user == user {
 			c.closeWith("disconnected", "disconnected by the server", reconnect, ws.StatusPolicyViolation, false)
 			n++
@@ -486,12 +486,12 @@ func (s *Server) disconnectLocal(user string, reconnect bool) int {
 // user to ch: each gets {"op":"unsubscribed","ch":...} (no id: not a
 // reply) and leaves the channel's presence. A subscription whose `sub` is
 // still in flight is marked and ended by that sub when it is done
-// (Conn.settle), so the client never sees `unsubscribed` before
+// (conn.settle), so the client never sees `unsubscribed` before
 // `subscribed` and no presence entry outlives it.
 func (s *Server) unsubscribeLocal(user, ch string) int {
 	var subs []*sub
 	n := 0
-	s.eachConn(func(c *Conn) {
+	s.eachConn(func(c *conn) {
 		if !c.authed.Load() || c.user != user {
 			return
 		}
@@ -555,7 +555,7 @@ func (s *Server) revokeLocal(user string, before int64) (int, error) {
 	}
 	s.ctl.rmu.Unlock()
 	n := 0
-	s.eachConn(func(c *Conn) {
+	s.eachConn(func(c *conn) {
 		if !c.authed.Load() || c.user != user {
 			return
 		}

@@ -30,7 +30,7 @@ func AgeJWKSForTest(s *Server, d time.Duration) {
 // queued, the socket not yet closed): cheaper to poll than /metrics.
 func ClosingForTest(s *Server) int {
 	n := 0
-	s.eachConn(func(c *Conn) {
+	s.eachConn(func(c *conn) {
 		if c.isClosing() {
 			n++
 		}

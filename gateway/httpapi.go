@@ -22,7 +22,7 @@ import (
 // with the same identity (Bearer token, ?token=, or ?user= with auth off),
 // permissions and limits as the WebSocket commands.
 
-func orAnon(user string, c *Conn) string {
+func orAnon(user string, c *conn) string {
 	if user == "" {
 		return "anon-" + c.id
 	}

@@ -62,7 +62,7 @@ type hubChannel struct {
 // seq, and then flips live. After that, deliver drops any seq <= lastSeq, so
 // a publication seen in history is never delivered twice.
 type sub struct {
-	c  *Conn
+	c  *conn
 	ch string
 
 	live atomic.Bool

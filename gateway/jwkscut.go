@@ -49,7 +49,7 @@ func (s *Server) refreshJWKS() {
 // went too.
 func (s *Server) cutRemovedKeys(kids map[string]bool) {
 	n := 0
-	s.eachConn(func(c *Conn) {
+	s.eachConn(func(c *conn) {
 		if !c.authed.Load() {
 			return
 		}

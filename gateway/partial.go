@@ -11,7 +11,7 @@ import (
 //
 //   - A frame, or a fragmented message, must complete within
 //     client.frame_timeout of its first byte (the heartbeat sweep checks
-//     Conn.partial): trickling a byte at a time resets the idle timeout
+//     conn.partial): trickling a byte at a time resets the idle timeout
 //     but not this one.
 //   - The bytes of unfinished frames and messages of every connection
 //     together stay under server.max_partial_bytes (Server.partialBytes);
@@ -20,7 +20,7 @@ import (
 //   - Ping and pong frames are limited to client.control_frame_rate per
 //     second per connection.
 
-// Conn.partial packs two things other goroutines need to know about the
+// conn.partial packs two things other goroutines need to know about the
 // reader's partial-frame state:
 //
 //	bits 0-31   when the unfinished frame or message started: milliseconds
@@ -46,7 +46,7 @@ func (s *Server) sinceStart() uint32 { return uint32(time.Since(s.started).Milli
 // message is incomplete (and drops it when not), charges its bytes against
 // server.max_partial_bytes, and starts or restarts client.frame_timeout.
 // Only the connection's reader calls it.
-func (c *Conn) keepFrameState(s *scratch, st *frameState) {
+func (c *conn) keepFrameState(s *scratch, st *frameState) {
 	old := c.partial.Load()
 	if old&partialReleased != 0 {
 		c.fs = nil // cleaned up: the connection is gone
@@ -96,7 +96,7 @@ func (c *Conn) keepFrameState(s *scratch, st *frameState) {
 // setPartial replaces old with (at, held), held <= old's, and gives the
 // difference back to the node; it does nothing once cleanup released the
 // connection.
-func (c *Conn) setPartial(old uint64, at uint32, held int64) {
+func (c *conn) setPartial(old uint64, at uint32, held int64) {
 	if c.partial.CompareAndSwap(old, partialWord(at, held)) {
 		c.srv.partialBytes.Add(held - partialHeld(old))
 	}
@@ -108,7 +108,7 @@ const statusTryAgainLater ws.StatusCode = 1013
 
 // releasePartial gives back what the connection holds, once, when it is
 // cleaned up; the reader charges nothing after it.
-func (c *Conn) releasePartial() {
+func (c *conn) releasePartial() {
 	if old := c.partial.Swap(partialReleased); old&partialReleased == 0 {
 		c.srv.partialBytes.Add(-partialHeld(old))
 	}
@@ -116,7 +116,7 @@ func (c *Conn) releasePartial() {
 
 // frameTimedOut reports whether the connection has kept an unfinished
 // frame or message past client.frame_timeout at nowMs (Server.sinceStart).
-func (c *Conn) frameTimedOut(nowMs uint32) bool {
+func (c *conn) frameTimedOut(nowMs uint32) bool {
 	v := c.partial.Load()
 	at := uint32(v)
 	if at == 0 || v&partialReleased != 0 {
@@ -129,7 +129,7 @@ func (c *Conn) frameTimedOut(nowMs uint32) bool {
 
 // controlAllowed counts a ping or pong frame against
 // client.control_frame_rate and closes the connection (1008) past it.
-func (c *Conn) controlAllowed() bool {
+func (c *conn) controlAllowed() bool {
 	limit := c.srv.cfg.Client.ControlFrameRate
 	if limit == 0 {
 		return true

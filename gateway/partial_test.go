@@ -103,14 +103,14 @@ func FuzzSplitFrames(f *testing.F) {
 				t.Fatalf("%d partial bytes still counted after every connection was cleaned up", n)
 			}
 		}()
-		conn := func() *Conn {
+		newConn := func() *conn {
 			a, b := net.Pipe()
 			b.Close()
 			c := srv.newConn(a, false)
 			c.connected = true // replies carry no client id
 			return c
 		}
-		whole, split := conn(), conn()
+		whole, split := newConn(), newConn()
 		defer whole.fail()
 		defer split.fail()
 		whole.onData(newScratch(0)(), bytes.Clone(stream))
@@ -147,7 +147,7 @@ func FuzzSplitFrames(f *testing.F) {
 }
 
 // queued is every frame waiting in c's outbound queue, concatenated.
-func queued(c *Conn) []byte {
+func queued(c *conn) []byte {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var b []byte
@@ -217,7 +217,7 @@ func BenchmarkReadFrames(b *testing.B) {
 func TestFrameTimedOutClock(t *testing.T) {
 	var cfg Config
 	cfg.Client.FrameTimeout = time.Second
-	c := &Conn{srv: &Server{cfg: cfg.WithDefaults()}}
+	c := &conn{srv: &Server{cfg: cfg.WithDefaults()}}
 	for _, tc := range []struct {
 		at, now uint32
 		held    int64

@@ -26,14 +26,14 @@ type poller struct {
 	wakeFD int // eventfd used to stop the loop
 
 	mu    sync.RWMutex
-	conns []*Conn // indexed by fd: fds are small, dense numbers
+	conns []*conn // indexed by fd: fds are small, dense numbers
 
-	onRead  func(*Conn)
-	onWrite func(*Conn)
+	onRead  func(*conn)
+	onWrite func(*conn)
 	done    chan struct{}
 }
 
-func newPoller(onRead, onWrite func(*Conn)) (*poller, error) {
+func newPoller(onRead, onWrite func(*conn)) (*poller, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: epoll_create1: %w", err)
@@ -89,10 +89,10 @@ func (p *poller) loop() {
 
 // add registers c for edge-triggered read and write readiness. An fd that is
 // already readable produces an event right away.
-func (p *poller) add(c *Conn) error {
+func (p *poller) add(c *conn) error {
 	p.mu.Lock()
 	if c.fd >= len(p.conns) {
-		grown := make([]*Conn, max(c.fd+1, 2*len(p.conns), 1024))
+		grown := make([]*conn, max(c.fd+1, 2*len(p.conns), 1024))
 		copy(grown, p.conns)
 		p.conns = grown
 	}
@@ -110,7 +110,7 @@ func (p *poller) add(c *Conn) error {
 
 // remove deregisters c. It must run before the connection's fd is closed,
 // so a reused fd number never reaches the old connection.
-func (p *poller) remove(c *Conn) {
+func (p *poller) remove(c *conn) {
 	p.mu.Lock()
 	if c.fd < len(p.conns) && p.conns[c.fd] == c {
 		p.conns[c.fd] = nil

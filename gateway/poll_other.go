@@ -14,12 +14,12 @@ const epollSupported = false
 // connection instead.
 type poller struct{}
 
-func newPoller(onRead, onWrite func(*Conn)) (*poller, error) {
+func newPoller(onRead, onWrite func(*conn)) (*poller, error) {
 	return nil, errors.New("gateway: epoll is only available on Linux")
 }
 
-func (p *poller) add(c *Conn) error { return errors.New("gateway: no poller") }
-func (p *poller) remove(c *Conn)    {}
+func (p *poller) add(c *conn) error { return errors.New("gateway: no poller") }
+func (p *poller) remove(c *conn)    {}
 func (p *poller) close()            {}
 
 func connFD(rc syscall.RawConn) int { return -1 }

@@ -12,14 +12,14 @@ const (
 )
 
 type task struct {
-	c    *Conn
+	c    *conn
 	kind taskKind
 }
 
 // pool is a fixed set of goroutines draining a FIFO of tasks. Submitting
 // never blocks: the queue grows instead. It stays bounded because a
 // connection has at most one read task (taskRead or taskReadShort) and one
-// write task queued at a time (see Conn.rdSched and Conn.wrSched), so it
+// write task queued at a time (see conn.rdSched and conn.wrSched), so it
 // never holds more than two tasks per connection.
 type pool struct {
 	mu     sync.Mutex

@@ -35,9 +35,9 @@ type connProxy struct {
 	transport string
 	proxied   atomic.Bool // admitted by the connect hook: the refresh hook renews it
 
-	// refreshed replaces Conn.ident once a refresh answer named new
+	// refreshed replaces conn.ident once a refresh answer named new
 	// permissions (the refresh runs off the reader, so it cannot write
-	// Conn.ident).
+	// conn.ident).
 	refreshed atomic.Pointer[identity]
 
 	mu     sync.Mutex
@@ -70,7 +70,7 @@ func httpHeaderGetter(h http.Header) func(string) []string {
 }
 
 // identity is what governs the connection's permissions now.
-func (c *Conn) identity() *identity {
+func (c *conn) identity() *identity {
 	if c.px != nil {
 		if id := c.px.refreshed.Load(); id != nil {
 			return id
@@ -79,7 +79,7 @@ func (c *Conn) identity() *identity {
 	return c.ident.Load()
 }
 
-func (c *Conn) clientInfo() clientInfo {
+func (c *conn) clientInfo() clientInfo {
 	ci := clientInfo{client: c.id, user: c.user, transport: "websocket"}
 	if c.px != nil {
 		ci.fwd, ci.remote, ci.transport = c.px.fwd, c.px.remote, c.px.transport
@@ -88,7 +88,7 @@ func (c *Conn) clientInfo() clientInfo {
 }
 
 // needsProxy says whether cmd would call a hook.
-func (c *Conn) needsProxy(cmd *command) bool {
+func (c *conn) needsProxy(cmd *command) bool {
 	p := c.srv.proxy
 	switch cmd.op {
 	case opConnect:
@@ -103,7 +103,7 @@ func (c *Conn) needsProxy(cmd *command) bool {
 
 // useConnectProxy: the connect hook decides a connect that brings no JWT
 // (a token wins when auth is on and one is given).
-func (c *Conn) useConnectProxy(cmd *command) bool {
+func (c *conn) useConnectProxy(cmd *command) bool {
 	return c.srv.auth == nil || (len(cmd.token) == 0 && c.urlToken == "")
 }
 
@@ -111,7 +111,7 @@ func (c *Conn) useConnectProxy(cmd *command) bool {
 // connection's commands are waiting for a hook, or when cmd (nil if it did
 // not decode) needs one and s is a read turn's scratch. It reports whether
 // it took the command.
-func (c *Conn) deferCommand(s *scratch, raw []byte, cmd *command) bool {
+func (c *conn) deferCommand(s *scratch, raw []byte, cmd *command) bool {
 	px := c.px
 	if px == nil || !s.loop {
 		return false
@@ -173,7 +173,7 @@ func queueFullFrame(raw []byte, cmd *command) []byte {
 	return textFrame(appendError(buf[:0], id, codeUnavailable, "the node's event proxy queues are full (proxy.max_queued_bytes); try again"))
 }
 
-func (c *Conn) queueFull(raw []byte, cmd *command) {
+func (c *conn) queueFull(raw []byte, cmd *command) {
 	c.sendFrame(event{op: "error"}, queueFullFrame(raw, cmd))
 }
 
@@ -181,12 +181,12 @@ func (c *Conn) queueFull(raw []byte, cmd *command) {
 // binary frame; no id). While commands wait in the proxy queue it is
 // queued behind them, so it reaches the client after their replies, in
 // the order the client sent what caused it. Called by the reader.
-func (c *Conn) sendUnanswering(code, msg string) { c.sendErrorInTurn(0, code, msg) }
+func (c *conn) sendUnanswering(code, msg string) { c.sendErrorInTurn(0, code, msg) }
 
 // sendErrorInTurn sends an error that the proxy queue did not see the
 // command of (a refused binary message) after the replies of the
 // commands queued before it.
-func (c *Conn) sendErrorInTurn(id uint64, code, msg string) {
+func (c *conn) sendErrorInTurn(id uint64, code, msg string) {
 	var buf [256]byte
 	frame := textFrame(appendError(buf[:0], id, code, msg))
 	if px := c.px; px != nil {
@@ -208,7 +208,7 @@ func (c *Conn) sendErrorInTurn(id uint64, code, msg string) {
 
 // runQueued runs the queued commands in order, calling hooks inline, then
 // hands the command stream back to the reader.
-func (c *Conn) runQueued() {
+func (c *conn) runQueued() {
 	px := c.px
 	s := newScratch(0)()
 	for {
@@ -240,7 +240,7 @@ func (c *Conn) runQueued() {
 
 // askProxy calls hook h for the connection's command id. On a deny or a
 // failure it answers the command itself and returns nil.
-func (c *Conn) askProxy(id uint64, h hook, ch string, data []byte) *proxyAnswer {
+func (c *conn) askProxy(id uint64, h hook, ch string, data []byte) *proxyAnswer {
 	ans, perr := c.srv.proxy.call(c.srv.ctx, h, c.clientInfo(), ch, data)
 	if perr != nil {
 		c.proxyRefused(id, h, perr)
@@ -249,7 +249,7 @@ func (c *Conn) askProxy(id uint64, h hook, ch string, data []byte) *proxyAnswer 
 	return ans
 }
 
-func (c *Conn) proxyRefused(id uint64, h hook, perr *proxyErr) {
+func (c *conn) proxyRefused(id uint64, h hook, perr *proxyErr) {
 	switch {
 	case perr.code == codeUnauthorized || h == hookConnect && perr.code != codeUnavailable:
 		c.srv.reject(rejAuth)
@@ -267,7 +267,7 @@ func proxyIdentity(ans *proxyAnswer) *identity {
 // refreshDue runs the refresh hook for a connection the connect hook
 // admitted, instead of expiring it. Called by the heartbeat sweep when
 // c.expires passed.
-func (c *Conn) refreshDue(now int64) bool {
+func (c *conn) refreshDue(now int64) bool {
 	if c.px == nil || !c.px.proxied.Load() || !c.srv.proxy.on(hookRefresh) {
 		return false
 	}
@@ -277,7 +277,7 @@ func (c *Conn) refreshDue(now int64) bool {
 	return true
 }
 
-func (c *Conn) refresh() {
+func (c *conn) refresh() {
 	ans, perr := c.srv.proxy.call(c.srv.ctx, hookRefresh, c.clientInfo(), "", nil)
 	switch {
 	case perr != nil && perr.code == codeUnavailable:

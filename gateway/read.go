@@ -130,7 +130,7 @@ func frameNeed(st *frameState, b []byte, maxMessage int) int {
 // fillPending moves bytes from the front of b into st.pending until it
 // holds the whole frame it started, growing it to exactly that frame's
 // size. It returns the rest of b and whether the frame is now whole.
-func (c *Conn) fillPending(st *frameState, b []byte) ([]byte, bool) {
+func (c *conn) fillPending(st *frameState, b []byte) ([]byte, bool) {
 	for {
 		need := frameNeed(st, st.pending, c.srv.cfg.Client.MaxMessageSize)
 		if len(st.pending) >= need {
@@ -192,7 +192,7 @@ func (st *frameState) idle() bool {
 // ---- reading (epoll mode) ----
 
 // scheduleRead is called by the poller when the socket may be readable.
-func (c *Conn) scheduleRead() {
+func (c *conn) scheduleRead() {
 	if c.rdSched.Add(1) == 1 {
 		c.srv.rpool.submit(task{c, taskRead})
 	}
@@ -215,7 +215,7 @@ const (
 // readTask reads until EAGAIN (or the end of its turn) and handles what
 // arrived. The rdSched counter makes sure one worker at a time runs it and
 // that an edge arriving while it runs is not lost.
-func (c *Conn) readTask(s *scratch, short bool) {
+func (c *conn) readTask(s *scratch, short bool) {
 	for {
 		n := c.rdSched.Load()
 		if more, flooding := c.readAvailable(s, short); more {
@@ -237,7 +237,7 @@ func (c *Conn) readTask(s *scratch, short bool) {
 
 // readAvailable runs one turn. more reports input left for another turn;
 // flooding, that the turn ended on the frame budget.
-func (c *Conn) readAvailable(s *scratch, short bool) (more, flooding bool) {
+func (c *conn) readAvailable(s *scratch, short bool) (more, flooding bool) {
 	full := s.rbuf
 	if short && len(full) > shortReadSize {
 		s.rbuf = full[:shortReadSize]
@@ -247,7 +247,7 @@ func (c *Conn) readAvailable(s *scratch, short bool) (more, flooding bool) {
 	return more, flooding
 }
 
-func (c *Conn) readTurn(s *scratch) (more, flooding bool) {
+func (c *conn) readTurn(s *scratch) (more, flooding bool) {
 	s.frames = 0
 	for range maxReadsPerTurn {
 		if c.finished.Load() {
@@ -279,7 +279,7 @@ func (c *Conn) readTurn(s *scratch) (more, flooding bool) {
 
 // ---- reading (goroutine mode) ----
 
-func (c *Conn) readLoop(readSize int) {
+func (c *conn) readLoop(readSize int) {
 	s := newScratch(readSize)()
 	for {
 		n, err := c.nc.Read(s.rbuf)
@@ -300,7 +300,7 @@ func (c *Conn) readLoop(readSize int) {
 // is kept past this call is copied into memory the connection owns: a
 // partial frame into a buffer of exactly that frame's size (see
 // fillPending), counted against server.max_partial_bytes.
-func (c *Conn) onData(s *scratch, b []byte) {
+func (c *conn) onData(s *scratch, b []byte) {
 	st := &s.fs
 	*st = frameState{}
 	if c.fs != nil {
@@ -333,7 +333,7 @@ func (c *Conn) onData(s *scratch, b []byte) {
 
 // parseFrames handles the whole frames at the start of b and returns the
 // bytes of an incomplete frame left at its end.
-func (c *Conn) parseFrames(s *scratch, st *frameState, b []byte) []byte {
+func (c *conn) parseFrames(s *scratch, st *frameState, b []byte) []byte {
 	for len(b) > 0 && !c.isClosing() {
 		if st.discard > 0 {
 			n := int64(len(b))
@@ -386,7 +386,7 @@ func (c *Conn) parseFrames(s *scratch, st *frameState, b []byte) []byte {
 }
 
 // tooLarge reports (and answers, once per message) a message over the limit.
-func (c *Conn) tooLarge(st *frameState, h *clientHeader) bool {
+func (c *conn) tooLarge(st *frameState, h *clientHeader) bool {
 	if !exceeds(st, h, c.srv.cfg.Client.MaxMessageSize) {
 		return false
 	}
@@ -396,7 +396,7 @@ func (c *Conn) tooLarge(st *frameState, h *clientHeader) bool {
 	return true
 }
 
-func (c *Conn) handleFrame(s *scratch, st *frameState, h *clientHeader, payload []byte) {
+func (c *conn) handleFrame(s *scratch, st *frameState, h *clientHeader, payload []byte) {
 	switch h.OpCode {
 	case ws.OpText, ws.OpBinary:
 		if h.Fin {
@@ -451,7 +451,7 @@ func validClose(code ws.StatusCode, reason string) bool {
 }
 
 // handleMessage runs every JSON object of one complete message, in order.
-func (c *Conn) handleMessage(s *scratch, op ws.OpCode, msg []byte) {
+func (c *conn) handleMessage(s *scratch, op ws.OpCode, msg []byte) {
 	if op == ws.OpBinary {
 		c.handleBinary(s, msg)
 		return
@@ -495,7 +495,7 @@ func (c *Conn) handleMessage(s *scratch, op ws.OpCode, msg []byte) {
 // handleBinary runs a binary message: one pub or snap whose data is the
 // bytes after the header line (binary.go). The event proxy queues
 // commands as JSON text, so with the proxy on binary messages are refused.
-func (c *Conn) handleBinary(s *scratch, msg []byte) {
+func (c *conn) handleBinary(s *scratch, msg []byte) {
 	if c.px != nil {
 		id, _ := parseBinaryMessage(msg, &s.cmd)
 		c.sendErrorInTurn(id, codeBadRequest, "binary messages are not available with the event proxy on; send \"bin\" (base64) in a JSON command")
@@ -511,7 +511,7 @@ func (c *Conn) handleBinary(s *scratch, msg []byte) {
 
 // deferProxied hands the object at msg[i:] to the connection's proxy queue
 // when it must wait for (or itself needs) an event proxy call.
-func (c *Conn) deferProxied(s *scratch, msg []byte, i, end int, err error) bool {
+func (c *conn) deferProxied(s *scratch, msg []byte, i, end int, err error) bool {
 	if err == nil {
 		return c.deferCommand(s, msg[i:end], &s.cmd)
 	}

@@ -109,7 +109,7 @@ type Server struct {
 
 type connShard struct {
 	mu    sync.Mutex
-	conns []*Conn // Conn.regIdx is each one's index
+	conns []*conn // conn.regIdx is each one's index
 }
 
 // New builds a server on b and starts b. The server owns b from now on:
@@ -177,8 +177,8 @@ func New(cfg Config, b brokers.Broker, log *slog.Logger) (*Server, error) {
 	}
 	if s.epoll {
 		p, err := newPoller(
-			func(c *Conn) { c.scheduleRead() },
-			func(c *Conn) { c.scheduleFlush() },
+			func(c *conn) { c.scheduleRead() },
+			func(c *conn) { c.scheduleFlush() },
 		)
 		if err != nil {
 			cancel()
@@ -528,7 +528,7 @@ func (s *Server) admitHTTP(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
-// attach turns an upgraded socket into a Conn and starts serving it. rest
+// attach turns an upgraded socket into a conn and starts serving it. rest
 // holds bytes the client sent right after its handshake (already read).
 func (s *Server) attach(nc net.Conn, rest []byte, token string, px *connProxy) {
 	s.mu.Lock()
@@ -557,7 +557,7 @@ func (s *Server) attach(nc net.Conn, rest []byte, token string, px *connProxy) {
 	s.goOwned(c.writeLoop)
 }
 
-func (s *Server) register(c *Conn) {
+func (s *Server) register(c *conn) {
 	sh := &s.conns[uintptr(c.num)%uintptr(len(s.conns))]
 	sh.mu.Lock()
 	c.regIdx = len(sh.conns)
@@ -566,7 +566,7 @@ func (s *Server) register(c *Conn) {
 	s.nconns.Add(1)
 }
 
-func (s *Server) unregister(c *Conn) {
+func (s *Server) unregister(c *conn) {
 	sh := &s.conns[uintptr(c.num)%uintptr(len(s.conns))]
 	sh.mu.Lock()
 	if i := c.regIdx; i < len(sh.conns) && sh.conns[i] == c {
@@ -581,8 +581,8 @@ func (s *Server) unregister(c *Conn) {
 }
 
 // eachConn calls f for a snapshot of all connections.
-func (s *Server) eachConn(f func(*Conn)) {
-	var batch []*Conn
+func (s *Server) eachConn(f func(*conn)) {
+	var batch []*conn
 	for i := range s.conns {
 		sh := &s.conns[i]
 		batch = batch[:0]
@@ -627,7 +627,7 @@ func (s *Server) heartbeatLoop() {
 			now, nowMs := time.Now().Unix(), s.sinceStart()
 			connectBy := int64(s.cfg.Client.HandshakeTimeout.Seconds()) + 1
 			var queued int64
-			s.eachConn(func(c *Conn) {
+			s.eachConn(func(c *conn) {
 				if c.sse != nil {
 					c.sendSSEPing(now) // a stream's client never talks; keep it alive instead
 				}
@@ -737,7 +737,7 @@ wait:
 		select {
 		case <-ctx.Done():
 			err = ctx.Err()
-			s.eachConn(func(c *Conn) { c.fail() })
+			s.eachConn(func(c *conn) { c.fail() })
 			break wait
 		case <-tick.C:
 		}
@@ -766,8 +766,8 @@ wait:
 // server.drain_window (cut short to leave a second before ctx's deadline),
 // like NATS lame-duck mode: the other nodes see a ramp, not a storm.
 func (s *Server) drain(ctx context.Context) {
-	var all []*Conn
-	s.eachConn(func(c *Conn) { all = append(all, c) })
+	var all []*conn
+	s.eachConn(func(c *conn) { all = append(all, c) })
 	window := s.cfg.Server.DrainWindow
 	if dl, ok := ctx.Deadline(); ok {
 		window = min(window, time.Until(dl)-closeGrace-time.Second)
@@ -798,7 +798,7 @@ func (s *Server) drain(ctx context.Context) {
 		}
 	}
 	// Connections that arrived through a handshake already in flight.
-	s.eachConn(func(c *Conn) {
+	s.eachConn(func(c *conn) {
 		c.closeWith("shutdown", "server shutting down; reconnect to another node", true, ws.StatusGoingAway, false)
 	})
 }

@@ -42,7 +42,7 @@ import (
 
 const payloadKindSnapshot = "snapshot"
 
-func (c *Conn) cmdSnap(s *scratch, cmd *command) {
+func (c *conn) cmdSnap(s *scratch, cmd *command) {
 	ch, ok := c.channelArg(cmd)
 	if !ok {
 		return

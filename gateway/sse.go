@@ -17,7 +17,7 @@ import (
 //
 // (POST /pub and GET /presence, its companions, are in httpapi.go.)
 //
-// An SSE stream is a Conn like a WebSocket one — same hub, catch-up,
+// An SSE stream is a conn like a WebSocket one — same hub, catch-up,
 // presence, limits and slow-consumer policy — whose messages are written as
 // events: `event: <op>` and `data: <the same JSON>`. msg and subscribed
 // events carry `id:`: for a one-channel stream "<seq>:<epoch>", for several
@@ -29,7 +29,7 @@ import (
 // client see it alive.
 const ssePing = 15 * time.Second
 
-// sseState is an SSE connection's rewriting state, guarded by Conn.mu.
+// sseState is an SSE connection's rewriting state, guarded by conn.mu.
 type sseState struct {
 	single   bool
 	pos      map[string]ssePos
@@ -193,7 +193,7 @@ func (st *sseState) appendID(b []byte, ch string) []byte {
 }
 
 // sendSSEPing keeps an idle stream alive; the heartbeat sweep calls it.
-func (c *Conn) sendSSEPing(now int64) {
+func (c *conn) sendSSEPing(now int64) {
 	c.mu.Lock()
 	if c.sse == nil || c.closing || now-c.sse.lastPing < int64(ssePing/time.Second) {
 		c.mu.Unlock()

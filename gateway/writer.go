@@ -37,7 +37,7 @@ type event struct {
 }
 
 // sendFrame queues a frame. It never blocks.
-func (c *Conn) sendFrame(ev event, frame []byte) {
+func (c *conn) sendFrame(ev event, frame []byte) {
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
@@ -63,7 +63,7 @@ func (c *Conn) sendFrame(ev event, frame []byte) {
 
 // sendJSON copies one encoded JSON object, a reply of the given op, into
 // its own frame and queues it.
-func (c *Conn) sendJSON(s *scratch, op string, obj []byte) {
+func (c *conn) sendJSON(s *scratch, op string, obj []byte) {
 	if s != nil {
 		s.enc = obj[:0]
 	}
@@ -75,7 +75,7 @@ func (c *Conn) sendJSON(s *scratch, op string, obj []byte) {
 // out alone). It reports false when the connection is closing or ctx
 // ends. A streamed catch-up uses it to queue its next page only as fast as
 // the client reads.
-func (c *Conn) waitRoom(ctx context.Context, n int) bool {
+func (c *conn) waitRoom(ctx context.Context, n int) bool {
 	for {
 		c.mu.Lock()
 		if c.closing {
@@ -101,7 +101,7 @@ func (c *Conn) waitRoom(ctx context.Context, n int) bool {
 
 // pageTurn is the connection's one-page-at-a-time token for streamed
 // catch-ups (made on first use: most connections never stream).
-func (c *Conn) pageTurn() chan struct{} {
+func (c *conn) pageTurn() chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.turn == nil {
@@ -111,19 +111,19 @@ func (c *Conn) pageTurn() chan struct{} {
 }
 
 // wakeRoomLocked wakes the waitRoom callers to look again. c.mu is held.
-func (c *Conn) wakeRoomLocked() {
+func (c *conn) wakeRoomLocked() {
 	if c.room != nil {
 		close(c.room)
 		c.room = nil
 	}
 }
 
-func (c *Conn) sendError(id uint64, code, msg string) {
+func (c *conn) sendError(id uint64, code, msg string) {
 	var buf [256]byte
 	c.sendFrame(event{op: "error"}, textFrame(appendError(buf[:0], id, code, msg)))
 }
 
-func (c *Conn) isClosing() bool {
+func (c *conn) isClosing() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.closing
@@ -133,7 +133,7 @@ func (c *Conn) isClosing() bool {
 // once they are written (or after closeGrace). dropQueue discards frames not
 // yet written, for a slow consumer whose queue is what overflowed.
 // It reports whether this call started the close (false: already closing).
-func (c *Conn) closeWith(code, reason string, reconnect bool, status ws.StatusCode, dropQueue bool) bool {
+func (c *conn) closeWith(code, reason string, reconnect bool, status ws.StatusCode, dropQueue bool) bool {
 	var buf [256]byte
 	disc := textFrame(appendDisconnect(buf[:0], code, reason, reconnect))
 	if c.closeFrames(dropQueue, disc, closeFrame(status, reason)) {
@@ -144,19 +144,19 @@ func (c *Conn) closeWith(code, reason string, reconnect bool, status ws.StatusCo
 }
 
 // closeFrameOnly answers a client's close frame: no disconnect message.
-func (c *Conn) closeFrameOnly(status ws.StatusCode, reason string) {
+func (c *conn) closeFrameOnly(status ws.StatusCode, reason string) {
 	c.closeFrames(false, nil, closeFrame(status, reason))
 }
 
 // protocolError closes a connection that broke RFC 6455.
-func (c *Conn) protocolError(status ws.StatusCode, reason string) {
+func (c *conn) protocolError(status ws.StatusCode, reason string) {
 	c.srv.log.Debug("websocket protocol error", "client", c.id, "reason", reason)
 	c.closeWith("bad_request", "websocket protocol error: "+reason, false, status, false)
 }
 
 // closeFrames queues the last frames, a disconnect message (nil for none)
 // and a close frame, and starts closing.
-func (c *Conn) closeFrames(dropQueue bool, disconnect, closing []byte) bool {
+func (c *conn) closeFrames(dropQueue bool, disconnect, closing []byte) bool {
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
@@ -191,7 +191,7 @@ func (c *Conn) closeFrames(dropQueue bool, disconnect, closing []byte) bool {
 // (gathered): their bytes go out whatever happens here, and consume must
 // find them in the queue, or it would count the frames queued after the
 // drop (the disconnect and close frames) as written.
-func (c *Conn) dropLocked() {
+func (c *conn) dropLocked() {
 	keep := c.head + c.gathered
 	if c.gathered == 0 && c.off > 0 {
 		keep++
@@ -204,7 +204,7 @@ func (c *Conn) dropLocked() {
 }
 
 // fail closes the connection now, without writing anything more.
-func (c *Conn) fail() {
+func (c *conn) fail() {
 	c.mu.Lock()
 	c.closing = true
 	c.wakeRoomLocked()
@@ -214,7 +214,7 @@ func (c *Conn) fail() {
 
 // finish releases the connection once: off the poller, socket closed, then
 // hub and presence cleanup in an owned goroutine (it may wait on the broker).
-func (c *Conn) finish() {
+func (c *conn) finish() {
 	if !c.finished.CompareAndSwap(false, true) {
 		return
 	}
@@ -235,7 +235,7 @@ func (c *Conn) finish() {
 }
 
 // scheduleFlush makes sure a flush runs after this call.
-func (c *Conn) scheduleFlush() {
+func (c *conn) scheduleFlush() {
 	if c.wake != nil {
 		select {
 		case c.wake <- struct{}{}:
@@ -249,7 +249,7 @@ func (c *Conn) scheduleFlush() {
 }
 
 // writeTask is the epoll-mode flush, run by a write pool worker.
-func (c *Conn) writeTask(s *scratch) {
+func (c *conn) writeTask(s *scratch) {
 	for {
 		n := c.wrSched.Load()
 		c.flushNonBlocking(s)
@@ -262,7 +262,7 @@ func (c *Conn) writeTask(s *scratch) {
 // gather fills s.bufs with the unwritten frames (the first one from c.off).
 // It reports whether the connection is closing, and whether there was
 // nothing to write.
-func (c *Conn) gather(s *scratch) (closing, empty bool) {
+func (c *conn) gather(s *scratch) (closing, empty bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s.bufs = s.bufs[:0]
@@ -279,7 +279,7 @@ func (c *Conn) gather(s *scratch) (closing, empty bool) {
 
 // consume drops n written bytes from the front of the queue and reports
 // whether the queue is now empty.
-func (c *Conn) consume(n int) bool {
+func (c *conn) consume(n int) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.outBytes -= n
@@ -315,7 +315,7 @@ const idleQueueCap = 0
 // an idle connection costs no more than a few pointers. The heartbeat sweep
 // calls it.
 // It returns the bytes queued, for the queue-depth metric.
-func (c *Conn) shrinkIdle() int64 {
+func (c *conn) shrinkIdle() int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.out) == 0 && cap(c.out) > idleQueueCap {
@@ -324,7 +324,7 @@ func (c *Conn) shrinkIdle() int64 {
 	return int64(c.outBytes)
 }
 
-func (c *Conn) flushNonBlocking(s *scratch) {
+func (c *conn) flushNonBlocking(s *scratch) {
 	for {
 		if c.finished.Load() {
 			return
@@ -357,7 +357,7 @@ func (c *Conn) flushNonBlocking(s *scratch) {
 }
 
 // writeLoop is the goroutine-mode writer: it owns the blocking writes.
-func (c *Conn) writeLoop() {
+func (c *conn) writeLoop() {
 	s := newScratch(0)()
 	for {
 		select {
