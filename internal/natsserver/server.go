@@ -43,7 +43,7 @@ type ServerConfig struct {
 
 	// User and Password, or Token, are the credential every client and
 	// every route of the server must present: the server never runs
-	// without one (see Node.Start for the generated one). Routes log in
+	// without one (see natsbase.Node.Open for the generated one). Routes log in
 	// as User with Password, or as "syncgate" with Token.
 	User, Password string
 	Token          string
