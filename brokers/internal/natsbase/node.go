@@ -38,11 +38,13 @@ type Channel interface {
 // Node is a NATS backend's connection to the server and what hangs on it:
 // lifecycle, embedded server, connection, requests in flight, delivery
 // shards, subscribed channels and presence. A backend's Broker holds one
-// and calls it; the Node calls the backend only through the Channel
-// interface and the function the backend gave NewShards. Name ("nats",
-// "jetstream") prefixes errors and logs.
+// and calls it. Apart from the functions given to Register and
+// DeliverLocal, which run before those calls return, the Node calls the
+// backend only through Channel.Deactivate, and the shards through the
+// function the backend gave NewShards. Name ("nats", "jetstream")
+// prefixes errors and logs.
 //
-// A backend starts it in three steps, with its own setup in the middle:
+// A backend starts it in steps, with its own setup in the middle:
 //
 //	nc, err := n.Open(ctx, h, cfg)  // embedded server, connection
 //	err = setup(ctx, nc)            // the backend's streams and subscriptions
@@ -55,8 +57,8 @@ type Channel interface {
 // presence, lifetime context) is written under lifeMu before the state
 // becomes running and never again, so the accessors read it without a
 // lock; they are for a running node (or, for Conn, the opening node's
-// setup). chansMu guards the channel map and is never held while calling
-// out. deliverMu is held for reading by DeliverLocal and for writing by
+// setup). chansMu guards the channel map; the only call out made under it
+// is Register's constructor. deliverMu is held for reading by DeliverLocal and for writing by
 // Close, so no local delivery runs after Close.
 type Node[C Channel] struct {
 	name string
