@@ -163,10 +163,12 @@ type Broker struct {
 }
 
 var (
-	_ brokers.Broker   = (*Broker)(nil)
-	_ brokers.History  = (*Broker)(nil)
-	_ brokers.Presence = (*Broker)(nil)
-	_ brokers.Pinger   = (*Broker)(nil)
+	_ brokers.Broker          = (*Broker)(nil)
+	_ brokers.History         = (*Broker)(nil)
+	_ brokers.Presence        = (*Broker)(nil)
+	_ brokers.Pinger          = (*Broker)(nil)
+	_ brokers.Outboxer        = (*Broker)(nil)
+	_ brokers.PendingReporter = (*Broker)(nil)
 )
 
 // New returns a Broker configured by cfg. It does nothing until Start.

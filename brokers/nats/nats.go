@@ -123,9 +123,11 @@ func (c *channel) Deactivate() {
 }
 
 var (
-	_ brokers.Broker   = (*Broker)(nil)
-	_ brokers.Presence = (*Broker)(nil)
-	_ brokers.Pinger   = (*Broker)(nil)
+	_ brokers.Broker          = (*Broker)(nil)
+	_ brokers.Presence        = (*Broker)(nil)
+	_ brokers.Pinger          = (*Broker)(nil)
+	_ brokers.Outboxer        = (*Broker)(nil)
+	_ brokers.PendingReporter = (*Broker)(nil)
 )
 
 // New returns a Broker configured by cfg. It does nothing until Start.
