@@ -22,8 +22,8 @@ import (
 // members whose expiry passed, announcing a leave for each, so a member is
 // announced as left exactly once, by whichever node prunes first. Each
 // node also prunes the channels it serves when a member is due to expire
-// (NotePrune, then Presence.Prune), so a crashed node's members leave within the TTL even when
-// nobody calls Join or Refresh.
+// (NotePrune, then Presence.Prune), so a crashed node's members leave
+// within the TTL even when nobody calls Join or Refresh.
 //
 // Times are the Redis server's clock (TIME), so node clocks do not matter.
 
