@@ -86,8 +86,8 @@ func parseStudyArgs(args []string) (studyOptions, error) {
 	backends := fs.String("backends", "", "comma-separated subset of "+strings.Join(allBackends, ","))
 	fs.StringVar(&o.Gateway, "gateway", "", "use this gateway binary instead of building one")
 	fs.StringVar(&o.Out, "out", "", "directory for the JSON results (default bench/results in the repo)")
-	fs.BoolVar(&o.NoProbe, "no-probe", false, "skip the agreement probe (fanout scenario, one subscriber per channel) on the memory and redis rows")
-	fs.IntVar(&o.ProbeSubs, "probe-subs", 1, "subscribers per channel of the agreement probe (1: the minimal probe; the study's own count compares like with like)")
+	fs.BoolVar(&o.NoProbe, "no-probe", false, "skip the agreement probe (fanout scenario at the same load, on processes of its own) on the memory and redis rows")
+	fs.IntVar(&o.ProbeSubs, "probe-subs", 0, "subscribers per channel of the agreement probe (0: the study's own count, so both measure the same load; 1: one per channel, the least the gateway can do)")
 	fs.BoolVar(&o.Docs, "docs", true, "write docs/benchmarks-study.md and docs/plots/study-*.svg")
 	latFor := fs.Duration("latency-for", 0, "override the duration of each latency run (0: the mode's)")
 	stepFor := fs.Duration("step-for", 0, "override the duration of each new throughput step (0: the mode's)")
@@ -130,6 +130,9 @@ func parseStudyArgs(args []string) (studyOptions, error) {
 		o.CrashFor, o.CrashAt, o.CrashPause = 8*time.Second, 2*time.Second, 2*time.Second
 		o.Drain = 3 * time.Second
 		o.Budget, o.Limit = 270*time.Second, 5*time.Minute
+	}
+	if o.ProbeSubs == 0 {
+		o.ProbeSubs = o.SubsPerChannel
 	}
 	if o.ProbeSubs < 1 || o.ProbeSubs > o.SubsPerChannel {
 		return o, fmt.Errorf("-probe-subs: want 1 to %d (the study's subscribers per channel), got %d", o.SubsPerChannel, o.ProbeSubs)

@@ -25,8 +25,8 @@ func TestStudyArgs(t *testing.T) {
 	if err != nil || o.Full || len(o.Rates) != 1 || len(o.Backends) != len(allBackends) {
 		t.Fatalf("defaults: %+v, %v", o, err)
 	}
-	if o.ProbeSubs != 1 || o.ProbeRuns != 1 {
-		t.Errorf("quick probe: %d subscribers per channel, %d runs; want 1, 1", o.ProbeSubs, o.ProbeRuns)
+	if o.ProbeSubs != o.SubsPerChannel || o.ProbeRuns != 1 {
+		t.Errorf("quick probe: %d subscribers per channel, %d runs; want %d (the study's), 1", o.ProbeSubs, o.ProbeRuns, o.SubsPerChannel)
 	}
 	if o.Reps != 3 || len(o.TputSteps) != 7 || o.TputSteps[0] != o.Rates[0] || o.Limit != 5*time.Minute || o.Budget >= o.Limit {
 		t.Fatalf("quick: reps %d, steps %v, budget %s of %s", o.Reps, o.TputSteps, o.Budget, o.Limit)
@@ -70,7 +70,7 @@ func TestStudyArgs(t *testing.T) {
 	if o, err = parseStudyArgs([]string{"-full", "-latency-for", "2s", "-step-for", "1s"}); err != nil || o.LatencyFor != 2*time.Second || o.TputFor != time.Second || o.Reps != 3 {
 		t.Fatalf("overrides: %+v, %v", o, err)
 	}
-	for _, bad := range [][]string{{"-quick", "-full"}, {"-backends", "kafka"}, {"extra"}, {"-latency-for", "-1s"}, {"-probe-subs", "0"}, {"-probe-subs", "11"}} {
+	for _, bad := range [][]string{{"-quick", "-full"}, {"-backends", "kafka"}, {"extra"}, {"-latency-for", "-1s"}, {"-probe-subs", "-1"}, {"-probe-subs", "11"}} {
 		if _, err := parseStudyArgs(bad); err == nil {
 			t.Errorf("%q: no error", bad)
 		}

@@ -1,8 +1,9 @@
 //go:build linux
 
 // studyprobe.go keeps the study honest about its own harness: it runs a
-// second, minimal probe (the fanout scenario's raw-frame loadgen
-// processes, one subscriber per channel) in the same invocation and checks
+// second, independent probe (the fanout scenario's raw-frame loadgen
+// processes, at the study's subscribers per channel unless -probe-subs
+// says otherwise) in the same invocation and checks
 // the study's latency against it (internal/study's Check); internal/report
 // writes the verdict and what the harness adds into the reading.
 package main
@@ -19,7 +20,7 @@ import (
 // probeBackends are the rows the probe runs on.
 var probeBackends = map[string]bool{"memory": true, "redis": true}
 
-// runProbe runs the fanout scenario as the minimal probe for one backend:
+// runProbe runs the fanout scenario as the probe for one backend:
 // the same channels and total rate as the study's latency run,
 // o.ProbeSubs subscribers per channel spread over the backend's nodes,
 // raw frames from loadgen processes of their own, on gateway and broker

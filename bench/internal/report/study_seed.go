@@ -23,7 +23,7 @@ func harnessReading(rs *study.Results) []string {
 			continue
 		}
 		if b.Name == "memory" {
-			out = append(out, fmt.Sprintf("Calibration (memory broker, one node, %.0f msg/s): the study measures p50 %.2f ms / p99 %.2f ms, the minimal probe p50 %.2f ms / p99 %.2f ms on the same path (its subscribers per channel: see the agreement table); what the study's load (its subscribers, its load generator on the same CPUs) adds is about %+.2f ms at p50 and %+.2f ms at p99, and its load generator spent %s CPU s per million deliveries (latency table, *harness CPU*).",
+			out = append(out, fmt.Sprintf("Calibration (memory broker, one node, %.0f msg/s): the study measures p50 %.2f ms / p99 %.2f ms, the probe p50 %.2f ms / p99 %.2f ms on the same path (its subscribers per channel: see the agreement table); what the study's load (its subscribers, its load generator on the same CPUs) adds is about %+.2f ms at p50 and %+.2f ms at p99, and its load generator spent %s CPU s per million deliveries (latency table, *harness CPU*).",
 				a.Rate, a.StudyP50, a.StudyP99, a.ProbeP50, a.ProbeP99, a.StudyP50-a.ProbeP50, a.StudyP99-a.ProbeP99, harnessAt(b, a.Rate)))
 		}
 	}

@@ -206,7 +206,7 @@ func PrintStudy(w io.Writer, rs *study.Results) {
 		PrintRows(w, latencyRows(rs, rate))
 	}
 	if rows := agreementRows(rs); len(rows) > 1 {
-		fmt.Fprintf(w, "\nagreement with the minimal probe (all subscribers; flag: p50 off by > %.0f %% or p99 by > %.0f %%):\n", 100*study.AgreeP50Limit, 100*study.AgreeP99Limit)
+		fmt.Fprintf(w, "\nagreement with the probe (all subscribers; flag: p50 off by > %.0f %% or p99 by > %.0f %%):\n", 100*study.AgreeP50Limit, 100*study.AgreeP99Limit)
 		PrintRows(w, rows)
 	}
 	if rows := tputRows(rs); len(rows) > 1 {
