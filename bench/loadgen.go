@@ -947,6 +947,8 @@ func (lg *loadgen) record(c *client, m *srvMsg, now int64) {
 	} else {
 		c.received++
 		switch {
+		case m.Seq == 0:
+			// No order number (core NATS): nothing to check the order by.
 		case m.Seq <= c.lastSeq:
 			c.outOfOrder++
 		case m.Seq > c.lastSeq+1:
