@@ -67,9 +67,14 @@
 // delivered again under its real position, with Publication.Was (header
 // Sg-Was, stored with it) naming the outage position, so a client that
 // applied it does not apply it again, and a client holding an outage
-// position can resume from the position the epoch names. Subscribe and
-// Since fail with
-// brokers.ErrUnavailable during an outage.
+// position can resume from the position the epoch names. A node's Publish
+// calls of one channel go one at a time, in call order (pubState.order):
+// one still waiting for its ack when the outage starts is not overtaken by
+// the later ones, in the outbox nor, if it is acked, on this node. One
+// whose outcome stays unknown is delivered only under its real position
+// (it may be stored already, without Sg-Was), so on this node the later
+// ones, delivered at once under outage positions, come before it.
+// Subscribe and Since fail with brokers.ErrUnavailable during an outage.
 //
 // # Presence
 //

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -42,6 +43,17 @@ type pubState struct {
 	seq   uint64 // channel seq (0: an epoch marker)
 	epoch string
 	used  time.Time
+
+	// order serializes this node's Publish calls on the channel (a
+	// channel lock, so a wait can end with its context), in call order
+	// as far as the callers' order is known: a publish waiting for its
+	// ack may end in the outbox, or stored but not yet delivered here,
+	// and a later one must not overtake it. waiting counts the calls
+	// holding or waiting for it (raised under pubMu), so the state is
+	// not evicted meanwhile.
+	order   chan struct{}
+	waiting atomic.Int32
+	acked   brokers.Position // order: the last position Publish got from the stream
 }
 
 // attempt is one conditional write whose outcome may be unknown (the
@@ -92,11 +104,18 @@ func (b *Broker) Publish(ctx context.Context, ch string, data []byte) (brokers.P
 	if !b.offline() && b.outbox.Len() > 0 {
 		b.waitDrained(ctx)
 	}
+	st, err := b.lockOrder(ctx, ch)
+	if err != nil {
+		return brokers.Position{}, fmt.Errorf("jetstream: publish %s: %w", ch, err)
+	}
+	defer b.unlockOrder(st)
 	if b.offline() || b.outbox.Len() > 0 {
+		b.waitDelivered(ctx, ch, st.acked)
 		return b.enqueue(ch, data, id, nil)
 	}
 	pos, amb, err := b.publish(ctx, ch, data, id, "", nil)
 	if err == nil {
+		st.acked = pos
 		return pos, nil
 	}
 	if errors.Is(ctx.Err(), context.Canceled) && !errors.Is(err, natsbase.ErrDisconnected) {
@@ -111,9 +130,56 @@ func (b *Broker) Publish(ctx context.Context, ch string, data []byte) (brokers.P
 	if amb != nil || natsbase.IsOutage(err) {
 		b.jsDown.Store(true)
 		b.n.Poke()
+		if amb == nil {
+			b.waitDelivered(ctx, ch, st.acked)
+		}
 		return b.enqueue(ch, data, id, amb)
 	}
 	return brokers.Position{}, fmt.Errorf("jetstream: publish %s: %w", ch, err)
+}
+
+// lockOrder takes ch's publish order (pubState.order), waiting at most
+// until ctx ends: a publish ahead of it ends by its own deadline.
+func (b *Broker) lockOrder(ctx context.Context, ch string) (*pubState, error) {
+	b.pubMu.Lock()
+	st := b.pubStateLocked(ch)
+	st.waiting.Add(1)
+	b.pubMu.Unlock()
+	select {
+	case st.order <- struct{}{}:
+		return st, nil
+	case <-ctx.Done():
+		st.waiting.Add(-1)
+		return nil, ctx.Err()
+	}
+}
+
+func (b *Broker) unlockOrder(st *pubState) {
+	<-st.order
+	st.waiting.Add(-1)
+}
+
+// deliveredWait bounds how long an outage publication waits for the
+// channel's last publication stored from this node to be delivered here.
+const deliveredWait = 250 * time.Millisecond
+
+// waitDelivered waits (at most deliveredWait) until this node has handed
+// on acked, the last position Publish got on ch, when it serves ch: its
+// ack can reach the node before the stream's copy does (around a leader
+// change it comes seconds late), and an outage publication, delivered
+// here at once, would overtake it.
+func (b *Broker) waitDelivered(ctx context.Context, ch string, acked brokers.Position) {
+	if acked.Epoch == "" {
+		return
+	}
+	deadline := time.Now().Add(deliveredWait)
+	for wait := 100 * time.Microsecond; ctx.Err() == nil && time.Now().Before(deadline); wait = min(2*wait, 10*time.Millisecond) {
+		t := b.tailOf(ch)
+		if t == nil || t.epoch != acked.Epoch || t.seq >= acked.Seq {
+			return
+		}
+		time.Sleep(wait)
+	}
 }
 
 func (b *Broker) newID() string {
@@ -132,11 +198,15 @@ func (b *Broker) waitDrained(ctx context.Context) {
 func (b *Broker) pubState(ch string) *pubState {
 	b.pubMu.Lock()
 	defer b.pubMu.Unlock()
+	return b.pubStateLocked(ch)
+}
+
+func (b *Broker) pubStateLocked(ch string) *pubState {
 	st := b.pubs[ch]
 	if st == nil {
 		// ch may alias the caller's buffer: keep a copy.
 		ch = strings.Clone(ch)
-		st = &pubState{subj: b.histPre + natsname.Token(ch)}
+		st = &pubState{subj: b.histPre + natsname.Token(ch), order: make(chan struct{}, 1)}
 		b.pubs[ch] = st
 	}
 	return st
@@ -349,7 +419,8 @@ func (b *Broker) enqueue(ch string, data []byte, id string, amb *attempt) (broke
 	}
 	// else: an attempt whose outcome is unknown may be stored already,
 	// without Sg-Was: it is delivered only under its real position (its
-	// outage seq is skipped locally).
+	// outage seq is skipped locally; the channel's later outage
+	// publications, delivered here at once, overtake it on this node).
 	b.n.Poke()
 	return pos, nil
 }
@@ -531,7 +602,7 @@ func (b *Broker) evictPubStates() {
 	b.pubMu.Lock()
 	defer b.pubMu.Unlock()
 	for ch, st := range b.pubs {
-		if st.mu.TryLock() {
+		if st.waiting.Load() == 0 && st.mu.TryLock() {
 			if time.Since(st.used) > time.Minute {
 				delete(b.pubs, ch)
 			}

@@ -68,7 +68,10 @@
 //     brokers.ProvisionalEpoch, naming the last real position delivered
 //     here; a new one per channel per outage) with its own
 //     seqs 1, 2, 3..., and Publish returns that local position. Other
-//     nodes do not see these until Redis is back.
+//     nodes do not see these until Redis is back. A publication whose
+//     attempt went unanswered (it may be in Redis already, without its
+//     local position) is not delivered locally: the channel's later ones,
+//     delivered locally, overtake it there.
 //   - Since fails with brokers.ErrUnavailable; Subscribe succeeds (the
 //     subscription is made at reconnect); presence calls fail.
 //   - The node reconnects with jittered exponential backoff, subscribes
