@@ -419,3 +419,32 @@ func runCampaign(ctx context.Context, o faultsOptions, name, bin, natsBin, dir s
 	}
 	return r, ctx.Err()
 }
+
+// serverFault injects the faults every topology has on server s (index i
+// behind net), each held for d: kill (kill -9, down for d, restarted in
+// place), restart (kill -9 and restarted at once), pause (SIGSTOP, then
+// SIGCONT) and partition (its proxy holds every byte). It reports false,
+// doing nothing, for a kind that is the topology's own.
+func serverFault(ctx context.Context, kind string, s *serverProc, net *faults.Net, i int, d time.Duration) (bool, error) {
+	switch kind {
+	case "kill":
+		s.kill()
+		_ = sleepCtx(ctx, d)
+		return true, s.start(context.WithoutCancel(ctx))
+	case "restart":
+		s.kill()
+		return true, s.start(context.WithoutCancel(ctx))
+	case "pause":
+		if err := s.pause(); err != nil {
+			return true, err
+		}
+		_ = sleepCtx(ctx, d)
+		return true, s.resume()
+	case "partition":
+		net.Isolate(i)
+		_ = sleepCtx(ctx, d)
+		net.Heal(i)
+		return true, nil
+	}
+	return false, nil
+}

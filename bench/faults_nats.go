@@ -246,24 +246,10 @@ func (c *natsCluster) inject(ctx context.Context, kind string, d time.Duration) 
 	}
 	s := c.servers[l]
 	f := faults.Fault{Kind: kind, Target: "stream leader " + s.name, Start: time.Now()}
-	switch kind {
-	case "kill":
-		s.kill()
-		_ = sleepCtx(ctx, d)
-		err = s.start(context.WithoutCancel(ctx))
-	case "restart":
-		s.kill()
-		err = s.start(context.WithoutCancel(ctx))
-	case "pause":
-		if err = s.pause(); err == nil {
-			_ = sleepCtx(ctx, d)
-			err = s.resume()
-		}
-	case "partition":
-		c.net.Isolate(l)
-		_ = sleepCtx(ctx, d)
-		c.net.Heal(l)
-	case "failover":
+	handled, err := serverFault(ctx, kind, s, c.net, l, d)
+	switch {
+	case handled:
+	case kind == "failover":
 		err = c.stepdown(ctx, l)
 	default:
 		err = fmt.Errorf("nats cluster: no fault %q", kind)

@@ -329,26 +329,12 @@ func (c *redisCluster) inject(ctx context.Context, kind string, d time.Duration)
 	c.next++
 	s := c.servers[m]
 	f := faults.Fault{Kind: kind, Target: "master " + s.name, Start: time.Now()}
-	switch kind {
-	case "kill":
-		s.kill()
-		_ = sleepCtx(ctx, d)
-		err = s.start(context.WithoutCancel(ctx))
-	case "restart":
-		s.kill()
-		err = s.start(context.WithoutCancel(ctx))
-	case "pause":
-		if err = s.pause(); err == nil {
-			_ = sleepCtx(ctx, d)
-			err = s.resume()
-		}
-	case "partition":
-		c.net.Isolate(m)
-		_ = sleepCtx(ctx, d)
-		c.net.Heal(m)
-	case "failover":
+	handled, err := serverFault(ctx, kind, s, c.net, m, d)
+	switch {
+	case handled:
+	case kind == "failover":
 		f.Target, err = c.failover(ctx, r, m)
-	case "migrate":
+	case kind == "migrate":
 		f.Target, err = c.migrate(ctx, r, d)
 	default:
 		err = fmt.Errorf("redis cluster: no fault %q", kind)
