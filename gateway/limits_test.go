@@ -34,17 +34,34 @@ import (
 // dialStatus tries a WebSocket upgrade and returns the HTTP status.
 func dialStatus(t *testing.T, url string, hdr http.Header) int {
 	t.Helper()
+	code, _ := dialRefusal(t, url, hdr)
+	return code
+}
+
+// dialRefusal dials and returns the status (101 when upgraded) and the
+// answer's Retry-After header.
+func dialRefusal(t *testing.T, url string, hdr http.Header) (int, string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	ws, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPHeader: hdr})
 	if err == nil {
 		t.Cleanup(func() { ws.CloseNow() })
-		return 101
+		return 101, ""
 	}
 	if resp == nil {
 		t.Fatalf("dial: %v", err)
 	}
-	return resp.StatusCode
+	return resp.StatusCode, resp.Header.Get("Retry-After")
+}
+
+// wantRetryAfter fails unless a 503's Retry-After is a whole number of
+// seconds, at least 1 (docs/security.md's limits table).
+func wantRetryAfter(t *testing.T, what, v string) {
+	t.Helper()
+	if n, err := strconv.Atoi(v); err != nil || n < 1 {
+		t.Fatalf("%s: Retry-After %q, want a whole number of seconds >= 1", what, v)
+	}
 }
 
 func TestLimits(t *testing.T) {
@@ -53,16 +70,22 @@ func TestLimits(t *testing.T) {
 		dial(t, ts)
 		dial(t, ts)
 		waitFor(t, 5*time.Second, "2 connections", func() bool { return ts.srv.Connections() == 2 })
-		if code := dialStatus(t, ts.url(), nil); code != 503 {
+		code, retry := dialRefusal(t, ts.url(), nil)
+		if code != 503 {
 			t.Fatalf("third connection: status %d, want 503", code)
 		}
+		wantRetryAfter(t, "third connection", retry)
 		assertMetric(t, ts, `syncgate_limit_rejections_total{kind="max_connections"}`, 1)
 	})
 	t.Run("accept rate", func(t *testing.T) {
 		ts := startServer(t, "epoll", func(c *config.Config) { c.Server.AcceptRate = 3 })
 		codes := map[int]int{}
 		for range 10 {
-			codes[dialStatus(t, ts.url(), nil)]++
+			code, retry := dialRefusal(t, ts.url(), nil)
+			if code == 503 {
+				wantRetryAfter(t, "dial past the accept budget", retry)
+			}
+			codes[code]++
 		}
 		if codes[101] < 3 || codes[101] > 5 || codes[503] < 5 {
 			t.Fatalf("10 dials at accept_rate 3/s: %v", codes)
