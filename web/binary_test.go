@@ -23,22 +23,7 @@ import (
 // Uint8Array (web/e2e/binary.test.mjs).
 func TestClientJSBinary(t *testing.T) {
 	node := testdeps.Node(t)
-	cfg := config.Default()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.Client.PublishRate = 0
-	cfg.Server.DrainWindow = 50 * time.Millisecond
-	srv, err := gateway.New(cfg.Gateway(), memory.New(memory.Config{HistorySize: cfg.History.Size, HistoryTTL: cfg.History.TTL}), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr, done := wstest.Serve(t, srv, cfg.Listen)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		<-done
-	})
-	url := "ws://" + addr + "/ws"
+	url := startMemoryNode(t, nil)
 	const ch = "doc:binjs"
 	w := wstest.Dial(t, url)
 	epoch := w.Sub(ch).Str("epoch")

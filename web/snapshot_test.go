@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/syncgate/syncgate/brokers/memory"
-	"github.com/syncgate/syncgate/gateway"
 	"github.com/syncgate/syncgate/internal/config"
 	"github.com/syncgate/syncgate/internal/testdeps"
 	"github.com/syncgate/syncgate/internal/wstest"
@@ -21,23 +19,9 @@ import (
 // event at the stored seq and then exactly the messages after it.
 func TestClientJSSnapshot(t *testing.T) {
 	node := testdeps.Node(t)
-	cfg := config.Default()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.Client.PublishRate = 0
-	cfg.Server.DrainWindow = 50 * time.Millisecond
-	cfg.History.Size = 10
-	srv, err := gateway.New(cfg.Gateway(), memory.New(memory.Config{HistorySize: cfg.History.Size, HistoryTTL: cfg.History.TTL}), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr, done := wstest.Serve(t, srv, cfg.Listen)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		<-done
+	url := startMemoryNode(t, func(c *config.Config) {
+		c.History.Size = 10
 	})
-	url := "ws://" + addr + "/ws"
 	const ch = "doc:snapjs"
 	w := wstest.Dial(t, url)
 	epoch := w.Sub(ch).Str("epoch")

@@ -2,6 +2,7 @@ package fault_test
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/syncgate/syncgate/internal/fault"
+	"github.com/syncgate/syncgate/internal/testdeps"
 )
 
 // The fault-injection check: each deliberate fault breaks one guarantee
@@ -57,13 +59,7 @@ func TestFaultsCaught(t *testing.T) {
 			t.Errorf("fault %q has no test that must catch it", n)
 		}
 	}
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		if os.Getenv("TEST_REQUIRE_DEPS") != "" || os.Getenv("CI") != "" {
-			t.Fatalf("the go command is needed to build the faultinject test binaries: %v", err)
-		}
-		t.Skipf("no go command: %v", err)
-	}
+	goBin := testdeps.Binary(t, "go") // builds the faultinject test binaries
 	root := moduleRoot(t, goBin)
 	bin := t.TempDir()
 
@@ -114,10 +110,7 @@ func TestFaultsCaught(t *testing.T) {
 			cmd.Stdout, cmd.Stderr = &out, &out
 			err := cmd.Run()
 			if err == nil && strings.Contains(out.String(), "--- SKIP: "+f.top) {
-				if os.Getenv("TEST_REQUIRE_DEPS") != "" || os.Getenv("CI") != "" {
-					t.Fatalf("fault %q: %s skipped:\n%s", f.name, f.top, out.Bytes())
-				}
-				t.Skipf("fault %q: %s skipped (a missing dependency?)", f.name, f.top)
+				testdeps.Missing(t, fmt.Sprintf("a dependency of %s (fault %q: it skipped:\n%s)", f.top, f.name, out.Bytes()))
 			}
 			if err == nil {
 				t.Fatalf("fault %q survived: %s (%s, %s) passed with it:\n%s", f.name, f.top, f.pkg, f.run, out.Bytes())
