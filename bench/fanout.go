@@ -43,6 +43,7 @@ type fanoutResult struct {
 	PubAcks     int64    `json:"pub_acks"`             // acks the publishers got
 	PubErrors   []string `json:"pub_errors,omitempty"` // errors the publishers got
 	MaxPubLagMs float64  `json:"max_pub_lag_ms"`       // worst send delay behind schedule
+	PubLagP99Ms float64  `json:"pub_lag_p99_ms"`       // 99th percentile of the send delays
 
 	Expected     int64 `json:"expected"` // deliveries: published x subscribers of the channel
 	Received     int64 `json:"received"` // distinct deliveries
@@ -62,6 +63,9 @@ type fanoutResult struct {
 	BrokerCPUS       float64 `json:"broker_cpu_s"`  // the shared broker process (redis-server), same window
 
 	Latency latencyStats `json:"latency_ms"` // publish timestamp to receive
+	// NodeLatency: the same per node of the subscribers (A, B, ...), with
+	// more than one node.
+	NodeLatency []latencyStats `json:"node_latency_ms,omitempty"`
 	// Per message: time from publish until the last subscriber got it.
 	ToLast        latencyStats `json:"to_last_ms"`
 	ToLastMissing int          `json:"to_last_incomplete"` // messages some subscriber never got
@@ -115,7 +119,7 @@ func runFanout(ctx context.Context, o options, mode, broker, bin, tmp string, p 
 		return res, gis, err
 	}
 	res.Scheduled = pr.Scheduled * o.Channels
-	res.PubAcks, res.PubErrors, res.MaxPubLagMs = pr.Acks, pr.Errors, ms(pr.MaxLag)
+	res.PubAcks, res.PubErrors, res.MaxPubLagMs, res.PubLagP99Ms = pr.Acks, pr.Errors, ms(pr.MaxLag), ms(pr.LagP99)
 	for c, n := range pr.Published {
 		res.Published += n
 		res.Expected += int64(n) * int64(subsOn(c, o.Subs, o.Channels))
@@ -127,8 +131,14 @@ func runFanout(ctx context.Context, o options, mode, broker, bin, tmp string, p 
 	if err := rig.measure(ctx, p, res, loaded, before, lg0, br0, received-beforeAll); err != nil {
 		return res, gis, err
 	}
-	if _, err := s.collectFanout(ctx, rig.groups, pr, o, res); err != nil {
+	perNode, err := s.collectFanout(ctx, rig.groups, pr, o, res)
+	if err != nil {
 		return res, gis, err
+	}
+	if len(perNode) > 1 {
+		for _, h := range perNode {
+			res.NodeLatency = append(res.NodeLatency, histStats(h))
+		}
 	}
 	p.printf("latency p50 %.2f ms, p99 %.2f ms, max %.2f ms; to last sub p50 %.2f ms, p99 %.2f ms; gateway %.2f µs CPU per delivery",
 		res.Latency.P50, res.Latency.P99, res.Latency.Max, res.ToLast.P50, res.ToLast.P99, res.CPUMicrosPerDlv)

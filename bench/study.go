@@ -29,12 +29,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/syncgate/syncgate/bench/internal/proc"
+	"github.com/syncgate/syncgate/bench/internal/study"
 	"github.com/syncgate/syncgate/internal/redistest"
 )
 
@@ -65,10 +67,15 @@ type studyOptions struct {
 	Drain          time.Duration
 
 	Reps int // latency runs per rate; the tables show medians
-	// Throughput search: the offered rates tried in order (total msg/s),
-	// stopping at the first that fails; each new step runs TputFor.
-	TputSteps []float64
-	TputFor   time.Duration
+	// Throughput search: the ladder of offered rates (total msg/s) that
+	// study.SearchThroughput brackets the knee on, coarse (every
+	// TputStride-th step) then fine; each new step runs TputFor. Only the
+	// Search backends search (nil: all); the probe searches the same
+	// ladder on its rows when they do.
+	TputSteps  []float64
+	TputStride int
+	TputFor    time.Duration
+	Search     []string
 	// Budget is the soft time limit of the whole study: optional steps
 	// are skipped, and backends that no longer fit are skipped, to stay
 	// within it. Limit is the hard one (the run is cancelled).
@@ -81,8 +88,9 @@ var allBackends = []string{"memory", "redis", "redis-sharded", "redis-cluster", 
 func parseStudyArgs(args []string) (studyOptions, error) {
 	o := studyOptions{Args: append([]string{"study"}, args...)}
 	fs := flag.NewFlagSet("study", flag.ContinueOnError)
-	quick := fs.Bool("quick", false, "quick run (the default): latency at 1k msg/s (3 runs of 3 s, medians), throughput steps 1k/1.5k/2k/3k/4k/6k/8k msg/s of 3 s as time allows, a 8 s crash run; under 5 minutes")
-	fs.BoolVar(&o.Full, "full", false, "full run: latency at 1k, 5k and 20k msg/s (3 runs of 5 s each, medians), throughput steps 500, 1k, 1.5k, 2k, 3k, 4k, 6k, 8k ... 50k msg/s (new steps 6 s) as time allows, a 24 s crash run; about 30 minutes")
+	quick := fs.Bool("quick", false, "quick run (the default): latency at 1k msg/s (one run of 2 s), the knee searched on "+strings.Join(quickSearch, ", ")+" (and the probe's on memory and redis) over 1k, 1.5k, 2k, 3k, 4k, 6k, 8k, 12k, 16k msg/s (new steps 2 s, every other step first, then the one between), a 8 s crash run; under 5 minutes")
+	fs.BoolVar(&o.Full, "full", false, "full run: latency at 1k, 5k and 20k msg/s (3 runs of 5 s each, medians), the knee searched on every backend over 500, 1k, 1.5k, 2k, 3k, 4k, 6k, 8k ... 50k msg/s (new steps 6 s), a 24 s crash run; 30 minutes at most")
+	search := fs.String("search", "", "comma-separated backends that get the throughput search, or all, or none (default: quick: "+strings.Join(quickSearch, ",")+"; full: all)")
 	backends := fs.String("backends", "", "comma-separated subset of "+strings.Join(allBackends, ","))
 	fs.StringVar(&o.Gateway, "gateway", "", "use this gateway binary instead of building one")
 	fs.StringVar(&o.Out, "out", "", "directory for the JSON results (default bench/results in the repo)")
@@ -102,15 +110,16 @@ func parseStudyArgs(args []string) (studyOptions, error) {
 	if *quick && o.Full {
 		return o, errors.New("-quick and -full are exclusive")
 	}
-	if *backends != "" {
-		for b := range strings.SplitSeq(*backends, ",") {
-			if !strings.Contains(","+strings.Join(allBackends, ",")+",", ","+b+",") {
-				return o, fmt.Errorf("-backends: unknown backend %q", b)
-			}
-			o.Backends = append(o.Backends, b)
-		}
-	} else {
-		o.Backends = allBackends
+	var err error
+	if o.Backends, err = backendList("-backends", *backends, allBackends); err != nil {
+		return o, err
+	}
+	def := quickSearch
+	if o.Full {
+		def = allBackends
+	}
+	if o.Search, err = backendList("-search", *search, def); err != nil {
+		return o, err
 	}
 	o.Channels, o.SubsPerChannel = 100, 10
 	o.CrashRate, o.CrashChannels, o.CrashSubs = 500, 10, 4
@@ -118,15 +127,20 @@ func parseStudyArgs(args []string) (studyOptions, error) {
 		o.Rates, o.Reps, o.ProbeRuns = []float64{1000, 5000, 20000}, 3, 3
 		o.LatencyFor = 5 * time.Second
 		o.TputSteps = []float64{500, 1000, 1500, 2000, 3000, 4000, 6000, 8000, 12000, 16000, 24000, 32000, 50000}
-		o.TputFor = 6 * time.Second
+		o.TputStride, o.TputFor = 2, 6*time.Second
 		o.CrashFor, o.CrashAt, o.CrashPause = 24*time.Second, 8*time.Second, 4*time.Second
 		o.Drain = 5 * time.Second
 		o.Budget, o.Limit = 29*time.Minute, 30*time.Minute
 	} else {
-		o.Rates, o.Reps, o.ProbeRuns = []float64{1000}, 3, 1
-		o.LatencyFor = 3 * time.Second
-		o.TputSteps = []float64{1000, 1500, 2000, 3000, 4000, 6000, 8000}
-		o.TputFor = 3 * time.Second
+		// Quick: one latency run per backend, so that the time goes to
+		// the knees (the search repeats nothing, but its steps show the
+		// noise from one rate to the next); -full repeats each rate 3
+		// times. The ladder brackets the knees seen on the 2-core machine
+		// (redis-streams-aof-always under 1k msg/s, memory at 6k-8k).
+		o.Rates, o.Reps, o.ProbeRuns = []float64{1000}, 1, 1
+		o.LatencyFor = 2 * time.Second
+		o.TputSteps = []float64{1000, 1500, 2000, 3000, 4000, 6000, 8000, 12000, 16000}
+		o.TputStride, o.TputFor = 2, 2*time.Second
 		o.CrashFor, o.CrashAt, o.CrashPause = 8*time.Second, 2*time.Second, 2*time.Second
 		o.Drain = 3 * time.Second
 		o.Budget, o.Limit = 270*time.Second, 5*time.Minute
@@ -152,20 +166,74 @@ func parseStudyArgs(args []string) (studyOptions, error) {
 	return o, nil
 }
 
-// runEstimate is how long one measured run of d takes on connected
-// loadgens (waiting for idle nodes, draining, collecting): measured at
-// about d + 0.6 s on one node, d + 1 s on two.
-func (o studyOptions) runEstimate(d time.Duration) time.Duration {
-	return d + time.Second
+// quickSearch are the backends quick mode searches the knee of: the
+// calibration row, the two fire-and-forget brokers and one log of each
+// kind (-full searches every backend).
+var quickSearch = []string{"memory", "redis", "nats", "jetstream-file", "redis-streams"}
+
+// backendList parses a comma-separated list of backends ("all", "none",
+// or "" for def).
+func backendList(flag, v string, def []string) ([]string, error) {
+	switch v {
+	case "":
+		return def, nil
+	case "all":
+		return allBackends, nil
+	case "none":
+		return nil, nil
+	}
+	var out []string
+	for b := range strings.SplitSeq(v, ",") {
+		if !slices.Contains(allBackends, b) {
+			return nil, fmt.Errorf("%s: unknown backend %q (want some of %s)", flag, b, strings.Join(allBackends, ","))
+		}
+		out = append(out, b)
+	}
+	return out, nil
 }
 
-// backendEstimate is the first guess of one backend's mandatory runs:
-// the latency runs on loadgens connected once (starting the cluster and
-// connecting them: about 2 s), and the crash run on processes of its own
-// (measured at about CrashFor + 5 s with starting and stopping them).
+// searches says whether a backend gets the throughput search, and
+// whether the probe searches it too.
+func (o studyOptions) searches(name string) (study, probe bool) {
+	study = len(o.TputSteps) > 0 && slices.Contains(o.Search, name)
+	return study, study && o.probes(name)
+}
+
+// probes says whether the probe runs on a backend.
+func (o studyOptions) probes(name string) bool {
+	return probeBackends[name] && len(o.Rates) > 0 && !o.NoProbe
+}
+
+// plan is what the study will run, for the budget and its estimate.
+func (o studyOptions) plan() study.Plan {
+	p := study.Plan{Backends: len(o.Backends), LatencyRuns: len(o.Rates) * max(1, o.Reps), ProbeRuns: o.ProbeRuns,
+		LatencyFor: o.LatencyFor, StepFor: o.TputFor, CrashFor: o.CrashFor, Ladder: o.TputSteps, Stride: o.TputStride,
+		Costs: study.DefaultCosts}
+	if o.Gateway != "" {
+		p.Costs.Build = 0
+	}
+	if len(o.Rates) > 0 {
+		p.Reused = o.Rates[0]
+	}
+	for _, b := range o.Backends {
+		s, pr := o.searches(b)
+		if s {
+			p.Searched++
+		}
+		if pr {
+			p.ProbeSearched++
+		}
+		if o.probes(b) {
+			p.Probed++
+		}
+	}
+	return p
+}
+
+// backendEstimate is the first guess of one backend's mandatory runs;
 // runStudy corrects it with what the backends before took.
 func (o studyOptions) backendEstimate() time.Duration {
-	return time.Duration(len(o.Rates)*o.Reps)*o.runEstimate(o.LatencyFor) + 2*time.Second + o.CrashFor + 5*time.Second
+	return o.plan().Mandatory(false)
 }
 
 func (o studyOptions) mode() string {

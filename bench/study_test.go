@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/syncgate/syncgate/bench/internal/study"
 )
 
 // TestStudyTrack checks the per-subscriber accounting: first copies,
@@ -28,12 +30,44 @@ func TestStudyArgs(t *testing.T) {
 	if o.ProbeSubs != o.SubsPerChannel || o.ProbeRuns != 1 {
 		t.Errorf("quick probe: %d subscribers per channel, %d runs; want %d (the study's), 1", o.ProbeSubs, o.ProbeRuns, o.SubsPerChannel)
 	}
-	if o.Reps != 3 || len(o.TputSteps) != 7 || o.TputSteps[0] != o.Rates[0] || o.Limit != 5*time.Minute || o.Budget >= o.Limit {
-		t.Fatalf("quick: reps %d, steps %v, budget %s of %s", o.Reps, o.TputSteps, o.Budget, o.Limit)
+	if o.Reps != 1 || len(o.TputSteps) != 9 || o.TputSteps[0] != o.Rates[0] || o.TputStride != 2 || o.Limit != 5*time.Minute || o.Budget >= o.Limit {
+		t.Fatalf("quick: reps %d, steps %v stride %d, budget %s of %s", o.Reps, o.TputSteps, o.TputStride, o.Budget, o.Limit)
 	}
-	// The mandatory runs of every backend fit in the quick budget.
-	if n := time.Duration(len(allBackends)); n*o.backendEstimate() > o.Budget {
-		t.Errorf("quick: %d backends x %s > budget %s", n, o.backendEstimate(), o.Budget)
+	for _, b := range []string{"memory", "redis", "nats", "jetstream-file", "redis-streams"} {
+		if s, _ := o.searches(b); !s {
+			t.Errorf("quick does not search %s", b)
+		}
+	}
+	if s, pr := o.searches("redis"); !s || !pr {
+		t.Errorf("quick: redis searched %v, by the probe %v", s, pr)
+	}
+	if s, pr := o.searches("redis-cluster"); s || pr {
+		t.Errorf("quick searches redis-cluster")
+	}
+	// What later backends are guaranteed: the searches after the first
+	// (the probe's dearer), the probe's agreement runs of all.
+	pl := o.plan()
+	if got, want := o.reserve([]string{"memory", "redis", "redis-cluster"}), pl.Reserve(true, true)+2*pl.ProbeMandatory(); got != want || got <= 0 {
+		t.Errorf("reserve: %s, want %s", got, want)
+	}
+	if got := o.reserve([]string{"redis-cluster", "jetstream-memory"}); got != 0 {
+		t.Errorf("reserve of unsearched backends: %s", got)
+	}
+	// The quick plan fits its budget when every search brackets its knee
+	// with the steps it is guaranteed (a knee at the second step; higher
+	// knees take what the others leave, first come first served); the
+	// full plan fits its limit even with every knee at the top step.
+	if pl.Searched != 5 || pl.Probed != 2 || pl.ProbeSearched != 2 {
+		t.Errorf("quick plan: %+v", pl)
+	}
+	if d := pl.Estimate(study.ReserveKnee); d > o.Budget {
+		t.Errorf("quick: estimated %s with knees at %g msg/s > budget %s", d, pl.Ladder[study.ReserveKnee], o.Budget)
+	}
+	if o, err := parseStudyArgs([]string{"-full"}); err != nil || o.plan().Searched != len(allBackends) || planEstimate(o.plan(), -1) > o.Limit || o.Limit > time.Hour {
+		t.Errorf("full: searched %d, estimated %s at the top step, limit %s", o.plan().Searched, planEstimate(o.plan(), -1), o.Limit)
+	}
+	if o, err := parseStudyArgs([]string{"-search", "none", "-no-probe"}); err != nil || o.plan().Searched != 0 || o.plan().Probed != 0 {
+		t.Errorf("-search none: %+v %v", o.plan(), err)
 	}
 	if o, err = parseStudyArgs([]string{"-full", "-backends", "memory,redis"}); err != nil || len(o.Rates) != 3 || len(o.Backends) != 2 {
 		t.Fatalf("-full: %+v, %v", o, err)
@@ -70,33 +104,9 @@ func TestStudyArgs(t *testing.T) {
 	if o, err = parseStudyArgs([]string{"-full", "-latency-for", "2s", "-step-for", "1s"}); err != nil || o.LatencyFor != 2*time.Second || o.TputFor != time.Second || o.Reps != 3 {
 		t.Fatalf("overrides: %+v, %v", o, err)
 	}
-	for _, bad := range [][]string{{"-quick", "-full"}, {"-backends", "kafka"}, {"extra"}, {"-latency-for", "-1s"}, {"-probe-subs", "-1"}, {"-probe-subs", "11"}} {
+	for _, bad := range [][]string{{"-quick", "-full"}, {"-backends", "kafka"}, {"extra"}, {"-latency-for", "-1s"}, {"-probe-subs", "-1"}, {"-probe-subs", "11"}, {"-search", "kafka"}} {
 		if _, err := parseStudyArgs(bad); err == nil {
 			t.Errorf("%q: no error", bad)
 		}
-	}
-}
-
-func TestStudyBudget(t *testing.T) {
-	now := time.Unix(1000, 0)
-	b := &studyBudget{deadline: now.Add(100 * time.Second), hard: now.Add(120 * time.Second), perBackend: 20 * time.Second, now: func() time.Time { return now }}
-	// 4 backends left: 80 s mandatory, 20 s spare, 5 s each.
-	if !b.fits() || b.allowance(4) != 5*time.Second {
-		t.Fatalf("allowance %s", b.allowance(4))
-	}
-	b.record(10 * time.Second)
-	b.record(30 * time.Second)
-	if b.estimate() != 20*time.Second {
-		t.Errorf("estimate %s", b.estimate())
-	}
-	// Past the soft deadline's share but before the hard one: the
-	// backend runs, without throughput steps.
-	now = now.Add(90 * time.Second)
-	if !b.fits() || b.allowance(1) != 0 {
-		t.Errorf("late: fits %v, allowance %s", b.fits(), b.allowance(1))
-	}
-	now = now.Add(10 * time.Second)
-	if b.fits() {
-		t.Error("too late: fits")
 	}
 }

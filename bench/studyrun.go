@@ -42,7 +42,10 @@ func runStudy(ctx context.Context, o studyOptions, out, logw io.Writer) (*study.
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.Limit)
 	defer cancel()
-	bud := &studyBudget{deadline: time.Now().Add(o.Budget), hard: time.Now().Add(o.Limit - studyHardMargin), perBackend: o.backendEstimate(), now: time.Now}
+	bud := &study.Budget{Deadline: time.Now().Add(o.Budget), Hard: time.Now().Add(o.Limit - studyHardMargin), PerBackend: o.backendEstimate(), Now: time.Now}
+	pl := o.plan()
+	p.printf("plan: %d backends, %d searched (%d by the probe too) over %v msg/s; estimated %.0fs with every knee at %g msg/s, %.0fs at the top step; budget %s, hard limit %s",
+		pl.Backends, pl.Searched, pl.ProbeSearched, o.TputSteps, planEstimate(pl, 4000).Seconds(), 4000.0, planEstimate(pl, -2).Seconds(), o.Budget, o.Limit)
 	rs := newStudyResults(o)
 	tmp, err := os.MkdirTemp("", "syncgate-study-")
 	if err != nil {
@@ -66,7 +69,7 @@ func runStudy(ctx context.Context, o studyOptions, out, logw io.Writer) (*study.
 		}
 		spec := specs[name]
 		b := study.Backend{Name: spec.Name, Type: spec.Type, Nodes: spec.Nodes, Note: spec.Note, Embedded: spec.embeddedBroker(), Killed: spec.victimName()}
-		if !bud.fits() {
+		if !bud.Fits() {
 			b.Skipped = fmt.Sprintf("not run: the study's time budget (%s) was spent", o.Budget)
 			p.printf("=== %s: skipped (time budget)", name)
 		} else if ok, why := supported(ctx, bin, tmp, spec.Type); !ok {
@@ -74,9 +77,11 @@ func runStudy(ctx context.Context, o studyOptions, out, logw io.Writer) (*study.
 			p.printf("=== %s: skipped (%s)", name, why)
 		} else {
 			t0 := time.Now()
-			optional, berrs := runBackend(ctx, o, spec, bin, tmp, bud.allowance(len(o.Backends)-i), &b, p)
+			optional, probeTime, berrs := runBackend(ctx, o, spec, bin, tmp, bud.Allowance(len(o.Backends)-i, o.reserve(o.Backends[i:])), &b, p)
 			errs = append(errs, berrs...)
-			bud.record(time.Since(t0) - optional)
+			// The estimate is of a backend without the probe: the
+			// probe's agreement runs are reserved apart (reserve).
+			bud.Record(time.Since(t0) - optional - probeTime)
 		}
 		rs.Backends = append(rs.Backends, b)
 	}
@@ -106,13 +111,21 @@ func newStudyResults(o studyOptions) *study.Results {
 }
 
 // runBackend runs one backend's latency runs and throughput search, its
-// agreement probe (memory and redis rows) and its crash run, filling b;
-// it returns the time spent on optional throughput steps and the errors.
+// agreement probe (memory and redis rows; with the probe's own search
+// where the study searches) and its crash run, filling b. allowance is
+// the backend's optional time: the study's search may use it less what
+// the probe's search is guaranteed (study.Plan.Reserve), the probe's
+// search what the study's left. It returns the time spent on optional
+// runs (both searches' new steps), the time of the probe's agreement
+// runs, and the errors.
 func runBackend(ctx context.Context, o studyOptions, spec backendSpec, bin, tmp string, allowance time.Duration, b *study.Backend, p *progress) (
-	optional time.Duration, errs []error) {
+	optional, probeTime time.Duration, errs []error) {
 	name := spec.Name
-	p.printf("=== %s: latency and throughput (throughput allowance %.0fs) ===", name, allowance.Seconds())
-	lat, tp, optional, err := studyLatencyThroughput(ctx, o, spec, bin, tmp, allowance, p)
+	search, probeSearch := o.searches(name)
+	pl := o.plan()
+	own := max(0, allowance-pl.Reserve(false, probeSearch))
+	p.printf("=== %s: latency and throughput (throughput allowance %.0fs of %.0fs) ===", name, own.Seconds(), allowance.Seconds())
+	lat, tp, optional, err := studyLatencyThroughput(ctx, o, spec, bin, tmp, search, own, p)
 	b.Latency, b.Throughput = lat, tp
 	if err != nil {
 		b.Errors = append(b.Errors, err.Error())
@@ -120,10 +133,17 @@ func runBackend(ctx context.Context, o studyOptions, spec backendSpec, bin, tmp 
 		p.printf("%s latency failed: %v", name, err)
 	}
 	if ctx.Err() != nil {
-		return optional, errs
+		return optional, 0, errs
 	}
-	if probeBackends[name] && len(o.Rates) > 0 && !o.NoProbe {
-		b.Agreement = studyAgreement(ctx, o, spec, bin, tmp, lat, p)
+	if o.probes(name) {
+		t0 := time.Now()
+		b.Agreement = studyAgreement(ctx, o, spec, bin, tmp, lat, tp, probeSearch, allowance-optional, p)
+		probeTime = time.Since(t0)
+		if pt := b.Agreement.ProbeTput; pt != nil {
+			// The probe's new steps are optional time.
+			n := min(probeTime, time.Duration(newSteps(pt))*pl.ProbeStepCost())
+			optional, probeTime = optional+n, probeTime-n
+		}
 	}
 	p.printf("=== %s: crash ===", name)
 	r, err := studyCrash(ctx, o, spec, bin, tmp, p)
@@ -134,8 +154,53 @@ func runBackend(ctx context.Context, o studyOptions, spec backendSpec, bin, tmp 
 		p.printf("%s crash failed: %v", name, err)
 	}
 	b.Crash = &r
-	return optional, errs
+	return optional, probeTime, errs
 }
+
+// newSteps is how many steps of a search were runs of their own.
+func newSteps(t *study.Tput) int {
+	n := 0
+	for _, s := range t.Steps {
+		if !s.FromLatency {
+			n++
+		}
+	}
+	return n
+}
+
+// reserve is what the backends after the first of rest are guaranteed
+// for their searches, and the probe's agreement runs of all of rest
+// (the budget's per-backend estimate leaves them out).
+func (o studyOptions) reserve(rest []string) time.Duration {
+	pl := o.plan()
+	var d time.Duration
+	for i, n := range rest {
+		s, pr := o.searches(n)
+		if i > 0 {
+			d += pl.Reserve(s, pr)
+		}
+		if o.probes(n) {
+			d += pl.ProbeMandatory()
+		}
+	}
+	return d
+}
+
+// planEstimate is the plan's estimate with every knee at the highest
+// step at or below rate (rate < 0: the top step).
+func planEstimate(pl study.Plan, rate float64) time.Duration {
+	k := -1
+	for i, r := range pl.Ladder {
+		if r <= rate {
+			k = i
+		}
+	}
+	if rate < 0 {
+		k = len(pl.Ladder) - 1
+	}
+	return pl.Estimate(k)
+}
+
 
 // finishStudy prints the tables and writes the JSON results and, unless
 // the run was cut short, the document and its plots.
@@ -173,7 +238,7 @@ func runDir(tmp, name string) (string, error) {
 // nodes and brokers, and the loadgen processes connected to them once
 // (studyRig). It returns the time spent on throughput steps that were not
 // latency runs.
-func studyLatencyThroughput(ctx context.Context, o studyOptions, spec backendSpec, bin, tmp string, allowance time.Duration, p *progress) (
+func studyLatencyThroughput(ctx context.Context, o studyOptions, spec backendSpec, bin, tmp string, search bool, allowance time.Duration, p *progress) (
 	lat []study.Run, tp *study.Tput, optional time.Duration, err error) {
 	dir, err := runDir(tmp, spec.Name+"-latency")
 	if err != nil {
@@ -216,9 +281,13 @@ func studyLatencyThroughput(ctx context.Context, o studyOptions, spec backendSpe
 	if len(o.TputSteps) == 0 {
 		return lat, nil, 0, errors.Join(errs...)
 	}
+	if !search {
+		return lat, &study.Tput{Stopped: fmt.Sprintf("not searched in %s mode (-search names the backends searched; -full searches all)", o.mode())}, 0, errors.Join(errs...)
+	}
 	p.printf("=== %s: throughput search over %v msg/s ===", spec.Name, o.TputSteps)
 	t0 := time.Now()
-	res := study.SearchThroughput(o.TputSteps, spec.Nodes,
+	step := o.plan().StepCost()
+	res := study.SearchThroughput(o.TputSteps, o.TputStride, spec.Nodes,
 		func(rate float64) (study.Run, bool) {
 			rs, ok := byRate[rate]
 			if !ok {
@@ -227,14 +296,14 @@ func studyLatencyThroughput(ctx context.Context, o studyOptions, spec backendSpe
 			return study.MedianRun(rs), true
 		},
 		func(rate float64) bool {
-			return ctx.Err() == nil && time.Since(t0)+o.runEstimate(o.TputFor) <= allowance
+			return ctx.Err() == nil && time.Since(t0)+step <= allowance
 		},
 		func(rate float64) (study.Run, error) {
 			return run(rate, o.TputFor, fmt.Sprintf("%s throughput %g msg/s", spec.Name, rate))
 		})
 	optional = time.Since(t0)
 	res.AllowanceS = allowance.Seconds()
-	p.printf("%s: throughput: %s", spec.Name, res.Stopped)
+	p.printf("%s: throughput: %s; knee: %s", spec.Name, res.Stopped, res.Knee())
 	return lat, &res, optional, errors.Join(errs...)
 }
 
@@ -297,49 +366,6 @@ func studyFromFile(path string, out io.Writer) error {
 	return report.WriteStudyDocs(root, &rs)
 }
 
-// ---- time budget ----
-
 // studyHardMargin is kept free before the hard limit for writing the
 // results and the docs.
 const studyHardMargin = 15 * time.Second
-
-// studyBudget keeps the study within its limits: a backend whose
-// mandatory runs (latency, crash) no longer fit before the hard deadline
-// is skipped, and each backend may spend on throughput steps its share of
-// what the mandatory runs of the remaining backends leave before the
-// soft deadline.
-type studyBudget struct {
-	deadline   time.Time     // soft
-	hard       time.Time     // the hard limit less a margin
-	perBackend time.Duration // estimate of one backend's mandatory runs
-	measured   []time.Duration
-	now        func() time.Time
-}
-
-// estimate is the mean of the measured mandatory times, or the first
-// guess before any.
-func (b *studyBudget) estimate() time.Duration {
-	if len(b.measured) == 0 {
-		return b.perBackend
-	}
-	var sum time.Duration
-	for _, d := range b.measured {
-		sum += d
-	}
-	return sum / time.Duration(len(b.measured))
-}
-
-func (b *studyBudget) left() time.Duration { return b.deadline.Sub(b.now()) }
-
-// fits: the next backend's mandatory runs (estimate + 10%) fit before
-// the hard deadline.
-func (b *studyBudget) fits() bool { return b.hard.Sub(b.now()) >= b.estimate()*11/10 }
-
-// allowance is the throughput time of the next backend, remaining
-// backends included this one.
-func (b *studyBudget) allowance(remaining int) time.Duration {
-	spare := b.left() - time.Duration(remaining)*b.estimate()
-	return max(0, spare/time.Duration(max(1, remaining)))
-}
-
-func (b *studyBudget) record(mandatory time.Duration) { b.measured = append(b.measured, mandatory) }

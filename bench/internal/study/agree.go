@@ -32,6 +32,11 @@ type Agreement struct {
 	// of the probe's loadgen processes (-1 or 0: not measured).
 	StudyHarnessCPU float64 `json:"study_harness_cpu_s_per_m,omitempty"`
 	ProbeHarnessCPU float64 `json:"probe_harness_cpu_s_per_m,omitempty"`
+	// ProbeTput is the probe's own throughput search on the study's
+	// ladder (nil: not searched), Knee its knee against the study's.
+	ProbeTput *Tput      `json:"probe_throughput,omitempty"`
+	Knee      *KneeCheck `json:"knee,omitempty"`
+	// OK and Flag: the latency check (Check); a flagged knee is Knee's.
 	OK              bool    `json:"ok"`
 	Flag            string  `json:"flag,omitempty"` // why not OK
 	Error           string  `json:"error,omitempty"`
