@@ -100,7 +100,7 @@ func parseStudyArgs(args []string) (studyOptions, error) {
 	latFor := fs.Duration("latency-for", 0, "override the duration of each latency run (0: the mode's)")
 	stepFor := fs.Duration("step-for", 0, "override the duration of each new throughput step (0: the mode's)")
 	budget := fs.Duration("budget", 0, "override the mode's time budget (optional throughput steps stop at it; the run is cut 40 s after it); 0: the mode's")
-	fs.StringVar(&o.From, "from", "", "run nothing: print the tables and write the docs from this results file (bench/results/study-*.json)")
+	fs.StringVar(&o.From, "from", "", "run nothing: print the tables and (with -docs) write the docs from this results file (bench/results/study-*.json)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -254,7 +254,7 @@ func studyMain(args []string) int {
 		return 2
 	}
 	if o.From != "" {
-		if err := studyFromFile(o.From, os.Stdout); err != nil {
+		if err := studyFromFile(o.From, o.Docs, os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, "bench study:", err)
 			return 1
 		}

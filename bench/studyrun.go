@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
@@ -63,7 +64,8 @@ func runStudy(ctx context.Context, o studyOptions, out, logw io.Writer) (*study.
 	}
 	specs := backendSpecs()
 	var errs []error
-	for i, name := range o.Backends {
+	order := o.runOrder()
+	for i, name := range order {
 		if ctx.Err() != nil {
 			break
 		}
@@ -77,7 +79,7 @@ func runStudy(ctx context.Context, o studyOptions, out, logw io.Writer) (*study.
 			p.printf("=== %s: skipped (%s)", name, why)
 		} else {
 			t0 := time.Now()
-			optional, probeTime, berrs := runBackend(ctx, o, spec, bin, tmp, bud.Allowance(len(o.Backends)-i, o.reserve(o.Backends[i:])), &b, p)
+			optional, probeTime, berrs := runBackend(ctx, o, spec, bin, tmp, bud.Allowance(len(order)-i, o.reserve(order[i:])), &b, p)
 			errs = append(errs, berrs...)
 			// The estimate is of a backend without the probe: the
 			// probe's agreement runs are reserved apart (reserve).
@@ -85,6 +87,10 @@ func runStudy(ctx context.Context, o studyOptions, out, logw io.Writer) (*study.
 		}
 		rs.Backends = append(rs.Backends, b)
 	}
+	// The tables keep the order of -backends, not the run's.
+	slices.SortStableFunc(rs.Backends, func(a, b study.Backend) int {
+		return slices.Index(o.Backends, a.Name) - slices.Index(o.Backends, b.Name)
+	})
 	rs.Finished = time.Now().UTC()
 	errs = append(errs, finishStudy(ctx, o, root, rs, out)...)
 	if ctx.Err() != nil {
@@ -106,6 +112,7 @@ func newStudyResults(o studyOptions) *study.Results {
 			"latency_reps": o.Reps, "throughput_steps": o.TputSteps, "throughput_duration_s": o.TputFor.Seconds(),
 			"budget_s": o.Budget.Seconds(), "limit_s": o.Limit.Seconds(), "publish_overrun_s": studyOverrun.Seconds(),
 			"probe_subs_per_channel": o.ProbeSubs, "probe_runs": o.ProbeRuns,
+			"throughput_stride": o.TputStride, "throughput_search": o.Search,
 		},
 	}
 }
@@ -124,7 +131,11 @@ func runBackend(ctx context.Context, o studyOptions, spec backendSpec, bin, tmp 
 	search, probeSearch := o.searches(name)
 	pl := o.plan()
 	own := max(0, allowance-pl.Reserve(false, probeSearch))
-	p.printf("=== %s: latency and throughput (throughput allowance %.0fs of %.0fs) ===", name, own.Seconds(), allowance.Seconds())
+	if search {
+		p.printf("=== %s: latency and knee search (allowance %.0fs, the probe's search included: %.0fs) ===", name, own.Seconds(), allowance.Seconds())
+	} else {
+		p.printf("=== %s: latency (no knee search) ===", name)
+	}
 	lat, tp, optional, err := studyLatencyThroughput(ctx, o, spec, bin, tmp, search, own, p)
 	b.Latency, b.Throughput = lat, tp
 	if err != nil {
@@ -155,6 +166,22 @@ func runBackend(ctx context.Context, o studyOptions, spec backendSpec, bin, tmp 
 	}
 	b.Crash = &r
 	return optional, probeTime, errs
+}
+
+// runOrder is the order the backends run in: those with a knee search
+// first, so that the optional time the budget hands out greedily goes
+// to the searches, and the backends that only need their mandatory runs
+// (guaranteed by the budget) last.
+func (o studyOptions) runOrder() []string {
+	var first, last []string
+	for _, b := range o.Backends {
+		if s, _ := o.searches(b); s {
+			first = append(first, b)
+		} else {
+			last = append(last, b)
+		}
+	}
+	return append(first, last...)
 }
 
 // newSteps is how many steps of a search were runs of their own.
@@ -200,7 +227,6 @@ func planEstimate(pl study.Plan, rate float64) time.Duration {
 	}
 	return pl.Estimate(k)
 }
-
 
 // finishStudy prints the tables and writes the JSON results and, unless
 // the run was cut short, the document and its plots.
@@ -347,9 +373,10 @@ func studyCrash(ctx context.Context, o studyOptions, spec backendSpec, bin, tmp 
 	return r, err
 }
 
-// studyFromFile prints the tables of a results file and writes the docs
-// from it (the document keeps the command and date of the run).
-func studyFromFile(path string, out io.Writer) error {
+// studyFromFile prints the tables of a results file and, with docs,
+// writes the docs from it (the document keeps the command and date of the
+// run).
+func studyFromFile(path string, docs bool, out io.Writer) error {
 	root, err := proc.FindRepoRoot()
 	if err != nil {
 		return err
@@ -363,6 +390,9 @@ func studyFromFile(path string, out io.Writer) error {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	report.PrintStudy(out, &rs)
+	if !docs {
+		return nil
+	}
 	return report.WriteStudyDocs(root, &rs)
 }
 

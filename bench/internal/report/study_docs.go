@@ -121,6 +121,10 @@ func docsAgreement(w io.Writer, rs *study.Results) {
 	fmt.Fprintf(w, "### Agreement with an independent probe\n\n")
 	fmt.Fprintf(w, "In the same invocation, on the memory and redis rows, a second load generator measures the same total rate over the same channels: the fanout scenario (`go run ./bench fanout`), the same kind of loadgen processes with the subscribers per channel of the *probe* column (by default the study's own, so both measure the same deliveries; `-probe-subs 1` gives the minimal probe) spread over the same number of gateway nodes, on gateway, broker and loadgen processes of its own, started fresh for each of its runs (median of them). Its figures are the reference for what the gateway and broker add; the check tells whether the study's load and its own processes, sharing the machine's CPUs with what they measure, change the latency; a row is flagged when the study's p50 (all subscribers) differs from the probe's by more than %.0f %% or its p99 by more than %.0f %%, or when the probe lost anything.\n\n", 100*study.AgreeP50Limit, 100*study.AgreeP99Limit)
 	MarkdownRows(w, rows)
+	if kr := kneeRows(rs); len(kr) > 1 {
+		fmt.Fprintf(w, "\nOn the rows the study searches, the probe searches its own knee too: the same ladder, the same search and the same rule for a sustained step as the study's (see *Throughput*), each new step on fresh processes of its own, its first step its agreement run(s) above. The probe's step is judged by the p99 of its subscribers on node B (the only node's for memory), like the study's. A row is flagged when the two knees are more than one step of the ladder apart; *unresolved* when a search was cut short for time before its knee and the two may or may not be.\n\n")
+		MarkdownRows(w, kr)
+	}
 	if f := agreementFailed(rs); len(f) > 0 {
 		fmt.Fprintf(w, "\n**Flagged:** %s. The study's latency on these rows is not the backend's alone: read them against the probe's.\n", strings.Join(f, "; "))
 	} else {
@@ -134,11 +138,11 @@ func docsAgreement(w io.Writer, rs *study.Results) {
 func docsThroughput(w io.Writer, rs *study.Results) {
 	p := rs.Params
 	fmt.Fprintf(w, "## Throughput\n\n")
-	fmt.Fprintf(w, "The same setup (%v channels x %v subscribers split over the two nodes, publishers on node A) at increasing offered rates %v msg/s in total, each step %v s on the same gateway and broker processes (channels of its own per step), stopping at the first step that is not sustained: a step is sustained when every message was published on schedule and acked, none was lost at any subscriber, and the cross-node p99 (the only node's for memory) stayed under %.0f ms. A step at a rate the latency runs already measured reuses them instead of running again (*latency run*). *Highest sustained*: the last sustained step; deliveries/s and CPU per million deliveries are those of that step (when even the first step failed, of the first step, marked with its rate). Where the broker is embedded (memory; nats and jetstream in gateway A) its CPU is inside the gateway CPU. Steps left out for time are said in *search ended*.\n\n",
-		p["latency_channels"], p["latency_subs_per_channel"], p["throughput_steps"], p["throughput_duration_s"], study.TputP99Limit)
+	fmt.Fprintf(w, "The same setup (%v channels x %v subscribers split over the two nodes, publishers on node A) at offered rates from the ladder %v msg/s in total, each new step %v s on the same gateway and broker processes (channels of its own per step), looking for the knee: %s A step is sustained when every message was published on schedule and acked, none was lost at any subscriber, and the cross-node p99 (the only node's for memory) stayed under %.0f ms. A step at a rate the latency runs already measured reuses them instead of running again (*latency run*). *Knee*: the highest step sustained and the lowest above it that was not (\"sustained up to the top step\" when every step was; \"at least\" when the time budget cut the search short). *Highest sustained*: deliveries/s and CPU per million deliveries are those of that step (when even the first step failed, of the first step, marked with its rate). Where the broker is embedded (memory; nats and jetstream in gateway A) its CPU is inside the gateway CPU. Steps left out for time are said in *search ended*; %s\n\n",
+		p["latency_channels"], p["latency_subs_per_channel"], p["throughput_steps"], p["throughput_duration_s"], searchText(p), study.TputP99Limit, searchedText(rs))
 	MarkdownRows(w, tputRows(rs))
 	fmt.Fprintf(w, "\n![deliveries/s vs offered rate](plots/study-throughput.svg)\n\n")
-	fmt.Fprintf(w, "Latency against offered rate (p50, p99, p99.9 of each step; cross-node, the only node's for memory): the knee is where the curves turn up.\n\n![latency vs offered rate](plots/study-latency-rate.svg)\n\n")
+	fmt.Fprintf(w, "Latency against offered rate (p50, p99, p99.9 of each step; cross-node, the only node's for memory; dashed: the probe's p99 on its rows): the knee is where the curves turn up.\n\n![latency vs offered rate](plots/study-latency-rate.svg)\n\n")
 
 }
 
@@ -185,6 +189,46 @@ func docsReading(w io.Writer, rs *study.Results) {
 	fmt.Fprintf(w, "\nRaw results: `bench/results/study-%s.json` on the machine that ran it (not committed).\n", rs.Started.Format("20060102-150405"))
 }
 
+// searchText says how the search walks the ladder (the run's
+// throughput_stride; 1 or absent: every step in order).
+func searchText(p map[string]any) string {
+	stride := 1.0
+	switch v := p["throughput_stride"].(type) {
+	case float64:
+		stride = v
+	case int:
+		stride = float64(v)
+	}
+	if stride <= 1 {
+		return "the steps are tried in order, stopping at the first that is not sustained."
+	}
+	return fmt.Sprintf("the search tries every %s step of the ladder from the first (and the top one), stopping at the first that is not sustained, then the steps it skipped between the last sustained one and it, in order, until one is not: the knee to one step of the ladder in fewer runs than trying every step.", ordinal(int(stride)))
+}
+
+func ordinal(n int) string {
+	switch n {
+	case 2:
+		return "other"
+	case 3:
+		return "third"
+	}
+	return fmt.Sprintf("%dth", n)
+}
+
+// searchedText names the backends the run did not search.
+func searchedText(rs *study.Results) string {
+	var not []string
+	for _, b := range rs.Backends {
+		if b.Skipped == "" && b.Throughput != nil && len(b.Throughput.Steps) == 0 && strings.HasPrefix(b.Throughput.Stopped, "not searched") {
+			not = append(not, b.Name)
+		}
+	}
+	if len(not) == 0 {
+		return "every backend run was searched."
+	}
+	return fmt.Sprintf("not searched in this run (their rows say so; `-search all` or `-full` searches them): %s.", strings.Join(not, ", "))
+}
+
 func reasonsString(m map[string]int) string {
 	var parts []string
 	for k, v := range m {
@@ -208,7 +252,10 @@ func modeSummary(rs *study.Results) string {
 		s += " (medians shown)"
 	}
 	if steps, ok := p["throughput_steps"]; ok && fmt.Sprint(steps) != "[]" && steps != nil {
-		s += fmt.Sprintf("; throughput search over %v msg/s, new steps of %v s each, as far as the time budget allows", steps, p["throughput_duration_s"])
+		s += fmt.Sprintf("; knee search over the ladder %v msg/s, new steps of %v s each, as far as the time budget allows", steps, p["throughput_duration_s"])
+		if srch, ok := p["throughput_search"]; ok {
+			s += fmt.Sprintf(", on %v (and the probe's on its rows)", srch)
+		}
 	}
 	s += fmt.Sprintf("; one crash run of %v s", p["crash_duration_s"])
 	if b, ok := p["budget_s"]; ok {

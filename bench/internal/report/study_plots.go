@@ -207,6 +207,26 @@ func plotLatencyRate(rs *study.Results, path string) error {
 				p.Legend.Top, p.Legend.Left = true, true
 			}
 		}
+		// The probe's own search on its rows: its p99, dashed.
+		if a := b.Agreement; a != nil && a.ProbeTput != nil {
+			var pts plotter.XYs
+			for _, st := range a.ProbeTput.Steps {
+				if v := study.StepLatency(st.Result, b.Nodes).P99; v > 0 {
+					pts = append(pts, plotter.XY{X: st.Rate, Y: v})
+				}
+			}
+			if len(pts) > 0 {
+				line, sc, err := plotter.NewLinePoints(pts)
+				if err != nil {
+					return err
+				}
+				line.Color, sc.Color = plotutil.Color(1), plotutil.Color(1)
+				line.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
+				p.Add(line, sc)
+				p.Legend.Add("probe p99", line)
+				p.Legend.Top, p.Legend.Left = true, true
+			}
+		}
 		p.X.Min = 0
 		return nil
 	})

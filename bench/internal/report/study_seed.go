@@ -54,6 +54,9 @@ var (
 // seedReading answers the study's question plainly: what Redis Pub/Sub and
 // NATS core buy in latency over the logs, what the logs buy in acked
 // messages kept through the crash, and where each backend's knee is.
+// Every verdict is computed from the run: a latency difference within
+// the agreement check's limits (25 % at p50, 50 % at p99: what the
+// harness is trusted to) is called no difference.
 func seedReading(rs *study.Results) []string {
 	rates := rs.Rates()
 	byName := map[string]study.Backend{}
@@ -64,56 +67,166 @@ func seedReading(rs *study.Results) []string {
 	}
 	var out []string
 	if len(rates) > 0 {
-		rate := rates[0]
-		for _, f := range fastBackends {
-			fb, ok := byName[f]
-			if !ok {
-				continue
-			}
-			fl, ok := fb.HeadLat(rate)
-			if !ok {
-				continue
-			}
-			var parts []string
-			for _, l := range logBackends {
-				if ll, ok := byName[l].HeadLat(rate); ok {
-					parts = append(parts, fmt.Sprintf("%s %+.2f ms at p50, %+.2f ms at p99", l, ll.P50-fl.P50, ll.P99-fl.P99))
-				}
-			}
-			if len(parts) > 0 {
-				out = append(out, fmt.Sprintf("Latency bought by %s (p50 %.2f ms, p99 %.2f ms at %g msg/s) over the logs — what each log adds (negative: the log was faster in this run): %s.", f, fl.P50, fl.P99, rate, strings.Join(parts, "; ")))
-			}
-		}
+		out = append(out, latencyBought(byName, rates[0])...)
 	}
-	var kept []string
-	for _, n := range append(append([]string{}, fastBackends...), logBackends...) {
-		if c := byName[n].Crash; c != nil && c.Scheduled > 0 {
-			kept = append(kept, fmt.Sprintf("%s lost %d of %d acked", n, c.LostMsgs, c.Acked))
-		}
+	out = append(out, crashBought(byName)...)
+	out = append(out, kneeReading(rs)...)
+	if f := agreementFailed(rs); len(out) > 0 && len(f) > 0 {
+		out = append(out, "Caution: the agreement check flagged "+strings.Join(f, "; ")+", so the latency differences and knees above still carry the study harness's own cost; the probe's figures are the reference for those rows.")
 	}
-	if len(kept) > 0 {
-		out = append(out, "What the logs buy through a broker crash (acked messages missing at one subscriber or more): "+strings.Join(kept, ", ")+".")
-	}
-	var knees []string
-	for _, b := range rs.Backends {
-		t := b.Throughput
-		if b.Skipped != "" || t == nil || len(t.Steps) == 0 {
+	return out
+}
+
+// latencyBought says, for Redis Pub/Sub and NATS core, what they buy in
+// latency over each log at rate: the differences, and a verdict per log.
+func latencyBought(byName map[string]study.Backend, rate float64) []string {
+	var out []string
+	for _, f := range fastBackends {
+		fl, ok := byName[f].HeadLat(rate)
+		if !ok {
 			continue
 		}
-		k := fmt.Sprintf("%s sustained %.0f msg/s", b.Name, t.Max)
-		if t.Max == 0 {
-			k = fmt.Sprintf("%s none of the steps", b.Name)
+		var parts, faster, same, slower []string
+		for _, l := range logBackends {
+			ll, ok := byName[l].HeadLat(rate)
+			if !ok {
+				continue
+			}
+			parts = append(parts, fmt.Sprintf("%s %+.2f ms at p50, %+.2f ms at p99", l, ll.P50-fl.P50, ll.P99-fl.P99))
+			switch latencyOrder(fl, ll) {
+			case -1:
+				faster = append(faster, fmt.Sprintf("%s (p99 %.2f against %.2f ms)", l, fl.P99, ll.P99))
+			case 1:
+				slower = append(slower, fmt.Sprintf("%s (p99 %.2f against %.2f ms)", l, fl.P99, ll.P99))
+			default:
+				same = append(same, l)
+			}
 		}
-		if t.Stopped != "" {
-			k += " (" + t.Stopped + ")"
+		if len(parts) == 0 {
+			continue
+		}
+		out = append(out, fmt.Sprintf("Latency bought by %s (p50 %.2f ms, p99 %.2f ms at %g msg/s) over the logs — what each log adds (negative: the log was faster in this run): %s.", f, fl.P50, fl.P99, rate, strings.Join(parts, "; ")))
+		var v []string
+		if len(faster) > 0 {
+			v = append(v, "it is faster than "+strings.Join(faster, ", "))
+		}
+		if len(same) > 0 {
+			v = append(v, "it buys nothing this study can resolve over "+strings.Join(same, ", ")+" (differences within 25 % at p50 and 50 % at p99, the agreement check's limits)")
+		}
+		if len(slower) > 0 {
+			v = append(v, "it is slower than "+strings.Join(slower, ", "))
+		}
+		out = append(out, fmt.Sprintf("So, at %g msg/s, %s: %s.", rate, f, strings.Join(v, "; ")))
+	}
+	return out
+}
+
+// latencyOrder compares a fast backend's latency with a log's: -1 when
+// the fast one is lower beyond the agreement limits (at p50 or at p99,
+// and not higher beyond them at the other), 1 when it is higher, 0 when
+// the differences are within them or contradict each other.
+func latencyOrder(f, l study.LatStats) int {
+	cmp := func(a, b, limit float64) int {
+		switch {
+		case b > a*(1+limit):
+			return -1
+		case a > b*(1+limit):
+			return 1
+		}
+		return 0
+	}
+	c50, c99 := cmp(f.P50, l.P50, study.AgreeP50Limit), cmp(f.P99, l.P99, study.AgreeP99Limit)
+	switch {
+	case c50 == -c99 && c50 != 0:
+		return 0
+	case c50 != 0:
+		return c50
+	}
+	return c99
+}
+
+// crashBought says what the logs buy through the broker crash: acked
+// messages lost by the fast brokers against the logs.
+func crashBought(byName map[string]study.Backend) []string {
+	var kept, fastLost, logKept, logLost []string
+	lost := func(n string) (string, bool, bool) {
+		c := byName[n].Crash
+		if c == nil || c.Scheduled == 0 {
+			return "", false, false
+		}
+		return fmt.Sprintf("%s lost %d of %d acked", n, c.LostMsgs, c.Acked), c.LostMsgs == 0, true
+	}
+	for _, n := range fastBackends {
+		if t, ok0, ok := lost(n); ok {
+			kept = append(kept, t)
+			if !ok0 {
+				fastLost = append(fastLost, n)
+			}
+		}
+	}
+	for _, n := range logBackends {
+		if t, ok0, ok := lost(n); ok {
+			kept = append(kept, t)
+			if ok0 {
+				logKept = append(logKept, n)
+			} else {
+				logLost = append(logLost, n)
+			}
+		}
+	}
+	if len(kept) == 0 {
+		return nil
+	}
+	out := []string{"What the logs buy through a broker crash (acked messages missing at one subscriber or more): " + strings.Join(kept, ", ") + "."}
+	var v []string
+	if len(logKept) > 0 {
+		v = append(v, "kept every acked message with "+strings.Join(logKept, ", "))
+	}
+	if len(logLost) > 0 {
+		v = append(v, "lost acked messages with "+strings.Join(logLost, ", ")+" too (their log did not survive the process)")
+	}
+	what := "the logs " + strings.Join(v, "; ")
+	switch {
+	case len(fastLost) > 0 && len(logKept) > 0:
+		out = append(out, fmt.Sprintf("So, in this crash run, %s lost acked messages and %s.", strings.Join(fastLost, " and "), what))
+	case len(v) > 0:
+		out = append(out, fmt.Sprintf("So, in this crash run, %s.", what))
+	}
+	return out
+}
+
+// kneeReading says where each backend's knee is, with the probe's where
+// it searched, and which backends were not searched.
+func kneeReading(rs *study.Results) []string {
+	var knees, not []string
+	for _, b := range rs.Backends {
+		t := b.Throughput
+		if b.Skipped != "" || t == nil {
+			continue
+		}
+		if len(t.Steps) == 0 {
+			not = append(not, b.Name)
+			continue
+		}
+		k := b.Name + ": " + t.Knee()
+		if len(t.Ladder) == 0 { // results from before the ladder
+			k = fmt.Sprintf("%s sustained %.0f msg/s (%s)", b.Name, t.Max, t.Stopped)
+		}
+		if a := b.Agreement; a != nil && a.ProbeTput != nil {
+			k += " (the probe: " + a.ProbeTput.Knee()
+			if a.Knee != nil {
+				k += ", " + a.Knee.Verdict
+			}
+			k += ")"
 		}
 		knees = append(knees, k)
 	}
+	var out []string
 	if len(knees) > 0 {
-		out = append(out, "Knees (last step with p99 under 50 ms and nothing lost; the next step is where it broke): "+strings.Join(knees, "; ")+".")
+		out = append(out, fmt.Sprintf("Knees (highest offered rate with p99 under %.0f ms and nothing lost, and the step above where it broke): %s.", study.TputP99Limit, strings.Join(knees, "; ")))
 	}
-	if f := agreementFailed(rs); len(out) > 0 && len(f) > 0 {
-		out = append(out, "Caution: the agreement check flagged "+strings.Join(f, "; ")+", so the latency differences and knees above still carry the study harness's own cost; the probe's figures are the reference for those rows.")
+	if len(not) > 0 {
+		out = append(out, "Not searched in this run: "+strings.Join(not, ", ")+".")
 	}
 	return out
 }

@@ -115,7 +115,7 @@ func crashRows(rs *study.Results) [][]string {
 
 // tputRows is the throughput table.
 func tputRows(rs *study.Results) [][]string {
-	rows := [][]string{{"backend", "highest sustained msg/s", "deliveries/s there", "p99 there (cross-node; memory: its node)", "gateway CPU s per M deliveries", "broker CPU s per M deliveries", "steps (msg/s: deliveries/s, p99 ms)", "search ended"}}
+	rows := [][]string{{"backend", "knee", "highest sustained msg/s", "deliveries/s there", "p99 there (cross-node; memory: its node)", "gateway CPU s per M deliveries", "broker CPU s per M deliveries", "steps (msg/s: deliveries/s, p99 ms)", "search ended"}}
 	for _, b := range rs.Backends {
 		t := b.Throughput
 		if b.Skipped != "" || t == nil {
@@ -123,7 +123,7 @@ func tputRows(rs *study.Results) [][]string {
 		}
 		best := t.Best()
 		if best == nil {
-			rows = append(rows, []string{b.Name, "-", "-", "-", "-", "-", "none run", t.Stopped})
+			rows = append(rows, []string{b.Name, t.Knee(), "-", "-", "-", "-", "-", "none run", t.Stopped})
 			continue
 		}
 		maxS := fmt.Sprintf("%g", t.Max)
@@ -134,19 +134,6 @@ func tputRows(rs *study.Results) [][]string {
 		}
 		r := best.Result
 		gw, br := cpuCells(b, r)
-		var steps []string
-		for _, s := range t.Steps {
-			v := "ok"
-			if !s.Pass {
-				v = "fail"
-			}
-			p99 := study.StepLatency(s.Result, b.Nodes)
-			src := ""
-			if s.FromLatency {
-				src = ", latency run"
-			}
-			steps = append(steps, fmt.Sprintf("%g: %.0f/s, %.1f, %s%s", s.Rate, s.Result.DeliveriesPerS, p99.P99, v, src))
-		}
 		p99 := study.StepLatency(r, b.Nodes)
 		p99s := f2(p99.P99)
 		if p99.Count == 0 {
@@ -155,8 +142,47 @@ func tputRows(rs *study.Results) [][]string {
 		if b.Embedded == "" {
 			br += mark
 		}
-		rows = append(rows, []string{b.Name, maxS, fmt.Sprintf("%.0f%s", r.DeliveriesPerS, mark), p99s + mark, gw + mark, br,
-			strings.Join(steps, "; "), t.Stopped})
+		rows = append(rows, []string{b.Name, t.Knee(), maxS, fmt.Sprintf("%.0f%s", r.DeliveriesPerS, mark), p99s + mark, gw + mark, br,
+			stepsCell(t, b.Nodes, "latency run"), t.Stopped})
+	}
+	return rows
+}
+
+// stepsCell lists a search's steps: rate, deliveries/s, the p99 that
+// judges it, the verdict, and whether it reused earlier runs (named by
+// reused).
+func stepsCell(t *study.Tput, nodes int, reused string) string {
+	var steps []string
+	for _, s := range t.Steps {
+		v := "ok"
+		if !s.Pass {
+			v = "fail"
+		}
+		p99 := study.StepLatency(s.Result, nodes)
+		src := ""
+		if s.FromLatency {
+			src = ", " + reused
+		}
+		steps = append(steps, fmt.Sprintf("%g: %.0f/s, %.1f, %s%s", s.Rate, s.Result.DeliveriesPerS, p99.P99, v, src))
+	}
+	return strings.Join(steps, "; ")
+}
+
+// kneeRows is the knee agreement table: the study's search against the
+// probe's on the same ladder, per probed backend that both searched.
+func kneeRows(rs *study.Results) [][]string {
+	rows := [][]string{{"backend", "study: knee", "probe: knee", "steps apart", "verdict", "probe steps (msg/s: deliveries/s, p99 ms)", "probe search ended"}}
+	for _, b := range rs.Backends {
+		a := b.Agreement
+		if a == nil || a.ProbeTput == nil || a.Knee == nil {
+			continue
+		}
+		v := a.Knee.Verdict
+		if a.Knee.Why != "" {
+			v += ": " + a.Knee.Why
+		}
+		rows = append(rows, []string{b.Name, b.Throughput.Knee(), a.ProbeTput.Knee(), fmt.Sprint(a.Knee.Apart), v,
+			stepsCell(a.ProbeTput, b.Nodes, "agreement run"), a.ProbeTput.Stopped})
 	}
 	return rows
 }
@@ -187,12 +213,16 @@ func agreementRows(rs *study.Results) [][]string {
 	return rows
 }
 
-// agreementFailed lists the flagged rows.
+// agreementFailed lists the flagged rows: latency (Check) and knee
+// (CompareKnees) flags.
 func agreementFailed(rs *study.Results) []string {
 	var out []string
 	for _, b := range rs.Backends {
 		if b.Agreement != nil && !b.Agreement.OK {
 			out = append(out, b.Name+": "+b.Agreement.Flag)
+		}
+		if b.Agreement != nil && b.Agreement.Knee != nil && b.Agreement.Knee.Verdict == "FLAG" {
+			out = append(out, b.Name+": "+b.Agreement.Knee.Why)
 		}
 	}
 	return out
@@ -207,6 +237,10 @@ func PrintStudy(w io.Writer, rs *study.Results) {
 	}
 	if rows := agreementRows(rs); len(rows) > 1 {
 		fmt.Fprintf(w, "\nagreement with the probe (all subscribers; flag: p50 off by > %.0f %% or p99 by > %.0f %%):\n", 100*study.AgreeP50Limit, 100*study.AgreeP99Limit)
+		PrintRows(w, rows)
+	}
+	if rows := kneeRows(rs); len(rows) > 1 {
+		fmt.Fprintln(w, "\nknee agreement with the probe (same ladder, same rule; flag: more than one step apart):")
 		PrintRows(w, rows)
 	}
 	if rows := tputRows(rs); len(rows) > 1 {

@@ -37,9 +37,9 @@ type Agreement struct {
 	ProbeTput *Tput      `json:"probe_throughput,omitempty"`
 	Knee      *KneeCheck `json:"knee,omitempty"`
 	// OK and Flag: the latency check (Check); a flagged knee is Knee's.
-	OK              bool    `json:"ok"`
-	Flag            string  `json:"flag,omitempty"` // why not OK
-	Error           string  `json:"error,omitempty"`
+	OK    bool   `json:"ok"`
+	Flag  string `json:"flag,omitempty"` // why not OK
+	Error string `json:"error,omitempty"`
 }
 
 // Check fills the differences and the verdict of a.

@@ -63,7 +63,7 @@ type Costs struct {
 // DefaultCosts were measured on the 2-core study machine under load
 // (load average 2-5): a run of d took d + 0.6 s, a probe run d + 3.5 s
 // (memory) to d + 5 s (redis), a crash run CrashFor + 3 to 5 s.
-var DefaultCosts = Costs{Build: 25 * time.Second, Setup: 1500 * time.Millisecond, Run: time.Second,
+var DefaultCosts = Costs{Build: 10 * time.Second, Setup: 1500 * time.Millisecond, Run: time.Second,
 	Probe: 4500 * time.Millisecond, Crash: 5 * time.Second}
 
 // Plan is what a study runs, for estimating its wall time.
