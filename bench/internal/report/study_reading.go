@@ -126,13 +126,7 @@ func tradeoffReading(rs *study.Results, safe []string) []string {
 	}
 	// On an overloaded machine the p99 differences are contention, not
 	// the cost of durability: say so once instead of per backend.
-	overloaded := false
-	for _, b := range rs.Backends {
-		for _, r := range b.Latency {
-			overloaded = overloaded || max(r.LoadStart, r.LoadEnd) > 2*float64(max(1, rs.Machine.NumCPU))
-		}
-	}
-	if overloaded && len(safe) > 0 && best != "" {
+	if overloaded(rs) && len(safe) > 0 && best != "" {
 		out = append(out, fmt.Sprintf("Whether durability (%s kept every acked message) costs latency cannot be read from this run: the machine was overloaded (below), and the p99 differences between backends are mostly CPU contention.", strings.Join(safe, ", ")))
 		safe = nil
 	}
@@ -144,6 +138,19 @@ func tradeoffReading(rs *study.Results, safe []string) []string {
 		}
 	}
 	return out
+}
+
+// overloaded: the machine's load average exceeded twice its CPUs during
+// a latency run.
+func overloaded(rs *study.Results) bool {
+	for _, b := range rs.Backends {
+		for _, r := range b.Latency {
+			if max(r.LoadStart, r.LoadEnd) > 2*float64(max(1, rs.Machine.NumCPU)) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // resetReading flags catch-up that recovered on node B but not on node A.

@@ -67,7 +67,7 @@ func seedReading(rs *study.Results) []string {
 	}
 	var out []string
 	if len(rates) > 0 {
-		out = append(out, latencyBought(byName, rates[0])...)
+		out = append(out, latencyBought(byName, rates[0], overloaded(rs))...)
 	}
 	out = append(out, crashBought(byName)...)
 	out = append(out, kneeReading(rs)...)
@@ -79,7 +79,7 @@ func seedReading(rs *study.Results) []string {
 
 // latencyBought says, for Redis Pub/Sub and NATS core, what they buy in
 // latency over each log at rate: the differences, and a verdict per log.
-func latencyBought(byName map[string]study.Backend, rate float64) []string {
+func latencyBought(byName map[string]study.Backend, rate float64, overloaded bool) []string {
 	var out []string
 	for _, f := range fastBackends {
 		fl, ok := byName[f].HeadLat(rate)
@@ -116,7 +116,11 @@ func latencyBought(byName map[string]study.Backend, rate float64) []string {
 		if len(slower) > 0 {
 			v = append(v, "it is slower than "+strings.Join(slower, ", "))
 		}
-		out = append(out, fmt.Sprintf("So, at %g msg/s, %s: %s.", rate, f, strings.Join(v, "; ")))
+		caveat := ""
+		if overloaded {
+			caveat = " (but the machine was overloaded during this run, see the last point: these verdicts are CPU contention as much as the backends)"
+		}
+		out = append(out, fmt.Sprintf("So, at %g msg/s, %s: %s%s.", rate, f, strings.Join(v, "; "), caveat))
 	}
 	return out
 }
@@ -148,7 +152,7 @@ func latencyOrder(f, l study.LatStats) int {
 // crashBought says what the logs buy through the broker crash: acked
 // messages lost by the fast brokers against the logs.
 func crashBought(byName map[string]study.Backend) []string {
-	var kept, fastLost, logKept, logLost []string
+	var kept, fastLost, fastKept, logKept, logLost []string
 	lost := func(n string) (string, bool, bool) {
 		c := byName[n].Crash
 		if c == nil || c.Scheduled == 0 {
@@ -161,6 +165,8 @@ func crashBought(byName map[string]study.Backend) []string {
 			kept = append(kept, t)
 			if !ok0 {
 				fastLost = append(fastLost, n)
+			} else {
+				fastKept = append(fastKept, n)
 			}
 		}
 	}
@@ -186,11 +192,18 @@ func crashBought(byName map[string]study.Backend) []string {
 		v = append(v, "lost acked messages with "+strings.Join(logLost, ", ")+" too (their log did not survive the process)")
 	}
 	what := "the logs " + strings.Join(v, "; ")
-	switch {
-	case len(fastLost) > 0 && len(logKept) > 0:
-		out = append(out, fmt.Sprintf("So, in this crash run, %s lost acked messages and %s.", strings.Join(fastLost, " and "), what))
-	case len(v) > 0:
-		out = append(out, fmt.Sprintf("So, in this crash run, %s.", what))
+	var fast []string
+	if len(fastLost) > 0 {
+		fast = append(fast, strings.Join(fastLost, " and ")+" lost acked messages")
+	}
+	if len(fastKept) > 0 {
+		fast = append(fast, strings.Join(fastKept, " and ")+" kept every acked message")
+	}
+	if len(v) > 0 {
+		fast = append(fast, what)
+	}
+	if len(fast) > 0 {
+		out = append(out, fmt.Sprintf("So, in this crash run, %s.", strings.Join(fast, "; ")))
 	}
 	return out
 }

@@ -118,7 +118,7 @@ func TestSeedReading(t *testing.T) {
 		"jetstream-file +1.50 ms at p50, +6.00 ms at p99",
 		"So, at 1000 msg/s, redis: it is faster than jetstream-file (p99 3.00 against 9.00 ms); it buys nothing this study can resolve over jetstream-memory (differences within 25 % at p50 and 50 % at p99, the agreement check's limits); it is slower than redis-streams (p99 3.00 against 1.00 ms).",
 		"redis lost 4 of 10 acked, jetstream-file lost 0 of 10 acked, jetstream-memory lost 5 of 10 acked, redis-streams lost 0 of 8 acked",
-		"So, in this crash run, redis lost acked messages and the logs kept every acked message with jetstream-file, redis-streams; lost acked messages with jetstream-memory too",
+		"So, in this crash run, redis lost acked messages; the logs kept every acked message with jetstream-file, redis-streams; lost acked messages with jetstream-memory too",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("reading lacks %q:\n%s", want, got)
