@@ -50,6 +50,9 @@ func TestStudyArgs(t *testing.T) {
 	if got, want := o.reserve([]string{"memory", "redis", "redis-cluster"}), pl.Reserve(true, true)+2*pl.ProbeMandatory(); got != want || got <= 0 {
 		t.Errorf("reserve: %s, want %s", got, want)
 	}
+	if got := strings.Join(o.runOrder(), ","); got != "memory,redis,nats,jetstream-file,redis-streams,redis-sharded,redis-cluster,jetstream-memory,redis-streams-aof-off,redis-streams-aof-always" {
+		t.Errorf("run order: %s", got)
+	}
 	if got := o.reserve([]string{"redis-cluster", "jetstream-memory"}); got != 0 {
 		t.Errorf("reserve of unsearched backends: %s", got)
 	}

@@ -222,9 +222,6 @@ func kneeReading(rs *study.Results) []string {
 			continue
 		}
 		k := b.Name + ": " + t.Knee()
-		if len(t.Ladder) == 0 { // results from before the ladder
-			k = fmt.Sprintf("%s sustained %.0f msg/s (%s)", b.Name, t.Max, t.Stopped)
-		}
 		if a := b.Agreement; a != nil && a.ProbeTput != nil {
 			k += " (the probe: " + a.ProbeTput.Knee()
 			if a.Knee != nil {

@@ -102,6 +102,20 @@ func TestSearchCutShort(t *testing.T) {
 	if lo, hi, _ := tp.KneeRange(); lo != 4 || hi != 5 || !strings.Contains(tp.Stopped, "(8000 msg/s not sustained") {
 		t.Errorf("cut in the fine pass: range %d-%d, %q", lo, hi, tp.Stopped)
 	}
+	// Results files from before the ladder: the steps' rates are the
+	// ladder, and a search the budget stopped is open above.
+	old := Tput{Steps: []TputStep{{Rate: 1000, Pass: true}}, Max: 1000, Stopped: "time budget: 1500 msg/s and up not run"}
+	if old.Knee() != "at least 1000 msg/s (search cut short)" {
+		t.Errorf("old file cut short: %q", old.Knee())
+	}
+	old.Stopped = "every step sustained up to the search's bound (1000 msg/s)"
+	if old.Knee() != "sustained up to the top step (1000 msg/s)" {
+		t.Errorf("old file at its bound: %q", old.Knee())
+	}
+	old = Tput{Steps: []TputStep{{Rate: 1000, Pass: true}, {Rate: 1500}}, Max: 1000, Stopped: "1500 msg/s not sustained"}
+	if old.Knee() != "1000 msg/s sustained, 1500 msg/s not" {
+		t.Errorf("old file with a failed step: %q", old.Knee())
+	}
 	if _, _, ok := (&Tput{Stopped: "not searched"}).KneeRange(); ok {
 		t.Error("an unsearched backend has a knee range")
 	}

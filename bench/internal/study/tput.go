@@ -186,21 +186,46 @@ func CoarseSteps(n, stride int) []int {
 // step that may still be sustained (the step below the lowest failing
 // one above lo, or the top when nothing above lo failed). lo == hi: the
 // knee is known to one step; lo < hi: the search was cut short (time
-// budget) and lo is a lower bound. ok is false without a ladder.
+// budget) and lo is a lower bound. ok is false when nothing was run.
+// Results from before the ladder was recorded use the steps' rates as
+// their ladder (that search tried every step in order).
 func (t *Tput) KneeRange() (lo, hi int, ok bool) {
-	if t == nil || len(t.Ladder) == 0 || len(t.Steps) == 0 {
+	if t == nil || len(t.Steps) == 0 {
 		return 0, 0, false
 	}
-	lo, hi = -1, len(t.Ladder)-1
-	for i, rate := range t.Ladder {
+	ladder := t.ladder()
+	next := 0.0
+	for _, st := range t.Steps {
+		if !st.Pass && st.Rate > t.Max && (next == 0 || st.Rate < next) {
+			next = st.Rate
+		}
+	}
+	lo, hi = -1, len(ladder)-1
+	if len(t.Ladder) == 0 && strings.HasPrefix(t.Stopped, "time budget") {
+		hi = len(ladder) // an older search cut short: the steps above are unknown
+	}
+	for i, rate := range ladder {
 		if t.Max > 0 && rate == t.Max {
 			lo = i
 		}
-		if t.Next > 0 && rate == t.Next {
+		if next > 0 && rate == next {
 			hi = i - 1
 		}
 	}
 	return lo, max(lo, hi), true
+}
+
+// ladder is the search's ladder, or its steps' rates for results files
+// from before it was recorded.
+func (t *Tput) ladder() []float64 {
+	if len(t.Ladder) > 0 {
+		return t.Ladder
+	}
+	var out []float64
+	for _, st := range t.Steps {
+		out = append(out, st.Rate)
+	}
+	return out
 }
 
 // Knee says where a search found the knee, in words: "sustained up to the
@@ -211,12 +236,12 @@ func (t *Tput) Knee() string {
 	switch {
 	case !ok:
 		return "not searched"
-	case lo == hi && lo == len(t.Ladder)-1:
+	case lo == hi && lo == len(t.ladder())-1:
 		return fmt.Sprintf("sustained up to the top step (%g msg/s)", t.Max)
 	case lo == hi && lo < 0:
-		return fmt.Sprintf("none of the steps (%g msg/s not sustained)", t.Next)
+		return fmt.Sprintf("none of the steps (%g msg/s not sustained)", t.ladder()[0])
 	case lo == hi:
-		return fmt.Sprintf("%g msg/s sustained, %g msg/s not", t.Max, t.Next)
+		return fmt.Sprintf("%g msg/s sustained, %g msg/s not", t.Max, t.ladder()[lo+1])
 	case lo < 0:
 		return "unknown (search cut short)"
 	}
@@ -254,7 +279,7 @@ func CompareKnees(s, p *Tput) KneeCheck {
 	case !okS || !okP:
 		k.Verdict, k.Why = "unresolved", "a search did not run"
 		return k
-	case !slices.Equal(s.Ladder, p.Ladder):
+	case !slices.Equal(s.ladder(), p.ladder()):
 		k.Verdict, k.Why = "unresolved", "different ladders"
 		return k
 	}
