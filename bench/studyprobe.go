@@ -107,12 +107,18 @@ func studyAgreement(ctx context.Context, o studyOptions, spec backendSpec, bin, 
 	for run := range max(1, o.ProbeRuns) {
 		label := fmt.Sprintf("%s probe %d/%d", spec.Name, run+1, max(1, o.ProbeRuns))
 		r, err := probeRun(ctx, o, spec, bin, tmp, rate, o.LatencyFor, label, p)
-		if r.All.Count == 0 {
-			if err == nil {
-				err = fmt.Errorf("no deliveries measured")
-			}
+		if err == nil && r.All.Count == 0 {
+			err = fmt.Errorf("no deliveries measured")
+		}
+		if err != nil {
+			// Not a reference (loss, publishers behind, a failure):
+			// the agreement does not hold; a run that measured
+			// latency still is the search's first step, judged by
+			// the step rule.
 			a.Error = err.Error()
 			p.printf("%s probe failed: %v", spec.Name, err)
+		}
+		if r.All.Count == 0 {
 			break
 		}
 		runs = append(runs, r)

@@ -45,8 +45,8 @@ func runStudy(ctx context.Context, o studyOptions, out, logw io.Writer) (*study.
 	defer cancel()
 	bud := &study.Budget{Deadline: time.Now().Add(o.Budget), Hard: time.Now().Add(o.Limit - studyHardMargin), PerBackend: o.backendEstimate(), Now: time.Now}
 	pl := o.plan()
-	p.printf("plan: %d backends, %d searched (%d by the probe too) over %v msg/s; estimated %.0fs with every knee at %g msg/s, %.0fs at the top step; budget %s, hard limit %s",
-		pl.Backends, pl.Searched, pl.ProbeSearched, o.TputSteps, planEstimate(pl, 4000).Seconds(), 4000.0, planEstimate(pl, -2).Seconds(), o.Budget, o.Limit)
+	p.printf("plan: %d backends, %d searched (%d by the probe too) over %v msg/s; estimated %.0fs with every knee at the second step, %.0fs with every knee at the top one; budget %s, hard limit %s",
+		pl.Backends, pl.Searched, pl.ProbeSearched, o.TputSteps, pl.Estimate(study.ReserveKnee).Seconds(), planEstimate(pl, -1).Seconds(), o.Budget, o.Limit)
 	rs := newStudyResults(o)
 	tmp, err := os.MkdirTemp("", "syncgate-study-")
 	if err != nil {
@@ -113,6 +113,7 @@ func newStudyResults(o studyOptions) *study.Results {
 			"budget_s": o.Budget.Seconds(), "limit_s": o.Limit.Seconds(), "publish_overrun_s": studyOverrun.Seconds(),
 			"probe_subs_per_channel": o.ProbeSubs, "probe_runs": o.ProbeRuns,
 			"throughput_stride": o.TputStride, "throughput_search": o.Search,
+			"plan_estimate_top_s": planEstimate(o.plan(), -1).Round(time.Second).Seconds(),
 		},
 	}
 }

@@ -261,6 +261,9 @@ func modeSummary(rs *study.Results) string {
 	if b, ok := p["budget_s"]; ok {
 		s += fmt.Sprintf("; time budget %v s for the whole study (hard limit %v s)", b, p["limit_s"])
 	}
+	if e, ok := p["plan_estimate_top_s"]; ok {
+		s += fmt.Sprintf("; the budget's plan estimated %v s with every searched knee at the top step (the most the search can cost)", e)
+	}
 	return s + "."
 }
 
