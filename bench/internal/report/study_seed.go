@@ -189,7 +189,7 @@ func crashBought(byName map[string]study.Backend) []string {
 		v = append(v, "kept every acked message with "+strings.Join(logKept, ", "))
 	}
 	if len(logLost) > 0 {
-		v = append(v, "lost acked messages with "+strings.Join(logLost, ", ")+" too (their log did not survive the process)")
+		v = append(v, "lost acked messages with "+strings.Join(logLost, ", ")+" too")
 	}
 	what := "the logs " + strings.Join(v, "; ")
 	var fast []string
