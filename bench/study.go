@@ -70,7 +70,7 @@ type studyOptions struct {
 	// Throughput search: the ladder of offered rates (total msg/s) that
 	// study.SearchThroughput brackets the knee on, coarse (every
 	// TputStride-th step) then fine; each new step runs TputFor. Only the
-	// Search backends search (nil: all); the probe searches the same
+	// Search backends search (nil: none); the probe searches the same
 	// ladder on its rows when they do.
 	TputSteps  []float64
 	TputStride int
