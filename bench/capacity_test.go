@@ -220,5 +220,12 @@ func TestSmokeGateways(t *testing.T) {
 		if f.ToLast.Count != 10 {
 			t.Errorf("to-last samples %d, want 10", f.ToLast.Count)
 		}
+		// Per-node latency (the study's probe judges node B's p99).
+		if len(f.NodeLatency) != 2 || f.NodeLatency[0].Count+f.NodeLatency[1].Count != f.Latency.Count || f.NodeLatency[1].Count != 500 {
+			t.Errorf("node latency %+v, all %d samples; want 2 nodes of 500", f.NodeLatency, f.Latency.Count)
+		}
+		if f.PubLagP99Ms < 0 || f.PubLagP99Ms > f.MaxPubLagMs {
+			t.Errorf("publisher lag p99 %.2f ms, max %.2f ms", f.PubLagP99Ms, f.MaxPubLagMs)
+		}
 	})
 }

@@ -113,3 +113,32 @@ func TestStudyArgs(t *testing.T) {
 		}
 	}
 }
+
+// TestProbeResult: a fanout run in the study's terms, judged by the
+// study's step rule on node B's latency.
+func TestProbeResult(t *testing.T) {
+	res := &fanoutResult{Subs: 1000, Channels: 100, Scheduled: 2000, Published: 2000, PubAcks: 2000, Expected: 20000, Received: 20000,
+		MaxPubLagMs: 30, PubLagP99Ms: 2, WindowS: 2, DeliveriesPerSec: 10000, GatewayCPUS: 1, BrokerCPUS: 0.5, LoadgenCPUS: 0.75,
+		Latency:     latencyStats{Count: 20000, P50: 1, P99: 30},
+		NodeLatency: []latencyStats{{Count: 10000, P50: 1, P99: 10}, {Count: 10000, P50: 1, P99: 60}}}
+	r := probeResult(res, 1000, 2*time.Second)
+	if r.Scheduled != 2000 || r.Acked != 2000 || r.Unsent != 0 || r.Refused != 0 || r.Deliveries != 20000 || r.HarnessCPUS != 0.75 {
+		t.Fatalf("counts: %+v", r)
+	}
+	if ok, why := study.StepVerdict(r, 2); ok || !strings.Contains(why, "cross p99 60.0") {
+		t.Errorf("two nodes: judged %v %q; want node B's p99 to fail it", ok, why)
+	}
+	if ok, _ := study.StepVerdict(r, 1); !ok {
+		t.Error("one node: failed on node B's p99")
+	}
+	// Publishers behind and unacked publishes fail the step like the
+	// study's own.
+	res.Published, res.PubAcks = 1900, 1800
+	r = probeResult(res, 1000, 2*time.Second)
+	if r.Unsent != 100 || r.Refused != 100 {
+		t.Errorf("unsent %d, refused %d; want 100, 100", r.Unsent, r.Refused)
+	}
+	if r := probeResult(nil, 1000, time.Second); r.GatewayCPUS != -1 || r.Scheduled != 0 {
+		t.Errorf("no result: %+v", r)
+	}
+}
