@@ -48,7 +48,8 @@ type studyOptions struct {
 	Gateway  string
 	Out      string
 	Docs     bool
-	NoProbe  bool // skip the agreement probe on the memory and redis rows
+	NoProbe  bool     // skip the agreement probe
+	Probe    []string // the rows the probe runs on (default memory, redis)
 	// The probe's subscribers per channel, and its runs (fresh processes
 	// each; the agreement takes their median).
 	ProbeSubs, ProbeRuns int
@@ -88,13 +89,14 @@ var allBackends = []string{"memory", "redis", "redis-sharded", "redis-cluster", 
 func parseStudyArgs(args []string) (studyOptions, error) {
 	o := studyOptions{Args: append([]string{"study"}, args...)}
 	fs := flag.NewFlagSet("study", flag.ContinueOnError)
-	quick := fs.Bool("quick", false, "quick run (the default): latency at 1k msg/s (one run of 2 s), the knee searched on "+strings.Join(quickSearch, ", ")+" (and the probe's on memory and redis) over 1k, 1.5k, 2k, 3k, 4k, 6k, 8k, 12k, 16k msg/s (new steps 2 s, every other step first, then the one between), a 8 s crash run; under 5 minutes")
+	quick := fs.Bool("quick", false, "quick run (the default): latency at 1k msg/s (one run of 2 s), the knee searched on "+strings.Join(quickSearch, ", ")+" (and the probe's on its rows) over 1k, 1.5k, 2k, 3k, 4k, 6k, 8k, 12k, 16k msg/s (new steps 2 s, every other step first, then the one between), a 8 s crash run; under 5 minutes")
 	fs.BoolVar(&o.Full, "full", false, "full run: latency at 1k, 5k and 20k msg/s (3 runs of 5 s each, medians), the knee searched on every backend over 500, 1k, 1.5k, 2k, 3k, 4k, 6k, 8k ... 50k msg/s (new steps 6 s), a 24 s crash run; 30 minutes at most")
 	search := fs.String("search", "", "comma-separated backends that get the throughput search, or all, or none (default: quick: "+strings.Join(quickSearch, ",")+"; full: all)")
 	backends := fs.String("backends", "", "comma-separated subset of "+strings.Join(allBackends, ","))
 	fs.StringVar(&o.Gateway, "gateway", "", "use this gateway binary instead of building one")
 	fs.StringVar(&o.Out, "out", "", "directory for the JSON results (default bench/results in the repo)")
-	fs.BoolVar(&o.NoProbe, "no-probe", false, "skip the agreement probe (fanout scenario at the same load, on processes of its own) on the memory and redis rows")
+	fs.BoolVar(&o.NoProbe, "no-probe", false, "skip the agreement probe (fanout scenario at the same load, on processes of its own)")
+	probe := fs.String("probe", "", "comma-separated backends the agreement probe runs on (and searches the knee of, where the study does), or all (default: "+strings.Join(defaultProbe, ",")+")")
 	fs.IntVar(&o.ProbeSubs, "probe-subs", 0, "subscribers per channel of the agreement probe (0: the study's own count, so both measure the same load; 1: one per channel, the least the gateway can do)")
 	fs.BoolVar(&o.Docs, "docs", true, "write docs/benchmarks-study.md and docs/plots/study-*.svg")
 	latFor := fs.Duration("latency-for", 0, "override the duration of each latency run (0: the mode's)")
@@ -119,6 +121,9 @@ func parseStudyArgs(args []string) (studyOptions, error) {
 		def = allBackends
 	}
 	if o.Search, err = backendList("-search", *search, def); err != nil {
+		return o, err
+	}
+	if o.Probe, err = backendList("-probe", *probe, defaultProbe); err != nil {
 		return o, err
 	}
 	o.Channels, o.SubsPerChannel = 100, 10
@@ -171,6 +176,11 @@ func parseStudyArgs(args []string) (studyOptions, error) {
 // kind (-full searches every backend).
 var quickSearch = []string{"memory", "redis", "nats", "jetstream-file", "redis-streams"}
 
+// defaultProbe are the rows the probe runs on by default: the
+// calibration row and the row the targets name; -probe all
+// checks every backend (at about 7 s a probe step, -full can afford it).
+var defaultProbe = []string{"memory", "redis"}
+
 // backendList parses a comma-separated list of backends ("all", "none",
 // or "" for def).
 func backendList(flag, v string, def []string) ([]string, error) {
@@ -201,7 +211,7 @@ func (o studyOptions) searches(name string) (study, probe bool) {
 
 // probes says whether the probe runs on a backend.
 func (o studyOptions) probes(name string) bool {
-	return probeBackends[name] && len(o.Rates) > 0 && !o.NoProbe
+	return slices.Contains(o.Probe, name) && len(o.Rates) > 0 && !o.NoProbe
 }
 
 // plan is what the study will run, for the budget and its estimate.

@@ -69,6 +69,17 @@ func TestStudyArgs(t *testing.T) {
 	if o, err := parseStudyArgs([]string{"-full"}); err != nil || o.plan().Searched != len(allBackends) || planEstimate(o.plan(), -1) > o.Limit || o.Limit > time.Hour {
 		t.Errorf("full: searched %d, estimated %s at the top step, limit %s", o.plan().Searched, planEstimate(o.plan(), -1), o.Limit)
 	}
+	// Every row probed and searched by the probe too fits an hour with
+	// the budget raised for it.
+	if o, err := parseStudyArgs([]string{"-full", "-probe", "all", "-budget", "50m"}); err != nil || o.plan().ProbeSearched != len(allBackends) ||
+		planEstimate(o.plan(), -1) > o.Budget || o.Limit > time.Hour {
+		t.Errorf("-full -probe all: %d probe searches, estimated %s at the top step, budget %s, limit %s (%v)", o.plan().ProbeSearched, planEstimate(o.plan(), -1), o.Budget, o.Limit, err)
+	}
+	if o, err := parseStudyArgs([]string{"-probe", "nats", "-search", "redis"}); err != nil || !o.probes("nats") || o.probes("redis") {
+		t.Errorf("-probe nats: %v %v", o.Probe, err)
+	} else if s, pr := o.searches("nats"); s || pr {
+		t.Error("-probe nats without -search nats: the probe searches a knee the study does not")
+	}
 	if o, err := parseStudyArgs([]string{"-search", "none", "-no-probe"}); err != nil || o.plan().Searched != 0 || o.plan().Probed != 0 {
 		t.Errorf("-search none: %+v %v", o.plan(), err)
 	}
@@ -107,7 +118,7 @@ func TestStudyArgs(t *testing.T) {
 	if o, err = parseStudyArgs([]string{"-full", "-latency-for", "2s", "-step-for", "1s"}); err != nil || o.LatencyFor != 2*time.Second || o.TputFor != time.Second || o.Reps != 3 {
 		t.Fatalf("overrides: %+v, %v", o, err)
 	}
-	for _, bad := range [][]string{{"-quick", "-full"}, {"-backends", "kafka"}, {"extra"}, {"-latency-for", "-1s"}, {"-probe-subs", "-1"}, {"-probe-subs", "11"}, {"-search", "kafka"}} {
+	for _, bad := range [][]string{{"-quick", "-full"}, {"-backends", "kafka"}, {"extra"}, {"-latency-for", "-1s"}, {"-probe-subs", "-1"}, {"-probe-subs", "11"}, {"-search", "kafka"}, {"-probe", "kafka"}} {
 		if _, err := parseStudyArgs(bad); err == nil {
 			t.Errorf("%q: no error", bad)
 		}

@@ -19,9 +19,6 @@ import (
 	"github.com/syncgate/syncgate/bench/internal/study"
 )
 
-// probeBackends are the rows the probe runs on.
-var probeBackends = map[string]bool{"memory": true, "redis": true}
-
 // probeRun is one run of the fanout scenario as the probe for one
 // backend: the same channels as the study's runs, rate msg/s in total for
 // d, o.ProbeSubs subscribers per channel spread over the backend's nodes

@@ -119,7 +119,7 @@ func newStudyResults(o studyOptions) *study.Results {
 }
 
 // runBackend runs one backend's latency runs and throughput search, its
-// agreement probe (memory and redis rows; with the probe's own search
+// agreement probe (the -probe rows; with the probe's own search
 // where the study searches) and its crash run, filling b. allowance is
 // the backend's optional time: the study's search may use it less what
 // the probe's search is guaranteed (study.Plan.Reserve), the probe's

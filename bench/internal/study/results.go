@@ -123,7 +123,7 @@ type Backend struct {
 	Killed     string `json:"crash_killed,omitempty"` // which process the crash run kills
 	Throughput *Tput  `json:"throughput,omitempty"`
 	// Agreement: the study's latency against the minimal probe's at the
-	// first latency rate (memory and redis rows).
+	// first latency rate (the probed rows).
 	Agreement *Agreement `json:"agreement,omitempty"`
 }
 
