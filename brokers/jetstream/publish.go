@@ -310,7 +310,10 @@ func (b *Broker) send(ctx context.Context, st *pubState, subj string, data []byt
 		return brokers.Position{}, nil, err
 	case notSent(err):
 		return brokers.Position{}, nil, err
-	case natsbase.IsConnErr(err) || errors.Is(err, context.Canceled):
+	case natsbase.IsConnErr(err) || natsbase.IsUnavailable(err) || errors.Is(err, context.Canceled):
+		// Outcome unknown (a stream without quorum answers 503 to a
+		// write its leader may already have proposed): resolved from the
+		// outbox, never refused, never dropped.
 		st.known = false
 		return brokers.Position{}, &a, err
 	}

@@ -64,6 +64,16 @@ func IsStreamNotFound(err error) bool {
 	return errors.Is(err, jetstream.ErrStreamNotFound) || errors.As(err, &je) && je.ErrorCode == errCodeStreamNotFound
 }
 
+// IsUnavailable reports a JetStream API answer with code 503 (JetStream
+// temporarily unavailable: a stream that lost its quorum or has no leader
+// yet). The write it answers may still be stored later (a leader without
+// quorum may have proposed it before it stepped down), so its outcome is
+// unknown, and the stream is in an outage until the quorum is back.
+func IsUnavailable(err error) bool {
+	var ae *APIError
+	return errors.As(err, &ae) && ae.Code == 503
+}
+
 // IsOutage reports an error the node cannot serve through until the server
 // side is back: the connection (IsConnErr) or a missing stream, which the
 // node re-creates. No responders is both: with JetStream on, a publish to a
