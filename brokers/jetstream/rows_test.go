@@ -256,14 +256,31 @@ func seqs(ps []brokers.Publication) []uint64 {
 // partition sees the same, no quorum) stores nothing: every publish is
 // acked from the outbox at an outage position, and none of them is in
 // the history until the others are back; then each is stored once, in
-// order (docs/brokers.md, JetStream "Partition").
+// order (docs/brokers.md, JetStream "Partition"). The server left alone
+// is the stream's leader (it goes on taking writes it cannot commit until
+// it steps down) or a follower (no leader: writes are answered 503).
 func TestClusterMinority(t *testing.T) {
 	if testing.Short() {
 		t.Skip("cluster test")
 	}
+	t.Run("LeaderAlone", func(t *testing.T) { clusterMinority(t, true) })
+	t.Run("FollowerAlone", func(t *testing.T) { clusterMinority(t, false) })
+}
+
+func clusterMinority(t *testing.T, leaderAlone bool) {
 	leakCheckLast(t)
 	cl := natstest.RunCluster(t, 3)
-	n := startNode(t, jetstream.Config{URL: cl.Servers[0].URL(), Replicas: 3, HistorySize: 1000})
+	cfg := jetstream.Config{URL: cl.URL(), Replicas: 3, HistorySize: 1000}
+	warmUp(t, cfg) // the streams exist: their leader can be found
+	leader := cl.StreamLeader(t, "SG_HISTORY")
+	alone := leader
+	if !leaderAlone {
+		alone = cl.Servers[0]
+		if alone == leader {
+			alone = cl.Servers[1]
+		}
+	}
+	n := startNode(t, withURL(cfg, alone.URL()))
 	ctx := t.Context()
 	const ch = "doc.minority"
 	if err := n.b.Subscribe(ctx, ch); err != nil {
@@ -273,10 +290,15 @@ func TestClusterMinority(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl.Servers[1].Shutdown()
-	cl.Servers[2].Shutdown()
+	var others []*natstest.Server
+	for _, s := range cl.Servers {
+		if s != alone {
+			others = append(others, s)
+			s.Shutdown()
+		}
+	}
 	var acked []published
-	for k := range 20 {
+	for k := range 10 {
 		data := fmt.Sprintf("minority:%d", k)
 		pctx, cancel := context.WithTimeout(ctx, minorityTimeout)
 		pos, err := n.b.Publish(pctx, ch, []byte(data))
@@ -308,8 +330,9 @@ func TestClusterMinority(t *testing.T) {
 		}
 	}
 	cancel()
-	cl.Servers[1].Restart(t)
-	cl.Servers[2].Restart(t)
+	for _, s := range others {
+		s.Restart(t)
+	}
 	brokertest.Eventually(t, 30*time.Second, "the outbox stored", func() bool { return n.b.OutboxLen() == 0 })
 	var hist []brokers.Publication
 	brokertest.Eventually(t, 20*time.Second, "the history readable", func() bool {
