@@ -64,14 +64,17 @@ func IsStreamNotFound(err error) bool {
 	return errors.Is(err, jetstream.ErrStreamNotFound) || errors.As(err, &je) && je.ErrorCode == errCodeStreamNotFound
 }
 
-// IsUnavailable reports a JetStream API answer with code 503 (JetStream
-// temporarily unavailable: a stream that lost its quorum or has no leader
-// yet). The write it answers may still be stored later (a leader without
-// quorum may have proposed it before it stepped down), so its outcome is
-// unknown, and the stream is in an outage until the quorum is back.
+// IsUnavailable reports a JetStream API answer that the stream cannot
+// take writes for now: JetStream temporarily unavailable (10008: a stream
+// that lost its quorum or has no leader yet) or a new leader not ready to
+// check an expected last sequence (10163). The write it answers may still
+// be stored later (a leader without quorum may have proposed it before it
+// stepped down), so its outcome is unknown, and the stream is in an outage
+// until the quorum is back. Other 503 answers (insufficient resources)
+// stay refusals.
 func IsUnavailable(err error) bool {
 	var ae *APIError
-	return errors.As(err, &ae) && ae.Code == 503
+	return errors.As(err, &ae) && ae.Code == 503 && (ae.ErrCode == 10008 || ae.ErrCode == 10163)
 }
 
 // IsOutage reports an error the node cannot serve through until the server
