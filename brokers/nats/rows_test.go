@@ -516,3 +516,40 @@ func TestNoSeqNoEpoch(t *testing.T) {
 		}
 	}
 }
+
+// TestReconnects: a node reconnects by itself after the server was down
+// for a while (several attempts failed), three times over: each time,
+// within the reconnect wait plus its jitter (250 + 500 ms) of the server's
+// return, plus slack for a loaded machine, it answers Ping again, and it
+// receives what is published on its channels (it subscribed again)
+// (docs/brokers.md, core NATS "NATS server crash or restart"). One
+// reconnect can be quick by luck with a longer wait; three rarely are.
+func TestReconnects(t *testing.T) {
+	leakCheckLast(t)
+	srv := natstest.RunServer(t)
+	warmUp(t, srv.URL())
+	ns := startNodesLeak(t, srv.URL(), 2, false)
+	a, b := ns[0], ns[1]
+	const ch = "doc.reconnect"
+	mustSubscribe(t, a.b, ch)
+	const bound = 750*time.Millisecond + 750*time.Millisecond // reconnect wait + jitter, slack
+	var took []time.Duration
+	for round := range 3 {
+		srv.Shutdown()
+		time.Sleep(time.Second)
+		srv.Restart(t)
+		back := time.Now()
+		brokertest.Eventually(t, 10*time.Second, "the nodes reconnected", func() bool {
+			ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+			defer cancel()
+			return a.b.Ping(ctx) == nil && b.b.Ping(ctx) == nil
+		})
+		took = append(took, time.Since(back).Round(10*time.Millisecond))
+		if took[round] > bound {
+			t.Errorf("round %d: the nodes reconnected %v after the server came back; the reconnect wait and jitter are 750 ms at most", round, took[round])
+		}
+		mustPublish(t, b.b, ch, fmt.Sprint(round))
+		a.rec.WaitPublications(t, ch, round+1, wait)
+	}
+	t.Logf("both nodes reconnected %v after the server came back", took)
+}
