@@ -368,3 +368,41 @@ func clusterMinority(t *testing.T, leaderAlone bool) {
 // minorityTimeout bounds each publish in TestClusterMinority (the
 // gateway's broker timeout; its default is 5 s).
 const minorityTimeout = 5 * time.Second
+
+// TestMemoryRestartPresence: presence kept in memory storage is lost with
+// a restarted server: the member is no longer listed, a refresh does not
+// bring it back, its next join does (docs/brokers.md, JetStream
+// "Presence").
+func TestMemoryRestartPresence(t *testing.T) {
+	leakCheckLast(t)
+	srv := natstest.RunServer(t)
+	n := startNode(t, jetstream.Config{URL: srv.URL(), Storage: jetstream.MemoryStorage})
+	ctx := t.Context()
+	const ch = "doc.memory.presence"
+	m := brokers.Member{User: "u", Client: "c"}
+	if err := n.b.Join(ctx, ch, m, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	srv.Restart(t)
+	var ms []brokers.Member
+	brokertest.Eventually(t, 20*time.Second, "presence readable after the restart", func() bool {
+		var err error
+		ms, err = n.b.Members(ctx, ch)
+		return err == nil
+	})
+	if len(ms) != 0 {
+		t.Fatalf("members after a restart with memory storage: %v, want none (lost with the server)", ms)
+	}
+	brokertest.Eventually(t, 20*time.Second, "a refresh accepted after the restart", func() bool {
+		return n.b.Refresh(ctx, ch, []brokers.Member{m}, time.Minute) == nil
+	})
+	if ms, err := n.b.Members(ctx, ch); err != nil || len(ms) != 0 {
+		t.Fatalf("members after a refresh: %v, %v; want none (a refresh does not bring a member back)", ms, err)
+	}
+	if err := n.b.Join(ctx, ch, m, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if ms, err := n.b.Members(ctx, ch); err != nil || len(ms) != 1 || ms[0] != m {
+		t.Fatalf("members after the next join: %v, %v; want [%v]", ms, err, m)
+	}
+}
