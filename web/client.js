@@ -712,7 +712,10 @@ export class SyncGate {
       this.sse.abort();
       this.sse = null;
     }
-    this.transport = null;
+    const quiet = d.code === "resubscribe"; // SSE reopening with a new channel set
+    // A quiet reopen stays on SSE: a subscribe, unsubscribe or publish
+    // meanwhile goes the SSE way (another reopen, HTTP), never to a socket.
+    if (!quiet) this.transport = null;
     for (const [id, p] of this.pending) {
       clearTimeout(p.timer);
       // Subscriptions are redone on reconnect; everything else fails.
@@ -721,7 +724,6 @@ export class SyncGate {
     }
     for (const rec of this.channels.values()) rec.live = false;
     this.lastDisconnect = null;
-    const quiet = d.code === "resubscribe"; // SSE reopening with a new channel set
     if ((wasConnected && !quiet) || !d.reconnect) this.emit("disconnected", { code: d.code, reason: d.reason, reconnect: !!d.reconnect });
     if (this.state === "closed") return;
     if (!d.reconnect) {
@@ -830,6 +832,9 @@ export class SyncGate {
       } catch {}
       return this.teardown(d);
     }
+    // A subscribe while the stream was opening (before it counts as
+    // connected, so it sent nothing): open it again with that channel.
+    if (this.channels.size !== chans.length || chans.some((ch) => !this.channels.has(ch))) return this.restartSSE();
     this.onConnected({ user: this.opts.user || null, client: null, ping: 15 }, "sse");
     this.sseAlive();
     const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();

@@ -2,12 +2,17 @@ package web_test
 
 import (
 	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/syncgate/syncgate/brokers/memory"
 	"github.com/syncgate/syncgate/gateway"
 	"github.com/syncgate/syncgate/internal/config"
+	"github.com/syncgate/syncgate/internal/testdeps"
 	"github.com/syncgate/syncgate/internal/wstest"
 )
 
@@ -36,4 +41,31 @@ func startMemoryNode(t *testing.T, tune func(*config.Config)) string {
 		<-done
 	})
 	return "ws://" + addr + "/ws"
+}
+
+// runClientJS runs the node script web/e2e/<script> against a copy of
+// client.js (as .mjs: node 20 takes an ES module only under that name,
+// outside a "type": "module" package) passed as CLIENT_JS, with env added
+// to the environment; it fails t when the script exits non-zero or is not
+// done within timeout, and logs its output.
+func runClientJS(t *testing.T, script string, timeout time.Duration, env ...string) {
+	t.Helper()
+	node := testdeps.Node(t)
+	src, err := os.ReadFile("client.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mod := filepath.Join(t.TempDir(), "client.mjs")
+	if err := os.WriteFile(mod, src, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node[0], append(node[1:], "--no-warnings", filepath.Join("e2e", script))...)
+	cmd.Env = append(append(os.Environ(), "CLIENT_JS="+mod), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("node %s: %v\n%s", script, err, out)
+	}
+	t.Logf("node: %s", strings.TrimSpace(string(out)))
 }
