@@ -1,14 +1,18 @@
 package web_test
 
 import (
+	"bufio"
 	"context"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/syncgate/syncgate/brokers"
 	"github.com/syncgate/syncgate/brokers/memory"
 	"github.com/syncgate/syncgate/gateway"
 	"github.com/syncgate/syncgate/internal/config"
@@ -22,6 +26,15 @@ import (
 // when t ends.
 func startMemoryNode(t *testing.T, tune func(*config.Config)) string {
 	t.Helper()
+	return startNode(t, func(cfg config.Config) brokers.Broker {
+		return memory.New(memory.Config{HistorySize: cfg.History.Size, HistoryTTL: cfg.History.TTL})
+	}, tune)
+}
+
+// startNode is startMemoryNode on the broker newBroker makes from the
+// node's config.
+func startNode(t *testing.T, newBroker func(config.Config) brokers.Broker, tune func(*config.Config)) string {
+	t.Helper()
 	cfg := config.Default()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Client.PublishRate = 0
@@ -29,7 +42,7 @@ func startMemoryNode(t *testing.T, tune func(*config.Config)) string {
 	if tune != nil {
 		tune(&cfg)
 	}
-	srv, err := gateway.New(cfg.Gateway(), memory.New(memory.Config{HistorySize: cfg.History.Size, HistoryTTL: cfg.History.TTL}), nil)
+	srv, err := gateway.New(cfg.Gateway(), newBroker(cfg), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,6 +63,14 @@ func startMemoryNode(t *testing.T, tune func(*config.Config)) string {
 // done within timeout, and logs its output.
 func runClientJS(t *testing.T, script string, timeout time.Duration, env ...string) {
 	t.Helper()
+	runClientJSControl(t, script, timeout, nil, env...)
+}
+
+// runClientJSControl is runClientJS for a script that asks the test to
+// act (stop a broker...): each line it prints starting with "> " is
+// handed to control, whose answer goes back as one line on its stdin.
+func runClientJSControl(t *testing.T, script string, timeout time.Duration, control func(req string) string, env ...string) {
+	t.Helper()
 	node := testdeps.Node(t)
 	src, err := os.ReadFile("client.js")
 	if err != nil {
@@ -63,9 +84,48 @@ func runClientJS(t *testing.T, script string, timeout time.Duration, env ...stri
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node[0], append(node[1:], "--no-warnings", filepath.Join("e2e", script))...)
 	cmd.Env = append(append(os.Environ(), "CLIENT_JS="+mod), env...)
-	out, err := cmd.CombinedOutput()
+	var (
+		mu  sync.Mutex
+		out strings.Builder
+	)
+	cmd.Stderr = writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return out.Write(p)
+	})
+	stdin, err := cmd.StdinPipe()
 	if err != nil {
-		t.Fatalf("node %s: %v\n%s", script, err, out)
+		t.Fatal(err)
 	}
-	t.Logf("node: %s", strings.TrimSpace(string(out)))
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		line := sc.Text()
+		mu.Lock()
+		out.WriteString(line + "\n")
+		mu.Unlock()
+		if req, ok := strings.CutPrefix(line, "> "); ok && control != nil {
+			if _, err := io.WriteString(stdin, control(req)+"\n"); err != nil {
+				t.Errorf("answering %q: %v", req, err)
+			}
+		}
+	}
+	err = cmd.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if err != nil {
+		t.Fatalf("node %s: %v\n%s", script, err, out.String())
+	}
+	t.Logf("node: %s", strings.TrimSpace(out.String()))
 }
+
+// writerFunc is an io.Writer made of a function.
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
