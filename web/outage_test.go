@@ -21,7 +21,7 @@ func TestClientJSOutage(t *testing.T) {
 	url := startNode(t, func(config.Config) brokers.Broker {
 		return jetstream.New(jetstream.Config{URL: srv.URL()})
 	}, nil)
-	runClientJSControl(t, "outage.test.mjs", 60*time.Second, func(req string) string {
+	runClientJSControl(t, "outage.test.mjs", 2*time.Minute, func(req string) string {
 		switch req {
 		case "down":
 			srv.Shutdown()

@@ -10,5 +10,5 @@ import (
 // reopens): each subscribe resolves and the channel's messages arrive.
 func TestClientJSSSEResubscribe(t *testing.T) {
 	url := startMemoryNode(t, nil)
-	runClientJS(t, "sseresub.test.mjs", 30*time.Second, "WS_URL="+url)
+	runClientJS(t, "sseresub.test.mjs", time.Minute, "WS_URL="+url)
 }

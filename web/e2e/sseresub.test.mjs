@@ -5,21 +5,21 @@
 import assert from "node:assert/strict";
 
 const { SyncGate } = await import(process.env.CLIENT_JS);
-const sg = new SyncGate({ url: process.env.WS_URL, user: "js", transport: "sse", timeout: 5000 });
+const sg = new SyncGate({ url: process.env.WS_URL, user: "js", transport: "sse", timeout: 15000 });
 const got = [];
 sg.on("msg", (m) => got.push(m.ch + ":" + m.data));
 
 // waitMsg resolves once `want` (ch:data) has arrived.
 async function waitMsg(want) {
-  for (let i = 0; i < 500; i++) {
+  for (let i = 0; i < 1500; i++) {
     if (got.includes(want)) return;
     await new Promise((r) => setTimeout(r, 10));
   }
-  throw new Error("no " + want + " after 5 s; got " + JSON.stringify(got));
+  throw new Error("no " + want + " after 15 s; got " + JSON.stringify(got));
 }
 
 let timer;
-const deadline = new Promise((_, reject) => (timer = setTimeout(() => reject(new Error("not done after 20 s")), 20000)));
+const deadline = new Promise((_, reject) => (timer = setTimeout(() => reject(new Error("not done after 45 s")), 45000)));
 try {
   await Promise.race([
     deadline,
@@ -50,7 +50,7 @@ try {
 
       // A new client subscribing to two channels at once: the second
       // subscribe comes while the first stream is being opened.
-      const sg2 = new SyncGate({ url: process.env.WS_URL, user: "js2", transport: "sse", timeout: 5000 });
+      const sg2 = new SyncGate({ url: process.env.WS_URL, user: "js2", transport: "sse", timeout: 15000 });
       try {
         sg2.on("msg", (m) => got.push("2/" + m.ch + ":" + m.data));
         await Promise.all([sg2.subscribe("doc:c"), sg2.subscribe("doc:d")]);

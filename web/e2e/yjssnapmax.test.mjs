@@ -24,7 +24,7 @@ await p.ready;
 // 64 KiB message limit.
 doc.getText("text").insert(0, ("y".repeat(63) + "\n").repeat(96));
 const state = Y.encodeStateAsUpdate(doc).length;
-for (let i = 0; i < 250 && !errors.length; i++) await sleep(20);
+for (let i = 0; i < 1000 && !errors.length; i++) await sleep(20);
 // Nothing more comes: a second snapshot attempt waits for a new message.
 await sleep(400);
 
