@@ -1,40 +1,48 @@
 package client
 
-import "testing"
+import (
+	"encoding/json"
+	"os"
+	"testing"
+)
+
+// wasSteps is the step table of the provisional-position rule, shared
+// with web/client.js's test (TestClientJSWasRule) so the two clients
+// cannot drift apart.
+type wasSteps struct {
+	Start Position `json:"start"`
+	Steps []struct {
+		Msg     frame    `json:"msg"`
+		Applied bool     `json:"applied"`
+		Pos     Position `json:"pos"` // where the subscription resumes from afterwards
+	} `json:"steps"`
+}
 
 // TestWasRule: real and provisional positions are deduplicated apart; a
 // msg that comes back with `was` naming a provisional position already
 // delivered only moves the position; one naming a provisional position
 // never delivered here is a new message; redeliveries are dropped even
-// when provisional messages came in between.
+// when provisional messages came in between (testdata/was_steps.json:
+// two outages of this node and another node's provisional position).
 func TestWasRule(t *testing.T) {
-	s := &Subscription{ch: "doc", wake: make(chan struct{}), seq: 41, epoch: "E", known: true, real: Position{Seq: 41, Epoch: "E"}}
-	prov, prov2 := "~n1.41.E", "~n1.44.E"
-	steps := []struct {
-		f       frame
-		want    bool
-		wantPos Position // where the subscription resumes from afterwards
-	}{
-		{frame{Seq: 1, Epoch: prov, Data: []byte(`"a"`)}, true, Position{1, prov}},
-		{frame{Seq: 2, Epoch: prov, Data: []byte(`"b"`)}, true, Position{2, prov}},
-		{frame{Seq: 2, Epoch: prov, Data: []byte(`"b again"`)}, false, Position{2, prov}},
-		{frame{Seq: 42, Epoch: "E", Data: []byte(`"other node"`)}, true, Position{42, "E"}},
-		{frame{Seq: 43, Epoch: "E", Was: &Position{Seq: 1, Epoch: prov}, Data: []byte(`"a"`)}, false, Position{43, "E"}},
-		{frame{Seq: 44, Epoch: "E", Was: &Position{Seq: 2, Epoch: prov}, Data: []byte(`"b"`)}, false, Position{44, "E"}},
-		{frame{Seq: 1, Epoch: prov2, Data: []byte(`"c, a new outage"`)}, true, Position{1, prov2}},
-		{frame{Seq: 45, Epoch: "E", Was: &Position{Seq: 3, Epoch: prov}, Data: []byte(`"d, never seen"`)}, true, Position{45, "E"}},
-		{frame{Seq: 46, Epoch: "E", Was: &Position{Seq: 2, Epoch: prov}, Data: []byte(`"b, from the older outage"`)}, false, Position{46, "E"}},
-		{frame{Seq: 47, Epoch: "E", Was: &Position{Seq: 1, Epoch: "~n2.40.E"}, Data: []byte(`"another node's"`)}, true, Position{47, "E"}},
-		{frame{Seq: 43, Epoch: "E", Was: &Position{Seq: 1, Epoch: prov}, Data: []byte(`"a, redelivered"`)}, false, Position{47, "E"}},
-		{frame{Seq: 47, Epoch: "E", Data: []byte(`"redelivery"`)}, false, Position{47, "E"}},
-		{frame{Seq: 48, Epoch: "E", Was: &Position{Seq: 1, Epoch: prov2}, Data: []byte(`"c"`)}, false, Position{48, "E"}},
+	raw, err := os.ReadFile("testdata/was_steps.json")
+	if err != nil {
+		t.Fatal(err)
 	}
-	for i, st := range steps {
-		if got := s.deliverLocked(&st.f); got != st.want {
-			t.Errorf("step %d (%s): delivered %v, want %v", i, st.f.Data, got, st.want)
+	var tab wasSteps
+	if err := json.Unmarshal(raw, &tab); err != nil {
+		t.Fatal(err)
+	}
+	if len(tab.Steps) < 10 {
+		t.Fatalf("%d steps in testdata/was_steps.json", len(tab.Steps))
+	}
+	s := &Subscription{ch: "doc", wake: make(chan struct{}), seq: tab.Start.Seq, epoch: tab.Start.Epoch, known: true, real: tab.Start}
+	for i, st := range tab.Steps {
+		if got := s.deliverLocked(&st.Msg); got != st.Applied {
+			t.Errorf("step %d (%s): delivered %v, want %v", i, st.Msg.Data, got, st.Applied)
 		}
-		if got := (Position{s.seq, s.epoch}); got != st.wantPos {
-			t.Errorf("step %d (%s): position %v, want %v", i, st.f.Data, got, st.wantPos)
+		if got := (Position{s.seq, s.epoch}); got != st.Pos {
+			t.Errorf("step %d (%s): position %v, want %v", i, st.Msg.Data, got, st.Pos)
 		}
 	}
 }

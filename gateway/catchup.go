@@ -344,8 +344,11 @@ func (srv *Server) streamCatchUp(ctx context.Context, sb *sub, id uint64, since 
 		if stop {
 			if first && !c.isClosing() && srv.ctx.Err() == nil {
 				// Unsubscribed before `subscribed` went out: the sub
-				// still gets its answer.
+				// still gets its answer, after `unsubscribed` (queued
+				// under sb.mu as sb was removed, cmdUnsub).
+				sb.mu.Lock()
 				c.sendError(id, codeBadRequest, "unsubscribed from "+sb.ch+" before the catch-up started")
+				sb.mu.Unlock()
 			}
 			return
 		}

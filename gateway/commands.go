@@ -328,9 +328,12 @@ func (c *conn) cmdUnsub(s *scratch, cmd *command) {
 		c.sendError(cmd.id, codeBadRequest, "not subscribed to "+ch)
 		return
 	}
-	c.srv.hub.remove(sb)
-	// Reply first: no msg for ch follows the unsubscribed reply.
-	c.sendJSON(s, "unsubscribed", appendSimple(s.enc[:0], "unsubscribed", cmd.id, ch, true))
+	// The reply is queued as sb is taken out of the hub: no msg for ch
+	// follows it, and the error of a streamed catch-up it cuts short
+	// (streamCatchUp) comes after it.
+	c.srv.hub.removeThen(sb, func() {
+		c.sendJSON(s, "unsubscribed", appendSimple(s.enc[:0], "unsubscribed", cmd.id, ch, true))
+	})
 	ctx, cancel := context.WithTimeout(c.srv.ctx, c.srv.brokerTimeout)
 	defer cancel()
 	c.srv.presenceLeave(ctx, sb)

@@ -204,11 +204,21 @@ func (h *hub) add(ctx context.Context, s *sub) error {
 
 // remove unregisters s. After the last subscriber the broker subscription
 // lingers briefly, then is dropped.
-func (h *hub) remove(s *sub) {
+func (h *hub) remove(s *sub) { h.removeThen(s, nil) }
+
+// removeThen is remove that runs then (when not nil) under s.mu right
+// after marking s removed, before s's catch-up is stopped: a frame then
+// queues goes out before anything the catch-up sends when it stops (the
+// `unsubscribed` reply before the error answering a `sub` whose streamed
+// catch-up had not started, docs/protocol.md).
+func (h *hub) removeThen(s *sub, then func()) {
 	s.mu.Lock()
 	s.removed = true
 	stop := s.stop
 	s.stop = nil
+	if then != nil {
+		then()
+	}
 	s.mu.Unlock()
 	if stop != nil {
 		stop()

@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -22,7 +21,6 @@ import (
 // catch-up as base64 "bin") and binary snapshots to the application as
 // Uint8Array (web/e2e/binary.test.mjs).
 func TestClientJSBinary(t *testing.T) {
-	node := testdeps.Node(t)
 	url := startMemoryNode(t, nil)
 	const ch = "doc:binjs"
 	w := wstest.Dial(t, url)
@@ -30,23 +28,7 @@ func TestClientJSBinary(t *testing.T) {
 	peer := []byte{0xde, 0xad, 0, '\n', 0xbe, 0xef}
 	w.MustCall("pub", map[string]any{"ch": ch, "bin": base64.StdEncoding.EncodeToString(peer)}, "ack")
 
-	src, err := os.ReadFile("client.js")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mod := filepath.Join(t.TempDir(), "client.mjs")
-	if err := os.WriteFile(mod, src, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node[0], append(node[1:], "--no-warnings", "e2e/binary.test.mjs")...)
-	cmd.Env = append(os.Environ(), "CLIENT_JS="+mod, "WS_URL="+url, "CH="+ch, "EPOCH="+epoch, "PEER="+base64.StdEncoding.EncodeToString(peer))
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("node: %v\n%s", err, out)
-	}
-	t.Logf("node: %s", strings.TrimSpace(string(out)))
+	runClientJS(t, "binary.test.mjs", 60*time.Second, "WS_URL="+url, "CH="+ch, "EPOCH="+epoch, "PEER="+base64.StdEncoding.EncodeToString(peer))
 }
 
 // TestBrowserBinary runs web/e2e/binary.browser.test.mjs: client.js in

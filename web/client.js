@@ -86,6 +86,12 @@ function wire(cmd) {
   return out;
 }
 
+// wireSize is the size in bytes of the message wire(cmd) sends.
+function wireSize(cmd) {
+  const w = wire(cmd);
+  return typeof w === "string" ? new TextEncoder().encode(w).length : w.length;
+}
+
 // parseBinary parses a binary server message: the header object (a msg
 // or snapshot without data) and the bytes after its line; null when it is
 // not that.
@@ -637,9 +643,39 @@ export class SyncGate {
         this.lastDisconnect = m;
         return;
       case "error":
+        if (!m.id && m.code === "too_large" && this.failTooLarge(m)) return;
         this.emit("error", m);
         return;
     }
+  }
+
+  // failTooLarge answers the node's too_large error for a message it
+  // discarded unread (over client.max_message_size, docs/protocol.md): it
+  // has no id, so the commands in flight whose message is over the limit
+  // the error names fail with it instead of timing out (a publish that
+  // timed out would be sent again, and refused again, forever). Several
+  // such commands each get an error: the ones after the first are
+  // absorbed. Reports whether the error was accounted for.
+  failTooLarge(m) {
+    const limit = Number((/\((\d+) bytes\)/.exec(m.message || "") || [])[1]);
+    if (!limit) return false;
+    let n = 0;
+    for (const [id, p] of this.pending) {
+      if (!p.cmd || wireSize(p.cmd) <= limit) continue;
+      this.pending.delete(id);
+      clearTimeout(p.timer);
+      p.reject(new SyncGateError("too_large", m.message));
+      n++;
+    }
+    if (n) {
+      this.tooLargeAhead = (this.tooLargeAhead || 0) + n - 1;
+      return true;
+    }
+    if (this.tooLargeAhead > 0) {
+      this.tooLargeAhead--;
+      return true;
+    }
+    return false;
   }
 
   // protocolError drops a connection whose server sent something that is
@@ -712,7 +748,10 @@ export class SyncGate {
       this.sse.abort();
       this.sse = null;
     }
-    this.transport = null;
+    const quiet = d.code === "resubscribe"; // SSE reopening with a new channel set
+    // A quiet reopen stays on SSE: a subscribe, unsubscribe or publish
+    // meanwhile goes the SSE way (another reopen, HTTP), never to a socket.
+    if (!quiet) this.transport = null;
     for (const [id, p] of this.pending) {
       clearTimeout(p.timer);
       // Subscriptions are redone on reconnect; everything else fails.
@@ -721,7 +760,7 @@ export class SyncGate {
     }
     for (const rec of this.channels.values()) rec.live = false;
     this.lastDisconnect = null;
-    const quiet = d.code === "resubscribe"; // SSE reopening with a new channel set
+    this.tooLargeAhead = 0;
     if ((wasConnected && !quiet) || !d.reconnect) this.emit("disconnected", { code: d.code, reason: d.reason, reconnect: !!d.reconnect });
     if (this.state === "closed") return;
     if (!d.reconnect) {
@@ -830,6 +869,9 @@ export class SyncGate {
       } catch {}
       return this.teardown(d);
     }
+    // A subscribe while the stream was opening (before it counts as
+    // connected, so it sent nothing): open it again with that channel.
+    if (this.channels.size !== chans.length || chans.some((ch) => !this.channels.has(ch))) return this.restartSSE();
     this.onConnected({ user: this.opts.user || null, client: null, ping: 15 }, "sse");
     this.sseAlive();
     const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();

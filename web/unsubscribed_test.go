@@ -2,8 +2,6 @@ package web_test
 
 import (
 	"context"
-	"errors"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,50 +9,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/syncgate/syncgate/brokers/memory"
-	"github.com/syncgate/syncgate/client/api"
-	"github.com/syncgate/syncgate/gateway"
-	"github.com/syncgate/syncgate/gateway/serverapi"
 	"github.com/syncgate/syncgate/internal/config"
 	"github.com/syncgate/syncgate/internal/testdeps"
-	"github.com/syncgate/syncgate/internal/wstest"
 )
 
 // TestClientJSUnsubscribedByServer: client.js forgets a channel the server
 // API unsubscribed it from and says so with an "unsubscribed" event.
 func TestClientJSUnsubscribedByServer(t *testing.T) {
 	node := testdeps.Node(t)
-	cfg := config.Default()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.Broker.Type = "memory"
-	cfg.Server.DrainWindow = 50 * time.Millisecond
-	srv, err := gateway.New(cfg.Gateway(), memory.New(memory.Config{HistorySize: 10, HistoryTTL: time.Minute}), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr, done := wstest.Serve(t, srv, cfg.Listen)
-	const key = "web-test-key-0123456789"
-	as, err := serverapi.New(serverapi.Config{Keys: []string{key}}, srv, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	adone := make(chan error, 1)
-	go func() { adone <- as.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = as.Shutdown(ctx)
-		if err := <-adone; !errors.Is(err, serverapi.ErrServerClosed) {
-			t.Errorf("api serve: %v", err)
-		}
-		_ = srv.Shutdown(ctx)
-		<-done
-	})
-	backend := api.New("http://"+ln.Addr().String(), key, api.Options{})
+	url, backend := startAPINode(t, func(c *config.Config) { c.History.Size = 10 })
 
 	src, err := os.ReadFile("client.js")
 	if err != nil {
@@ -68,7 +31,7 @@ func TestClientJSUnsubscribedByServer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node[0], append(node[1:], "--no-warnings", "e2e/unsubscribed.test.mjs")...)
-	cmd.Env = append(os.Environ(), "CLIENT_JS="+mod, "WS_URL=ws://"+addr+"/ws", "CH="+ch)
+	cmd.Env = append(os.Environ(), "CLIENT_JS="+mod, "WS_URL="+url, "CH="+ch)
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
