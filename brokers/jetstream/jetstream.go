@@ -137,6 +137,11 @@ type Broker struct {
 	created    atomic.Int64 // the history stream's creation time (unix ns)
 	reconnects uint64       // flusher only: the library's count at the last recovery
 	dropped    uint64       // flusher only: the connection's slow-consumer count last seen
+	checkFails int          // flusher only: stream checks failed in a row (checkCtx)
+	// elected: a stream elected a leader since the last check began;
+	// checkStop ends the check in progress, if any (see checkCtx).
+	elected   atomic.Bool
+	checkStop atomic.Pointer[context.CancelFunc]
 
 	pubMu sync.Mutex
 	pubs  map[string]*pubState
@@ -283,12 +288,18 @@ func (b *Broker) setup(ctx context.Context, nc *natsbase.Conn) (*natsbase.Presen
 		return nil, err
 	}
 	// A new stream leader may not republish what its predecessor stored
-	// last: sweep after each election.
-	_, err = nc.Subscribe("$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED."+b.cfg.Stream, func(*nats.Msg) {
+	// last: sweep after each election. And a stream check waiting for an
+	// answer that will never come (asked while there was no leader) need
+	// not wait any longer (see checkCtx).
+	const elected = "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED."
+	_, err = nc.Subscribe(elected+b.cfg.Stream, func(*nats.Msg) {
 		b.needSweep.Store(true)
-		b.n.Poke()
+		b.leaderElected()
 	})
 	if err != nil {
+		return nil, err
+	}
+	if _, err = nc.Subscribe(elected+natsname.StreamName(b.cfg.Prefix, "PRESENCE"), func(*nats.Msg) { b.leaderElected() }); err != nil {
 		return nil, err
 	}
 	return pres, nil

@@ -26,20 +26,28 @@ const (
 	childListenEnv = "SYNCGATE_TEST_NATS_CHILD_LISTEN"
 	childStoreEnv  = "SYNCGATE_TEST_NATS_CHILD_STORE"
 	childTokenEnv  = "SYNCGATE_TEST_NATS_CHILD_TOKEN"
-	childReady     = "nats child ready"
+	// A cluster member also has a name, a route address and the other
+	// members' route addresses (comma-separated).
+	childNameEnv    = "SYNCGATE_TEST_NATS_CHILD_NAME"
+	childClusterEnv = "SYNCGATE_TEST_NATS_CHILD_CLUSTER"
+	childRoutesEnv  = "SYNCGATE_TEST_NATS_CHILD_ROUTES"
+	childReady      = "nats child ready"
 )
 
 func TestMain(m *testing.M) {
 	if listen := os.Getenv(childListenEnv); listen != "" {
-		os.Exit(natsChildMain(listen, os.Getenv(childStoreEnv), os.Getenv(childTokenEnv)))
+		os.Exit(natsChildMain(natsserver.ServerConfig{
+			Listen: listen, StoreDir: os.Getenv(childStoreEnv), Token: os.Getenv(childTokenEnv),
+			ServerName: os.Getenv(childNameEnv), ClusterListen: os.Getenv(childClusterEnv), Routes: splitNonEmpty(os.Getenv(childRoutesEnv)),
+		}))
 	}
 	os.Exit(m.Run())
 }
 
 // natsChildMain runs the embedded server until its stdin is closed (the
 // test ends, or its process dies) or it is killed.
-func natsChildMain(listen, store, token string) int {
-	s, err := natsserver.StartServer(natsserver.ServerConfig{Listen: listen, StoreDir: store, Token: token})
+func natsChildMain(cfg natsserver.ServerConfig) int {
+	s, err := natsserver.StartServer(cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "nats child:", err)
 		return 1
@@ -57,6 +65,7 @@ type natsChild struct {
 	t            testing.TB
 	listen, dir  string
 	token        string
+	env          []string // a cluster member's name, route address and routes
 	cmd          *exec.Cmd
 	stdin        io.WriteCloser
 	out          *testlog.Buffer
@@ -67,38 +76,98 @@ type natsChild struct {
 // (if still running) when the test ends.
 func startNATSChild(t *testing.T) *natsChild {
 	t.Helper()
+	c := &natsChild{t: t, listen: freeAddr(t), dir: t.TempDir(), token: natsserver.RandomToken(), startTimeout: 30 * time.Second}
+	c.start()
+	t.Cleanup(c.stop)
+	return c
+}
+
+// startNATSChildCluster starts n servers in child processes, routed to
+// each other, with one token; each is killed (if still running) when the
+// test ends.
+func startNATSChildCluster(t *testing.T, n int) []*natsChild {
+	t.Helper()
+	token := natsserver.RandomToken()
+	routes := make([]string, n)
+	for i := range routes {
+		routes[i] = freeAddr(t)
+	}
+	cs := make([]*natsChild, n)
+	for i := range cs {
+		cs[i] = &natsChild{t: t, listen: freeAddr(t), dir: t.TempDir(), token: token, startTimeout: 30 * time.Second,
+			env: []string{childNameEnv + "=" + fmt.Sprintf("C%d", i+1), childClusterEnv + "=" + routes[i], childRoutesEnv + "=" + strings.Join(routes, ",")}}
+		t.Cleanup(cs[i].stop)
+	}
+	// Started together: each waits for its peers before JetStream is
+	// ready.
+	var wg sync.WaitGroup
+	for _, c := range cs {
+		wg.Go(c.launch)
+	}
+	wg.Wait()
+	for _, c := range cs {
+		c.waitReady()
+	}
+	return cs
+}
+
+// freeAddr is a free loopback address.
+func freeAddr(t *testing.T) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	listen := ln.Addr().String()
-	ln.Close()
-	c := &natsChild{t: t, listen: listen, dir: t.TempDir(), token: natsserver.RandomToken(), startTimeout: 30 * time.Second}
-	c.start()
-	t.Cleanup(c.stop)
-	return c
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func splitNonEmpty(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
 }
 
 func (c *natsChild) url() string { return "nats://" + c.listen }
 
 func (c *natsChild) start() {
 	c.t.Helper()
+	c.launch()
+	c.waitReady()
+}
+
+// launch starts the process; waitReady waits for it to serve. launch may
+// run on another goroutine (it reports failures with Error).
+func (c *natsChild) launch() {
 	exe, err := os.Executable()
 	if err != nil {
-		c.t.Fatal(err)
+		c.t.Error(err)
+		return
 	}
 	cmd := exec.Command(exe, "-test.run=^$")
 	cmd.Env = append(os.Environ(), childListenEnv+"="+c.listen, childStoreEnv+"="+c.dir, childTokenEnv+"="+c.token)
+	cmd.Env = append(cmd.Env, c.env...)
 	out := &testlog.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
-		c.t.Fatal(err)
+		c.t.Error(err)
+		return
 	}
 	if err := cmd.Start(); err != nil {
-		c.t.Fatal(err)
+		c.t.Error(err)
+		return
 	}
 	c.cmd, c.stdin, c.out = cmd, stdin, out
+}
+
+func (c *natsChild) waitReady() {
+	c.t.Helper()
+	if c.cmd == nil {
+		c.t.FailNow()
+	}
+	out := c.out
 	deadline := time.Now().Add(c.startTimeout)
 	for !strings.Contains(out.String(), childReady) {
 		if time.Now().After(deadline) {

@@ -93,6 +93,17 @@ const drainWait = time.Second
 
 var errNoProgress = errors.New("too many conflicting publishes in a row")
 
+// ackWait bounds the wait for one conditional write's ack. A write that
+// reaches a stream leader as it steps down (or dies) is never answered;
+// waiting for the caller's whole deadline held the channel's later
+// publishes up for that long (5 s at the gateway's default). After ackWait
+// the write's outcome is unknown and resolved like any interrupted one
+// (resolve: stored, or sent again), within the caller's deadline.
+const ackWait = time.Second
+
+// errAckLost: a write got no ack within ackWait.
+var errAckLost = errors.New("no ack in time")
+
 // Publish implements brokers.Broker. See doc.go for outages.
 func (b *Broker) Publish(ctx context.Context, ch string, data []byte) (brokers.Position, error) {
 	if err := b.n.Check(ctx); err != nil {
@@ -114,6 +125,11 @@ func (b *Broker) Publish(ctx context.Context, ch string, data []byte) (brokers.P
 		return b.enqueue(ch, data, id, nil)
 	}
 	pos, amb, err := b.publish(ctx, ch, data, id, "", nil)
+	for amb != nil && errors.Is(err, errAckLost) && ctx.Err() == nil {
+		// No ack within ackWait: resolve the write (stored or not, and
+		// sent again if not) while the caller still waits.
+		pos, amb, err = b.publish(ctx, ch, data, id, "", amb)
+	}
 	if err == nil {
 		st.acked = pos
 		return pos, nil
@@ -300,7 +316,12 @@ func (b *Broker) send(ctx context.Context, st *pubState, subj string, data []byt
 	if a.was != "" {
 		m.Header[hdrWas] = []string{a.was}
 	}
-	sseq, err := natsbase.Publish(ctx, b.n.Conn().Conn, m)
+	actx, cancel := context.WithTimeout(ctx, ackWait)
+	sseq, err := natsbase.Publish(actx, b.n.Conn().Conn, m)
+	cancel()
+	if err != nil && ctx.Err() == nil && errors.Is(actx.Err(), context.DeadlineExceeded) {
+		err = fmt.Errorf("%w: %w", errAckLost, err)
+	}
 	switch {
 	case err == nil:
 		st.known, st.sseq, st.seq, st.epoch = true, sseq, a.seq, a.epoch
@@ -506,8 +527,14 @@ func (b *Broker) flusher() {
 			b.needSweep.Store(true)
 		}
 		if n := b.n.Conn().Stats().Reconnects; n != b.reconnects {
-			if err := b.recoverStreams(); err != nil {
-				b.n.Log().Warn("jetstream: recovering after reconnect", "err", err)
+			// The streams may be gone (a memory stream, its server
+			// restarted) or created anew: checkStreams re-creates or
+			// notices them, with a read while they are there.
+			if err := b.checked(b.checkStreams()); err != nil {
+				if time.Since(lastWarn) >= 10*time.Second {
+					lastWarn = time.Now()
+					b.n.Log().Warn("jetstream: recovering after reconnect", "err", err)
+				}
 				continue
 			}
 			b.reconnects = n
@@ -517,7 +544,7 @@ func (b *Broker) flusher() {
 		// flusher often), else every CheckEvery.
 		if since := time.Since(lastCheck); b.needRepair.Load() && since >= 250*time.Millisecond || since >= b.cfg.CheckEvery {
 			lastCheck = time.Now()
-			if err := b.checkStreams(); err != nil {
+			if err := b.checked(b.checkStreams()); err != nil {
 				if time.Since(lastWarn) >= 10*time.Second {
 					lastWarn = time.Now()
 					b.n.Log().Warn("jetstream: checking the streams", "err", err)
@@ -546,7 +573,7 @@ func (b *Broker) flusher() {
 // after its server restarted) and, when the history stream was created
 // anew, resets what the node knows of stream positions.
 func (b *Broker) recoverStreams() error {
-	ctx, cancel := b.n.BgCtx(10 * time.Second)
+	ctx, cancel := b.checkCtx()
 	defer cancel()
 	changed, err := b.ensureHistory(ctx)
 	if err != nil {

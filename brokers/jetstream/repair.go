@@ -90,7 +90,7 @@ func (b *Broker) probeStreams(ctx context.Context) (int64, error) {
 // created anew by another node) forgets the positions it knew and has
 // every subscribed channel checked against the new stream.
 func (b *Broker) checkStreams() error {
-	ctx, cancel := b.n.BgCtx(10 * time.Second)
+	ctx, cancel := b.checkCtx()
 	defer cancel()
 	created, err := b.probeStreams(ctx)
 	switch {
@@ -112,4 +112,56 @@ func (b *Broker) checkStreams() error {
 	b.needSweep.Store(true)
 	b.needRepair.Store(false)
 	return nil
+}
+
+// Deadlines of the flusher's stream checks (see checkCtx).
+const (
+	checkWait    = 250 * time.Millisecond
+	maxCheckWait = 8 * time.Second
+)
+
+// checkCtx bounds one of the flusher's stream checks (checkStreams,
+// recoverStreams). The JetStream API drops a request that reaches it while
+// the stream has no leader (an election after a leader stepped down or
+// died): nobody answers, and the check waits out its deadline. The flusher
+// alone flushes the outbox and sweeps, so that wait holds up the delivery,
+// on every other node, of what this node published meanwhile (with 10 s,
+// one stream leader stepdown in three stalled it 10 s). So a check gets
+// checkWait, doubled after each failed one up to maxCheckWait (a slow
+// server is still given time), and a stream's new leader (its election
+// advisory) ends the check in progress and the doubling: asked again, the
+// leader answers.
+func (b *Broker) checkCtx() (context.Context, context.CancelFunc) {
+	if b.elected.Swap(false) {
+		b.checkFails = 0
+	}
+	ctx, cancel := b.n.BgCtx(min(checkWait<<min(b.checkFails, 6), maxCheckWait))
+	b.checkStop.Store(&cancel)
+	if b.elected.Load() {
+		cancel() // elected meanwhile: ask again at once
+	}
+	return ctx, func() {
+		b.checkStop.Store(nil)
+		cancel()
+	}
+}
+
+// leaderElected: a stream has a new leader (its advisory).
+func (b *Broker) leaderElected() {
+	b.elected.Store(true)
+	if stop := b.checkStop.Load(); stop != nil {
+		(*stop)()
+	}
+	b.n.Poke()
+}
+
+// checked counts the flusher's failed stream checks in a row (for
+// checkCtx) and returns err.
+func (b *Broker) checked(err error) error {
+	if err != nil {
+		b.checkFails++
+	} else {
+		b.checkFails = 0
+	}
+	return err
 }
