@@ -354,6 +354,11 @@ func (b *Broker) fillLocked(c *channel, upTo, nextSeq uint64, nextEpoch string) 
 
 // sweep checks every subscribed channel against the stream after a
 // reconnect and fills what was stored meanwhile. It reports success.
+//
+// The channel's last message is read without the channel's lock, so that
+// a read waiting for an answer (a stream without leader answers nothing)
+// does not hold up the channel's deliveries, and a read that times out
+// ends the sweep: the next channels' would too; the flusher sweeps again.
 func (b *Broker) sweep() bool {
 	chans := b.n.Channels()
 	ok := true
@@ -365,19 +370,29 @@ func (b *Broker) sweep() bool {
 		// Messages may have been stored and even aged out while the node
 		// was not looking (disconnected, dropping, between leaders).
 		c.invalidateLocked()
-		if c.active && c.ready {
-			ctx, cancel := b.n.BgCtx(5 * time.Second)
-			last, err := natsbase.GetLast(ctx, b.n.Conn().Conn, b.cfg.Stream, c.hist)
-			cancel()
-			switch {
-			case errors.Is(err, natsbase.ErrNotFound):
-			case err != nil:
-				b.noteErr(err)
-				ok = false
-			case last.Seq > c.lastStream:
-				seq, epoch := seqOf(last.Header)
-				b.fillLocked(c, last.Seq, seq+1, epoch)
-			}
+		live := c.active && c.ready
+		c.mu.Unlock()
+		if !live {
+			continue
+		}
+		ctx, cancel := b.flusherCtx(5 * time.Second)
+		last, err := natsbase.GetLast(ctx, b.n.Conn().Conn, b.cfg.Stream, c.hist)
+		cancel()
+		switch {
+		case errors.Is(err, natsbase.ErrNotFound):
+			continue
+		case natsbase.IsConnErr(err):
+			b.noteErr(err)
+			return false
+		case err != nil:
+			b.noteErr(err)
+			ok = false
+			continue
+		}
+		c.mu.Lock()
+		if c.active && c.ready && last.Seq > c.lastStream {
+			seq, epoch := seqOf(last.Header)
+			b.fillLocked(c, last.Seq, seq+1, epoch)
 		}
 		c.mu.Unlock()
 	}

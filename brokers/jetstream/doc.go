@@ -37,6 +37,18 @@
 // against the new stream. Ping (readiness) fails while a stream is missing
 // or publishes wait in the outbox.
 //
+// # Stream leader changes
+//
+// While a replicated stream elects a leader (its leader stepped down, or
+// its server died: seconds), a publish finds nobody to store it (no
+// responders) and joins the outbox, and a JetStream API request sent then
+// is dropped unanswered. The flusher, which alone flushes the outbox, so
+// never waits long on one: a stream check gets 250 ms, doubled after each
+// failed one up to 8 s, and the stream's election advisory ends the check
+// in progress; a write's ack is awaited at most 1 s, then resolved like an
+// interrupted one. So every node delivers again within moments of the
+// election (TestLeaderStepdownResume, TestLeaderKilledResume).
+//
 // # Delivery
 //
 // The stream republishes each stored message on <prefix>.r.<token> with its

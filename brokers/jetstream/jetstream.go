@@ -139,9 +139,9 @@ type Broker struct {
 	dropped    uint64       // flusher only: the connection's slow-consumer count last seen
 	checkFails int          // flusher only: stream checks failed in a row (checkCtx)
 	// elected: a stream elected a leader since the last check began;
-	// checkStop ends the check in progress, if any (see checkCtx).
-	elected   atomic.Bool
-	checkStop atomic.Pointer[context.CancelFunc]
+	// waitStop ends the flusher's wait in progress, if any (flusherCtx).
+	elected  atomic.Bool
+	waitStop atomic.Pointer[func()]
 
 	pubMu sync.Mutex
 	pubs  map[string]*pubState

@@ -601,7 +601,7 @@ func (b *Broker) flushOutbox() bool {
 			b.outbox.Pop()
 			continue
 		}
-		ctx, cancel := b.n.BgCtx(5 * time.Second)
+		ctx, cancel := b.flusherCtx(5 * time.Second)
 		_, amb, err := b.publish(ctx, e.ch, e.data, e.id, e.was, e.amb)
 		cancel()
 		if err != nil {

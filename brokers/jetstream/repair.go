@@ -128,28 +128,39 @@ const (
 // on every other node, of what this node published meanwhile (with 10 s,
 // one stream leader stepdown in three stalled it 10 s). So a check gets
 // checkWait, doubled after each failed one up to maxCheckWait (a slow
-// server is still given time), and a stream's new leader (its election
-// advisory) ends the check in progress and the doubling: asked again, the
-// leader answers.
+// server is still given time), and a stream's new leader ends the check
+// in progress and the doubling (see flusherCtx).
 func (b *Broker) checkCtx() (context.Context, context.CancelFunc) {
 	if b.elected.Swap(false) {
 		b.checkFails = 0
 	}
-	ctx, cancel := b.n.BgCtx(min(checkWait<<min(b.checkFails, 6), maxCheckWait))
-	b.checkStop.Store(&cancel)
-	if b.elected.Load() {
-		cancel() // elected meanwhile: ask again at once
-	}
+	return b.flusherCtx(min(checkWait<<min(b.checkFails, 6), maxCheckWait))
+}
+
+// errElected ends a wait of the flusher when a stream elects a leader. It
+// counts as a timeout (natsbase.IsConnErr): what was asked is asked again.
+var errElected = fmt.Errorf("a stream elected a leader: %w", context.DeadlineExceeded)
+
+// flusherCtx bounds one wait of the flusher (a stream check, a flushed
+// publish, a sweep's read) by d. A stream's election advisory ends it
+// early, with errElected: a request sent while the stream had no leader
+// is never answered, and the new leader answers it asked again.
+func (b *Broker) flusherCtx(d time.Duration) (context.Context, context.CancelFunc) {
+	bg, done := b.n.BgCtx(d)
+	ctx, cancel := context.WithCancelCause(bg)
+	stop := func() { cancel(errElected) }
+	b.waitStop.Store(&stop)
 	return ctx, func() {
-		b.checkStop.Store(nil)
-		cancel()
+		b.waitStop.Store(nil)
+		cancel(nil)
+		done()
 	}
 }
 
 // leaderElected: a stream has a new leader (its advisory).
 func (b *Broker) leaderElected() {
 	b.elected.Store(true)
-	if stop := b.checkStop.Load(); stop != nil {
+	if stop := b.waitStop.Load(); stop != nil {
 		(*stop)()
 	}
 	b.n.Poke()
