@@ -97,8 +97,9 @@ var errNoProgress = errors.New("too many conflicting publishes in a row")
 // reaches a stream leader as it steps down (or dies) is never answered;
 // waiting for the caller's whole deadline held the channel's later
 // publishes up for that long (5 s at the gateway's default). After ackWait
-// the write's outcome is unknown and resolved like any interrupted one
-// (resolve: stored, or sent again), within the caller's deadline.
+// the write's outcome is unknown: Publish resolves it like any
+// interrupted one (stored, or sent again), within ackWait again, else
+// hands it to the outbox, which resolves it when the stream answers.
 const ackWait = time.Second
 
 // errAckLost: a write got no ack within ackWait.
@@ -125,10 +126,13 @@ func (b *Broker) Publish(ctx context.Context, ch string, data []byte) (brokers.P
 		return b.enqueue(ch, data, id, nil)
 	}
 	pos, amb, err := b.publish(ctx, ch, data, id, "", nil)
-	for amb != nil && errors.Is(err, errAckLost) && ctx.Err() == nil {
+	if amb != nil && errors.Is(err, errAckLost) && ctx.Err() == nil {
 		// No ack within ackWait: resolve the write (stored or not, and
-		// sent again if not) while the caller still waits.
-		pos, amb, err = b.publish(ctx, ch, data, id, "", amb)
+		// sent again if not), as long again; if the stream cannot say
+		// (no leader yet), the node is in an outage (below).
+		actx, cancel := context.WithTimeout(ctx, ackWait)
+		pos, amb, err = b.publish(actx, ch, data, id, "", amb)
+		cancel()
 	}
 	if err == nil {
 		st.acked = pos
