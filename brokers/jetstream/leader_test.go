@@ -56,7 +56,7 @@ func TestLeaderStepdownResume(t *testing.T) {
 	api := apiConn(t, cl.URL(), nats.Options{})
 	const ch = "doc.stepdown"
 	nodes := map[string]node{"a": a, "b": b}
-	load := startLeaderLoad(t, a, nodes, ch)
+	load := startLeaderLoad(t, a, nodes, ch, 5*time.Millisecond)
 	for round := range 3 {
 		time.Sleep(500 * time.Millisecond)
 		old := streamLeader(t, api, 5*time.Second)
@@ -86,7 +86,11 @@ func TestLeaderStepdownResume(t *testing.T) {
 // deliver a publication made after the election within electedResume of
 // it, and again one made after the restart within electedResume of it;
 // at the end nothing acked is lost, duplicated or reordered (as in
-// TestLeaderStepdownResume).
+// TestLeaderStepdownResume). While the stream has no leader, a's
+// publications (one every 20 ms: a few hundred) wait in its outbox, which
+// drains at one write per round trip after the election; a publication
+// made after the election comes after them, so the bound covers draining
+// that backlog (logged).
 func TestLeaderKilledResume(t *testing.T) {
 	if testing.Short() {
 		t.Skip("cluster test")
@@ -104,7 +108,7 @@ func TestLeaderKilledResume(t *testing.T) {
 	api := apiConn(t, all, nats.Options{Token: servers[0].token})
 	const ch = "doc.killed.leader"
 	nodes := map[string]node{"a": a, "b": b}
-	load := startLeaderLoad(t, a, nodes, ch)
+	load := startLeaderLoad(t, a, nodes, ch, 20*time.Millisecond)
 	time.Sleep(500 * time.Millisecond)
 	old := streamLeader(t, api, 10*time.Second)
 	i, err := strconv.Atoi(strings.TrimPrefix(old, "C"))
@@ -120,9 +124,10 @@ func TestLeaderKilledResume(t *testing.T) {
 		return now != "" && now != old
 	})
 	elected := time.Now()
+	backlog := a.b.OutboxLen()
 	took := load.waitResume(t, elected, electedResume)
-	t.Logf("leader %s killed; %s elected after %v; delivery resumed after a %v, b %v", old, now, elected.Sub(killed).Round(time.Millisecond),
-		took["a"].Round(time.Millisecond), took["b"].Round(time.Millisecond))
+	t.Logf("leader %s killed; %s elected after %v, a's outbox holding %d; delivery resumed after a %v, b %v", old, now, elected.Sub(killed).Round(time.Millisecond),
+		backlog, took["a"].Round(time.Millisecond), took["b"].Round(time.Millisecond))
 	time.Sleep(2 * time.Second)
 	victim.start()
 	restarted := time.Now()
@@ -131,8 +136,8 @@ func TestLeaderKilledResume(t *testing.T) {
 	load.finish(t)
 }
 
-// leaderLoad publishes on one node, one publish at a time, every 5 ms, and
-// watches the deliveries of every node.
+// leaderLoad publishes on one node, one publish at a time, pausing between
+// them, and watches the deliveries of every node.
 type leaderLoad struct {
 	nodes map[string]node
 	ch    string
@@ -144,7 +149,7 @@ type leaderLoad struct {
 	starts []time.Time // when each publish call began
 }
 
-func startLeaderLoad(t *testing.T, n node, nodes map[string]node, ch string) *leaderLoad {
+func startLeaderLoad(t *testing.T, n node, nodes map[string]node, ch string, pause time.Duration) *leaderLoad {
 	t.Helper()
 	for _, nd := range nodes {
 		if err := nd.b.Subscribe(t.Context(), ch); err != nil {
@@ -164,7 +169,7 @@ func startLeaderLoad(t *testing.T, n node, nodes map[string]node, ch string) *le
 			l.pubs = append(l.pubs, published{data, pos, err})
 			l.starts = append(l.starts, start)
 			l.mu.Unlock()
-			time.Sleep(5 * time.Millisecond)
+			time.Sleep(pause)
 		}
 	}()
 	t.Cleanup(func() {
