@@ -607,6 +607,7 @@ func (b *Broker) flushOutbox() bool {
 		}
 		ctx, cancel := b.flusherCtx(5 * time.Second)
 		_, amb, err := b.publish(ctx, e.ch, e.data, e.id, e.was, e.amb)
+		ended := ctx.Err() != nil // timed out, or ended by an election: not refused
 		cancel()
 		if err != nil {
 			b.noteErr(err)
@@ -614,7 +615,7 @@ func (b *Broker) flushOutbox() bool {
 				e.amb = amb
 				b.outbox.Replace(e)
 			}
-			if amb != nil || natsbase.IsOutage(err) || b.n.Closing() {
+			if amb != nil || natsbase.IsOutage(err) || ended || b.n.Closing() {
 				return false
 			}
 			b.n.Log().Error("jetstream: dropping an outbox publication the server refuses", "channel", e.ch, "err", err)
