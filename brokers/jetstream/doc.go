@@ -45,8 +45,10 @@
 // is dropped unanswered. The flusher, which alone flushes the outbox, so
 // never waits long on one: a stream check gets 250 ms, doubled after each
 // failed one up to 8 s, and the stream's election advisory ends the check
-// in progress; a write's ack is awaited at most 1 s, then resolved like an
-// interrupted one. So every node delivers again within moments of the
+// in progress, as it ends the flusher's other waits (a flushed write, a
+// sweep's read); a write still waiting for its ack when the history stream
+// elects a leader (the old one never answers it) is resolved at once like
+// an interrupted one. So every node delivers again within moments of the
 // election (TestLeaderStepdownResume, TestLeaderKilledResume).
 //
 // # Delivery

@@ -142,6 +142,9 @@ type Broker struct {
 	// waitStop ends the flusher's wait in progress, if any (flusherCtx).
 	elected  atomic.Bool
 	waitStop atomic.Pointer[func()]
+	// election ends when the history stream elects a leader (writes
+	// waiting for their ack then resolve them: errAckLost).
+	election atomic.Pointer[election]
 
 	pubMu sync.Mutex
 	pubs  map[string]*pubState
@@ -218,6 +221,7 @@ func New(cfg Config) *Broker {
 		outbox:   natsbase.NewOutbox[outboxEntry](cfg.OutboxSize),
 	}
 	b.Presence = b.n
+	b.election.Store(newElection())
 	return b
 }
 
@@ -288,12 +292,13 @@ func (b *Broker) setup(ctx context.Context, nc *natsbase.Conn) (*natsbase.Presen
 		return nil, err
 	}
 	// A new stream leader may not republish what its predecessor stored
-	// last: sweep after each election. And a stream check waiting for an
-	// answer that will never come (asked while there was no leader) need
-	// not wait any longer (see checkCtx).
+	// last: sweep after each election. And what waits for an answer that
+	// will never come (asked of the old leader, or while there was none)
+	// need not wait any longer (errAckLost, flusherCtx).
 	const elected = "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED."
 	_, err = nc.Subscribe(elected+b.cfg.Stream, func(*nats.Msg) {
 		b.needSweep.Store(true)
+		b.election.Swap(newElection()).end(errAckLost)
 		b.leaderElected()
 	})
 	if err != nil {

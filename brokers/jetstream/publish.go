@@ -93,17 +93,27 @@ const drainWait = time.Second
 
 var errNoProgress = errors.New("too many conflicting publishes in a row")
 
-// ackWait bounds the wait for one conditional write's ack. A write that
-// reaches a stream leader as it steps down (or dies) is never answered;
-// waiting for the caller's whole deadline held the channel's later
-// publishes up for that long (5 s at the gateway's default). After ackWait
-// the write's outcome is unknown: Publish resolves it like any
-// interrupted one (stored, or sent again), within ackWait again, else
-// hands it to the outbox, which resolves it when the stream answers.
-const ackWait = time.Second
+// errAckLost: the history stream elected a leader while a write waited
+// for its ack. A write that reached the leader as it stepped down (or
+// died) is never answered, and waiting for the caller's whole deadline
+// held the channel's later publishes up for that long (5 s at the
+// gateway's default); so the election ends the wait (see election), and
+// Publish resolves the write like any interrupted one (stored, or sent
+// again), else hands it to the outbox, which resolves it later. A leader
+// that is only slow (paused, cut off) is still waited for.
+var errAckLost = errors.New("the stream elected a leader while the write waited for its ack")
 
-// errAckLost: a write got no ack within ackWait.
-var errAckLost = errors.New("no ack in time")
+// election is ended (with errAckLost) when the history stream elects a
+// leader, and then replaced.
+type election struct {
+	ctx context.Context
+	end context.CancelCauseFunc
+}
+
+func newElection() *election {
+	ctx, end := context.WithCancelCause(context.Background())
+	return &election{ctx, end}
+}
 
 // Publish implements brokers.Broker. See doc.go for outages.
 func (b *Broker) Publish(ctx context.Context, ch string, data []byte) (brokers.Position, error) {
@@ -127,12 +137,10 @@ func (b *Broker) Publish(ctx context.Context, ch string, data []byte) (brokers.P
 	}
 	pos, amb, err := b.publish(ctx, ch, data, id, "", nil)
 	if amb != nil && errors.Is(err, errAckLost) && ctx.Err() == nil {
-		// No ack within ackWait: resolve the write (stored or not, and
-		// sent again if not), as long again; if the stream cannot say
-		// (no leader yet), the node is in an outage (below).
-		actx, cancel := context.WithTimeout(ctx, ackWait)
-		pos, amb, err = b.publish(actx, ch, data, id, "", amb)
-		cancel()
+		// Its leader went away: ask the new one whether the write was
+		// stored, and send it again if not; if that fails too, the node
+		// is in an outage (below).
+		pos, amb, err = b.publish(ctx, ch, data, id, "", amb)
 	}
 	if err == nil {
 		st.acked = pos
@@ -320,10 +328,12 @@ func (b *Broker) send(ctx context.Context, st *pubState, subj string, data []byt
 	if a.was != "" {
 		m.Header[hdrWas] = []string{a.was}
 	}
-	actx, cancel := context.WithTimeout(ctx, ackWait)
+	actx, cancel := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(b.election.Load().ctx, func() { cancel(errAckLost) })
 	sseq, err := natsbase.Publish(actx, b.n.Conn().Conn, m)
-	cancel()
-	if err != nil && ctx.Err() == nil && errors.Is(actx.Err(), context.DeadlineExceeded) {
+	stop()
+	cancel(nil)
+	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(actx), errAckLost) {
 		err = fmt.Errorf("%w: %w", errAckLost, err)
 	}
 	switch {
