@@ -24,9 +24,12 @@ import (
 // under its real position, a publication made after that end. Bounds with
 // a margin for a loaded 2-core machine, not speed figures (the tests log
 // what they measure).
+// electedResume includes draining the publishing node's outbox (up to a
+// few hundred publications, see TestLeaderKilledResume), which takes a
+// second or more under -race on a loaded machine.
 const (
 	stepdownResume = 2 * time.Second
-	electedResume  = 2 * time.Second
+	electedResume  = 3 * time.Second
 )
 
 // TestLeaderStepdownResume: the history stream's leader steps down
