@@ -160,6 +160,9 @@ type Broker struct {
 	outMu  sync.Mutex
 	outbox *natsbase.Outbox[outboxEntry]
 	local  map[string]*brokers.Position // outage positions handed out per channel
+	// inflight: the outage positions of publications whose first write
+	// (without Sg-Was) may be stored, delivered here under them.
+	inflight inflightWas
 }
 
 var (
