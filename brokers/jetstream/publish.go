@@ -175,10 +175,13 @@ func (b *Broker) lastDelivered(ctx context.Context, ch string, l *lastPub) {
 	if l.pos.Epoch == "" {
 		return
 	}
+	c := b.n.Channel(ch)
+	if c == nil {
+		return // not served here
+	}
 	deadline := time.Now().Add(deliveredWait)
 	for wait := 100 * time.Microsecond; ; wait = min(2*wait, 10*time.Millisecond) {
-		t := b.tailOf(ch)
-		if t == nil || t.epoch != l.pos.Epoch || t.seq >= l.pos.Seq {
+		if t := c.tail.Load(); t != nil && (t.epoch != l.pos.Epoch || t.seq >= l.pos.Seq) {
 			return
 		}
 		if ctx.Err() != nil || !time.Now().Before(deadline) {
