@@ -142,8 +142,10 @@ type Broker struct {
 	pubs  map[string]*pubState
 
 	// Outage state. jsDown: a publish failed for want of the server or
-	// stream; cleared when the outbox is flushed.
-	jsDown atomic.Bool
+	// stream; cleared when the outbox is flushed. entering counts the
+	// publishes on their way into the outbox (Broker.enter).
+	jsDown   atomic.Bool
+	entering atomic.Int32
 	// needSweep: check every subscribed channel against the stream (see
 	// flusher).
 	needSweep atomic.Bool

@@ -114,8 +114,7 @@ func (b *Broker) Publish(ctx context.Context, ch string, data []byte) (brokers.P
 		b.waitDrained(ctx, drained)
 	}
 	if b.offline() || b.outbox.Len() > 0 {
-		b.lastDelivered(ctx, ch, &st.last)
-		return b.enqueue(ch, data, id, nil)
+		return b.enter(ctx, ch, st, data, id, nil)
 	}
 	s, amb, err := b.publish(ctx, ch, data, id, "", nil)
 	if err == nil {
@@ -132,12 +131,24 @@ func (b *Broker) Publish(ctx context.Context, ch string, data []byte) (brokers.P
 	}
 	b.noteErr(err)
 	if amb != nil || natsbase.IsOutage(err) {
-		b.jsDown.Store(true)
-		b.n.Poke()
-		b.lastDelivered(ctx, ch, &st.last)
-		return b.enqueue(ch, data, id, amb)
+		return b.enter(ctx, ch, st, data, id, amb)
 	}
 	return brokers.Position{}, fmt.Errorf("jetstream: publish %s: %w", ch, err)
+}
+
+// enter puts a publication into the outbox (enqueue), once the channel's
+// last one stored from this node has been delivered here. Until it is in,
+// the flusher does not take an empty outbox for the end of the outage
+// (entering): it would clear jsDown and sweep every channel, holding each
+// channel's lock while it waits for the server, and enqueue would wait
+// for that lock.
+func (b *Broker) enter(ctx context.Context, ch string, st *pubState, data []byte, id string, amb *attempt) (brokers.Position, error) {
+	b.entering.Add(1)
+	defer b.entering.Add(-1)
+	b.jsDown.Store(true) // publishes of other channels go to the outbox meanwhile
+	b.n.Poke()
+	b.lastDelivered(ctx, ch, &st.last)
+	return b.enqueue(ch, data, id, amb)
 }
 
 // lockOrder takes ch's publish order (pubState.order), waiting at most
@@ -605,7 +616,7 @@ func (b *Broker) flushOutbox() bool {
 		b.outbox.Pop()
 	}
 	b.outMu.Lock()
-	empty := b.outbox.Len() == 0
+	empty := b.outbox.Len() == 0 && b.entering.Load() == 0
 	if empty {
 		clear(b.local)
 		b.jsDown.Store(false)
