@@ -84,6 +84,11 @@ func (c *channel) invalidateLocked() {
 type tail struct {
 	sseq, seq uint64
 	epoch     string
+	// prev is the stream seq of the message accounted for before it, id
+	// its Sg-Id ("" when unknown): a write conditional on prev whose id is
+	// not id was not stored (deliverInFlight).
+	prev uint64
+	id   string
 }
 
 // Subscribe implements brokers.Broker. It subscribes to the channel's live
@@ -292,18 +297,27 @@ func (b *Broker) onLive(c *channel, m *nats.Msg) {
 // marker, seq 0, only moves the position).
 func (b *Broker) acceptLocked(c *channel, sseq uint64, h nats.Header, data []byte) {
 	seq, epoch := seqOf(h)
-	c.lastStream = sseq
-	c.tail.Store(&tail{sseq, seq, epoch})
-	c.invalidateLocked()
 	if seq == 0 {
+		c.tail.Store(&tail{sseq: sseq, seq: seq, epoch: epoch, prev: c.lastStream})
+		c.lastStream = sseq
+		c.invalidateLocked()
 		c.seq, c.epoch = 0, epoch
 		return
 	}
-	if epoch == c.epoch && seq <= c.seq {
+	c.acceptPubLocked(b.n.Handler(), sseq, h.Get(hdrID), brokers.Publication{Seq: seq, Epoch: epoch, Data: data, Was: b.inflight.was(h)})
+}
+
+// acceptPubLocked accounts for the stored message sseq (Sg-Id id),
+// publication p, and hands p on unless it was delivered already.
+func (c *channel) acceptPubLocked(h brokers.Handler, sseq uint64, id string, p brokers.Publication) {
+	c.tail.Store(&tail{sseq: sseq, seq: p.Seq, epoch: p.Epoch, prev: c.lastStream, id: id})
+	c.lastStream = sseq
+	c.invalidateLocked()
+	if p.Epoch == c.epoch && p.Seq <= c.seq {
 		return
 	}
-	c.seq, c.epoch = seq, epoch
-	b.n.Handler().HandlePublication(c.name, brokers.Publication{Seq: seq, Epoch: epoch, Data: data, Was: wasOf(h)})
+	c.seq, c.epoch = p.Seq, p.Epoch
+	h.HandlePublication(c.name, p)
 }
 
 // fillLocked reads c's stored messages after c.lastStream up to stream seq

@@ -84,10 +84,11 @@
 // position can resume from the position the epoch names. A node's Publish
 // calls of one channel go one at a time, in call order (pubState.order):
 // one still waiting for its ack when the outage starts is not overtaken by
-// the later ones, in the outbox nor, if it is acked, on this node. One
-// whose outcome stays unknown is delivered only under its real position
-// (it may be stored already, without Sg-Was), so on this node the later
-// ones, delivered at once under outage positions, come before it.
+// the later ones, in the outbox nor on this node: acked, it is delivered
+// here before them (from a copy kept, when the stream's copy is late); its
+// outcome unknown, it is delivered here under its outage position before
+// them, and a first write of it stored without Sg-Was still comes with
+// Was on this node (see inflight.go).
 // Subscribe and Since fail with brokers.ErrUnavailable during an outage.
 //
 // # Presence

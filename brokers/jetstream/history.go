@@ -109,7 +109,7 @@ func (b *Broker) readRange(ctx context.Context, subj string, last *natsbase.Stor
 // upTo: direct gets while the answering replica catches up, then the
 // leader. It returns the stream seq of the first publication too.
 func (b *Broker) readSeqs(ctx context.Context, subj string, startStream, skip, from, to uint64, epoch string, upTo uint64) ([]brokers.Publication, uint64, error) {
-	r := rangeReader{from: from, to: to, epoch: epoch}
+	r := rangeReader{from: from, to: to, epoch: epoch, inflight: &b.inflight}
 	for try := range replicaTries {
 		if try > 0 {
 			time.Sleep(time.Duration(try) * 20 * time.Millisecond)
@@ -179,6 +179,7 @@ type rangeReader struct {
 	tail        bool   // seq to was seen (or passed): nothing is missing at the end
 	firstStream uint64 // stream seq of the first publication kept
 	lastStream  uint64 // stream seq of the last message taken
+	inflight    *inflightWas
 }
 
 func (r *rangeReader) reset() {
@@ -199,6 +200,6 @@ func (r *rangeReader) add(sm *natsbase.StoredMsg) {
 	if len(r.pubs) == 0 {
 		r.firstStream = sm.Seq
 	}
-	r.pubs = append(r.pubs, brokers.Publication{Seq: s, Epoch: e, Data: sm.Data, Was: wasOf(sm.Header)})
+	r.pubs = append(r.pubs, brokers.Publication{Seq: s, Epoch: e, Data: sm.Data, Was: r.inflight.was(sm.Header)})
 	r.lastStream = sm.Seq
 }

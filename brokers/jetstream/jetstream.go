@@ -150,8 +150,10 @@ type Broker struct {
 	pubs  map[string]*pubState
 
 	// Outage state. jsDown: a publish failed for want of the server or
-	// stream; cleared when the outbox is flushed.
-	jsDown atomic.Bool
+	// stream; cleared when the outbox is flushed. entering counts the
+	// publishes on their way into the outbox (Broker.enter).
+	jsDown   atomic.Bool
+	entering atomic.Int32
 	// needSweep: check every subscribed channel against the stream (see
 	// flusher).
 	needSweep atomic.Bool
@@ -168,6 +170,9 @@ type Broker struct {
 	outMu  sync.Mutex
 	outbox *natsbase.Outbox[outboxEntry]
 	local  map[string]*brokers.Position // outage positions handed out per channel
+	// inflight: the outage positions of publications whose first write
+	// (without Sg-Was) may be stored, delivered here under them.
+	inflight inflightWas
 }
 
 var (

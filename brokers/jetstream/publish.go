@@ -53,7 +53,7 @@ type pubState struct {
 	// not evicted meanwhile.
 	order   chan struct{}
 	waiting atomic.Int32
-	acked   brokers.Position // order: the last position Publish got from the stream
+	last    lastPub // order: the last publication Publish stored
 }
 
 // attempt is one conditional write whose outcome may be unknown (the
@@ -123,28 +123,31 @@ func (b *Broker) Publish(ctx context.Context, ch string, data []byte) (brokers.P
 	ctx, cancel := b.n.OpCtx(ctx)
 	defer cancel()
 	id := b.newID()
-	if !b.offline() && b.outbox.Len() > 0 {
-		b.waitDrained(ctx)
-	}
+	drained := time.Now().Add(drainWait) // the longest wait for the outbox to drain
 	st, err := b.lockOrder(ctx, ch)
 	if err != nil {
 		return brokers.Position{}, fmt.Errorf("jetstream: publish %s: %w", ch, err)
 	}
 	defer b.unlockOrder(st)
-	if b.offline() || b.outbox.Len() > 0 {
-		b.waitDelivered(ctx, ch, st.acked)
-		return b.enqueue(ch, data, id, nil)
+	// Under the lock (two publishes of ch waiting for the outbox to
+	// drain would end their waits in any order), until a deadline set
+	// before it (so that the waits of a queue of publishes overlap).
+	if !b.offline() && b.outbox.Len() > 0 {
+		b.waitDrained(ctx, drained)
 	}
-	pos, amb, err := b.publish(ctx, ch, data, id, "", nil)
+	if b.offline() || b.outbox.Len() > 0 {
+		return b.enter(ctx, ch, st, data, id, nil)
+	}
+	s, amb, err := b.publish(ctx, ch, data, id, "", nil)
 	if amb != nil && errors.Is(err, errAckLost) && ctx.Err() == nil {
 		// Its leader went away: ask the new one whether the write was
 		// stored, and send it again if not; if that fails too, the node
 		// is in an outage (below).
-		pos, amb, err = b.publish(ctx, ch, data, id, "", amb)
+		s, amb, err = b.publish(ctx, ch, data, id, "", amb)
 	}
 	if err == nil {
-		st.acked = pos
-		return pos, nil
+		st.last.keep(s, data)
+		return s.pos, nil
 	}
 	if errors.Is(ctx.Err(), context.Canceled) && !errors.Is(err, natsbase.ErrDisconnected) {
 		// The caller gave up (or the broker is closing): not accepted. It
@@ -156,14 +159,24 @@ func (b *Broker) Publish(ctx context.Context, ch string, data []byte) (brokers.P
 	}
 	b.noteErr(err)
 	if amb != nil || natsbase.IsOutage(err) {
-		b.jsDown.Store(true)
-		b.n.Poke()
-		if amb == nil {
-			b.waitDelivered(ctx, ch, st.acked)
-		}
-		return b.enqueue(ch, data, id, amb)
+		return b.enter(ctx, ch, st, data, id, amb)
 	}
 	return brokers.Position{}, fmt.Errorf("jetstream: publish %s: %w", ch, err)
+}
+
+// enter puts a publication into the outbox (enqueue), once the channel's
+// last one stored from this node has been delivered here. Until it is in,
+// the flusher does not take an empty outbox for the end of the outage
+// (entering): it would clear jsDown and sweep every channel, holding each
+// channel's lock while it waits for the server, and enqueue would wait
+// for that lock.
+func (b *Broker) enter(ctx context.Context, ch string, st *pubState, data []byte, id string, amb *attempt) (brokers.Position, error) {
+	b.entering.Add(1)
+	defer b.entering.Add(-1)
+	b.jsDown.Store(true) // publishes of other channels go to the outbox meanwhile
+	b.n.Poke()
+	b.lastDelivered(ctx, ch, &st.last)
+	return b.enqueue(ch, data, id, amb)
 }
 
 // lockOrder takes ch's publish order (pubState.order), waiting at most
@@ -191,32 +204,40 @@ func (b *Broker) unlockOrder(st *pubState) {
 // channel's last publication stored from this node to be delivered here.
 const deliveredWait = 250 * time.Millisecond
 
-// waitDelivered waits (at most deliveredWait) until this node has handed
-// on acked, the last position Publish got on ch, when it serves ch: its
-// ack can reach the node before the stream's copy does (around a leader
-// change it comes seconds late), and an outage publication, delivered
-// here at once, would overtake it.
-func (b *Broker) waitDelivered(ctx context.Context, ch string, acked brokers.Position) {
-	if acked.Epoch == "" {
+// lastDelivered makes sure this node has handed on l, the last
+// publication Publish stored on ch, before an outage publication is
+// delivered here at once: its ack can reach the node before the stream's
+// copy does (around a leader change the copy comes seconds late, with a
+// sweep). It waits for the copy at most deliveredWait, then delivers l
+// itself (deliverAcked).
+func (b *Broker) lastDelivered(ctx context.Context, ch string, l *lastPub) {
+	if l.pos.Epoch == "" {
 		return
 	}
+	c := b.n.Channel(ch)
+	if c == nil {
+		return // not served here
+	}
 	deadline := time.Now().Add(deliveredWait)
-	for wait := 100 * time.Microsecond; ctx.Err() == nil && time.Now().Before(deadline); wait = min(2*wait, 10*time.Millisecond) {
-		t := b.tailOf(ch)
-		if t == nil || t.epoch != acked.Epoch || t.seq >= acked.Seq {
+	for wait := 100 * time.Microsecond; ; wait = min(2*wait, 10*time.Millisecond) {
+		if t := c.tail.Load(); t != nil && (t.epoch != l.pos.Epoch || t.seq >= l.pos.Seq) {
 			return
+		}
+		if ctx.Err() != nil || !time.Now().Before(deadline) {
+			break
 		}
 		time.Sleep(wait)
 	}
+	b.deliverAcked(ch, l)
 }
 
 func (b *Broker) newID() string {
 	return b.nodeID + "-" + strconv.FormatUint(b.idSeq.Add(1), 36)
 }
 
-// waitDrained waits (briefly) for the flusher to empty the outbox.
-func (b *Broker) waitDrained(ctx context.Context) {
-	deadline := time.Now().Add(drainWait)
+// waitDrained waits (until deadline at most) for the flusher to empty
+// the outbox.
+func (b *Broker) waitDrained(ctx context.Context, deadline time.Time) {
 	for wait := time.Millisecond; b.outbox.Len() > 0 && time.Now().Before(deadline) && ctx.Err() == nil; wait = min(2*wait, 20*time.Millisecond) {
 		time.Sleep(wait)
 	}
@@ -243,7 +264,7 @@ func (b *Broker) pubStateLocked(ch string) *pubState {
 // publish stores data as ch's next publication. It returns the attempt
 // when its outcome is unknown (with the error): prev, when not nil, is
 // such an attempt of the same publication, resolved first.
-func (b *Broker) publish(ctx context.Context, ch string, data []byte, id, was string, prev *attempt) (brokers.Position, *attempt, error) {
+func (b *Broker) publish(ctx context.Context, ch string, data []byte, id, was string, prev *attempt) (stored, *attempt, error) {
 	st := b.pubState(ch)
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -261,22 +282,22 @@ func (b *Broker) publish(ctx context.Context, ch string, data []byte, id, was st
 		// A conflict on the resend means a message now follows the
 		// expected seq, so the next resolve is conclusive.
 		for range 3 {
-			pos, stored, retry, err := b.resolve(ctx, subj, prev)
+			s, ok, retry, err := b.resolve(ctx, subj, prev)
 			if err != nil {
-				return brokers.Position{}, prev, err
+				return stored{}, prev, err
 			}
-			if stored {
+			if ok {
 				st.known = false
-				return pos, nil, nil
+				return s, nil, nil
 			}
 			if !retry {
 				break // another publication follows: this one can never be stored
 			}
 			// Nothing after the expected seq: not stored (yet). Send it
 			// again as it was; at most one of the two can be stored.
-			pos, a, err := b.send(ctx, st, subj, data, *prev)
+			s, a, err := b.send(ctx, st, subj, data, *prev)
 			if !errors.Is(err, natsbase.ErrConflict) {
-				return pos, a, err
+				return s, a, err
 			}
 		}
 	}
@@ -291,14 +312,14 @@ func (b *Broker) publish(ctx context.Context, ch string, data []byte, id, was st
 			if t := b.waitTail(ch, failed); t != nil {
 				st.known, st.sseq, st.seq, st.epoch = true, t.sseq, t.seq, t.epoch
 			} else if err := b.reload(ctx, st, subj); err != nil {
-				return brokers.Position{}, nil, err
+				return stored{}, nil, err
 			}
 		}
 		a := attempt{expect: st.sseq, seq: st.seq + 1, epoch: st.epoch, id: id, was: was}
 		if a.epoch == "" {
 			a.seq, a.epoch = 1, b.firstEpoch(ctx, ch)
 		}
-		pos, amb, err := b.send(ctx, st, subj, data, a)
+		s, amb, err := b.send(ctx, st, subj, data, a)
 		if errors.Is(err, natsbase.ErrConflict) {
 			failed = a.expect + 1 // +1: 0 is a valid expected seq
 			if conflicts++; conflicts > conflictBackoff {
@@ -306,19 +327,19 @@ func (b *Broker) publish(ctx context.Context, ch string, data []byte, id, was st
 				select {
 				case <-time.After(d):
 				case <-ctx.Done():
-					return brokers.Position{}, nil, ctx.Err()
+					return stored{}, nil, ctx.Err()
 				}
 			}
 			continue
 		}
-		return pos, amb, err
+		return s, amb, err
 	}
-	return brokers.Position{}, nil, errNoProgress
+	return stored{}, nil, errNoProgress
 }
 
 // send makes one conditional write and updates st. The attempt comes back
 // when the write may or may not have been stored.
-func (b *Broker) send(ctx context.Context, st *pubState, subj string, data []byte, a attempt) (brokers.Position, *attempt, error) {
+func (b *Broker) send(ctx context.Context, st *pubState, subj string, data []byte, a attempt) (stored, *attempt, error) {
 	m := &nats.Msg{Subject: subj, Data: data, Header: nats.Header{
 		hdrSeq:    []string{strconv.FormatUint(a.seq, 10)},
 		hdrEpoch:  []string{a.epoch},
@@ -339,20 +360,20 @@ func (b *Broker) send(ctx context.Context, st *pubState, subj string, data []byt
 	switch {
 	case err == nil:
 		st.known, st.sseq, st.seq, st.epoch = true, sseq, a.seq, a.epoch
-		return brokers.Position{Seq: a.seq, Epoch: a.epoch}, nil, nil
+		return stored{pos: brokers.Position{Seq: a.seq, Epoch: a.epoch}, sseq: sseq, prev: a.expect}, nil, nil
 	case errors.Is(err, natsbase.ErrConflict):
 		st.known = false
-		return brokers.Position{}, nil, err
+		return stored{}, nil, err
 	case notSent(err):
-		return brokers.Position{}, nil, err
+		return stored{}, nil, err
 	case natsbase.IsConnErr(err) || natsbase.IsUnavailable(err) || errors.Is(err, context.Canceled):
 		// Outcome unknown (a stream without quorum answers 503 to a
 		// write its leader may already have proposed): resolved from the
 		// outbox, never refused, never dropped.
 		st.known = false
-		return brokers.Position{}, &a, err
+		return stored{}, &a, err
 	}
-	return brokers.Position{}, nil, err
+	return stored{}, nil, err
 }
 
 // waitTail returns the last stored message of ch this node has seen once
@@ -405,19 +426,19 @@ func (b *Broker) reload(ctx context.Context, st *pubState, subj string) error {
 // of the subject after a.expect can be it (the write was conditional on
 // a.expect being the last). retry: nothing is there, so it was not stored
 // (yet): send the same attempt again.
-func (b *Broker) resolve(ctx context.Context, subj string, a *attempt) (pos brokers.Position, stored, retry bool, err error) {
+func (b *Broker) resolve(ctx context.Context, subj string, a *attempt) (s stored, ok, retry bool, err error) {
 	next, err := natsbase.GetNext(ctx, b.n.Conn().Conn, b.cfg.Stream, subj, a.expect+1)
 	switch {
 	case errors.Is(err, natsbase.ErrNotFound):
-		return pos, false, true, nil
+		return s, false, true, nil
 	case err != nil:
-		return pos, false, false, err
+		return s, false, false, err
 	}
 	if next.Header.Get(hdrID) != a.id {
-		return pos, false, false, nil
+		return s, false, false, nil
 	}
 	seq, epoch := seqOf(next.Header)
-	return brokers.Position{Seq: seq, Epoch: epoch}, true, false, nil
+	return stored{pos: brokers.Position{Seq: seq, Epoch: epoch}, sseq: next.Seq, prev: a.expect}, true, false, nil
 }
 
 // seqOf reads the channel seq and epoch of a stored message.
@@ -444,21 +465,22 @@ func (b *Broker) enqueue(ch string, data []byte, id string, amb *attempt) (broke
 		b.local[ch] = lp
 	}
 	pos := brokers.Position{Seq: lp.Seq + 1, Epoch: lp.Epoch}
-	e := outboxEntry{ch: ch, data: append([]byte(nil), data...), id: id, amb: amb}
-	if amb == nil {
-		e.was = strconv.FormatUint(pos.Seq, 10) + ":" + pos.Epoch
-	}
+	// With amb, an attempt whose outcome is unknown may be stored
+	// already, without Sg-Was; a resend carries it (see inflight.go).
+	e := outboxEntry{ch: ch, data: append([]byte(nil), data...), id: id, amb: amb, was: wasHeader(pos)}
 	if fault.On(fault.JetStreamRefuseOutage) || !b.outbox.Push(e) {
 		return brokers.Position{}, fmt.Errorf("jetstream: publish %s: %w: server unreachable and outbox full", ch, brokers.ErrUnavailable)
 	}
+	// The flusher may have found the outbox empty, and cleared jsDown,
+	// since a failed publish set it: publishes go to the outbox (behind
+	// this one) until it is flushed.
+	b.jsDown.Store(true)
 	lp.Seq++
 	if amb == nil {
 		b.deliverLocal(ch, pos, data)
+	} else {
+		b.deliverInFlight(ch, pos, data, id, amb.expect)
 	}
-	// else: an attempt whose outcome is unknown may be stored already,
-	// without Sg-Was: it is delivered only under its real position (its
-	// outage seq is skipped locally; the channel's later outage
-	// publications, delivered here at once, overtake it on this node).
 	b.n.Poke()
 	return pos, nil
 }
@@ -578,6 +600,8 @@ func (b *Broker) flusher() {
 		}
 		if time.Since(lastEvict) > time.Minute {
 			b.evictPubStates()
+			// A copy older than the history's age limit is gone.
+			b.inflight.evict(time.Now().Add(-b.cfg.HistoryTTL))
 			lastEvict = time.Now()
 		}
 	}
@@ -630,10 +654,11 @@ func (b *Broker) flushOutbox() bool {
 			}
 			b.n.Log().Error("jetstream: dropping an outbox publication the server refuses", "channel", e.ch, "err", err)
 		}
+		b.inflight.stored(e.id, time.Now()) // or refused: its entry, if any, may expire
 		b.outbox.Pop()
 	}
 	b.outMu.Lock()
-	empty := b.outbox.Len() == 0
+	empty := b.outbox.Len() == 0 && b.entering.Load() == 0
 	if empty {
 		clear(b.local)
 		b.jsDown.Store(false)

@@ -40,6 +40,13 @@ func startNodeTB(t testing.TB, b brokers.Broker, edit func(*config.Config)) *nod
 // startNodeLog is startNode with the gateway logging to log.
 func startNodeLog(t testing.TB, b brokers.Broker, log *slog.Logger, edit func(*config.Config)) *node {
 	t.Helper()
+	return startNodeGateway(t, b, log, edit, nil)
+}
+
+// startNodeGateway is startNodeLog with gedit applied to the gateway's
+// Config too (for settings without a config key).
+func startNodeGateway(t testing.TB, b brokers.Broker, log *slog.Logger, edit func(*config.Config), gedit func(*gateway.Config)) *node {
+	t.Helper()
 	cfg := config.Default()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Client.PublishRate = 0
@@ -48,7 +55,11 @@ func startNodeLog(t testing.TB, b brokers.Broker, log *slog.Logger, edit func(*c
 	if edit != nil {
 		edit(&cfg)
 	}
-	srv, err := gateway.New(cfg.Gateway(), b, log)
+	gcfg := cfg.Gateway()
+	if gedit != nil {
+		gedit(&gcfg)
+	}
+	srv, err := gateway.New(gcfg, b, log)
 	if err != nil {
 		t.Fatalf("gateway.New: %v", err)
 	}

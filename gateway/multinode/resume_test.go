@@ -60,7 +60,8 @@ type applier struct {
 	real    brokers.Position
 	prov    map[string]uint64 // provisional epoch -> last seq applied
 	applied map[string]int
-	skipped int // msgs not applied again thanks to `was`
+	order   []string // data applied, in order
+	skipped int      // msgs not applied again thanks to `was`
 }
 
 func newApplier(name string) *applier {
@@ -93,6 +94,7 @@ func (a *applier) apply(m wstest.Msg) {
 	}
 	a.epoch, a.seq = epoch, seq
 	a.applied[m.Str("data")]++
+	a.order = append(a.order, m.Str("data"))
 }
 
 // follow applies c's msgs on ch until stop is closed.

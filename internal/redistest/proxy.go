@@ -11,7 +11,8 @@ import (
 // network: while partitioned, it forwards nothing in either direction on
 // any connection, old or new, but keeps them open (what a client sees when
 // packets are dropped); Heal forwards what was held back and carries on.
-// Its goroutines stop at test cleanup.
+// HoldReplies holds back only what the server sends (a request arrives but
+// its answer is lost). Its goroutines stop at test cleanup.
 type Proxy struct {
 	ln     net.Listener
 	target string
@@ -19,6 +20,7 @@ type Proxy struct {
 	mu          sync.Mutex
 	cond        *sync.Cond
 	partitioned bool
+	holdReplies bool
 	closed      bool
 	conns       map[net.Conn]struct{}
 	wg          sync.WaitGroup
@@ -49,10 +51,18 @@ func (p *Proxy) Partition() {
 	p.mu.Unlock()
 }
 
+// HoldReplies stops forwarding what the server sends until Heal; what
+// clients send still reaches it.
+func (p *Proxy) HoldReplies() {
+	p.mu.Lock()
+	p.holdReplies = true
+	p.mu.Unlock()
+}
+
 // Heal resumes forwarding, held-back bytes first.
 func (p *Proxy) Heal() {
 	p.mu.Lock()
-	p.partitioned = false
+	p.partitioned, p.holdReplies = false, false
 	p.cond.Broadcast()
 	p.mu.Unlock()
 }
@@ -97,20 +107,21 @@ func (p *Proxy) accept() {
 		p.conns[s] = struct{}{}
 		p.mu.Unlock()
 		p.wg.Add(2)
-		go p.pump(c, s)
-		go p.pump(s, c)
+		go p.pump(c, s, false)
+		go p.pump(s, c, true)
 	}
 }
 
-// pump copies src to dst, holding bytes back while partitioned.
-func (p *Proxy) pump(src, dst net.Conn) {
+// pump copies src to dst, holding bytes back while partitioned (and,
+// from the server, reply, while replies are held).
+func (p *Proxy) pump(src, dst net.Conn, reply bool) {
 	defer p.wg.Done()
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
 			p.mu.Lock()
-			for p.partitioned && !p.closed {
+			for (p.partitioned || reply && p.holdReplies) && !p.closed {
 				p.cond.Wait()
 			}
 			closed := p.closed
