@@ -38,9 +38,11 @@ import (
 // error (not applied; the writer replays it in order).
 //
 // Returns "<seq>:<epoch>" (one string: cheap to parse); seq 0 means this
-// node's message with this counter
-// was applied before (an outbox retry after an unanswered attempt), and
-// nothing was done. The counters of one node arrive in increasing order
+// node's message with this counter was applied before (an outbox retry
+// after an unanswered attempt), and nothing was done but rewriting the
+// node's counter as it was: a write, so that a WAIT after it
+// (Config.WaitReplicas) covers the first attempt, made on a connection
+// that may be gone. The counters of one node arrive in increasing order
 // (one ordered pipeline per shard), so "counter <= the last applied" is
 // exact.
 var publishScript = goredis.NewScript(`
@@ -62,6 +64,7 @@ if not epoch then
 else
   local done = redis.call('hget', KEYS[2], ARGV[6])
   if done and tonumber(done) >= tonumber(ARGV[7]) then
+    redis.call('hset', KEYS[2], ARGV[6], done)
     return '0:' .. epoch
   end
 end

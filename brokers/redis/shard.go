@@ -104,7 +104,7 @@ type shard struct {
 	// local positions handed out while down, per channel; a new map (so
 	// new local epochs) for each outage, kept until the outbox is replayed
 	// (a failure during the replay continues the same epochs).
-	local map[string]*brokers.Position
+	local map[string]*localChan
 	fillQ []*chanState
 
 	chmu  sync.RWMutex
@@ -272,7 +272,7 @@ func (sh *shard) fail(err error) {
 		// A new outage. One that interrupts the recovery from the last
 		// keeps its local epochs: their seqs continue, so a flapping
 		// connection does not open an epoch per publish.
-		sh.local = make(map[string]*brokers.Position)
+		sh.local = make(map[string]*localChan)
 	}
 	sh.mu.Unlock()
 	if ps != nil {
