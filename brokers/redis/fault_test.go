@@ -355,12 +355,10 @@ func checkFault(t *testing.T, st faultStats, unreplicated int) {
 	}
 	// A publish in flight when the connection failed may be stored
 	// already (without its local position), so it is not delivered
-	// locally; it must still arrive once under its real position (the
-	// per-node counts). Each publisher has at most one in flight per
-	// failure (a recovery may fail again: one failure per reconnect).
-	if limit := st.Publishers * max(1, st.Reconnects); st.LocalNotOnOwner > limit {
-		t.Errorf("%d outbox publications not delivered locally on their node; at most %d (one in flight per publisher per failure) may be", st.LocalNotOnOwner, limit)
-	}
+	// locally, and neither are its channel's later ones on that node (they
+	// would overtake it): they all arrive once, in order, under their real
+	// positions (the per-node counts and Reordered). LocalNotOnOwner is
+	// reported, not bounded.
 	for i, n := range st.PerNode {
 		if n.DupSameEpoch != 0 || n.Gaps != 0 || n.OrderViolations != 0 || n.Reordered != 0 {
 			t.Errorf("node %d: %d duplicates in one epoch, %d gaps, %d order violations, %d applied out of order", i, n.DupSameEpoch, n.Gaps, n.OrderViolations, n.Reordered)
