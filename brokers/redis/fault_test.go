@@ -146,7 +146,7 @@ type nodeStats struct {
 	// names a provisional position applied), a publisher's message
 	// applied after a later one of the same publisher.
 	Reordered int
-	Local           int // deliveries under a node-local epoch
+	Local     int // deliveries under a node-local epoch
 }
 
 func (s faultStats) String() string {
