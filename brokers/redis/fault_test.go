@@ -48,13 +48,20 @@ type faultRun struct {
 // each, each publishing every interval (bounded by max publications).
 func startLoad(t *testing.T, nodes []*redis.Broker, recs []*brokertest.Recorder, ch string, perNode int, interval time.Duration, max int) *faultRun {
 	t.Helper()
-	r := &faultRun{ch: ch, nodes: nodes, recs: recs, stop: make(chan struct{}), publishers: len(nodes) * perNode}
+	return startLoadOn(t, nodes, recs, len(nodes), ch, perNode, interval, max)
+}
+
+// startLoadOn is startLoad with publishers on the first publishing nodes
+// only (the others subscribe).
+func startLoadOn(t *testing.T, nodes []*redis.Broker, recs []*brokertest.Recorder, publishing int, ch string, perNode int, interval time.Duration, max int) *faultRun {
+	t.Helper()
+	r := &faultRun{ch: ch, nodes: nodes, recs: recs, stop: make(chan struct{}), publishers: publishing * perNode}
 	for _, n := range nodes {
 		if err := n.Subscribe(t.Context(), ch); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for ni, n := range nodes {
+	for ni, n := range nodes[:publishing] {
 		for p := range perNode {
 			r.wg.Go(func() {
 				tick := time.NewTicker(interval)

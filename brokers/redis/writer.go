@@ -139,6 +139,8 @@ type writerState struct {
 	// last is the counter of each channel's latest request in the
 	// pipeline being built (pubReq.after).
 	last map[string]uint64
+	// deadline is the pipeline's shard.publishDeadline.
+	deadline int64
 }
 
 // boxedKeys are a channel's key names as interface values, boxed once.
@@ -362,6 +364,7 @@ func (sh *shard) send(w *writerState) (int, error) {
 			w.last = make(map[string]uint64)
 		}
 		clear(w.last)
+		w.deadline = sh.publishDeadline()
 		for _, r := range w.batch[done:] {
 			r.after = w.last[r.ch]
 			w.last[r.ch] = r.counter
@@ -374,7 +377,7 @@ func (sh *shard) send(w *writerState) (int, error) {
 				}
 			}
 			r.args = append(r.args[:0], "evalsha", a.sha, 3, k.history, k.meta, k.pubsub,
-				(*dataArg)(r), a.histSize, a.histTTL, a.metaTTL, a.nodeID, a.nodeField, &r.counter, a.publishCmd, &r.was, &r.first, &r.after)
+				(*dataArg)(r), a.histSize, a.histTTL, a.metaTTL, a.nodeID, a.nodeField, &r.counter, a.publishCmd, &r.was, &r.first, &r.after, &w.deadline)
 			cmd := goredis.NewCmd(ctx, r.args...)
 			cmd.SetFirstKeyPos(3)
 			_ = pipe.Process(ctx, cmd)
@@ -494,7 +497,7 @@ func isConnErr(err error) bool {
 	}
 	var re goredis.Error
 	if errors.As(err, &re) {
-		for _, p := range []string{"READONLY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "OOM", "BUSY", "NOREPLICAS", "MOVED", "ASK", "SGORDER"} {
+		for _, p := range []string{"READONLY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "OOM", "BUSY", "NOREPLICAS", "MOVED", "ASK", "SGORDER", "SGLATE"} {
 			if goredis.HasErrorPrefix(err, p) {
 				return true
 			}
