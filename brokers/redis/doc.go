@@ -113,6 +113,13 @@
 // timeout has a promoted replica that no longer follows it: its WAITs
 // count none, and what it took is replayed on the new master.
 //
+// A publish pipeline carries a deadline in the server's clock (the
+// shard's offset to it is read with TIME at connect): the node stops
+// waiting for the reply after Config.ReadTimeout, and a script that runs
+// later (a paused master resumed, commands held back by the network) is
+// refused with SGLATE, so that what the node replays elsewhere is not also
+// stored and fanned out by the server it gave up on.
+//
 // When a fill finds the channel's seq in Redis below what this node
 // delivered (writes lost in a failover to a lagging replica, or an AOF
 // that was not fsynced), it starts a new epoch for the channel, so no
