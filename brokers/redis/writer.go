@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -433,14 +434,22 @@ func (sh *shard) send(w *writerState) (int, error) {
 
 // markUnknown marks the requests rs, sent as cmds, whose outcome is not
 // known: all but those Redis refused with an error reply (the script did
-// not run, or refused the write: SGORDER, CLUSTERDOWN, TRYAGAIN...), which
-// are known not to be applied and so can still be delivered locally in
-// order (answerLocally).
+// not run, or refused the write: SGORDER, SGLATE, CLUSTERDOWN,
+// TRYAGAIN...) and those never sent (no connection could be dialed),
+// which are known not to be applied and so can still be delivered locally
+// in order (answerLocally).
 func markUnknown(rs []*pubReq, cmds []*goredis.Cmd) {
 	for i, r := range rs {
-		var re goredis.Error
-		r.maybeApplied = i >= len(cmds) || !errors.As(cmds[i].Err(), &re)
+		r.maybeApplied = i >= len(cmds) || !notApplied(cmds[i].Err())
 	}
+}
+
+// notApplied reports a command error that proves the command was not
+// applied: a Redis error reply, or a failed dial.
+func notApplied(err error) bool {
+	var re goredis.Error
+	var op *net.OpError
+	return errors.As(err, &re) || (errors.As(err, &op) && op.Op == "dial")
 }
 
 // checkWait reads the WAIT pipelined after a batch (nil when none): an
