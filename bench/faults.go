@@ -16,7 +16,7 @@
 // or reordered and how long delivery took to resume.
 //
 //	go run ./bench faults [-topologies redis-cluster,jetstream-r3] [-duration 3m] [-fault-for 4s] [-quiet 6s]
-//	                      [-kinds kill,restart,...] [-rounds n] [-redis-fsync always|everysec] [-history dir] [-docs]
+//	                      [-kinds kill,restart,...] [-rounds n] [-redis-fsync always|everysec] [-redis-wait-replicas 1] [-history dir] [-docs]
 //
 // It prints one table per topology, writes the raw results to
 // bench/results/faults-<timestamp>.json and, with -docs, the section
@@ -62,6 +62,7 @@ type faultsOptions struct {
 	SubsPerNode int
 	Rate        float64 // per channel
 	Fsync       string  // Redis appendfsync
+	RedisWait   int     // the gateways' redis.wait_replicas
 	Gateway     string
 	Out         string
 	Docs        bool
@@ -98,6 +99,7 @@ func parseFaultsArgs(args []string) (faultsOptions, error) {
 	fs.IntVar(&o.SubsPerNode, "subs", 2, "subscribers per channel on each of the two gateway nodes")
 	fs.Float64Var(&o.Rate, "rate", 20, "messages per second published on each channel")
 	fs.StringVar(&o.Fsync, "redis-fsync", "always", "Redis appendfsync: always or everysec")
+	fs.IntVar(&o.RedisWait, "redis-wait-replicas", 1, "the gateways' redis.wait_replicas (0: not set, for a gateway without the key)")
 	fs.StringVar(&o.Gateway, "gateway", "", "use this gateway binary instead of building one")
 	fs.StringVar(&o.Out, "out", "", "directory for the JSON results (default bench/results in the repo)")
 	fs.StringVar(&o.History, "history", "", "write each topology's whole history as JSON into this directory (the evidence behind an anomaly)")
@@ -152,6 +154,9 @@ func parseFaultsArgs(args []string) (faultsOptions, error) {
 	}
 	if o.Fsync != "always" && o.Fsync != "everysec" {
 		bad("-redis-fsync: want always or everysec, got %q", o.Fsync)
+	}
+	if o.RedisWait < 0 || o.RedisWait > 1 {
+		bad("-redis-wait-replicas: want 0 or 1 (one replica per master), got %d", o.RedisWait)
 	}
 	return o, errors.Join(errs...)
 }
@@ -303,6 +308,7 @@ func (o faultsOptions) summary() map[string]any {
 		"topologies": o.Topologies, "kinds": o.Kinds, "duration_s": o.Duration.Seconds(), "rounds": o.Rounds, "fault_for_s": o.FaultFor.Seconds(),
 		"quiet_s": o.Quiet.Seconds(), "warmup_s": o.Warmup.Seconds(), "drain_s": o.Drain.Seconds(),
 		"channels": o.Channels, "subs_per_node": o.SubsPerNode, "rate_per_channel": o.Rate, "redis_fsync": o.Fsync,
+		"redis_wait_replicas": o.RedisWait,
 	}
 }
 
@@ -310,7 +316,7 @@ func (o faultsOptions) summary() map[string]any {
 func startTopology(ctx context.Context, o faultsOptions, name, natsBin, dir, hot string, p *progress) (topology, error) {
 	switch name {
 	case "redis-cluster":
-		return startRedisCluster(ctx, dir, hot, o.Fsync, p)
+		return startRedisCluster(ctx, dir, hot, o.Fsync, o.RedisWait, p)
 	case "jetstream-r3":
 		return startNATSCluster(ctx, natsBin, dir, p)
 	}

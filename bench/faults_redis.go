@@ -35,6 +35,7 @@ type redisCluster struct {
 	password string
 	hot      string // the channel whose slot the migrate fault moves
 	fsync    string
+	wait     int // the gateways' redis.wait_replicas
 	next     int // rotation over the masters
 	owners   serverSet
 }
@@ -48,12 +49,12 @@ const redisNodeTimeout = 2 * time.Second
 // startRedisCluster starts the six nodes in dir with appendfsync fsync
 // (always or everysec), forms the cluster and waits until it is ok with
 // every replica in sync.
-func startRedisCluster(ctx context.Context, dir, hot, fsync string, p *progress) (_ *redisCluster, err error) {
+func startRedisCluster(ctx context.Context, dir, hot, fsync string, wait int, p *progress) (_ *redisCluster, err error) {
 	bin := redistest.Binary()
 	if bin == "" {
 		return nil, errors.New("redis cluster: no redis-server binary found")
 	}
-	c := &redisCluster{net: faults.NewNet(), password: natsserver.RandomToken(), hot: hot, fsync: fsync}
+	c := &redisCluster{net: faults.NewNet(), password: natsserver.RandomToken(), hot: hot, fsync: fsync, wait: wait}
 	defer func() {
 		if err != nil {
 			c.close()
@@ -300,8 +301,12 @@ func (r redisRoles) ownerOf(slot int) (int, bool) {
 func (c *redisCluster) name() string { return "redis-cluster" }
 
 func (c *redisCluster) env() []string {
-	return []string{"SYNCGATE_BROKER_TYPE=redis", "SYNCGATE_REDIS_CLUSTER=true",
+	env := []string{"SYNCGATE_BROKER_TYPE=redis", "SYNCGATE_REDIS_CLUSTER=true",
 		"SYNCGATE_REDIS_ADDRS=" + strings.Join(c.proxies, ","), "SYNCGATE_REDIS_PASSWORD=" + c.password}
+	if c.wait > 0 {
+		env = append(env, "SYNCGATE_REDIS_WAIT_REPLICAS="+strconv.Itoa(c.wait))
+	}
+	return env
 }
 
 func (c *redisCluster) kinds() []string {
@@ -311,8 +316,8 @@ func (c *redisCluster) kinds() []string {
 func (c *redisCluster) procs() []*serverProc { return c.servers }
 
 func (c *redisCluster) describe() string {
-	return fmt.Sprintf("Redis Cluster, %d masters + %d replicas, AOF appendfsync %s, cluster-node-timeout %s",
-		redisMasters, redisReplicas, c.fsync, redisNodeTimeout)
+	return fmt.Sprintf("Redis Cluster, %d masters + %d replicas, AOF appendfsync %s, cluster-node-timeout %s, redis.wait_replicas %d",
+		redisMasters, redisReplicas, c.fsync, redisNodeTimeout, c.wait)
 }
 
 // inject runs one fault of kind for d on the next master in turn and

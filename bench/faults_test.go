@@ -81,7 +81,7 @@ func TestParseFaultsArgs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Join(o.Topologies, ",") != "redis-cluster,jetstream-r3" || o.Duration != 3*time.Minute || o.Fsync != "always" || o.Docs {
+	if strings.Join(o.Topologies, ",") != "redis-cluster,jetstream-r3" || o.Duration != 3*time.Minute || o.Fsync != "always" || o.RedisWait != 1 || o.Docs {
 		t.Errorf("defaults: %+v", o)
 	}
 	for _, bad := range [][]string{
@@ -89,6 +89,7 @@ func TestParseFaultsArgs(t *testing.T) {
 		{"-kinds", "kill,explode"},
 		{"-duration", "1h"},
 		{"-redis-fsync", "no"},
+		{"-redis-wait-replicas", "2"},
 		{"-rate", "0"},
 		{"-rounds", "-1"},
 		{"-duration", "30m", "-rate", "500", "-channels", "100"}, // too many deliveries to record

@@ -3,8 +3,10 @@ package redis_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/syncgate/syncgate/brokers"
 	"github.com/syncgate/syncgate/brokers/brokertest"
@@ -72,4 +74,53 @@ func BenchmarkPublishParallel(b *testing.B) {
 func BenchmarkSnapshots(b *testing.B) {
 	br, _ := startBench(b)
 	brokertest.BenchSnapshots(b, br)
+}
+
+// BenchmarkPublishWait: the publish latency cost of redis.wait_replicas,
+// side by side: one goroutine (a round trip per publication), then 64
+// goroutines sharing pipelines (one WAIT per pipeline), on a master with
+// one replica (both spawned redis-servers, loopback), with WaitReplicas 0
+// and 1.
+func BenchmarkPublishWait(b *testing.B) {
+	master := redistest.Start(b, redistest.Options{})
+	replica := redistest.Start(b, redistest.Options{})
+	host, port, _ := strings.Cut(master.Addr(), ":")
+	replica.MustDo("REPLICAOF", host, port)
+	brokertest.Eventually(b, 10*time.Second, "the replica in sync", func() bool {
+		out, err := master.Do("INFO", "replication")
+		return err == nil && strings.Contains(out, "connected_slaves:1") && strings.Contains(out, "state=online")
+	})
+	for _, wait := range []int{0, 1} {
+		for _, par := range []int{0, 64} {
+			b.Run(fmt.Sprintf("wait_replicas=%d/goroutines=%d", wait, max(par, 1)), func(b *testing.B) {
+				cfg := testConfig(master.Addr())
+				cfg.WaitReplicas = wait
+				br := redis.New(cfg)
+				brokertest.StartBench(b, br)
+				ctx := context.Background()
+				data := make([]byte, 64)
+				b.ReportAllocs()
+				b.SetBytes(int64(len(data)))
+				if par == 0 {
+					for b.Loop() {
+						if _, err := br.Publish(ctx, "doc:wait", data); err != nil {
+							b.Fatal(err)
+						}
+					}
+					return
+				}
+				var next atomic.Int64
+				b.SetParallelism(par)
+				b.RunParallel(func(pb *testing.PB) {
+					ch := fmt.Sprintf("doc:%d", next.Add(1)%64)
+					for pb.Next() {
+						if _, err := br.Publish(ctx, ch, data); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			})
+		}
+	}
 }

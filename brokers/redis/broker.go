@@ -45,6 +45,9 @@ type Broker struct {
 	// args are the publish script's constant arguments, boxed once.
 	args struct {
 		sha, histSize, histTTL, metaTTL, nodeID, nodeField, publishCmd any
+		// waitN, waitMS: the WAIT pipelined after the scripts
+		// (Config.WaitReplicas); waitN is nil without one.
+		waitN, waitMS any
 	}
 
 	lifeMu  sync.Mutex // serializes Start and Close
@@ -96,6 +99,9 @@ func New(cfg Config) *Broker {
 	a := &b.args
 	a.sha, a.histSize, a.histTTL, a.metaTTL = publishScript.Hash(), b.histSizeArg, b.histTTLArg, b.metaTTLArg
 	a.nodeID, a.nodeField, a.publishCmd = b.nodeID, b.nodeField, b.publishCmd
+	if cfg.WaitReplicas > 0 {
+		a.waitN, a.waitMS = strconv.Itoa(cfg.WaitReplicas), msToArg(cfg.WaitTimeout.Milliseconds())
+	}
 	return b
 }
 

@@ -24,6 +24,7 @@ const (
 	DefaultProbeTimeout  = 2 * time.Second
 	DefaultReconnectMin  = 50 * time.Millisecond
 	DefaultReconnectMax  = 2 * time.Second
+	DefaultWaitTimeout   = time.Second
 )
 
 // Config configures a Broker. The zero value works: one Redis at
@@ -79,6 +80,21 @@ type Config struct {
 	// brokers.ErrUnavailable. 0 means DefaultOutboxSize; negative means
 	// no outbox (Publish fails at once while Redis is down).
 	OutboxSize int
+
+	// WaitReplicas, when > 0, makes every publication wait until that
+	// many replicas of its master have it (WAIT, pipelined after the
+	// publish script) before it is acked: a failover then cannot lose
+	// what was acked. A WAIT that times out (WaitTimeout) or counts fewer
+	// replicas leaves the outcome unknown: the shard goes down and the
+	// publications are kept in the outbox and replayed (exactly once,
+	// the per-node counter) until their master has them replicated. So
+	// with fewer healthy replicas than WaitReplicas, publishing goes
+	// through the outbox until it is full. 0 (the default) acks once the
+	// master has it (asynchronous replication: see docs/brokers.md).
+	WaitReplicas int
+	// WaitTimeout bounds WaitReplicas' WAIT. Default DefaultWaitTimeout;
+	// at most half of ReadTimeout.
+	WaitTimeout time.Duration
 
 	// DialTimeout, ReadTimeout bound network operations. Defaults
 	// DefaultDialTimeout, DefaultReadTimeout; writes use ReadTimeout.
@@ -142,6 +158,10 @@ func (c Config) withDefaults() Config {
 		c.ReconnectMax = DefaultReconnectMax
 	}
 	c.ReconnectMax = max(c.ReconnectMax, c.ReconnectMin)
+	if c.WaitTimeout <= 0 {
+		c.WaitTimeout = DefaultWaitTimeout
+	}
+	c.WaitTimeout = max(min(c.WaitTimeout, c.ReadTimeout/2), time.Millisecond)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -156,6 +176,9 @@ func (c Config) Validate() error {
 	}
 	if c.SentinelMaster != "" && c.Cluster {
 		errs = append(errs, errors.New("redis: SentinelMaster and Cluster are exclusive"))
+	}
+	if c.WaitReplicas < 0 {
+		errs = append(errs, fmt.Errorf("redis: WaitReplicas %d: want 0 (no WAIT) or more", c.WaitReplicas))
 	}
 	if c.Cluster && c.DB != 0 {
 		errs = append(errs, fmt.Errorf("redis: DB %d: Redis Cluster has only database 0", c.DB))

@@ -70,8 +70,12 @@
 //     seqs 1, 2, 3..., and Publish returns that local position. Other
 //     nodes do not see these until Redis is back. A publication whose
 //     attempt went unanswered (it may be in Redis already, without its
-//     local position) is not delivered locally: the channel's later ones,
-//     delivered locally, overtake it there.
+//     local position) is not delivered locally, and neither are the
+//     channel's later ones for the rest of the outage (they would
+//     overtake it): they all reach this node's subscribers once Redis is
+//     back, in order, under their real positions. A publication Redis
+//     refused with an error reply (TRYAGAIN, CLUSTERDOWN...) was not
+//     applied, so it is delivered locally as usual.
 //   - Since fails with brokers.ErrUnavailable; Subscribe succeeds (the
 //     subscription is made at reconnect); presence calls fail.
 //   - The node reconnects with jittered exponential backoff, subscribes
@@ -93,6 +97,28 @@
 // client does not apply it twice. A new epoch resets the gateway's dedupe
 // watermark (brokers.Handler); within each epoch seqs are contiguous. A
 // node that did not lose Redis never sees a local epoch.
+//
+// # Waiting for replicas
+//
+// With Config.WaitReplicas, every publish pipeline ends with a WAIT for
+// that many replicas. Its publications are acked only when WAIT counts
+// them all; otherwise their outcome is unknown (the master has them, a
+// failover may lose them) and they are handled like an unanswered
+// attempt: the shard goes down, the outbox keeps them and replays them
+// until the WAIT that follows the replay succeeds (the publish script
+// rewrites the node's counter when it finds a publication applied
+// already, so the replay is a write the WAIT covers). A master that acked
+// a publication therefore had it on a replica, and a failover to that
+// replica keeps it. A master paused or cut off past the cluster's node
+// timeout has a promoted replica that no longer follows it: its WAITs
+// count none, and what it took is replayed on the new master.
+//
+// A publish pipeline carries a deadline in the server's clock (the
+// shard's offset to it is read with TIME at connect): the node stops
+// waiting for the reply after Config.ReadTimeout, and a script that runs
+// later (a paused master resumed, commands held back by the network) is
+// refused with SGLATE, so that what the node replays elsewhere is not also
+// stored and fanned out by the server it gave up on.
 //
 // When a fill finds the channel's seq in Redis below what this node
 // delivered (writes lost in a failover to a lagging replica, or an AOF

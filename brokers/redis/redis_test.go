@@ -96,6 +96,7 @@ func TestConfigValidate(t *testing.T) {
 		{redis.Config{Prefix: "a{b"}, "Prefix"},
 		{redis.Config{SentinelMaster: "m"}, "SentinelAddrs"},
 		{redis.Config{Cluster: true, DB: 2}, "DB"},
+		{redis.Config{WaitReplicas: -1}, "WaitReplicas"},
 		{redis.Config{SentinelMaster: "m", SentinelAddrs: []string{"x:1"}, Cluster: true}, "exclusive"},
 	} {
 		err := c.cfg.Validate()

@@ -35,15 +35,24 @@ import (
 // none; only used when the channel has no epoch), 11 the counter of this
 // node's previous publication on the channel in the same pipeline (0:
 // none): unless that one was applied, this one is refused with an SGORDER
-// error (not applied; the writer replays it in order).
+// error (not applied; the writer replays it in order), 12 the deadline
+// (ms, this server's clock): a script that runs later is refused with an
+// SGLATE error (not applied): the node has stopped waiting for it and
+// will replay it, perhaps on another master.
 //
 // Returns "<seq>:<epoch>" (one string: cheap to parse); seq 0 means this
-// node's message with this counter
-// was applied before (an outbox retry after an unanswered attempt), and
-// nothing was done. The counters of one node arrive in increasing order
+// node's message with this counter was applied before (an outbox retry
+// after an unanswered attempt), and nothing was done but rewriting the
+// node's counter as it was: a write, so that a WAIT after it
+// (Config.WaitReplicas) covers the first attempt, made on a connection
+// that may be gone. The counters of one node arrive in increasing order
 // (one ordered pipeline per shard), so "counter <= the last applied" is
 // exact.
 var publishScript = goredis.NewScript(`
+local now = redis.call('time')
+if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(ARGV[12]) then
+  return redis.error_reply('SGLATE the node stopped waiting for this publication')
+end
 local epoch = redis.call('hget', KEYS[2], 'e')
 if ARGV[11] ~= '0' then
   local prev = epoch and redis.call('hget', KEYS[2], ARGV[6])
@@ -62,6 +71,7 @@ if not epoch then
 else
   local done = redis.call('hget', KEYS[2], ARGV[6])
   if done and tonumber(done) >= tonumber(ARGV[7]) then
+    redis.call('hset', KEYS[2], ARGV[6], done)
     return '0:' .. epoch
   end
 end

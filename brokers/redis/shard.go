@@ -104,7 +104,7 @@ type shard struct {
 	// local positions handed out while down, per channel; a new map (so
 	// new local epochs) for each outage, kept until the outbox is replayed
 	// (a failure during the replay continues the same epochs).
-	local map[string]*brokers.Position
+	local map[string]*localChan
 	fillQ []*chanState
 
 	chmu  sync.RWMutex
@@ -114,7 +114,11 @@ type shard struct {
 	pongs                             chan string
 	lastProbe                         atomic.Uint64 // last probe token received
 	probeSeq                          atomic.Uint64
-	downSince                         time.Time // guarded by mu
+	// clockOffset is the master's clock (TIME) minus this node's, in ms,
+	// measured at connect: the publish script refuses a publication that
+	// runs after the node stopped waiting for it (publishDeadline).
+	clockOffset atomic.Int64
+	downSince   time.Time // guarded by mu
 	// refusals counts the outages in a row caused by a cluster slot in
 	// migration (TRYAGAIN, ASK: the publication was not applied), so the
 	// reconnects back off until the slot has its new master. Guarded by
@@ -272,7 +276,7 @@ func (sh *shard) fail(err error) {
 		// A new outage. One that interrupts the recovery from the last
 		// keeps its local epochs: their seqs continue, so a flapping
 		// connection does not open an epoch per publish.
-		sh.local = make(map[string]*brokers.Position)
+		sh.local = make(map[string]*localChan)
 	}
 	sh.mu.Unlock()
 	if ps != nil {
@@ -283,6 +287,27 @@ func (sh *shard) fail(err error) {
 	}
 	kick(sh.writerWake)
 	kick(sh.controlWake)
+}
+
+// measureClock sets clockOffset from the master's TIME.
+func (sh *shard) measureClock(ctx context.Context) error {
+	t0 := time.Now()
+	ts, err := sh.cmd().Time(ctx).Result()
+	if err != nil {
+		return err
+	}
+	mid := t0.Add(time.Since(t0) / 2)
+	sh.clockOffset.Store(ts.UnixMilli() - mid.UnixMilli())
+	return nil
+}
+
+// publishDeadline is the master's time (ms) after which a pipeline sent
+// now is no longer waited for: a command the server runs later (it was
+// paused, or the network held it back) is refused by the publish script
+// instead of storing and fanning out a publication whose node has already
+// handed it to the outbox for replay (maybe to another master).
+func (sh *shard) publishDeadline() int64 {
+	return time.Now().UnixMilli() + sh.clockOffset.Load() + sh.b.cfg.ReadTimeout.Milliseconds()
 }
 
 // run is the reader: it connects, reads until the connection fails, and
@@ -386,6 +411,9 @@ func (sh *shard) connect(ctx context.Context) error {
 	probe := *sh.probe.Load()
 	if err := sh.loadScripts(ctx); err != nil {
 		return fmt.Errorf("load scripts: %w", err)
+	}
+	if err := sh.measureClock(ctx); err != nil {
+		return fmt.Errorf("time: %w", err)
 	}
 	ps, err := sh.newPubSub(ctx)
 	if err != nil {

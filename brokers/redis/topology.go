@@ -323,7 +323,7 @@ func (sh *shard) moveOut(next *routeTable, touched map[*shard]bool) {
 	for ch, pos := range sh.local {
 		if to := next[slotOf(ch)]; to != sh {
 			if to.local == nil {
-				to.local = make(map[string]*brokers.Position)
+				to.local = make(map[string]*localChan)
 			}
 			to.local[ch] = pos
 			delete(sh.local, ch)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -139,6 +140,8 @@ type writerState struct {
 	// last is the counter of each channel's latest request in the
 	// pipeline being built (pubReq.after).
 	last map[string]uint64
+	// deadline is the pipeline's shard.publishDeadline.
+	deadline int64
 }
 
 // boxedKeys are a channel's key names as interface values, boxed once.
@@ -279,19 +282,32 @@ func (sh *shard) enqueueLocked(r *pubReq, forced bool) bool {
 
 var errOutboxFull = fmt.Errorf("%w: redis down and outbox full", brokers.ErrUnavailable)
 
+// localChan is a channel's node-local state during an outage.
+type localChan struct {
+	// pos is the last node-local position handed out.
+	pos brokers.Position
+	// held: a publication of the channel whose outcome is unknown (it may
+	// be in Redis already, without was) is waiting in the outbox. It can
+	// only be delivered here under its real position, once Redis is back,
+	// so the channel's later publications are not delivered locally
+	// either (they would overtake it): all of them arrive here in
+	// order, under their real positions, when the outbox is replayed.
+	held bool
+}
+
 // answerLocally gives r the next node-local position of its channel,
-// delivers it to this node's subscribers, and answers the caller. sh.mu is
-// held; r is in the outbox.
+// delivers it to this node's subscribers (unless the channel is held, see
+// localChan), and answers the caller. sh.mu is held; r is in the outbox.
 func (sh *shard) answerLocally(r *pubReq) {
-	pos := sh.local[r.ch]
+	lc := sh.local[r.ch]
 	cs := sh.lookup(r.ch)
 	if cs != nil {
 		cs.mu.Lock()
 		defer cs.mu.Unlock()
 	}
-	if pos == nil {
+	if lc == nil {
 		if sh.local == nil {
-			sh.local = make(map[string]*brokers.Position)
+			sh.local = make(map[string]*localChan)
 		}
 		// The local epoch names the last real position delivered here,
 		// so that a client holding local positions can resume from it
@@ -300,22 +316,26 @@ func (sh *shard) answerLocally(r *pubReq) {
 		if cs != nil && cs.known && !cs.provisional {
 			base = brokers.Position{Seq: cs.seq, Epoch: cs.epoch}
 		}
-		pos = &brokers.Position{Epoch: brokers.ProvisionalEpoch(sh.b.newEpoch(), base)}
-		sh.local[r.ch] = pos
+		lc = &localChan{pos: brokers.Position{Epoch: brokers.ProvisionalEpoch(sh.b.newEpoch(), base)}}
+		sh.local[r.ch] = lc
 	}
-	pos.Seq++
+	lc.pos.Seq++
+	pos := lc.pos
 	r.answered = true
 	if r.maybeApplied {
 		// Perhaps stored already, without was: delivered only under its
-		// real position (its provisional seq is skipped locally).
-		r.done <- pubResult{pos: *pos}
+		// real position (its provisional seq is skipped locally), and so
+		// are the channel's later publications, which must not overtake
+		// it.
+		lc.held = true
+		r.done <- pubResult{pos: pos}
 		return
 	}
-	r.was = encodeWas(*pos)
-	if cs != nil && !cs.removed {
+	r.was = encodeWas(pos)
+	if cs != nil && !cs.removed && !lc.held {
 		sh.b.handler.HandlePublication(cs.name, brokers.Publication{Seq: pos.Seq, Epoch: pos.Epoch, Data: r.data})
 	}
-	r.done <- pubResult{pos: *pos}
+	r.done <- pubResult{pos: pos}
 }
 
 // LocalEpochPrefix starts every node-local epoch: the epoch of
@@ -327,10 +347,13 @@ const LocalEpochPrefix = brokers.ProvisionalPrefix
 func IsLocalEpoch(epoch string) bool { return brokers.IsProvisional(epoch) }
 
 // send runs w.batch through the publish script in one pipeline and
-// completes the requests in order. It returns how many it completed; on a
-// connection error (the rest are unanswered, maybe applied) also the
-// error. A NOSCRIPT reply (a restarted or promoted server) reloads the
-// scripts and resends the rest.
+// completes the requests in order. It returns how many it completed; when
+// the rest cannot be (a connection error, a reply saying the server
+// cannot take the write now, a WAIT short of Config.WaitReplicas) also the
+// error, and the rest go back to the outbox. Each of the rest is marked
+// maybeApplied unless Redis said it was not applied (an error reply). A
+// NOSCRIPT reply (a restarted or promoted server) reloads the scripts and
+// resends the rest.
 func (sh *shard) send(w *writerState) (int, error) {
 	ctx := sh.b.ctx
 	b := sh.b
@@ -342,6 +365,7 @@ func (sh *shard) send(w *writerState) (int, error) {
 			w.last = make(map[string]uint64)
 		}
 		clear(w.last)
+		w.deadline = sh.publishDeadline()
 		for _, r := range w.batch[done:] {
 			r.after = w.last[r.ch]
 			w.last[r.ch] = r.counter
@@ -354,18 +378,29 @@ func (sh *shard) send(w *writerState) (int, error) {
 				}
 			}
 			r.args = append(r.args[:0], "evalsha", a.sha, 3, k.history, k.meta, k.pubsub,
-				(*dataArg)(r), a.histSize, a.histTTL, a.metaTTL, a.nodeID, a.nodeField, &r.counter, a.publishCmd, &r.was, &r.first, &r.after)
+				(*dataArg)(r), a.histSize, a.histTTL, a.metaTTL, a.nodeID, a.nodeField, &r.counter, a.publishCmd, &r.was, &r.first, &r.after, &w.deadline)
 			cmd := goredis.NewCmd(ctx, r.args...)
 			cmd.SetFirstKeyPos(3)
 			_ = pipe.Process(ctx, cmd)
 			w.cmds = append(w.cmds, cmd)
 		}
+		var wait *goredis.IntCmd
+		if b.args.waitN != nil {
+			// After the scripts, on the same connection: it returns when
+			// the replicas have every write this connection made.
+			wait = goredis.NewIntCmd(ctx, "wait", b.args.waitN, b.args.waitMS)
+			_ = pipe.Process(ctx, wait)
+		}
 		_, _ = pipe.Exec(ctx)
 		b.stats.pipelines.Add(1)
+		waitErr := sh.checkWait(wait)
 		retry := false
-		for _, c := range w.cmds {
+		for i, c := range w.cmds {
 			r := w.batch[done]
 			pos, err := parsePosition(c)
+			if err == nil && waitErr != nil {
+				err = waitErr
+			}
 			switch {
 			case err == nil:
 				b.stats.published.Add(1)
@@ -376,9 +411,7 @@ func (sh *shard) send(w *writerState) (int, error) {
 				}
 				retry = true
 			case isConnErr(err):
-				for _, r := range w.batch[done:] {
-					r.maybeApplied = true
-				}
+				markUnknown(w.batch[done:], w.cmds[i:])
 				return done, err
 			default:
 				if r.answered {
@@ -398,6 +431,48 @@ func (sh *shard) send(w *writerState) (int, error) {
 	}
 	return done, nil
 }
+
+// markUnknown marks the requests rs, sent as cmds, whose outcome is not
+// known: all but those Redis refused with an error reply (the script did
+// not run, or refused the write: SGORDER, SGLATE, CLUSTERDOWN,
+// TRYAGAIN...) and those never sent (no connection could be dialed),
+// which are known not to be applied and so can still be delivered locally
+// in order (answerLocally).
+func markUnknown(rs []*pubReq, cmds []*goredis.Cmd) {
+	for i, r := range rs {
+		r.maybeApplied = i >= len(cmds) || !notApplied(cmds[i].Err())
+	}
+}
+
+// notApplied reports a command error that proves the command was not
+// applied: a Redis error reply, or a failed dial.
+func notApplied(err error) bool {
+	var re goredis.Error
+	var op *net.OpError
+	return errors.As(err, &re) || (errors.As(err, &op) && op.Op == "dial")
+}
+
+// checkWait reads the WAIT pipelined after a batch (nil when none): an
+// error unless Config.WaitReplicas replicas acknowledged every write of
+// the batch.
+func (sh *shard) checkWait(wait *goredis.IntCmd) error {
+	if wait == nil {
+		return nil
+	}
+	n, err := wait.Result()
+	if err != nil {
+		return err
+	}
+	cfg := &sh.b.cfg
+	if int(n) < cfg.WaitReplicas {
+		return fmt.Errorf("%w: WAIT: %d of %d replicas acknowledged within %v (redis.wait_replicas); the publications are kept for replay", errNotReplicated, n, cfg.WaitReplicas, cfg.WaitTimeout)
+	}
+	return nil
+}
+
+// errNotReplicated: a WAIT counted fewer replicas than Config.WaitReplicas.
+// isConnErr counts it as a connection error (the shard goes down).
+var errNotReplicated = errors.New("redis: publications not replicated")
 
 // parsePosition reads the publish script's "<seq>:<epoch>" reply.
 func parsePosition(c *goredis.Cmd) (brokers.Position, error) {
@@ -431,7 +506,7 @@ func isConnErr(err error) bool {
 	}
 	var re goredis.Error
 	if errors.As(err, &re) {
-		for _, p := range []string{"READONLY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "OOM", "BUSY", "NOREPLICAS", "MOVED", "ASK", "SGORDER"} {
+		for _, p := range []string{"READONLY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "OOM", "BUSY", "NOREPLICAS", "MOVED", "ASK", "SGORDER", "SGLATE"} {
 			if goredis.HasErrorPrefix(err, p) {
 				return true
 			}

@@ -80,6 +80,11 @@ type Redis struct {
 	// OutboxSize is how many publishes a node holds while Redis is down.
 	// Key redis.outbox_size, default 10000, >= 0.
 	OutboxSize int
+	// WaitReplicas is how many replicas of a channel's master must have a
+	// publish before it is acked (WAIT); 0 acks once the master has it
+	// (asynchronous replication: a failover can lose the last acked
+	// writes). Key redis.wait_replicas, default 0, >= 0.
+	WaitReplicas int
 	// TLS to Redis (and Sentinel, and every Cluster node).
 	TLS RedisTLS
 }

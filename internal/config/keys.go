@@ -45,6 +45,7 @@ var settings = []setting{
 	intKey("redis.db", 0, func(c *Config) *int { return &c.Redis.DB }),
 	stringKey("redis.prefix", "a key prefix", anyString, func(c *Config) *string { return &c.Redis.Prefix }),
 	intKey("redis.outbox_size", 0, func(c *Config) *int { return &c.Redis.OutboxSize }),
+	intKey("redis.wait_replicas", 0, func(c *Config) *int { return &c.Redis.WaitReplicas }),
 	boolKey("redis.tls.enabled", func(c *Config) *bool { return &c.Redis.TLS.Enabled }),
 	stringKey("redis.tls.ca_file", "a PEM CA certificate file path or empty", anyString, func(c *Config) *string { return &c.Redis.TLS.CAFile }),
 	stringKey("redis.tls.cert_file", "a PEM certificate file path or empty", anyString, func(c *Config) *string { return &c.Redis.TLS.CertFile }),

@@ -168,10 +168,11 @@ func (c Config) RedisBroker(log *slog.Logger) (redisbroker.Config, error) {
 		DB:               c.Redis.DB,
 		Prefix:           c.Redis.Prefix,
 		// history.size 0: keep no history (seqs and epochs still work).
-		HistorySize: noneIfZero(c.History.Size),
-		HistoryTTL:  c.History.TTL,
-		OutboxSize:  noneIfZero(c.Redis.OutboxSize),
-		Logger:      log,
+		HistorySize:  noneIfZero(c.History.Size),
+		HistoryTTL:   c.History.TTL,
+		OutboxSize:   noneIfZero(c.Redis.OutboxSize),
+		WaitReplicas: c.Redis.WaitReplicas,
+		Logger:       log,
 	}, nil
 }
 
