@@ -63,6 +63,13 @@ func TestIdleChannelNewEpoch(t *testing.T) {
 	checkPTTL(t, srv, hist, redisstream.DefaultHistoryTTL)
 	checkPTTL(t, srv, meta, redisstream.DefaultMetaTTL)
 
+	// A read is a use: it gives the meta hash its 24 h again.
+	srv.MustDo("PEXPIRE", meta, "60000")
+	if _, _, err := sub.Since(t.Context(), ch, 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	checkPTTL(t, srv, meta, redisstream.DefaultMetaTTL)
+
 	// 24 h without use: Redis expires the meta hash.
 	srv.MustDo("PEXPIRE", meta, "1")
 	for srv.MustDo("EXISTS", meta) != "0" {
