@@ -71,7 +71,9 @@ type Config struct {
 	Tailers int
 	// ValidateInterval is how often the tailer checks the epoch and seq of
 	// the channels it serves (it also does on every reconnect), to notice
-	// a channel whose data Redis lost. Default DefaultValidateInterval.
+	// a channel whose data Redis lost; a tailer's blocking read ends by the
+	// next check, so a changed epoch is noticed within this interval (plus
+	// the check's round trip). Default DefaultValidateInterval.
 	ValidateInterval time.Duration
 	// PruneInterval is how often a node looks for presence members due to
 	// expire on the channels it serves. Default DefaultPruneInterval.

@@ -209,6 +209,7 @@ func (sh *shard) tailLoop(ctx context.Context) {
 			sh.forgetEmpty()
 		}
 		if sh.reconnected.Swap(false) || time.Since(lastValidate) >= cfg.ValidateInterval {
+			began := time.Now() // what changed after its reads waits for the next check
 			if err := sh.validate(ctx, chans); err != nil {
 				sh.reconnected.Store(true)
 				cfg.Logger.Warn("redis-streams: validate", "addr", sh.addr, "err", err)
@@ -216,7 +217,7 @@ func (sh *shard) tailLoop(ctx context.Context) {
 				backoff = min(2*backoff, cfg.ReconnectMax)
 				continue
 			}
-			lastValidate = time.Now()
+			lastValidate = began
 			validated = true
 		}
 		// The arguments are rebuilt when the set changes or validation
@@ -235,10 +236,14 @@ func (sh *shard) tailLoop(ctx context.Context) {
 			}
 			built, builtGen = true, gen
 		}
+		// The read ends by the next check, so a channel whose epoch
+		// changed behind the cursor is noticed within ValidateInterval,
+		// not up to a Block later.
+		block := min(cfg.Block, max(cfg.ValidateInterval-time.Since(lastValidate), time.Millisecond))
 		res, err := sh.tail.XRead(ctx, &goredis.XReadArgs{
 			Streams: streams,
 			Count:   int64(cfg.ReadCount),
-			Block:   cfg.Block,
+			Block:   block,
 		}).Result()
 		if err == goredis.Nil {
 			backoff = cfg.ReconnectMin
