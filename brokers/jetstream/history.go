@@ -57,6 +57,7 @@ func (b *Broker) readRange(ctx context.Context, subj string, last *natsbase.Stor
 	// last, so its stream seq is at most last.Seq-(lastSeq-since-1).
 	dist := lastSeq - since
 	var start *natsbase.StoredMsg
+	var first uint64 // stream seq of the subject's oldest message, once read
 	for {
 		probe := uint64(1)
 		if last.Seq > dist {
@@ -67,7 +68,23 @@ func (b *Broker) readRange(ctx context.Context, subj string, last *natsbase.Stor
 			return nil, err
 		}
 		s, e := seqOf(found.Header)
-		oldest := start != nil && start.Seq == found.Seq // nothing older on the subject
+		oldest := false
+		if start != nil && start.Seq == found.Seq && probe > 1 {
+			// No message of the subject between this probe and the last
+			// one. Older ones may still lie further back, behind a burst
+			// of other channels' messages: only the subject's oldest
+			// message (one direct get from stream seq 1) says whether
+			// found is it. Taking two equal probes for the oldest cut a
+			// catch-up near the head short (TestSinceSparseChannel).
+			if first == 0 {
+				oldestMsg, err := b.firstFrom(ctx, subj, 1, last.Seq)
+				if err != nil {
+					return nil, err
+				}
+				first = oldestMsg.Seq
+			}
+			oldest = first == found.Seq
+		}
 		start = found
 		if s <= since+1 || e != epoch || probe == 1 || oldest {
 			break
