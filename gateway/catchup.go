@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"math"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -102,6 +104,23 @@ func (srv *Server) readHistory(ctx context.Context, ch string, since uint64, lim
 		return nil, brokers.Position{}, fmt.Errorf("gateway: channel %s: the broker holds a malformed epoch %.64q", ch, pos.Epoch)
 	}
 	return pubs, pos, err
+}
+
+// logNotRecovered says at debug level why a catch-up of sb from since in
+// epoch was not served from history: what the read brought (the channel's
+// position, how many publications, the first and last seq). A client that
+// gets `recovered: false` must reload; this line tells an operator whether
+// history was gone, in another epoch, or cut short.
+func (srv *Server) logNotRecovered(sb *sub, since uint64, epoch string, pubs []brokers.Publication, pos brokers.Position) {
+	if !srv.log.Enabled(srv.ctx, slog.LevelDebug) {
+		return
+	}
+	var first, last uint64
+	if len(pubs) > 0 {
+		first, last = pubs[0].Seq, pubs[len(pubs)-1].Seq
+	}
+	srv.log.Debug("catch-up not recovered", "client", sb.c.id, "channel", sb.ch, "since", since, "epoch", epoch,
+		"seq", pos.Seq, "channel_epoch", pos.Epoch, "read", len(pubs), "read_first", first, "read_last", last)
 }
 
 // appendPubs appends pubs as msg objects separated by sep. History is as
@@ -241,6 +260,7 @@ func (srv *Server) catchUp(ctx context.Context, s *scratch, sb *sub, cmd *comman
 		if recovered {
 			srv.metrics.catchup.WithLabelValues("recovered").Inc()
 		} else {
+			srv.logNotRecovered(sb, since, sinceEpoch, pubs, pos)
 			srv.metrics.catchup.WithLabelValues("not_recovered").Inc()
 		}
 	}
@@ -297,7 +317,7 @@ func (srv *Server) goLive(sb *sub, epoch string, last uint64) {
 	for _, bp := range mergeBuffered(sb.buf, &m) {
 		sb.c.sendFrame(event{"msg", sb.ch, bp.seq, bp.epoch}, bp.frame)
 	}
-	sb.lastSeq, sb.provSeq = m.last, m.provSeq
+	sb.lastSeq, sb.provSeq = m.last, m.liveProvSeq()
 	sb.buf, sb.bufBytes = nil, 0
 	sb.live.Store(true)
 }
@@ -372,6 +392,7 @@ func (srv *Server) streamCatchUp(ctx context.Context, sb *sub, id uint64, since 
 			return
 		}
 		if !continues(last, epoch, pubs, pos) {
+			srv.logNotRecovered(sb, last, epoch, pubs, pos)
 			if first {
 				// Not recoverable: the v1 reply, then live from pos.
 				switch srv.goLiveAfter(sb, event{"subscribed", sb.ch, pos.Seq, pos.Epoch}, srv.subscribedFrame(id, sb.ch, pos, true, false, nil, false), pos.Epoch, pos.Seq) {
@@ -641,11 +662,35 @@ func recoverable(since uint64, epoch string, pubs []brokers.Publication, pos bro
 
 // mergeState is where a subscriber stands while its buffer is merged: the
 // real epoch and last seq, and the provisional epoch and seq.
+//
+// A subscriber gets a provisional epoch's publications only from its seq
+// 1 on, without a hole. The client rule (docs/provisional.md, step 5)
+// takes a real publication whose `was` is at or below the last
+// provisional seq it applied in that epoch as applied already: a
+// subscriber handed seq k of an epoch without the seqs before it (given
+// out while it was not subscribed here, e.g. a client resuming on the
+// publishing node while its outbox still drains, or dropped from an
+// overflowed buffer) would skip their real copies, and lose them. Such an
+// epoch is held back from it (provHeld) and reaches it under real
+// positions only.
 type mergeState struct {
 	epoch     string
 	last      uint64
 	provEpoch string
 	provSeq   uint64
+	provHeld  bool // provEpoch is held back from this subscriber
+}
+
+// liveProvSeq is the provisional watermark a subscriber goes live with
+// after its merge: the seq it got last in the epoch it follows from seq 1,
+// or, when it follows none, math.MaxUint64: the channel's current
+// provisional epoch (if any) is held back, and the next one starts the
+// watermark at 0 again (hub.HandlePublication).
+func (m *mergeState) liveProvSeq() uint64 {
+	if m.provHeld || m.provEpoch == "" {
+		return math.MaxUint64
+	}
+	return m.provSeq
 }
 
 // mergeBuffered returns, in order, the buffered publications a subscriber
@@ -663,9 +708,13 @@ func mergeBuffered(buf []bufferedPub, m *mergeState) []bufferedPub {
 			out = append(out, bp)
 		case brokers.IsProvisional(bp.epoch):
 			if bp.epoch != m.provEpoch {
-				m.provEpoch, m.provSeq = bp.epoch, 0
+				m.provEpoch, m.provSeq, m.provHeld = bp.epoch, 0, false
 			}
-			if bp.seq > m.provSeq {
+			switch {
+			case m.provHeld, bp.seq <= m.provSeq:
+			case bp.seq != m.provSeq+1:
+				m.provHeld = true // a hole: see mergeState
+			default:
 				m.provSeq = bp.seq
 				out = append(out, bp)
 			}

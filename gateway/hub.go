@@ -311,11 +311,12 @@ func (h *hub) HandlePublication(ch string, p brokers.Publication) {
 	prov := brokers.IsProvisional(p.Epoch)
 	switch {
 	case prov && p.Epoch != hc.provEpoch:
-		if hc.provEpoch != "" {
-			for _, s := range hc.subs {
-				if s.live.Load() {
-					s.provSeq = 0
-				}
+		// A new provisional epoch: every live subscriber follows it from
+		// seq 1, also one that went live holding back the last one
+		// (mergeState.liveProvSeq).
+		for _, s := range hc.subs {
+			if s.live.Load() {
+				s.provSeq = 0
 			}
 		}
 		hc.provEpoch = p.Epoch
