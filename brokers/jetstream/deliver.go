@@ -285,7 +285,8 @@ func (b *Broker) onLive(c *channel, m *nats.Msg) {
 	prev, _ := strconv.ParseUint(m.Header.Get(hdrPrev), 10, 64)
 	seq, epoch := seqOf(m.Header)
 	if prev != c.lastStream {
-		b.fillLocked(c, sseq-1, seq, epoch)
+		// A fill that fails is skipped: m reveals the jump in seqs.
+		_ = b.fillLocked(c, sseq-1, seq, epoch)
 		if sseq <= c.lastStream {
 			return
 		}
@@ -325,8 +326,10 @@ func (c *channel) acceptPubLocked(h brokers.Handler, sseq uint64, id string, p b
 // revealed the gap (0/"" when none): a fill that stops short of it in the
 // same epoch was answered by a replica still behind, and is retried. What
 // cannot be read (the stream no longer holds it, or the server is
-// unreachable) is skipped: the Handler sees the jump in seqs.
-func (b *Broker) fillLocked(c *channel, upTo, nextSeq uint64, nextEpoch string) {
+// unreachable) is skipped: the Handler sees the jump in seqs. It returns
+// the read error that ended it, if any (a message the stream no longer
+// holds is no error).
+func (b *Broker) fillLocked(c *channel, upTo, nextSeq uint64, nextEpoch string) error {
 	batch := max(b.cfg.HistorySize, 1) + 1
 	complete := func() bool { return nextSeq == 0 || nextEpoch != c.epoch || c.seq+1 >= nextSeq }
 	for try := range replicaTries {
@@ -339,7 +342,7 @@ func (b *Broker) fillLocked(c *channel, upTo, nextSeq uint64, nextEpoch string) 
 		if err != nil {
 			b.noteErr(err)
 			b.n.Log().Warn("jetstream: filling a gap", "channel", c.name, "err", err)
-			return
+			return err
 		}
 		for _, sm := range msgs {
 			if sm.Seq <= c.lastStream || sm.Seq > upTo {
@@ -348,7 +351,7 @@ func (b *Broker) fillLocked(c *channel, upTo, nextSeq uint64, nextEpoch string) 
 			b.acceptLocked(c, sm.Seq, sm.Header, sm.Data)
 		}
 		if complete() {
-			return
+			return nil
 		}
 	}
 	// The replica answering direct gets is still behind: ask the leader.
@@ -356,14 +359,16 @@ func (b *Broker) fillLocked(c *channel, upTo, nextSeq uint64, nextEpoch string) 
 	defer cancel()
 	for !complete() && c.lastStream < upTo {
 		sm, err := natsbase.GetNext(ctx, b.n.Conn().Conn, b.cfg.Stream, c.hist, c.lastStream+1)
-		if err != nil || sm.Seq > upTo {
-			if err != nil && !errors.Is(err, natsbase.ErrNotFound) {
-				b.n.Log().Warn("jetstream: filling a gap", "channel", c.name, "err", err)
-			}
-			return
+		if errors.Is(err, natsbase.ErrNotFound) || err == nil && sm.Seq > upTo {
+			return nil
+		}
+		if err != nil {
+			b.n.Log().Warn("jetstream: filling a gap", "channel", c.name, "err", err)
+			return err
 		}
 		b.acceptLocked(c, sm.Seq, sm.Header, sm.Data)
 	}
+	return nil
 }
 
 // sweep checks every subscribed channel against the stream after a
@@ -405,12 +410,29 @@ func (b *Broker) sweep() bool {
 		}
 		c.mu.Lock()
 		if c.active && c.ready && last.Seq > c.lastStream {
+			// A fill that failed leaves the channel's last messages
+			// undelivered, with no later message to reveal them: the
+			// sweep failed, and the flusher sweeps again.
 			seq, epoch := seqOf(last.Header)
-			b.fillLocked(c, last.Seq, seq+1, epoch)
+			if err := b.sweepFillLocked(c, last.Seq, seq+1, epoch); err != nil {
+				ok = false
+			}
 		}
 		c.mu.Unlock()
 	}
 	return ok
+}
+
+// sweepFillLocked is the sweep's fillLocked; sweepFillFault, set only by
+// tests, fails a sweep's fill before it reads (a fill error the server
+// gives at will is hard to come by).
+func (b *Broker) sweepFillLocked(c *channel, upTo, nextSeq uint64, nextEpoch string) error {
+	if f := b.sweepFillFault; f != nil {
+		if err := f(); err != nil {
+			return err
+		}
+	}
+	return b.fillLocked(c, upTo, nextSeq, nextEpoch)
 }
 
 // resetPositions forgets stream positions (the stream was created anew and

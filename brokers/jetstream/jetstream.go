@@ -145,6 +145,9 @@ type Broker struct {
 	// election ends when the history stream elects a leader (writes
 	// waiting for their ack then resolve them: errAckLost).
 	election atomic.Pointer[election]
+	// sweepFillFault, when set (tests only, before Start), is asked
+	// before each fill of a sweep; an error fails that fill.
+	sweepFillFault func() error
 
 	pubMu sync.Mutex
 	pubs  map[string]*pubState
