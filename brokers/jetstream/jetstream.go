@@ -108,6 +108,7 @@ const (
 	hdrID     = "Sg-Id"    // the publish attempt's id (node id + counter)
 	hdrWas    = "Sg-Was"   // <seq>:<epoch>: the provisional position a node delivered it under first
 	hdrExpect = "Nats-Expected-Last-Subject-Sequence"
+	hdrMsgID  = "Nats-Msg-Id"        // = Sg-Id: the stream stores an id once within dupWindow
 	hdrSSeq   = "Nats-Sequence"      // stream seq (republished copy, direct get)
 	hdrPrev   = "Nats-Last-Sequence" // stream seq of the subject's previous message (republished copy)
 )
@@ -247,6 +248,7 @@ func (b *Broker) streamConfig() jetstream.StreamConfig {
 		MaxAge:            b.cfg.HistoryTTL,
 		Discard:           jetstream.DiscardOld,
 		AllowDirect:       true,
+		Duplicates:        dupWindowOf(b.cfg.HistoryTTL),
 		RePublish:         &jetstream.RePublish{Source: b.cfg.Prefix + ".h.>", Destination: b.cfg.Prefix + ".r.>"},
 	}
 }

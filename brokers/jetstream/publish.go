@@ -115,6 +115,39 @@ func newElection() *election {
 	return &election{ctx, end}
 }
 
+// dupWindow is the history stream's duplicate window: a write whose
+// Nats-Msg-Id (the publication's id) the stream stored within it is not
+// stored again (acked as a duplicate, naming the copy's stream seq). It
+// backs the resolution of interrupted writes (resolve, errInFlight),
+// which never sends a publication anew before reading that it is not
+// stored: so only a write made while the first one is being stored can
+// meet it, within a publish's deadline (the gateway's broker timeout,
+// 5 s) plus one outbox flush (5 s) of the first. A minute is several
+// times that, and costs the stream's servers a minute of ids: each
+// replica keeps every id stored within the window in memory (2 minutes
+// is the server's default; docs/brokers.md has the measured cost).
+const dupWindow = time.Minute
+
+// dupWindowOf is the duplicate window of a history kept for ttl (0: no
+// limit): the server refuses a window longer than the streams's age
+// limit, and a publication older than that is gone anyway.
+func dupWindowOf(ttl time.Duration) time.Duration {
+	if ttl > 0 {
+		return min(dupWindow, ttl)
+	}
+	return dupWindow
+}
+
+// errInFlight: an interrupted write is neither stored nor refused yet.
+// Resent as it was, it conflicts while nothing follows its expected seq:
+// the stream leader still holds a write conditional on that seq, most
+// likely the interrupted one, proposed but not committed (a stream that
+// lost its quorum commits it once the quorum is back). A new attempt,
+// conditional on whatever is last then, would store the publication a
+// second time after it; so the write stays unresolved (in the outbox)
+// and is resolved again later.
+var errInFlight = errors.New("an interrupted write is still in flight at the stream leader")
+
 // Publish implements brokers.Broker. See doc.go for outages.
 func (b *Broker) Publish(ctx context.Context, ch string, data []byte) (brokers.Position, error) {
 	if err := b.n.Check(ctx); err != nil {
@@ -279,9 +312,10 @@ func (b *Broker) publish(ctx context.Context, ch string, data []byte, id, was st
 		prev = &p
 	}
 	if prev != nil {
-		// A conflict on the resend means a message now follows the
-		// expected seq, so the next resolve is conclusive.
-		for range 3 {
+		// Only a message of another publication right after the
+		// expected seq settles that prev was not stored; until then
+		// no other attempt is made (see errInFlight).
+		for try := 0; ; try++ {
 			s, ok, retry, err := b.resolve(ctx, subj, prev)
 			if err != nil {
 				return stored{}, prev, err
@@ -293,8 +327,14 @@ func (b *Broker) publish(ctx context.Context, ch string, data []byte, id, was st
 			if !retry {
 				break // another publication follows: this one can never be stored
 			}
+			if try == 2 {
+				return stored{}, prev, errInFlight
+			}
 			// Nothing after the expected seq: not stored (yet). Send it
-			// again as it was; at most one of the two can be stored.
+			// again as it was; at most one of the two can be stored. A
+			// conflict means a message follows the expected seq now or
+			// a write conditional on it is still in flight (perhaps
+			// prev itself): resolve again.
 			s, a, err := b.send(ctx, st, subj, data, *prev)
 			if !errors.Is(err, natsbase.ErrConflict) {
 				return s, a, err
@@ -340,10 +380,12 @@ func (b *Broker) publish(ctx context.Context, ch string, data []byte, id, was st
 // send makes one conditional write and updates st. The attempt comes back
 // when the write may or may not have been stored.
 func (b *Broker) send(ctx context.Context, st *pubState, subj string, data []byte, a attempt) (stored, *attempt, error) {
+	id := []string{a.id}
 	m := &nats.Msg{Subject: subj, Data: data, Header: nats.Header{
 		hdrSeq:    []string{strconv.FormatUint(a.seq, 10)},
 		hdrEpoch:  []string{a.epoch},
-		hdrID:     []string{a.id},
+		hdrID:     id,
+		hdrMsgID:  id, // the stream's dedupe: see dupWindow
 		hdrExpect: []string{strconv.FormatUint(a.expect, 10)},
 	}}
 	if a.was != "" {
@@ -364,6 +406,14 @@ func (b *Broker) send(ctx context.Context, st *pubState, subj string, data []byt
 	case errors.Is(err, natsbase.ErrConflict):
 		st.known = false
 		return stored{}, nil, err
+	case errors.Is(err, natsbase.ErrDuplicate):
+		// An earlier attempt of this publication is stored, at sseq,
+		// perhaps at another position than a's: read it there.
+		st.known = false
+		if s, ok := b.storedAt(ctx, subj, sseq, a.id); ok {
+			return s, nil, nil
+		}
+		return stored{}, &a, fmt.Errorf("%w at stream seq %d, unread", err, sseq)
 	case notSent(err):
 		return stored{}, nil, err
 	case natsbase.IsConnErr(err) || natsbase.IsUnavailable(err) || errors.Is(err, context.Canceled):
@@ -439,6 +489,20 @@ func (b *Broker) resolve(ctx context.Context, subj string, a *attempt) (s stored
 	}
 	seq, epoch := seqOf(next.Header)
 	return stored{pos: brokers.Position{Seq: seq, Epoch: epoch}, sseq: next.Seq, prev: a.expect}, true, false, nil
+}
+
+// storedAt reads where publication id is stored: at stream seq sseq (the
+// stream's duplicate ack named it); ok false when it cannot be read there
+// (then its write is resolved like an interrupted one). The stream seq of
+// the subject's message before it is not known: prev is sseq itself, which
+// never passes for it (deliverAcked then waits for the stream's copy).
+func (b *Broker) storedAt(ctx context.Context, subj string, sseq uint64, id string) (stored, bool) {
+	sm, err := natsbase.GetNext(ctx, b.n.Conn().Conn, b.cfg.Stream, subj, sseq)
+	if err != nil || sm.Seq != sseq || sm.Header.Get(hdrID) != id {
+		return stored{}, false
+	}
+	seq, epoch := seqOf(sm.Header)
+	return stored{pos: brokers.Position{Seq: seq, Epoch: epoch}, sseq: sseq, prev: sseq}, true
 }
 
 // seqOf reads the channel seq and epoch of a stored message.

@@ -23,6 +23,10 @@ var (
 	ErrNotFound = errors.New("natsbase: no message")
 	// ErrConflict: Nats-Expected-Last-Subject-Sequence did not match.
 	ErrConflict = errors.New("natsbase: wrong last sequence")
+	// ErrDuplicate: the stream holds a message with the same Nats-Msg-Id
+	// already (within its duplicate window) and stored nothing; Publish
+	// and ParseAck return that message's stream seq with it.
+	ErrDuplicate = errors.New("natsbase: duplicate message id")
 )
 
 // StoredMsg is one message read back from a stream.
@@ -49,6 +53,7 @@ func (e *APIError) Error() string {
 const (
 	errCodeWrongLastSeq         = 10071
 	errCodeWrongLastSeqConstant = 10164
+	errCodeDuplicateInProcess   = 10158 // a write with the same Nats-Msg-Id is in flight
 	errCodeStreamNotFound       = 10059
 	errCodeNoMessage            = 10037
 )
@@ -288,7 +293,10 @@ type pubAck struct {
 
 // Publish sends m to JetStream and waits for its ack, returning the stream
 // sequence it got. A failed Nats-Expected-Last-Subject-Sequence check gives
-// an error wrapping ErrConflict; no responders gives nats.ErrNoResponders.
+// an error wrapping ErrConflict, as does a write refused because another
+// with its Nats-Msg-Id is in flight (nothing was stored: it may be tried
+// again); a Nats-Msg-Id stored already gives ErrDuplicate with that
+// message's seq; no responders gives nats.ErrNoResponders.
 func Publish(ctx context.Context, nc *nats.Conn, m *nats.Msg) (uint64, error) {
 	reply, err := nc.RequestMsgWithContext(ctx, m)
 	if err != nil {
@@ -309,13 +317,17 @@ func ParseAck(data []byte) (uint64, error) {
 		return 0, fmt.Errorf("jetstream: bad publish ack: %w", err)
 	}
 	if ack.Error != nil {
-		if ack.Error.ErrCode == errCodeWrongLastSeq || ack.Error.ErrCode == errCodeWrongLastSeqConstant {
+		switch ack.Error.ErrCode {
+		case errCodeWrongLastSeq, errCodeWrongLastSeqConstant, errCodeDuplicateInProcess:
 			return 0, fmt.Errorf("%w: %w", ErrConflict, ack.Error)
 		}
 		return 0, ack.Error
 	}
 	if ack.Seq == 0 {
 		return 0, errors.New("jetstream: publish ack without sequence")
+	}
+	if ack.Duplicate {
+		return ack.Seq, ErrDuplicate
 	}
 	return ack.Seq, nil
 }

@@ -11,12 +11,16 @@ func TestParseAck(t *testing.T) {
 		in       string
 		seq      uint64
 		conflict bool
+		dup      bool // ErrDuplicate with seq
 		fails    bool
 	}{
 		{in: `{"stream":"SG_HISTORY","seq":42}`, seq: 42},
 		{in: `{"stream":"SG_HISTORY","domain":"x","seq":7}`, seq: 7},
 		{in: `{"stream":"SG_HISTORY", "seq": 9}`, seq: 9}, // through encoding/json
-		{in: `{"stream":"SG_HISTORY","seq":5,"duplicate":true}`, seq: 5},
+		{in: `{"stream":"SG_HISTORY","seq":5,"duplicate":true}`, seq: 5, dup: true},
+		{in: `{"stream":"SG_HISTORY","seq":6, "duplicate": true}`, seq: 6, dup: true}, // as nats-server writes it
+		{in: `{"stream":"SG_HISTORY","seq":0,"duplicate":true}`, fails: true},
+		{in: `{"error":{"code":409,"err_code":10158,"description":"duplicate message id is in process"},"stream":"SG_HISTORY","seq":0}`, conflict: true},
 		{in: `{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 3"},"stream":"SG_HISTORY","seq":0}`, conflict: true},
 		{in: `{"error":{"code":400,"err_code":10164,"description":"wrong last sequence"},"stream":"SG_HISTORY","seq":0}`, conflict: true},
 		{in: `{"error":{"code":503,"err_code":10008,"description":"unavailable"}}`, fails: true},
@@ -29,6 +33,10 @@ func TestParseAck(t *testing.T) {
 		case c.conflict:
 			if !errors.Is(err, ErrConflict) {
 				t.Errorf("%s: %d, %v; want a conflict", c.in, seq, err)
+			}
+		case c.dup:
+			if !errors.Is(err, ErrDuplicate) || seq != c.seq {
+				t.Errorf("%s: %d, %v; want %d and a duplicate", c.in, seq, err, c.seq)
 			}
 		case c.fails:
 			if err == nil {
