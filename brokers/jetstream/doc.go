@@ -77,7 +77,11 @@
 // brokers.ErrUnavailable) and returns that position. When the server is back
 // the outbox is stored in order, each publication exactly once (an
 // interrupted conditional write is resolved by reading what follows its
-// expected seq, and its id tells whether it is the one stored), and
+// expected seq, and its id tells whether it is the one stored; nothing
+// there proves nothing, as the write may still be in flight at the stream
+// leader, so it stays unresolved until a message follows; and its id is
+// its Nats-Msg-Id too, so the stream does not store a second write of it
+// within dupWindow), and
 // delivered again under its real position, with Publication.Was (header
 // Sg-Was, stored with it) naming the outage position, so a client that
 // applied it does not apply it again, and a client holding an outage
