@@ -105,7 +105,7 @@ type Config struct {
 const (
 	hdrSeq    = "Sg-Seq"   // the channel seq; 0 on an epoch marker
 	hdrEpoch  = "Sg-Epoch" // the channel's epoch
-	hdrID     = "Sg-Id"    // the publish attempt's id (node id + counter)
+	hdrID     = "Sg-Id"    // the publication's id (node id + counter), the same in each of its attempts
 	hdrWas    = "Sg-Was"   // <seq>:<epoch>: the provisional position a node delivered it under first
 	hdrExpect = "Nats-Expected-Last-Subject-Sequence"
 	hdrMsgID  = "Nats-Msg-Id"        // = Sg-Id: the stream stores an id once within dupWindow

@@ -129,7 +129,7 @@ func newElection() *election {
 const dupWindow = time.Minute
 
 // dupWindowOf is the duplicate window of a history kept for ttl (0: no
-// limit): the server refuses a window longer than the streams's age
+// limit): the server refuses a window longer than the stream's age
 // limit, and a publication older than that is gone anyway.
 func dupWindowOf(ttl time.Duration) time.Duration {
 	if ttl > 0 {
