@@ -64,7 +64,7 @@ func BenchmarkDupWindowMemory(b *testing.B) {
 		return heap() - before
 	}
 	b.ReportAllocs()
-	n := b.N // not b.Loop: the messages of both streams are counted apart
+	n := b.N                                    // not b.Loop: the messages of both streams are counted apart
 	plain := publish("PLAIN", "Sg-Pad-Msg-", n) // a header of the same size
 	ids := publish("IDS", nats.MsgIdHdr, n)
 	b.ReportMetric(float64(int64(ids)-int64(plain))/float64(n), "dup-B/msg")
