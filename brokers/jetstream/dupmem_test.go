@@ -64,8 +64,10 @@ func BenchmarkDupWindowMemory(b *testing.B) {
 		return heap() - before
 	}
 	b.ReportAllocs()
-	n := b.N                                    // not b.Loop: the messages of both streams are counted apart
-	plain := publish("PLAIN", "Sg-Pad-Msg-", n) // a header of the same size
+	// Not b.Loop: the messages of both streams are counted apart. PLAIN's
+	// header is the same size as the id.
+	n := b.N
+	plain := publish("PLAIN", "Sg-Pad-Msg-", n)
 	ids := publish("IDS", nats.MsgIdHdr, n)
 	b.ReportMetric(float64(int64(ids)-int64(plain))/float64(n), "dup-B/msg")
 }
