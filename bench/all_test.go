@@ -40,3 +40,15 @@ func TestAllSteps(t *testing.T) {
 		t.Errorf("-quick -full: exit %d, want 2", rc)
 	}
 }
+
+// TestCommandLineDropsOut: a document's command line names no directory of
+// the machine that ran it.
+func TestCommandLineDropsOut(t *testing.T) {
+	got := commandLine([]string{"faults", "-docs", "-out", "/some/dir", "-duration", "1m", "-out=/other"})
+	if strings.Contains(got, "/some/dir") || strings.Contains(got, "/other") || strings.Contains(got, "-out") {
+		t.Fatalf("commandLine = %q: it names the output directory", got)
+	}
+	if !strings.HasSuffix(got, "faults -docs -duration 1m") {
+		t.Fatalf("commandLine = %q: arguments lost", got)
+	}
+}

@@ -69,7 +69,19 @@ func commandLine(args []string) string {
 	if exe == "bench" && strings.Contains(os.Args[0], "go-build") {
 		exe = "go run ./bench" // built by go run into a temporary directory
 	}
-	return strings.TrimSpace(exe + " " + strings.Join(args, " "))
+	// -out names a directory of this machine and changes no figure: a
+	// document shows the command without it.
+	var kept []string
+	for i := 0; i < len(args); i++ {
+		switch a := args[i]; {
+		case a == "-out" || a == "--out":
+			i++ // and its value
+		case strings.HasPrefix(a, "-out=") || strings.HasPrefix(a, "--out="):
+		default:
+			kept = append(kept, a)
+		}
+	}
+	return strings.TrimSpace(exe + " " + strings.Join(kept, " "))
 }
 
 // sourceVersion describes the gateway source in root: commit, and whether
