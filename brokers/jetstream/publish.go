@@ -480,6 +480,22 @@ func (b *Broker) resolve(ctx context.Context, subj string, a *attempt) (s stored
 	next, err := natsbase.GetNext(ctx, b.n.Conn().Conn, b.cfg.Stream, subj, a.expect+1)
 	switch {
 	case errors.Is(err, natsbase.ErrNotFound):
+		// Nothing after the expected seq. If the message the write
+		// was conditional on is gone too (the stream was re-created,
+		// e.g. a memory-storage server restarted, or the channel's
+		// history expired), the write can never be stored: it was
+		// not, and is made anew. Otherwise it may still be in flight.
+		if a.expect > 0 {
+			last, lerr := natsbase.GetLast(ctx, b.n.Conn().Conn, b.cfg.Stream, subj)
+			switch {
+			case errors.Is(lerr, natsbase.ErrNotFound):
+				return s, false, false, nil
+			case lerr != nil:
+				return s, false, false, lerr
+			case last.Seq < a.expect:
+				return s, false, false, nil
+			}
+		}
 		return s, false, true, nil
 	case err != nil:
 		return s, false, false, err
