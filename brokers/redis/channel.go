@@ -63,6 +63,38 @@ type chanState struct {
 	// may have been missed), a Since that found a stored position.
 	empty atomic.Pointer[string]
 	seen  uint64
+
+	// ackedEpoch and ackedSeq are the last real position this node's
+	// writer got back for a publication of the channel (the Publish
+	// answer), nil when none. Until the node delivers up to it (its
+	// pub/sub copy is on the way), a publication the node answers locally
+	// must not be delivered locally: it would overtake that one, which
+	// reaches the subscribers later, from history (see answerLocally).
+	// Atomic: written by the writer without mu.
+	ackedEpoch atomic.Pointer[string]
+	ackedSeq   atomic.Uint64
+}
+
+// noteAcked records pos, a real position the writer got for a publication
+// of the channel. It allocates only when the epoch changes.
+func (cs *chanState) noteAcked(pos brokers.Position) {
+	if e := cs.ackedEpoch.Load(); e == nil || *e != pos.Epoch {
+		epoch := strings.Clone(pos.Epoch) // do not pin the reply
+		cs.ackedEpoch.Store(&epoch)
+	}
+	cs.ackedSeq.Store(pos.Seq)
+}
+
+// ackedAhead reports whether this node acknowledged a publication of the
+// channel it has not delivered: the last acknowledged position is past
+// the last delivered one, or in another epoch (then it may be ahead; when
+// it is an older one, holding is merely cautious). cs.mu is held.
+func (cs *chanState) ackedAhead() bool {
+	e := cs.ackedEpoch.Load()
+	if e == nil {
+		return false
+	}
+	return !cs.known || cs.provisional || *e != cs.epoch || cs.ackedSeq.Load() > cs.seq
 }
 
 // forgetEmpty drops the empty-channel epoch. cs.mu is held.

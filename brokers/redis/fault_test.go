@@ -208,7 +208,7 @@ func (r *faultRun) analyze(t *testing.T) faultStats {
 		lastSeq := make(map[string]uint64)
 		localSeen := make(map[string]bool)
 		lastIdx := make(map[string]int) // "<node>:<publisher>" -> last i delivered (real epochs)
-		ns.Reordered = appliedOutOfOrder(t, ni, rec.Publications(r.ch))
+		ns.Reordered = appliedOutOfOrder(t, ni, rec.Publications(r.ch), byID)
 		var prev key
 		for _, e := range rec.Publications(r.ch) {
 			id := string(e.Data)
@@ -299,7 +299,7 @@ func (r *faultRun) analyze(t *testing.T) faultStats {
 // provisional position applied. It counts the messages applied after a
 // later message of their publisher (ids "<node>:<publisher>:<i>", each
 // publisher waiting for its ack before the next).
-func appliedOutOfOrder(t *testing.T, node int, pubs []brokers.Publication) int {
+func appliedOutOfOrder(t *testing.T, node int, pubs []brokers.Publication, byID map[string]published) int {
 	t.Helper()
 	prov := make(map[string]uint64) // provisional epoch -> last seq applied
 	applied := make(map[string]bool)
@@ -326,7 +326,7 @@ func appliedOutOfOrder(t *testing.T, node int, pubs []brokers.Publication) int {
 		if l, ok := last[pk]; ok && i < l {
 			n++
 			if n <= 3 {
-				t.Logf("node %d: %s applied after %s:%d (at %d %s, was %+v)", node, id, pk, l, e.Seq, e.Epoch, e.Was)
+				t.Logf("node %d: %s applied after %s:%d (at %d %s, was %+v); Publish returned %+v, %v; the later one %+v", node, id, pk, l, e.Seq, e.Epoch, e.Was, byID[id].pos, byID[id].err, byID[fmt.Sprintf("%s:%d", pk, l)].pos)
 			}
 			continue
 		}

@@ -178,3 +178,80 @@ func TestHistoryRegression(t *testing.T) {
 		}
 	}
 }
+
+// TestOutageAckedNotDelivered: Redis acks a publication but its pub/sub
+// copy never reaches the publishing node (Redis drops the node's pub/sub
+// connection for exceeding its output buffer limit), then Redis dies. The
+// node's next publication, acked from the outbox during the outage, must
+// not reach the node's subscribers before the acked one, which comes from
+// history after the restart. Before the fix it was delivered at once
+// under its provisional position, and a client applying the deliveries
+// (provisional ones, then real ones unless their was names a provisional
+// position applied) applied it first: [before y x].
+func TestOutageAckedNotDelivered(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{AOF: true})
+	nodes, recs := startNodes(t, testConfig(srv.Addr()), 1)
+	a, rec := nodes[0], recs[0]
+	ctx := t.Context()
+	const ch = "doc:acked"
+	if err := a.Subscribe(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Publish(ctx, ch, []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	rec.WaitPublications(t, ch, 1, waitTimeout)
+
+	// A pub/sub client with more than 1 KiB queued is disconnected: the
+	// 64 KiB copy of x is never sent to the node. (A restart resets it.)
+	srv.MustDo("config", "set", "client-output-buffer-limit", "pubsub 1024 1024 0")
+	x := append([]byte("x"), make([]byte, 64<<10)...)
+	xpos, err := a.Publish(ctx, ch, x)
+	if err != nil || redis.IsLocalEpoch(xpos.Epoch) {
+		t.Fatalf("Publish x: %+v, %v; want a Redis position", xpos, err)
+	}
+	srv.Kill()
+	brokertest.Eventually(t, waitTimeout, "the node to notice", func() bool {
+		return errors.Is(a.Ping(ctx), brokers.ErrUnavailable)
+	})
+	for _, p := range rec.Publications(ch) {
+		if p.Data[0] == 'x' {
+			t.Fatalf("x delivered before the outage (at %d %s): the case is not set up", p.Seq, p.Epoch)
+		}
+	}
+	ypos, err := a.Publish(ctx, ch, []byte("y"))
+	if err != nil || !redis.IsLocalEpoch(ypos.Epoch) {
+		t.Fatalf("Publish y during the outage: %+v, %v; want a local position", ypos, err)
+	}
+
+	srv.Restart()
+	brokertest.Eventually(t, waitTimeout, "recovery", func() bool { return a.Ping(ctx) == nil && a.OutboxLen() == 0 })
+	rec.WaitFor(t, waitTimeout, "y under its real position", func(evs []brokertest.Event) bool {
+		for _, e := range evs {
+			if e.Channel == ch && string(e.Pub.Data) == "y" && !redis.IsLocalEpoch(e.Pub.Epoch) {
+				return true
+			}
+		}
+		return false
+	})
+	// Apply as a client does.
+	prov := make(map[string]uint64)
+	var applied []string
+	for _, p := range rec.Publications(ch) {
+		if redis.IsLocalEpoch(p.Epoch) {
+			if p.Seq <= prov[p.Epoch] {
+				continue
+			}
+			prov[p.Epoch] = p.Seq
+		} else if p.Was.Epoch != "" && p.Was.Seq <= prov[p.Was.Epoch] {
+			continue
+		}
+		applied = append(applied, string(p.Data[:min(len(p.Data), 6)]))
+	}
+	if got := fmt.Sprintf("%q", applied); got != `["before" "x\x00\x00\x00\x00\x00" "y"]` {
+		t.Errorf("applied %s, want before, x, y", got)
+	}
+	if err := rec.Err(); err != nil {
+		t.Error(err)
+	}
+}

@@ -140,6 +140,10 @@ type writerState struct {
 	// last is the counter of each channel's latest request in the
 	// pipeline being built (pubReq.after).
 	last map[string]uint64
+	// chans are the channel states of the requests sent as cmds (nil
+	// when this node did not subscribe): an answer is noted there
+	// (chanState.noteAcked).
+	chans []*chanState
 	// deadline is the pipeline's shard.publishDeadline.
 	deadline int64
 }
@@ -319,6 +323,15 @@ func (sh *shard) answerLocally(r *pubReq) {
 		lc = &localChan{pos: brokers.Position{Epoch: brokers.ProvisionalEpoch(sh.b.newEpoch(), base)}}
 		sh.local[r.ch] = lc
 	}
+	if cs != nil && !lc.held && cs.ackedAhead() {
+		// This node acknowledged an earlier publication of the channel
+		// that its subscribers have not received (its pub/sub copy was
+		// lost with the connection): it reaches them after the
+		// reconnect, from history, under its real position. Delivered
+		// locally now, this one would overtake it, so the channel is held
+		// as for an outcome unknown.
+		lc.held = true
+	}
 	lc.pos.Seq++
 	pos := lc.pos
 	r.answered = true
@@ -361,6 +374,7 @@ func (sh *shard) send(w *writerState) (int, error) {
 	for attempt := 0; done < len(w.batch); attempt++ {
 		pipe := sh.cmd().Pipeline()
 		w.cmds = w.cmds[:0]
+		w.chans = w.chans[:0]
 		if w.last == nil {
 			w.last = make(map[string]uint64)
 		}
@@ -372,11 +386,13 @@ func (sh *shard) send(w *writerState) (int, error) {
 			k := w.keysOf(b, r.ch)
 			a := &b.args
 			r.first = ""
-			if cs := sh.lookup(r.ch); cs != nil {
+			cs := sh.lookup(r.ch)
+			if cs != nil {
 				if e := cs.empty.Load(); e != nil {
 					r.first = *e
 				}
 			}
+			w.chans = append(w.chans, cs)
 			r.args = append(r.args[:0], "evalsha", a.sha, 3, k.history, k.meta, k.pubsub,
 				(*dataArg)(r), a.histSize, a.histTTL, a.metaTTL, a.nodeID, a.nodeField, &r.counter, a.publishCmd, &r.was, &r.first, &r.after, &w.deadline)
 			cmd := goredis.NewCmd(ctx, r.args...)
@@ -404,6 +420,9 @@ func (sh *shard) send(w *writerState) (int, error) {
 			switch {
 			case err == nil:
 				b.stats.published.Add(1)
+				if cs := w.chans[i]; cs != nil {
+					cs.noteAcked(pos)
+				}
 				r.complete(pos, nil)
 			case isNoScript(err) && attempt < 2:
 				if lerr := sh.loadScripts(ctx); lerr != nil {
@@ -425,6 +444,7 @@ func (sh *shard) send(w *writerState) (int, error) {
 			done++
 		}
 		clear(w.cmds)
+		clear(w.chans)
 		if !retry {
 			break
 		}
