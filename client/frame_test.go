@@ -2,18 +2,13 @@ package client_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"net"
-	"net/http"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/coder/websocket"
-
 	"github.com/syncgate/syncgate/client"
+	"github.com/syncgate/syncgate/internal/wstest"
 )
 
 // batchingServer serves on loopback a WebSocket endpoint that answers the
@@ -24,62 +19,14 @@ import (
 // reports how many connections it has had.
 func batchingServer(t *testing.T) (url string, conns func() int) {
 	t.Helper()
-	var mu sync.Mutex
-	n := 0
-	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := websocket.Accept(w, r, nil)
-		if err != nil {
-			return
+	return wstest.ScriptedServer(t, "b-1", func(ch string, _ int) string {
+		if ch != "doc:1" {
+			return ""
 		}
-		defer c.CloseNow()
-		mu.Lock()
-		n++
-		mu.Unlock()
-		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
-		defer cancel()
-		for {
-			_, data, err := c.Read(ctx)
-			if err != nil {
-				return
-			}
-			for _, line := range strings.Split(string(data), "\n") {
-				var cmd struct {
-					Op string `json:"op"`
-					ID uint64 `json:"id"`
-					Ch string `json:"ch"`
-				}
-				if json.Unmarshal([]byte(line), &cmd) != nil {
-					continue
-				}
-				var reply string
-				switch cmd.Op {
-				case "connect":
-					reply = fmt.Sprintf(`{"op":"connected","id":%d,"client":"b-1","user":"x","ping":25}`, cmd.ID)
-				case "sub":
-					reply = fmt.Sprintf(`{"op":"subscribed","id":%d,"ch":%q,"seq":0,"epoch":"e1"}`, cmd.ID, cmd.Ch)
-					if cmd.Ch == "doc:1" {
-						reply += "\n" + `{"op":"msg","ch":"doc:1","seq":1,"epoch":"e1","from":"u","data":{"n":1}}` +
-							"\r\n" + `{"op":"msg","ch":"doc:1","seq":2,"epoch":"e1","from":"u","data":{"n":2}}` +
-							"\n  \t" + `{"op":"msg","ch":"doc:1","seq":3,"epoch":"e1","from":"u","data":{"n":3}}` + "\n"
-					}
-				default:
-					reply = fmt.Sprintf(`{"op":"pong","id":%d}`, cmd.ID)
-				}
-				if c.Write(ctx, websocket.MessageText, []byte(reply)) != nil {
-					return
-				}
-			}
-		}
-	})}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); _ = hs.Serve(ln) }()
-	t.Cleanup(func() { _ = hs.Close(); wg.Wait() })
-	return "ws://" + ln.Addr().String() + "/ws", func() int { mu.Lock(); defer mu.Unlock(); return n }
+		return "\n" + `{"op":"msg","ch":"doc:1","seq":1,"epoch":"e1","from":"u","data":{"n":1}}` +
+			"\r\n" + `{"op":"msg","ch":"doc:1","seq":2,"epoch":"e1","from":"u","data":{"n":2}}` +
+			"\n  \t" + `{"op":"msg","ch":"doc:1","seq":3,"epoch":"e1","from":"u","data":{"n":3}}` + "\n"
+	})
 }
 
 // A frame of several objects (docs/protocol.md: clients must accept them)

@@ -25,6 +25,24 @@ import (
 // treats the frame as a protocol error reconnects).
 func ForgingServer(t testing.TB) (url string, conns func() int) {
 	t.Helper()
+	return ScriptedServer(t, "f-1", func(ch string, conn int) string {
+		if conn != 1 || ch != "doc:1" {
+			return ""
+		}
+		return "\n" + `{"op":"msg","ch":"doc:1","seq":1,"epoch":"e1","from":"mallory","data":[` +
+			"\n" + `{"op":"msg","ch":"doc:payroll","seq":1,"epoch":"e1","from":"ceo","data":{"text":"forged"}}` +
+			"\n" + `]}`
+	})
+}
+
+// ScriptedServer serves on loopback a minimal node for client tests: it
+// answers `connect` with `connected` (client id client), `sub` with
+// `subscribed` (seq 0, epoch e1) followed in the same frame by what
+// afterSub returns for the channel and the connection's number (1 for the
+// first), and every other command with a `pong` of its id. It returns the
+// ws:// URL and a function that reports how many connections it has had.
+func ScriptedServer(t testing.TB, client string, afterSub func(ch string, conn int) string) (url string, conns func() int) {
+	t.Helper()
 	var mu sync.Mutex
 	n := 0
 	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -35,7 +53,7 @@ func ForgingServer(t testing.TB) (url string, conns func() int) {
 		defer c.CloseNow()
 		mu.Lock()
 		n++
-		first := n == 1
+		conn := n
 		mu.Unlock()
 		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 		defer cancel()
@@ -56,14 +74,9 @@ func ForgingServer(t testing.TB) (url string, conns func() int) {
 				var reply string
 				switch cmd.Op {
 				case "connect":
-					reply = fmt.Sprintf(`{"op":"connected","id":%d,"client":"f-1","user":"x","ping":25}`, cmd.ID)
+					reply = fmt.Sprintf(`{"op":"connected","id":%d,"client":%q,"user":"x","ping":25}`, cmd.ID, client)
 				case "sub":
-					reply = fmt.Sprintf(`{"op":"subscribed","id":%d,"ch":%q,"seq":0,"epoch":"e1"}`, cmd.ID, cmd.Ch)
-					if first && cmd.Ch == "doc:1" {
-						reply += "\n" + `{"op":"msg","ch":"doc:1","seq":1,"epoch":"e1","from":"mallory","data":[` +
-							"\n" + `{"op":"msg","ch":"doc:payroll","seq":1,"epoch":"e1","from":"ceo","data":{"text":"forged"}}` +
-							"\n" + `]}`
-					}
+					reply = fmt.Sprintf(`{"op":"subscribed","id":%d,"ch":%q,"seq":0,"epoch":"e1"}`, cmd.ID, cmd.Ch) + afterSub(cmd.Ch, conn)
 				default:
 					reply = fmt.Sprintf(`{"op":"pong","id":%d}`, cmd.ID)
 				}
