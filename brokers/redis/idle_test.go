@@ -1,7 +1,6 @@
 package redis_test
 
 import (
-	"strconv"
 	"testing"
 	"time"
 
@@ -41,8 +40,8 @@ func TestIdleChannelNewEpoch(t *testing.T) {
 	}
 	rec.WaitPublications(t, ch, 3, waitTimeout)
 	meta, hist := "sg{"+ch+"}:m", "sg{"+ch+"}:h"
-	checkPTTL(t, srv, hist, time.Second)
-	checkPTTL(t, srv, meta, redis.DefaultMetaTTL)
+	srv.CheckPTTL(hist, time.Second)
+	srv.CheckPTTL(meta, redis.DefaultMetaTTL)
 
 	// history.ttl after the last message the history is gone; seq and
 	// epoch are not.
@@ -63,14 +62,14 @@ func TestIdleChannelNewEpoch(t *testing.T) {
 	if latest != old || len(pubs) != 0 {
 		t.Fatalf("Since(1) after history.ttl: %d publications at %+v, want none at %+v (seq and epoch stay)", len(pubs), latest, old)
 	}
-	checkPTTL(t, srv, meta, redis.DefaultMetaTTL)
+	srv.CheckPTTL(meta, redis.DefaultMetaTTL)
 
 	// A read is a use: it gives the meta hash its 24 h again.
 	srv.MustDo("PEXPIRE", meta, "60000")
 	if _, _, err := sub.Since(t.Context(), ch, 0, 1); err != nil {
 		t.Fatal(err)
 	}
-	checkPTTL(t, srv, meta, redis.DefaultMetaTTL)
+	srv.CheckPTTL(meta, redis.DefaultMetaTTL)
 
 	// 24 h without use: Redis expires the meta hash.
 	srv.MustDo("PEXPIRE", meta, "1")
@@ -104,19 +103,5 @@ func TestIdleChannelNewEpoch(t *testing.T) {
 	}
 	if latest.Epoch == old.Epoch {
 		t.Fatalf("Since after the meta hash expired answers the old epoch %q", old.Epoch)
-	}
-}
-
-// checkPTTL fails unless key's PTTL is at most want and less than 2 s
-// (half of want, if shorter) below it: the time since the script set it.
-func checkPTTL(t *testing.T, srv *redistest.Server, key string, want time.Duration) {
-	t.Helper()
-	ms, err := strconv.ParseInt(srv.MustDo("PTTL", key), 10, 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := time.Duration(ms) * time.Millisecond
-	if got > want || got < want-min(2*time.Second, want/2) {
-		t.Fatalf("PTTL %s = %v, want %v (minus the time since the last use)", key, got, want)
 	}
 }

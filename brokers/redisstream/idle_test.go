@@ -1,7 +1,6 @@
 package redisstream_test
 
 import (
-	"strconv"
 	"testing"
 	"time"
 
@@ -60,15 +59,15 @@ func TestIdleChannelNewEpoch(t *testing.T) {
 	}
 	rec.WaitPublications(t, ch, 3, 5*time.Second)
 	meta, hist := "sgs{"+ch+"}:m", "sgs{"+ch+"}:h"
-	checkPTTL(t, srv, hist, redisstream.DefaultHistoryTTL)
-	checkPTTL(t, srv, meta, redisstream.DefaultMetaTTL)
+	srv.CheckPTTL(hist, redisstream.DefaultHistoryTTL)
+	srv.CheckPTTL(meta, redisstream.DefaultMetaTTL)
 
 	// A read is a use: it gives the meta hash its 24 h again.
 	srv.MustDo("PEXPIRE", meta, "60000")
 	if _, _, err := sub.Since(t.Context(), ch, 0, 1); err != nil {
 		t.Fatal(err)
 	}
-	checkPTTL(t, srv, meta, redisstream.DefaultMetaTTL)
+	srv.CheckPTTL(meta, redisstream.DefaultMetaTTL)
 
 	// 24 h without use: Redis expires the meta hash.
 	srv.MustDo("PEXPIRE", meta, "1")
@@ -120,7 +119,7 @@ func TestIdleChannelNewEpoch(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	checkPTTL(t, srv, hist, short.HistoryTTL)
+	srv.CheckPTTL(hist, short.HistoryTTL)
 	time.Sleep(short.HistoryTTL)
 	deadline := time.Now().Add(3 * time.Second)
 	for srv.MustDo("EXISTS", hist) != "0" {
@@ -138,19 +137,5 @@ func TestIdleChannelNewEpoch(t *testing.T) {
 	if latest != old || old.Seq != 3 || len(pubs) != 0 {
 		t.Fatalf("Since(1) after history.ttl: %d publications at %+v, want none at %+v, seq 3 (seq and epoch stay)", len(pubs), latest, old)
 	}
-	checkPTTL(t, srv, meta, redisstream.DefaultMetaTTL)
-}
-
-// checkPTTL fails unless key's PTTL is at most want and less than 2 s
-// (half of want, if shorter) below it: the time since the script set it.
-func checkPTTL(t *testing.T, srv *redistest.Server, key string, want time.Duration) {
-	t.Helper()
-	ms, err := strconv.ParseInt(srv.MustDo("PTTL", key), 10, 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := time.Duration(ms) * time.Millisecond
-	if got > want || got < want-min(2*time.Second, want/2) {
-		t.Fatalf("PTTL %s = %v, want %v (minus the time since the last use)", key, got, want)
-	}
+	srv.CheckPTTL(meta, redisstream.DefaultMetaTTL)
 }

@@ -306,6 +306,20 @@ func (s *Server) Do(args ...string) (string, error) {
 	return Do(s.Addr(), args...)
 }
 
+// CheckPTTL fails the test unless key's PTTL is want minus at most the
+// time since its last use (2 s, or half of want when shorter).
+func (s *Server) CheckPTTL(key string, want time.Duration) {
+	s.t.Helper()
+	ms, err := strconv.ParseInt(s.MustDo("PTTL", key), 10, 64)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	got := time.Duration(ms) * time.Millisecond
+	if got > want || got < want-min(2*time.Second, want/2) {
+		s.t.Fatalf("PTTL %s = %v, want %v (minus the time since the last use)", key, got, want)
+	}
+}
+
 // MustDo is Do that fails the test on error.
 func (s *Server) MustDo(args ...string) string {
 	s.t.Helper()
