@@ -548,7 +548,7 @@ func (b *Broker) enqueue(ch string, data []byte, id string, amb *attempt) (broke
 	// With amb, an attempt whose outcome is unknown may be stored
 	// already, without Sg-Was; a resend carries it (see inflight.go).
 	e := outboxEntry{ch: ch, data: append([]byte(nil), data...), id: id, amb: amb, was: wasHeader(pos)}
-	if fault.On(fault.JetStreamRefuseOutage) || !b.outbox.Push(e) {
+	if fault.On(fault.JetStreamRefuseOutage) || b.outbox.Full() {
 		return brokers.Position{}, fmt.Errorf("jetstream: publish %s: %w: server unreachable and outbox full", ch, brokers.ErrUnavailable)
 	}
 	// The flusher may have found the outbox empty, and cleared jsDown,
@@ -556,11 +556,17 @@ func (b *Broker) enqueue(ch string, data []byte, id string, amb *attempt) (broke
 	// this one) until it is flushed.
 	b.jsDown.Store(true)
 	lp.Seq++
+	// Delivered here before it is pushed: once in the outbox the flusher
+	// may store it at once, and its stored copy reach this node's
+	// subscribers ahead of this outage copy (TestInFlightOrder/Acked saw
+	// that: applied twice). There is room: pushes are serialized by outMu
+	// and the flusher only removes entries.
 	if amb == nil {
 		b.deliverLocal(ch, pos, data)
 	} else {
 		b.deliverInFlight(ch, pos, data, id, amb.expect)
 	}
+	b.outbox.Push(e)
 	b.n.Poke()
 	return pos, nil
 }

@@ -28,6 +28,11 @@ func (o *Outbox[T]) Len() int { return int(o.n.Load()) }
 // lenLocked is the number of entries (mu held).
 func (o *Outbox[T]) lenLocked() int { return len(o.items) - o.head }
 
+// Full reports whether a Push would be refused now. A broker that
+// serializes its pushes can check it before doing what must precede the
+// push (nothing else grows the outbox meanwhile).
+func (o *Outbox[T]) Full() bool { return o.Len() >= o.limit }
+
 // Push appends v; false when the outbox is full.
 func (o *Outbox[T]) Push(v T) bool {
 	o.mu.Lock()
