@@ -56,6 +56,12 @@ func (s *session) startIdle(ctx context.Context, bin, dir string, n int, broker 
 	if err := s.startNodes(ctx, bin, dir, n, broker, env, p); err != nil {
 		return nil, err
 	}
+	return s.settleIdle(ctx)
+}
+
+// settleIdle gives the session's started nodes a second to settle and
+// returns their snapshots before any client.
+func (s *session) settleIdle(ctx context.Context) ([]snapshot, error) {
 	if err := sleepCtx(ctx, time.Second); err != nil {
 		return nil, err
 	}
@@ -91,14 +97,15 @@ func (s *session) brokerEnv(ctx context.Context, dir string, n int, broker strin
 			return nil, err
 		}
 		// No persistence: the bench measures fan-out, not the disk.
-		s.broker = newRedisProc(rd, port, []string{"--save", "", "--appendonly", "no"})
-		p.printf("starting redis-server on %s", s.broker.addr)
-		if err := s.broker.start(ctx); err != nil {
+		b := newRedisProc(rd, port, []string{"--save", "", "--appendonly", "no"})
+		p.printf("starting redis-server on %s", b.addr)
+		s.brokers = append(s.brokers, b) // stopped by s.close, even half-started
+		if err := b.start(ctx); err != nil {
 			return nil, err
 		}
-		p.printf("redis-server ready, pid %d", s.broker.pid)
+		p.printf("redis-server ready, pid %d", b.pid)
 		for i := range envs {
-			envs[i] = append(envs[i], "SYNCGATE_REDIS_ADDRS="+s.broker.addr)
+			envs[i] = append(envs[i], "SYNCGATE_REDIS_ADDRS="+b.addr)
 		}
 		return envs, nil
 	case "nats", "jetstream":

@@ -161,7 +161,15 @@ type fanoutRig struct {
 // setupFanout starts the nodes and the loadgen processes and connects the
 // subscribers and the publishers; it fills res's setup figures.
 func setupFanout(ctx context.Context, s *session, o options, mode, broker, bin, tmp string, p *progress, res *fanoutResult) (*fanoutRig, error) {
-	base, err := s.startIdle(ctx, bin, tmp, o.nodes(broker), broker, gatewayEnv(o, mode), p)
+	var base []snapshot
+	var err error
+	if o.Backend != nil {
+		if err = o.Backend(ctx, s, tmp, p); err == nil {
+			base, err = s.settleIdle(ctx)
+		}
+	} else {
+		base, err = s.startIdle(ctx, bin, tmp, o.nodes(broker), broker, gatewayEnv(o, mode), p)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -373,14 +381,17 @@ func (r *fanoutRig) measure(ctx context.Context, p *progress, res *fanoutResult,
 	return nil
 }
 
-// brokerCPU is the CPU time used so far by the shared broker process; 0
-// without one.
+// brokerCPU is the CPU time used so far by the shared broker processes;
+// 0 without any.
 func (s *session) brokerCPU() time.Duration {
-	if s.broker == nil || s.broker.pid == 0 {
-		return 0
+	var sum time.Duration
+	for _, b := range s.brokers {
+		if b.pid != 0 {
+			c, _ := proc.ReadCPU(b.pid)
+			sum += c
+		}
 	}
-	c, _ := proc.ReadCPU(s.broker.pid)
-	return c
+	return sum
 }
 
 // nodeStats is one gateway node of a multi-node fan-out.

@@ -141,6 +141,13 @@ type options struct {
 	// Overrun: publishers still behind their schedule this long after its
 	// end stop (0: never; the study sets it, no flag does).
 	Overrun time.Duration
+	// Backend, when set, starts the run's gateway nodes and broker
+	// processes in place of the scenario's own (startNodes: its brokers
+	// unpersisted, its gateways on -env) and records them in the session,
+	// which stops them: the study's probe runs the fanout scenario on the
+	// very backend (persistence, shards, storage, gateway settings) its
+	// row measures. No flag sets it.
+	Backend func(ctx context.Context, s *session, dir string, p *progress) error
 
 	Procs       int // loadgen processes; 0 = automatic
 	PerProc     int // most connections per loadgen process

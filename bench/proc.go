@@ -303,10 +303,12 @@ func (l *loadgenProc) stop(timeout time.Duration) {
 // order, whatever happens: loadgens first (clients close their
 // connections), then the gateway.
 type session struct {
-	gw     *gatewayProc   // gws[0]
-	gws    []*gatewayProc // every gateway node, in start order
-	broker *brokerProc    // a shared broker process, if any
-	lgs    []*loadgenProc
+	gw  *gatewayProc   // gws[0]
+	gws []*gatewayProc // every gateway node, in start order
+	// brokers: the shared broker processes, if any (stopped last, in
+	// parallel).
+	brokers []*brokerProc
+	lgs     []*loadgenProc
 }
 
 // close stops everything and reports on each gateway: once the clients
@@ -329,9 +331,10 @@ func (s *session) close() []gatewayInfo {
 	if len(s.gws) > 0 {
 		infos[0] = closeGateway(s.gws[0], len(s.lgs) > 0)
 	}
-	if s.broker != nil {
-		s.broker.stop()
+	for _, b := range s.brokers {
+		wg.Go(b.stop)
 	}
+	wg.Wait()
 	return infos
 }
 
