@@ -90,13 +90,13 @@ func parseStudyArgs(args []string) (studyOptions, error) {
 	o := studyOptions{Args: append([]string{"study"}, args...)}
 	fs := flag.NewFlagSet("study", flag.ContinueOnError)
 	quick := fs.Bool("quick", false, "quick run (the default): latency at 1k msg/s (one run of 3 s), the knee searched on "+strings.Join(quickSearch, ", ")+" (and the probe's on its rows) over 1k, 1.5k, 2k, 3k, 4k, 6k, 8k, 12k, 16k msg/s (new steps 2 s, every other step first, then the one between), a 8 s crash run; under 5 minutes")
-	fs.BoolVar(&o.Full, "full", false, "full run: latency at 1k, 5k and 20k msg/s (3 runs of 5 s each, medians), the knee searched on every backend over 500, 1k, 1.5k, 2k, 3k, 4k, 6k, 8k ... 50k msg/s (new steps 6 s), a 24 s crash run; 30 minutes at most")
+	fs.BoolVar(&o.Full, "full", false, "full run: latency at 1k, 5k and 20k msg/s (3 runs of 5 s each, medians), the knee searched on every backend over 500, 1k, 1.5k, 2k, 3k, 4k, 6k, 8k ... 50k msg/s (new steps 6 s), the probe's agreement runs and knee search on every backend, a 24 s crash run; 41 minutes at most")
 	search := fs.String("search", "", "comma-separated backends that get the throughput search, or all, or none (default: quick: "+strings.Join(quickSearch, ",")+"; full: all)")
 	backends := fs.String("backends", "", "comma-separated subset of "+strings.Join(allBackends, ","))
 	fs.StringVar(&o.Gateway, "gateway", "", "use this gateway binary instead of building one")
 	fs.StringVar(&o.Out, "out", "", "directory for the JSON results (default bench/results in the repo)")
 	fs.BoolVar(&o.NoProbe, "no-probe", false, "skip the agreement probe (fanout scenario at the same load, on processes of its own)")
-	probe := fs.String("probe", "", "comma-separated backends the agreement probe runs on (and searches the knee of, where the study does), or all (default: "+strings.Join(defaultProbe, ",")+")")
+	probe := fs.String("probe", "", "comma-separated backends the agreement probe runs on (and searches the knee of, where the study does), or all (default: quick: "+strings.Join(defaultProbe, ",")+"; full: all)")
 	fs.IntVar(&o.ProbeSubs, "probe-subs", 0, "subscribers per channel of the agreement probe (0: the study's own count, so both measure the same load; 1: one per channel, the least the gateway can do)")
 	fs.BoolVar(&o.Docs, "docs", true, "write docs/benchmarks-study.md and docs/plots/study-*.svg")
 	latFor := fs.Duration("latency-for", 0, "override the duration of each latency run (0: the mode's)")
@@ -123,7 +123,11 @@ func parseStudyArgs(args []string) (studyOptions, error) {
 	if o.Search, err = backendList("-search", *search, def); err != nil {
 		return o, err
 	}
-	if o.Probe, err = backendList("-probe", *probe, defaultProbe); err != nil {
+	defProbe := defaultProbe
+	if o.Full {
+		defProbe = allBackends
+	}
+	if o.Probe, err = backendList("-probe", *probe, defProbe); err != nil {
 		return o, err
 	}
 	o.Channels, o.SubsPerChannel = 100, 10
@@ -135,7 +139,11 @@ func parseStudyArgs(args []string) (studyOptions, error) {
 		o.TputStride, o.TputFor = 2, 6*time.Second
 		o.CrashFor, o.CrashAt, o.CrashPause = 24*time.Second, 8*time.Second, 4*time.Second
 		o.Drain = 5 * time.Second
-		o.Budget, o.Limit = 29*time.Minute, 30*time.Minute
+		// The plan with every backend probed: about 25 minutes with
+		// every knee at the second step, 40 with every knee at the top;
+		// with the other full scenarios (about 15 minutes) `go run
+		// ./bench -full` stays under an hour.
+		o.Budget, o.Limit = 40*time.Minute, 41*time.Minute
 	} else {
 		// Quick: one latency run per backend, so that the time goes to
 		// the knees (the search repeats nothing, but its steps show the
@@ -179,9 +187,9 @@ func parseStudyArgs(args []string) (studyOptions, error) {
 // kind (-full searches every backend).
 var quickSearch = []string{"memory", "redis", "nats", "jetstream-file", "redis-streams"}
 
-// defaultProbe are the rows the probe runs on by default: the
-// calibration row and the row the issue's targets name; -probe all
-// checks every backend (at about 7 s a probe step, -full can afford it).
+// defaultProbe are the rows the probe runs on by default in quick mode:
+// the calibration row and the redis row; -full (and -probe all) checks
+// every backend (at about 7 to 10 s a probe step, -full can afford it).
 var defaultProbe = []string{"memory", "redis"}
 
 // backendList parses a comma-separated list of backends ("all", "none",

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -89,8 +90,16 @@ func TestStudyArgs(t *testing.T) {
 	if o.ProbeRuns != 3 {
 		t.Errorf("-full: %d probe runs, want 3", o.ProbeRuns)
 	}
-	if o.Reps != 3 || o.Limit != 30*time.Minute || len(o.TputSteps) < 5 {
+	if o.Reps != 3 || o.Limit != 41*time.Minute || len(o.TputSteps) < 5 {
 		t.Fatalf("-full: reps %d, limit %s, steps %v", o.Reps, o.Limit, o.TputSteps)
+	}
+	// -full checks every backend against the probe; quick only the
+	// calibration and redis rows.
+	if !slices.Equal(o.Probe, allBackends) {
+		t.Errorf("-full: probe on %v, want every backend", o.Probe)
+	}
+	if q, err := parseStudyArgs(nil); err != nil || !slices.Equal(q.Probe, defaultProbe) {
+		t.Errorf("quick: probe on %v (%v), want %v", q.Probe, err, defaultProbe)
 	}
 	if o, err = parseStudyArgs([]string{"-backends", "redis-sharded,redis-cluster,redis-streams-aof-off,redis-streams-aof-always"}); err != nil || len(o.Backends) != 4 {
 		t.Fatalf("new backends: %+v, %v", o.Backends, err)
