@@ -84,7 +84,7 @@ func TestStudyArgs(t *testing.T) {
 	if o, err := parseStudyArgs([]string{"-search", "none", "-no-probe"}); err != nil || o.plan().Searched != 0 || o.plan().Probed != 0 {
 		t.Errorf("-search none: %+v %v", o.plan(), err)
 	}
-	if o, err = parseStudyArgs([]string{"-full", "-backends", "memory,redis"}); err != nil || len(o.Rates) != 3 || len(o.Backends) != 2 {
+	if o, err = parseStudyArgs([]string{"-full", "-backends", "memory,redis"}); err != nil || len(o.Rates) != 2 || len(o.Backends) != 2 {
 		t.Fatalf("-full: %+v, %v", o, err)
 	}
 	if o.ProbeRuns != 3 {

@@ -267,23 +267,57 @@ func runDir(tmp, name string) (string, error) {
 // latency runs.
 func studyLatencyThroughput(ctx context.Context, o studyOptions, spec backendSpec, bin, tmp string, search bool, allowance time.Duration, p *progress) (
 	lat []study.Run, tp *study.Tput, optional time.Duration, err error) {
-	dir, err := runDir(tmp, spec.Name+"-latency")
-	if err != nil {
+	// The processes: the cluster and the loadgens connected to it
+	// (studyRig). A run that failed (not sustained, or an error) may
+	// leave them spent: a backlog in a broker or a gateway, publisher or
+	// subscriber connections closed (an overloaded redis-sharded left a
+	// third of the publishers gone, so that the next step, 500 msg/s,
+	// "fell behind"); the run after it starts on fresh ones, as every
+	// probe run does.
+	var (
+		c     *cluster
+		rig   *studyRig
+		spent bool
+	)
+	stop := func() {
+		if rig != nil {
+			rig.close()
+		}
+		if c != nil {
+			c.close()
+		}
+		c, rig = nil, nil
+	}
+	defer stop()
+	start := func() error {
+		dir, err := runDir(tmp, spec.Name+"-latency")
+		if err != nil {
+			return err
+		}
+		if c, err = startCluster(ctx, spec, bin, dir, false, p); err != nil {
+			return err
+		}
+		rig, err = newStudyRig(ctx, c, o.Channels, o.SubsPerChannel, p)
+		return err
+	}
+	if err := start(); err != nil {
 		return nil, nil, 0, err
 	}
-	c, err := startCluster(ctx, spec, bin, dir, false, p)
-	if err != nil {
-		return nil, nil, 0, err
-	}
-	defer c.close()
-	rig, err := newStudyRig(ctx, c, o.Channels, o.SubsPerChannel, p)
-	if err != nil {
-		return nil, nil, 0, err
-	}
-	defer rig.close()
 	var errs []error
 	run := func(rate float64, d time.Duration, label string) (study.Run, error) {
-		return rig.run(ctx, rate, d, label)
+		if spent {
+			p.printf("%s: fresh processes after the run that failed", spec.Name)
+			stop()
+			if err := start(); err != nil {
+				return study.Run{Rate: rate, Error: err.Error()}, err
+			}
+			spent = false
+		}
+		r, err := rig.run(ctx, rate, d, label)
+		if ok, _ := study.StepVerdict(r, spec.Nodes); err != nil || !ok {
+			spent = true
+		}
+		return r, err
 	}
 	byRate := map[float64][]study.Run{}
 	for _, rate := range o.Rates {
