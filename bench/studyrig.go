@@ -18,6 +18,7 @@ import (
 
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
 
+	"github.com/syncgate/syncgate/bench/internal/proc"
 	"github.com/syncgate/syncgate/bench/internal/study"
 )
 
@@ -82,6 +83,7 @@ func (r *studyRig) run(ctx context.Context, rate float64, d time.Duration, label
 	}
 	out.LoadStart = loadAvg()
 	gw0, br0, lg0 := r.cpu()
+	m0, merr := proc.ReadMachineCPU()
 	r.p.printf("%s: %g msg/s over %d channels for %s from loadgen processes", label, rate, o.Channels, d)
 	pr, err := r.rig.publish(ctx, o, r.p, time.Now(), 0)
 	if err != nil {
@@ -96,6 +98,9 @@ func (r *studyRig) run(ctx context.Context, rate float64, d time.Duration, label
 		return out, err
 	}
 	gw1, br1, lg1 := r.cpu()
+	if m1, err := proc.ReadMachineCPU(); err == nil && merr == nil {
+		out.MachineBusyS, out.MachineTotalS = (m1.Busy - m0.Busy).Seconds(), (m1.Total - m0.Total).Seconds()
+	}
 	out.LoadEnd = loadAvg()
 	hists, err := r.s.collectFanout(ctx, r.rig.groups, pr, o, &res)
 	if err != nil {

@@ -110,3 +110,24 @@ func TestFindRepoRoot(t *testing.T) {
 		}
 	}
 }
+
+// TestMachineCPU reads /proc/stat's cpu line: busy is user, nice,
+// system, irq, softirq and steal; total adds idle and iowait.
+func TestMachineCPU(t *testing.T) {
+	m, err := parseMachineCPU([]byte("cpu  100 5 50 1000 20 3 7 2 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Busy != 1670*time.Millisecond || m.Total != 11870*time.Millisecond {
+		t.Fatalf("busy %s total %s, want 1.67s and 11.87s", m.Busy, m.Total)
+	}
+	for _, bad := range []string{"", "intr 1 2 3", "cpu 1 2 3", "cpu 1 2 x 4 5 6 7 8", "cpu 1 -2 3 4 5 6 7 8"} {
+		if _, err := parseMachineCPU([]byte(bad)); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+	a, err := ReadMachineCPU()
+	if err != nil || a.Total <= 0 || a.Busy > a.Total {
+		t.Fatalf("this machine: %+v, %v", a, err)
+	}
+}

@@ -78,3 +78,39 @@ func ReadCPU(pid int) (time.Duration, error) {
 	}
 	return time.Duration(ut+st) * time.Second / userHZ, nil
 }
+
+// MachineCPU is the CPU time of the whole machine, all CPUs, since boot
+// (the first line of /proc/stat): Busy is user, nice, system, irq,
+// softirq and steal time; Total adds idle and iowait.
+type MachineCPU struct {
+	Busy, Total time.Duration
+}
+
+// ReadMachineCPU reads the machine's CPU time from /proc/stat.
+func ReadMachineCPU() (MachineCPU, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return MachineCPU{}, err
+	}
+	return parseMachineCPU(b)
+}
+
+func parseMachineCPU(b []byte) (MachineCPU, error) {
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	f := strings.Fields(string(line))
+	// cpu user nice system idle iowait irq softirq steal ...
+	if len(f) < 9 || f[0] != "cpu" {
+		return MachineCPU{}, errors.New("/proc/stat: no cpu line")
+	}
+	var v [8]int64
+	for i := range v {
+		n, err := strconv.ParseInt(f[i+1], 10, 64)
+		if err != nil || n < 0 {
+			return MachineCPU{}, fmt.Errorf("/proc/stat: cpu field %d: %q", i+1, f[i+1])
+		}
+		v[i] = n
+	}
+	busy := v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
+	total := busy + v[3] + v[4]
+	return MachineCPU{Busy: time.Duration(busy) * time.Second / userHZ, Total: time.Duration(total) * time.Second / userHZ}, nil
+}

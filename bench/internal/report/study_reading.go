@@ -140,9 +140,42 @@ func tradeoffReading(rs *study.Results, safe []string) []string {
 	return out
 }
 
-// overloaded: the machine's load average exceeded twice its CPUs during
-// a latency run.
+// busyLimit: a machine whose CPUs were busy this fraction of the time
+// or more (the median over the latency runs) was saturated: runnable
+// threads waited for a CPU, and the latency measured that wait.
+const busyLimit = 0.9
+
+// cpuBusy is the machine's CPU use over the latency runs that measured
+// it: the busy fractions (of all CPUs' time), and the fractions the
+// study's own processes (gateways, brokers, loadgens) and everything
+// else took. ok is false when no run measured it (older files).
+type cpuBusy struct {
+	busy, own, other []float64
+}
+
+func latencyCPU(rs *study.Results) (c cpuBusy, ok bool) {
+	for _, b := range rs.Backends {
+		for _, r := range b.Latency {
+			f, measured := r.CPUBusy()
+			o, known := r.OtherCPUS()
+			if !measured || !known {
+				continue
+			}
+			c.busy = append(c.busy, f)
+			c.other = append(c.other, o/r.MachineTotalS)
+			c.own = append(c.own, f-o/r.MachineTotalS)
+		}
+	}
+	return c, len(c.busy) > 0
+}
+
+// overloaded: the machine's CPUs were saturated during the latency runs
+// (median busy fraction at busyLimit or more); for results that did not
+// measure it, its load average exceeded twice its CPUs during one.
 func overloaded(rs *study.Results) bool {
+	if c, ok := latencyCPU(rs); ok {
+		return study.Median(c.busy) >= busyLimit
+	}
 	for _, b := range rs.Backends {
 		for _, r := range b.Latency {
 			if max(r.LoadStart, r.LoadEnd) > 2*float64(max(1, rs.Machine.NumCPU)) {
@@ -168,24 +201,33 @@ func resetReading(rs *study.Results) []string {
 	return out
 }
 
-// loadReading says how loaded the machine was during the latency runs.
+// loadReading says how loaded the machine was during the latency runs:
+// from the CPUs' busy time where the runs measured it, else from the
+// load average.
 func loadReading(rs *study.Results) []string {
-	var out []string
 	var loads []float64
 	for _, b := range rs.Backends {
 		for _, r := range b.Latency {
 			loads = append(loads, r.LoadStart, r.LoadEnd)
 		}
 	}
-	if len(loads) > 0 {
-		hi := slices.Max(loads)
-		if hi > 2*float64(rs.Machine.NumCPU) {
-			out = append(out, fmt.Sprintf("The machine was overloaded during this run: load average %.1f to %.1f on %d CPUs (brokers, gateways, the 1,100 client connections and other processes share them). Even the medians are dominated by CPU contention here; the latency ranking above is not reliable, the crash accounting (counts by message id) is. Rerun on an idle machine before drawing conclusions on latency.", slices.Min(loads), hi, rs.Machine.NumCPU))
-		} else {
-			out = append(out, fmt.Sprintf("The machine's load average was %.1f to %.1f during the latency runs on %d CPUs (brokers, gateways, the 1,100 client connections and other processes share them): medians are comparable, the tails (p99 and above) carry scheduling noise. Rerun on an idle machine, or with -full, before drawing fine conclusions.", slices.Min(loads), hi, rs.Machine.NumCPU))
-		}
+	if len(loads) == 0 {
+		return nil
 	}
-	return out
+	lo, hi := slices.Min(loads), slices.Max(loads)
+	n := rs.Machine.NumCPU
+	if c, ok := latencyCPU(rs); ok {
+		busy := fmt.Sprintf("During the latency runs the machine's %d CPUs were %.0f to %.0f %% busy (median %.0f %%; the gateways, brokers and loadgen processes %.0f %% of all CPU time at the median, everything else, the study process, other processes and interrupt work, %.0f %%); the load average was %.1f to %.1f.",
+			n, 100*slices.Min(c.busy), 100*slices.Max(c.busy), 100*study.Median(c.busy), 100*study.Median(c.own), 100*study.Median(c.other), lo, hi)
+		if study.Median(c.busy) >= busyLimit {
+			return []string{busy + fmt.Sprintf(" The CPUs were saturated (median at or over %.0f %%): threads waited for a CPU, so even the medians carry that wait; the latency ranking above is not reliable, the crash accounting (counts by message id) is. Rerun on an idle machine before drawing conclusions on latency.", 100*busyLimit)}
+		}
+		return []string{busy + fmt.Sprintf(" The CPUs were not saturated (median under %.0f %%), so the latency figures are the backends' under the study's own load, as the agreement check above tests against a probe on processes of its own; the tails (p99 and above) still carry the scheduling noise of short bursts. The load average counts the runnable threads of the study's own processes too, so it is no measure of contention by itself.", 100*busyLimit)}
+	}
+	if hi > 2*float64(n) {
+		return []string{fmt.Sprintf("The machine was overloaded during this run: load average %.1f to %.1f on %d CPUs (brokers, gateways, the 1,100 client connections and other processes share them). Even the medians are dominated by CPU contention here; the latency ranking above is not reliable, the crash accounting (counts by message id) is. Rerun on an idle machine before drawing conclusions on latency.", lo, hi, n)}
+	}
+	return []string{fmt.Sprintf("The machine's load average was %.1f to %.1f during the latency runs on %d CPUs (brokers, gateways, the 1,100 client connections and other processes share them): medians are comparable, the tails (p99 and above) carry scheduling noise. Rerun on an idle machine, or with -full, before drawing fine conclusions.", lo, hi, n)}
 }
 
 // ---- plots ----

@@ -93,11 +93,13 @@ func latencyBought(byName map[string]study.Backend, rate float64, overloaded boo
 				continue
 			}
 			parts = append(parts, fmt.Sprintf("%s %+.2f ms at p50, %+.2f ms at p99", l, ll.P50-fl.P50, ll.P99-fl.P99))
+			// Both percentiles: the verdict may rest on either.
+			vs := fmt.Sprintf("%s (p50 %.2f against %.2f ms, p99 %.2f against %.2f ms)", l, fl.P50, ll.P50, fl.P99, ll.P99)
 			switch latencyOrder(fl, ll) {
 			case -1:
-				faster = append(faster, fmt.Sprintf("%s (p99 %.2f against %.2f ms)", l, fl.P99, ll.P99))
+				faster = append(faster, vs)
 			case 1:
-				slower = append(slower, fmt.Sprintf("%s (p99 %.2f against %.2f ms)", l, fl.P99, ll.P99))
+				slower = append(slower, vs)
 			default:
 				same = append(same, l)
 			}

@@ -62,7 +62,7 @@ func spreadCell(b study.Backend, rate float64) string {
 // latencyRows is the latency table at one rate.
 func latencyRows(rs *study.Results, rate float64) [][]string {
 	rows := [][]string{{"backend", "nodes", "acked/sent/sched", "A p50", "A p99", "cross p50", "cross p90", "cross p99", "cross p99.9", "cross max", "lost", "dup", "out of order",
-		"deliveries/s", "gateway CPU s per M deliveries", "broker CPU s per M deliveries", "harness CPU s per M deliveries", "runs: p50 / p99 range", "load avg"}}
+		"deliveries/s", "gateway CPU s per M deliveries", "broker CPU s per M deliveries", "harness CPU s per M deliveries", "runs: p50 / p99 range", "CPUs busy", "load avg"}}
 	for _, b := range rs.Backends {
 		if b.Skipped != "" {
 			continue
@@ -84,7 +84,7 @@ func latencyRows(rs *study.Results, rate float64) [][]string {
 				f2(r.SameNode.P50), f2(r.SameNode.P99),
 				dash(cross.P50), dash(cross.P90), dash(cross.P99), dash(cross.P999), dash(cross.Max),
 				fmt.Sprint(r.Lost), fmt.Sprint(r.Dup), fmt.Sprint(r.OutOfOrder),
-				fmt.Sprintf("%.0f", r.DeliveriesPerS), gw, br, harnessCell(r), spreadCell(b, rate), fmt.Sprintf("%.1f-%.1f", r.LoadStart, r.LoadEnd)})
+				fmt.Sprintf("%.0f", r.DeliveriesPerS), gw, br, harnessCell(r), spreadCell(b, rate), busyCell(r), fmt.Sprintf("%.1f-%.1f", r.LoadStart, r.LoadEnd)})
 		}
 	}
 	return rows
@@ -257,4 +257,13 @@ func PrintStudy(w io.Writer, rs *study.Results) {
 			fmt.Fprintf(w, "%s: error: %s\n", b.Name, study.FirstLine(e))
 		}
 	}
+}
+
+// busyCell is the machine's busy CPU fraction over a run's window ("-":
+// not measured).
+func busyCell(r study.Run) string {
+	if f, ok := r.CPUBusy(); ok {
+		return fmt.Sprintf("%.0f %%", 100*f)
+	}
+	return "-"
 }

@@ -96,6 +96,34 @@ type Run struct {
 	// study process itself (crash run, and results files before the
 	// loadgen rig); -1: not measured.
 	HarnessCPUS float64 `json:"harness_cpu_s"`
+	// MachineBusyS and MachineTotalS: the whole machine's busy CPU
+	// seconds (every process, the kernel's interrupt work included) and
+	// its CPU seconds (busy and idle, all CPUs) over the same window as
+	// the CPU columns above (0: not measured, older files). Busy /
+	// total says whether the CPUs were saturated while the run measured
+	// latency; busy less the gateways', brokers' and harness's is what
+	// everything else on the machine took.
+	MachineBusyS  float64 `json:"machine_busy_cpu_s,omitempty"`
+	MachineTotalS float64 `json:"machine_total_cpu_s,omitempty"`
+}
+
+// CPUBusy is the fraction of the machine's CPU time that was busy over
+// the run's window; ok is false when it was not measured.
+func (r Run) CPUBusy() (float64, bool) {
+	if r.MachineTotalS <= 0 {
+		return 0, false
+	}
+	return r.MachineBusyS / r.MachineTotalS, true
+}
+
+// OtherCPUS is the busy CPU seconds of the window that were not the
+// gateways', the brokers' or the harness's: the study process, other
+// processes, interrupt work; ok is false when not measured.
+func (r Run) OtherCPUS() (float64, bool) {
+	if r.MachineTotalS <= 0 || r.GatewayCPUS < 0 || r.BrokerCPUS < 0 || r.HarnessCPUS < 0 {
+		return 0, false
+	}
+	return max(0, r.MachineBusyS-r.GatewayCPUS-r.BrokerCPUS-r.HarnessCPUS), true
 }
 
 // CPUPerM is CPU seconds per million deliveries, -1 if unknown.
