@@ -50,7 +50,7 @@ func allMain(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	quick := fs.Bool("quick", false, "every scenario at quick sizes (the default): under 5 minutes")
-	full := fs.Bool("full", false, "every scenario at full sizes (the ones docs/benchmarks.md reports): about 45 minutes")
+	full := fs.Bool("full", false, "every scenario at full sizes (the ones docs/benchmarks.md reports): about 50 minutes")
 	docs := fs.Bool("docs", true, "write the generated docs (docs/benchmarks-study.md, plots, sections of docs/benchmarks.md)")
 	plan := fs.Bool("plan", false, "print the commands it would run, and run nothing")
 	fs.Usage = func() {
