@@ -2,28 +2,12 @@ package jetstream
 
 import (
 	"errors"
-	"fmt"
-	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
-	"github.com/syncgate/syncgate/brokers"
 	"github.com/syncgate/syncgate/brokers/brokertest"
 	"github.com/syncgate/syncgate/internal/natstest"
 )
-
-// stallingRecorder holds the first publication until release is closed.
-type stallingRecorder struct {
-	*brokertest.Recorder
-	once    sync.Once
-	release chan struct{}
-}
-
-func (h *stallingRecorder) HandlePublication(ch string, p brokers.Publication) {
-	h.once.Do(func() { <-h.release })
-	h.Recorder.HandlePublication(ch, p)
-}
 
 // TestSweepFillFails: the delivery queue overflows (TestSlowConsumerRefill's
 // stalled handler and queue of one message), so the channel's last
@@ -43,32 +27,8 @@ func TestSweepFillFails(t *testing.T) {
 		}
 		return nil
 	}
-	h := &stallingRecorder{Recorder: brokertest.NewRecorder(), release: make(chan struct{})}
-	if err := b.Start(t.Context(), h); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
-	const ch, n = "doc.sweep.fill", 60
-	if err := b.Subscribe(t.Context(), ch); err != nil {
-		t.Fatal(err)
-	}
-	for i := range n {
-		if _, err := b.Publish(t.Context(), ch, fmt.Appendf(nil, "m%d", i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	time.Sleep(200 * time.Millisecond) // the library drops what does not fit
-	close(h.release)
-	got := h.WaitPublications(t, ch, n, 10*time.Second)
-	for i, p := range got {
-		if p.Seq != uint64(i+1) || string(p.Data) != fmt.Sprintf("m%d", i) {
-			t.Fatalf("publication %d: seq %d %q, want seq %d m%d", i, p.Seq, p.Data, i+1, i)
-		}
-	}
+	brokertest.StalledRefill(t, b, "doc.sweep.fill", 60)
 	if failed.Load() == 0 {
 		t.Fatal("no sweep filled the channel: the queue did not overflow, nothing was tested")
-	}
-	if err := h.Err(); err != nil {
-		t.Error(err)
 	}
 }

@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/syncgate/syncgate/brokers"
+	"github.com/syncgate/syncgate/brokers/brokertest"
 	"github.com/syncgate/syncgate/brokers/redis"
 	"github.com/syncgate/syncgate/internal/redistest"
 )
@@ -27,17 +27,7 @@ func TestIdleChannelNewEpoch(t *testing.T) {
 	if err := sub.Subscribe(t.Context(), ch); err != nil {
 		t.Fatal(err)
 	}
-	var old brokers.Position
-	for range 3 {
-		pos, err := a.Publish(t.Context(), ch, []byte(`"x"`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		old = pos
-	}
-	if old.Seq != 3 {
-		t.Fatalf("third publication at %+v, want seq 3", old)
-	}
+	old := brokertest.PublishN(t, a, ch, 3, `"x"`)
 	rec.WaitPublications(t, ch, 3, waitTimeout)
 	meta, hist := "sg{"+ch+"}:m", "sg{"+ch+"}:h"
 	srv.CheckPTTL(hist, time.Second)
@@ -80,28 +70,6 @@ func TestIdleChannelNewEpoch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if pos.Seq != 1 || pos.Epoch == old.Epoch || pos.Epoch == "" {
-		t.Fatalf("first message after the meta hash expired at %+v, want seq 1 in an epoch other than %q", pos, old.Epoch)
-	}
-	deadline = time.Now().Add(waitTimeout)
-	for {
-		got := rec.Publications(ch)
-		if n := len(got); n > 0 && got[n-1].Epoch == pos.Epoch {
-			if got[n-1].Seq != 1 || string(got[n-1].Data) != `"y"` {
-				t.Fatalf("subscribed node got %+v, want seq 1 \"y\"", got[n-1])
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("subscribed node's publications %+v; want one in epoch %q", got, pos.Epoch)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	_, latest, err = sub.Since(t.Context(), ch, old.Seq, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if latest.Epoch == old.Epoch {
-		t.Fatalf("Since after the meta hash expired answers the old epoch %q", old.Epoch)
-	}
+	brokertest.WaitNewEpoch(t, rec, ch, pos, `"y"`, time.Now(), waitTimeout)
+	brokertest.CheckNewEpoch(t, sub, ch, old, pos)
 }

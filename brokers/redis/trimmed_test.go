@@ -31,12 +31,7 @@ func TestGapBeyondHistory(t *testing.T) {
 	if err := b.Subscribe(t.Context(), ch); err != nil {
 		t.Fatal(err)
 	}
-	publish := func(i int) {
-		t.Helper()
-		if pos, err := a.Publish(t.Context(), ch, fmt.Appendf(nil, "%d", i)); err != nil || pos.Seq != uint64(i) {
-			t.Fatalf("publish %d: %+v, %v", i, pos, err)
-		}
-	}
+	publish := func(i int) { brokertest.PublishSeq(t, a, ch, i) }
 	publish(1)
 	rec.WaitPublications(t, ch, 1, waitTimeout)
 	proxy.Partition()

@@ -4,7 +4,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/syncgate/syncgate/brokers"
 	"github.com/syncgate/syncgate/brokers/brokertest"
 	"github.com/syncgate/syncgate/brokers/redisstream"
 	"github.com/syncgate/syncgate/internal/redistest"
@@ -32,13 +31,7 @@ func TestIdleChannelNewEpoch(t *testing.T) {
 	cfg.Block = redisstream.DefaultBlock
 	cfg.ValidateInterval = redisstream.DefaultValidateInterval
 	start := func(cfg redisstream.Config) (*redisstream.Broker, *brokertest.Recorder) {
-		b := redisstream.New(cfg)
-		rec := brokertest.NewRecorder()
-		if err := b.Start(t.Context(), rec); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = b.Close() })
-		return b, rec
+		return brokertest.Started(t, redisstream.New(cfg))
 	}
 	a, _ := start(cfg)
 	sub, rec := start(cfg)
@@ -46,17 +39,7 @@ func TestIdleChannelNewEpoch(t *testing.T) {
 	if err := sub.Subscribe(t.Context(), ch); err != nil {
 		t.Fatal(err)
 	}
-	var old brokers.Position
-	for range 3 {
-		pos, err := a.Publish(t.Context(), ch, []byte(`"x"`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		old = pos
-	}
-	if old.Seq != 3 {
-		t.Fatalf("third publication at %+v, want seq 3", old)
-	}
+	old := brokertest.PublishN(t, a, ch, 3, `"x"`)
 	rec.WaitPublications(t, ch, 3, 5*time.Second)
 	meta, hist := "sgs{"+ch+"}:m", "sgs{"+ch+"}:h"
 	srv.CheckPTTL(hist, redisstream.DefaultHistoryTTL)
@@ -79,35 +62,14 @@ func TestIdleChannelNewEpoch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if pos.Seq != 1 || pos.Epoch == old.Epoch || pos.Epoch == "" {
-		t.Fatalf("first message after the meta hash expired at %+v, want seq 1 in an epoch other than %q", pos, old.Epoch)
-	}
 	// Within 5 s, plus up to 0.5 s for the check's and the read's round
 	// trips and Redis ending a blocked read late (it does on its 10 Hz
 	// timer): measured 5.03-5.10 s. Before the tailer's read was cut at the
 	// next check it came up to a read timeout (2 s) late: 6 s here.
 	const within = 5*time.Second + 500*time.Millisecond
-	for {
-		got := rec.Publications(ch)
-		if n := len(got); n > 0 && got[n-1].Epoch == pos.Epoch {
-			if got[n-1].Seq != 1 || string(got[n-1].Data) != `"y"` {
-				t.Fatalf("subscribed node got %+v, want seq 1 \"y\"", got[n-1])
-			}
-			t.Logf("subscribed node delivered the new epoch %v after the publish", time.Since(published))
-			break
-		}
-		if time.Since(published) > within {
-			t.Fatalf("subscribed node's publications after %v: %+v; want one in epoch %q", within, got, pos.Epoch)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	_, latest, err := sub.Since(t.Context(), ch, old.Seq, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if latest.Epoch == old.Epoch {
-		t.Fatalf("Since after the meta hash expired answers the old epoch %q", old.Epoch)
-	}
+	took := brokertest.WaitNewEpoch(t, rec, ch, pos, `"y"`, published, within)
+	t.Logf("subscribed node delivered the new epoch %v after the publish", took)
+	brokertest.CheckNewEpoch(t, sub, ch, old, pos)
 
 	// history.ttl after the last message the stream is gone; seq and epoch
 	// are not.

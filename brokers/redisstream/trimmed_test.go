@@ -5,28 +5,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/syncgate/syncgate/brokers"
 	"github.com/syncgate/syncgate/brokers/brokertest"
 	"github.com/syncgate/syncgate/brokers/redisstream"
 	"github.com/syncgate/syncgate/internal/redistest"
 )
-
-// stallingRecorder is a Recorder whose first publication blocks the
-// delivering tailer until release is closed.
-type stallingRecorder struct {
-	*brokertest.Recorder
-	stalled, release chan struct{}
-	first            bool
-}
-
-func (r *stallingRecorder) HandlePublication(ch string, p brokers.Publication) {
-	r.Recorder.HandlePublication(ch, p)
-	if !r.first {
-		r.first = true // calls for one channel do not overlap
-		close(r.stalled)
-		<-r.release
-	}
-}
 
 // TestTailerBehindHistory proves the redis-streams Delivery row
 // (docs/brokers.md): a node whose tailer falls more than history.size
@@ -39,33 +21,21 @@ func TestTailerBehindHistory(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	cfg := testConfig(srv.Addr())
 	cfg.HistorySize = 5
-	start := func(h brokers.Handler) *redisstream.Broker {
-		b := redisstream.New(cfg)
-		if err := b.Start(t.Context(), h); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = b.Close() })
-		return b
-	}
-	a := start(brokertest.NewRecorder())
-	rec := &stallingRecorder{Recorder: brokertest.NewRecorder(), stalled: make(chan struct{}), release: make(chan struct{})}
-	b := start(rec)
+	a, _ := brokertest.Started(t, redisstream.New(cfg))
+	rec := brokertest.NewStallingRecorder()
+	b := redisstream.New(cfg)
+	brokertest.StartedOn(t, b, rec)
 	const ch = "doc:trimmed"
 	if err := b.Subscribe(t.Context(), ch); err != nil {
 		t.Fatal(err)
 	}
-	publish := func(i int) {
-		t.Helper()
-		if pos, err := a.Publish(t.Context(), ch, fmt.Appendf(nil, "%d", i)); err != nil || pos.Seq != uint64(i) {
-			t.Fatalf("publish %d: %+v, %v", i, pos, err)
-		}
-	}
+	publish := func(i int) { brokertest.PublishSeq(t, a, ch, i) }
 	publish(1)
-	<-rec.stalled
+	<-rec.Stalled()
 	for i := 2; i <= 20; i++ {
 		publish(i)
 	}
-	close(rec.release)
+	rec.Release()
 	last := func(seq uint64) func([]brokertest.Event) bool {
 		return func([]brokertest.Event) bool {
 			got := rec.Publications(ch)
