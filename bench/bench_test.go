@@ -102,6 +102,31 @@ func TestSmoke(t *testing.T) {
 				f.Latency.Count, f.ToLast.Count, f.RSSBaselineKiB, f.RSSLoadedKiB)
 		}
 	})
+
+	// The probe's warm-up (options.Warmup, no flag): it publishes at the
+	// run's rate first, and none of it counts: the measured window has
+	// exactly its own messages, none lost, duplicated or out of order
+	// (a warm-up message counted again, or its ids mistaken for the
+	// measured run's, would show here).
+	t.Run("fanout warm-up", func(t *testing.T) {
+		o, err := parseArgs([]string{"fanout", "-subs", "50", "-duration", "2s", "-rate", "5", "-settle", "0s"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.Warmup = time.Second
+		w := &testWriter{t: t}
+		f, _, err := runFanout(ctx, o, o.IO, "memory", bin, t.TempDir(), newProgress(w))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Published != 10 || f.Expected != 500 || f.Received != 500 || f.Lost != 0 || f.Duplicates != 0 || f.OutOfOrder != 0 || f.Latency.Count != 500 {
+			t.Errorf("published %d, expected %d, received %d, lost %d, dups %d, out of order %d, latency samples %d; want 10, 500, 500, 0, 0, 0, 500",
+				f.Published, f.Expected, f.Received, f.Lost, f.Duplicates, f.OutOfOrder, f.Latency.Count)
+		}
+		if !strings.Contains(string(w.all), "warming up") {
+			t.Error("no warm-up in the log")
+		}
+	})
 }
 
 // runBench runs one scenario in-process, logging its output to t.
@@ -127,12 +152,14 @@ type testWriter struct {
 	mu  sync.Mutex
 	t   *testing.T
 	buf []byte
+	all []byte // everything written
 }
 
 func (w *testWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.buf = append(w.buf, p...)
+	w.all = append(w.all, p...)
 	for {
 		i := bytes.IndexByte(w.buf, '\n')
 		if i < 0 {

@@ -94,9 +94,10 @@ type latencyStats struct {
 }
 
 // runFanout runs the scenario in phases: start the nodes and the loadgen
-// processes and connect them (setupFanout), let the gateways settle
-// (settle), publish (publish), wait for the deliveries (drain), then read
-// the CPU and per-node figures (measure) and the latencies (collectFanout).
+// processes and connect them (setupFanout), warm up with o.Warmup (warmUp),
+// let the gateways settle (settle), publish (publish), wait for the
+// deliveries (drain), then read the CPU and per-node figures (measure) and
+// the latencies (collectFanout).
 func runFanout(ctx context.Context, o options, mode, broker, bin, tmp string, p *progress) (res *fanoutResult, gis []gatewayInfo, err error) {
 	s := &session{}
 	defer func() { gis = s.close() }()
@@ -106,6 +107,9 @@ func runFanout(ctx context.Context, o options, mode, broker, bin, tmp string, p 
 	}
 	rig, err := setupFanout(ctx, s, o, mode, broker, bin, tmp, p, res)
 	if err != nil {
+		return res, gis, err
+	}
+	if err := rig.warmUp(ctx, o, p); err != nil {
 		return res, gis, err
 	}
 	loaded, before, err := rig.settle(ctx, o, p, res)
@@ -237,6 +241,43 @@ func connectFanout(ctx context.Context, s *session, o options, p *progress, res 
 		return nil, err
 	}
 	return r, nil
+}
+
+// warmUp publishes at the run's rate for o.Warmup (if any), waits for its
+// deliveries, and has every loadgen process forget its counts and
+// latencies (resetAll): what follows is measured on processes that have
+// carried the load already (a broker's files and buffers, the gateways'
+// heaps and queues), as the study's runs after its first are.
+func (r *fanoutRig) warmUp(ctx context.Context, o options, p *progress) error {
+	if o.Warmup <= 0 {
+		return nil
+	}
+	w := o
+	w.Duration = o.Warmup
+	p.printf("warming up: %g msg/s on each of %d channels for %s, not measured", o.Rate, o.Channels, o.Warmup)
+	pr, err := r.publish(ctx, w, p, time.Now(), 0)
+	if err != nil {
+		return fmt.Errorf("warm-up: %w", err)
+	}
+	var expected int64
+	for c, n := range pr.Published {
+		expected += int64(n) * int64(subsOn(c, o.Subs, o.Channels))
+	}
+	if _, err := r.drain(ctx, expected, 0); err != nil {
+		return fmt.Errorf("warm-up: %w", err)
+	}
+	return r.s.resetAll(ctx)
+}
+
+// resetAll has every loadgen process of the session start a new measured
+// run (cmdReset): counts, seen ids and latencies forgotten.
+func (s *session) resetAll(ctx context.Context) error {
+	for _, l := range s.lgs {
+		if _, err := l.call(ctx, lgCommand{Cmd: cmdReset}, evReset, 10*time.Second); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // settle waits o.Settle and then for the gateways to go idle; it returns

@@ -141,6 +141,11 @@ type options struct {
 	// Overrun: publishers still behind their schedule this long after its
 	// end stop (0: never; the study sets it, no flag does).
 	Overrun time.Duration
+	// Warmup: before the measured window, the publishers publish at the
+	// run's rate this long on the same connections, and every count and
+	// latency of it is forgotten (0: none; the study's probe sets it, no
+	// flag does): fresh processes are measured warm, as the study's are.
+	Warmup time.Duration
 	// Backend, when set, starts the run's gateway nodes and broker
 	// processes in place of the scenario's own (startNodes: its brokers
 	// unpersisted, its gateways on -env) and records them in the session,

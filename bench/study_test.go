@@ -67,6 +67,12 @@ func TestStudyArgs(t *testing.T) {
 	if d := pl.Estimate(study.ReserveKnee); d > o.Budget {
 		t.Errorf("quick: estimated %s with knees at %g msg/s > budget %s", d, pl.Ladder[study.ReserveKnee], o.Budget)
 	}
+	if o.Confirm || o.WarmFor != 0 {
+		t.Errorf("quick: confirm %v, warm-up %s (no time for either)", o.Confirm, o.WarmFor)
+	}
+	if o, err := parseStudyArgs([]string{"-full"}); err != nil || !o.Confirm || o.WarmFor != 2*time.Second || !o.plan().Confirm || o.plan().WarmFor != o.WarmFor {
+		t.Errorf("full: confirm %v, warm-up %s, plan %+v", o.Confirm, o.WarmFor, o.plan())
+	}
 	if o, err := parseStudyArgs([]string{"-full"}); err != nil || o.plan().Searched != len(allBackends) || planEstimate(o.plan(), -1) > o.Limit || o.Limit > time.Hour {
 		t.Errorf("full: searched %d, estimated %s at the top step, limit %s", o.plan().Searched, planEstimate(o.plan(), -1), o.Limit)
 	}

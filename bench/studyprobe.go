@@ -28,10 +28,14 @@ import (
 // study's step rule (study.StepVerdict) judges it.
 func probeRun(ctx context.Context, o studyOptions, spec backendSpec, bin, tmp string, rate float64, d time.Duration, label string, p *progress) (study.Run, error) {
 	subs := o.Channels * o.ProbeSubs
+	settle := time.Second // without a warm-up; after one, the wait for idle nodes is enough
+	if o.WarmFor > 0 {
+		settle = 0
+	}
 	args := []string{"fanout", "-broker", spec.Type,
 		"-subs", strconv.Itoa(subs), "-channels", strconv.Itoa(o.Channels),
 		"-rate", strconv.FormatFloat(rate/float64(o.Channels), 'f', -1, 64),
-		"-duration", d.String(), "-settle", "1s"}
+		"-duration", d.String(), "-settle", settle.String()}
 	fo, err := parseArgs(args)
 	if err != nil {
 		return study.Run{Rate: rate, Error: err.Error()}, fmt.Errorf("probe: %w", err)
@@ -55,6 +59,7 @@ func probeRun(ctx context.Context, o studyOptions, spec backendSpec, bin, tmp st
 		return nil
 	}
 	fo.Overrun = studyOverrun
+	fo.Warmup = o.WarmFor
 	dir, err := runDir(tmp, "probe-"+spec.Name)
 	if err != nil {
 		return study.Run{Rate: rate, Error: err.Error()}, err
@@ -103,44 +108,79 @@ func probeResult(res *fanoutResult, rate float64, d time.Duration) study.Run {
 	return r
 }
 
-// studyAgreement runs the probe for one backend: o.ProbeRuns runs at the
-// first latency rate (their median against the study's median latency
-// there: study.Check) and, with search, the probe's own throughput search
-// on the study's ladder, its first step the agreement runs, its new
-// steps within allowance, compared with the study's (tp:
-// study.CompareKnees). A failed probe run is an agreement that does not
-// hold, with the error.
-func studyAgreement(ctx context.Context, o studyOptions, spec backendSpec, bin, tmp string, lat []study.Run, tp *study.Tput,
-	search bool, allowance time.Duration, p *progress) *study.Agreement {
-	rate := o.Rates[0]
-	a := study.Agreement{Backend: spec.Name, Rate: rate, ProbeSubsPerChannel: o.ProbeSubs}
-	var runs []study.Run
-	var p50s, p99s, cpus []float64
-	for run := range max(1, o.ProbeRuns) {
-		label := fmt.Sprintf("%s probe %d/%d", spec.Name, run+1, max(1, o.ProbeRuns))
-		r, err := probeRun(ctx, o, spec, bin, tmp, rate, o.LatencyFor, label, p)
-		if err == nil && r.All.Count == 0 {
-			err = fmt.Errorf("no deliveries measured")
-		}
-		if err != nil {
-			// Not a reference (loss, publishers behind, a failure):
-			// the agreement does not hold; a run that measured
-			// latency still is the search's first step, judged by
-			// the step rule.
-			a.Error = err.Error()
-			p.printf("%s probe failed: %v", spec.Name, err)
-		}
-		if r.All.Count == 0 {
-			break
-		}
-		runs = append(runs, r)
-		p50s, p99s = append(p50s, r.All.P50), append(p99s, r.All.P99)
-		cpus = append(cpus, study.CPUPerM(r.HarnessCPUS, r.Deliveries))
-		a.ProbeLost += int64(r.Lost)
-		a.ProbeRuns++
+// probeAgreement is the probe's agreement runs on one backend: o.ProbeRuns
+// runs at the first latency rate, each on fresh processes (probeRun). The
+// study runs them interleaved with its own latency runs at that rate (one
+// after each: runNext), so that a drift of the machine over the minute
+// the two take (a disk's flush times, another tenant's load) reaches both
+// sides alike instead of the one measured later; studyAgreement runs any
+// left.
+type probeAgreement struct {
+	o        studyOptions
+	spec     backendSpec
+	bin, tmp string
+	p        *progress
+	a        study.Agreement
+	runs     []study.Run
+	p50s     []float64
+	p99s     []float64
+	cpus     []float64
+	tried    int
+	stopped  bool          // a run measured nothing: no more runs
+	spent    time.Duration // the runs' wall time
+}
+
+func newProbeAgreement(o studyOptions, spec backendSpec, bin, tmp string, p *progress) *probeAgreement {
+	return &probeAgreement{o: o, spec: spec, bin: bin, tmp: tmp, p: p,
+		a: study.Agreement{Backend: spec.Name, Rate: o.Rates[0], ProbeSubsPerChannel: o.ProbeSubs}}
+}
+
+// runNext runs the next agreement run, if any is left. A failed probe
+// run is an agreement that does not hold, with the error; a run that
+// measured latency still is the probe search's first step, judged by
+// the step rule.
+func (pa *probeAgreement) runNext(ctx context.Context) {
+	n := max(1, pa.o.ProbeRuns)
+	if pa.stopped || pa.tried >= n || ctx.Err() != nil {
+		return
 	}
+	pa.tried++
+	t0 := time.Now()
+	defer func() { pa.spent += time.Since(t0) }()
+	label := fmt.Sprintf("%s probe %d/%d", pa.spec.Name, pa.tried, n)
+	r, err := probeRun(ctx, pa.o, pa.spec, pa.bin, pa.tmp, pa.a.Rate, pa.o.LatencyFor, label, pa.p)
+	if err == nil && r.All.Count == 0 {
+		err = fmt.Errorf("no deliveries measured")
+	}
+	if err != nil {
+		pa.a.Error = err.Error()
+		pa.p.printf("%s probe failed: %v", pa.spec.Name, err)
+	}
+	if r.All.Count == 0 {
+		pa.stopped = true
+		return
+	}
+	pa.runs = append(pa.runs, r)
+	pa.p50s, pa.p99s = append(pa.p50s, r.All.P50), append(pa.p99s, r.All.P99)
+	pa.cpus = append(pa.cpus, study.CPUPerM(r.HarnessCPUS, r.Deliveries))
+	pa.a.ProbeLost += int64(r.Lost)
+	pa.a.ProbeRuns++
+}
+
+// studyAgreement finishes the probe for one backend: the agreement runs
+// not run yet, their median against the study's median latency at that
+// rate (study.Check) and, with search, the probe's own throughput search
+// on the study's ladder, its step at that rate the agreement runs, its
+// new steps within allowance, compared with the study's (tp:
+// study.CompareKnees).
+func studyAgreement(ctx context.Context, pa *probeAgreement, lat []study.Run, tp *study.Tput, search bool, allowance time.Duration) *study.Agreement {
+	o, spec, bin, tmp, p := pa.o, pa.spec, pa.bin, pa.tmp, pa.p
+	for pa.tried < max(1, o.ProbeRuns) && !pa.stopped && ctx.Err() == nil {
+		pa.runNext(ctx)
+	}
+	rate, a, runs := pa.a.Rate, pa.a, pa.runs
 	if a.ProbeRuns > 0 {
-		a.ProbeP50, a.ProbeP99, a.ProbeHarnessCPU = study.Median(p50s), study.Median(p99s), study.Median(cpus)
+		a.ProbeP50, a.ProbeP99, a.ProbeHarnessCPU = study.Median(pa.p50s), study.Median(pa.p99s), study.Median(pa.cpus)
 	}
 	if r, ok := (study.Backend{Latency: lat}).LatencyAt(rate); ok {
 		a.StudyP50, a.StudyP99 = r.All.P50, r.All.P99
@@ -152,20 +192,30 @@ func studyAgreement(ctx context.Context, o studyOptions, spec backendSpec, bin, 
 	if !search || ctx.Err() != nil {
 		return &a
 	}
-	p.printf("=== %s: the probe's throughput search over %v msg/s (allowance %.0fs) ===", spec.Name, o.TputSteps, allowance.Seconds())
 	t0 := time.Now()
 	step := o.plan().ProbeStepCost()
-	res := study.SearchThroughput(o.TputSteps, o.TputStride, spec.Nodes,
-		func(r float64) (study.Run, bool) {
+	s := study.Search{Ladder: o.TputSteps, Stride: o.TputStride, Nodes: spec.Nodes, Confirm: o.Confirm,
+		Reuse: func(r float64) (study.Run, bool) {
 			if r != rate || len(runs) == 0 {
 				return study.Run{}, false
 			}
 			return study.MedianRun(runs), true
 		},
-		func(float64) bool { return ctx.Err() == nil && time.Since(t0)+step <= allowance },
-		func(r float64) (study.Run, error) {
+		Allow: func(float64) bool { return ctx.Err() == nil && time.Since(t0)+step <= allowance },
+		Run: func(r float64) (study.Run, error) {
 			return probeRun(ctx, o, spec, bin, tmp, r, o.TputFor, fmt.Sprintf("%s probe throughput %g msg/s", spec.Name, r), p)
-		})
+		}}
+	// From the study's knee when it has one (two runs when the two
+	// agree; step by step to the probe's own knee when they do not),
+	// else coarse then fine as the study searches.
+	var res study.Tput
+	if lo, hi, ok := tp.KneeRange(); ok && lo == hi {
+		p.printf("=== %s: the probe's throughput search over %v msg/s from the study's knee, %s (allowance %.0fs) ===", spec.Name, o.TputSteps, tp.Knee(), allowance.Seconds())
+		res = s.From(lo)
+	} else {
+		p.printf("=== %s: the probe's throughput search over %v msg/s (allowance %.0fs) ===", spec.Name, o.TputSteps, allowance.Seconds())
+		res = s.Coarse()
+	}
 	res.AllowanceS = allowance.Seconds()
 	a.ProbeTput = &res
 	k := study.CompareKnees(tp, &res)

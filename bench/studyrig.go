@@ -124,10 +124,8 @@ func (r *studyRig) ready(ctx context.Context) error {
 			return fmt.Errorf("node %s: %w", nodeName(i), err)
 		}
 	}
-	for _, l := range r.s.lgs {
-		if _, err := l.call(ctx, lgCommand{Cmd: cmdReset}, evReset, 10*time.Second); err != nil {
-			return err
-		}
+	if err := r.s.resetAll(ctx); err != nil {
+		return err
 	}
 	for _, g := range r.s.gws {
 		if _, _, err := g.waitQuiet(ctx, 3*time.Second); err != nil {

@@ -113,6 +113,7 @@ func newStudyResults(o studyOptions) *study.Results {
 			"budget_s": o.Budget.Seconds(), "limit_s": o.Limit.Seconds(), "publish_overrun_s": studyOverrun.Seconds(),
 			"probe_subs_per_channel": o.ProbeSubs, "probe_runs": o.ProbeRuns,
 			"throughput_stride": o.TputStride, "throughput_search": o.Search,
+			"warm_s": o.WarmFor.Seconds(), "confirm": o.Confirm, "confirm_factor": study.ConfirmFactor,
 			"plan_estimate_top_s": planEstimate(o.plan(), -1).Round(time.Second).Seconds(),
 		},
 	}
@@ -137,7 +138,13 @@ func runBackend(ctx context.Context, o studyOptions, spec backendSpec, bin, tmp 
 	} else {
 		p.printf("=== %s: latency (no knee search) ===", name)
 	}
-	lat, tp, optional, err := studyLatencyThroughput(ctx, o, spec, bin, tmp, search, own, p)
+	var pa *probeAgreement
+	var between func(context.Context)
+	if o.probes(name) {
+		pa = newProbeAgreement(o, spec, bin, tmp, p)
+		between = pa.runNext
+	}
+	lat, tp, optional, err := studyLatencyThroughput(ctx, o, spec, bin, tmp, search, own, between, p)
 	b.Latency, b.Throughput = lat, tp
 	if err != nil {
 		b.Errors = append(b.Errors, err.Error())
@@ -147,10 +154,12 @@ func runBackend(ctx context.Context, o studyOptions, spec backendSpec, bin, tmp 
 	if ctx.Err() != nil {
 		return optional, 0, errs
 	}
-	if o.probes(name) {
-		t0 := time.Now()
-		b.Agreement = studyAgreement(ctx, o, spec, bin, tmp, lat, tp, probeSearch, allowance-optional, p)
-		probeTime = time.Since(t0)
+	if pa != nil {
+		// The probe's time: its agreement runs interleaved with the
+		// latency runs, then the rest of it.
+		t0, interleaved := time.Now(), pa.spent
+		b.Agreement = studyAgreement(ctx, pa, lat, tp, probeSearch, allowance-optional)
+		probeTime = interleaved + time.Since(t0)
 		if pt := b.Agreement.ProbeTput; pt != nil {
 			// The probe's new steps are optional time.
 			n := min(probeTime, time.Duration(newSteps(pt))*pl.ProbeStepCost())
@@ -185,11 +194,15 @@ func (o studyOptions) runOrder() []string {
 	return append(first, last...)
 }
 
-// newSteps is how many steps of a search were runs of their own.
+// newSteps is how many runs of their own a search's steps took (a step
+// run again counts twice).
 func newSteps(t *study.Tput) int {
 	n := 0
 	for _, s := range t.Steps {
 		if !s.FromLatency {
+			n++
+		}
+		if s.FirstRun != nil {
 			n++
 		}
 	}
@@ -263,10 +276,12 @@ func runDir(tmp, name string) (string, error) {
 // studyLatencyThroughput runs the latency runs (every rate, Reps times)
 // and then the throughput search on one set of processes: the cluster's
 // nodes and brokers, and the loadgen processes connected to them once
-// (studyRig). It returns the time spent on throughput steps that were not
-// latency runs.
-func studyLatencyThroughput(ctx context.Context, o studyOptions, spec backendSpec, bin, tmp string, search bool, allowance time.Duration, p *progress) (
-	lat []study.Run, tp *study.Tput, optional time.Duration, err error) {
+// (studyRig). between, if set, runs after each latency run at the first
+// rate (the probe's agreement runs, interleaved; the study's processes
+// wait idle meanwhile). It returns the time spent on throughput steps
+// that were not latency runs.
+func studyLatencyThroughput(ctx context.Context, o studyOptions, spec backendSpec, bin, tmp string, search bool, allowance time.Duration,
+	between func(context.Context), p *progress) (lat []study.Run, tp *study.Tput, optional time.Duration, err error) {
 	// The processes: the cluster and the loadgens connected to it
 	// (studyRig). A run that failed (not sustained, or an error) may
 	// leave them spent: a backlog in a broker or a gateway, publisher or
@@ -289,7 +304,9 @@ func studyLatencyThroughput(ctx context.Context, o studyOptions, spec backendSpe
 		c, rig = nil, nil
 	}
 	defer stop()
-	start := func() error {
+	// start brings up fresh processes and, with o.WarmFor, has them carry
+	// the next run's rate (not measured) first, as the probe's are.
+	start := func(rate float64) error {
 		dir, err := runDir(tmp, spec.Name+"-latency")
 		if err != nil {
 			return err
@@ -297,10 +314,21 @@ func studyLatencyThroughput(ctx context.Context, o studyOptions, spec backendSpe
 		if c, err = startCluster(ctx, spec, bin, dir, false, p); err != nil {
 			return err
 		}
-		rig, err = newStudyRig(ctx, c, o.Channels, o.SubsPerChannel, p)
+		if rig, err = newStudyRig(ctx, c, o.Channels, o.SubsPerChannel, p); err != nil {
+			return err
+		}
+		if o.WarmFor > 0 {
+			_, err = rig.run(ctx, rate, o.WarmFor, fmt.Sprintf("%s warm-up at %g msg/s, not measured", spec.Name, rate))
+		}
 		return err
 	}
-	if err := start(); err != nil {
+	first := 0.0
+	if len(o.Rates) > 0 {
+		first = o.Rates[0]
+	} else if len(o.TputSteps) > 0 {
+		first = o.TputSteps[0]
+	}
+	if err := start(first); err != nil {
 		return nil, nil, 0, err
 	}
 	var errs []error
@@ -308,7 +336,7 @@ func studyLatencyThroughput(ctx context.Context, o studyOptions, spec backendSpe
 		if spent {
 			p.printf("%s: fresh processes after the run that failed", spec.Name)
 			stop()
-			if err := start(); err != nil {
+			if err := start(rate); err != nil {
 				return study.Run{Rate: rate, Error: err.Error()}, err
 			}
 			spent = false
@@ -334,6 +362,9 @@ func studyLatencyThroughput(ctx context.Context, o studyOptions, spec backendSpe
 			}
 			lat = append(lat, r)
 			byRate[rate] = append(byRate[rate], r)
+			if between != nil && rate == o.Rates[0] {
+				between(ctx) // the probe's agreement run, interleaved
+			}
 			if ctx.Err() != nil {
 				return lat, nil, 0, errors.Join(append(errs, ctx.Err())...)
 			}
@@ -348,20 +379,20 @@ func studyLatencyThroughput(ctx context.Context, o studyOptions, spec backendSpe
 	p.printf("=== %s: throughput search over %v msg/s ===", spec.Name, o.TputSteps)
 	t0 := time.Now()
 	step := o.plan().StepCost()
-	res := study.SearchThroughput(o.TputSteps, o.TputStride, spec.Nodes,
-		func(rate float64) (study.Run, bool) {
+	res := study.Search{Ladder: o.TputSteps, Stride: o.TputStride, Nodes: spec.Nodes, Confirm: o.Confirm,
+		Reuse: func(rate float64) (study.Run, bool) {
 			rs, ok := byRate[rate]
 			if !ok {
 				return study.Run{}, false
 			}
 			return study.MedianRun(rs), true
 		},
-		func(rate float64) bool {
+		Allow: func(rate float64) bool {
 			return ctx.Err() == nil && time.Since(t0)+step <= allowance
 		},
-		func(rate float64) (study.Run, error) {
+		Run: func(rate float64) (study.Run, error) {
 			return run(rate, o.TputFor, fmt.Sprintf("%s throughput %g msg/s", spec.Name, rate))
-		})
+		}}.Coarse()
 	optional = time.Since(t0)
 	res.AllowanceS = allowance.Seconds()
 	p.printf("%s: throughput: %s; knee: %s", spec.Name, res.Stopped, res.Knee())

@@ -163,6 +163,9 @@ func stepsCell(t *study.Tput, nodes int, reused string) string {
 		if s.FromLatency {
 			src = ", " + reused
 		}
+		if s.FirstRun != nil {
+			src += fmt.Sprintf(" (first run %.1f, run again)", study.StepLatency(*s.FirstRun, nodes).P99)
+		}
 		steps = append(steps, fmt.Sprintf("%g: %.0f/s, %.1f, %s%s", s.Rate, s.Result.DeliveriesPerS, p99.P99, v, src))
 	}
 	return strings.Join(steps, "; ")

@@ -82,24 +82,48 @@ type Plan struct {
 	Ladder        []float64 // the search's steps
 	Stride        int
 	Reused        float64 // the ladder rate the latency (and agreement) runs measured already; 0: none
-	Costs         Costs
+	// Confirm: the searches run a narrow miss again (Search.Confirm).
+	Confirm bool
+	// WarmFor: the load at a run's rate on fresh processes before its
+	// measured window (every probe run; the study's after each start).
+	WarmFor time.Duration
+	Costs   Costs
 }
 
-// NewSteps is how many steps SearchThroughput runs (beyond the reused
-// one) when every step up to ladder index knee passes and the others
-// fail; knee -1: none passes, len(Ladder)-1: all do.
+// NewSteps is how many runs the study's search (Search.Coarse) takes
+// beyond the reused step when every step up to ladder index knee passes
+// and the others fail (narrowly: with Confirm, the failing steps are run
+// twice); knee -1: none passes, len(Ladder)-1: all do.
 func (p Plan) NewSteps(knee int) int {
 	n := 0
-	SearchThroughput(p.Ladder, p.Stride, 1, func(rate float64) (Run, bool) {
-		if rate == p.Reused && p.Reused > 0 {
-			return stand(knee, p.Ladder, rate), true
-		}
-		return Run{}, false
-	}, func(float64) bool { return true }, func(rate float64) (Run, error) {
-		n++
-		return stand(knee, p.Ladder, rate), nil
-	})
+	p.standIn(knee, &n).Coarse()
 	return n
+}
+
+// ProbeNewSteps is how many runs the probe's search (Search.From the
+// study's knee) takes when its knee is the study's, at ladder index
+// knee.
+func (p Plan) ProbeNewSteps(knee int) int {
+	n := 0
+	p.standIn(knee, &n).From(knee)
+	return n
+}
+
+// standIn is a search on stand-in runs (stand) with the knee at ladder
+// index knee; it counts the runs in *n.
+func (p Plan) standIn(knee int, n *int) Search {
+	return Search{Ladder: p.Ladder, Stride: p.Stride, Nodes: 1, Confirm: p.Confirm,
+		Reuse: func(rate float64) (Run, bool) {
+			if rate == p.Reused && p.Reused > 0 {
+				return stand(knee, p.Ladder, rate), true
+			}
+			return Run{}, false
+		},
+		Allow: func(float64) bool { return true },
+		Run: func(rate float64) (Run, error) {
+			*n++
+			return stand(knee, p.Ladder, rate), nil
+		}}
 }
 
 // stand is a stand-in run at rate that passes when rate is at or below
@@ -118,6 +142,9 @@ func stand(knee int, ladder []float64, rate float64) Run {
 func (p Plan) Mandatory(probe bool) time.Duration {
 	c := p.Costs
 	d := c.Setup + time.Duration(p.LatencyRuns)*(p.LatencyFor+c.Run) + p.CrashFor + c.Crash
+	if p.WarmFor > 0 {
+		d += p.WarmFor + c.Run // the warm-up after the processes start
+	}
 	if probe {
 		d += p.ProbeMandatory()
 	}
@@ -126,7 +153,7 @@ func (p Plan) Mandatory(probe bool) time.Duration {
 
 // ProbeMandatory is the probe's agreement runs on one backend.
 func (p Plan) ProbeMandatory() time.Duration {
-	return time.Duration(max(1, p.ProbeRuns)) * (p.LatencyFor + p.Costs.Probe)
+	return time.Duration(max(1, p.ProbeRuns)) * (p.LatencyFor + p.WarmFor + p.Costs.Probe)
 }
 
 // ReserveKnee is the knee (ladder index) every search is guaranteed the
@@ -137,21 +164,20 @@ const ReserveKnee = 1
 // time: the steps to bracket a knee at ReserveKnee, for the study's
 // search and, with probe, the probe's.
 func (p Plan) Reserve(search, probe bool) time.Duration {
-	n := time.Duration(p.NewSteps(ReserveKnee))
 	var d time.Duration
 	if search {
-		d += n * p.StepCost()
+		d += time.Duration(p.NewSteps(ReserveKnee)) * p.StepCost()
 	}
 	if probe {
-		d += n * p.ProbeStepCost()
+		d += time.Duration(p.ProbeNewSteps(ReserveKnee)) * p.ProbeStepCost()
 	}
 	return d
 }
 
 // StepCost is one new step of the study's search; ProbeStepCost one of
-// the probe's (fresh processes each).
+// the probe's (fresh processes each, warmed up).
 func (p Plan) StepCost() time.Duration      { return p.StepFor + p.Costs.Run }
-func (p Plan) ProbeStepCost() time.Duration { return p.StepFor + p.Costs.Probe }
+func (p Plan) ProbeStepCost() time.Duration { return p.StepFor + p.WarmFor + p.Costs.Probe }
 
 // Estimate is the study's wall time when every search's knee is at
 // ladder index knee: the build, every backend's mandatory runs, and the
@@ -159,8 +185,7 @@ func (p Plan) ProbeStepCost() time.Duration { return p.StepFor + p.Costs.Probe }
 func (p Plan) Estimate(knee int) time.Duration {
 	d := p.Costs.Build
 	d += time.Duration(p.Backends-p.Probed)*p.Mandatory(false) + time.Duration(p.Probed)*p.Mandatory(true)
-	steps := time.Duration(p.NewSteps(knee))
-	d += time.Duration(p.Searched) * steps * p.StepCost()
-	d += time.Duration(p.ProbeSearched) * steps * p.ProbeStepCost()
+	d += time.Duration(p.Searched*p.NewSteps(knee)) * p.StepCost()
+	d += time.Duration(p.ProbeSearched*p.ProbeNewSteps(knee)) * p.ProbeStepCost()
 	return d
 }

@@ -195,13 +195,118 @@ func TestPlan(t *testing.T) {
 	if p.Reserve(true, true) != 18*time.Second || p.Reserve(true, false) != 6*time.Second || p.Reserve(false, false) != 0 {
 		t.Errorf("reserve %s %s", p.Reserve(true, true), p.Reserve(true, false))
 	}
-	// 10 s build + 8 x 17 s + 2 x 23 s + 4 steps x (5 x 3 s + 2 x 6 s).
-	if got, want := p.Estimate(4), 10*time.Second+8*17*time.Second+2*23*time.Second+4*27*time.Second; got != want {
+	// The probe's search starts at the study's knee: two steps there
+	// and above (Search.From), none below a knee at the bottom.
+	for knee, want := range map[int]int{-1: 0, 0: 1, 1: 2, 4: 2, 8: 1} {
+		if got := p.ProbeNewSteps(knee); got != want {
+			t.Errorf("ProbeNewSteps(%d) = %d, want %d", knee, got, want)
+		}
+	}
+	// 10 s build + 8 x 17 s + 2 x 23 s + 5 searches x 4 steps x 3 s + 2
+	// probe searches x 2 steps x 6 s.
+	if got, want := p.Estimate(4), 10*time.Second+8*17*time.Second+2*23*time.Second+60*time.Second+24*time.Second; got != want {
 		t.Errorf("Estimate(4) = %s, want %s", got, want)
 	}
+	// Confirm runs each failing (stand-in: narrowly, p99 100 ms) step
+	// twice; the warm-up adds to each probe run and to each backend's
+	// start.
+	p.Confirm, p.WarmFor = true, time.Second
+	if got := p.NewSteps(4); got != 6 {
+		t.Errorf("NewSteps(4) with Confirm = %d, want 6", got)
+	}
+	if got := p.ProbeNewSteps(4); got != 3 {
+		t.Errorf("ProbeNewSteps(4) with Confirm = %d, want 3", got)
+	}
+	if p.Mandatory(false) != 19*time.Second || p.ProbeStepCost() != 7*time.Second || p.ProbeMandatory() != 7*time.Second {
+		t.Errorf("warm-up: mandatory %s, probe step %s, probe mandatory %s", p.Mandatory(false), p.ProbeStepCost(), p.ProbeMandatory())
+	}
+	p.Confirm, p.WarmFor = false, 0
 	// Without a reused step, the first step is a run of its own.
 	p.Reused = 0
 	if got := p.NewSteps(0); got != 3 {
 		t.Errorf("NewSteps(0) without reuse = %d, want 3", got)
+	}
+}
+
+// TestSearchFrom: from any guess, the knee to one step, the same as the
+// coarse search's; from the right guess, in at most two runs.
+func TestSearchFrom(t *testing.T) {
+	for knee := -1; knee < len(ladder); knee++ {
+		for _, guess := range []int{-1, 0, 3, knee, 8} {
+			var ran []float64
+			at := func(rate float64) Run {
+				if knee >= 0 && rate <= ladder[knee] {
+					return okRun(rate, 10)
+				}
+				return okRun(rate, 80)
+			}
+			tp := Search{Ladder: ladder, Nodes: 2, Allow: always,
+				Reuse: func(rate float64) (Run, bool) { return at(rate), rate == 1000 },
+				Run:   func(rate float64) (Run, error) { ran = append(ran, rate); return at(rate), nil }}.From(guess)
+			coarse, _ := kneeSearch(knee, 2, always)
+			lo, hi, ok := tp.KneeRange()
+			if !ok || lo != knee || hi != knee || tp.Knee() != coarse.Knee() {
+				t.Errorf("knee %d, guess %d: range %d-%d, %q (coarse: %q)", knee, guess, lo, hi, tp.Knee(), coarse.Knee())
+			}
+			if guess == knee && len(ran) > 2 {
+				t.Errorf("knee %d guessed right: ran %v", knee, ran)
+			}
+			if !slices.IsSortedFunc(tp.Steps, func(a, b TputStep) int { return int(a.Rate - b.Rate) }) {
+				t.Errorf("knee %d, guess %d: steps not sorted", knee, guess)
+			}
+		}
+	}
+	// Cut short going down: the knee is unknown below the last step run.
+	n := 0
+	tp := Search{Ladder: ladder, Nodes: 2, Reuse: func(float64) (Run, bool) { return Run{}, false },
+		Allow: func(float64) bool { n++; return n <= 2 },
+		Run:   func(rate float64) (Run, error) { return okRun(rate, 80), nil }}.From(5)
+	if tp.Knee() != "unknown (search cut short)" || !strings.HasPrefix(tp.Stopped, "time budget: 3000 msg/s not run") {
+		t.Errorf("cut going down: %q, %q", tp.Knee(), tp.Stopped)
+	}
+}
+
+// TestSearchConfirm: a narrow miss is run again and the second run
+// judges the step; a wide miss, a loss, a step judged on the latency
+// runs and a second run the budget refuses are not.
+func TestSearchConfirm(t *testing.T) {
+	lossy := okRun(2000, 10)
+	lossy.Lost, lossy.Delivered = 3, 997
+	for _, c := range []struct {
+		name  string
+		runs  []Run // the runs of the 2000 step, in order
+		reuse bool
+		allow int // runs allowed
+		ran   int
+		pass  bool
+		first bool
+		inWhy string
+	}{
+		{"narrow then ok", []Run{okRun(2000, 64), okRun(2000, 30)}, false, 9, 2, true, true, ""},
+		{"narrow twice", []Run{okRun(2000, 64), okRun(2000, 114)}, false, 9, 2, false, true, "run twice; the first: cross p99 64.0 ms"},
+		{"wide", []Run{okRun(2000, 300), okRun(2000, 30)}, false, 9, 1, false, false, "cross p99 300.0 ms"},
+		{"loss", []Run{lossy, okRun(2000, 30)}, false, 9, 1, false, false, "3 deliveries lost"},
+		{"reused", []Run{okRun(2000, 64)}, true, 9, 0, false, false, "cross p99 64.0 ms"},
+		{"no time", []Run{okRun(2000, 64), okRun(2000, 30)}, false, 1, 1, false, false, "cross p99 64.0 ms"},
+	} {
+		ran, allowed := 0, 0
+		tp := Search{Ladder: []float64{2000}, Nodes: 2, Confirm: true,
+			Reuse: func(float64) (Run, bool) { return c.runs[0], c.reuse },
+			Allow: func(float64) bool { allowed++; return allowed <= c.allow },
+			Run:   func(float64) (Run, error) { ran++; return c.runs[ran-1], nil }}.Coarse()
+		st := tp.Steps[0]
+		if ran != c.ran || st.Pass != c.pass || (st.FirstRun != nil) != c.first || !strings.Contains(st.Why, c.inWhy) {
+			t.Errorf("%s: ran %d, pass %v, first run %v, why %q; want %d, %v, %v, %q", c.name, ran, st.Pass, st.FirstRun != nil, st.Why, c.ran, c.pass, c.first, c.inWhy)
+		}
+		if c.first && st.Result.CrossNode.P99 != c.runs[1].CrossNode.P99 {
+			t.Errorf("%s: judged by p99 %g, not the second run's", c.name, st.Result.CrossNode.P99)
+		}
+	}
+	// Without Confirm, a narrow miss is final.
+	ran := 0
+	tp := Search{Ladder: []float64{2000}, Nodes: 2, Allow: always, Reuse: func(float64) (Run, bool) { return Run{}, false },
+		Run: func(float64) (Run, error) { ran++; return okRun(2000, 64), nil }}.Coarse()
+	if ran != 1 || tp.Steps[0].Pass {
+		t.Errorf("without Confirm: ran %d", ran)
 	}
 }
