@@ -7,6 +7,7 @@ package report
 
 import (
 	"fmt"
+	"math"
 	"strings"
 
 	"github.com/syncgate/syncgate/bench/internal/study"
@@ -23,8 +24,8 @@ func harnessReading(rs *study.Results) []string {
 			continue
 		}
 		if b.Name == "memory" {
-			out = append(out, fmt.Sprintf("Calibration (memory broker, one node, %.0f msg/s): the study measures p50 %.2f ms / p99 %.2f ms, the probe p50 %.2f ms / p99 %.2f ms on the same path (its subscribers per channel: see the agreement table); what the study's load (its subscribers, its load generator on the same CPUs) adds is about %+.2f ms at p50 and %+.2f ms at p99, and its load generator spent %s CPU s per million deliveries (latency table, *harness CPU*).",
-				a.Rate, a.StudyP50, a.StudyP99, a.ProbeP50, a.ProbeP99, a.StudyP50-a.ProbeP50, a.StudyP99-a.ProbeP99, harnessAt(b, a.Rate)))
+			out = append(out, fmt.Sprintf("Calibration (memory broker, one node, %.0f msg/s): the study measures p50 %.2f ms / p99 %.2f ms, the probe p50 %.2f ms / p99 %.2f ms on the same path (its subscribers per channel: see the agreement table); what the study's load (its subscribers, its load generator on the same CPUs) adds is about %s ms at p50 and %s ms at p99, and its load generator spent %s CPU s per million deliveries (latency table, *harness CPU*).",
+				a.Rate, a.StudyP50, a.StudyP99, a.ProbeP50, a.ProbeP99, signedMs(a.StudyP50-a.ProbeP50), signedMs(a.StudyP99-a.ProbeP99), harnessAt(b, a.Rate)))
 		}
 	}
 	if rows := agreementRows(rs); len(rows) > 1 {
@@ -92,7 +93,7 @@ func latencyBought(byName map[string]study.Backend, rate float64, overloaded boo
 			if !ok {
 				continue
 			}
-			parts = append(parts, fmt.Sprintf("%s %+.2f ms at p50, %+.2f ms at p99", l, ll.P50-fl.P50, ll.P99-fl.P99))
+			parts = append(parts, fmt.Sprintf("%s %s ms at p50, %s ms at p99", l, signedMs(ll.P50-fl.P50), signedMs(ll.P99-fl.P99)))
 			// Both percentiles: the verdict may rest on either.
 			vs := fmt.Sprintf("%s (p50 %.2f against %.2f ms, p99 %.2f against %.2f ms)", l, fl.P50, ll.P50, fl.P99, ll.P99)
 			switch latencyOrder(fl, ll) {
@@ -241,4 +242,14 @@ func kneeReading(rs *study.Results) []string {
 		out = append(out, "Not searched in this run: "+strings.Join(not, ", ")+".")
 	}
 	return out
+}
+
+// signedMs is a difference in milliseconds to two decimals with its
+// sign, and 0.00 (no sign) when it rounds to nothing ("-0.00" read as a
+// loss where there is none).
+func signedMs(d float64) string {
+	if math.Abs(d) < 0.005 {
+		return "0.00"
+	}
+	return fmt.Sprintf("%+.2f", d)
 }

@@ -187,3 +187,11 @@ func TestLatencyOrder(t *testing.T) {
 		}
 	}
 }
+
+func TestSignedMs(t *testing.T) {
+	for d, want := range map[float64]string{-0.001: "0.00", 0.004: "0.00", 0: "0.00", -0.05: "-0.05", 0.391: "+0.39", -1.5: "-1.50"} {
+		if got := signedMs(d); got != want {
+			t.Errorf("signedMs(%g) = %q, want %q", d, got, want)
+		}
+	}
+}
