@@ -124,10 +124,7 @@ func runFanout(ctx context.Context, o options, mode, broker, bin, tmp string, p 
 	}
 	res.Scheduled = pr.Scheduled * o.Channels
 	res.PubAcks, res.PubErrors, res.MaxPubLagMs, res.PubLagP99Ms = pr.Acks, pr.Errors, ms(pr.MaxLag), ms(pr.LagP99)
-	for c, n := range pr.Published {
-		res.Published += n
-		res.Expected += int64(n) * int64(subsOn(c, o.Subs, o.Channels))
-	}
+	res.Published, res.Expected = pr.due(o.Subs, o.Channels)
 	received, err := rig.drain(ctx, res.Expected, beforeAll)
 	if err != nil {
 		return res, gis, err
@@ -259,10 +256,7 @@ func (r *fanoutRig) warmUp(ctx context.Context, o options, p *progress) error {
 	if err != nil {
 		return fmt.Errorf("warm-up: %w", err)
 	}
-	var expected int64
-	for c, n := range pr.Published {
-		expected += int64(n) * int64(subsOn(c, o.Subs, o.Channels))
-	}
+	_, expected := pr.due(o.Subs, o.Channels)
 	if _, err := r.drain(ctx, expected, 0); err != nil {
 		return fmt.Errorf("warm-up: %w", err)
 	}
@@ -612,6 +606,17 @@ func (s *session) count(ctx context.Context, subs []*loadgenProc) (int64, error)
 
 // subsOn is how many of subs subscribers are on channel ch: subscriber i
 // is on channel i % channels.
+// due is what a publish run owes its subscribers: the messages published
+// over every channel, and the deliveries they make to subs subscribers
+// spread over channels (subsOn).
+func (pr *publishResult) due(subs, channels int) (published int, deliveries int64) {
+	for c, n := range pr.Published {
+		published += n
+		deliveries += int64(n) * int64(subsOn(c, subs, channels))
+	}
+	return published, deliveries
+}
+
 func subsOn(ch, subs, channels int) int {
 	n := subs / channels
 	if ch < subs%channels {

@@ -121,10 +121,7 @@ type probeAgreement struct {
 	bin, tmp string
 	p        *progress
 	a        study.Agreement
-	runs     []study.Run
-	p50s     []float64
-	p99s     []float64
-	cpus     []float64
+	runs     []study.Run // those that measured latency
 	tried    int
 	stopped  bool          // a run measured nothing: no more runs
 	spent    time.Duration // the runs' wall time
@@ -161,10 +158,7 @@ func (pa *probeAgreement) runNext(ctx context.Context) {
 		return
 	}
 	pa.runs = append(pa.runs, r)
-	pa.p50s, pa.p99s = append(pa.p50s, r.All.P50), append(pa.p99s, r.All.P99)
-	pa.cpus = append(pa.cpus, study.CPUPerM(r.HarnessCPUS, r.Deliveries))
 	pa.a.ProbeLost += int64(r.Lost)
-	pa.a.ProbeRuns++
 }
 
 // studyAgreement finishes the probe for one backend: the agreement runs
@@ -179,8 +173,13 @@ func studyAgreement(ctx context.Context, pa *probeAgreement, lat []study.Run, tp
 		pa.runNext(ctx)
 	}
 	rate, a, runs := pa.a.Rate, pa.a, pa.runs
-	if a.ProbeRuns > 0 {
-		a.ProbeP50, a.ProbeP99, a.ProbeHarnessCPU = study.Median(pa.p50s), study.Median(pa.p99s), study.Median(pa.cpus)
+	if a.ProbeRuns = len(runs); a.ProbeRuns > 0 {
+		var p50s, p99s, cpus []float64
+		for _, r := range runs {
+			p50s, p99s = append(p50s, r.All.P50), append(p99s, r.All.P99)
+			cpus = append(cpus, study.CPUPerM(r.HarnessCPUS, r.Deliveries))
+		}
+		a.ProbeP50, a.ProbeP99, a.ProbeHarnessCPU = study.Median(p50s), study.Median(p99s), study.Median(cpus)
 	}
 	if r, ok := (study.Backend{Latency: lat}).LatencyAt(rate); ok {
 		a.StudyP50, a.StudyP99 = r.All.P50, r.All.P99

@@ -90,10 +90,7 @@ func (r *studyRig) run(ctx context.Context, rate float64, d time.Duration, label
 		return out, err
 	}
 	res := fanoutResult{}
-	for c, n := range pr.Published {
-		res.Published += n
-		res.Expected += int64(n) * int64(subsOn(c, o.Subs, o.Channels))
-	}
+	res.Published, res.Expected = pr.due(o.Subs, o.Channels)
 	if _, err := r.rig.drain(ctx, res.Expected, 0); err != nil {
 		return out, err
 	}

@@ -21,7 +21,7 @@ func kneeSearch(knee, stride int, allow func(float64) bool) (Tput, []float64) {
 		}
 		return okRun(rate, 80)
 	}
-	t := SearchThroughput(ladder, stride, 2,
+	t := coarse(ladder, stride, 2,
 		func(rate float64) (Run, bool) { return at(rate), rate == 1000 },
 		allow,
 		func(rate float64) (Run, error) { ran = append(ran, rate); return at(rate), nil })

@@ -61,7 +61,7 @@ func TestSearchThroughput(t *testing.T) {
 	}
 	always := func(float64) bool { return true }
 	// Stops at the first failing step; the 1000 step reuses the latency run.
-	r := SearchThroughput(steps, 1, 2, reuse, always, run)
+	r := coarse(steps, 1, 2, reuse, always, run)
 	if r.Max != 2000 || len(r.Steps) != 3 || !r.Steps[0].FromLatency || r.Steps[1].FromLatency || r.Steps[2].Pass ||
 		len(ran) != 2 || !strings.Contains(r.Stopped, "5000 msg/s not sustained") {
 		t.Fatalf("search: max %g, steps %+v, ran %v, stopped %q", r.Max, r.Steps, ran, r.Stopped)
@@ -72,22 +72,22 @@ func TestSearchThroughput(t *testing.T) {
 	// Every step passes: the bound ends the search.
 	p99s[5000] = 10
 	ran = nil
-	if r = SearchThroughput(steps, 1, 2, reuse, always, run); r.Max != 10000 || len(ran) != 3 || !strings.Contains(r.Stopped, "bound") {
+	if r = coarse(steps, 1, 2, reuse, always, run); r.Max != 10000 || len(ran) != 3 || !strings.Contains(r.Stopped, "bound") {
 		t.Errorf("all pass: max %g ran %v %q", r.Max, ran, r.Stopped)
 	}
 	// No time: only the reused step.
 	ran = nil
-	r = SearchThroughput(steps, 1, 2, reuse, func(float64) bool { return false }, run)
+	r = coarse(steps, 1, 2, reuse, func(float64) bool { return false }, run)
 	if r.Max != 1000 || len(ran) != 0 || len(r.Steps) != 1 || !strings.Contains(r.Stopped, "time budget: 2000") {
 		t.Errorf("no time: max %g ran %v %q", r.Max, ran, r.Stopped)
 	}
 	// The first step fails: nothing sustained, best is the first step;
 	// a run error counts as a failure.
 	p99s[1000] = 80
-	if r = SearchThroughput(steps, 1, 2, reuse, always, run); r.Max != 0 || len(r.Steps) != 1 || r.Best().Rate != 1000 {
+	if r = coarse(steps, 1, 2, reuse, always, run); r.Max != 0 || len(r.Steps) != 1 || r.Best().Rate != 1000 {
 		t.Errorf("first fails: %+v", r)
 	}
-	r = SearchThroughput([]float64{500}, 1, 2, reuse, always, func(float64) (Run, error) { return Run{}, errors.New("gone") })
+	r = coarse([]float64{500}, 1, 2, reuse, always, func(float64) (Run, error) { return Run{}, errors.New("gone") })
 	if r.Max != 0 || !strings.Contains(r.Stopped, "error: gone") {
 		t.Errorf("run error: %+v", r)
 	}
@@ -132,4 +132,10 @@ func TestMedian(t *testing.T) {
 	if Median(v) != 2 || Median([]float64{4, 1, 3, 2}) != 2.5 || Median(nil) != 0 || v[0] != 3 {
 		t.Errorf("median: %g %g %g, input %v", Median(v), Median([]float64{4, 1, 3, 2}), Median(nil), v)
 	}
+}
+
+// coarse is Search.Coarse without confirmation, on a ladder, a stride
+// and a node count.
+func coarse(steps []float64, stride, nodes int, reuse func(float64) (Run, bool), allow func(float64) bool, run func(float64) (Run, error)) Tput {
+	return Search{Ladder: steps, Stride: stride, Nodes: nodes, Reuse: reuse, Allow: allow, Run: run}.Coarse()
 }

@@ -144,12 +144,6 @@ type searcher struct {
 	why             string
 }
 
-// SearchThroughput is Search{...}.Coarse() without confirmation.
-func SearchThroughput(steps []float64, stride, nodes int, reuse func(float64) (Run, bool), allow func(float64) bool,
-	run func(float64) (Run, error)) Tput {
-	return Search{Ladder: steps, Stride: stride, Nodes: nodes, Reuse: reuse, Allow: allow, Run: run}.Coarse()
-}
-
 // Coarse looks for the knee coarse, then fine. It first tries every
 // Stride-th step from the first one, and the top step, in order, until
 // one fails; then the steps it skipped between the last coarse step that
@@ -248,8 +242,7 @@ func (se *searcher) try(i int) (ok, ran bool) {
 	var first *Run
 	if !ok && !from && se.Confirm && NarrowMiss(r, se.Nodes) {
 		if again, _, ran := se.measure(rate); ran {
-			r.SameNode.CDF, r.CrossNode.CDF, r.All.CDF = nil, nil, nil
-			prev := r
+			prev := noCDF(r)
 			first, r = &prev, again
 			if ok, w = StepVerdict(r, se.Nodes); !ok {
 				_, w1 := StepVerdict(*first, se.Nodes)
@@ -257,14 +250,20 @@ func (se *searcher) try(i int) (ok, ran bool) {
 			}
 		}
 	}
-	r.SameNode.CDF, r.CrossNode.CDF, r.All.CDF = nil, nil, nil
-	se.res.Steps = append(se.res.Steps, TputStep{Rate: rate, FromLatency: from, Pass: ok, Why: w, Result: r, FirstRun: first})
+	se.res.Steps = append(se.res.Steps, TputStep{Rate: rate, FromLatency: from, Pass: ok, Why: w, Result: noCDF(r), FirstRun: first})
 	if ok {
 		se.pass = max(se.pass, i)
 	} else if se.fail < 0 || i < se.fail {
 		se.fail, se.why = i, w
 	}
 	return ok, true
+}
+
+// noCDF is r without its latency CDFs (a step keeps its percentiles; the
+// CDFs are the latency runs').
+func noCDF(r Run) Run {
+	r.SameNode.CDF, r.CrossNode.CDF, r.All.CDF = nil, nil, nil
+	return r
 }
 
 // finish orders the steps and says where the knee is and why the search
@@ -292,7 +291,7 @@ func (se *searcher) finish() Tput {
 	return res
 }
 
-// CoarseSteps are the ladder indexes the coarse pass of SearchThroughput
+// CoarseSteps are the ladder indexes the coarse pass of Search.Coarse
 // tries, in order: 0, stride, 2 stride, ... and the top one (n-1).
 func CoarseSteps(n, stride int) []int {
 	stride = max(1, stride)
